@@ -1,0 +1,134 @@
+"""The command line: ``aekit train | evaluate | demo``.
+
+A user mistake (an :class:`AekitError`, a missing file, a bad option) ends in one line on stderr and exit status 2;
+an interrupt ends with 130 after saying how to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aekit.data import DATASET_NAMES
+from aekit.errors import AekitError
+from aekit.models import MODEL_NAMES
+from aekit.models.aae import PRIORS
+from aekit.models.autoencoders import NOISE_KINDS
+from aekit.trainer import SCHEDULES
+from aekit.workflow import DEFAULTS
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 256,128") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
+    return sizes
+
+
+def _option(parser, flag: str, help: str, **kwargs) -> None:
+    """An option whose absence means 'not given' (None), so a resumed run can tell what the user asked to change."""
+    dest = flag.lstrip("-").replace("-", "_")
+    default = DEFAULTS[dest]
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    parser.add_argument(flag, dest=dest, default=None, help=f"{help} (default: {shown})", **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (it prints the usage as well by default)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aekit", description="Auto-encoders (AE, denoising, dropout, adversarial, "
+                                     "variational) and PCA: train, evaluate and compare them.")
+    parser.add_argument("--version", action="version", version=f"aekit {__import__('aekit').__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model and write its run folder",
+                                description="Train a model and write its run folder: config.json, model.safetensors, "
+                                "checkpoint.pt, history.csv, metrics.json and figures/.")
+    train.add_argument("--out", required=True, help="the run folder to write (or, with --resume, to continue)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; "
+                       "--epochs may be raised, other settings must stay as they were")
+    group = train.add_argument_group("data")
+    _option(group, "--dataset", f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row) "
+            "or a folder of PNG/JPEG images")
+    _option(group, "--data-dir", "for mnist: a folder holding the four IDX files instead of downloading them")
+    _option(group, "--test-fraction", "share of examples held out as the test split where the source has none",
+            type=float)
+    group = train.add_argument_group("model")
+    _option(group, "--model", "the model family", choices=MODEL_NAMES)
+    _option(group, "--code-dim", "size of the code", type=int)
+    _option(group, "--net", "encoder/decoder: mlp, or conv for images", choices=("mlp", "conv"))
+    _option(group, "--hidden", "hidden layer widths (mlp) or channels (conv), comma-separated; default 256,128 for "
+            "mlp and 32,64 for conv", type=_sizes)
+    _option(group, "--loss", "reconstruction loss: auto (bce for binary-valued data, mse for real-valued), bce or mse",
+            choices=("auto", "bce", "mse"))
+    _option(group, "--noise", "dae: the corruption", choices=NOISE_KINDS)
+    _option(group, "--noise-level", "dae: noise standard deviation (gaussian) or share of elements hit", type=float)
+    _option(group, "--dropout", "dropout-ae: dropout rate of the hidden layers", type=float)
+    _option(group, "--input-dropout", "dropout-ae: dropout rate of the input", type=float)
+    _option(group, "--prior", "aae: the code prior", choices=PRIORS)
+    _option(group, "--discriminator-hidden", "aae: discriminator hidden widths, comma-separated", type=_sizes)
+    _option(group, "--beta", "vae: weight of the KL term", type=float)
+    group = train.add_argument_group("training")
+    _option(group, "--epochs", "passes over the training split", type=int)
+    _option(group, "--batch-size", "examples per step", type=int)
+    _option(group, "--lr", "Adam learning rate", type=float)
+    _option(group, "--schedule", "learning-rate schedule", choices=SCHEDULES)
+    _option(group, "--seed", "seeds the weights, the data order and the train/test split", type=int)
+    _option(group, "--log-every", "steps between reads of the running loss", type=int)
+    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    train.add_argument("--no-progress", action="store_true", help="print nothing while training")
+
+    evaluate = commands.add_parser("evaluate", help="print and write the test metrics of a run",
+                                   description="Compute the metrics of a trained run on its test split, print them "
+                                   "as JSON and write them to RUN/metrics.json.")
+    evaluate.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
+    evaluate.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    evaluate.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+
+    demo = commands.add_parser("demo", help="the main job: PCA, AE and VAE on digits, side by side",
+                               description="Train PCA, an auto-encoder and a VAE on scikit-learn's digits at one code "
+                               "size; write one figure of the same test digits reconstructed by each and a table of "
+                               "their test metrics.")
+    demo.add_argument("--out", default="runs/demo", help="folder to write (default: runs/demo)")
+    demo.add_argument("--code-dim", type=int, default=10, help="code size (default: 10)")
+    demo.add_argument("--epochs", type=int, default=100, help="epochs for the auto-encoders (default: 100)")
+    demo.add_argument("--no-progress", action="store_true", help="print only the result")
+    return parser
+
+
+_NOT_OPTIONS = {"command", "out", "resume", "device", "no_progress"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from aekit import workflow  # the heavy imports wait until the arguments are known to be good
+
+    try:
+        if args.command == "train":
+            given = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None}
+            _, metrics = workflow.train_run(args.out, given, resume=args.resume, device=args.device,
+                                            progress=not args.no_progress)
+            print(json.dumps(metrics, indent=2))
+            print(f"run written to {args.out}", file=sys.stderr)
+        elif args.command == "evaluate":
+            print(json.dumps(workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device), indent=2))
+        elif args.command == "demo":
+            print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
+            print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)
+    except AekitError as error:
+        print(f"aekit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = f"; continue with `aekit train --resume --out {out}`" if args.command == "train" else ""
+        print(f"aekit: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,139 @@
+"""Real-valued examples from ``.npy``, ``.npz`` or ``.csv`` files, one example per row."""
+from __future__ import annotations
+
+import csv
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from aekit.data.dataset import Dataset, split_seeded
+from aekit.errors import DataError
+
+_SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
+_WHOLE_KEYS = {"x", "y"}
+
+
+def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
+    """A :class:`Dataset` of float32 (n, features) examples, real-valued (``binary=False``).
+
+    ``.npy``: one array of examples. Arrays with more than two dimensions are flattened per example, so
+    (n, 28, 28) becomes (n, 784). ``.npz``: either ``x_train`` and ``x_test`` (already split; labels optional
+    as ``y_train`` and ``y_test``), or ``x`` (labels optional as ``y``), or a single array of any name.
+    ``.csv``: numbers separated by commas, an optional header row, no label column.
+    Sources that do not come split are split with ``seed`` and ``test_fraction``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file; check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        arrays = {"x": _read_csv(path)}
+    elif suffix in (".npy", ".npz"):
+        arrays = _read_numpy(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
+
+    keys = set(arrays)
+    if {"x_train", "x_test"} <= keys <= _SPLIT_KEYS:
+        if len(keys & {"y_train", "y_test"}) == 1:
+            raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
+                            "store both y_train and y_test, or neither")
+        x_train = _examples(arrays["x_train"], f"{path}[x_train]")
+        x_test = _examples(arrays["x_test"], f"{path}[x_test]")
+        y_train = _labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
+        y_test = _labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
+    else:
+        if "x" in keys and keys <= _WHOLE_KEYS:
+            x_name = "x"
+        elif len(keys) == 1:
+            (x_name,) = keys
+        else:
+            raise DataError(f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train "
+                            "and y_test), or x (optionally y), or a single array")
+        x = _examples(arrays[x_name], f"{path}[{x_name}]" if suffix == ".npz" else str(path))
+        y = _labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+        x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+    return Dataset(path.name, x_train, x_test, y_train, y_test, binary=False)
+
+
+def _read_numpy(path: Path) -> dict[str, np.ndarray]:
+    """Every array in a .npz file by name, or a .npy file's single array as ``x``."""
+    try:
+        # np.load decides by content, not by suffix: either kind of file may come back from either name.
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"x": loaded}
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # Object arrays and pickles end up here too, refused by allow_pickle=False.
+        raise DataError(f"{path} cannot be read as a numeric NumPy file ({error}); save plain numeric arrays "
+                        "with numpy.save or numpy.savez") from None
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """The numbers in a CSV file as a float64 (rows, columns) array, skipping blank lines and a header row.
+
+    The first row is taken as a header only when none of its cells is a number, so a data row with a typo is
+    reported rather than silently dropped.
+    """
+    rows: list[list[float]] = []
+    header = False
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            reader = csv.reader(file)
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                values = [_number(cell) for cell in row]
+                if not rows and not header and all(v is None for v in values):
+                    header = True
+                    continue
+                if None in values:
+                    column = values.index(None)
+                    raise DataError(f"{path}: line {reader.line_num}, column {column + 1} holds {row[column]!r}, "
+                                    "which is not a number; the CSV must hold only numbers, with an optional "
+                                    "header row")
+                if rows and len(values) != len(rows[0]):
+                    raise DataError(f"{path}: line {reader.line_num} has {len(values)} columns but the first data "
+                                    f"row has {len(rows[0])}; give every row the same number of columns")
+                rows.append(values)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path} cannot be read as a UTF-8 CSV file ({error}); save it as comma-separated "
+                        "numbers in UTF-8") from None
+    if not rows:
+        raise DataError(f"{path} holds no data rows; it needs one row of comma-separated numbers per example")
+    return np.array(rows, dtype=np.float64)
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _examples(values: np.ndarray, source: str) -> np.ndarray:
+    """Examples as a float32 (n, features) array; more than two dimensions are flattened per example."""
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{source} has dtype {values.dtype}, not numbers; store a float or integer array")
+    if values.ndim < 2:
+        raise DataError(f"{source} has shape {values.shape} but examples must be the rows of an array of shape "
+                        "(n, features); reshape it, e.g. to (n, 1) for a single feature")
+    if values.size == 0:
+        raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
+    return values.reshape(len(values), -1).astype(np.float32)
+
+
+def _labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+    """Labels as int64, one per example, or None where there are none."""
+    if labels is None:
+        return None
+    if labels.shape != (n,):
+        raise DataError(f"{source} has shape {labels.shape} but there are {n} examples; store one label per "
+                        "example in a 1-D array")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{source} has dtype {labels.dtype}; labels must be integers, e.g. y.astype(int)")
+    return labels.astype(np.int64)

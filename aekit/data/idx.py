@@ -1,0 +1,78 @@
+"""The IDX format of the MNIST files: a 4-byte magic, big-endian uint32 dimensions, then the raw values.
+
+Magic: two zero bytes, a type code (see ``_DTYPES``) and the number of dimensions.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from aekit.errors import DataError
+
+# IDX type code -> element type; IDX stores every multi-byte value big-endian.
+_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(data: bytes, source: str) -> np.ndarray:
+    """Parse the bytes of an IDX file into an array in native byte order; ``source`` names it in errors."""
+    if len(data) < 4:
+        raise DataError(f"{source} is truncated: it holds {len(data)} bytes, less than the 4-byte IDX magic; "
+                        "delete it and download again")
+    if data[:2] != b"\0\0":
+        raise DataError(f"{source} is not an IDX file (it does not start with two zero bytes); "
+                        "delete it and download again")
+    code, ndim = data[2], data[3]
+    if code not in _DTYPES:
+        raise DataError(f"{source} has unknown IDX type code 0x{code:02X} (expected one of "
+                        f"{', '.join(f'0x{c:02X}' for c in _DTYPES)}); delete it and download again")
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise DataError(f"{source} is truncated: its header promises {ndim} dimensions ({header_size} bytes) "
+                        f"but the file holds {len(data)} bytes; delete it and download again")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = _DTYPES[code]
+    # Python integers, so a forged header cannot overflow the product; checked before anything is allocated.
+    count = math.prod(dims)
+    expected_size = header_size + count * dtype.itemsize
+    if len(data) < expected_size:
+        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
+                        f"{len(data)}; delete it and download again")
+    if len(data) > expected_size:
+        raise DataError(f"{source} has {len(data) - expected_size} trailing bytes after the {expected_size} its "
+                        "header promises; delete it and download again")
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
+    return values.astype(dtype.newbyteorder("="))
+
+
+def gunzip(data: bytes, source: str) -> bytes:
+    """Decompress gzip bytes; a corrupt or truncated stream is a DataError naming ``source``."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{source} is not a valid gzip file ({error}); delete it and download again") from None
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The contents of a file, decompressed when its name ends in ``.gz``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+    return gunzip(data, str(path)) if path.suffix.lower() == ".gz" else data
+
+
+def read_idx_file(path: str | Path) -> np.ndarray:
+    """Read an IDX file, gzipped or not (decided by the ``.gz`` suffix)."""
+    return read_idx(read_bytes(path), str(path))

@@ -1,0 +1,87 @@
+"""A folder of PNG/JPEG images as a dataset, labelled by subfolder when the images sit in subfolders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aekit.data.dataset import Dataset, split_seeded
+from aekit.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+# Modes with one intensity per pixel; "LA" drops its alpha. 16-bit modes get their own scale (see _pixels).
+_GRAY_MODES = {"1", "L", "LA", "I;16", "I;16L", "I;16B"}
+
+# Everything Pillow raises for a file it cannot decode.
+_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def load_image_folder(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
+    """Every image under ``path`` (recursively) as float32 (n, channels, height, width) in [0, 1].
+
+    All images must have the same size. One channel when every image is grayscale, else three (RGB).
+    When no image lies directly in ``path``, each image's top-level subfolder is its class: the sorted
+    subfolder names are numbered 0, 1, ... as labels. Otherwise there are no labels.
+    The files are read in sorted order and split with ``seed`` and ``test_fraction``.
+    """
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or "
+                        "JPEG files")
+
+    # Headers first (cheap), so a size mismatch is reported before any pixels are decoded.
+    sizes, modes = zip(*(_header(file) for file in files))
+    for file, size in zip(files, sizes):
+        if size != sizes[0]:
+            raise DataError(f"{file} is {size[0]}x{size[1]} pixels but {files[0]} and every image before it is "
+                            f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size")
+    channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
+    width, height = sizes[0]
+    x = np.empty((len(files), channels, height, width), dtype=np.float32)
+    for i, file in enumerate(files):
+        x[i] = _pixels(file, channels)
+
+    y = _labels(folder, files)
+    x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+    return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True)
+
+
+def _header(file: Path) -> tuple[tuple[int, int], str]:
+    """An image's (width, height) and Pillow mode, read without decoding the pixels."""
+    try:
+        with Image.open(file) as image:
+            return image.size, image.mode
+    except _UNREADABLE as error:
+        raise _unreadable(file, error) from None
+
+
+def _pixels(file: Path, channels: int) -> np.ndarray:
+    """An image as float32 (channels, height, width) in [0, 1]."""
+    try:
+        with Image.open(file) as image:
+            if image.mode not in _GRAY_MODES:
+                return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+            # Pillow's conversion to "L" clips 16-bit values at 255 instead of scaling them.
+            if image.mode.startswith("I;16"):
+                gray = np.asarray(image, dtype=np.float32) / 65535
+            else:
+                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    except _UNREADABLE as error:
+        raise _unreadable(file, error) from None
+    return np.repeat(gray[None], channels, axis=0)
+
+
+def _unreadable(file: Path, error: Exception) -> DataError:
+    return DataError(f"{file} cannot be read as an image ({error}); delete or replace it")
+
+
+def _labels(folder: Path, files: list[Path]) -> np.ndarray | None:
+    """Class numbers from the top-level subfolder of each file, or None when some file lies directly in folder."""
+    if any(file.parent == folder for file in files):
+        return None
+    classes = [file.relative_to(folder).parts[0] for file in files]
+    number = {name: i for i, name in enumerate(sorted(set(classes)))}
+    return np.array([number[name] for name in classes], dtype=np.int64)

@@ -1,0 +1,17 @@
+"""The library's own exceptions: a user mistake is one of these, and the CLI turns it into one line and exit 2."""
+
+
+class AekitError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+class DataError(AekitError, ValueError):
+    """A dataset, data file or array that cannot be used as given."""
+
+
+class RunError(AekitError):
+    """A run folder (config, weights, checkpoint) that cannot be used as given."""
+
+
+class TrainingDiverged(AekitError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""

@@ -1,0 +1,108 @@
+"""The model families, and :class:`ModelSpec`: everything needed to rebuild a model (it is a run's config)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from torch import nn
+
+from aekit import nets
+from aekit.errors import AekitError
+from aekit.models.aae import PRIORS, AdversarialAE
+from aekit.models.autoencoders import NOISE_KINDS, DenoisingAE, DropoutAE, corrupt
+from aekit.models.base import AutoEncoder, Loss, Phase
+from aekit.models.likelihood import LIKELIHOODS, Bernoulli, Gaussian, choose_likelihood
+from aekit.models.pca import PCA
+from aekit.models.vae import VAE, gaussian_kl
+
+__all__ = ["AutoEncoder", "DenoisingAE", "DropoutAE", "AdversarialAE", "VAE", "PCA", "Loss", "Phase", "ModelSpec",
+           "build_model", "MODEL_NAMES", "gaussian_kl", "corrupt", "Bernoulli", "Gaussian", "choose_likelihood"]
+
+MODEL_NAMES = ("ae", "dae", "dropout-ae", "aae", "vae", "pca")
+NET_NAMES = ("mlp", "conv")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's architecture and options. ``hidden`` holds layer widths for the MLP (default 256, 128) or channels
+    for the conv net (default 32, 64)."""
+
+    model: str
+    shape: tuple[int, ...]
+    code_dim: int = 10
+    likelihood: str = "bernoulli"
+    net: str = "mlp"
+    hidden: tuple[int, ...] | None = None
+    noise: str = "gaussian"
+    noise_level: float = 0.3
+    dropout: float = 0.2
+    input_dropout: float = 0.1
+    prior: str = "gaussian"
+    discriminator_hidden: tuple[int, ...] = (256, 256)
+    beta: float = 1.0
+
+    def __post_init__(self):
+        if self.hidden is None:
+            object.__setattr__(self, "hidden", (256, 128) if self.net == "mlp" else (32, 64))
+        problems = []
+        if self.model not in MODEL_NAMES:
+            problems.append(f"unknown model {self.model!r}; use one of {', '.join(MODEL_NAMES)}")
+        if self.net not in NET_NAMES:
+            problems.append(f"unknown network {self.net!r}; use mlp or conv")
+        if self.likelihood not in LIKELIHOODS:
+            problems.append(f"unknown likelihood {self.likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
+        if self.code_dim < 1:
+            problems.append(f"code size {self.code_dim} must be at least 1")
+        if any(h < 1 for h in self.hidden + self.discriminator_hidden):
+            problems.append(f"hidden sizes {list(self.hidden)} must all be at least 1")
+        if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
+            problems.append("dropout rates must be in [0, 1)")
+        if self.noise not in NOISE_KINDS:
+            problems.append(f"unknown noise {self.noise!r}; use one of {', '.join(NOISE_KINDS)}")
+        if self.noise_level < 0 or (self.noise != "gaussian" and self.noise_level > 1):
+            problems.append(f"noise level {self.noise_level} must be >= 0 (and <= 1 for {self.noise})")
+        if self.prior not in PRIORS:
+            problems.append(f"unknown prior {self.prior!r}; use one of {', '.join(PRIORS)}")
+        if self.beta < 0:
+            problems.append(f"beta {self.beta} must be >= 0")
+        if problems:
+            raise AekitError("; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise AekitError(f"unknown model settings {sorted(unknown)}")
+        tuples = {"shape", "hidden", "discriminator_hidden"}
+        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A freshly initialised model of ``spec`` (seed torch first for reproducible weights)."""
+    if spec.model == "pca":
+        if spec.code_dim > math.prod(spec.shape):
+            raise AekitError(f"PCA cannot keep {spec.code_dim} components of {math.prod(spec.shape)} features")
+        return PCA(spec.shape, spec.code_dim)
+    likelihood = LIKELIHOODS[spec.likelihood]
+    dropout = (spec.dropout, spec.input_dropout) if spec.model == "dropout-ae" else (0.0, 0.0)
+    encoder_out = 2 * spec.code_dim if spec.model == "vae" else spec.code_dim
+    if spec.net == "mlp":
+        encoder = nets.mlp_encoder(spec.shape, spec.hidden, encoder_out, *dropout)
+        decoder = nets.mlp_decoder(spec.code_dim, spec.hidden, spec.shape, dropout[0])
+    else:
+        encoder = nets.conv_encoder(spec.shape, spec.hidden, encoder_out, *dropout)
+        decoder = nets.conv_decoder(spec.code_dim, spec.hidden, spec.shape, dropout[0])
+    if spec.model == "ae":
+        return AutoEncoder(encoder, decoder, likelihood)
+    if spec.model == "dae":
+        return DenoisingAE(encoder, decoder, likelihood, spec.noise, spec.noise_level)
+    if spec.model == "dropout-ae":
+        return DropoutAE(encoder, decoder, likelihood)
+    if spec.model == "vae":
+        return VAE(encoder, decoder, likelihood, spec.code_dim, spec.beta)
+    discriminator = nets.mlp(spec.code_dim, spec.discriminator_hidden, 1)
+    return AdversarialAE(encoder, decoder, likelihood, discriminator, spec.code_dim, spec.prior)

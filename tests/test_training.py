@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import aekit
+from aekit import runs
+from aekit.errors import TrainingDiverged
+from aekit.evaluate import evaluate, reconstruction_metrics
+from aekit.models import MODEL_NAMES, ModelSpec, build_model
+from aekit.trainer import TrainSettings, mean_loss, train
+
+
+def _model(name, dataset, **options):
+    torch.manual_seed(0)
+    return build_model(ModelSpec(name, dataset.shape, code_dim=8, hidden=(64, 32), **options))
+
+
+@pytest.mark.parametrize("name", [m for m in MODEL_NAMES if m != "pca"])
+def test_each_model_test_loss_falls_on_digits(name, digits):
+    model = _model(name, digits)
+    x_test = torch.from_numpy(digits.x_test)
+    before = mean_loss(model, x_test)["reconstruction"]
+    history = train(model, digits, TrainSettings(epochs=4, batch_size=64), device="cpu", progress=False)
+    after = mean_loss(model, x_test)["reconstruction"]
+    assert len(history) == 4
+    assert after < 0.8 * before
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+
+
+def test_autoencoder_beats_pca_at_the_same_code_size(digits):
+    pca = _model("pca", digits)
+    train(pca, digits, device="cpu", progress=False)
+    torch.manual_seed(0)
+    ae = build_model(ModelSpec("ae", digits.shape, code_dim=8))
+    train(ae, digits, TrainSettings(epochs=40, batch_size=64), device="cpu", progress=False)
+    pca_sse = reconstruction_metrics(pca, digits.x_test)["sse_per_example"]
+    ae_sse = reconstruction_metrics(ae, digits.x_test)["sse_per_example"]
+    assert ae_sse < pca_sse, (ae_sse, pca_sse)
+
+
+def test_metrics_have_the_design_names_and_agree_with_a_direct_computation(digits):
+    model = _model("vae", digits)
+    train(model, digits, TrainSettings(epochs=2), device="cpu", progress=False)
+    metrics = evaluate(model, digits)
+    assert set(metrics) == {"sse_per_example", "mse", "bce_per_example", "neg_elbo", "knn_accuracy",
+                            "logreg_accuracy"}
+    x = torch.from_numpy(digits.x_test)
+    with torch.no_grad():
+        reconstruction = model.reconstruct(x)
+    sse = (reconstruction - x).pow(2).flatten(1).sum(1).mean().item()
+    assert metrics["sse_per_example"] == pytest.approx(sse, rel=1e-4)
+    assert metrics["mse"] == pytest.approx(sse / 64, rel=1e-4)
+    assert 0.1 < metrics["knn_accuracy"] <= 1
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(digits, tmp_path):
+    for name in ("vae", "pca", "aae"):
+        model = _model(name, digits)
+        out = tmp_path / name
+        out.mkdir()
+        train(model, digits, TrainSettings(epochs=1), out=out, device="cpu", progress=False)
+        runs.write_json(out / runs.CONFIG, {"model": ModelSpec(name, digits.shape, code_dim=8,
+                                                               hidden=(64, 32)).to_dict()})
+        loaded = aekit.load(out)
+        assert not loaded.training
+        x = digits.x_test[:16]
+        np.testing.assert_array_equal(loaded.reconstruct(x), model.reconstruct(x))
+        np.testing.assert_array_equal(loaded.encode(x), model.encode(x))
+
+
+@pytest.mark.parametrize("name", ["vae", "aae", "dropout-ae", "dae"])
+def test_interrupted_run_resumed_equals_an_uninterrupted_one(name, digits, tmp_path):
+    settings = TrainSettings(epochs=3, batch_size=128, seed=3, schedule="cosine")
+    straight = _model(name, digits)
+    (tmp_path / "straight").mkdir()
+    train(straight, digits, settings, out=tmp_path / "straight", device="cpu", progress=False)
+
+    def stop_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    (tmp_path / "interrupted").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(name, digits), digits, settings, out=tmp_path / "interrupted", device="cpu", progress=False,
+              on_epoch_end=stop_after_first_epoch)
+    torch.manual_seed(12345)  # the resumed process starts from another random state; the checkpoint must restore it
+    resumed = _model(name, digits)
+    history = train(resumed, digits, settings, out=tmp_path / "interrupted", device="cpu", progress=False,
+                    resume=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert load_file(tmp_path / "straight" / runs.WEIGHTS).keys() == load_file(
+        tmp_path / "interrupted" / runs.WEIGHTS).keys()
+
+
+class _PoisonedAE(torch.nn.Module):
+    """Wraps a model so that its loss turns NaN at a chosen call."""
+
+    def __init__(self, inner, poison_at):
+        super().__init__()
+        self.inner, self.poison_at, self.calls = inner, poison_at, 0
+
+    def phases(self):
+        phase = self.inner.phases()[0]
+        original = phase.loss
+
+        def loss(x):
+            self.calls += 1
+            result = original(x)
+            if self.calls >= self.poison_at:
+                return result._replace(total=result.total * float("nan"))
+            return result
+
+        phase.loss = loss
+        return [phase]
+
+    def loss(self, x):
+        return self.inner.loss(x)
+
+
+def test_nan_loss_stops_with_the_step_named_and_the_last_good_checkpoint_kept(digits, tmp_path):
+    inner = _model("ae", digits)
+    model = _PoisonedAE(inner, poison_at=23 + 5)  # 1437 examples / 64 per batch = 23 steps per epoch
+    with pytest.raises(TrainingDiverged, match=r"step 5 of epoch 2.*last good checkpoint"):
+        train(model, digits, TrainSettings(epochs=3, batch_size=64, log_every=10), out=tmp_path, device="cpu",
+              progress=False)
+    checkpoint = runs.load_checkpoint(tmp_path / runs.CHECKPOINT)
+    assert [r["epoch"] for r in checkpoint["history"]] == [1]
+    weights = load_file(tmp_path / runs.WEIGHTS)
+    assert all(torch.isfinite(w).all() for w in weights.values())
