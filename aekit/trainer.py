@@ -107,8 +107,11 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = TrainSettings(), *,
           out: str | Path | None = None, device: str | torch.device = "auto", resume: bool = False,
-          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
+          test_each_epoch: bool = True) -> list[dict]:
     """Train ``model`` on ``dataset`` and return the per-epoch history (also written to ``out`` if given).
+
+    ``test_each_epoch=False`` skips the per-epoch test loss (for callers with no held-out data of their own).
 
     Seed torch before building the model for reproducible initial weights; the loop seeds its data order from
     ``settings.seed``. With ``out``, each epoch writes model.safetensors, checkpoint.pt and history.csv there.
@@ -120,7 +123,7 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
         return _fit_closed_form(model, dataset, out, device)
 
     x_train = torch.from_numpy(dataset.x_train).to(device)
-    x_test = torch.from_numpy(dataset.x_test).to(device)
+    x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
     phases = model.phases()
     optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr) for phase in phases]
     steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
@@ -178,8 +181,9 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
                 bar.update(1)
             record = {"epoch": epoch}
             record.update({f"train_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
-            record.update({f"test_{k}": v for k, v in mean_loss(model, x_test).items()})
-            if not math.isfinite(record["test_loss"]):
+            if test_each_epoch:
+                record.update({f"test_{k}": v for k, v in mean_loss(model, x_test).items()})
+            if not math.isfinite(record.get("test_loss", 0.0)):
                 raise TrainingDiverged(f"the test loss became {record['test_loss']} after epoch {epoch}; "
                                        f"{_last_good(out)}; lower --lr or check the data")
             record["seconds"] = time.perf_counter() - started
@@ -192,8 +196,8 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
                     "schedulers": [s.state_dict() if s is not None else {} for s in schedulers],
                     "rng": _rng_state(data_order), "history": history})
             if progress:
-                bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}, "
-                          f"test loss {record['test_loss']:.4f}")
+                test = f", test loss {record['test_loss']:.4f}" if test_each_epoch else ""
+                bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
             if on_epoch_end is not None:
                 on_epoch_end(record)
     finally:
