@@ -19,21 +19,29 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aekit import runs
+from aekit import distributed, runs
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged
+from aekit.models import Phase
 
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """``batch_size`` is the global batch: under torchrun each of N ranks takes batch_size / N of it.
+    ``compile`` runs each training step through torch.compile (on CUDA in "reduce-overhead" mode, i.e. CUDA graphs);
+    ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32)."""
+
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
     schedule: str = "constant"
     log_every: int = 50
+    compile: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
@@ -42,6 +50,8 @@ class TrainSettings:
             raise AekitError(f"learning rate {self.lr} must be a positive number, e.g. 1e-3")
         if self.schedule not in SCHEDULES:
             raise AekitError(f"unknown schedule {self.schedule!r}; use constant or cosine")
+        if self.precision not in PRECISIONS:
+            raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,48 +121,49 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
           test_each_epoch: bool = True) -> list[dict]:
     """Train ``model`` on ``dataset`` and return the per-epoch history (also written to ``out`` if given).
 
-    ``test_each_epoch=False`` skips the per-epoch test loss (for callers with no held-out data of their own).
-
     Seed torch before building the model for reproducible initial weights; the loop seeds its data order from
-    ``settings.seed``. With ``out``, each epoch writes model.safetensors, checkpoint.pt and history.csv there.
+    ``settings.seed``. With ``out``, each epoch writes model.safetensors, checkpoint.pt and history.csv there (rank 0
+    only, under torchrun). ``test_each_epoch=False`` skips the per-epoch test loss (for callers with no held-out data).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     out = Path(out) if out is not None else None
+    writes = out is not None and distributed.is_main()
     model.to(device)
     if getattr(model, "closed_form", False):
-        return _fit_closed_form(model, dataset, out, device)
+        return _fit_closed_form(model, dataset, out if writes else None, device)
 
+    world, rank = distributed.world_size(), distributed.rank()
+    if settings.batch_size < world:
+        raise AekitError(f"batch size {settings.batch_size} is smaller than the {world} processes; raise --batch-size")
     x_train = torch.from_numpy(dataset.x_train).to(device)
     x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
     phases = model.phases()
-    optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr) for phase in phases]
+    # A tensor learning rate lets a compiled step follow the schedule without recompiling.
+    lr = torch.tensor(settings.lr) if settings.compile else settings.lr
+    optimizers = [torch.optim.Adam(phase.parameters, lr=lr) for phase in phases]
     steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
+    if world > 1 and len(x_train) % settings.batch_size and len(x_train) % settings.batch_size < world:
+        steps_per_epoch -= 1  # a last batch too small to give every rank an example is dropped
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * steps_per_epoch)
                   if settings.schedule == "cosine" else None for opt in optimizers]
     data_order = torch.Generator().manual_seed(settings.seed)
     history: list[dict] = []
     if resume:
-        if out is None:
-            raise AekitError("resuming needs the run folder (out) that holds the checkpoint")
-        state = runs.load_checkpoint(out / runs.CHECKPOINT)
-        try:
-            model.load_state_dict(state["model"])
-            for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-                opt.load_state_dict(opt_state)
-            for scheduler, sched_state in zip(schedulers, state["schedulers"], strict=True):
-                if scheduler is not None:
-                    scheduler.load_state_dict(sched_state)
-            _set_rng_state(state["rng"], data_order)
-            history = list(state["history"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise AekitError(f"{out / runs.CHECKPOINT} does not belong to this model and settings ({error}); "
-                             "train again without --resume") from None
+        history = _restore(out, model, optimizers, schedulers, data_order)
+    if world > 1:
+        # Same weights and data order on every rank (same seed), but each rank its own noise and dropout.
+        torch.manual_seed(settings.seed + 7919 * rank + 104729 * len(history))
+    step_fn = _step_function(phases, optimizers, settings, device, world)
 
     model.train()
     first_epoch = len(history) + 1
     total_steps = (settings.epochs - len(history)) * steps_per_epoch
     # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
-    bar = tqdm(total=max(total_steps, 0), disable=None if progress else True, unit="step", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=max(total_steps, 0), disable=None if progress and distributed.is_main() else True,
+               unit="step", dynamic_ncols=True, leave=False)
+    if progress and world > 1 and distributed.is_main():
+        bar.write(f"{world} processes, {settings.batch_size // world} examples each: effective batch size "
+                  f"{settings.batch_size}")
     try:
         for epoch in range(first_epoch, settings.epochs + 1):
             started = time.perf_counter()
@@ -161,20 +172,15 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
             first_bad_step = torch.tensor(-1, device=device)
             order = torch.randperm(len(x_train), generator=data_order).to(device)
             for step in range(steps_per_epoch):
-                batch = x_train[order[step * settings.batch_size:(step + 1) * settings.batch_size]]
-                for phase, opt, scheduler in zip(phases, optimizers, schedulers):
-                    opt.zero_grad(set_to_none=True)
-                    loss = phase.loss(batch)
-                    loss.total.backward()
-                    opt.step()
+                batch = x_train[order[step * settings.batch_size:(step + 1) * settings.batch_size][rank::world]]
+                parts = step_fn(batch)
+                for scheduler in schedulers:
                     if scheduler is not None:
                         scheduler.step()
-                    for name, value in loss.parts.items():
-                        sums[name] = sums.get(name, 0) + value.detach()
-                    if phase is phases[0]:
-                        sums["loss"] = sums.get("loss", 0) + loss.total.detach()
-                        bad = ~torch.isfinite(loss.total.detach())
-                        first_bad_step = torch.where(bad & (first_bad_step < 0), step + 1, first_bad_step)
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0) + value
+                first_bad_step = torch.where(~torch.isfinite(parts["loss"]) & (first_bad_step < 0), step + 1,
+                                             first_bad_step)
                 if (step + 1) % settings.log_every == 0 or step + 1 == steps_per_epoch:
                     _check_finite(first_bad_step, epoch, out)
                     bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1):.4g}")
@@ -188,14 +194,16 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
                                        f"{_last_good(out)}; lower --lr or check the data")
             record["seconds"] = time.perf_counter() - started
             history.append(record)
-            if out is not None:
+            if writes:
                 runs.save_weights(model, out / runs.WEIGHTS)
                 runs.write_csv(out / runs.HISTORY, history)
                 runs.save_checkpoint(out / runs.CHECKPOINT, {
                     "model": model.state_dict(), "optimizers": [opt.state_dict() for opt in optimizers],
                     "schedulers": [s.state_dict() if s is not None else {} for s in schedulers],
                     "rng": _rng_state(data_order), "history": history})
-            if progress:
+            # About ten summary lines a run, whatever its length.
+            if progress and distributed.is_main() and (epoch % max(1, settings.epochs // 10) == 0
+                                                       or epoch == settings.epochs):
                 test = f", test loss {record['test_loss']:.4f}" if test_each_epoch else ""
                 bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
             if on_epoch_end is not None:
@@ -204,6 +212,51 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
         bar.close()
     model.eval()
     return history
+
+
+def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, device: torch.device, world: int):
+    """One training step on a batch: every phase's forward, backward and optimizer step; returns the detached loss
+    parts (and "loss", the first phase's total) without synchronising with the device."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+
+    def step(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        for i, (phase, opt) in enumerate(zip(phases, optimizers)):
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = phase.loss(batch)
+            loss.total.backward()
+            if world > 1:
+                distributed.average_gradients(phase.parameters)
+            opt.step()
+            parts.update({name: value.detach().float() for name, value in loss.parts.items()})
+            if i == 0:
+                parts["loss"] = loss.total.detach().float()
+        return parts
+
+    if not settings.compile:
+        return step
+    # dynamic=False: the ragged last batch gets its own static-shape graph instead of symbolic shapes everywhere.
+    return torch.compile(step, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+
+
+def _restore(out: Path | None, model, optimizers, schedulers, data_order: torch.Generator) -> list[dict]:
+    """Load the checkpoint in ``out`` into the model, optimizers, schedulers and RNGs; returns the history so far."""
+    if out is None:
+        raise AekitError("resuming needs the run folder (out) that holds the checkpoint")
+    state = runs.load_checkpoint(out / runs.CHECKPOINT)
+    try:
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        for scheduler, sched_state in zip(schedulers, state["schedulers"], strict=True):
+            if scheduler is not None:
+                scheduler.load_state_dict(sched_state)
+        _set_rng_state(state["rng"], data_order)
+        return list(state["history"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise AekitError(f"{out / runs.CHECKPOINT} does not belong to this model and settings ({error}); "
+                         "train again without --resume") from None
 
 
 def _check_finite(first_bad_step: torch.Tensor, epoch: int, out: Path | None) -> None:

@@ -1,0 +1,56 @@
+"""Data parallelism across processes started by ``torchrun``.
+
+Each rank trains on its shard of every global batch; after each backward pass the gradients are averaged over the
+ranks with one all-reduce of a flattened buffer (what DistributedDataParallel does, done by hand so that models with
+several optimizer phases, like the adversarial auto-encoder, need no special wrapping). Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join the process group described by torchrun's environment; returns this rank's device."""
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over the ranks (missing gradients count as zero)."""
+    params = [p for p in parameters if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        p.grad = g
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

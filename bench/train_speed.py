@@ -1,0 +1,182 @@
+"""Training speed on MNIST in the configuration of PyTorch's VAE example (784-400-20, Adam 1e-3, batch 128,
+summed cross-entropy + KL), timed per epoch in one process for:
+
+  (a) aekit's trainer (data resident on the device, no per-step synchronisation);
+  (b) the example's data path: a Dataset whose __getitem__ makes a PIL image of one uint8 example and converts it to
+      a float tensor in [0, 1], a shuffling DataLoader with batch 128, num_workers=1 (pin_memory on a GPU);
+  (c) the bare-compute floor: the same steps over batches already on the device, no data handling at all.
+
+Prints the three medians (after warm-up epochs), `ratio: X` (reference / aekit), aekit / floor and the device; with
+--models, also one epoch time per aekit model at its defaults; with --accuracy, the test loss per image after 10
+epochs (the example's users report about 105.6).
+
+    python bench/train_speed.py --data-dir ../shared/data/mnist [--epochs 3] [--models] [--accuracy]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from aekit.data import load_dataset
+from aekit.models import MODEL_NAMES, ModelSpec, build_model
+from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
+
+BATCH = 128
+
+
+class ExampleVAE(nn.Module):
+    """The model of PyTorch's examples/vae/main.py."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+        self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def example_loss(recon, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class PilDataset(TorchDataset):
+    """As torchvision's MNIST + ToTensor: one PIL image per item, converted to a float tensor in [0, 1]."""
+
+    def __init__(self, images_uint8: np.ndarray):
+        self.images = images_uint8
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = Image.fromarray(self.images[i], mode="L")
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0), 0
+
+
+def time_epochs(run_epoch, epochs: int, warmup: int, device) -> list[float]:
+    times = []
+    for epoch in range(warmup + epochs):
+        _sync(device)
+        started = time.perf_counter()
+        run_epoch()
+        _sync(device)
+        if epoch >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_epochs(x_uint8: np.ndarray, device, epochs: int, warmup: int) -> list[float]:
+    torch.manual_seed(0)
+    model = ExampleVAE().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(PilDataset(x_uint8), batch_size=BATCH, shuffle=True, num_workers=1,
+                        pin_memory=device.type == "cuda", persistent_workers=True)
+
+    def epoch():
+        for x, _ in loader:
+            x = x.to(device)
+            opt.zero_grad()
+            loss = example_loss(*_fwd(model, x))
+            loss.backward()
+            opt.step()
+
+    return time_epochs(epoch, epochs, warmup, device)
+
+
+def _fwd(model, x):
+    recon, mu, logvar = model(x)
+    return recon, x, mu, logvar
+
+
+def floor_epochs(x: torch.Tensor, device, epochs: int, warmup: int) -> list[float]:
+    torch.manual_seed(0)
+    model = ExampleVAE().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = list(x.to(device).split(BATCH))
+
+    def epoch():
+        for batch in batches:
+            opt.zero_grad()
+            loss = example_loss(*_fwd(model, batch))
+            loss.backward()
+            opt.step()
+
+    return time_epochs(epoch, epochs, warmup, device)
+
+
+def aekit_epochs(dataset, spec: ModelSpec, device, epochs: int, warmup: int, **options) -> list[float]:
+    torch.manual_seed(0)
+    model = build_model(spec)
+    history = train(model, dataset, TrainSettings(epochs=warmup + epochs, batch_size=BATCH), device=device,
+                    progress=False, test_each_epoch=False, **options)
+    return [record["seconds"] for record in history[warmup:]]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="folder with the four MNIST IDX files")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", action="store_true", help="also time one epoch of each aekit model")
+    parser.add_argument("--accuracy", action="store_true", help="also train 10 epochs and report the test loss")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device} {name}; torch {torch.__version__}")
+    mnist = load_dataset("mnist", data_dir=args.data_dir)
+    x_uint8 = np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8)
+    spec = ModelSpec("vae", mnist.shape, code_dim=20, hidden=(400,))
+
+    results = {}
+    for label, run in (("aekit", lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup)),
+                       ("reference", lambda: reference_epochs(x_uint8, device, args.epochs, args.warmup)),
+                       ("floor", lambda: floor_epochs(torch.from_numpy(mnist.x_train), device, args.epochs,
+                                                      args.warmup))):
+        times = run()
+        results[label] = statistics.median(times)
+        print(f"{label:10s} median {results[label]:.3f} s/epoch  (epochs: {', '.join(f'{t:.3f}' for t in times)})",
+              flush=True)
+    print(f"ratio: {results['reference'] / results['aekit']:.2f}")
+    print(f"aekit/floor: {results['aekit'] / results['floor']:.3f}")
+
+    if args.models:
+        for model_name in MODEL_NAMES:
+            if model_name == "pca":
+                continue
+            times = aekit_epochs(mnist, ModelSpec(model_name, mnist.shape), device, 1, 1)
+            print(f"model {model_name:10s} {times[0]:.3f} s/epoch (defaults: mlp 256,128, code 10)", flush=True)
+
+    if args.accuracy:
+        torch.manual_seed(0)
+        model = build_model(spec)
+        train(model, mnist, TrainSettings(epochs=10, batch_size=BATCH), device=device, progress=False,
+              test_each_epoch=False)
+        test_loss = mean_loss(model, torch.from_numpy(mnist.x_test).to(device))["loss"]
+        print(f"test loss after 10 epochs: {test_loss:.2f} per image (target <= 106)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
