@@ -17,6 +17,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def restarted() -> bool:
+    """Whether torchrun relaunched this worker after a failure (``--max-restarts``)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
 def init_from_env(device: torch.device) -> torch.device:
     """Join the process group described by torchrun's environment; returns this rank's device."""
     if not dist.is_initialized():

@@ -15,3 +15,14 @@ class RunError(AekitError):
 
 class TrainingDiverged(AekitError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class TrainingStopped(Exception):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written; ``--resume`` continues from it.
+
+    Not an AekitError: the user asked for it, and the CLI exits with 128 + the signal number as shells expect.
+    """
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -119,3 +120,61 @@ def read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise RunError(f"{path} does not hold a JSON object; restore it or train again")
     return value
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """Keeps a second process from writing into the same run folder: ``.lock`` holds the owner's host and pid.
+
+    A lock whose owner is gone (same host, no such process) is stale and taken over; a live owner's lock is refused
+    with a message naming it.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None:
+                    raise RunError(f"{self.path.parent} is in use by process {holder}; wait for it to finish or "
+                                   "choose another --out") from None
+                self.path.unlink(missing_ok=True)  # stale: its owner died without cleaning up
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.owner + "\n")
+            return self
+        raise RunError(f"could not take the lock {self.path}; remove it if no aekit process uses that folder")
+
+    def __exit__(self, *exc):
+        if self._read() == self.owner:
+            self.path.unlink(missing_ok=True)
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return None
+
+    def _holder(self) -> str | None:
+        """The live owner ("host pid") of the lock, or None when the lock is stale or unreadable."""
+        text = self._read()
+        if not text:
+            return None
+        host, _, pid = text.rpartition(" ")
+        if host != socket.gethostname():
+            return text  # another machine's process: cannot tell whether it lives, so respect it
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+        return text

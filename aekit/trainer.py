@@ -5,11 +5,14 @@ batches. Each batch runs the model's phases in turn (one for most models; recons
 generator for the adversarial auto-encoder), each with its own Adam. Losses accumulate on the device and are read
 once per logging interval, so the loop never waits on the device in between. After each epoch the test loss is
 measured and the checkpoint written atomically; ``resume=True`` continues from it with the same result as a run
-that was never interrupted (the RNG states and the data order are part of the checkpoint).
+that was never interrupted (the RNG states and the data order are part of the checkpoint). SIGINT and SIGTERM stop
+after the current step with a checkpoint of the position inside the epoch, so even a stop mid-epoch resumes exactly.
 """
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,18 +24,21 @@ from tqdm.auto import tqdm
 
 from aekit import distributed, runs
 from aekit.data import Dataset
-from aekit.errors import AekitError, TrainingDiverged
+from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
 from aekit.models import Phase
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+ON_NAN = ("stop", "skip")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """``batch_size`` is the global batch: under torchrun each of N ranks takes batch_size / N of it.
     ``compile`` runs each training step through torch.compile (on CUDA in "reduce-overhead" mode, i.e. CUDA graphs);
-    ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32)."""
+    ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32).
+    ``on_nan="stop"`` ends the run when the loss turns NaN or infinite (read once per ``log_every`` steps);
+    ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss."""
 
     epochs: int = 20
     batch_size: int = 128
@@ -42,6 +48,7 @@ class TrainSettings:
     log_every: int = 50
     compile: bool = False
     precision: str = "fp32"
+    on_nan: str = "stop"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
@@ -52,6 +59,8 @@ class TrainSettings:
             raise AekitError(f"unknown schedule {self.schedule!r}; use constant or cosine")
         if self.precision not in PRECISIONS:
             raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
+        if self.on_nan not in ON_NAN:
+            raise AekitError(f"unknown NaN policy {self.on_nan!r}; use stop or skip")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +124,179 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a request the loop honours after its current step; a second signal of the same
+    kind interrupts at once."""
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        if self.signal_number is not None:
+            raise KeyboardInterrupt
+        self.signal_number = number
+
+
+class _Loop:
+    """The state of one training run: model, optimizers, schedules, RNGs, history and the position in the epoch."""
+
+    def __init__(self, model, dataset: Dataset, settings: TrainSettings, device: torch.device, out: Path | None,
+                 test_each_epoch: bool):
+        self.model, self.settings, self.device, self.out = model, settings, device, out
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if settings.batch_size < self.world:
+            raise AekitError(f"batch size {settings.batch_size} is smaller than the {self.world} processes; "
+                             "raise --batch-size")
+        self.writes = out is not None and distributed.is_main()
+        self.x_train = torch.from_numpy(dataset.x_train).to(device)
+        self.x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
+        self.phases = model.phases()
+        # A tensor learning rate lets a compiled step follow the schedule without recompiling.
+        lr = torch.tensor(settings.lr) if settings.compile else settings.lr
+        self.optimizers = [torch.optim.Adam(phase.parameters, lr=lr) for phase in self.phases]
+        n, batch = len(self.x_train), settings.batch_size
+        self.steps_per_epoch = math.ceil(n / batch)
+        if self.world > 1 and n % batch and n % batch < self.world:
+            self.steps_per_epoch -= 1  # a last batch too small to give every rank an example is dropped
+        self.schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * self.steps_per_epoch)
+                           if settings.schedule == "cosine" else None for opt in self.optimizers]
+        self.data_order = torch.Generator().manual_seed(settings.seed)
+        self.history: list[dict] = []
+        self.position: dict | None = None  # where a stopped epoch resumes: step, order, running sums, time spent
+        self.step_fn = _step_function(self.phases, self.optimizers, settings, device, self.world)
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizers": [opt.state_dict() for opt in self.optimizers],
+                "schedulers": [s.state_dict() if s is not None else {} for s in self.schedulers],
+                "rng": _rng_state(self.data_order), "history": self.history, "position": self.position}
+
+    def restore(self) -> None:
+        if self.out is None:
+            raise AekitError("resuming needs the run folder (out) that holds the checkpoint")
+        state = runs.load_checkpoint(self.out / runs.CHECKPOINT)
+        try:
+            self.model.load_state_dict(state["model"])
+            for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
+                opt.load_state_dict(opt_state)
+            for scheduler, sched_state in zip(self.schedulers, state["schedulers"], strict=True):
+                if scheduler is not None:
+                    scheduler.load_state_dict(sched_state)
+            _set_rng_state(state["rng"], self.data_order)
+            self.history = list(state["history"])
+            self.position = state.get("position")
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error}); "
+                             "train again without --resume") from None
+
+    def save(self, epoch_done: bool) -> None:
+        """Checkpoint (always) and, after a whole epoch, the weights and history; rank 0 only."""
+        if not self.writes:
+            return
+        if epoch_done:
+            runs.save_weights(self.model, self.out / runs.WEIGHTS)
+            runs.write_csv(self.out / runs.HISTORY, self.history)
+        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.state())
+
+    def run(self, progress: bool, on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
+        settings, world = self.settings, self.world
+        if world > 1:
+            # Same weights and data order on every rank (same seed), but each rank its own noise and dropout.
+            torch.manual_seed(settings.seed + 7919 * self.rank + 104729 * len(self.history))
+        self.model.train()
+        done_steps = len(self.history) * self.steps_per_epoch + (self.position["step"] if self.position else 0)
+        # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
+        bar = tqdm(total=max(settings.epochs * self.steps_per_epoch - done_steps, 0), unit="step",
+                   disable=None if progress and distributed.is_main() else True, dynamic_ncols=True, leave=False)
+        if progress and world > 1 and distributed.is_main():
+            bar.write(f"{world} processes, {settings.batch_size // world} examples each: effective batch size "
+                      f"{settings.batch_size}")
+        try:
+            with _StopRequest() as stop:
+                for epoch in range(len(self.history) + 1, settings.epochs + 1):
+                    bar.set_description(f"epoch {epoch}/{settings.epochs}")
+                    record = self._epoch(epoch, bar, stop)
+                    if progress and distributed.is_main() and (epoch % max(1, settings.epochs // 10) == 0
+                                                               or epoch == settings.epochs):
+                        test = f", test loss {record['test_loss']:.4f}" if "test_loss" in record else ""
+                        bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
+                    if on_epoch_end is not None:
+                        on_epoch_end(record)
+        finally:
+            bar.close()
+        self.model.eval()
+        return self.history
+
+    def _epoch(self, epoch: int, bar, stop: _StopRequest) -> dict:
+        settings, device, batch = self.settings, self.device, self.settings.batch_size
+        started = time.perf_counter()
+        if self.position is None:
+            order = torch.randperm(len(self.x_train), generator=self.data_order)
+            first_step, sums, skipped, spent = 0, {}, 0, 0.0
+        else:
+            position = self.position
+            order, first_step, spent = position["order"], position["step"], position["seconds"]
+            sums = {k: v.to(device) for k, v in position["sums"].items()}
+            skipped = position["skipped"]
+        order_on_device = order.to(device)
+        first_bad_step = torch.tensor(-1, device=device)
+        for step in range(first_step, self.steps_per_epoch):
+            indices = order_on_device[step * batch:(step + 1) * batch][self.rank::self.world]
+            parts = self.step_fn(self.x_train[indices])
+            for scheduler in self.schedulers:
+                if scheduler is not None:
+                    scheduler.step()
+            if parts is None:  # on_nan="skip" dropped this step's update
+                skipped += 1
+            else:
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0) + value
+                first_bad_step = torch.where(~torch.isfinite(parts["loss"]) & (first_bad_step < 0), step + 1,
+                                             first_bad_step)
+            if (step + 1) % settings.log_every == 0 or step + 1 == self.steps_per_epoch:
+                _check_finite(first_bad_step, epoch, self.out)
+                if "loss" in sums:
+                    bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1 - skipped):.4g}")
+            bar.update(1)
+            if stop.signal_number is not None and step + 1 < self.steps_per_epoch:
+                _check_finite(first_bad_step, epoch, self.out)
+                self.position = {"step": step + 1, "order": order, "skipped": skipped,
+                                 "sums": {k: v.detach().cpu() for k, v in sums.items()},
+                                 "seconds": spent + time.perf_counter() - started}
+                self.save(epoch_done=False)
+                name = signal.Signals(stop.signal_number).name
+                where = f"; continue with --resume from {self.out}" if self.out is not None else ""
+                raise TrainingStopped(f"stopped by {name} after step {step + 1} of epoch {epoch}{where}",
+                                      stop.signal_number)
+        self.position = None
+        applied = self.steps_per_epoch - skipped
+        record = {"epoch": epoch, **{f"train_{k}": (v / max(applied, 1)).item() for k, v in sums.items()}}
+        if settings.on_nan == "skip":
+            record["skipped_steps"] = skipped
+        if self.x_test is not None:
+            record.update({f"test_{k}": v for k, v in mean_loss(self.model, self.x_test).items()})
+            if not math.isfinite(record["test_loss"]):
+                raise TrainingDiverged(f"the test loss became {record['test_loss']} after epoch {epoch}; "
+                                       f"{_last_good(self.out)}; lower --lr or check the data")
+        record["seconds"] = spent + time.perf_counter() - started
+        self.history.append(record)
+        self.save(epoch_done=True)
+        if stop.signal_number is not None and epoch < settings.epochs:
+            name = signal.Signals(stop.signal_number).name
+            raise TrainingStopped(f"stopped by {name} after epoch {epoch}; continue with --resume", stop.signal_number)
+        return record
+
+
 def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = TrainSettings(), *,
           out: str | Path | None = None, device: str | torch.device = "auto", resume: bool = False,
           progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
@@ -127,104 +309,32 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
     """
     device = resolve_device(device) if isinstance(device, str) else device
     out = Path(out) if out is not None else None
-    writes = out is not None and distributed.is_main()
     model.to(device)
     if getattr(model, "closed_form", False):
-        return _fit_closed_form(model, dataset, out if writes else None, device)
-
-    world, rank = distributed.world_size(), distributed.rank()
-    if settings.batch_size < world:
-        raise AekitError(f"batch size {settings.batch_size} is smaller than the {world} processes; raise --batch-size")
-    x_train = torch.from_numpy(dataset.x_train).to(device)
-    x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
-    phases = model.phases()
-    # A tensor learning rate lets a compiled step follow the schedule without recompiling.
-    lr = torch.tensor(settings.lr) if settings.compile else settings.lr
-    optimizers = [torch.optim.Adam(phase.parameters, lr=lr) for phase in phases]
-    steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
-    if world > 1 and len(x_train) % settings.batch_size and len(x_train) % settings.batch_size < world:
-        steps_per_epoch -= 1  # a last batch too small to give every rank an example is dropped
-    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * steps_per_epoch)
-                  if settings.schedule == "cosine" else None for opt in optimizers]
-    data_order = torch.Generator().manual_seed(settings.seed)
-    history: list[dict] = []
+        return _fit_closed_form(model, dataset, out if distributed.is_main() else None, device)
+    loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
     if resume:
-        history = _restore(out, model, optimizers, schedulers, data_order)
-    if world > 1:
-        # Same weights and data order on every rank (same seed), but each rank its own noise and dropout.
-        torch.manual_seed(settings.seed + 7919 * rank + 104729 * len(history))
-    step_fn = _step_function(phases, optimizers, settings, device, world)
-
-    model.train()
-    first_epoch = len(history) + 1
-    total_steps = (settings.epochs - len(history)) * steps_per_epoch
-    # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
-    bar = tqdm(total=max(total_steps, 0), disable=None if progress and distributed.is_main() else True,
-               unit="step", dynamic_ncols=True, leave=False)
-    if progress and world > 1 and distributed.is_main():
-        bar.write(f"{world} processes, {settings.batch_size // world} examples each: effective batch size "
-                  f"{settings.batch_size}")
-    try:
-        for epoch in range(first_epoch, settings.epochs + 1):
-            started = time.perf_counter()
-            bar.set_description(f"epoch {epoch}/{settings.epochs}")
-            sums: dict[str, torch.Tensor] = {}
-            first_bad_step = torch.tensor(-1, device=device)
-            order = torch.randperm(len(x_train), generator=data_order).to(device)
-            for step in range(steps_per_epoch):
-                batch = x_train[order[step * settings.batch_size:(step + 1) * settings.batch_size][rank::world]]
-                parts = step_fn(batch)
-                for scheduler in schedulers:
-                    if scheduler is not None:
-                        scheduler.step()
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0) + value
-                first_bad_step = torch.where(~torch.isfinite(parts["loss"]) & (first_bad_step < 0), step + 1,
-                                             first_bad_step)
-                if (step + 1) % settings.log_every == 0 or step + 1 == steps_per_epoch:
-                    _check_finite(first_bad_step, epoch, out)
-                    bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1):.4g}")
-                bar.update(1)
-            record = {"epoch": epoch}
-            record.update({f"train_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
-            if test_each_epoch:
-                record.update({f"test_{k}": v for k, v in mean_loss(model, x_test).items()})
-            if not math.isfinite(record.get("test_loss", 0.0)):
-                raise TrainingDiverged(f"the test loss became {record['test_loss']} after epoch {epoch}; "
-                                       f"{_last_good(out)}; lower --lr or check the data")
-            record["seconds"] = time.perf_counter() - started
-            history.append(record)
-            if writes:
-                runs.save_weights(model, out / runs.WEIGHTS)
-                runs.write_csv(out / runs.HISTORY, history)
-                runs.save_checkpoint(out / runs.CHECKPOINT, {
-                    "model": model.state_dict(), "optimizers": [opt.state_dict() for opt in optimizers],
-                    "schedulers": [s.state_dict() if s is not None else {} for s in schedulers],
-                    "rng": _rng_state(data_order), "history": history})
-            # About ten summary lines a run, whatever its length.
-            if progress and distributed.is_main() and (epoch % max(1, settings.epochs // 10) == 0
-                                                       or epoch == settings.epochs):
-                test = f", test loss {record['test_loss']:.4f}" if test_each_epoch else ""
-                bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-    finally:
-        bar.close()
-    model.eval()
-    return history
+        loop.restore()
+    return loop.run(progress, on_epoch_end)
 
 
 def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, device: torch.device, world: int):
-    """One training step on a batch: every phase's forward, backward and optimizer step; returns the detached loss
-    parts (and "loss", the first phase's total) without synchronising with the device."""
+    """One training step on a batch: every phase's forward, backward and optimizer step. Returns the detached loss
+    parts (and "loss", the first phase's total) without synchronising with the device; with on_nan="skip" it checks
+    each phase's loss first and returns None when an update was skipped."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    skip_non_finite = settings.on_nan == "skip"
 
-    def step(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(batch: torch.Tensor) -> dict[str, torch.Tensor] | None:
         parts: dict[str, torch.Tensor] = {}
+        skipped = False
         for i, (phase, opt) in enumerate(zip(phases, optimizers)):
             opt.zero_grad(set_to_none=True)
             with autocast:
                 loss = phase.loss(batch)
+            if skip_non_finite and not _finite_everywhere(loss.total, world):
+                skipped = True
+                continue
             loss.total.backward()
             if world > 1:
                 distributed.average_gradients(phase.parameters)
@@ -232,7 +342,7 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
             parts.update({name: value.detach().float() for name, value in loss.parts.items()})
             if i == 0:
                 parts["loss"] = loss.total.detach().float()
-        return parts
+        return None if skipped else parts
 
     if not settings.compile:
         return step
@@ -240,30 +350,19 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
     return torch.compile(step, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
-def _restore(out: Path | None, model, optimizers, schedulers, data_order: torch.Generator) -> list[dict]:
-    """Load the checkpoint in ``out`` into the model, optimizers, schedulers and RNGs; returns the history so far."""
-    if out is None:
-        raise AekitError("resuming needs the run folder (out) that holds the checkpoint")
-    state = runs.load_checkpoint(out / runs.CHECKPOINT)
-    try:
-        model.load_state_dict(state["model"])
-        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        for scheduler, sched_state in zip(schedulers, state["schedulers"], strict=True):
-            if scheduler is not None:
-                scheduler.load_state_dict(sched_state)
-        _set_rng_state(state["rng"], data_order)
-        return list(state["history"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise AekitError(f"{out / runs.CHECKPOINT} does not belong to this model and settings ({error}); "
-                         "train again without --resume") from None
+def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
+    """Whether the loss is finite on every rank (so all ranks skip the same steps and stay in step)."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32)
+    if world > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def _check_finite(first_bad_step: torch.Tensor, epoch: int, out: Path | None) -> None:
     step = int(first_bad_step.item())
     if step >= 0:
         raise TrainingDiverged(f"the training loss became NaN or infinite at step {step} of epoch {epoch}; "
-                               f"{_last_good(out)}; lower --lr or check the data")
+                               f"{_last_good(out)}; lower --lr or check the data, or pass --on-nan skip")
 
 
 def _last_good(out: Path | None) -> str:

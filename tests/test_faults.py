@@ -1,0 +1,132 @@
+"""Faults: signals stop training with a resumable checkpoint, killed runs resume exactly, NaN steps can be skipped,
+and one run folder has one writer."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aekit import runs
+from aekit.errors import RunError
+from aekit.models import ModelSpec, build_model
+from aekit.trainer import TrainSettings, train
+from test_training import _PoisonedAE
+
+ARGS = ["--model", "vae", "--hidden", "32", "--code-dim", "4", "--batch-size", "16", "--epochs", "12",
+        "--no-progress", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _train(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def _wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    process = _train(out)
+    assert process.wait(timeout=300) == 0, process.communicate()
+    return load_file(out / runs.WEIGHTS)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_a_stopped_or_killed_run_resumes_to_the_same_weights_bit_for_bit(how, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = _train(out)
+    _wait_for(out / runs.CHECKPOINT, process)
+    time.sleep(0.05)  # somewhere inside the second epoch (90 steps each), or at its end
+    process.send_signal(getattr(signal, how))
+    status = process.wait(timeout=120)
+    _, err = process.communicate()
+    if how == "SIGKILL":
+        assert status == -signal.SIGKILL
+    else:
+        assert status == 128 + getattr(signal, how), err
+        assert "stopped by" in err and "--resume" in err and "Traceback" not in err
+    assert not list(out.glob(".*.tmp"))  # no half-written file left behind
+    resumed = subprocess.run([sys.executable, "-m", "aekit", "train", "--resume", "--out", str(out), "--no-progress"],
+                             capture_output=True, text=True, env=ENV, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    weights = load_file(out / runs.WEIGHTS)
+    for key, value in uninterrupted.items():
+        assert torch.equal(weights[key], value), key
+
+
+class _SignalAt(_PoisonedAE):
+    """Sends this process SIGTERM from inside the loss at a chosen call, i.e. at a known step."""
+
+    def phases(self):
+        phase = self.inner.phases()[0]
+        original = phase.loss
+
+        def loss(x):
+            self.calls += 1
+            if self.calls == self.poison_at:
+                signal.raise_signal(signal.SIGTERM)
+            return original(x)
+
+        phase.loss = loss
+        return [phase]
+
+
+def test_a_mid_epoch_stop_checkpoints_its_position_and_resumes_exactly(digits, tmp_path):
+    from aekit.errors import TrainingStopped
+
+    settings = TrainSettings(epochs=2, batch_size=64, seed=1)
+    torch.manual_seed(0)
+    straight = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    train(straight, digits, settings, device="cpu", progress=False)
+    torch.manual_seed(0)
+    inner = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    with pytest.raises(TrainingStopped, match="SIGTERM after step 10 of epoch 2"):
+        train(_SignalAt(inner, poison_at=23 + 10), digits, settings, out=tmp_path, device="cpu", progress=False)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+    state = runs.load_checkpoint(tmp_path / runs.CHECKPOINT)
+    assert state["position"]["step"] == 10 and len(state["history"]) == 1
+    torch.manual_seed(99)
+    resumed = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    history = train(_SignalAt(resumed, poison_at=-1), digits, settings, out=tmp_path, device="cpu", progress=False,
+                    resume=True)
+    assert len(history) == 2
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_skip_policy_drops_non_finite_updates_and_counts_them(digits):
+    torch.manual_seed(0)
+    inner = build_model(ModelSpec("ae", digits.shape, code_dim=8, hidden=(64, 32)))
+    history = train(_PoisonedAE(inner, poison_at=30), digits, TrainSettings(epochs=2, batch_size=64, on_nan="skip"),
+                    device="cpu", progress=False)
+    # Every call from the 30th on is poisoned: steps 30..46 of the 46 are skipped.
+    assert [r["skipped_steps"] for r in history] == [0, 17]
+    assert all(torch.isfinite(p).all() for p in inner.parameters())
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    out = tmp_path / "run"
+    with runs.RunLock(out):
+        result = subprocess.run([sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS],
+                                capture_output=True, text=True, env=ENV, timeout=120)
+        assert result.returncode == 2 and "in use by process" in result.stderr
+        assert not (out / runs.CONFIG).exists()
+        with pytest.raises(RunError, match="in use"):
+            runs.RunLock(out).__enter__()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / runs.LOCK).write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
+    with runs.RunLock(out):
+        assert (out / runs.LOCK).read_text().split()[-1] == str(os.getpid())
+    assert not (out / runs.LOCK).exists()
