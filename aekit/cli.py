@@ -1,4 +1,4 @@
-"""The command line: ``aekit train | evaluate | demo``.
+"""The command line: ``aekit train | evaluate | export-projector | compare | demo``.
 
 A user mistake (an :class:`AekitError`, a missing file, a bad option) ends in one line on stderr and exit status 2;
 an interrupt ends with 130 after saying how to resume.
@@ -9,12 +9,16 @@ import argparse
 import json
 import sys
 
+from aekit import distributed
+from aekit.compare import ORDER
 from aekit.data import DATASET_NAMES
-from aekit.errors import AekitError
+from aekit.errors import AekitError, TrainingStopped
 from aekit.models import MODEL_NAMES
 from aekit.models.aae import PRIORS
 from aekit.models.autoencoders import NOISE_KINDS
-from aekit.trainer import SCHEDULES
+from aekit.models.vae import OBJECTIVES
+from aekit.projector import MAX_POINTS
+from aekit.trainer import ON_NAN, PRECISIONS, SCHEDULES
 from aekit.workflow import DEFAULTS
 
 
@@ -26,6 +30,10 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
     return sizes
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _option(parser, flag: str, help: str, **kwargs) -> None:
@@ -76,15 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     _option(group, "--prior", "aae: the code prior", choices=PRIORS)
     _option(group, "--discriminator-hidden", "aae: discriminator hidden widths, comma-separated", type=_sizes)
     _option(group, "--beta", "vae: weight of the KL term", type=float)
+    _option(group, "--objective", "vae: elbo, or iwae (the importance-weighted bound of Burda et al. 2015)",
+            choices=OBJECTIVES)
+    _option(group, "--iw-samples", "vae with --objective iwae: importance samples per example", type=int)
+    _option(group, "--binarize", "train on a fresh Bernoulli draw of the [0, 1] intensities every step (dynamic "
+            "binarization) and evaluate on one seeded draw", action="store_true")
     group = train.add_argument_group("training")
     _option(group, "--epochs", "passes over the training split", type=int)
-    _option(group, "--batch-size", "examples per step", type=int)
+    _option(group, "--batch-size", "examples per step; under torchrun the global batch, split over the processes",
+            type=int)
     _option(group, "--lr", "Adam learning rate", type=float)
     _option(group, "--schedule", "learning-rate schedule", choices=SCHEDULES)
     _option(group, "--seed", "seeds the weights, the data order and the train/test split", type=int)
     _option(group, "--log-every", "steps between reads of the running loss", type=int)
+    _option(group, "--compile", "run each training step through torch.compile (CUDA graphs on a GPU); pays a "
+            "compile time up front", action="store_true")
+    _option(group, "--precision", "fp32, or bf16 autocast for the forward and backward passes", choices=PRECISIONS)
+    _option(group, "--on-nan", "when the loss turns NaN or infinite: stop (keeping the last good checkpoint) or skip "
+            "that update and count it (checks every step)", choices=ON_NAN)
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
+    train.add_argument("--tensorboard", action="store_true", help="also log the losses and image grids of every "
+                       "epoch and the test codes to OUT/tensorboard, for `tensorboard --logdir OUT/tensorboard` "
+                       "(needs `pip install aekit[tb]`)")
 
     evaluate = commands.add_parser("evaluate", help="print and write the test metrics of a run",
                                    description="Compute the metrics of a trained run on its test split, print them "
@@ -92,6 +114,55 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
     evaluate.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     evaluate.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    evaluate.add_argument("--nll-samples", type=int, metavar="K", help="vae: also estimate -log p(x) by importance "
+                          "weighting with K samples per test example (nll_is_K, nats; Burda et al. use 5000)")
+
+    projector = commands.add_parser(
+        "export-projector", help="write a run's codes for the Embedding Projector",
+        description="Write the codes of a run's examples as tensors.tsv, metadata.tsv (label and index), sprite.png "
+        "(image data: the examples as thumbnails) and projector_config.pbtxt: view them with `tensorboard --logdir "
+        "OUT` (Projector tab), or load the two .tsv files in the standalone projector's Load dialog.")
+    projector.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
+    projector.add_argument("--split", choices=("test", "train"), default="test",
+                           help="which examples to encode (default: test)")
+    projector.add_argument("--max-points", type=int, default=MAX_POINTS,
+                           help=f"encode the first N examples of the split (default: {MAX_POINTS})", metavar="N")
+    projector.add_argument("--out", help="folder to write (default: RUN/projector)", metavar="DIR")
+    projector.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    projector.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+
+    compare = commands.add_parser(
+        "compare", help="train (or reuse) several models on the same split and compare them",
+        description="Train one model of each kind on the same split at the same code size (or reuse finished runs "
+        "in --runs), then write OUT/comparison.md and .csv (one row per model, best of each column marked) and "
+        "OUT/figures/comparison.png (the same test examples reconstructed by each model); with --code-dims, one "
+        "figure per size and OUT/figures/sweep.png (reconstruction error against code size).")
+    compare.add_argument("--out", required=True, help="folder to write the comparison to")
+    compare.add_argument("--models", type=_names, default=ORDER, help=f"comma-separated (default: {','.join(ORDER)})")
+    sizes = compare.add_mutually_exclusive_group()
+    sizes.add_argument("--code-dim", type=int, default=10, help="code size (default: 10)")
+    sizes.add_argument("--code-dims", type=_sizes, help="several code sizes, comma-separated (a sweep), e.g. "
+                       "2,5,10,20,30")
+    compare.add_argument("--runs", metavar="DIR", help="folder of run folders: finished runs there with the same "
+                         "model, code size, split and given options are reused, the others trained there "
+                         "(default: OUT/runs)")
+    compare.add_argument("--nll-samples", type=int, metavar="K", help="vae: add the importance-weighted NLL "
+                         "estimate with K samples")
+    shared = (("--dataset", "the dataset, as for train", {}),
+              ("--data-dir", "for mnist: the folder holding the four IDX files", {}),
+              ("--test-fraction", "held-out share where the source has no test split", {"type": float}),
+              ("--net", "mlp, or conv for images", {"choices": ("mlp", "conv")}),
+              ("--hidden", "hidden widths (mlp; 256,128 if not given) or channels (conv; 32,64), comma-separated",
+               {"type": _sizes}),
+              ("--epochs", "epochs for the neural models", {"type": int}),
+              ("--batch-size", "examples per step", {"type": int}),
+              ("--lr", "Adam learning rate", {"type": float}),
+              ("--schedule", "learning-rate schedule", {"choices": SCHEDULES}),
+              ("--seed", "seeds the weights, the data order and the split", {"type": int}))
+    for flag, text, kwargs in shared:
+        _option(compare, flag, text, **kwargs)
+    compare.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    compare.add_argument("--no-progress", action="store_true", help="print only the result")
 
     demo = commands.add_parser("demo", help="the main job: PCA, AE and VAE on digits, side by side",
                                description="Train PCA, an auto-encoder and a VAE on scikit-learn's digits at one code "
@@ -104,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_OPTIONS = {"command", "out", "resume", "device", "no_progress"}
+_NOT_COMPARE_OPTIONS = {"command", "out", "models", "code_dim", "code_dims", "runs", "nll_samples", "device",
+                        "no_progress"}
+_NOT_OPTIONS = {"command", "out", "resume", "device", "no_progress", "tensorboard"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,20 +188,41 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             given = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None}
             _, metrics = workflow.train_run(args.out, given, resume=args.resume, device=args.device,
-                                            progress=not args.no_progress)
-            print(json.dumps(metrics, indent=2))
-            print(f"run written to {args.out}", file=sys.stderr)
+                                            progress=not args.no_progress, tensorboard=args.tensorboard)
+            if distributed.is_main():
+                print(json.dumps(metrics, indent=2))
+                print(f"run written to {args.out}", file=sys.stderr)
         elif args.command == "evaluate":
-            print(json.dumps(workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device), indent=2))
+            print(json.dumps(workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device,
+                                                   nll_samples=args.nll_samples), indent=2))
+        elif args.command == "compare":
+            from aekit.compare import compare
+
+            given = {k: v for k, v in vars(args).items() if k not in _NOT_COMPARE_OPTIONS and v is not None}
+            print(compare(args.out, models=args.models, code_dims=args.code_dims or (args.code_dim,), options=given,
+                          runs_dir=args.runs, nll_samples=args.nll_samples, device=args.device,
+                          progress=not args.no_progress))
+            print(f"table: {args.out}/comparison.md and comparison.csv, figures: {args.out}/figures/",
+                  file=sys.stderr)
+        elif args.command == "export-projector":
+            folder = workflow.export_projector(args.run, args.out, split=args.split, max_points=args.max_points,
+                                               data_dir=args.data_dir, device=args.device)
+            print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`",
+                  file=sys.stderr)
         elif args.command == "demo":
             print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
             print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)
     except AekitError as error:
         print(f"aekit: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as stop:
+        print(f"aekit: {stop}", file=sys.stderr)
+        return 128 + stop.signal_number
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         hint = f"; continue with `aekit train --resume --out {out}`" if args.command == "train" else ""
         print(f"aekit: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0

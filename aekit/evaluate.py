@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from aekit.data import Dataset
-from aekit.models import VAE, Bernoulli
+from aekit.data.binarize import binarized
+from aekit.errors import AekitError
+from aekit.models import VAE, Bernoulli, log_importance_weights
 from aekit.models.base import device_of
-from aekit.trainer import mean_loss
 
 
 @torch.no_grad()
@@ -58,12 +60,83 @@ def probe_accuracies(train_codes: np.ndarray, y_train: np.ndarray, test_codes: n
             "logreg_accuracy": float(logreg.score(test_codes, y_test))}
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
-    """All metrics of ``model`` on the test split: reconstruction, the VAE's negative ELBO, probe accuracies."""
+class LikelihoodEstimate(NamedTuple):
+    """Per example, in nats: ``nll`` = -log (1/k) sum_s w_s, the importance-weighted estimate of -log p(x), and
+    ``neg_elbo`` = -(1/k) sum_s log w_s from the same samples (so nll <= neg_elbo, by Jensen's inequality)."""
+
+    nll: np.ndarray
+    neg_elbo: np.ndarray
+
+
+@torch.no_grad()
+def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int = 100, *, max_rows: int = 32768,
+                            seed: int = 0) -> LikelihoodEstimate:
+    """-log p(x) ~ -log (1/k) sum_{s=1..k} p(x|z_s) p(z_s) / q(z_s|x), z_s ~ q(z|x), for each example of ``x``.
+
+    The estimate is a stochastic upper bound on -log p(x) that tightens as k grows (Burda et al. 2015 use k = 5000)
+    and is exact for any k when q(z|x) is the true posterior. Examples go ``batch_size`` at a time and their samples
+    in chunks of at most ``max_rows`` decoded (example, sample) pairs, the log-sum-exp carried across chunks, so
+    memory stays bounded whatever k. The samples come from a generator seeded with ``seed``: the same call gives
+    the same numbers. ``model`` needs ``posterior``, ``decoder`` and a likelihood with ``log_prob`` (a VAE).
+    """
+    if k < 1 or batch_size < 1 or max_rows < 1:
+        raise AekitError(f"the number of importance samples ({k}), the batch size ({batch_size}) and max_rows "
+                         f"({max_rows}) must all be at least 1")
+    was_training = model.training
     model.eval()
+    device = device_of(model)
+    x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32), device=device)
+    generator = torch.Generator(device).manual_seed(seed)
+    nll, neg_elbo = [], []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        per_chunk = max(1, min(k, max_rows // len(batch)))
+        log_sum, weight_sum = None, 0.0
+        for done in range(0, k, per_chunk):
+            log_w = log_importance_weights(model, batch, min(per_chunk, k - done), generator).double()
+            chunk = torch.logsumexp(log_w, 0)
+            log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
+            weight_sum = weight_sum + log_w.sum(0)
+        nll.append((math.log(k) - log_sum).cpu())
+        neg_elbo.append((-weight_sum / k).cpu())
+    model.train(was_training)
+    return LikelihoodEstimate(torch.cat(nll).numpy(), torch.cat(neg_elbo).numpy())
+
+
+@torch.no_grad()
+def negative_elbo(model: VAE, x: np.ndarray, batch_size: int = 1024, seed: int = 0) -> float:
+    """Mean over ``x`` of E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)) in nats, one seeded sample z per example: the
+    negative ELBO whatever the model was trained with (any beta, the iwae objective)."""
+    model.eval()
+    device = device_of(model)
+    generator = torch.Generator(device).manual_seed(seed)
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        rec, kl = model.elbo_terms(torch.from_numpy(x[start:start + batch_size]).to(device), generator)
+        total += (rec + kl).sum().item()
+    return total / len(x)
+
+
+def evaluate(model: torch.nn.Module, dataset: Dataset, nll_samples: int | None = None) -> dict[str, float]:
+    """All metrics of ``model`` on the test split: reconstruction, the VAE's negative ELBO, probe accuracies and,
+    with ``nll_samples`` = k, the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (nats).
+
+    A model trained with ``binarize`` is scored on one seeded binarization of the data (the same for every model).
+    """
+    if nll_samples is not None and not isinstance(model, VAE):
+        raise AekitError(f"the likelihood estimate (--nll-samples) needs a VAE, not a {type(model).__name__}; "
+                         "drop --nll-samples")
+    if nll_samples is not None and nll_samples < 1:
+        raise AekitError(f"--nll-samples {nll_samples} must be at least 1, e.g. 5000")
+    model.eval()
+    if getattr(model, "binarize", False):
+        dataset = binarized(dataset)
     metrics = reconstruction_metrics(model, dataset.x_test)
     if isinstance(model, VAE):
-        metrics["neg_elbo"] = mean_loss(model, torch.from_numpy(dataset.x_test).to(device_of(model)))["loss"]
+        metrics["neg_elbo"] = negative_elbo(model, dataset.x_test)
+        if nll_samples is not None:
+            metrics[f"nll_is_{nll_samples}"] = float(importance_weighted_nll(model, dataset.x_test, nll_samples)
+                                                     .nll.mean())
     if dataset.y_train is not None and dataset.y_test is not None:
         metrics.update(probe_accuracies(codes(model, dataset.x_train), dataset.y_train,
                                         codes(model, dataset.x_test), dataset.y_test))

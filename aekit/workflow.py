@@ -6,6 +6,7 @@ and a run that fails before finishing an epoch leaves no folder behind.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -13,13 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aekit import __version__, runs
+from aekit import __version__, distributed, runs
 from aekit.data import Dataset, load_dataset
 from aekit.errors import AekitError, RunError
-from aekit.evaluate import evaluate
-from aekit.models import ModelSpec, build_model, choose_likelihood
+from aekit.evaluate import codes, evaluate
+from aekit.html_report import REPORT, write_report
+from aekit.models import Bernoulli, DenoisingAE, ModelSpec, build_model, choose_likelihood
 from aekit.models.base import device_of
-from aekit.report import markdown_table, save_grid, save_rows
+from aekit.projector import MAX_POINTS, write_projector
+from aekit.report import markdown_table, save_codes, save_curves, save_grid, save_manifold, save_rows
+from aekit.tensorboard import TensorBoardLog
 from aekit.trainer import TrainSettings, resolve_device, train
 
 _MODEL_OPTIONS = {f.name: f.default for f in fields(ModelSpec) if f.name not in ("shape", "likelihood")}
@@ -27,10 +31,14 @@ _MODEL_OPTIONS["model"] = "ae"
 _TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
 _DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}
 DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", **_DATA_OPTIONS, **_TRAIN_OPTIONS}
-# Options that may change when a run is resumed: they do not change what is being trained.
-_RESUMABLE = {"epochs"}
+# Options that may change when a run is resumed: they change how, not what, is trained.
+_RESUMABLE = {"epochs", "compile", "precision", "log_every", "on_nan"}
 FIGURES = "figures"
 N_SHOWN = 10
+# The figures of a run, in the order its report shows them (each where it applies).
+FIGURE_NAMES = ("reconstructions.png", "denoising.png", "samples.png", "codes.png", "manifold.png",
+                "interpolations.png", "loss.png")
+TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 
 def load_data(options: dict) -> Dataset:
@@ -38,7 +46,8 @@ def load_data(options: dict) -> Dataset:
                         test_fraction=options["test_fraction"])
 
 
-def _spec(options: dict, dataset: Dataset) -> ModelSpec:
+def spec_for(options: dict, dataset: Dataset) -> ModelSpec:
+    """The model spec of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
     likelihood = choose_likelihood(options["loss"], dataset.binary, float(dataset.x_train.min()),
                                    float(dataset.x_train.max()))
     return ModelSpec(shape=dataset.shape, likelihood=likelihood, **{k: options[k] for k in _MODEL_OPTIONS})
@@ -48,12 +57,12 @@ def _settings(options: dict) -> TrainSettings:
     return TrainSettings(**{k: options[k] for k in _TRAIN_OPTIONS})
 
 
-def _resolve_options(out: Path, given: dict, resume: bool) -> dict:
+def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool = False) -> dict:
     unknown = set(given) - set(DEFAULTS)
     if unknown:
         raise AekitError(f"unknown options {sorted(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
     if not resume:
-        if (out / runs.CONFIG).exists():
+        if (out / runs.CONFIG).exists() and not replace_config:
             raise RunError(f"{out} already holds a run; continue it with --resume or choose another --out")
         options = {**DEFAULTS, **given}
         if options["data_dir"] is None and Path(options["dataset"]).exists():
@@ -74,43 +83,83 @@ def _normal(value):
 
 
 def train_run(out: str | Path, given: dict | None = None, *, resume: bool = False, device: str = "auto",
-              progress: bool = True) -> tuple[torch.nn.Module, dict]:
+              progress: bool = True, tensorboard: bool = False) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) the run in ``out`` with the ``given`` options over :data:`DEFAULTS`.
 
-    Writes config.json, the per-epoch checkpoint files, metrics.json and figures; returns the model and metrics.
+    Writes config.json, the per-epoch checkpoint files, metrics.json, figures and report.html, and with
+    ``tensorboard`` a TensorBoard log in out/tensorboard; returns the model and metrics.
     """
     out = Path(out)
-    options = _resolve_options(out, dict(given or {}), resume)
+    # torchrun relaunched the workers after a failure: continue from the last checkpoint, or start again if the
+    # failed attempt finished no epoch (its config.json is then ours to replace).
+    restarted = distributed.restarted()
+    if restarted:
+        resume = (out / runs.CHECKPOINT).exists()
+    options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
     dataset = load_data(options)
-    spec = _spec(options, dataset)
+    spec = spec_for(options, dataset)
     settings = _settings(options)
     torch_device = resolve_device(device)
+    if distributed.launched_by_torchrun():
+        torch_device = distributed.init_from_env(torch_device)
+        # Every rank has validated the options before rank 0 writes the first file.
+        torch.distributed.barrier()
+    main = distributed.is_main()
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     model = build_model(spec)
+    # Made (and refused where TensorBoard is missing) before anything is written; rank 0 alone logs.
+    board = TensorBoardLog(out / TENSORBOARD) if tensorboard and main else None
 
     created = not out.exists()
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out / runs.CONFIG, {"aekit_version": __version__, "options": _jsonable(options),
-                                            "model": _jsonable(spec.to_dict())})
-    try:
-        history = train(model, dataset, settings, out=out, device=torch_device, resume=resume, progress=progress)
-    except BaseException:
-        # Nothing finished: remove the folder we made rather than leave a run that cannot be loaded or resumed.
-        if created and not (out / runs.CHECKPOINT).exists() and not (out / runs.WEIGHTS).exists():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    metrics = {**evaluate(model, dataset), "train_seconds": sum(r["seconds"] for r in history),
-               "epochs": len(history), "parameters": _parameters(model)}
-    runs.write_json(out / runs.METRICS, metrics)
-    write_figures(model, dataset, out / FIGURES, label=spec.model)
+    # One writer per run folder: a second process pointed at the same --out is refused (rank 0 holds the lock).
+    with runs.RunLock(out) if main else contextlib.nullcontext():
+        if not resume and main:
+            out.mkdir(parents=True, exist_ok=True)
+            runs.write_json(out / runs.CONFIG, {"aekit_version": __version__, "options": _jsonable(options),
+                                                "model": _jsonable(spec.to_dict())})
+        try:
+            history = train(model, dataset, settings, out=out, device=torch_device, resume=resume,
+                            progress=progress,
+                            on_epoch_end=board and (lambda record: board.log_epoch(record, _grids(model, dataset))))
+        except BaseException:
+            if board is not None:
+                board.close()
+            # Nothing finished: remove the folder we made rather than leave a run that cannot be loaded or resumed.
+            if main and created and not (out / runs.CHECKPOINT).exists() and not (out / runs.WEIGHTS).exists():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        metrics = {"train_seconds": sum(r["seconds"] for r in history), "epochs": len(history),
+                   "parameters": _parameters(model), "batch_size": settings.batch_size}
+        if main:
+            metrics = {**evaluate(model, dataset), **metrics}
+            runs.write_json(out / runs.METRICS, metrics)
+            if board is not None:
+                _finish_board(board, model, dataset, history)
+            write_figures(model, dataset, out / FIGURES, label=spec.model, history=history)
+            write_run_report(out, metrics)
     return model, metrics
 
 
-def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu") -> dict:
-    """The metrics of a trained run on its test split, also written to its metrics.json."""
+def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu",
+                 nll_samples: int | None = None) -> dict:
+    """The metrics of a trained run on its test split, also written to its metrics.json; with ``nll_samples`` = k
+    also the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (estimates from earlier calls are kept)."""
     run_dir = Path(run_dir)
+    model, dataset = _load_run(run_dir, data_dir, device)
+    previous = {}
+    if (run_dir / runs.METRICS).exists():
+        previous = {k: v for k, v in runs.read_json(run_dir / runs.METRICS).items()
+                    if k in ("train_seconds", "epochs", "parameters") or k.startswith("nll_is_")}
+    fresh = evaluate(model, dataset, nll_samples)
+    metrics = {**fresh, **{k: v for k, v in previous.items() if k not in fresh}}
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    write_run_report(run_dir, metrics)
+    return metrics
+
+
+def _load_run(run_dir: Path, data_dir: str | None, device: str) -> tuple[torch.nn.Module, Dataset]:
+    """A trained run's model and the data it was trained on (``data_dir`` overriding where mnist is read from)."""
     config = runs.read_config(run_dir)
     options = config.get("options")
     if not isinstance(options, dict) or not set(_DATA_OPTIONS) | {"seed"} <= set(options):
@@ -120,33 +169,152 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     expected = tuple(config["model"]["shape"])
     if dataset.shape != expected:
         raise RunError(f"the run expects examples of shape {expected} but the data has {dataset.shape}")
-    previous = {}
-    if (run_dir / runs.METRICS).exists():
-        previous = {k: v for k, v in runs.read_json(run_dir / runs.METRICS).items()
-                    if k in ("train_seconds", "epochs", "parameters")}
-    metrics = {**evaluate(model, dataset), **previous}
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    return metrics
+    return model, dataset
+
+
+def export_projector(run_dir: str | Path, out: str | Path | None = None, *, split: str = "test",
+                     max_points: int = MAX_POINTS, data_dir: str | None = None, device: str = "cpu") -> Path:
+    """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
+    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder."""
+    run_dir = Path(run_dir)
+    if split not in ("test", "train"):
+        raise AekitError(f"unknown split {split!r}; use test or train")
+    if max_points < 1:
+        raise AekitError(f"--max-points {max_points} must be at least 1")
+    model, dataset = _load_run(run_dir, data_dir, device)
+    x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
+    y = dataset.y_test if split == "test" else dataset.y_train
+    return write_projector(run_dir / PROJECTOR if out is None else out, codes(model, x),
+                           None if y is None else y[:max_points], x if dataset.is_image else None,
+                           name=f"{split}_codes")
 
 
 def showcase(dataset: Dataset) -> np.ndarray:
     """The test examples shown in figures: the first of each class where there are labels, else the first ten."""
+    return dataset.x_test[_showcase_index(dataset)]
+
+
+def _showcase_index(dataset: Dataset) -> np.ndarray:
     if dataset.y_test is None:
-        return dataset.x_test[:N_SHOWN]
+        return np.arange(min(N_SHOWN, len(dataset.x_test)))
     _, first = np.unique(dataset.y_test, return_index=True)
-    return dataset.x_test[np.sort(first)[:N_SHOWN]]
+    return np.sort(first)[:N_SHOWN]
 
 
-def write_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label: str) -> None:
-    """figures/reconstructions.png (test originals over their reconstructions) and, for models that sample,
-    figures/samples.png (decoded draws from the prior)."""
-    originals = showcase(dataset)
-    save_rows(folder / "reconstructions.png", {"original": originals, label: model.reconstruct(originals)},
+def write_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label: str,
+                  history: list[dict] | None = None) -> list[Path]:
+    """The figures of a run in ``folder`` (names in :data:`FIGURE_NAMES`); returns their paths.
+
+    reconstructions: test originals over their reconstructions; denoising (dae): noisy, denoised and clean test
+    examples; samples (models that sample): decoded draws from the prior; codes: the test codes in a plane, coloured
+    by label; manifold (a 2-D code of images): decodings of a grid of codes; interpolations: decodings along straight
+    lines in code space between pairs of test examples; loss (given the ``history``): the loss per epoch.
+    """
+    folder = Path(folder)
+    shown = showcase(dataset)
+    written = [folder / "reconstructions.png"]
+    save_rows(written[-1], {"original": shown, label: model.reconstruct(shown)},
               f"{dataset.name}: test examples and their {label} reconstructions")
+    if isinstance(model, DenoisingAE):
+        noisy = _corrupted(model, shown)
+        written.append(folder / "denoising.png")
+        save_rows(written[-1], {"noisy": noisy, "denoised": model.reconstruct(noisy), "clean": shown},
+                  f"{dataset.name}: test examples with {model.noise} noise (level {model.noise_level:g}), "
+                  f"denoised by {label}")
     if hasattr(model, "sample"):
-        with torch.no_grad():
-            samples = model.sample(64, generator=torch.Generator(device_of(model)).manual_seed(0)).cpu().numpy()
-        save_grid(folder / "samples.png", samples, f"{label}: decoded samples from the prior")
+        written.append(folder / "samples.png")
+        save_grid(written[-1], _samples(model), f"{label}: decoded samples from the prior")
+    test_codes = codes(model, dataset.x_test)
+    written.append(folder / "codes.png")
+    save_codes(written[-1], test_codes, dataset.y_test, f"{dataset.name}: test codes of {label}"
+               + (", coloured by label" if dataset.y_test is not None else ""))
+    if test_codes.shape[1] == 2 and dataset.is_image:
+        # A grid over the middle 96% of the test codes along each axis: where the decoder has seen codes.
+        low, high = np.percentile(test_codes, [2, 98], axis=0)
+        high = np.maximum(high, low + 1e-3)
+        xs, ys = (np.linspace(low[i], high[i], 15, dtype=np.float32) for i in (0, 1))
+        written.append(folder / "manifold.png")
+        save_manifold(written[-1], model.decode(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)), xs, ys,
+                      f"{label}: decodings of a 15 x 15 grid of 2-D codes\n(2nd to 98th percentile of the test codes)")
+    index = _showcase_index(dataset)
+    if len(index) >= 2:
+        written.append(folder / "interpolations.png")
+        rows, steps = _interpolations(model, dataset, index[0::2][:len(index) // 2], index[1::2])
+        save_rows(written[-1], rows, f"{dataset.name}: {label} decodings along straight lines in code space "
+                  "between pairs of test examples", columns=["start"] + [f"{t:.2g}" for t in steps] + ["end"])
+    if history:
+        written.append(folder / "loss.png")
+        save_curves(written[-1], history, "loss per example " + ("(cross-entropy, nats)" if getattr(
+            model, "likelihood", None) is Bernoulli else "(sum of squared errors)"),
+            f"{label} on {dataset.name}: loss per epoch")
+    return written
+
+
+def write_run_report(run_dir: Path, metrics: dict) -> Path:
+    """run_dir/report.html: the run's metrics, its figures (those of :data:`FIGURE_NAMES` it has) and config."""
+    config = runs.read_config(run_dir)
+    options = config.get("options", {})
+    title = f"{config['model'].get('model', 'model')} on {Path(str(options.get('dataset', '?'))).name}: {run_dir}"
+    figures = [run_dir / FIGURES / name for name in FIGURE_NAMES if (run_dir / FIGURES / name).is_file()]
+    return write_report(run_dir / REPORT, title, config, [{"model": config["model"].get("model"), **metrics}],
+                        figures)
+
+
+def _interpolations(model: torch.nn.Module, dataset: Dataset, starts: np.ndarray, ends: np.ndarray,
+                    steps: int = 9) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """For each pair of test examples (starts[i], ends[i]): the start, the decodings of (1 - t) z_start + t z_end
+    for ``steps`` values of t from 0 to 1, then the end. Rows are named by the pair's labels (or test indices)."""
+    x = dataset.x_test
+    t = np.linspace(0, 1, steps, dtype=np.float32)
+    z_start, z_end = codes(model, x[starts]), codes(model, x[ends])
+    path = z_start[:, None] + t[None, :, None] * (z_end - z_start)[:, None]
+    decoded = model.decode(path.reshape(-1, path.shape[-1])).reshape(len(starts), steps, *dataset.shape)
+    names = dataset.y_test if dataset.y_test is not None else [f"#{i}" for i in range(len(x))]
+    return ({f"{names[a]} \u2192 {names[b]}": np.concatenate([x[a:a + 1], decoded[i], x[b:b + 1]])
+             for i, (a, b) in enumerate(zip(starts, ends))}, t)
+
+
+def _samples(model: torch.nn.Module, n: int = 64) -> np.ndarray:
+    """Decoded draws from the model's prior, from a fixed seed."""
+    with torch.no_grad():
+        return model.sample(n, generator=torch.Generator(device_of(model)).manual_seed(0)).cpu().numpy()
+
+
+def _corrupted(model: DenoisingAE, x: np.ndarray) -> np.ndarray:
+    """``x`` with the model's own corruption from a fixed seed, on a forked RNG so training's stream is untouched."""
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(0)
+        return model.corrupt(torch.from_numpy(x).to(device)).cpu().numpy()
+
+
+def _grids(model: torch.nn.Module, dataset: Dataset) -> dict[str, tuple[np.ndarray, int]]:
+    """TensorBoard's image grids for the model as it is now (evaluated in eval mode): the shown test examples over
+    their reconstructions, and decoded prior samples; none for data that are not images."""
+    if not dataset.is_image:
+        return {}
+    shown = showcase(dataset)
+    was_training = model.training
+    model.eval()
+    try:
+        grids = {"reconstructions": (np.concatenate([shown, model.reconstruct(shown)]), len(shown))}
+        if hasattr(model, "sample"):
+            grids["samples"] = (_samples(model), 8)
+    finally:
+        model.train(was_training)
+    return grids
+
+
+def _finish_board(board: TensorBoardLog, model: torch.nn.Module, dataset: Dataset, history: list[dict]) -> None:
+    """The end of a TensorBoard log: the test codes as an embedding, then close it."""
+    try:
+        if getattr(model, "closed_form", False):  # fitted without an epoch loop, so nothing called back
+            board.log_epoch(history[-1], _grids(model, dataset))
+        x = dataset.x_test[:MAX_POINTS]
+        board.log_embedding(codes(model, x), None if dataset.y_test is None else dataset.y_test[:MAX_POINTS],
+                            x if dataset.is_image else None)
+    finally:
+        board.close()
 
 
 def demo(out: str | Path, *, code_dim: int = 10, epochs: int = 100, progress: bool = True) -> str:

@@ -130,3 +130,20 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
     with runs.RunLock(out):
         assert (out / runs.LOCK).read_text().split()[-1] == str(os.getpid())
     assert not (out / runs.LOCK).exists()
+
+
+def test_a_planted_pickle_in_a_run_folder_is_never_executed(tmp_path, capsys):
+    from aekit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--model", "ae", "--hidden", "32", "--epochs", "1", "--no-progress"]) == 0
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": Exploit()}, out / runs.CHECKPOINT)
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert "corrupt or not a checkpoint" in capsys.readouterr().err
+    assert not marker.exists()

@@ -13,10 +13,11 @@ from aekit.models.autoencoders import NOISE_KINDS, DenoisingAE, DropoutAE, corru
 from aekit.models.base import AutoEncoder, Loss, Phase
 from aekit.models.likelihood import LIKELIHOODS, Bernoulli, Gaussian, choose_likelihood
 from aekit.models.pca import PCA
-from aekit.models.vae import VAE, gaussian_kl
+from aekit.models.vae import OBJECTIVES, VAE, gaussian_kl, log_importance_weights, log_mean_exp
 
 __all__ = ["AutoEncoder", "DenoisingAE", "DropoutAE", "AdversarialAE", "VAE", "PCA", "Loss", "Phase", "ModelSpec",
-           "build_model", "MODEL_NAMES", "gaussian_kl", "corrupt", "Bernoulli", "Gaussian", "choose_likelihood"]
+           "build_model", "MODEL_NAMES", "gaussian_kl", "corrupt", "Bernoulli", "Gaussian", "choose_likelihood",
+           "log_importance_weights", "log_mean_exp"]
 
 MODEL_NAMES = ("ae", "dae", "dropout-ae", "aae", "vae", "pca")
 NET_NAMES = ("mlp", "conv")
@@ -25,7 +26,9 @@ NET_NAMES = ("mlp", "conv")
 @dataclass(frozen=True)
 class ModelSpec:
     """A model's architecture and options. ``hidden`` holds layer widths for the MLP (default 256, 128) or channels
-    for the conv net (default 32, 64)."""
+    for the conv net (default 32, 64). ``objective`` and ``iw_samples`` pick the VAE's loss (the ELBO, or the
+    importance-weighted bound over ``iw_samples`` samples); ``binarize`` trains on a fresh Bernoulli draw of the
+    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data."""
 
     model: str
     shape: tuple[int, ...]
@@ -40,6 +43,9 @@ class ModelSpec:
     prior: str = "gaussian"
     discriminator_hidden: tuple[int, ...] = (256, 256)
     beta: float = 1.0
+    objective: str = "elbo"
+    iw_samples: int = 50
+    binarize: bool = False
 
     def __post_init__(self):
         if self.hidden is None:
@@ -65,6 +71,21 @@ class ModelSpec:
             problems.append(f"unknown prior {self.prior!r}; use one of {', '.join(PRIORS)}")
         if self.beta < 0:
             problems.append(f"beta {self.beta} must be >= 0")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"unknown objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
+        elif self.objective == "iwae" and self.model != "vae":
+            problems.append(f"the iwae objective is a VAE's; use --model vae or drop --objective for {self.model}")
+        elif self.objective == "iwae" and self.beta != 1:
+            problems.append(f"beta {self.beta} weighs the KL term of the elbo objective and the iwae bound has "
+                            "none; leave beta at 1 or use --objective elbo")
+        if self.iw_samples < 1:
+            problems.append(f"iw_samples {self.iw_samples} must be at least 1")
+        if self.binarize and self.model == "pca":
+            problems.append("binarize draws fresh binary data at every training step and PCA has no training "
+                            "steps; drop --binarize for pca")
+        if self.binarize and self.likelihood != "bernoulli":
+            problems.append("binarize needs [0, 1] intensities modelled by the cross-entropy; use --loss bce or "
+                            "drop --binarize")
         if problems:
             raise AekitError("; ".join(problems))
 
@@ -97,12 +118,15 @@ def build_model(spec: ModelSpec) -> nn.Module:
         encoder = nets.conv_encoder(spec.shape, spec.hidden, encoder_out, *dropout)
         decoder = nets.conv_decoder(spec.code_dim, spec.hidden, spec.shape, dropout[0])
     if spec.model == "ae":
-        return AutoEncoder(encoder, decoder, likelihood)
-    if spec.model == "dae":
-        return DenoisingAE(encoder, decoder, likelihood, spec.noise, spec.noise_level)
-    if spec.model == "dropout-ae":
-        return DropoutAE(encoder, decoder, likelihood)
-    if spec.model == "vae":
-        return VAE(encoder, decoder, likelihood, spec.code_dim, spec.beta)
-    discriminator = nets.mlp(spec.code_dim, spec.discriminator_hidden, 1)
-    return AdversarialAE(encoder, decoder, likelihood, discriminator, spec.code_dim, spec.prior)
+        model = AutoEncoder(encoder, decoder, likelihood)
+    elif spec.model == "dae":
+        model = DenoisingAE(encoder, decoder, likelihood, spec.noise, spec.noise_level)
+    elif spec.model == "dropout-ae":
+        model = DropoutAE(encoder, decoder, likelihood)
+    elif spec.model == "vae":
+        model = VAE(encoder, decoder, likelihood, spec.code_dim, spec.beta, spec.objective, spec.iw_samples)
+    else:
+        discriminator = nets.mlp(spec.code_dim, spec.discriminator_hidden, 1)
+        model = AdversarialAE(encoder, decoder, likelihood, discriminator, spec.code_dim, spec.prior)
+    model.binarize = spec.binarize
+    return model

@@ -58,13 +58,13 @@ class AdversarialAE(AutoEncoder):
 
     def discriminator_loss(self, x: torch.Tensor) -> Loss:
         real = self.discriminator(self.sample_prior(len(x)))
-        fake = self.discriminator(self.encoder(x).detach())
+        fake = self.discriminator(self.encoder(self.training_input(x)).detach())
         loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                 + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
         return Loss(loss, {"discriminator": loss})
 
     def generator_loss(self, x: torch.Tensor) -> Loss:
-        fake = self.discriminator(self.encoder(x))
+        fake = self.discriminator(self.encoder(self.training_input(x)))
         loss = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
         return Loss(loss, {"generator": loss})
 

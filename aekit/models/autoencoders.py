@@ -39,6 +39,7 @@ class DenoisingAE(AutoEncoder):
         return corrupt(x, self.noise, self.noise_level)
 
     def loss(self, x: torch.Tensor) -> Loss:
+        x = self.training_input(x)
         x_in = self.corrupt(x) if self.training else x
         rec = self.reconstruction_nll(x_in, x).mean()
         return Loss(rec, {"reconstruction": rec})

@@ -48,13 +48,23 @@ def accepts_numpy(method):
 
 
 class AutoEncoder(nn.Module):
-    """Auto-encoder: loss = -log p(x | decoder(encoder(x))), cross-entropy or sum of squared differences."""
+    """Auto-encoder: loss = -log p(x | decoder(encoder(x))), cross-entropy or sum of squared differences.
+
+    ``binarize`` (set by ``build_model`` from ``ModelSpec.binarize``) turns on dynamic binarization: while training,
+    every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x.
+    """
+
+    binarize = False
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+
+    def training_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch as the loss sees it: a fresh binary draw per step with ``binarize`` on while training, else x."""
+        return torch.bernoulli(x) if self.binarize and self.training else x
 
     @accepts_numpy
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +88,7 @@ class AutoEncoder(nn.Module):
         return self.likelihood.nll(self.decoder(self.encoder(x_in)), target)
 
     def loss(self, x: torch.Tensor) -> Loss:
+        x = self.training_input(x)
         rec = self.reconstruction_nll(x, x).mean()
         return Loss(rec, {"reconstruction": rec})
 

@@ -2,9 +2,13 @@
 
 Binary-valued data ([0, 1] intensities) uses a Bernoulli with a sigmoid output, so the reconstruction loss is the
 cross-entropy; real-valued data uses a Gaussian with a linear output, so the loss is the sum of squared differences.
-Both return the loss per example, summed over its elements.
+Both return the loss per example, summed over its elements (``nll``). ``log_prob`` is the proper log-density or
+log-mass, normalising constant included, for what needs true likelihoods (the importance-weighted estimate of
+log p(x)): for the Bernoulli it is exactly -nll; for the Gaussian, whose nll drops a constant, it adds it back.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,11 @@ class Bernoulli:
     def nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
+    @staticmethod
+    def log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|l) per example: exactly -nll (a log-mass for binary x)."""
+        return -Bernoulli.nll(logits, x)
+
 
 class Gaussian:
     """-log p(x|m) = sum (x - m)^2, a Gaussian of variance 1/2 up to an additive constant."""
@@ -38,6 +47,11 @@ class Gaussian:
     @staticmethod
     def nll(output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (output - x).pow(2).flatten(1).sum(1)
+
+    @staticmethod
+    def log_prob(output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log N(x; m, I/2) per example = -sum (x - m)^2 - (D/2) log(pi), D the number of elements."""
+        return -Gaussian.nll(output, x) - 0.5 * math.prod(x.shape[1:]) * math.log(math.pi)
 
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}

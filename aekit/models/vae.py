@@ -1,9 +1,15 @@
-"""The variational auto-encoder (Kingma & Welling 2014)."""
+"""The variational auto-encoder (Kingma & Welling 2014), with the importance-weighted bound of Burda et al. (2015)."""
 from __future__ import annotations
 
-import torch
+import math
 
+import torch
+from torch.distributions import Normal
+
+from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, accepts_numpy, device_of
+
+OBJECTIVES = ("elbo", "iwae")
 
 
 def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | float = 0.0,
@@ -18,16 +24,50 @@ def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | fl
     return per_dim.sum(-1)
 
 
-class VAE(AutoEncoder):
-    """Variational auto-encoder: loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)).
+def log_importance_weights(model, x: torch.Tensor, samples: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for z_1..z_samples drawn from q(z|x); shape (samples, n).
 
-    q(z|x) = N(mu(x), diag(exp(logvar(x)))), one sample z = mu + sigma * eps per example (reparameterization).
+    z_s = mu + sigma * eps_s (reparameterized, so gradients flow through the weights), p(z) = N(0, I), and
+    log p(x|z) is the likelihood's proper log-density (``log_prob``). Since E_q[w] = p(x), log mean_s w_s is a
+    lower bound on log p(x) that tightens as ``samples`` grows, and mean_s log w_s estimates the ELBO. ``model``
+    needs ``posterior(x) -> (mu, logvar)``, ``decoder`` and ``likelihood``; all samples of all examples go through
+    the decoder in one call.
+    """
+    mu, logvar = model.posterior(x)
+    # No argument checks: they would synchronise with the device (and break a compiled training step).
+    q = Normal(mu, (0.5 * logvar).exp(), validate_args=False)
+    eps = torch.randn((samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu + q.scale * eps
+    log_q = q.log_prob(z).sum(-1)
+    log_prior = Normal(torch.zeros_like(mu), torch.ones_like(mu), validate_args=False).log_prob(z).sum(-1)
+    targets = x.expand(samples, *x.shape).flatten(0, 1)
+    log_likelihood = model.likelihood.log_prob(model.decoder(z.flatten(0, 1)), targets).view(samples, len(x))
+    return log_likelihood + log_prior - log_q
+
+
+def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/k) sum_i exp(values_i) along ``dim`` (k its length), computed stably."""
+    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
+
+
+class VAE(AutoEncoder):
+    """Variational auto-encoder: q(z|x) = N(mu(x), diag(exp(logvar(x)))), p(z) = N(0, I), and one of two losses.
+
+    elbo: loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)), one sample z = mu + sigma * eps per example
+          (reparameterization), the KL in closed form; with beta = 1 it is the negative ELBO.
+    iwae: loss = -E[log (1/k) sum_s w_s], w_s = p(x|z_s) p(z_s) / q(z_s|x), z_1..z_k drawn from q(z|x),
+          k = ``iw_samples`` (Burda et al. 2015): a bound on log p(x) at least as tight as the ELBO (k = 1 is the
+          ELBO) that tightens with k; its gradient weighs each sample by its normalised weight w_s / sum w.
     The encoder outputs 2 * code_dim values: the mean, then the log-variance.
     """
 
-    def __init__(self, encoder, decoder, likelihood, code_dim: int, beta: float = 1.0):
+    def __init__(self, encoder, decoder, likelihood, code_dim: int, beta: float = 1.0, objective: str = "elbo",
+                 iw_samples: int = 50):
         super().__init__(encoder, decoder, likelihood)
-        self.code_dim, self.beta = code_dim, beta
+        if objective not in OBJECTIVES:
+            raise AekitError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+        self.code_dim, self.beta, self.objective, self.iw_samples = code_dim, beta, objective, iw_samples
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z|x)."""
@@ -38,11 +78,19 @@ class VAE(AutoEncoder):
         """The posterior mean: the code used for reconstruction, probes and plots."""
         return self.posterior(x)[0]
 
-    def loss(self, x: torch.Tensor) -> Loss:
+    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example: -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || N(0, I)); their sum is the negative ELBO."""
         mu, logvar = self.posterior(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        rec = self.likelihood.nll(self.decoder(z), x).mean()
-        kl = gaussian_kl(mu, logvar).mean()
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * (0.5 * logvar).exp()
+        return self.likelihood.nll(self.decoder(z), x), gaussian_kl(mu, logvar)
+
+    def loss(self, x: torch.Tensor) -> Loss:
+        x = self.training_input(x)
+        if self.objective == "iwae":
+            neg_bound = -log_mean_exp(log_importance_weights(self, x, self.iw_samples)).mean()
+            return Loss(neg_bound, {"neg_iwae_bound": neg_bound})
+        rec, kl = (term.mean() for term in self.elbo_terms(x))
         return Loss(rec + self.beta * kl, {"reconstruction": rec, "kl": kl})
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,0 +1,308 @@
+"""scikit-learn estimators for the auto-encoder family: a drop-in beside ``sklearn.decomposition.PCA``.
+
+``VariationalAutoEncoder(n_components=2).fit_transform(X)`` builds the model ``aekit train --model vae`` builds and
+trains it with the same trainer on the rows of X. Every estimator has ``fit``, ``transform`` (the code; the posterior
+mean for the VAE), ``inverse_transform`` (the decoder's mean, in the units of X), ``fit_transform``, ``score``
+(higher is better), ``get_feature_names_out`` and ``set_output``.
+
+The loss: ``loss='auto'`` takes the cross-entropy (Bernoulli likelihood, sigmoid output) when every training value
+lies in [0, 1] and the sum of squared differences (Gaussian likelihood, linear output) otherwise; ``loss_`` records
+the choice. Under the squared error the data is standardized inside (``standardize=True``) so that every feature
+counts alike; ``inverse_transform`` undoes it.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
+
+from aekit.data import Dataset
+from aekit.errors import AekitError
+from aekit.models import ModelSpec, build_model, choose_likelihood
+from aekit.models.base import device_of
+from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
+from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
+
+__all__ = ["AutoEncoder", "DenoisingAutoEncoder", "DropoutAutoEncoder", "AdversarialAutoEncoder",
+           "VariationalAutoEncoder", "ParameterError"]
+
+# Hyper-parameters every estimator takes, with their defaults; each family adds its own (``_options``).
+SHARED = {"n_components": 2, "hidden_layer_sizes": (256, 128), "loss": "auto", "standardize": True,
+          "max_iter": 100, "batch_size": 128, "learning_rate": 1e-3, "random_state": None, "device": "auto"}
+# Those that set the data and the training rather than the model.
+TRAINING = ("loss", "standardize", "max_iter", "batch_size", "learning_rate", "random_state", "device")
+# ModelSpec's name for a hyper-parameter, where scikit-learn's name differs.
+SPEC_FIELDS = {"n_components": "code_dim", "hidden_layer_sizes": "hidden",
+               "discriminator_hidden_layer_sizes": "discriminator_hidden"}
+LIKELIHOOD_TO_LOSS = {likelihood: loss for loss, likelihood in LOSS_TO_LIKELIHOOD.items()}
+
+
+class ParameterError(AekitError, ValueError):
+    """A hyper-parameter that cannot be used; a ValueError, as scikit-learn's own estimators raise."""
+
+
+def _init_storing(qualname: str, defaults: dict):
+    """An ``__init__`` taking the hyper-parameters in ``defaults`` (the first also by position) that stores each
+    value unchanged, as scikit-learn's contract asks. scikit-learn reads the hyper-parameters off ``__init__``'s
+    signature, so the generated function carries a real one (help() and clone() see it too)."""
+    kinds = [inspect.Parameter.POSITIONAL_OR_KEYWORD] + [inspect.Parameter.KEYWORD_ONLY] * (len(defaults) - 1)
+    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+        inspect.Parameter(name, kind, default=value) for (name, value), kind in zip(defaults.items(), kinds)])
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name in defaults:
+            setattr(self, name, bound.arguments[name])
+
+    __init__.__signature__, __init__.__qualname__ = signature, qualname
+    return __init__
+
+
+def _own_rng():
+    """Fork torch's global RNG (the CPU's and every CUDA device's) so that seeding inside leaves the caller's
+    random stream as it was."""
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())))
+
+
+def _device_here(trained_on: str) -> torch.device:
+    """The device a model was trained on if this machine has it, else the CPU."""
+    try:
+        return resolve_device(trained_on)
+    except AekitError:
+        return torch.device("cpu")
+
+
+def _float64(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of the fitted model to compute with (the model itself on MPS, which has no float64). float32
+    BLAS kernels round a batch of one row and a batch of many differently, by more than scikit-learn's tolerance of
+    1e-7; in float64 a row's code no longer depends on which rows share its batch."""
+    return model if device_of(model).type == "mps" else copy.deepcopy(model).double()
+
+
+def _tensor(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    """A copy of x on the model's device, in its precision."""
+    return torch.tensor(x, dtype=next(model.parameters()).dtype, device=device_of(model))
+
+
+class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """What the five estimators share; each subclass names its model family and its own hyper-parameters.
+
+    Parameters (shared)
+    -------------------
+    n_components : int, default=2
+        Size of the code.
+    hidden_layer_sizes : tuple of int, default=(256, 128)
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+    loss : {'auto', 'bce', 'mse'}, default='auto'
+        'bce': cross-entropy, for values in [0, 1]; 'mse': sum of squared differences; 'auto': 'bce' when every
+        training value lies in [0, 1], else 'mse'.
+    standardize : bool, default=True
+        Under 'mse', train on the standardized features (inverse_transform undoes it).
+    max_iter : int, default=100
+        Training epochs.
+    batch_size : int, default=128
+    learning_rate : float, default=1e-3
+        Adam's step size.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the data order and the noise; an int makes ``fit`` reproducible on a device.
+    device : str, default='auto'
+        'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The trained model (an ``aekit.models`` family, float32, in eval mode); transform and score run a float64
+        copy of it.
+    spec_ : aekit.models.ModelSpec
+        Its architecture, as ``aekit train`` records it.
+    loss_ : {'bce', 'mse'}
+        The loss trained with.
+    scaler_ : StandardScaler or None
+        The standardization applied before the encoder (None under 'bce' or standardize=False).
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    n_features_in_, feature_names_in_ : as in scikit-learn.
+    """
+
+    _model = ""  # the ModelSpec family
+    _options: dict = {}  # the family's own hyper-parameters and their defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = _init_storing(f"{cls.__name__}.__init__", {**SHARED, **cls._options})
+
+    def fit(self, X, y=None):
+        """Train on the rows of X (y is ignored) and return self."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        x_min, x_max = float(X.min()), float(X.max())
+        likelihood = choose_likelihood(self.loss, 0 <= x_min and x_max <= 1, x_min, x_max)
+        spec = self._spec(X.shape[1], likelihood)
+        try:
+            device = resolve_device(self.device)
+            settings = TrainSettings(epochs=self.max_iter, batch_size=self.batch_size, lr=self.learning_rate,
+                                     seed=int(check_random_state(self.random_state).randint(2 ** 31 - 1)))
+        except AekitError as error:
+            raise ParameterError(str(error)) from None
+        self.loss_ = LIKELIHOOD_TO_LOSS[likelihood]
+        self.scaler_ = StandardScaler().fit(X) if likelihood == "gaussian" and self.standardize else None
+        x = self._model_input(X).astype(np.float32)
+        data = Dataset("the training data", x, x, None, None, binary=likelihood == "bernoulli")
+        with _own_rng():
+            torch.manual_seed(settings.seed)
+            model = build_model(spec)
+            history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
+        self.model_, self.spec_ = model, spec
+        self.n_iter_, self.loss_curve_ = len(history), [record["train_loss"] for record in history]
+        return self
+
+    def transform(self, X):
+        """The code of each row of X."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._run("encode", self._model_input(X)).astype(X.dtype)
+
+    def inverse_transform(self, X):
+        """The decoder's mean for each code (row of X), in the units of the training data."""
+        check_is_fitted(self)
+        codes = check_array(X, dtype=[np.float64, np.float32])
+        if codes.shape[1] != self.spec_.code_dim:
+            raise ValueError(f"X has {codes.shape[1]} columns, but {type(self).__name__}.inverse_transform expects "
+                             f"codes of {self.spec_.code_dim} (n_components)")
+        out = self._run("decode", codes)
+        if self.scaler_ is not None:
+            out = self.scaler_.inverse_transform(out)
+        return out.astype(codes.dtype)
+
+    def score(self, X, y=None):
+        """Minus the mean loss per row of X, so higher is better: -sum of squared differences (of the standardized
+        features where ``scaler_`` is set) or -cross-entropy in nats for the deterministic auto-encoders; the ELBO,
+        -(E_q[-log p(x|z)] + KL(q(z|x) || N(0, I))), for the VAE, whatever its beta (one seeded sample of z per row).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))  # refuses cross-entropy outside [0, 1]
+        model = _float64(self.model_)
+        parts = mean_loss(model, _tensor(model, self._model_input(X)))
+        return -(parts["reconstruction"] + parts.get("kl", 0.0))
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.spec_.code_dim
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        if "model_" in state:
+            # Numpy arrays on the CPU, not torch tensors: the pickle carries no device and loads on any machine.
+            state["model_"] = (str(device_of(self.model_)), {
+                name: tensor.detach().cpu().numpy() for name, tensor in self.model_.state_dict().items()})
+        return state
+
+    def __setstate__(self, state):
+        if "model_" in state:
+            trained_on, weights = state["model_"]
+            with _own_rng():  # building draws initial weights, overwritten at once; the caller's RNG stays as it was
+                model = build_model(state["spec_"])
+            model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()})
+            state = {**state, "model_": model.to(_device_here(trained_on)).eval()}
+        super().__setstate__(state)
+
+    def _spec(self, n_features: int, likelihood: str) -> ModelSpec:
+        check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
+        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
+        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        fields = {}
+        for name, value in self.get_params(deep=False).items():
+            if name in TRAINING:
+                continue
+            if name.endswith("layer_sizes"):
+                value = tuple(np.atleast_1d(value).tolist())
+                for size in value:
+                    check_scalar(size, name, numbers.Integral, min_val=1)
+            fields[SPEC_FIELDS.get(name, name)] = value
+        try:
+            return ModelSpec(self._model, (n_features,), likelihood=likelihood, **fields)
+        except AekitError as error:
+            raise ParameterError(str(error)) from None
+
+    def _model_input(self, X: np.ndarray) -> np.ndarray:
+        """X as the model sees it: standardized where ``scaler_`` is set."""
+        return self.scaler_.transform(X) if self.scaler_ is not None else X
+
+    @torch.no_grad()
+    def _run(self, method: str, x: np.ndarray) -> np.ndarray:
+        """The model's ``method`` (encode or decode) on the rows of x, computed in float64."""
+        model = _float64(self.model_)
+        return getattr(model, method)(_tensor(model, x)).cpu().numpy()
+
+
+class AutoEncoder(_BaseAutoEncoder):
+    """Auto-encoder: minimises -log p(x | decoder(encoder(x))). Parameters: those of :class:`_BaseAutoEncoder`."""
+
+    _model = "ae"
+
+
+class DenoisingAutoEncoder(_BaseAutoEncoder):
+    """Denoising auto-encoder: minimises -log p(x | decoder(encoder(corrupt(x)))); transform encodes clean rows.
+
+    noise : {'gaussian', 'masking', 'salt-and-pepper'}, default='gaussian'
+    noise_level : float, default=0.3
+        Standard deviation of the Gaussian noise (on the standardized features under 'mse'), or the share of
+        elements masked or salted. Other parameters: those of :class:`_BaseAutoEncoder`.
+    """
+
+    _model = "dae"
+    _options = {"noise": "gaussian", "noise_level": 0.3}
+
+
+class DropoutAutoEncoder(_BaseAutoEncoder):
+    """Dropout auto-encoder: minimises -log p(x | decoder(encoder(x))) with dropout while training.
+
+    dropout : float, default=0.2
+        Dropout rate of the hidden layers.
+    input_dropout : float, default=0.1
+        Dropout rate of the input. Other parameters: those of :class:`_BaseAutoEncoder`.
+    """
+
+    _model = "dropout-ae"
+    _options = {"dropout": 0.2, "input_dropout": 0.1}
+
+
+class AdversarialAutoEncoder(_BaseAutoEncoder):
+    """Adversarial auto-encoder (Makhzani et al. 2015): reconstruction, then a discriminator that pushes the codes
+    toward the prior.
+
+    prior : {'gaussian', 'mixture', 'uniform'}, default='gaussian'
+    discriminator_hidden_layer_sizes : tuple of int, default=(256, 256)
+        Other parameters: those of :class:`_BaseAutoEncoder`.
+    """
+
+    _model = "aae"
+    _options = {"prior": "gaussian", "discriminator_hidden_layer_sizes": (256, 256)}
+
+
+class VariationalAutoEncoder(_BaseAutoEncoder):
+    """Variational auto-encoder: minimises E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)); transform gives the
+    posterior mean and score the ELBO.
+
+    beta : float, default=1.0
+        Weight of the KL term. Other parameters: those of :class:`_BaseAutoEncoder`.
+    """
+
+    _model = "vae"
+    _options = {"beta": 1.0}

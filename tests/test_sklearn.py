@@ -1,0 +1,276 @@
+"""The scikit-learn estimators: scikit-learn's own estimator checks, then pipelines, grid search, pickling,
+reproducibility, a real-valued and a [0, 1] dataset, and bad input and hyper-parameters."""
+import copy
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+from sklearn.base import clone
+from sklearn.datasets import load_digits, load_wine
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from aekit.errors import AekitError
+from aekit.sklearn import (AdversarialAutoEncoder, AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder,
+                           ParameterError, VariationalAutoEncoder)
+from aekit.trainer import mean_loss
+
+CLASSES = (AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder, AdversarialAutoEncoder, VariationalAutoEncoder)
+
+
+def small(cls, **params):
+    """Tiny nets and two epochs: enough for the checks, which test the contract rather than the fit."""
+    sizes = {"discriminator_hidden_layer_sizes": (8,)} if cls is AdversarialAutoEncoder else {}
+    return cls(**{"max_iter": 2, "hidden_layer_sizes": (8,), **sizes, **params})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These nets are tiny: one thread beats two that wait on each other (the CI machine has two shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def wine():
+    return load_wine().data  # 178 x 13, real-valued, features on scales from 0.1 to 1,000
+
+
+@pytest.fixture(scope="module")
+def digits01():
+    return load_digits().data / 16  # 1,797 x 64 intensities in [0, 1]
+
+
+# Every check check_estimator runs, none marked as expected to fail. check_array_api_input skips here (scipy was
+# imported without SCIPY_ARRAY_API=1) and runs in test_array_api_check_with_dispatch_on instead.
+@parametrize_with_checks([small(cls) for cls in CLASSES])
+def test_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# Public checks scikit-learn runs on its own transformers but check_estimator does not yield (set_output, feature
+# names, data frames).
+EXTRA_CHECKS = ("check_dataframe_column_names_consistency", "check_get_feature_names_out_error",
+                "check_set_output_transform", "check_set_output_transform_pandas",
+                "check_global_output_transform_pandas", "check_transformer_get_feature_names_out",
+                "check_transformer_get_feature_names_out_pandas", "check_requires_y_none",
+                "check_inplace_ensure_writeable")
+
+
+# The set_output checks mix data frames and arrays on purpose; scikit-learn's warning about it is expected there.
+@pytest.mark.filterwarnings("ignore:X (does not have valid|has) feature names:UserWarning")
+@pytest.mark.parametrize("check", EXTRA_CHECKS)
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+def test_transformer_checks_beyond_check_estimator(cls, check):
+    getattr(estimator_checks, check)(cls.__name__, small(cls))
+
+
+def test_array_api_check_with_dispatch_on():
+    """check_array_api_input needs SCIPY_ARRAY_API=1 before scipy is imported, so it runs in a fresh process."""
+    script = textwrap.dedent("""
+        import torch
+        from sklearn.utils.estimator_checks import check_array_api_input
+        import aekit.sklearn as ak
+        torch.set_num_threads(1)
+        for name in ("AutoEncoder", "DenoisingAutoEncoder", "DropoutAutoEncoder", "AdversarialAutoEncoder",
+                     "VariationalAutoEncoder"):
+            check_array_api_input(name, getattr(ak, name)(max_iter=2, hidden_layer_sizes=(8,)),
+                                  array_namespace="numpy", expect_only_array_outputs=False)
+        print("passed")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "SCIPY_ARRAY_API": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "passed", done.stderr[-2000:]
+
+
+def test_real_valued_data_gets_squared_error_on_standardized_features(wine):
+    ae = AutoEncoder(n_components=2, max_iter=30, random_state=0).fit(wine)
+    assert ae.loss_ == "mse" and ae.scaler_ is not None
+    codes = ae.transform(wine)
+    reconstruction = ae.inverse_transform(codes)
+    assert codes.shape == (178, 2) and reconstruction.shape == wine.shape and reconstruction.dtype == np.float64
+    # inverse_transform returns the original units: proline (about 750) comes back near its own scale
+    assert abs(reconstruction[:, 12].mean() - wine[:, 12].mean()) < 0.2 * wine[:, 12].std()
+    standardized, back = ae.scaler_.transform(wine), ae.scaler_.transform(reconstruction)
+    sse = ((standardized - back) ** 2).sum(1).mean()
+    assert ae.score(wine) == pytest.approx(-sse, rel=1e-6)
+    pca = make_pipeline(StandardScaler(), PCA(n_components=2)).fit(wine)
+    pca_sse = ((standardized - pca[0].transform(pca.inverse_transform(pca.transform(wine)))) ** 2).sum(1).mean()
+    assert sse < pca_sse  # the mean alone would leave 13 per row; PCA with 2 components about 5.8
+
+    raw = AutoEncoder(n_components=2, max_iter=2, standardize=False, random_state=0).fit(wine)
+    assert raw.loss_ == "mse" and raw.scaler_ is None
+    with pytest.raises(ValueError, match=r"cross-entropy loss needs values in \[0, 1\]"):
+        AutoEncoder(loss="bce").fit(wine)
+
+
+def test_unit_interval_data_gets_cross_entropy_and_the_vae_scores_its_elbo(digits01):
+    vae = VariationalAutoEncoder(n_components=2, hidden_layer_sizes=(64,), max_iter=15, beta=4.0,
+                                 random_state=0).fit(digits01)
+    assert vae.loss_ == "bce" and vae.scaler_ is None
+    assert vae.n_iter_ == 15 and vae.loss_curve_[-1] < vae.loss_curve_[0]
+    reconstruction = vae.inverse_transform(vae.transform(digits01))
+    assert reconstruction.min() >= 0 and reconstruction.max() <= 1  # the Bernoulli mean
+    parts = mean_loss(copy.deepcopy(vae.model_).double(), torch.as_tensor(digits01))  # as score computes it
+    # the ELBO weighs the KL term by 1 whatever beta was trained with; the training objective weighs it by beta
+    assert vae.score(digits01) == pytest.approx(-(parts["reconstruction"] + parts["kl"]))
+    assert vae.score(digits01) > -parts["loss"] and vae.score(digits01) < 0
+    untrained = VariationalAutoEncoder(n_components=2, hidden_layer_sizes=(64,), max_iter=1, random_state=0)
+    assert untrained.fit(digits01).score(digits01) < vae.score(digits01)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.score(digits01 * 16)  # cross-entropy is no measure for values outside [0, 1]
+
+    standardized = small(AutoEncoder, loss="mse").fit(digits01)
+    assert standardized.loss_ == "mse" and standardized.scaler_ is not None
+    assert np.isfinite(standardized.transform(digits01)).all()  # constant (all-zero) pixels are left unscaled
+
+
+@pytest.mark.parametrize("cls, options, seen", [
+    (DenoisingAutoEncoder, {"noise": "masking", "noise_level": 0.5}, lambda m: (m.noise, m.noise_level)),
+    (DropoutAutoEncoder, {"dropout": 0.4, "input_dropout": 0.3},
+     lambda m: [layer.p for layer in m.encoder if isinstance(layer, torch.nn.Dropout)][:2]),
+    (AdversarialAutoEncoder, {"prior": "uniform", "discriminator_hidden_layer_sizes": (8, 4)},
+     lambda m: (m.prior, m.discriminator[0].out_features, m.discriminator[2].out_features)),
+    (VariationalAutoEncoder, {"beta": 0.5}, lambda m: m.beta),
+], ids=lambda value: value.__name__ if isinstance(value, type) else "")
+def test_each_family_passes_its_own_options_to_the_model(cls, options, seen, wine):
+    model = small(cls, **options).fit(wine).model_
+    assert seen(model) == {DenoisingAutoEncoder: ("masking", 0.5), DropoutAutoEncoder: [0.3, 0.4],
+                           AdversarialAutoEncoder: ("uniform", 8, 4), VariationalAutoEncoder: 0.5}[cls]
+
+
+def test_pipeline_after_standard_scaler_and_grid_search_by_score(wine):
+    pipeline = make_pipeline(StandardScaler(), VariationalAutoEncoder(n_components=2, max_iter=5, random_state=0))
+    assert pipeline.fit_transform(wine).shape == (178, 2)
+    assert np.isfinite(pipeline.score(wine))
+    search = GridSearchCV(AutoEncoder(max_iter=30, random_state=0), {"n_components": [1, 6]}, cv=3).fit(wine)
+    assert search.best_params_ == {"n_components": 6}  # six components reconstruct held-out rows better than one
+    assert search.best_estimator_.transform(wine).shape == (178, 6)
+
+
+def test_clone_gives_an_unfitted_twin(wine):
+    fitted = VariationalAutoEncoder(n_components=3, beta=2.0, max_iter=2, random_state=1).fit(wine)
+    twin = clone(fitted)
+    assert twin.get_params() == fitted.get_params() and not hasattr(twin, "model_")
+    with pytest.raises(NotFittedError):
+        twin.transform(wine)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+def test_pickle_and_joblib_round_trips_give_identical_codes(cls, wine, tmp_path):
+    fitted = small(cls, random_state=0).fit(wine)
+    pickled = pickle.dumps(fitted)
+    assert b"torch" not in pickled  # weights travel as numpy arrays, without torch's device tags
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    for loaded in (pickle.loads(pickled), joblib.load(tmp_path / "model.joblib")):
+        assert np.array_equal(loaded.transform(wine), fitted.transform(wine))
+        assert loaded.score(wine) == fitted.score(wine)
+
+
+def test_a_model_trained_on_a_gpu_unpickles_on_a_cpu_only_machine(wine, monkeypatch):
+    fitted = small(VariationalAutoEncoder, random_state=0, device="cpu").fit(wine)
+    state = fitted.__getstate__()
+    state["model_"] = ("cuda:0", state["model_"][1])  # as pickled by a fit on a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = VariationalAutoEncoder.__new__(VariationalAutoEncoder)
+    loaded.__setstate__(state)
+    assert next(loaded.model_.parameters()).device.type == "cpu"
+    assert np.array_equal(loaded.transform(wine), fitted.transform(wine))
+
+
+def test_same_seed_same_output_and_the_callers_rng_untouched(wine):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = small(VariationalAutoEncoder, random_state=0).fit_transform(wine)
+    again = pickle.loads(pickle.dumps(small(VariationalAutoEncoder, random_state=0).fit(wine))).transform(wine)
+    assert torch.equal(torch.get_rng_state(), before)  # neither fitting nor unpickling moved the global stream
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, small(VariationalAutoEncoder, random_state=1).fit_transform(wine))
+
+
+def test_pandas_output_and_feature_names():
+    frame = load_wine(as_frame=True).data
+    vae = small(VariationalAutoEncoder, n_components=3).set_output(transform="pandas").fit(frame)
+    codes = vae.transform(frame)
+    assert list(codes.columns) == ["variationalautoencoder0", "variationalautoencoder1", "variationalautoencoder2"]
+    assert codes.index.equals(frame.index) and list(vae.feature_names_in_) == list(frame.columns)
+    assert list(vae.get_feature_names_out()) == list(codes.columns)
+
+
+def _raised(action) -> Exception:
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - the test compares whatever is raised
+        return error
+    pytest.fail("nothing was raised")
+
+
+X3 = np.random.default_rng(0).uniform(size=(20, 3))
+NAN = np.where(np.arange(60).reshape(20, 3) == 7, np.nan, X3)
+
+
+@pytest.mark.parametrize("action, message", [
+    (lambda est: est.fit(NAN), r"Input X contains NaN"),
+    (lambda est: est.fit(np.where(NAN != NAN, np.inf, NAN)), r"Input X contains infinity"),
+    (lambda est: est.fit(X3[:, 0]), r"Expected 2D array, got 1D array instead"),
+    (lambda est: est.fit(X3[:0]), r"Found array with 0 sample\(s\)"),
+    (lambda est: est.fit(X3).transform(X3[:, :2]), r"X has 2 features, but \w+ is expecting 3 features as input"),
+    (lambda est: est.fit(X3).transform(X3[0]), r"Expected 2D array, got 1D array instead"),
+    (lambda est: est.fit(X3).transform(NAN), r"Input X contains NaN"),
+    (lambda est: est.transform(X3), r"not fitted yet"),
+], ids=["nan", "inf", "1d", "empty", "wrong-features", "1d-transform", "nan-transform", "unfitted"])
+def test_bad_input_raises_what_pca_raises(action, message):
+    ours, pcas = _raised(lambda: action(small(AutoEncoder, n_components=1))), _raised(lambda: action(PCA(1)))
+    assert type(ours) is type(pcas)
+    assert re.search(message, str(ours)), str(ours)
+
+
+def test_bad_codes_and_sparse_input():
+    fitted = small(AutoEncoder, n_components=2).fit(X3)
+    with pytest.raises(ValueError, match=r"X has 3 columns, but AutoEncoder.inverse_transform expects codes of 2"):
+        fitted.inverse_transform(X3)
+    with pytest.raises(TypeError, match="dense data is required"):
+        small(AutoEncoder).fit(sparse.csr_matrix(X3))
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ({"n_components": 0}, ValueError, r"n_components == 0, must be >= 1"),
+    ({"n_components": 2.5}, TypeError, r"n_components must be an instance of int"),
+    ({"max_iter": 0}, ValueError, r"max_iter == 0, must be >= 1"),
+    ({"hidden_layer_sizes": (8, 0)}, ValueError, r"hidden_layer_sizes == 0, must be >= 1"),
+    ({"learning_rate": -1.0}, ParameterError, r"learning rate -1.0 must be a positive number"),
+    ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'; use auto, bce or mse"),
+    ({"device": "tpu"}, ParameterError, r"unknown device 'tpu'"),
+    ({"noise": "pink"}, ParameterError, r"unknown noise 'pink'; use one of gaussian, masking, salt-and-pepper"),
+])
+def test_bad_hyper_parameters_raise_at_fit_naming_the_fix(params, error, message):
+    cls = DenoisingAutoEncoder if "noise" in params else AutoEncoder
+    estimator = small(cls, **params)  # stored unchanged, checked at fit as scikit-learn does
+    with pytest.raises(error, match=message):
+        estimator.fit(X3)
+    assert not hasattr(estimator, "model_")
+    assert issubclass(ParameterError, AekitError) and issubclass(ParameterError, ValueError)
+
+
+def test_a_rows_code_does_not_depend_on_its_batch(wine):
+    """float32 kernels round one row and 178 rows differently (by up to 5e-7 here with the default 256-128 net, more
+    than scikit-learn's subset-invariance check allows), so transform computes in float64, which agrees to 1e-15."""
+    ae = AutoEncoder(max_iter=10, random_state=0).fit(wine)
+    one_by_one = np.concatenate([ae.transform(row[None]) for row in wine])
+    np.testing.assert_allclose(one_by_one, ae.transform(wine), rtol=1e-12, atol=1e-12)
+    assert ae.model_.encoder[1].weight.dtype == torch.float32  # while the model itself stays float32
