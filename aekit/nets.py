@@ -63,7 +63,8 @@ def conv_encoder(shape: tuple[int, ...], channels: tuple[int, ...], out_features
     return nn.Sequential(*layers)
 
 
-def conv_decoder(code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+def conv_decoder(code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...],
+                 dropout: float = 0.0) -> nn.Sequential:
     """The mirror of :func:`conv_encoder`: transposed convolutions back to exactly ``shape`` (odd sizes included)."""
     out_channels, height, width = _image_shape(shape, len(channels))
     hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))

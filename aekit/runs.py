@@ -89,7 +89,8 @@ def model_spec(config: dict, run_dir: Path) -> ModelSpec:
     try:
         return ModelSpec.from_dict(config["model"])
     except (TypeError, ValueError) as error:
-        raise RunError(f"{Path(run_dir) / CONFIG}: invalid model settings ({error}); restore it or train again") from None
+        raise RunError(f"{Path(run_dir) / CONFIG}: invalid model settings ({error}); "
+                       "restore it or train again") from None
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
