@@ -28,8 +28,29 @@ def init_from_env(device: torch.device) -> torch.device:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **_store_of_this_attempt())
     return device
+
+
+def _store_of_this_attempt() -> dict:
+    """Where the ranks meet: torchrun's own key-value store, with a key prefix naming the restart attempt.
+
+    torchrun's agent hosts one TCPStore for the whole job and hands the same address to every attempt, and the
+    process group's rendezvous keys (each rank's listening address under gloo, NCCL's unique id) carry no attempt in
+    their names. After a restart a rank could read its dead predecessor's address and fail to connect, unless its peer
+    happened to overwrite the key first. One agent numbers the attempts of all its workers alike, so under a single
+    agent each attempt gets keys of its own; with several agents (several machines), whose counts can differ, torch's
+    default is kept (see README.md, "Mistakes and faults").
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+        return {}
+    from torch.distributed.constants import default_pg_timeout  # here: aekit must import where torch has no c10d
+
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=default_pg_timeout)  # as long as env:// would wait
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {"store": dist.PrefixStore(f"aekit/attempt_{attempt}", store), "rank": int(os.environ["RANK"]),
+            "world_size": int(os.environ["WORLD_SIZE"])}
 
 
 def world_size() -> int:

@@ -6,6 +6,8 @@ example per row) and a folder of PNG/JPEG images.
 """
 from __future__ import annotations
 
+import numbers
+import os
 from pathlib import Path
 
 from aekit.data.dataset import Dataset, split_seeded
@@ -22,7 +24,16 @@ def load_dataset(name_or_path: str, *, data_dir: str | Path | None = None, seed:
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
     """
-    if not 0.0 < test_fraction < 1.0:
+    # The arguments may come from a run's config.json, i.e. be any JSON value.
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise DataError(f"dataset {name_or_path!r} is not a name or a path; use one of {', '.join(DATASET_NAMES)} "
+                        "or a file or folder of data")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise DataError(f"data folder {data_dir!r} is not a path; name the folder that holds the data")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DataError(f"seed {seed!r} is not a whole number >= 0; pass e.g. 0")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+            or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     if name_or_path == "digits":
         from aekit.data.digits import load_digits

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import lzma
+import math
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -31,7 +34,7 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     if suffix == ".csv":
         arrays = {"x": _read_csv(path)}
     elif suffix in (".npy", ".npz"):
-        arrays = _read_numpy(path)
+        arrays = read_numpy(path)
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
 
@@ -58,19 +61,73 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     return Dataset(path.name, x_train, x_test, y_train, y_test, binary=False)
 
 
-def _read_numpy(path: Path) -> dict[str, np.ndarray]:
-    """Every array in a .npz file by name, or a .npy file's single array as ``x``."""
+def read_numpy(path: Path) -> dict[str, np.ndarray]:
+    """Every array in a .npz file by name, or a .npy file's single array as ``x``.
+
+    As np.load does, the content decides, not the suffix: a zip is read as .npz, anything else as .npy (pickles are
+    refused). Unlike np.load, each array's header is checked against the bytes that follow it before NumPy
+    allocates the array, so a header claiming 10^12 rows is refused instead of believed.
+    """
     try:
-        # np.load decides by content, not by suffix: either kind of file may come back from either name.
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return {"x": loaded}
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        # Object arrays and pickles end up here too, refused by allow_pickle=False.
-        raise DataError(f"{path} cannot be read as a numeric NumPy file ({error}); save plain numeric arrays "
-                        "with numpy.save or numpy.savez") from None
+        with path.open("rb") as file:
+            if file.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+                file.seek(0)
+                return {"x": _read_array(file, path.stat().st_size, str(path))}
+        arrays = {}
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                name = member.filename.removesuffix(".npy")
+                if name == member.filename:
+                    raise DataError(f"{path} holds {member.filename!r}, which is not an .npy array; save the arrays "
+                                    "with numpy.savez")
+                with archive.open(member) as stream:
+                    arrays[name] = _read_array(stream, member.file_size, f"{path}[{name}]")
+        return arrays
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path} holds more data than fits in this machine's memory; use a smaller file") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError,
+            RuntimeError, SyntaxError, tokenize.TokenError) as error:
+        # Object arrays end up here too, refused by allow_pickle=False. NotImplementedError is a compression method
+        # zipfile lacks, RuntimeError an encrypted member; NumPy's parser lets the last two out of a garbled header.
+        raise DataError(f"{path} cannot be read as a numeric NumPy file ({_one_line(error)}); save plain numeric "
+                        "arrays with numpy.save or numpy.savez") from None
+
+
+def _read_array(stream, size: int, source: str) -> np.ndarray:
+    """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes.
+
+    Layout: magic and version (8 bytes), the header's length (2 bytes in version 1, else 4), the header (a dict
+    literal of dtype, order and shape), then the values. NumPy reads as many bytes as the length field says before
+    judging the header, and allocates the array before reading the values: both claims are checked here first.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise DataError(f"{source} is an .npy file of unknown version {version[0]}.{version[1]}; save it again with "
+                        "numpy.save")
+    header_size = int.from_bytes(stream.read(2 if version == (1, 0) else 4), "little")
+    if header_size > size - stream.tell():
+        raise DataError(f"{source} is truncated or forged: its header length field claims {header_size} bytes but "
+                        f"{size - stream.tell()} follow; save it again with numpy.save")
+    stream.seek(0)
+    np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    if any(type(d) is not int or d < 0 for d in shape):
+        raise DataError(f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with "
+                        "numpy.save")
+    claimed, left = math.prod(shape) * dtype.itemsize, size - stream.tell()
+    if not dtype.hasobject and claimed > left:
+        raise DataError(f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
+                        f"bytes) but {left} bytes follow; save it again with numpy.save")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _one_line(error: Exception) -> str:
+    """An exception's message on one line (some of NumPy's span several)."""
+    return " ".join(str(error).split())
 
 
 def _read_csv(path: Path) -> np.ndarray:
@@ -124,7 +181,12 @@ def _examples(values: np.ndarray, source: str) -> np.ndarray:
                         "(n, features); reshape it, e.g. to (n, 1) for a single feature")
     if values.size == 0:
         raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
-    return values.reshape(len(values), -1).astype(np.float32)
+    with np.errstate(over="ignore"):
+        examples = values.reshape(len(values), -1).astype(np.float32)
+    if not np.isfinite(examples).all():
+        raise DataError(f"{source} holds NaN or infinite values (or values beyond float32's range, about 3.4e38); "
+                        "clean or impute them first")
+    return examples
 
 
 def _labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:

@@ -1,10 +1,11 @@
 """The IDX format of the MNIST files: a 4-byte magic, big-endian uint32 dimensions, then the raw values.
 
-Magic: two zero bytes, a type code (see ``_DTYPES``) and the number of dimensions.
+Magic: two zero bytes, a type code (see ``IDX_CODES``) and the number of dimensions.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -13,8 +14,11 @@ import numpy as np
 
 from aekit.errors import DataError
 
+# NumPy 1.x arrays have at most 32 dimensions (2.x: 64); a header claiming more is damaged.
+MAX_DIMS = 32
+
 # IDX type code -> element type; IDX stores every multi-byte value big-endian.
-_DTYPES = {
+IDX_CODES = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -33,17 +37,24 @@ def read_idx(data: bytes, source: str) -> np.ndarray:
         raise DataError(f"{source} is not an IDX file (it does not start with two zero bytes); "
                         "delete it and download again")
     code, ndim = data[2], data[3]
-    if code not in _DTYPES:
+    if code not in IDX_CODES:
         raise DataError(f"{source} has unknown IDX type code 0x{code:02X} (expected one of "
-                        f"{', '.join(f'0x{c:02X}' for c in _DTYPES)}); delete it and download again")
+                        f"{', '.join(f'0x{c:02X}' for c in IDX_CODES)}); delete it and download again")
+    if ndim > MAX_DIMS:
+        raise DataError(f"{source} claims {ndim} dimensions, more than the {MAX_DIMS} an array can have; "
+                        "delete it and download again")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{source} is truncated: its header promises {ndim} dimensions ({header_size} bytes) "
                         f"but the file holds {len(data)} bytes; delete it and download again")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = _DTYPES[code]
+    dtype = IDX_CODES[code]
     # Python integers, so a forged header cannot overflow the product; checked before anything is allocated.
     count = math.prod(dims)
+    if count == 0:
+        # Also spares NumPy a shape like (0, 2**32, 2**32), whose size it cannot compute.
+        raise DataError(f"{source} holds no values (its header gives dimensions {'x'.join(map(str, dims))}); "
+                        "delete it and download again")
     expected_size = header_size + count * dtype.itemsize
     if len(data) < expected_size:
         raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
@@ -55,22 +66,32 @@ def read_idx(data: bytes, source: str) -> np.ndarray:
     return values.astype(dtype.newbyteorder("="))
 
 
-def gunzip(data: bytes, source: str) -> bytes:
-    """Decompress gzip bytes; a corrupt or truncated stream is a DataError naming ``source``."""
+def gunzip(data: bytes, source: str, limit: int | None = None) -> bytes:
+    """Decompress gzip bytes; a corrupt or truncated stream is a DataError naming ``source``.
+
+    With ``limit``, a stream that inflates to more than ``limit`` bytes is refused once that many are out, so a
+    small file (a gzip bomb) cannot fill the memory.
+    """
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            inflated = stream.read(-1 if limit is None else limit + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{source} is not a valid gzip file ({error}); delete it and download again") from None
+    if limit is not None and len(inflated) > limit:
+        raise DataError(f"{source} decompresses to more than {limit} bytes, more than the file it should hold; "
+                        "delete it and download again")
+    return inflated
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The contents of a file, decompressed when its name ends in ``.gz``."""
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The contents of a file, decompressed (to at most ``limit`` bytes, see :func:`gunzip`) when its name ends in
+    ``.gz``."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
-    return gunzip(data, str(path)) if path.suffix.lower() == ".gz" else data
+    return gunzip(data, str(path), limit) if path.suffix.lower() == ".gz" else data
 
 
 def read_idx_file(path: str | Path) -> np.ndarray:

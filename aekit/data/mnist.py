@@ -24,6 +24,9 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
+# Bytes of the largest of them (train images) decompressed: a .gz inflating to more is refused right there.
+MAX_SIZE = 47_040_016
+
 DEFAULT_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -83,7 +86,7 @@ def _read_local(folder: Path, name: str) -> tuple[bytes, str]:
     if path is None:
         raise DataError(f"{folder / name}.gz is missing (nor is there a plain {name}); --data-dir must hold the "
                         f"four MNIST IDX files {', '.join(SHA256)}, gzipped or not")
-    data = read_bytes(path)
+    data = read_bytes(path, MAX_SIZE)
     problem = _checksum_problem(data, name)
     if problem:
         raise DataError(f"{path} is damaged or not the original MNIST file ({problem}); replace it with a fresh "
@@ -137,7 +140,7 @@ def _fetch_verified(url: str, name: str, partial: Path) -> bytes:
     """Download ``url`` into ``partial`` and return the decompressed contents once their sha256 matches."""
     with partial.open("wb") as out:
         _fetch(url, out)
-    data = gunzip(partial.read_bytes(), url)
+    data = gunzip(partial.read_bytes(), url, MAX_SIZE)
     problem = _checksum_problem(data, name)
     if problem:
         raise DataError(f"{url}: {problem}")
