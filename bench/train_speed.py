@@ -6,9 +6,13 @@ summed cross-entropy + KL), timed per epoch in one process for:
       a float tensor in [0, 1], a shuffling DataLoader with batch 128, num_workers=1 (pin_memory on a GPU);
   (c) the bare-compute floor: the same steps over batches already on the device, no data handling at all.
 
-Prints the three medians (after warm-up epochs), `ratio: X` (reference / aekit), aekit / floor and the device; with
---models, also one epoch time per aekit model at its defaults; with --accuracy, the test loss per image after 10
-epochs (the example's users report about 105.6).
+Prints the three medians (after warm-up epochs), `ratio: X` (reference / aekit), aekit / floor and the device, and
+`memory: X` (target <= 2x): the peak memory of aekit's training over the data it holds plus the model's parameters,
+their gradients and Adam's two moments. On CUDA the peak is torch.cuda.max_memory_allocated and the data is the
+training set on the device; on a CPU it is the growth of the process's resident set from before the data is read
+to its peak while training (see measure.py) and the data is the whole loaded dataset. With --models, also one epoch
+time per aekit model at its defaults; with --accuracy, the test loss per image after 10 epochs (the example's users
+report about 105.6).
 
     python bench/train_speed.py --data-dir ../shared/data/mnist [--epochs 3] [--models] [--accuracy]
 """
@@ -30,6 +34,7 @@ from torch.utils.data import Dataset as TorchDataset
 from aekit.data import load_dataset
 from aekit.models import MODEL_NAMES, ModelSpec, build_model
 from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
+from measure import MIB, PeakMemory, device_name
 
 BATCH = 128
 
@@ -132,6 +137,15 @@ def aekit_epochs(dataset, spec: ModelSpec, device, epochs: int, warmup: int, **o
     return [record["seconds"] for record in history[warmup:]]
 
 
+def report_memory(peak: int, mnist, spec: ModelSpec, device, how: str) -> None:
+    """Print aekit's training peak against data + parameters + gradients + Adam's two moments (4x the parameters)."""
+    arrays = (mnist.x_train,) if device.type == "cuda" else (mnist.x_train, mnist.x_test, mnist.y_train, mnist.y_test)
+    data = sum(a.nbytes for a in arrays if a is not None)
+    state = 4 * sum(p.numel() * p.element_size() for p in build_model(spec).parameters())
+    print(f"memory: {peak / (data + state):.2f}x (target <= 2x): peak {peak / MIB:.0f} MiB over {data / MIB:.0f} MiB "
+          f"of data + {state / MIB:.1f} MiB of parameters, gradients and Adam state; {how}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder with the four MNIST IDX files")
@@ -143,21 +157,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device} {name}; torch {torch.__version__}")
+    print(f"device: {device} {device_name(device)}; torch {torch.__version__}")
+    memory = PeakMemory(device)
     mnist = load_dataset("mnist", data_dir=args.data_dir)
-    x_uint8 = np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8)
+    memory.reset()  # reading the files is not training: their transients do not count, the data they leave does
     spec = ModelSpec("vae", mnist.shape, code_dim=20, hidden=(400,))
 
     results = {}
     for label, run in (("aekit", lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup)),
-                       ("reference", lambda: reference_epochs(x_uint8, device, args.epochs, args.warmup)),
+                       ("reference", lambda: reference_epochs(np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8),
+                                                              device, args.epochs, args.warmup)),
                        ("floor", lambda: floor_epochs(torch.from_numpy(mnist.x_train), device, args.epochs,
                                                       args.warmup))):
         times = run()
         results[label] = statistics.median(times)
         print(f"{label:10s} median {results[label]:.3f} s/epoch  (epochs: {', '.join(f'{t:.3f}' for t in times)})",
               flush=True)
+        if label == "aekit":
+            report_memory(memory.growth(), mnist, spec, device, memory.how)
     print(f"ratio: {results['reference'] / results['aekit']:.2f}")
     print(f"aekit/floor: {results['aekit'] / results['floor']:.3f}")
 

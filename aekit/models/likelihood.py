@@ -5,6 +5,8 @@ cross-entropy; real-valued data uses a Gaussian with a linear output, so the los
 Both return the loss per example, summed over its elements (``nll``). ``log_prob`` is the proper log-density or
 log-mass, normalising constant included, for what needs true likelihoods (the importance-weighted estimate of
 log p(x)): for the Bernoulli it is exactly -nll; for the Gaussian, whose nll drops a constant, it adds it back.
+``log_prob`` also takes decoder outputs with leading sample dimensions, (samples, n, *shape) for x of shape
+(n, *shape), over which x broadcasts without being copied once per sample.
 """
 from __future__ import annotations
 
@@ -32,7 +34,10 @@ class Bernoulli:
     @staticmethod
     def log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|l) per example: exactly -nll (a log-mass for binary x)."""
-        return -Bernoulli.nll(logits, x)
+        # binary_cross_entropy_with_logits' own arithmetic, (1 - x) l - log sigmoid(l), negated; written out because
+        # that function wants x at the logits' size, i.e. copied once per importance sample. In place: no backward
+        # reads log sigmoid's output.
+        return _per_example(F.logsigmoid(logits).sub_((1 - x) * logits), x)
 
 
 class Gaussian:
@@ -46,12 +51,17 @@ class Gaussian:
 
     @staticmethod
     def nll(output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (output - x).pow(2).flatten(1).sum(1)
+        return _per_example((output - x).pow(2), x)
 
     @staticmethod
     def log_prob(output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log N(x; m, I/2) per example = -sum (x - m)^2 - (D/2) log(pi), D the number of elements."""
         return -Gaussian.nll(output, x) - 0.5 * math.prod(x.shape[1:]) * math.log(math.pi)
+
+
+def _per_example(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``values`` of shape (..., n, *shape), from x of shape (n, *shape), summed over each example's elements."""
+    return values.flatten(values.dim() - x.dim() + 1).sum(-1)
 
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}

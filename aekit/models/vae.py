@@ -41,8 +41,7 @@ def log_importance_weights(model, x: torch.Tensor, samples: int,
     z = mu + q.scale * eps
     log_q = q.log_prob(z).sum(-1)
     log_prior = Normal(torch.zeros_like(mu), torch.ones_like(mu), validate_args=False).log_prob(z).sum(-1)
-    targets = x.expand(samples, *x.shape).flatten(0, 1)
-    log_likelihood = model.likelihood.log_prob(model.decoder(z.flatten(0, 1)), targets).view(samples, len(x))
+    log_likelihood = model.likelihood.log_prob(model.decoder(z.flatten(0, 1)).unflatten(0, (samples, len(x))), x)
     return log_likelihood + log_prior - log_q
 
 
