@@ -10,16 +10,22 @@ import json
 import sys
 
 from aekit import distributed
+from aekit.codec import MAX_BITS
 from aekit.compare import ORDER
 from aekit.data import DATASET_NAMES
+from aekit.data.files import FORMATS
 from aekit.errors import AekitError, TrainingStopped
-from aekit.models import MODEL_NAMES
+from aekit.models import MODEL_NAMES, TASKS
 from aekit.models.aae import PRIORS
 from aekit.models.autoencoders import NOISE_KINDS
 from aekit.models.vae import OBJECTIVES
 from aekit.projector import MAX_POINTS
 from aekit.trainer import ON_NAN, PRECISIONS, SCHEDULES
 from aekit.workflow import DEFAULTS
+
+
+OUTPUTS = ("OUTPUT is a .npy file (float32, exact), an IDX file (.idx or -ubyte, optionally .gz; 8-bit) or a new "
+           "folder of PNG images (named like INPUT's images).")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -53,7 +59,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aekit", description="Auto-encoders (AE, denoising, dropout, adversarial, "
-                                     "variational) and PCA: train, evaluate and compare them.")
+                                     "variational) and PCA: train, evaluate and compare them, and use their codes "
+                                     "to denoise, upscale and compress images.")
     parser.add_argument("--version", action="version", version=f"aekit {__import__('aekit').__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     _option(group, "--objective", "vae: elbo, or iwae (the importance-weighted bound of Burda et al. 2015)",
             choices=OBJECTIVES)
     _option(group, "--iw-samples", "vae with --objective iwae: importance samples per example", type=int)
+    _option(group, "--task", "reconstruct the input, or upscale: learn to restore each image from its version "
+            "downsampled by --factor (super-resolution; use `aekit upscale` on new images)", choices=TASKS)
+    _option(group, "--factor", "upscale: the downsampling factor the model learns to undo, e.g. 2 or 4", type=int)
     _option(group, "--binarize", "train on a fresh Bernoulli draw of the [0, 1] intensities every step (dynamic "
             "binarization) and evaluate on one seeded draw", action="store_true")
     group = train.add_argument_group("training")
@@ -164,6 +174,39 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     compare.add_argument("--no-progress", action="store_true", help="print only the result")
 
+    uses = (("denoise", "write a run's reconstructions of noisy examples",
+             "Apply a trained (denoising) auto-encoder to the examples in INPUT and write its outputs to OUTPUT.",
+             "the examples to denoise: " + FORMATS),
+            ("upscale", "write full-size versions of small images",
+             "Apply a run trained with --task upscale to the images in INPUT, which must be the run's image size "
+             "divided by its factor, and write the full-size images to OUTPUT.", "the small images: " + FORMATS))
+    for name, summary, description, source in uses:
+        use = commands.add_parser(name, help=summary, description=description + " " + OUTPUTS)
+        use.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
+        use.add_argument("input", metavar="INPUT", help=source)
+        use.add_argument("--out", required=True, metavar="OUTPUT", help="a .npy file, an IDX file or a new folder")
+        use.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    compress = commands.add_parser(
+        "compress", help="store examples as their quantized codes",
+        description="Encode the examples in INPUT with a trained run and store each code quantized to B bits per "
+        "dimension in FILE (a documented binary format with a checksum; see aekit.codec). `aekit decompress` "
+        "restores the examples with the same run.")
+    compress.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
+    compress.add_argument("input", metavar="INPUT", help="the examples to compress: " + FORMATS)
+    compress.add_argument("--bits", type=int, required=True, metavar="B",
+                          help=f"bits per code value, 1 to {MAX_BITS}")
+    compress.add_argument("--out", required=True, metavar="FILE", help="the compressed file to write")
+    compress.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    decompress = commands.add_parser(
+        "decompress", help="restore examples from a compressed file",
+        description="Decode the codes in FILE (written by `aekit compress` with the same run) and write the "
+        "examples to OUTPUT. " + OUTPUTS)
+    decompress.add_argument("run", metavar="RUN", help="the run folder that compressed FILE")
+    decompress.add_argument("file", metavar="FILE", help="a file written by `aekit compress`")
+    decompress.add_argument("--out", required=True, metavar="OUTPUT", help="a .npy file, an IDX file or a new "
+                            "folder")
+    decompress.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+
     demo = commands.add_parser("demo", help="the main job: PCA, AE and VAE on digits, side by side",
                                description="Train PCA, an auto-encoder and a VAE on scikit-learn's digits at one code "
                                "size; write one figure of the same test digits reconstructed by each and a table of "
@@ -209,6 +252,22 @@ def main(argv: list[str] | None = None) -> int:
                                                data_dir=args.data_dir, device=args.device)
             print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`",
                   file=sys.stderr)
+        elif args.command in ("denoise", "upscale"):
+            from aekit import apps
+
+            job = apps.denoise_files if args.command == "denoise" else apps.upscale_files
+            n = job(args.run, args.input, args.out, device=args.device)
+            print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
+        elif args.command == "compress":
+            from aekit import apps
+
+            size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device)
+            print(f"{size} bytes written to {args.out}", file=sys.stderr)
+        elif args.command == "decompress":
+            from aekit import apps
+
+            n = apps.decompress_files(args.run, args.file, args.out, device=args.device)
+            print(f"{n} examples written to {args.out}", file=sys.stderr)
         elif args.command == "demo":
             print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
             print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)

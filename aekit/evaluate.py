@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
@@ -58,6 +59,39 @@ def probe_accuracies(train_codes: np.ndarray, y_train: np.ndarray, test_codes: n
     logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y_train)
     return {"knn_accuracy": float(knn.score(test_codes, y_test)),
             "logreg_accuracy": float(logreg.score(test_codes, y_test))}
+
+
+def psnr(output: np.ndarray, clean: np.ndarray) -> float:
+    """Mean over examples of 10 log10(1 / mse), each example's mean squared error against the clean one, for
+    intensities in [0, 1] (the error floored at 1e-10, i.e. 100 dB)."""
+    mse = ((np.asarray(output, np.float64) - clean) ** 2).reshape(len(clean), -1).mean(1)
+    return float(np.mean(10 * np.log10(1 / np.maximum(mse, 1e-10))))
+
+
+@torch.no_grad()
+def upscaling_psnr(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+    """For a model trained to upscale by f: PSNR (dB) against ``x`` of its output from x downsampled by f
+    (``psnr_db``), and of the bicubic and nearest-neighbour enlargements of that downsampled x."""
+    device = device_of(model)
+    output = np.concatenate([model.reconstruct(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()
+                             for i in range(0, len(x), batch_size)])
+    low = downsample(x, model.upscale_factor)
+    return {"psnr_db": psnr(output, x), "psnr_bicubic_db": psnr(upsample(low, model.upscale_factor, "bicubic"), x),
+            "psnr_nearest_db": psnr(upsample(low, model.upscale_factor, "nearest"), x)}
+
+
+def downsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """Images (n, channels, height, width) averaged over factor x factor pixel blocks: what an upscaler's encoder
+    sees of a full-size image."""
+    return F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(x)), factor).numpy()
+
+
+def upsample(x: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    """The baselines: images enlarged ``factor`` times by ``nearest`` or ``bicubic`` interpolation (clipped to
+    [0, 1])."""
+    big = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), scale_factor=factor, mode=mode,
+                        **({} if mode == "nearest" else {"align_corners": False}))
+    return big.clamp(0, 1).numpy()
 
 
 class LikelihoodEstimate(NamedTuple):
@@ -118,8 +152,9 @@ def negative_elbo(model: VAE, x: np.ndarray, batch_size: int = 1024, seed: int =
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, nll_samples: int | None = None) -> dict[str, float]:
-    """All metrics of ``model`` on the test split: reconstruction, the VAE's negative ELBO, probe accuracies and,
-    with ``nll_samples`` = k, the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (nats).
+    """All metrics of ``model`` on the test split: reconstruction, PSNR beside the bicubic and nearest baselines
+    for an upscaler, the VAE's negative ELBO, probe accuracies and, with ``nll_samples`` = k, the VAE's
+    importance-weighted NLL estimate ``nll_is_{k}`` (nats).
 
     A model trained with ``binarize`` is scored on one seeded binarization of the data (the same for every model).
     """
@@ -132,6 +167,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, nll_samples: int | None =
     if getattr(model, "binarize", False):
         dataset = binarized(dataset)
     metrics = reconstruction_metrics(model, dataset.x_test)
+    if getattr(model, "upscale_factor", None):
+        metrics.update(upscaling_psnr(model, dataset.x_test))
     if isinstance(model, VAE):
         metrics["neg_elbo"] = negative_elbo(model, dataset.x_test)
         if nll_samples is not None:

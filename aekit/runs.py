@@ -7,37 +7,25 @@ old file or the new one, never half of one. Loading never unpickles: weights com
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import socket
-import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from aekit.atomic import atomic_write
 from aekit.errors import RunError
 from aekit.models import ModelSpec, build_model
 
 CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
     "config.json", "model.safetensors", "checkpoint.pt", "history.csv", "metrics.json")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, nothing in between."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -53,9 +41,19 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write(path, text.getvalue().encode())
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
+def weights_bytes(model: torch.nn.Module) -> bytes:
+    """The model's state as the bytes of a safetensors file (what model.safetensors holds)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, save(state, metadata={"format": "pt"}))
+    return save(state, metadata={"format": "pt"})
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    atomic_write(path, weights_bytes(model))
+
+
+def fingerprint(model: torch.nn.Module) -> bytes:
+    """16 bytes that identify a model's weights: the start of the sha256 of :func:`weights_bytes`."""
+    return hashlib.sha256(weights_bytes(model)).digest()[:16]
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -65,14 +63,74 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """The loop state saved by the trainer; only tensors and plain containers are accepted (no pickled code)."""
+    """The loop state saved by the trainer; only tensors and plain containers are accepted (no pickled code), in
+    the layout the trainer writes (see :func:`_loop_state_problem`)."""
     if not path.exists():
-        raise RunError(f"{path.parent}: no {CHECKPOINT} to resume from; train without --resume first")
+        # The trainer writes one after every epoch: a run without one stopped before its first epoch ended.
+        raise RunError(f"{path.parent}: no {CHECKPOINT} to resume from, so no epoch finished; delete the folder and "
+                       "train again without --resume")
+    problem = _archive_problem(path)
+    if problem:
+        raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
+                       "again without --resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or hostile file
         raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({type(error).__name__}); "
                        f"delete it and train again without --resume") from None
+    problem = _loop_state_problem(state)
+    if problem:
+        raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
+                       "again without --resume")
+    return state
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why ``path`` is not the uncompressed zip that torch.save writes, or None.
+
+    torch allocates what a zip entry claims to hold before reading it, and its older non-zip format what a pickle
+    claims; so only the zip format is accepted, and only entries no larger than the file itself.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return "not the zip archive torch.save writes"
+    size = path.stat().st_size
+    if any(entry.compress_type != zipfile.ZIP_STORED or entry.file_size > size for entry in entries):
+        return "an entry is compressed or claims more bytes than the file holds"
+    return None
+
+
+def _loop_state_problem(state) -> str | None:
+    """What is wrong with the types of a checkpoint's loop state, or None: model weights, optimizer and schedule
+    states, RNG states, one record of numbers per finished epoch, and where a stopped epoch resumes (or None)."""
+    if not isinstance(state, dict) or not _LOOP_KEYS <= set(state):
+        return f"not a dict with {', '.join(sorted(_LOOP_KEYS))}"
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "model is not a dict of tensors"
+    if not all(isinstance(state[k], list) and all(isinstance(v, dict) for v in state[k])
+               for k in ("optimizers", "schedulers", "history")):
+        return "optimizers, schedulers or history is not a list of dicts"
+    if not all(isinstance(v, (int, float)) for record in state["history"] for v in record.values()):
+        return "history holds a record that is not all numbers"
+    rng = state["rng"]
+    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), torch.Tensor) for k in ("torch", "data_order",
+                                                                                            "numpy")):
+        return "rng is not a dict of the torch, data_order and numpy states"
+    position = state.get("position")
+    if position is None:
+        return None
+    if not (isinstance(position, dict) and isinstance(position.get("step"), int)
+            and isinstance(position.get("skipped"), int) and isinstance(position.get("seconds"), (int, float))
+            and isinstance(position.get("order"), torch.Tensor) and position["order"].dtype == torch.int64
+            and position["order"].dim() == 1 and isinstance(position.get("sums"), dict)
+            and all(isinstance(v, torch.Tensor) for v in position["sums"].values())):
+        return "position is not a step, order, skipped count, loss sums and seconds"
+    return None
+
+
+_LOOP_KEYS = {"model", "optimizers", "schedulers", "rng", "history"}
 
 
 def read_config(run_dir: Path) -> dict:
@@ -94,10 +152,14 @@ def model_spec(config: dict, run_dir: Path) -> ModelSpec:
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a trained model from its run folder, in evaluation mode."""
+    """Rebuild a trained model from its run folder, in evaluation mode.
+
+    The weights are read first and compared with the tensor shapes of the model the config describes, built on
+    PyTorch's meta device (shapes, no memory). So a config claiming huge layers is refused before anything is
+    allocated: the model built afterwards is no larger than the weights file.
+    """
     run_dir = Path(run_dir)
     spec = model_spec(read_config(run_dir), run_dir)
-    model = build_model(spec)
     weights = run_dir / WEIGHTS
     try:
         state = load_file(weights)
@@ -106,17 +168,27 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     except (SafetensorError, OSError, ValueError) as error:
         raise RunError(f"{weights} is corrupt ({error}); restore it or train again") from None
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. that a zero-sized layer has nothing to initialise
+            expected = {k: v.shape for k, v in build_model(spec).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise RunError(f"{run_dir / CONFIG}: invalid model settings ({type(error).__name__}); restore it or train "
+                       "again") from None
+    if expected != {k: v.shape for k, v in state.items()}:
         raise RunError(f"{weights} does not match the model in {CONFIG} (different layers or sizes); "
-                       "restore the matching pair of files or train again") from None
+                       "restore the matching pair of files or train again")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point() or v.is_complex()):
+        raise RunError(f"{weights} holds NaN or infinite weights; restore it or train again")
+    model = build_model(spec)
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
 def read_json(path: Path) -> dict:
     try:
         value = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):
+        # ValueError: not JSON, not UTF-8, or an integer past Python's digit limit; RecursionError: nested too deep.
         raise RunError(f"{path} is missing or not valid JSON; restore it or train again") from None
     if not isinstance(value, dict):
         raise RunError(f"{path} does not hold a JSON object; restore it or train again")

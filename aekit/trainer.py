@@ -196,7 +196,7 @@ class _Loop:
             self.history = list(state["history"])
             self.position = state.get("position")
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error}); "
+            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error!r}); "
                              "train again without --resume") from None
 
     def save(self, epoch_done: bool) -> None:
@@ -210,9 +210,6 @@ class _Loop:
 
     def run(self, progress: bool, on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
         settings, world = self.settings, self.world
-        if world > 1:
-            # Same weights and data order on every rank (same seed), but each rank its own noise and dropout.
-            torch.manual_seed(settings.seed + 7919 * self.rank + 104729 * len(self.history))
         self.model.train()
         done_steps = len(self.history) * self.steps_per_epoch + (self.position["step"] if self.position else 0)
         # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
@@ -225,6 +222,11 @@ class _Loop:
             with _StopRequest() as stop:
                 for epoch in range(len(self.history) + 1, settings.epochs + 1):
                     bar.set_description(f"epoch {epoch}/{settings.epochs}")
+                    if world > 1 and self.position is None:
+                        # Same weights and data order on every rank (same seed), but each rank its own noise and
+                        # dropout, reseeded per epoch so that a job restarted from an epoch's checkpoint draws the
+                        # same noise as one never interrupted (one process restores its full RNG state instead).
+                        torch.manual_seed(settings.seed + 7919 * self.rank + 104729 * (epoch - 1))
                     record = self._epoch(epoch, bar, stop)
                     if progress and distributed.is_main() and (epoch % max(1, settings.epochs // 10) == 0
                                                                or epoch == settings.epochs):

@@ -17,7 +17,7 @@ import torch
 from aekit import __version__, distributed, runs
 from aekit.data import Dataset, load_dataset
 from aekit.errors import AekitError, RunError
-from aekit.evaluate import codes, evaluate
+from aekit.evaluate import codes, downsample, evaluate, upsample
 from aekit.html_report import REPORT, write_report
 from aekit.models import Bernoulli, DenoisingAE, ModelSpec, build_model, choose_likelihood
 from aekit.models.base import device_of
@@ -36,7 +36,7 @@ _RESUMABLE = {"epochs", "compile", "precision", "log_every", "on_nan"}
 FIGURES = "figures"
 N_SHOWN = 10
 # The figures of a run, in the order its report shows them (each where it applies).
-FIGURE_NAMES = ("reconstructions.png", "denoising.png", "samples.png", "codes.png", "manifold.png",
+FIGURE_NAMES = ("reconstructions.png", "upscaling.png", "denoising.png", "samples.png", "codes.png", "manifold.png",
                 "interpolations.png", "loss.png")
 TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
@@ -50,7 +50,8 @@ def spec_for(options: dict, dataset: Dataset) -> ModelSpec:
     """The model spec of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
     likelihood = choose_likelihood(options["loss"], dataset.binary, float(dataset.x_train.min()),
                                    float(dataset.x_train.max()))
-    return ModelSpec(shape=dataset.shape, likelihood=likelihood, **{k: options[k] for k in _MODEL_OPTIONS})
+    return ModelSpec.from_dict({"shape": dataset.shape, "likelihood": likelihood,
+                                **{k: options[k] for k in _MODEL_OPTIONS}})
 
 
 def _settings(options: dict) -> TrainSettings:
@@ -69,8 +70,10 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
             options["dataset"] = str(Path(options["dataset"]).resolve())
         return options
     saved = runs.read_config(out).get("options")
-    if not isinstance(saved, dict) or set(saved) != set(DEFAULTS):
+    if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
         raise RunError(f"{out / runs.CONFIG} has no usable options section; train the run again without --resume")
+    # Options added to aekit after the run was made keep their defaults, which are what it was trained with.
+    saved = {**DEFAULTS, **saved}
     changed = sorted(k for k, v in given.items() if k not in _RESUMABLE and _normal(v) != _normal(saved[k]))
     if changed:
         raise AekitError(f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
@@ -205,7 +208,8 @@ def write_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label:
                   history: list[dict] | None = None) -> list[Path]:
     """The figures of a run in ``folder`` (names in :data:`FIGURE_NAMES`); returns their paths.
 
-    reconstructions: test originals over their reconstructions; denoising (dae): noisy, denoised and clean test
+    reconstructions: test originals over their reconstructions; upscaling (an upscaler): the downsampled test
+    examples, their bicubic and learned enlargements and the originals; denoising (dae): noisy, denoised and clean test
     examples; samples (models that sample): decoded draws from the prior; codes: the test codes in a plane, coloured
     by label; manifold (a 2-D code of images): decodings of a grid of codes; interpolations: decodings along straight
     lines in code space between pairs of test examples; loss (given the ``history``): the loss per epoch.
@@ -215,6 +219,15 @@ def write_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label:
     written = [folder / "reconstructions.png"]
     save_rows(written[-1], {"original": shown, label: model.reconstruct(shown)},
               f"{dataset.name}: test examples and their {label} reconstructions")
+    factor = getattr(model, "upscale_factor", None)
+    if factor:
+        low = downsample(shown, factor)
+        written.append(folder / "upscaling.png")
+        save_rows(written[-1], {f"1/{factor} size": upsample(low, factor, "nearest"),
+                                "bicubic": upsample(low, factor, "bicubic"), label: model.reconstruct(shown),
+                                "original": shown},
+                  f"{dataset.name}: test examples downsampled by {factor}, enlarged by bicubic interpolation and "
+                  f"by {label}")
     if isinstance(model, DenoisingAE):
         noisy = _corrupted(model, shown)
         written.append(folder / "denoising.png")

@@ -62,3 +62,22 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-4)  # a wrong shard differs by ~0.06
     # (The ragged last batch splits 15/14 over the ranks, so the two runs differ in the last few digits.)
     assert double.stdout.count('"sse_per_example"') == 1  # only rank 0 reports and writes
+
+
+def test_a_vae_resumed_under_torchrun_draws_the_noise_of_an_uninterrupted_job(tmp_path):
+    common = ["--model", "vae", "--batch-size", "64", "--hidden", "32", "--code-dim", "4", "--no-progress",
+              "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def job(out, *extra):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 "2", "-m", "aekit", "train", "--out", str(tmp_path / out), *extra],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    job("straight", *common, "--epochs", "2")
+    job("resumed", *common, "--epochs", "1")
+    job("resumed", "--resume", "--epochs", "2", "--no-progress", "--device", "cpu")
+    straight, resumed = (load_file(tmp_path / out / "model.safetensors") for out in ("straight", "resumed"))
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key  # each epoch's noise is seeded by epoch and rank

@@ -1,6 +1,7 @@
 """A folder of PNG/JPEG images as a dataset, labelled by subfolder when the images sit in subfolders."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,22 @@ _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def load_image_folder(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
-    """Every image under ``path`` (recursively) as float32 (n, channels, height, width) in [0, 1].
+    """Every image under ``path`` (recursively, see :func:`read_images`) split with ``seed`` and ``test_fraction``.
 
-    All images must have the same size. One channel when every image is grayscale, else three (RGB).
     When no image lies directly in ``path``, each image's top-level subfolder is its class: the sorted
     subfolder names are numbered 0, 1, ... as labels. Otherwise there are no labels.
-    The files are read in sorted order and split with ``seed`` and ``test_fraction``.
     """
     folder = Path(path)
+    x, files = read_images(folder)
+    y = _labels(folder, files)
+    x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+    return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True)
+
+
+def read_images(folder: Path) -> tuple[np.ndarray, list[Path]]:
+    """Every image under ``folder`` (recursively, in sorted order) as float32 (n, channels, height, width) in
+    [0, 1], and their paths. All images must have the same size. One channel when every image is grayscale,
+    else three (RGB)."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or "
@@ -40,13 +49,19 @@ def load_image_folder(path: str | Path, *, seed: int, test_fraction: float) -> D
                             f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size")
     channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
     width, height = sizes[0]
-    x = np.empty((len(files), channels, height, width), dtype=np.float32)
-    for i, file in enumerate(files):
+    # One image decoded before room is made for all: headers are only claims, and a folder of forged ones is
+    # refused by its first file rather than believed.
+    first = _pixels(files[0], channels)
+    try:
+        x = np.empty((len(files), channels, height, width), dtype=np.float32)
+    except MemoryError:
+        raise DataError(f"{folder}: {len(files)} images of {width}x{height} pixels need "
+                        f"{len(files) * first.nbytes / 2**30:.1f} GiB as float32, more than this machine's memory; "
+                        "resize them or use fewer") from None
+    x[0] = first
+    for i, file in enumerate(files[1:], start=1):
         x[i] = _pixels(file, channels)
-
-    y = _labels(folder, files)
-    x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-    return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True)
+    return x, files
 
 
 def _header(file: Path) -> tuple[tuple[int, int], str]:
@@ -61,7 +76,10 @@ def _header(file: Path) -> tuple[tuple[int, int], str]:
 def _pixels(file: Path, channels: int) -> np.ndarray:
     """An image as float32 (channels, height, width) in [0, 1]."""
     try:
-        with Image.open(file) as image:
+        # Decoded from memory: Pillow reads some PNG chunks by their stated length, and reading a file object asks
+        # for that many bytes up front (a forged length in a 67-byte file asked for a gigabyte); BytesIO hands
+        # back only what the file holds.
+        with Image.open(io.BytesIO(file.read_bytes())) as image:
             if image.mode not in _GRAY_MODES:
                 return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
             # Pillow's conversion to "L" clips 16-bit values at 255 instead of scaling them.

@@ -16,11 +16,12 @@ from aekit.models.pca import PCA
 from aekit.models.vae import OBJECTIVES, VAE, gaussian_kl, log_importance_weights, log_mean_exp
 
 __all__ = ["AutoEncoder", "DenoisingAE", "DropoutAE", "AdversarialAE", "VAE", "PCA", "Loss", "Phase", "ModelSpec",
-           "build_model", "MODEL_NAMES", "gaussian_kl", "corrupt", "Bernoulli", "Gaussian", "choose_likelihood",
+           "build_model", "MODEL_NAMES", "TASKS", "gaussian_kl", "corrupt", "Bernoulli", "Gaussian", "choose_likelihood",
            "log_importance_weights", "log_mean_exp"]
 
 MODEL_NAMES = ("ae", "dae", "dropout-ae", "aae", "vae", "pca")
 NET_NAMES = ("mlp", "conv")
+TASKS = ("reconstruct", "upscale")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class ModelSpec:
     """A model's architecture and options. ``hidden`` holds layer widths for the MLP (default 256, 128) or channels
     for the conv net (default 32, 64). ``objective`` and ``iw_samples`` pick the VAE's loss (the ELBO, or the
     importance-weighted bound over ``iw_samples`` samples); ``binarize`` trains on a fresh Bernoulli draw of the
-    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data."""
+    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data. ``task``
+    upscale (super-resolution) makes the encoder see each image averaged over ``factor`` x ``factor`` pixel blocks,
+    so the model learns to restore the full-size image from its downsampled version."""
 
     model: str
     shape: tuple[int, ...]
@@ -46,6 +49,8 @@ class ModelSpec:
     objective: str = "elbo"
     iw_samples: int = 50
     binarize: bool = False
+    task: str = "reconstruct"
+    factor: int = 2
 
     def __post_init__(self):
         if self.hidden is None:
@@ -65,11 +70,11 @@ class ModelSpec:
             problems.append("dropout rates must be in [0, 1)")
         if self.noise not in NOISE_KINDS:
             problems.append(f"unknown noise {self.noise!r}; use one of {', '.join(NOISE_KINDS)}")
-        if self.noise_level < 0 or (self.noise != "gaussian" and self.noise_level > 1):
+        if not self.noise_level >= 0 or (self.noise != "gaussian" and self.noise_level > 1):
             problems.append(f"noise level {self.noise_level} must be >= 0 (and <= 1 for {self.noise})")
         if self.prior not in PRIORS:
             problems.append(f"unknown prior {self.prior!r}; use one of {', '.join(PRIORS)}")
-        if self.beta < 0:
+        if not self.beta >= 0:  # also refuses NaN
             problems.append(f"beta {self.beta} must be >= 0")
         if self.objective not in OBJECTIVES:
             problems.append(f"unknown objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
@@ -86,6 +91,7 @@ class ModelSpec:
         if self.binarize and self.likelihood != "bernoulli":
             problems.append("binarize needs [0, 1] intensities modelled by the cross-entropy; use --loss bce or "
                             "drop --binarize")
+        problems += _task_problems(self)
         if problems:
             raise AekitError("; ".join(problems))
 
@@ -102,6 +108,25 @@ class ModelSpec:
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
 
 
+def _task_problems(spec: ModelSpec) -> list[str]:
+    if spec.task not in TASKS:
+        return [f"unknown task {spec.task!r}; use one of {', '.join(TASKS)}"]
+    if spec.task == "reconstruct":
+        return []
+    if spec.factor < 2:
+        return [f"upscale factor {spec.factor} must be at least 2, e.g. 2 or 4"]
+    if spec.model == "pca":
+        return ["upscale trains a network to restore images and PCA has none; use --model ae (or dae, vae, ...)"]
+    if len(spec.shape) != 3:
+        return [f"upscale needs images (channels, height, width), not examples of shape {tuple(spec.shape)}; "
+                "train on an image dataset"]
+    _, height, width = spec.shape
+    if height % spec.factor or width % spec.factor or min(height, width) < 2 * spec.factor:
+        return [f"upscale by {spec.factor} needs images whose height and width are multiples of {spec.factor} "
+                f"(and at least {2 * spec.factor}), not {height}x{width}; use another --factor or resize the images"]
+    return []
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
     """A freshly initialised model of ``spec`` (seed torch first for reproducible weights)."""
     if spec.model == "pca":
@@ -111,12 +136,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
     likelihood = LIKELIHOODS[spec.likelihood]
     dropout = (spec.dropout, spec.input_dropout) if spec.model == "dropout-ae" else (0.0, 0.0)
     encoder_out = 2 * spec.code_dim if spec.model == "vae" else spec.code_dim
+    upscale = spec.task == "upscale"
+    seen = (spec.shape[0], spec.shape[1] // spec.factor, spec.shape[2] // spec.factor) if upscale else spec.shape
     if spec.net == "mlp":
-        encoder = nets.mlp_encoder(spec.shape, spec.hidden, encoder_out, *dropout)
+        encoder = nets.mlp_encoder(seen, spec.hidden, encoder_out, *dropout)
         decoder = nets.mlp_decoder(spec.code_dim, spec.hidden, spec.shape, dropout[0])
     else:
-        encoder = nets.conv_encoder(spec.shape, spec.hidden, encoder_out, *dropout)
+        encoder = nets.conv_encoder(seen, spec.hidden, encoder_out, *dropout)
         decoder = nets.conv_decoder(spec.code_dim, spec.hidden, spec.shape, dropout[0])
+    if upscale:
+        encoder = nn.Sequential(nn.AvgPool2d(spec.factor), encoder)
     if spec.model == "ae":
         model = AutoEncoder(encoder, decoder, likelihood)
     elif spec.model == "dae":
@@ -129,4 +158,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
         discriminator = nets.mlp(spec.code_dim, spec.discriminator_hidden, 1)
         model = AdversarialAE(encoder, decoder, likelihood, discriminator, spec.code_dim, spec.prior)
     model.binarize = spec.binarize
+    model.upscale_factor = spec.factor if upscale else None
+    model.code_dim = spec.code_dim
     return model

@@ -51,10 +51,14 @@ class AutoEncoder(nn.Module):
     """Auto-encoder: loss = -log p(x | decoder(encoder(x))), cross-entropy or sum of squared differences.
 
     ``binarize`` (set by ``build_model`` from ``ModelSpec.binarize``) turns on dynamic binarization: while training,
-    every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x.
+    every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x. ``upscale_factor``
+    (set by ``build_model`` for the upscale task) says the encoder first averages f x f pixel blocks: the loss is
+    then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
     """
 
     binarize = False
+    upscale_factor: int | None = None
+    code_dim: int | None = None  # set by build_model
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood):
         super().__init__()

@@ -21,6 +21,7 @@ class PCA(nn.Module):
 
     closed_form = True
     likelihood = Gaussian
+    upscale_factor = None
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()

@@ -1,0 +1,148 @@
+"""Uses of a trained model's codes: denoising, super-resolution and compression, on numpy arrays.
+
+Each takes examples shaped as the model expects (see :func:`aekit.data.files.as_shape`), goes through the model in
+batches without gradients, and returns numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aekit import codec, runs
+from aekit.atomic import atomic_write
+from aekit.data.files import as_shape, check_writable, read_examples, write_examples
+from aekit.errors import AekitError, DataError
+from aekit.evaluate import upsample
+from aekit.models import ModelSpec
+from aekit.models.base import device_of
+from aekit.trainer import resolve_device
+
+BATCH = 1024
+
+
+@torch.no_grad()
+def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
+    """``model.method`` applied to ``x`` in batches on the model's device, in evaluation mode."""
+    if len(x) == 0:
+        raise DataError("there are no examples to process; give at least one")
+    model.eval()
+    device, function = device_of(model), getattr(model, method)
+    return np.concatenate([function(torch.from_numpy(np.ascontiguousarray(x[i:i + BATCH])).to(device)).cpu().numpy()
+                           for i in range(0, len(x), BATCH)])
+
+
+def _reconstructing(model: torch.nn.Module, what: str) -> None:
+    if getattr(model, "upscale_factor", None):
+        raise AekitError(f"this run was trained to upscale, so it cannot {what}; use a run trained with "
+                         "--task reconstruct (the default)")
+
+
+def denoise(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """The model's reconstruction of each (noisy) example: decode(encode(x)), clean if the model is a denoising
+    auto-encoder trained on that kind of noise."""
+    _reconstructing(model, "denoise")
+    return _batched(model, "reconstruct", x)
+
+
+def _upscaler(model: torch.nn.Module) -> int:
+    factor = getattr(model, "upscale_factor", None)
+    if not factor:
+        raise AekitError("this run was not trained to upscale; train one with `aekit train --task upscale "
+                         "--factor F`")
+    return factor
+
+
+def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
+    """Full-size images from images downsampled by the model's factor.
+
+    The model reconstructs the nearest-neighbour enlargement of ``low``: its encoder's block average maps that
+    enlargement back to ``low`` itself, so the output is the model's restoration of the image whose downsampled
+    version is ``low``.
+    """
+    factor = _upscaler(model)
+    return _batched(model, "reconstruct", upsample(low, factor, "nearest"))
+
+
+def compress(model: torch.nn.Module, x: np.ndarray, bits: int) -> bytes:
+    """The compressed file (:mod:`aekit.codec`) of the examples' codes (the posterior mean for a VAE), quantized
+    to ``bits`` bits per dimension."""
+    codec.check_bits(bits)
+    _reconstructing(model, "compress")
+    return codec.encode(codec.quantize(_batched(model, "encode", x), bits), runs.fingerprint(model))
+
+
+def decompress(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> np.ndarray:
+    """The examples a compressed file stands for: the model's decoding of its restored codes, exactly as
+    ``model.decode(quantized.restore())``. The file must have been made by this model (same weights)."""
+    _reconstructing(model, "decompress")
+    quantized, fingerprint = codec.decode(data, source)
+    if fingerprint != runs.fingerprint(model):
+        raise DataError(f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
+                        f"this run's {runs.fingerprint(model).hex()}); decompress it with the run that compressed it")
+    if quantized.q.shape[1] != model.code_dim:
+        raise DataError(f"{source} holds codes of {quantized.q.shape[1]} dimensions but the run's have "
+                        f"{model.code_dim}; it is corrupted, compress the images again")
+    return _batched(model, "decode", quantized.restore())
+
+
+# Whole jobs: a run folder, an input file or folder, an output path. Every input is checked before the output is
+# written, and the output appears complete or not at all.
+
+def _load(run_dir: str | Path, device: str) -> tuple[torch.nn.Module, ModelSpec]:
+    run_dir = Path(run_dir)
+    spec = runs.model_spec(runs.read_config(run_dir), run_dir)
+    return runs.load(run_dir, resolve_device(device)), spec
+
+
+def denoise_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
+    """Write the run's denoising of the examples in ``source`` to ``out`` (see :mod:`aekit.data.files` for the
+    formats); returns how many examples there were."""
+    model, spec = _load(run_dir, device)
+    _reconstructing(model, "denoise")
+    check_writable(out, image=len(spec.shape) == 3)
+    x, names = read_examples(source)
+    write_examples(out, denoise(model, as_shape(x, spec.shape, str(source), "the run denoises examples of")), names)
+    return len(x)
+
+
+def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
+    """Write the run's full-size versions of the small images in ``source`` to ``out``; returns their number."""
+    model, spec = _load(run_dir, device)
+    factor = _upscaler(model)
+    channels, height, width = spec.shape
+    check_writable(out, image=True)
+    x, names = read_examples(source)
+    low = as_shape(x, (channels, height // factor, width // factor), str(source),
+                   f"the run upscales (to {height}x{width}) images of")
+    write_examples(out, upscale(model, low), names)
+    return len(x)
+
+
+def compress_files(run_dir: str | Path, source: str | Path, bits: int, out: str | Path, device: str = "cpu") -> int:
+    """Write the compressed file of the examples in ``source`` to ``out``; returns its size in bytes."""
+    codec.check_bits(bits)
+    model, spec = _load(run_dir, device)
+    _reconstructing(model, "compress")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
+    x, _ = read_examples(source)
+    data = compress(model, as_shape(x, spec.shape, str(source), "the run compresses examples of"), bits)
+    atomic_write(out, data)
+    return len(data)
+
+
+def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
+    """Write the examples that the compressed file ``source`` stands for to ``out``; returns their number."""
+    model, spec = _load(run_dir, device)
+    _reconstructing(model, "decompress")
+    check_writable(out, image=len(spec.shape) == 3)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as error:
+        raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
+    x = decompress(model, data, str(source))
+    write_examples(out, x)
+    return len(x)
