@@ -61,7 +61,7 @@ def codec_rows(clean: np.ndarray) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0], epochs=5)
+    args = parser(__doc__.split("\n\n")[0], epochs=10)
     args.add_argument("--code-dims", default="8,16,32", help="code sizes, comma-separated")
     args.add_argument("--bits", default="2,4,6,8", help="bit depths, comma-separated")
     args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")

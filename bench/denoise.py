@@ -23,7 +23,7 @@ NOISES = (("gaussian", 0.3), ("gaussian", 0.5), ("masking", 0.25), ("masking", 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0], epochs=5)
+    args = parser(__doc__.split("\n\n")[0], epochs=10)
     args.add_argument("--code-dim", type=int, default=32)
     args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")
     args = args.parse_args(argv)

@@ -61,6 +61,7 @@ POLL_S = 0.02
 
 def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
     """(name, strategy, check) for every reader; a check takes one drawn case."""
+    compressor, valid_compressed = fuzz.compressor(small)
     config, weights, checkpoint = ((run_dir / name).read_bytes() for name in (runs.CONFIG, runs.WEIGHTS,
                                                                              runs.CHECKPOINT))
     return [
@@ -79,6 +80,8 @@ def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
         ("checkpoint.pt (load_checkpoint, resume)", fuzz.checkpoint_files(checkpoint),
          lambda data: fuzz.check_checkpoint(run_dir, small, data)),
         ("dataset options of a config", fuzz.OPTION_CASES, lambda case: fuzz.check_dataset_options(*case)),
+        ("compressed file (aekit decompress)", fuzz.compressed_files(valid_compressed),
+         lambda data: fuzz.check_compressed(compressor, data)),
     ]
 
 

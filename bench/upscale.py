@@ -20,9 +20,9 @@ HEADING = "## Super-resolution"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0], epochs=5)
+    args = parser(__doc__.split("\n\n")[0], epochs=10)
     args.add_argument("--factors", default="2,4", help="downsampling factors, comma-separated")
-    args.add_argument("--code-dim", type=int, default=64)
+    args.add_argument("--code-dim", type=int, default=128)
     args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")
     args = args.parse_args(argv)
     bench = Bench(args)

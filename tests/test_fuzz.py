@@ -732,3 +732,41 @@ def test_resuming_a_run_killed_before_its_first_epoch_says_to_start_again(capsys
     runs.write_json(out / runs.CONFIG, {"options": DEFAULTS, "model": SPEC.to_dict()})
     err = _one_line_refusal(capsys, ["train", "--resume", "--out", str(out), "--no-progress"])
     assert "no epoch finished; delete the folder and train again without --resume" in err
+
+
+# ---------------------------------------------------------------- compressed files (aekit compress)
+
+def compressor(small: Dataset) -> tuple[torch.nn.Module, bytes]:
+    """A small untrained auto-encoder and a valid compressed file it made of ``small``'s test images."""
+    from aekit import apps
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("ae", small.shape, code_dim=4, hidden=(16,))).eval()
+    return model, apps.compress(model, small.x_test, 6)
+
+
+def compressed_files(valid: bytes):
+    """Damaged copies of ``valid``; the same with the CRC-32 recomputed, so that lying header fields get past the
+    checksum to the parser; and raw bytes."""
+    def with_crc(data: bytes) -> bytes:
+        return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4])) if len(data) >= 4 else data
+
+    return damaged(valid) | damaged(valid).map(with_crc) | RAW
+
+
+def check_compressed(model: torch.nn.Module, data: bytes):
+    from aekit import apps
+
+    return outcome(apps.decompress, model, data, "fuzz.aekc")
+
+
+@pytest.fixture(scope="module")
+def compressed(digits):
+    return compressor(small_digits(digits))
+
+
+@FUZZ
+@given(data=st.data())
+def test_compressed_files(compressed, data):
+    model, valid = compressed
+    check_compressed(model, data.draw(compressed_files(valid)))
