@@ -14,23 +14,18 @@ from aekit import codec, runs
 from aekit.atomic import atomic_write
 from aekit.data.files import as_shape, check_writable, read_examples, write_examples
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import upsample
+from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelSpec
-from aekit.models.base import device_of
 from aekit.trainer import resolve_device
 
-BATCH = 1024
 
 
-@torch.no_grad()
 def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
-    """``model.method`` applied to ``x`` in batches on the model's device, in evaluation mode."""
+    """``model.method`` of every example, in evaluation mode; no examples is a DataError."""
     if len(x) == 0:
         raise DataError("there are no examples to process; give at least one")
     model.eval()
-    device, function = device_of(model), getattr(model, method)
-    return np.concatenate([function(torch.from_numpy(np.ascontiguousarray(x[i:i + BATCH])).to(device)).cpu().numpy()
-                           for i in range(0, len(x), BATCH)])
+    return in_batches(model, method, x)
 
 
 def _reconstructing(model: torch.nn.Module, what: str) -> None:
@@ -78,9 +73,10 @@ def decompress(model: torch.nn.Module, data: bytes, source: str = "the compresse
     ``model.decode(quantized.restore())``. The file must have been made by this model (same weights)."""
     _reconstructing(model, "decompress")
     quantized, fingerprint = codec.decode(data, source)
-    if fingerprint != runs.fingerprint(model):
+    ours = runs.fingerprint(model)
+    if fingerprint != ours:
         raise DataError(f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
-                        f"this run's {runs.fingerprint(model).hex()}); decompress it with the run that compressed it")
+                        f"this run's {ours.hex()}); decompress it with the run that compressed it")
     if quantized.q.shape[1] != model.code_dim:
         raise DataError(f"{source} holds codes of {quantized.q.shape[1]} dimensions but the run's have "
                         f"{model.code_dim}; it is corrupted, compress the images again")

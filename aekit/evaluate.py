@@ -16,11 +16,17 @@ from aekit.models.base import device_of
 
 
 @torch.no_grad()
+def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
+    device, as a numpy array."""
+    device, function = device_of(model), getattr(model, method)
+    return np.concatenate([function(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device))
+                           .cpu().numpy() for i in range(0, len(x), batch_size)])
+
+
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The code of each example (the posterior mean for the VAE), as a numpy array."""
-    device = device_of(model)
-    return np.concatenate([model.encode(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()
-                           for i in range(0, len(x), batch_size)])
+    return in_batches(model, "encode", x, batch_size)
 
 
 @torch.no_grad()
@@ -68,13 +74,10 @@ def psnr(output: np.ndarray, clean: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(1 / np.maximum(mse, 1e-10))))
 
 
-@torch.no_grad()
-def upscaling_psnr(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+def upscaling_psnr(model: torch.nn.Module, x: np.ndarray) -> dict[str, float]:
     """For a model trained to upscale by f: PSNR (dB) against ``x`` of its output from x downsampled by f
     (``psnr_db``), and of the bicubic and nearest-neighbour enlargements of that downsampled x."""
-    device = device_of(model)
-    output = np.concatenate([model.reconstruct(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()
-                             for i in range(0, len(x), batch_size)])
+    output = in_batches(model, "reconstruct", x)
     low = downsample(x, model.upscale_factor)
     return {"psnr_db": psnr(output, x), "psnr_bicubic_db": psnr(upsample(low, model.upscale_factor, "bicubic"), x),
             "psnr_nearest_db": psnr(upsample(low, model.upscale_factor, "nearest"), x)}
