@@ -19,7 +19,6 @@ from aekit.models import ModelSpec
 from aekit.trainer import resolve_device
 
 
-
 def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
     """``model.method`` of every example, in evaluation mode; no examples is a DataError."""
     if len(x) == 0:
