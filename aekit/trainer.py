@@ -198,6 +198,22 @@ class _Loop:
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error!r}); "
                              "train again without --resume") from None
+        problem = self._position_problem()
+        if problem is not None:
+            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({problem}); "
+                             "train again without --resume")
+
+    def _position_problem(self) -> str | None:
+        """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
+        if self.position is None:
+            return None
+        order, step, skipped = self.position["order"], self.position["step"], self.position["skipped"]
+        n = len(self.x_train)
+        if len(order) != n or not torch.equal(order.sort().values, torch.arange(n)):
+            return f"its data order is not a permutation of the {n} training examples"
+        if not 0 < step < self.steps_per_epoch or not 0 <= skipped <= step:
+            return f"it stopped at step {step} with {skipped} skipped, outside an epoch of {self.steps_per_epoch}"
+        return None
 
     def save(self, epoch_done: bool) -> None:
         """Checkpoint (always) and, after a whole epoch, the weights and history; rank 0 only."""

@@ -440,11 +440,12 @@ def test_many_images_whose_headers_claim_a_huge_size_are_refused_before_allocati
 # ---------------------------------------------------------------- run folders
 
 SPEC = ModelSpec("vae", (1, 8, 8), code_dim=2, hidden=(8,))
+SMALL = 64  # training examples in small_digits
 OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2, "seed": 0}
 
 
 def small_digits(digits: Dataset) -> Dataset:
-    return Dataset("digits", digits.x_train[:64], digits.x_test[:16], None, None, binary=True)
+    return Dataset("digits", digits.x_train[:SMALL], digits.x_test[:16], None, None, binary=True)
 
 
 def make_run(out: Path, small: Dataset) -> Path:
@@ -642,6 +643,14 @@ def _with(state: dict, **entries) -> dict:
     lambda state: _with(state, history=[1, 2]),  # TypeError when the history is written
     lambda state: _with(state, position={"step": 1, "order": torch.zeros(3), "skipped": 0, "sums": {},
                                          "seconds": 0.0}),  # a float order: IndexError in the loop
+    lambda state: _with(state, position={"step": 1, "order": torch.arange(10**5), "skipped": 0, "sums": {},
+                                         "seconds": 0.0}),  # an order longer than the data: IndexError in the loop
+    lambda state: _with(state, position={"step": 1, "order": torch.zeros(SMALL, dtype=torch.int64), "skipped": 0,
+                                         "sums": {}, "seconds": 0.0}),  # not a permutation: silently wrong
+    lambda state: _with(state, position={"step": 10**6, "order": torch.arange(SMALL), "skipped": 0, "sums": {},
+                                         "seconds": 0.0}),  # past the epoch's end: a record of nothing
+    lambda state: _with(state, position={"step": 1, "order": torch.arange(SMALL), "skipped": -5, "sums": {},
+                                         "seconds": 0.0}),
     lambda state: _with(state, rng={**state["rng"], "numpy": 5}),  # AttributeError
     lambda state: _with(state, model={}),  # an AekitError over several lines (the missing keys)
     lambda state: b"X\x00\x00\x00A",  # the old pickle format, claiming a 1 GiB string: torch allocated it
