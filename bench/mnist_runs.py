@@ -54,16 +54,8 @@ class Bench:
 
     def fit(self, spec: ModelSpec) -> torch.nn.Module:
         """A freshly seeded model of ``spec`` trained on the training images, in evaluation mode, on the CPU."""
-        torch.manual_seed(self.args.seed)
-        np.random.seed(self.args.seed)
-        model = build_model(spec)
-        started = time.perf_counter()
-        if getattr(model, "closed_form", False):
-            model.fit(self.data.x_train)
-        else:
-            train(model, self.data, self.settings, device=self.device, progress=False, test_each_epoch=False)
-        self.say(f"fitted {spec.model} (code {spec.code_dim}, task {spec.task}) in "
-                 f"{time.perf_counter() - started:.0f} s")
+        model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed)
+        self.say(f"fitted {spec.model} (code {spec.code_dim}, task {spec.task}) in {seconds:.0f} s")
         return model.cpu().eval()
 
     def settings_line(self) -> str:
@@ -73,21 +65,42 @@ class Bench:
                 f"wall time {(time.perf_counter() - self.started) / 60:.1f} min.\n\n    python "
                 + " ".join(sys.argv) + "\n")
 
-
     def publish(self, heading: str, text: str) -> None:
         """Print the results and make them the ``heading`` section of the results file."""
         print("\n" + text)
         write_section(self.args.results, heading, text)
 
 
-def write_section(path: Path, heading: str, text: str) -> None:
-    """Replace the ``heading`` section (``## ...`` up to the next ``## ``) of ``path`` by ``text``, or append it."""
+def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.device, seed: int):
+    """A freshly seeded model of ``spec`` trained on ``data`` (closed-form ones fitted); returns it and the seconds
+    its training took."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = build_model(spec)
+    history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
+    return model, sum(record["seconds"] for record in history)
+
+
+def write_section(path: Path, heading: str, text: str, within: str | None = None) -> None:
+    """Replace the ``heading`` section of ``path`` (from that line up to the next heading of the same or a higher
+    level) by ``text``; if there is none, add ``text`` at the end of the ``within`` section, or of the file."""
     content = path.read_text() if path.exists() else ""
     text = text.rstrip() + "\n"
     match = re.search(rf"^{re.escape(heading)}\n", content, flags=re.M)
-    if match is None:
-        path.write_text(content.rstrip() + "\n\n" + text if content.strip() else text)
-        return
-    following = re.search(r"^## ", content[match.end():], flags=re.M)
-    rest = content[match.end() + following.start():] if following else ""
-    path.write_text(content[:match.start()] + text + ("\n" + rest if rest else ""))
+    if match is not None:
+        start, end = match.start(), _section_end(content, match.end(), heading)
+    else:
+        parent = re.search(rf"^{re.escape(within)}\n", content, flags=re.M) if within else None
+        if within and parent is None:
+            content = content.rstrip() + ("\n\n" if content.strip() else "") + f"{within}\n"
+            parent = re.search(rf"^{re.escape(within)}\n", content, flags=re.M)
+        start = end = _section_end(content, parent.end(), within) if parent else len(content)
+    before, after = content[:start].rstrip(), content[end:].lstrip("\n")
+    path.write_text((before + "\n\n" if before else "") + text + ("\n" + after if after else ""))
+
+
+def _section_end(content: str, position: int, heading: str) -> int:
+    """Where the section whose heading line ends at ``position`` ends: at the next heading of its level or higher."""
+    level = len(heading) - len(heading.lstrip("#"))
+    following = re.search(rf"^#{{1,{level}}} ", content[position:], flags=re.M)
+    return position + following.start() if following else len(content)

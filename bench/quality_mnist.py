@@ -8,46 +8,57 @@
     binarized once with a fixed seed (they report 86.76 nats for the VAE and 84.78 for IWAE k=50, with k=5000);
   - probe accuracies (5-NN, logistic regression) of every model's codes beside PCA's.
 
---quick runs in a few minutes on a 2-core CPU (fewer examples and epochs, fewer importance samples: a smoke test of
-the whole pipeline, not the published protocol); the full mode is meant for a GPU (it uses CUDA when available,
-compiles the training step there, and records the device).
+Three modes: --quick runs in a few minutes on a 2-core CPU (fewer examples and epochs, fewer importance samples: a
+smoke test of the whole pipeline, not the published protocol); --mode cpu is what a 2-core CPU can do in about 1.5
+hours (all the data and the published estimate, fewer epochs, no IWAE k=50 and no deep conv net, which take 46 s and
+67 s an epoch there); the full mode is meant for a GPU (it uses CUDA when available, compiles the training step
+there, and records the device).
+
+Each finished model is saved at once to bench/quality_<mode>.json and the mode's subsection of RESULTS.md redrawn
+from every model saved there, so a run cut short keeps what it finished and --models can split a mode into several
+runs (e.g. to fit a GPU's time limit per command; --resume skips the models already saved). A run whose settings
+differ from the saved ones starts afresh. bench/on_device.sh runs it on a GPU with the speed benchmarks.
 
     python bench/quality_mnist.py --data-dir ../shared/data/mnist --quick
-    python bench/quality_mnist.py --data-dir ../shared/data/mnist            # full: on a GPU
+    python bench/quality_mnist.py --data-dir ../shared/data/mnist --mode cpu
+    python bench/quality_mnist.py --data-dir ../shared/data/mnist                    # full: on a GPU
+    python bench/quality_mnist.py --data-dir ../shared/data/mnist --models vae,iwae  # part of it
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
-import platform
-import re
+import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import aekit
+from aekit.atomic import atomic_write
 from aekit.data import Dataset, load_dataset
 from aekit.data.binarize import binarized
 from aekit.evaluate import evaluate, importance_weighted_nll
-from aekit.models import ModelSpec, build_model
+from aekit.models import ModelSpec
 from aekit.report import markdown_table
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.trainer import TrainSettings, resolve_device
+from measure import device_name
+from mnist_runs import fit, write_section
 
 SECTION = "## Quality on MNIST"
 PUBLISHED = {"pca": 13.87, "ae": 3.00, "vae": 86.76, "iwae": 84.78}
+MODELS = ("pca", "ae-mlp", "ae-conv", "ae-conv-deep", "vae", "iwae")
 
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
     name: str
+    title: str
     train_examples: int | None  # None: all 60,000
     ae_epochs: int
     ae_batch: int
-    conv_channels: tuple[tuple[int, ...], ...]
     vae_epochs: int
     vae_batch: int
     iw_samples: int
@@ -56,80 +67,116 @@ class Mode:
 
 
 # Quick: one pass over 10,000 images in batches of 32 (on a CPU, more small steps beat fewer large ones early on).
-QUICK = Mode("quick", 10_000, 1, 32, ((32, 64),), 1, 32, 5, 200, 500)
-FULL = Mode("full", None, 150, 128, ((32, 64), (64, 128, 256)), 1000, 100, 50, 5000, None)
+MODES = {"quick": Mode("quick", "Quick", 10_000, 1, 32, 1, 32, 5, 200, 500),
+         "cpu": Mode("cpu", "CPU", None, 100, 128, 500, 100, 50, 5000, None),
+         "full": Mode("full", "Full", None, 150, 128, 1000, 100, 50, 5000, None)}
+DEFAULT_MODELS = {"quick": ("pca", "ae-mlp", "ae-conv", "vae", "iwae"),
+                  "cpu": ("pca", "ae-mlp", "ae-conv", "vae"),
+                  "full": ("pca", "ae-mlp", "vae", "ae-conv", "iwae", "ae-conv-deep")}  # cheap and telling first
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding the four MNIST IDX files")
-    parser.add_argument("--quick", action="store_true", help="a few minutes on a 2-core CPU")
+    parser.add_argument("--mode", choices=MODES, default="full", help="full (default: on a GPU), cpu or quick")
+    parser.add_argument("--quick", action="store_true", help="the same as --mode quick: a few minutes on a 2-core CPU")
+    parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}, run in that order "
+                                         "(default: the mode's)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the models already saved with these settings in bench/quality_<mode>.json")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda")
-    parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")),
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
                         help="the Markdown file whose '## Quality on MNIST' section is rewritten")
     parser.add_argument("--ae-epochs", type=int, help="override the auto-encoders' epochs")
     parser.add_argument("--vae-epochs", type=int, help="override the VAE's and IWAE's epochs")
+    parser.add_argument("--no-compile", action="store_true", help="train eagerly on CUDA too (default: compiled)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    mode = QUICK if args.quick else FULL
+    mode = MODES["quick" if args.quick else args.mode]
     mode = dataclasses.replace(mode, ae_epochs=args.ae_epochs or mode.ae_epochs,
                                vae_epochs=args.vae_epochs or mode.vae_epochs)
+    selected = DEFAULT_MODELS[mode.name] if args.models is None else tuple(args.models.split(","))
+    unknown = sorted(set(selected) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     device = resolve_device(args.device)
-    started = time.perf_counter()
 
     mnist = load_dataset("mnist", data_dir=args.data_dir)
     data = mnist if mode.train_examples is None else dataclasses.replace(
         mnist, x_train=mnist.x_train[:mode.train_examples], y_train=mnist.y_train[:mode.train_examples])
     log = Log()
     log.say(f"{mode.name} mode on {device_name(device)}; {len(data.x_train)} training images, "
-            f"{len(data.x_test)} test images")
-
-    ae_rows, vae_rows = [], []
-    pca = build_model(ModelSpec("pca", mnist.shape, code_dim=30))
-    seconds = train(pca, mnist, device=device, progress=False)[0]["seconds"]  # closed form: always all 60,000
-    ae_rows.append(log.row("PCA, 30 components", "pca", {**evaluate(pca, data), "train_seconds": seconds,
-                                                        "parameters": parameters(pca)},
-                           "scikit-learn PCA (full SVD) on all 60,000 training images"))
-
-    ae_settings = TrainSettings(epochs=mode.ae_epochs, batch_size=mode.ae_batch, lr=1e-3, schedule="cosine",
-                                seed=args.seed, compile=device.type == "cuda")
-    nets = [("MLP 784-1000-500-250-30", {"net": "mlp", "hidden": (1000, 500, 250)})]
-    nets += [(f"conv {'-'.join(map(str, c))} -> 30", {"net": "conv", "hidden": c}) for c in mode.conv_channels]
-    for label, net in nets:
-        model, seconds = fit(ModelSpec("ae", mnist.shape, code_dim=30, **net), data, ae_settings, device, args.seed)
-        ae_rows.append(log.row(f"AE {label}", "ae", {**evaluate(model, data), "train_seconds": seconds,
-                                                     "parameters": parameters(model)},
-                               f"BCE, Adam 1e-3 cosine, batch {mode.ae_batch}, {epochs(mode.ae_epochs)}"))
-
-    test_binary = binarized(mnist).x_test[:mode.nll_examples]
-    vae_settings = dataclasses.replace(ae_settings, epochs=mode.vae_epochs, batch_size=mode.vae_batch)
-    for label, objective, key in (("VAE", "elbo", "vae"), (f"IWAE k={mode.iw_samples}", "iwae", "iwae")):
-        spec = ModelSpec("vae", mnist.shape, code_dim=50, hidden=(200, 200), objective=objective,
-                         iw_samples=mode.iw_samples, binarize=True)
-        model, seconds = fit(spec, data, vae_settings, device, args.seed)
-        metrics = {**evaluate(model, data), "train_seconds": seconds, "parameters": parameters(model)}
-        estimate = importance_weighted_nll(model, test_binary, mode.nll_samples, batch_size=100,
-                                           max_rows=2**18 if device.type == "cuda" else 2**15)
-        metrics.update(nll=float(estimate.nll.mean()), nll_samples=mode.nll_samples, nll_examples=len(test_binary))
-        vae_rows.append(log.row(f"{label} 784-200-200-50", key, metrics,
-                                f"dynamically binarized, Adam 1e-3 cosine, batch {mode.vae_batch}, "
-                                f"{epochs(mode.vae_epochs)}"))
-
-    wall = time.perf_counter() - started
-    text = section(mode, device, ae_rows, vae_rows, wall, " ".join(["python", *sys.argv]))
-    print("\n" + text)
-    write_section(Path(args.results), mode, text)
-    print(f"written to {args.results}", file=sys.stderr)
+            f"{len(data.x_test)} test images; models {', '.join(selected)}")
+    saved = SavedRows(args.results.with_name(f"quality_{mode.name}.json"), mode, args.seed, log)
+    settings = TrainSettings(lr=1e-3, schedule="cosine", seed=args.seed, compile=device.type == "cuda" and not args.no_compile)
+    command = " ".join(["python", *sys.argv])
+    for key in selected:
+        if args.resume and key in saved.rows:
+            continue
+        started = time.perf_counter()
+        row = measure(key, mode, mnist, data, settings, device, args.seed)
+        row.update(date=datetime.date.today().isoformat(), device=device_name(device), torch=torch.__version__,
+                   aekit=aekit.__version__, command=command, wall_seconds=time.perf_counter() - started)
+        log.say(f"{row['label']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        saved.put(key, row)
+        write_section(args.results, heading(mode), section(mode, saved.rows), within=SECTION)
+    print("\n" + section(mode, saved.rows))
+    print(f"written to {args.results} and {saved.path}", file=sys.stderr)
     return 0
 
 
-def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.device, seed: int):
-    """A freshly seeded model of ``spec`` trained on ``data``; returns it and its training seconds."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    model = build_model(spec)
-    history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
-    return model, sum(record["seconds"] for record in history)
+def measure(key: str, mode: Mode, mnist: Dataset, data: Dataset, settings: TrainSettings, device: torch.device,
+            seed: int) -> dict:
+    """Train the benchmark's model ``key`` and measure it on the test images: its row of the results."""
+    if key == "pca":  # closed form: always all 60,000 images
+        model, seconds = fit(ModelSpec("pca", mnist.shape, code_dim=30), mnist, settings, device, seed)
+        return {"label": "PCA, 30 components", "published_key": "pca", "code": 30,
+                "settings": "scikit-learn PCA (full SVD) on all 60,000 training images",
+                **evaluate(model, data), "train_seconds": seconds, "parameters": parameters(model)}
+    if key.startswith("ae-"):
+        channels = {"ae-mlp": (1000, 500, 250), "ae-conv": (32, 64), "ae-conv-deep": (64, 128, 256)}[key]
+        net = "mlp" if key == "ae-mlp" else "conv"
+        label = f"AE {'MLP 784-1000-500-250-30' if net == 'mlp' else 'conv ' + '-'.join(map(str, channels)) + ' -> 30'}"
+        spec = ModelSpec("ae", mnist.shape, code_dim=30, net=net, hidden=channels)
+        ae_settings = dataclasses.replace(settings, epochs=mode.ae_epochs, batch_size=mode.ae_batch)
+        model, seconds = fit(spec, data, ae_settings, device, seed)
+        return {"label": label, "published_key": "ae", "code": 30,
+                "settings": f"BCE, Adam 1e-3 cosine, batch {mode.ae_batch}, {epochs(mode.ae_epochs)}",
+                **evaluate(model, data), "train_seconds": seconds, "parameters": parameters(model)}
+    objective = "elbo" if key == "vae" else "iwae"
+    spec = ModelSpec("vae", mnist.shape, code_dim=50, hidden=(200, 200), objective=objective,
+                     iw_samples=mode.iw_samples, binarize=True)
+    vae_settings = dataclasses.replace(settings, epochs=mode.vae_epochs, batch_size=mode.vae_batch)
+    model, seconds = fit(spec, data, vae_settings, device, seed)
+    test_binary = binarized(mnist).x_test[:mode.nll_examples]
+    estimate = importance_weighted_nll(model, test_binary, mode.nll_samples, batch_size=100,
+                                       max_rows=2**18 if device.type == "cuda" else 2**15)
+    return {"label": f"{'VAE' if key == 'vae' else f'IWAE k={mode.iw_samples}'} 784-200-200-50",
+            "published_key": key, "code": 50,
+            "settings": f"dynamically binarized, Adam 1e-3 cosine, batch {mode.vae_batch}, {epochs(mode.vae_epochs)}",
+            **evaluate(model, data), "train_seconds": seconds, "parameters": parameters(model),
+            "nll": float(estimate.nll.mean()), "nll_samples": mode.nll_samples, "nll_examples": len(test_binary)}
+
+
+class SavedRows:
+    """The finished models' rows of one mode, kept in a JSON file; settings that differ from the file's start it
+    afresh, so one table never mixes settings."""
+
+    def __init__(self, path: Path, mode: Mode, seed: int, log: "Log"):
+        self.path = path
+        self.identity = {"mode": dataclasses.asdict(mode), "seed": seed}
+        self.rows: dict[str, dict] = {}
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if {key: saved.get(key) for key in self.identity} == self.identity:
+                self.rows = saved["rows"]
+                log.say(f"kept {', '.join(self.rows) or 'no'} model(s) from {path}")
+            else:
+                log.say(f"{path} holds other settings: starting afresh")
+
+    def put(self, key: str, row: dict) -> None:
+        self.rows[key] = row
+        atomic_write(self.path, (json.dumps({**self.identity, "rows": self.rows}, indent=1) + "\n").encode())
 
 
 def epochs(n: int) -> str:
@@ -142,7 +189,7 @@ def parameters(model: torch.nn.Module) -> int:
 
 
 class Log:
-    """Prints each result as it comes, with the time since the start."""
+    """Prints progress with the time since the start."""
 
     def __init__(self):
         self.started = time.perf_counter()
@@ -150,74 +197,56 @@ class Log:
     def say(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:7.1f} s] {text}", flush=True)
 
-    def row(self, label: str, key: str, metrics: dict, settings: str) -> dict:
-        row = {"label": label, "key": key, "settings": settings, **metrics}
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        self.say(f"{label}: {shown}")
-        return row
+
+def heading(mode: Mode) -> str:
+    return f"### {mode.title} mode"
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def section(mode: Mode, device: torch.device, ae_rows: list[dict], vae_rows: list[dict], wall: float,
-            command: str) -> str:
+def section(mode: Mode, saved: dict[str, dict]) -> str:
     """The Markdown of one mode's results: settings, the published figures beside ours, the probes."""
-    today = datetime.date.today().isoformat()
-    lines = [f"### {mode.name.capitalize()} mode", "",
-             f"{today}, {device_name(device)}, torch {torch.__version__}, aekit {aekit.__version__}; "
-             f"wall time {wall / 60:.1f} min.", "", f"    {command}", "",
-             f"Training: {mode.train_examples or 60000} of the 60,000 training images (PCA: all of them); "
-             f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, VAE and IWAE (k={mode.iw_samples}) "
-             f"{epochs(mode.vae_epochs)} of batch {mode.vae_batch}; "
-             f"NLL estimated with k={mode.nll_samples} importance samples on "
-             f"{mode.nll_examples or 10000} test images binarized once with seed 0.", ""]
+    rows = [saved[key] for key in MODELS if key in saved]
+
+    def distinct(field: str) -> str:
+        return ", ".join(dict.fromkeys(str(row[field]) for row in rows))
+
+    lines = [heading(mode), "",
+             f"{distinct('date')}, {distinct('device')}, torch {distinct('torch')}, aekit {distinct('aekit')}; "
+             f"wall time {sum(row['wall_seconds'] for row in rows) / 60:.1f} min.", ""]
+    lines += [f"    {command}" for command in dict.fromkeys(row["command"] for row in rows)]
+    lines += ["", f"Training: {mode.train_examples or 60000} of the 60,000 training images (PCA: all of them); "
+              f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, VAE and IWAE (k={mode.iw_samples}) "
+              f"{epochs(mode.vae_epochs)} of batch {mode.vae_batch}; "
+              f"NLL estimated with k={mode.nll_samples} importance samples on "
+              f"{mode.nll_examples or 10000} test images binarized once with seed 0.", ""]
     compared = []
-    for row in ae_rows:
-        compared.append({"what": f"{row['label']}: squared error per test image", "published": PUBLISHED[row["key"]],
-                         "ours": row["sse_per_example"], "seconds": row["train_seconds"]})
-    for row in vae_rows:
-        published = PUBLISHED[row["key"]] if row["key"] == "vae" or mode.iw_samples == 50 else None
-        compared.append({"what": f"{row['label']}: NLL (k={row['nll_samples']}), nats", "published": published,
-                         "ours": row["nll"], "seconds": row["train_seconds"]})
+    for row in rows:
+        nll = "nll" in row
+        published = PUBLISHED[row["published_key"]]
+        if row["published_key"] == "iwae" and mode.iw_samples != 50:
+            published = None  # the published IWAE figure is for k=50
+        compared.append({"what": f"{row['label']}: " + (f"NLL (k={row['nll_samples']}), nats" if nll
+                                                         else "squared error per test image"),
+                         "published": published, "ours": row["nll" if nll else "sse_per_example"],
+                         "seconds": row["train_seconds"]})
     for entry in compared:
         published = entry["published"]
         # Published figures are rounded to two decimals: a tie within that rounding counts as reached.
         entry["reached"] = "-" if published is None else "yes" if entry["ours"] <= published + 0.005 else "no"
     lines.append(markdown_table(compared, ["what", "published", "ours", "reached", "seconds"],
                                 {"published": ".2f", "ours": ".3f", "seconds": ".0f"}))
-    probes = [{"model": row["label"], "code": 50 if row["key"] in ("vae", "iwae") else 30, **row} for row in ae_rows + vae_rows]
     lines += ["Test metrics (probes fitted on the training codes, scored on the test codes; the VAEs on the "
               "binarized data):", "",
-              markdown_table(probes, ["model", "code", "sse_per_example", "bce_per_example", "neg_elbo",
-                                      "knn_accuracy", "logreg_accuracy", "parameters", "settings"],
+              markdown_table([{"model": row["label"], **row} for row in rows],
+                             ["model", "code", "sse_per_example", "bce_per_example", "neg_elbo",
+                              "knn_accuracy", "logreg_accuracy", "parameters", "settings"],
                              {"sse_per_example": ".3f", "bce_per_example": ".2f", "neg_elbo": ".2f",
                               "knn_accuracy": ".4f", "logreg_accuracy": ".4f"})]
     missed = [entry["what"].split(":")[0] for entry in compared if entry["reached"] == "no"]
     lines.append("Published figures not reached in this run: " + ("; ".join(missed) if missed else "none") + ".")
+    absent = [key for key in DEFAULT_MODELS[mode.name] if key not in saved]
+    if absent:
+        lines += ["", f"Not run in this mode: {', '.join(absent)}."]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, mode: Mode, text: str) -> None:
-    """Put ``text`` as the mode's subsection of the '## Quality on MNIST' section of ``path``, keeping the rest."""
-    content = path.read_text() if path.exists() else ""
-    if SECTION not in content:
-        content = content.rstrip() + ("\n\n" if content.strip() else "") + f"{SECTION}\n\n"
-    start = content.index(SECTION)
-    following = re.search(r"^## ", content[start + len(SECTION):], flags=re.M)
-    end = start + len(SECTION) + following.start() if following else len(content)
-    body = content[start:end]
-    heading = f"### {mode.name.capitalize()} mode"
-    if heading in body:
-        at = body.index(heading)
-        after = re.search(r"^### ", body[at + len(heading):], flags=re.M)
-        body = body[:at] + text + ("\n" + body[at + len(heading) + after.start():] if after else "")
-    else:
-        body = body.rstrip() + "\n\n" + text
-    path.write_text(content[:start] + body.rstrip() + "\n" + ("\n" + content[end:] if content[end:] else ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""The benchmark scripts' bookkeeping: rewriting their own sections of RESULTS.md, and the quality benchmark's
+saved rows (kept for the same settings, dropped for others, skipped with --resume)."""
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MNIST_DIR, needs_mnist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import quality_mnist  # noqa: E402
+from mnist_runs import write_section  # noqa: E402
+
+RESULTS = """# Results
+
+## Quality
+
+Intro.
+
+### Quick mode
+
+old quick
+
+### Full mode
+
+old full
+
+## Speed
+
+speed text
+"""
+
+
+def test_a_subsection_is_replaced_in_place(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(RESULTS)
+    write_section(path, "### Quick mode", "### Quick mode\n\nnew quick\n", within="## Quality")
+    assert path.read_text() == RESULTS.replace("old quick", "new quick")
+
+
+def test_a_missing_subsection_goes_at_the_end_of_its_section(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(RESULTS)
+    write_section(path, "### CPU mode", "### CPU mode\n\ncpu rows\n", within="## Quality")
+    assert path.read_text() == RESULTS.replace("old full\n", "old full\n\n### CPU mode\n\ncpu rows\n")
+
+
+def test_a_section_is_replaced_up_to_the_next_of_its_level_or_appended(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(RESULTS)
+    write_section(path, "## Quality", "## Quality\n\nall new\n")
+    assert path.read_text() == "# Results\n\n## Quality\n\nall new\n\n## Speed\n\nspeed text\n"
+    write_section(path, "## Memory", "## Memory\n\nmemory text\n")
+    assert path.read_text().endswith("## Speed\n\nspeed text\n\n## Memory\n\nmemory text\n")
+    write_section(tmp_path / "new.md", "### Full mode", "### Full mode\n\nrows\n", within="## Quality")
+    assert (tmp_path / "new.md").read_text() == "## Quality\n\n### Full mode\n\nrows\n"
+
+
+def _row(label, key, **metrics):
+    return {"label": label, "published_key": key, "code": 30, "settings": "s", "train_seconds": 1.0,
+            "date": "2026-11-27", "device": "CPU", "torch": "2", "aekit": "0", "command": "python q.py",
+            "wall_seconds": 60.0, **metrics}
+
+
+def test_saved_rows_are_kept_for_the_same_settings_and_dropped_for_others(tmp_path):
+    path, mode = tmp_path / "quality_quick.json", quality_mnist.MODES["quick"]
+    log = quality_mnist.Log()
+    quality_mnist.SavedRows(path, mode, 0, log).put("pca", _row("PCA", "pca", sse_per_example=13.9))
+    assert set(quality_mnist.SavedRows(path, mode, 0, log).rows) == {"pca"}
+    assert quality_mnist.SavedRows(path, mode, 1, log).rows == {}
+    assert quality_mnist.SavedRows(path, dataclasses.replace(mode, ae_epochs=2), 0, log).rows == {}
+    assert json.loads(path.read_text())["rows"]["pca"]["sse_per_example"] == 13.9
+
+
+def test_the_section_marks_what_reached_the_published_figures():
+    mode = quality_mnist.MODES["cpu"]
+    text = quality_mnist.section(mode, {
+        "pca": _row("PCA", "pca", sse_per_example=13.874),
+        "ae-mlp": _row("AE MLP", "ae", sse_per_example=3.2),
+        "vae": _row("VAE", "vae", code=50, sse_per_example=20.0, nll=86.5, nll_samples=5000, nll_examples=10000)})
+    assert "| PCA: squared error per test image | 13.87 | 13.874 | yes | 1 |" in text  # within the rounding
+    assert "| AE MLP: squared error per test image | 3.00 | 3.200 | no | 1 |" in text
+    assert "| VAE: NLL (k=5000), nats | 86.76 | 86.500 | yes | 1 |" in text
+    assert "not reached in this run: AE MLP." in text
+    assert "Not run in this mode: ae-conv." in text  # the CPU mode's fourth model
+    assert "wall time 3.0 min" in text
+
+
+@needs_mnist
+def test_resume_skips_the_models_already_measured(tmp_path, capsys):
+    results = tmp_path / "RESULTS.md"
+    argv = ["--data-dir", str(MNIST_DIR), "--quick", "--models", "pca", "--results", str(results)]
+    assert quality_mnist.main(argv) == 0
+    saved = json.loads((tmp_path / "quality_quick.json").read_text())["rows"]
+    assert saved["pca"]["sse_per_example"] == pytest.approx(13.87, abs=0.01)
+    assert "### Quick mode" in results.read_text() and "| PCA, 30 components" in results.read_text()
+    capsys.readouterr()
+    assert quality_mnist.main([*argv, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "kept pca" in out and "PCA, 30 components: sse" not in out
