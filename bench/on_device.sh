@@ -1,6 +1,6 @@
 #!/bin/sh
 # The GPU checks of issues 3 and 4 in one device call (10 minutes at most), the most telling first:
-#   1. a 1-epoch smoke test of the compiled (CUDA graph) training step; if it fails, the rest trains eagerly;
+#   1. a smoke test of the compiled (CUDA graph) training step on the digits; if it fails, the rest trains eagerly;
 #   2. bench/train_speed.py: aekit (compiled and eager) vs the reference vs the floor, memory, each model's epoch,
 #      the test loss after 10 epochs;
 #   3. bench/eval_speed.py: the k=5000 estimate over the 10,000 test images;
@@ -27,7 +27,7 @@ cat "$out/device.txt"
 
 compile=""
 rm -rf /tmp/aekit-smoke
-if ! timeout 150 python3 -m aekit train --dataset mnist --data-dir "$data" --model vae --epochs 1 --compile \
+if ! timeout 150 python3 -m aekit train --dataset digits --model vae --epochs 2 --compile \
         --no-progress --out /tmp/aekit-smoke > "$out/smoke.log" 2>&1; then
     echo "the compiled step failed (smoke.log): training eagerly"; tail -5 "$out/smoke.log"; compile="--no-compile"
 fi
