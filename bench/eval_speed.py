@@ -4,11 +4,11 @@ MNIST test images, binarized once with aekit's fixed evaluation seed, for the VA
 
 The weights are freshly initialised (seed 0): the work (encoder, k decoder passes per image, log-sum-exp) does not
 depend on them. Prints the seconds, images/s, the device, the peak memory of the estimate and the target (< 30 s
-on an H100/H200). With --images or --k below 10,000 and 5000 (a CPU cannot do the whole of it in reasonable time),
-it also prints the time extrapolated linearly in images x k, labelled as such.
+on an H100/H200). With --images or --k below 10,000 and 5000 (the whole takes about 7 minutes on a quiet 2-core
+CPU), it also prints the time extrapolated linearly in images x k, labelled as such.
 
     python bench/eval_speed.py --data-dir ../shared/data/mnist                       # on a GPU
-    python bench/eval_speed.py --data-dir ../shared/data/mnist --device cpu --images 200
+    python bench/eval_speed.py --data-dir ../shared/data/mnist --device cpu [--images 200]
 """
 from __future__ import annotations
 

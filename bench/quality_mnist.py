@@ -214,7 +214,8 @@ def section(mode: Mode, saved: dict[str, dict]) -> str:
              f"wall time {sum(row['wall_seconds'] for row in rows) / 60:.1f} min.", ""]
     lines += [f"    {command}" for command in dict.fromkeys(row["command"] for row in rows)]
     lines += ["", f"Training: {mode.train_examples or 60000} of the 60,000 training images (PCA: all of them); "
-              f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, VAE and IWAE (k={mode.iw_samples}) "
+              f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, "
+              f"VAE{f' and IWAE (k={mode.iw_samples})' if 'iwae' in DEFAULT_MODELS[mode.name] + tuple(saved) else ''} "
               f"{epochs(mode.vae_epochs)} of batch {mode.vae_batch}; "
               f"NLL estimated with k={mode.nll_samples} importance samples on "
               f"{mode.nll_examples or 10000} test images binarized once with seed 0.", ""]
