@@ -411,3 +411,22 @@ def test_folder_without_images(tmp_path):
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(DataError, match="holds no images"):
         load_image_folder(tmp_path, seed=0, test_fraction=0.5)
+
+
+def test_a_gzipped_idx_file_is_inflated_no_further_than_its_header_promises(tmp_path):
+    import tracemalloc
+
+    from aekit.data.idx import read_idx_file
+
+    # 2 GiB of zeros in 2 MB of gzip members, behind a header promising 2x3 bytes.
+    header = bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3])
+    bomb = tmp_path / "bomb-idx2-ubyte.gz"
+    bomb.write_bytes(gzip.compress(header + bytes(1 << 24), mtime=0) + gzip.compress(bytes(1 << 24), mtime=0) * 127)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="decompresses to more than 18 bytes"):
+            read_idx_file(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak

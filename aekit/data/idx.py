@@ -30,6 +30,21 @@ IDX_CODES = {
 
 def read_idx(data: bytes, source: str) -> np.ndarray:
     """Parse the bytes of an IDX file into an array in native byte order; ``source`` names it in errors."""
+    header_size, dims, dtype, expected_size = _layout(data, source)
+    count = math.prod(dims)
+    if len(data) < expected_size:
+        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
+                        f"{len(data)}; delete it and download again")
+    if len(data) > expected_size:
+        raise DataError(f"{source} has {len(data) - expected_size} trailing bytes after the {expected_size} its "
+                        "header promises; delete it and download again")
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
+    return values.astype(dtype.newbyteorder("="))
+
+
+def _layout(data: bytes, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
+    """What the header at the start of ``data`` promises: its size, the dimensions, the element type and the size of
+    the whole file; a damaged header is a DataError."""
     if len(data) < 4:
         raise DataError(f"{source} is truncated: it holds {len(data)} bytes, less than the 4-byte IDX magic; "
                         "delete it and download again")
@@ -55,15 +70,7 @@ def read_idx(data: bytes, source: str) -> np.ndarray:
         # Also spares NumPy a shape like (0, 2**32, 2**32), whose size it cannot compute.
         raise DataError(f"{source} holds no values (its header gives dimensions {'x'.join(map(str, dims))}); "
                         "delete it and download again")
-    expected_size = header_size + count * dtype.itemsize
-    if len(data) < expected_size:
-        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
-                        f"{len(data)}; delete it and download again")
-    if len(data) > expected_size:
-        raise DataError(f"{source} has {len(data) - expected_size} trailing bytes after the {expected_size} its "
-                        "header promises; delete it and download again")
-    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
-    return values.astype(dtype.newbyteorder("="))
+    return header_size, dims, dtype, header_size + count * dtype.itemsize
 
 
 def gunzip(data: bytes, source: str, limit: int | None = None) -> bytes:
@@ -72,28 +79,43 @@ def gunzip(data: bytes, source: str, limit: int | None = None) -> bytes:
     With ``limit``, a stream that inflates to more than ``limit`` bytes is refused once that many are out, so a
     small file (a gzip bomb) cannot fill the memory.
     """
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            inflated = stream.read(-1 if limit is None else limit + 1)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{source} is not a valid gzip file ({error}); delete it and download again") from None
+    inflated = _inflate(data, source, -1 if limit is None else limit + 1)
     if limit is not None and len(inflated) > limit:
         raise DataError(f"{source} decompresses to more than {limit} bytes, more than the file it should hold; "
                         "delete it and download again")
     return inflated
 
 
+def _inflate(data: bytes, source: str, size: int) -> bytes:
+    """The first ``size`` bytes (all with -1) that gzip ``data`` inflates to."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            return stream.read(size)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{source} is not a valid gzip file ({error}); delete it and download again") from None
+
+
 def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
     """The contents of a file, decompressed (to at most ``limit`` bytes, see :func:`gunzip`) when its name ends in
     ``.gz``."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+    data = _read(path)
     return gunzip(data, str(path), limit) if path.suffix.lower() == ".gz" else data
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+
+
 def read_idx_file(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzipped or not (decided by the ``.gz`` suffix)."""
-    return read_idx(read_bytes(path), str(path))
+    """Read an IDX file, gzipped or not (decided by the ``.gz`` suffix). A gzipped one is inflated no further than
+    the size its header promises, so a small file cannot fill the memory with more."""
+    path = Path(path)
+    data = _read(path)
+    if path.suffix.lower() == ".gz":
+        expected_size = _layout(_inflate(data, str(path), 4 + 4 * MAX_DIMS), str(path))[3]
+        data = gunzip(data, str(path), expected_size)
+    return read_idx(data, str(path))
