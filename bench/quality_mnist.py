@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     log.say(f"{mode.name} mode on {device_name(device)}; {len(data.x_train)} training images, "
             f"{len(data.x_test)} test images; models {', '.join(selected)}")
     saved = SavedRows(args.results.with_name(f"quality_{mode.name}.json"), mode, args.seed, log)
-    settings = TrainSettings(lr=1e-3, schedule="cosine", seed=args.seed, compile=device.type == "cuda" and not args.no_compile)
+    settings = TrainSettings(lr=1e-3, schedule="cosine", seed=args.seed,
+                             compile=device.type == "cuda" and not args.no_compile)
     command = " ".join(["python", *sys.argv])
     for key in selected:
         if args.resume and key in saved.rows:
