@@ -166,14 +166,14 @@ def main(argv=None) -> int:
 
     # On CUDA aekit runs its compiled step (CUDA graphs) and, for the choice between them, also the eager one.
     cuda = device.type == "cuda"
+    contenders = {"aekit": lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup, compile=cuda)}
+    if cuda:
+        contenders["aekit-eager"] = lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup)
+    contenders["reference"] = lambda: reference_epochs(np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8), device,
+                                                       args.epochs, args.warmup)
+    contenders["floor"] = lambda: floor_epochs(torch.from_numpy(mnist.x_train), device, args.epochs, args.warmup)
     results = {}
-    for label, run in (("aekit", lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup, compile=cuda)),
-                       *((("aekit-eager", lambda: aekit_epochs(mnist, spec, device, args.epochs, args.warmup)),)
-                         if cuda else ()),
-                       ("reference", lambda: reference_epochs(np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8),
-                                                              device, args.epochs, args.warmup)),
-                       ("floor", lambda: floor_epochs(torch.from_numpy(mnist.x_train), device, args.epochs,
-                                                      args.warmup))):
+    for label, run in contenders.items():
         times = run()
         results[label] = statistics.median(times)
         print(f"{label:10s} median {results[label]:.3f} s/epoch  (epochs: {', '.join(f'{t:.3f}' for t in times)})",
