@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(group, "--log-every", "steps between reads of the running loss", type=int)
     _option(group, "--compile", "run each training step through torch.compile (CUDA graphs on a GPU); pays a "
             "compile time up front", action="store_true")
+    _option(group, "--cuda-graph", "capture each training step by hand as a CUDA graph (one process on a GPU; the "
+            "alternative to --compile, no compile time)", action="store_true")
     _option(group, "--precision", "fp32, or bf16 autocast for the forward and backward passes", choices=PRECISIONS)
     _option(group, "--on-nan", "when the loss turns NaN or infinite: stop (keeping the last good checkpoint) or skip "
             "that update and count it (checks every step)", choices=ON_NAN)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from aekit import distributed, runs
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
+from aekit.graphed import GraphedStep
 from aekit.models import Phase
 
 SCHEDULES = ("constant", "cosine")
@@ -36,6 +37,7 @@ ON_NAN = ("stop", "skip")
 class TrainSettings:
     """``batch_size`` is the global batch: under torchrun each of N ranks takes batch_size / N of it.
     ``compile`` runs each training step through torch.compile (on CUDA in "reduce-overhead" mode, i.e. CUDA graphs);
+    ``cuda_graph`` captures it by hand as CUDA graphs instead (aekit.graphed; CUDA only, one process);
     ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32).
     ``on_nan="stop"`` ends the run when the loss turns NaN or infinite (read once per ``log_every`` steps);
     ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss."""
@@ -47,6 +49,7 @@ class TrainSettings:
     schedule: str = "constant"
     log_every: int = 50
     compile: bool = False
+    cuda_graph: bool = False
     precision: str = "fp32"
     on_nan: str = "stop"
 
@@ -61,6 +64,10 @@ class TrainSettings:
             raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
         if self.on_nan not in ON_NAN:
             raise AekitError(f"unknown NaN policy {self.on_nan!r}; use stop or skip")
+        if self.cuda_graph and self.compile:
+            raise AekitError("--cuda-graph and --compile are two ways to capture the step; choose one")
+        if self.cuda_graph and self.on_nan == "skip":
+            raise AekitError("--on-nan skip checks each step on the host, which a CUDA graph cannot; use --on-nan stop")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,10 +168,13 @@ class _Loop:
         self.writes = out is not None and distributed.is_main()
         self.x_train = torch.from_numpy(dataset.x_train).to(device)
         self.x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
+        if settings.cuda_graph and (device.type != "cuda" or self.world > 1):
+            raise AekitError(f"--cuda-graph needs one process on a CUDA device (this run: {self.world} on "
+                             f"{device.type}); use --compile or drop it")
         self.phases = model.phases()
-        # A tensor learning rate lets a compiled step follow the schedule without recompiling.
-        lr = torch.tensor(settings.lr) if settings.compile else settings.lr
-        self.optimizers = [torch.optim.Adam(phase.parameters, lr=lr) for phase in self.phases]
+        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, capturable=settings.cuda_graph)
+                           for phase in self.phases]
+        self._tensor_learning_rates()
         n, batch = len(self.x_train), settings.batch_size
         self.steps_per_epoch = math.ceil(n / batch)
         if self.world > 1 and n % batch and n % batch < self.world:
@@ -192,6 +202,7 @@ class _Loop:
             for scheduler, sched_state in zip(self.schedulers, state["schedulers"], strict=True):
                 if scheduler is not None:
                     scheduler.load_state_dict(sched_state)
+            self._tensor_learning_rates()
             _set_rng_state(state["rng"], self.data_order)
             self.history = list(state["history"])
             self.position = state.get("position")
@@ -202,6 +213,15 @@ class _Loop:
         if problem is not None:
             raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({problem}); "
                              "train again without --resume")
+
+    def _tensor_learning_rates(self) -> None:
+        """A captured step reads the learning rate from a tensor that the schedule updates in place, so it follows
+        the schedule without recompiling (torch.compile) or recapturing (on the device, for a CUDA graph)."""
+        if self.settings.compile or self.settings.cuda_graph:
+            device = self.device if self.settings.cuda_graph else "cpu"
+            for opt in self.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
 
     def _position_problem(self) -> str | None:
         """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
@@ -340,7 +360,9 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
     """One training step on a batch: every phase's forward, backward and optimizer step. Returns the detached loss
     parts (and "loss", the first phase's total) without synchronising with the device; with on_nan="skip" it checks
     each phase's loss first and returns None when an update was skipped."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    # Autocast's cache of cast weights would be stale on a graph's replays.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16",
+                              cache_enabled=not settings.cuda_graph)
     skip_non_finite = settings.on_nan == "skip"
 
     def step(batch: torch.Tensor) -> dict[str, torch.Tensor] | None:
@@ -362,6 +384,8 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
                 parts["loss"] = loss.total.detach().float()
         return None if skipped else parts
 
+    if settings.cuda_graph:
+        return GraphedStep(step, optimizers)
     if not settings.compile:
         return step
     # dynamic=False: the ragged last batch gets its own static-shape graph instead of symbolic shapes everywhere.

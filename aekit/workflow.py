@@ -32,7 +32,7 @@ _TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
 _DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}
 DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", **_DATA_OPTIONS, **_TRAIN_OPTIONS}
 # Options that may change when a run is resumed: they change how, not what, is trained.
-_RESUMABLE = {"epochs", "compile", "precision", "log_every", "on_nan"}
+_RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan"}
 FIGURES = "figures"
 N_SHOWN = 10
 # The figures of a run, in the order its report shows them (each where it applies).

@@ -1,4 +1,5 @@
-"""What the speed benchmarks share: the device's name and the peak memory of a stretch of work.
+"""What the speed benchmarks share: the device's name, the ways of running a training step, and the peak memory of
+a stretch of work.
 
 On CUDA the peak is the caching allocator's (``torch.cuda.max_memory_allocated``). On a CPU, torch's tensors are
 invisible to tracemalloc, so the proxy is the operating system's count of the process's resident memory: its
@@ -16,6 +17,9 @@ from pathlib import Path
 import torch
 
 MIB = 2**20
+# The ways aekit's trainer can run a step, as TrainSettings options: torch.compile, by-hand CUDA graphs (CUDA only),
+# or eagerly.
+STEPS = {"compile": {"compile": True}, "graph": {"cuda_graph": True}, "eager": {}}
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 

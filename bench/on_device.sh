@@ -1,8 +1,9 @@
 #!/bin/sh
 # The GPU checks of issues 3 and 4 in one device call (10 minutes at most), the most telling first:
-#   1. a smoke test of the compiled (CUDA graph) training step on the digits; if it fails, the rest trains eagerly;
-#   2. bench/train_speed.py: aekit (compiled and eager) vs the reference vs the floor, memory, each model's epoch,
-#      the test loss after 10 epochs;
+#   1. smoke tests on the digits of the two captured training steps (by-hand CUDA graphs, torch.compile) and the
+#      GPU tests of the CUDA-graph step;
+#   2. bench/train_speed.py: aekit (each way of running its step) vs the reference vs the floor, memory, each model's
+#      epoch, the test loss after 10 epochs;
 #   3. bench/eval_speed.py: the k=5000 estimate over the 10,000 test images;
 #   4. bench/quality_mnist.py's full mode with --resume, for the time left: each finished model is saved in
 #      bench/quality_full.json, so a second call (or a later session, once that file is committed) goes on from it.
@@ -25,17 +26,25 @@ mkdir -p "$out"
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 
-compile=""
-rm -rf /tmp/aekit-smoke
-if ! timeout 150 python3 -m aekit train --dataset digits --model vae --epochs 2 --compile \
-        --no-progress --out /tmp/aekit-smoke > "$out/smoke.log" 2>&1; then
-    echo "the compiled step failed (smoke.log): training eagerly"; tail -5 "$out/smoke.log"; compile="--no-compile"
-fi
+# Smoke tests of the two captured steps; the quality run takes the first that works (eager if neither does).
+step=eager
+for capture in cuda-graph compile; do
+    rm -rf /tmp/aekit-smoke
+    if timeout 120 python3 -m aekit train --dataset digits --model aae --epochs 5 --batch-size 100 --$capture \
+            --no-progress --out /tmp/aekit-smoke > "$out/smoke-$capture.log" 2>&1; then
+        step=$( [ $capture = compile ] && echo compile || echo graph )
+    else
+        echo "the --$capture step failed (smoke-$capture.log):"; tail -5 "$out/smoke-$capture.log"
+    fi
+done
+echo "quality runs with --step $step"
+python3 -c "import pytest" 2>/dev/null && timeout 150 python3 -m pytest -q -x tests/test_parallel_and_precision.py \
+    -k cuda 2>&1 | tail -15 | tee "$out/pytest-cuda.log"
 
 timeout 200 python3 bench/train_speed.py --data-dir "$data" --epochs 3 --models --accuracy 2>&1 | tee "$out/train_speed.log"
 timeout 90 python3 bench/eval_speed.py --data-dir "$data" 2>&1 | tee "$out/eval_speed.log"
 if [ "$(left)" -gt 60 ]; then
-    timeout "$(($(left) - 20))" python3 bench/quality_mnist.py --data-dir "$data" --resume $compile 2>&1 \
+    timeout "$(($(left) - 20))" python3 bench/quality_mnist.py --data-dir "$data" --resume --step $step 2>&1 \
         | tee "$out/quality.log"
 fi
 cp bench/RESULTS.md "$out/"

@@ -1,5 +1,7 @@
-"""The speed paths give the same answers as the plain one: bf16 autocast, torch.compile, and data parallelism over
-two processes (torchrun, gloo on CPU) against one process with the same global batch."""
+"""The speed paths give the same answers as the plain one: bf16 autocast, torch.compile, CUDA graphs captured by
+hand, and data parallelism over two processes (torchrun, gloo on CPU) against one process with the same global
+batch."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -8,8 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aekit.errors import AekitError
+from aekit.graphed import GraphedStep
 from aekit.models import ModelSpec, build_model
 from aekit.trainer import TrainSettings, mean_loss, train
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU; none here")
 
 
 def _model(name, dataset):
@@ -43,6 +49,103 @@ def test_compiled_step_trains_like_the_eager_one(digits):
                         device="cpu", progress=False)
         results[compiled] = history[-1]["test_loss"]
     assert results[True] == pytest.approx(results[False], rel=1e-3)
+
+
+class _FakeGraphs:
+    """Stands in for torch.cuda's graphs and streams on a CPU: capture records the step instead of running it, and
+    each replay runs the recorded step on whatever the static batch holds then, as a real graph would."""
+
+    def __init__(self, monkeypatch):
+        self.capturing, self.captured = None, 0
+        fakes = self
+
+        class Graph:
+            def replay(self):
+                self.recorded()
+
+        @contextlib.contextmanager
+        def graph(g):
+            fakes.capturing, fakes.captured = g, fakes.captured + 1
+            yield
+            fakes.capturing = None
+
+        class Stream:
+            def __init__(self, *args):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+
+
+def test_graphed_step_runs_each_batch_once_warming_up_then_replaying_one_graph_per_shape(monkeypatch):
+    fakes = _FakeGraphs(monkeypatch)
+    seen = []
+
+    def step(batch):
+        out = {"loss": torch.zeros(())}
+
+        def run():
+            seen.append(batch.clone())
+            out["loss"].copy_(batch.sum())
+
+        if fakes.capturing is None:
+            run()
+        else:
+            fakes.capturing.recorded = run
+        return out
+
+    graphed = GraphedStep(step, [], warmup=2)
+    batches = [torch.full((4, 3), float(i)) if i % 3 else torch.full((2, 3), float(i)) for i in range(1, 13)]
+    for batch in batches:
+        assert graphed(batch)["loss"].item() == batch.sum().item()  # this batch's step, not a stale one
+    assert [b[0, 0].item() for b in seen] == [b[0, 0].item() for b in batches]  # each exactly once, in order
+    assert fakes.captured == 2 and set(graphed.graphs) == {torch.Size([4, 3]), torch.Size([2, 3])}
+
+
+@pytest.mark.parametrize("settings, problem", [
+    (dict(cuda_graph=True, compile=True), "choose one"),
+    (dict(cuda_graph=True, on_nan="skip"), "--on-nan stop"),
+])
+def test_cuda_graph_settings_that_cannot_work_are_refused(settings, problem):
+    with pytest.raises(AekitError, match=problem):
+        TrainSettings(**settings)
+
+
+def test_cuda_graph_on_a_cpu_is_refused_with_the_alternative(digits):
+    with pytest.raises(AekitError, match="needs one process on a CUDA device.*--compile"):
+        train(_model("ae", digits), digits, TrainSettings(epochs=1, cuda_graph=True), device="cpu", progress=False)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name, tolerance", [("ae", 1e-3), ("vae", 0.1), ("aae", 0.1)])  # the last two draw noise
+def test_cuda_graph_step_trains_like_the_eager_one(name, tolerance, digits):
+    # 5 epochs of 15 steps: the full batch is captured in epoch 1, the ragged last one (38 examples) in epoch 4.
+    results = {}
+    for graphed in (False, True):
+        model = _model(name, digits)
+        history = train(model, digits, TrainSettings(epochs=5, batch_size=100, schedule="cosine", cuda_graph=graphed),
+                        device="cuda", progress=False)
+        results[graphed] = history[-1]["test_reconstruction"]
+        assert history[-1]["test_reconstruction"] < 0.9 * history[0]["test_reconstruction"]  # it learns
+    assert results[True] == pytest.approx(results[False], rel=tolerance)
+
+
+@needs_cuda
+def test_cuda_graph_run_resumes_like_an_uninterrupted_one(tmp_path, digits):
+    settings = TrainSettings(epochs=5, batch_size=100, cuda_graph=True)
+    straight = train(_model("ae", digits), digits, settings, out=tmp_path / "straight", device="cuda", progress=False)
+    train(_model("ae", digits), digits, TrainSettings(**{**settings.to_dict(), "epochs": 2}), out=tmp_path / "resumed",
+          device="cuda", progress=False)
+    resumed = train(_model("ae", digits), digits, settings, out=tmp_path / "resumed", device="cuda", resume=True,
+                    progress=False)
+    assert len(resumed) == 5
+    assert resumed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-3)
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
