@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 MIB = 2**20
-# The ways aekit's trainer can run a step, as TrainSettings options: torch.compile, by-hand CUDA graphs (CUDA only),
-# or eagerly.
-STEPS = {"compile": {"compile": True}, "graph": {"cuda_graph": True}, "eager": {}}
+# The ways aekit's trainer can run a step, named as its command-line flags, as TrainSettings options: torch.compile,
+# CUDA graphs captured by hand (CUDA only), or eagerly.
+STEPS = {"compile": {"compile": True}, "cuda-graph": {"cuda_graph": True}, "eager": {}}
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 

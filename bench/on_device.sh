@@ -26,15 +26,15 @@ mkdir -p "$out"
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 
-# Smoke tests of the two captured steps; the quality run takes the first that works (eager if neither does).
+# Smoke tests of the two captured steps; the quality run uses --compile if it works, else --cuda-graph, else eager.
 step=eager
-for capture in cuda-graph compile; do
+for flag in --cuda-graph --compile; do
     rm -rf /tmp/aekit-smoke
-    if timeout 120 python3 -m aekit train --dataset digits --model aae --epochs 5 --batch-size 100 --$capture \
-            --no-progress --out /tmp/aekit-smoke > "$out/smoke-$capture.log" 2>&1; then
-        step=$( [ $capture = compile ] && echo compile || echo graph )
+    if timeout 120 python3 -m aekit train --dataset digits --model aae --epochs 5 --batch-size 100 $flag \
+            --no-progress --out /tmp/aekit-smoke > "$out/smoke$flag.log" 2>&1; then
+        step=${flag#--}
     else
-        echo "the --$capture step failed (smoke-$capture.log):"; tail -5 "$out/smoke-$capture.log"
+        echo "the $flag step failed (smoke$flag.log):"; tail -5 "$out/smoke$flag.log"
     fi
 done
 echo "quality runs with --step $step"

@@ -2,7 +2,7 @@
 summed cross-entropy + KL), timed per epoch in one process for:
 
   (a) aekit's trainer (data resident on the device, no per-step synchronisation); on CUDA each way it can run the
-      step, side by side: torch.compile ("aekit-compile"), captured by hand as CUDA graphs ("aekit-graph") and eager
+      step, side by side: torch.compile ("aekit-compile"), captured by hand as CUDA graphs ("aekit-cuda-graph") and eager
       ("aekit-eager"), the fastest of them standing for aekit in the ratios;
   (b) the example's data path: a Dataset whose __getitem__ makes a PIL image of one uint8 example and converts it to
       a float tensor in [0, 1], a shuffling DataLoader with batch 128, num_workers=1 (pin_memory on a GPU);
@@ -189,7 +189,8 @@ def main(argv=None) -> int:
             report_memory(memory.growth(), mnist, spec, device, f"{label}, {memory.how}")
             memory.reset()
     fastest = min((label for label in aekit if label in results), key=results.get)
-    print(f"aekit: {fastest} (the fastest way of running its step here)")
+    if len(aekit) > 1:
+        print(f"aekit: {fastest} (the fastest way of running its step here)")
     print(f"ratio: {results['reference'] / results[fastest]:.2f}")
     print(f"aekit/floor: {results[fastest] / results['floor']:.3f}")
 
