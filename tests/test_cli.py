@@ -81,6 +81,13 @@ def test_resume_continues_to_more_epochs_and_refuses_changed_settings(capsys, tm
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
     assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--code-dim", "5", "--epochs", "3",
                    match="code_dim")
+    # A run compiled before may resume another way: the capture named now replaces the saved one (and on this CPU
+    # --cuda-graph is refused for the device, not for clashing with the saved --compile).
+    config = json.loads((out / "config.json").read_text())
+    config["options"]["compile"] = True
+    (out / "config.json").write_text(json.dumps(config))
+    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--cuda-graph", "--epochs", "3",
+                   match="needs one process on a CUDA device")
     assert_refused(capsys, out, "train", "--model", "ae", "--out", str(out), *FAST, match="already holds a run")
 
 
