@@ -8,6 +8,7 @@ follow it), and random numbers from the default CUDA generator (captured graphs 
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -26,7 +27,7 @@ class GraphedStep:
 
     def __init__(self, step: Step, optimizers: list[torch.optim.Optimizer], warmup: int = 3):
         self.step, self.optimizers, self.warmup = step, optimizers, warmup
-        self.eager_calls: dict[torch.Size, int] = {}
+        self.eager_calls: Counter[torch.Size] = Counter()
         self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor, dict]] = {}
 
     def __call__(self, batch: torch.Tensor) -> dict:
@@ -36,13 +37,13 @@ class GraphedStep:
             static_batch.copy_(batch)
             graph.replay()
             return static_parts
-        if self.eager_calls.get(shape, 0) < self.warmup:
-            self.eager_calls[shape] = self.eager_calls.get(shape, 0) + 1
-            side = torch.cuda.Stream(batch.device)
-            side.wait_stream(torch.cuda.current_stream(batch.device))
+        if self.eager_calls[shape] < self.warmup:
+            self.eager_calls[shape] += 1
+            main, side = torch.cuda.current_stream(batch.device), torch.cuda.Stream(batch.device)
+            side.wait_stream(main)
             with torch.cuda.stream(side):
                 parts = self.step(batch)
-            torch.cuda.current_stream(batch.device).wait_stream(side)
+            main.wait_stream(side)
             return parts
         static_batch = batch.clone()
         for opt in self.optimizers:  # the graph's backward then allocates the gradients it writes from its own pool

@@ -34,7 +34,7 @@ DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", **_DATA_OPTIONS, **_TRAIN_OPTIONS}
 # Options that may change when a run is resumed: they change how, not what, is trained.
 _RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan"}
 # The ways of capturing the step exclude each other: naming one on resume replaces the saved one.
-_CAPTURES = ("compile", "cuda_graph")
+_CAPTURES = {"compile", "cuda_graph"}
 FIGURES = "figures"
 N_SHOWN = 10
 # The figures of a run, in the order its report shows them (each where it applies).
@@ -80,7 +80,7 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
     if changed:
         raise AekitError(f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
                          "options to resume it, or start a new run in another --out")
-    if given.keys() & set(_CAPTURES):
+    if given.keys() & _CAPTURES:
         saved.update(dict.fromkeys(_CAPTURES, False))
     return {**saved, **{k: given[k] for k in _RESUMABLE if k in given}}
 
