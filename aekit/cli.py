@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; continue with `aekit train --resume --out {out}`" if args.command == "train" else ""
         print(f"aekit: interrupted{hint}", file=sys.stderr)
         return 130
+    else:
+        # A rank that tore its gloo group down while another still used it could abort the other (SIGABRT).
+        distributed.wait_for_all()
     finally:
         distributed.shutdown()
     return 0

@@ -76,6 +76,12 @@ def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
         p.grad = g
 
 
+def wait_for_all() -> None:
+    """Block until every process of the group gets here, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():

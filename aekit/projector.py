@@ -39,7 +39,10 @@ def write_projector(folder: str | Path, codes: np.ndarray, labels: np.ndarray | 
         atomic_write(folder / METADATA, _tsv(index[:, None], "%d"))
     else:
         atomic_write(folder / METADATA, b"label\tindex\n" + _tsv(np.stack([labels, index], axis=1), "%d"))
-    config = [f'  tensor_name: "{name}"', f'  tensor_path: "{TENSORS}"', f'  metadata_path: "{METADATA}"']
+    # The shape is stated so that TensorBoard need not read the whole TSV to learn it (its plugin fills it in
+    # asynchronously and can serve the config before it has).
+    config = [f'  tensor_name: "{name}"', f'  tensor_path: "{TENSORS}"', f'  metadata_path: "{METADATA}"',
+              f"  tensor_shape: {len(codes)}", f"  tensor_shape: {np.shape(codes)[1]}"]
     if images is not None:
         width, height = write_sprite(folder / SPRITE, images)
         config.append(f'  sprite {{\n    image_path: "{SPRITE}"\n    single_image_dim: {width}\n'

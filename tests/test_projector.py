@@ -99,7 +99,7 @@ def test_export_writes_codes_labels_sprite_and_config(capsys, run, tmp_path):
     np.testing.assert_array_equal(sprite[:8, 8:16], np.round(digits.x_test[1, 0] * 255))  # row by row
     config = (out / "projector_config.pbtxt").read_text()
     for line in ('tensor_path: "tensors.tsv"', 'metadata_path: "metadata.tsv"', 'image_path: "sprite.png"',
-                 "single_image_dim: 8"):
+                 "single_image_dim: 8", "tensor_shape: 50\n  tensor_shape: 3"):
         assert line in config
 
 
