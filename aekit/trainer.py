@@ -172,7 +172,9 @@ class _Loop:
             raise AekitError(f"--cuda-graph needs one process on a CUDA device (this run: {self.world} on "
                              f"{device.type}); use --compile or drop it")
         self.phases = model.phases()
-        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, capturable=settings.cuda_graph)
+        # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
+        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, capturable=settings.cuda_graph,
+                                            fused=device.type == "cuda")
                            for phase in self.phases]
         self._tensor_learning_rates()
         n, batch = len(self.x_train), settings.batch_size
