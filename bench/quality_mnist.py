@@ -10,7 +10,7 @@
 
 Three modes: --quick runs in a few minutes on a 2-core CPU (fewer examples and epochs, fewer importance samples: a
 smoke test of the whole pipeline, not the published protocol); --mode cpu is what a 2-core CPU can do in about 1.5
-hours (all the data and the published estimate, fewer epochs, no IWAE k=50 and no deep conv net, which take 46 s and
+hours (all the data and the published estimate, fewer epochs, no IWAE k=50 and no deep conv net, which take 36 s and
 67 s an epoch there); the full mode is meant for a GPU (it uses CUDA when available, compiles the training step
 there unless --step says otherwise, and records the device).
 
