@@ -355,7 +355,12 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
     loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
     if resume:
         loop.restore()
-    return loop.run(progress, on_epoch_end)
+    if not settings.compile:
+        return loop.run(progress, on_epoch_end)
+    # Dynamo keeps counting the compiled optimizer steps of earlier trainings (whose optimizers are gone) against its
+    # recompile limit of 8: without lifting it, the 9th compiled training of a process would step uncompiled.
+    with torch._dynamo.utils.disable_cache_limit():
+        return loop.run(progress, on_epoch_end)
 
 
 def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, device: torch.device, world: int):

@@ -51,6 +51,18 @@ def test_compiled_step_trains_like_the_eager_one(digits):
     assert results[True] == pytest.approx(results[False], rel=1e-3)
 
 
+def test_every_compiled_training_of_a_process_compiles(digits, monkeypatch):
+    # Dynamo counts the compiled optimizer steps of finished trainings (their optimizers are gone) against its
+    # recompile limit of 8, and past it would quietly run the step uncompiled: made to fail loudly here instead.
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model = build_model(ModelSpec("ae", digits.shape, code_dim=4, hidden=(16,)))
+        history = train(model, digits, TrainSettings(epochs=1, batch_size=500, compile=True), device="cpu",
+                        progress=False)
+        assert len(history) == 1
+
+
 class _FakeGraphs:
     """Stands in for torch.cuda's graphs and streams on a CPU: capture records the step instead of running it, and
     each replay runs the recorded step on whatever the static batch holds then, as a real graph would."""
