@@ -173,8 +173,10 @@ class _Loop:
                              f"{device.type}); use --compile or drop it")
         self.phases = model.phases()
         # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
+        # torch.compile generates its own fused kernels from the default one, so it keeps that.
+        fused = device.type == "cuda" and not settings.compile
         self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, capturable=settings.cuda_graph,
-                                            fused=device.type == "cuda")
+                                            fused=fused)
                            for phase in self.phases]
         self._tensor_learning_rates()
         n, batch = len(self.x_train), settings.batch_size

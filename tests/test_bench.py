@@ -1,16 +1,21 @@
-"""The benchmark scripts' bookkeeping: rewriting their own sections of RESULTS.md, and the quality benchmark's
-saved rows (kept for the same settings, dropped for others, skipped with --resume)."""
+"""The benchmark scripts' bookkeeping: rewriting their own sections of RESULTS.md, the quality benchmark's saved
+rows (kept for the same settings, dropped for others, skipped with --resume), and the speed benchmark's reference
+data path."""
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from conftest import MNIST_DIR, needs_mnist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality_mnist  # noqa: E402
+import train_speed  # noqa: E402
 from mnist_runs import write_section  # noqa: E402
 
 RESULTS = """# Results
@@ -100,3 +105,12 @@ def test_resume_skips_the_models_already_measured(tmp_path, capsys):
     assert quality_mnist.main([*argv, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "kept pca" in out and "PCA, 30 components: sse" not in out
+
+
+def test_the_speed_reference_feeds_the_images_and_labels_as_torchvision_would():
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10)
+    x, y = next(iter(DataLoader(train_speed.PilDataset(images, labels), batch_size=10)))
+    assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32  # ToTensor's layout: channels first
+    torch.testing.assert_close(x[:, 0], torch.from_numpy(images).float() / 255, rtol=0, atol=0)
+    assert y.tolist() == labels.tolist()
