@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import aekit
+from aekit import runs
 from aekit.data import Dataset, load_dataset
 from aekit.models import ModelSpec, build_model
 from aekit.trainer import TrainSettings, resolve_device, train
@@ -71,13 +72,19 @@ class Bench:
         write_section(self.args.results, heading, text)
 
 
-def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.device, seed: int):
+def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.device, seed: int,
+        out: Path | None = None):
     """A freshly seeded model of ``spec`` trained on ``data`` (closed-form ones fitted); returns it and the seconds
-    its training took."""
+    its training took. With ``out``, training checkpoints there each epoch and goes on from a checkpoint it finds
+    (which must come from the same spec and settings), so a run cut short by a time limit loses at most an epoch."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = build_model(spec)
-    history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
+    resume = out is not None and (out / runs.CHECKPOINT).exists()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    history = train(model, data, settings, out=out, resume=resume, device=device, progress=False,
+                    test_each_epoch=False)
     return model, sum(record["seconds"] for record in history)
 
 

@@ -6,12 +6,14 @@
 #      epoch, the test loss after 10 epochs;
 #   3. bench/eval_speed.py: the k=5000 estimate over the 10,000 test images;
 #   4. bench/quality_mnist.py's full mode with --resume, for the time left: each finished model is saved in
-#      bench/quality_full.json, so a second call (or a later session, once that file is committed) goes on from it.
+#      bench/quality_full.json, so a second call (or a later session, once that file is committed) goes on from it;
+#      the model it was training when time ran out left its checkpoint in bench/runs/, which comes back too.
 #
 # Here, once (the device machine cannot see ../shared; .mnist/ is git-ignored):
 #     mkdir -p .mnist && cp ../shared/data/mnist/*.gz .mnist/
-# Then call the device tool's run with command "sh bench/on_device.sh", carry [".mnist"], timeout_s 590, and copy
-# RESULTS.md and quality_full.json from what comes back into bench/ (the logs beside them hold the speed figures).
+# Then call the device tool's run with command "sh bench/on_device.sh", carry [".mnist", "bench/runs"], timeout_s
+# 590, and copy RESULTS.md and quality_full.json from what comes back into bench/ (the logs beside them hold the
+# speed figures) and runs/ into bench/runs/, for the next call to carry and go on with.
 set -u
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 data=${MNIST_DIR:-.mnist}
@@ -49,4 +51,5 @@ if [ "$(left)" -gt 60 ]; then
 fi
 cp bench/RESULTS.md "$out/"
 [ -f bench/quality_full.json ] && cp bench/quality_full.json "$out/"
+[ -d bench/runs ] && cp -r bench/runs "$out/"
 echo "done in $(($(date +%s) - started)) s"

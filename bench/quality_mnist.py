@@ -17,7 +17,9 @@ there unless --step says otherwise, and records the device).
 Each finished model is saved at once to bench/quality_<mode>.json and the mode's subsection of RESULTS.md redrawn
 from every model saved there, so a run cut short keeps what it finished and --models can split a mode into several
 runs (e.g. to fit a GPU's time limit per command; --resume skips the models already saved). A run whose settings
-differ from the saved ones starts afresh. bench/on_device.sh runs it on a GPU with the speed benchmarks.
+differ from the saved ones starts afresh. While a model trains it checkpoints each epoch under --runs-dir (a folder
+named by a digest of its settings, removed once its row is saved), and --resume goes on from there: a model longer
+than one command's time limit is trained over several. bench/on_device.sh runs it on a GPU with the speed benchmarks.
 
     python bench/quality_mnist.py --data-dir ../shared/data/mnist --quick
     python bench/quality_mnist.py --data-dir ../shared/data/mnist --mode cpu
@@ -29,7 +31,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -83,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}, run in that order "
                                          "(default: the mode's)")
     parser.add_argument("--resume", action="store_true",
-                        help="skip the models already saved with these settings in bench/quality_<mode>.json")
+                        help="skip the models already saved with these settings in bench/quality_<mode>.json, and "
+                             "go on with a model's training from its checkpoint in --runs-dir")
+    parser.add_argument("--runs-dir", type=Path, default=Path(__file__).with_name("runs"),
+                        help="where each model checkpoints its training (default: bench/runs, git-ignored)")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
                         help="the Markdown file whose '## Quality on MNIST' section is rewritten")
@@ -117,22 +124,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and key in saved.rows:
             continue
         started = time.perf_counter()
-        model, seconds, row = measure(key, mode, mnist, data, settings, device, args.seed)
+        folder = run_folder(args.runs_dir, mode, args.seed, key)
+        if not args.resume:
+            shutil.rmtree(folder, ignore_errors=True)
+        model, seconds, row = measure(key, mode, mnist, data, settings, device, args.seed, folder)
         row.update(evaluate(model, data), train_seconds=seconds, parameters=parameters(model),
                    date=datetime.date.today().isoformat(), device=device_name(device), torch=torch.__version__,
                    aekit=aekit.__version__, command=command, wall_seconds=time.perf_counter() - started)
         log.say(f"{row['label']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
         saved.put(key, row)
+        shutil.rmtree(folder, ignore_errors=True)
         write_section(args.results, heading(mode), section(mode, saved.rows), within=SECTION)
     print("\n" + section(mode, saved.rows))
     print(f"written to {args.results} and {saved.path}", file=sys.stderr)
     return 0
 
 
+def run_folder(root: Path, mode: Mode, seed: int, key: str) -> Path:
+    """Where model ``key`` checkpoints its training: named by a digest of the mode's settings, the seed and the
+    model, so a checkpoint is only ever resumed by the same training (the way the step runs may differ)."""
+    identity = json.dumps({"mode": dataclasses.asdict(mode), "seed": seed, "model": key}, sort_keys=True)
+    return root / f"{mode.name}-{key}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
 def measure(key: str, mode: Mode, mnist: Dataset, data: Dataset, settings: TrainSettings, device: torch.device,
-            seed: int) -> tuple[torch.nn.Module, float, dict]:
-    """Train the benchmark's model ``key``: the model, its training seconds and what its row says besides the test
-    metrics (label, settings, and for the VAEs the NLL estimate on the binarized test images)."""
+            seed: int, out: Path | None = None) -> tuple[torch.nn.Module, float, dict]:
+    """Train the benchmark's model ``key`` (checkpointing in ``out``, and going on from a checkpoint there): the
+    model, its training seconds and what its row says besides the test metrics (label, settings, and for the VAEs
+    the NLL estimate on the binarized test images)."""
     if key == "pca":  # closed form: always all 60,000 images
         model, seconds = fit(ModelSpec("pca", mnist.shape, code_dim=30), mnist, settings, device, seed)
         return model, seconds, {"label": "PCA, 30 components", "published_key": "pca", "code": 30,
@@ -143,14 +162,14 @@ def measure(key: str, mode: Mode, mnist: Dataset, data: Dataset, settings: Train
         label = f"AE {'MLP 784-1000-500-250-30' if net == 'mlp' else 'conv ' + '-'.join(map(str, channels)) + ' -> 30'}"
         spec = ModelSpec("ae", mnist.shape, code_dim=30, net=net, hidden=channels)
         ae_settings = dataclasses.replace(settings, epochs=mode.ae_epochs, batch_size=mode.ae_batch)
-        model, seconds = fit(spec, data, ae_settings, device, seed)
+        model, seconds = fit(spec, data, ae_settings, device, seed, out)
         return model, seconds, {"label": label, "published_key": "ae", "code": 30,
                                 "settings": f"BCE, Adam 1e-3 cosine, batch {mode.ae_batch}, {epochs(mode.ae_epochs)}"}
     objective = "elbo" if key == "vae" else "iwae"
     spec = ModelSpec("vae", mnist.shape, code_dim=50, hidden=(200, 200), objective=objective,
                      iw_samples=mode.iw_samples, binarize=True)
     vae_settings = dataclasses.replace(settings, epochs=mode.vae_epochs, batch_size=mode.vae_batch)
-    model, seconds = fit(spec, data, vae_settings, device, seed)
+    model, seconds = fit(spec, data, vae_settings, device, seed, out)
     test_binary = binarized(mnist).x_test[:mode.nll_examples]
     estimate = importance_weighted_nll(model, test_binary, mode.nll_samples, batch_size=100,
                                        max_rows=2**18 if device.type == "cuda" else 2**15)

@@ -11,12 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from aekit.models import ModelSpec, build_model
+from aekit.trainer import TrainSettings, train
+
 from conftest import MNIST_DIR, needs_mnist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality_mnist  # noqa: E402
 import train_speed  # noqa: E402
-from mnist_runs import write_section  # noqa: E402
+from mnist_runs import fit, write_section  # noqa: E402
 
 RESULTS = """# Results
 
@@ -114,3 +117,34 @@ def test_the_speed_reference_feeds_the_images_and_labels_as_torchvision_would():
     assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32  # ToTensor's layout: channels first
     torch.testing.assert_close(x[:, 0], torch.from_numpy(images).float() / 255, rtol=0, atol=0)
     assert y.tolist() == labels.tolist()
+
+
+def test_a_model_cut_short_goes_on_from_its_checkpoint(tmp_path, digits):
+    spec, settings = ModelSpec("ae", digits.shape, code_dim=4, hidden=(32,)), TrainSettings(epochs=3, batch_size=100)
+
+    def cut_after_the_first_epoch(record):
+        raise KeyboardInterrupt  # as a time limit would
+
+    torch.manual_seed(0)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model(spec), digits, settings, out=tmp_path / "run", device="cpu", progress=False,
+              on_epoch_end=cut_after_the_first_epoch)
+    first_epoch = (tmp_path / "run" / "history.csv").read_text().splitlines()[1]
+    resumed, seconds = fit(spec, digits, settings, torch.device("cpu"), 0, tmp_path / "run")
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and history[1] == first_epoch  # the first epoch was kept, not trained again
+    straight, _ = fit(spec, digits, settings, torch.device("cpu"), 0)
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+    assert seconds == pytest.approx(sum(float(line.split(",")[history[0].split(",").index("seconds")])
+                                        for line in history[1:]))
+
+
+def test_each_training_checkpoints_in_a_folder_of_its_own_settings(tmp_path):
+    quick = quality_mnist.MODES["quick"]
+    folder = quality_mnist.run_folder(tmp_path, quick, 0, "vae")
+    assert folder == quality_mnist.run_folder(tmp_path, quick, 0, "vae") and folder.parent == tmp_path
+    others = {quality_mnist.run_folder(tmp_path, quick, 1, "vae"), quality_mnist.run_folder(tmp_path, quick, 0, "iwae"),
+              quality_mnist.run_folder(tmp_path, dataclasses.replace(quick, vae_epochs=2), 0, "vae")}
+    assert folder not in others and len(others) == 3
