@@ -194,20 +194,22 @@ def main(argv=None) -> int:
             if label not in times:
                 continue
             try:
-                times[label] += run()
+                epochs = run()
             except Exception as error:  # one way of running the step failing here must not hide the others
                 if label not in aekit or len(aekit) == 1:
                     raise
                 print(f"{label:13s} failed: {error!r}"[:400], flush=True)
                 del times[label]
                 continue
+            times[label] += epochs
+            # As they come, so that a run stopped by a time limit has still shown what it measured.
+            print(f"{label:13s} round {round_ + 1}: {', '.join(f'{t:.3f}' for t in epochs)} s", flush=True)
             if label in aekit and round_ == 0:
                 report_memory(memory.growth(), mnist, spec, device, f"{label}, {memory.how}")
             memory.reset()
     results = {label: statistics.median(epochs) for label, epochs in times.items()}
     for label, median in results.items():
-        print(f"{label:13s} median {median:.3f} s/epoch  (epochs: {', '.join(f'{t:.3f}' for t in times[label])})",
-              flush=True)
+        print(f"{label:13s} median {median:.3f} s/epoch over {len(times[label])} epochs", flush=True)
     fastest = min((label for label in aekit if label in results), key=results.get)
     if len(aekit) > 1:
         print(f"aekit: {fastest} (the fastest way of running its step here)")
