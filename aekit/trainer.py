@@ -10,6 +10,7 @@ after the current step with a checkpoint of the position inside the epoch, so ev
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -357,11 +358,9 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
     loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
     if resume:
         loop.restore()
-    if not settings.compile:
-        return loop.run(progress, on_epoch_end)
     # Dynamo keeps counting the compiled optimizer steps of earlier trainings (whose optimizers are gone) against its
     # recompile limit of 8: without lifting it, the 9th compiled training of a process would step uncompiled.
-    with torch._dynamo.utils.disable_cache_limit():
+    with torch._dynamo.utils.disable_cache_limit() if settings.compile else contextlib.nullcontext():
         return loop.run(progress, on_epoch_end)
 
 
