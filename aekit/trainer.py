@@ -38,7 +38,8 @@ ON_NAN = ("stop", "skip")
 class TrainSettings:
     """``batch_size`` is the global batch: under torchrun each of N ranks takes batch_size / N of it.
     ``compile`` runs each training step through torch.compile (on CUDA in "reduce-overhead" mode, i.e. CUDA graphs);
-    ``cuda_graph`` captures it by hand as CUDA graphs instead (aekit.graphed; CUDA only, one process);
+    ``cuda_graph`` captures it by hand as CUDA graphs instead (aekit.graphed; CUDA only, one process); both together
+    capture torch.compile's generated kernels by hand, without its own graphs' bookkeeping on every call;
     ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32).
     ``on_nan="stop"`` ends the run when the loss turns NaN or infinite (read once per ``log_every`` steps);
     ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss."""
@@ -65,8 +66,6 @@ class TrainSettings:
             raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
         if self.on_nan not in ON_NAN:
             raise AekitError(f"unknown NaN policy {self.on_nan!r}; use stop or skip")
-        if self.cuda_graph and self.compile:
-            raise AekitError("--cuda-graph and --compile are two ways to capture the step; choose one")
         if self.cuda_graph and self.on_nan == "skip":
             raise AekitError("--on-nan skip checks each step on the host, which a CUDA graph cannot; use --on-nan stop")
 
@@ -156,6 +155,35 @@ class _StopRequest:
         self.signal_number = number
 
 
+class _Tally:
+    """An epoch's running sums of the loss parts, its step count and the first step whose loss was not finite, kept
+    on the device and updated in place: no synchronisation, and the updates are captured in the step's CUDA graph."""
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.step = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def start(self, step: int, sums: dict[str, torch.Tensor]) -> None:
+        """Begin an epoch at ``step`` (0, or where a stopped one is resumed) with the sums saved so far."""
+        self.step.fill_(step)
+        self.first_bad.fill_(-1)
+        for name, total in self.sums.items():
+            total.copy_(sums[name]) if name in sums else total.zero_()
+        for name in sums.keys() - self.sums.keys():
+            self.sums[name] = sums[name].to(self.step.device).clone()
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        self.step.add_(1)
+        for name, value in parts.items():
+            if name in self.sums:
+                self.sums[name].add_(value)
+            else:  # the epoch's first step; a CUDA graph's capture follows eager warm-up steps, so never in one
+                self.sums[name] = value.clone()
+        bad = ~torch.isfinite(parts["loss"]) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(bad, self.step, self.first_bad))
+
+
 class _Loop:
     """The state of one training run: model, optimizers, schedules, RNGs, history and the position in the epoch."""
 
@@ -174,22 +202,38 @@ class _Loop:
                              f"{device.type}); use --compile or drop it")
         self.phases = model.phases()
         # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
-        # torch.compile generates its own fused kernels from the default one, so it keeps that.
-        fused = device.type == "cuda" and not settings.compile
-        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, capturable=settings.cuda_graph,
-                                            fused=fused)
+        # torch.compile generates its own fused kernels from the default one, so it keeps that. A step replayed as a
+        # CUDA graph (by hand, or by torch.compile on CUDA) needs Adam's step counts and learning rate on the device.
+        self.adam_flags = {"fused": device.type == "cuda" and not settings.compile,
+                           "capturable": settings.cuda_graph or (settings.compile and device.type == "cuda")}
+        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, **self.adam_flags)
                            for phase in self.phases]
         self._tensor_learning_rates()
         n, batch = len(self.x_train), settings.batch_size
         self.steps_per_epoch = math.ceil(n / batch)
         if self.world > 1 and n % batch and n % batch < self.world:
             self.steps_per_epoch -= 1  # a last batch too small to give every rank an example is dropped
-        self.schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * self.steps_per_epoch)
+        self.total_steps = settings.epochs * self.steps_per_epoch
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._cosine(step))
                            if settings.schedule == "cosine" else None for opt in self.optimizers]
         self.data_order = torch.Generator().manual_seed(settings.seed)
         self.history: list[dict] = []
         self.position: dict | None = None  # where a stopped epoch resumes: step, order, running sums, time spent
-        self.step_fn = _step_function(self.phases, self.optimizers, settings, device, self.world)
+        self.tally = _Tally(device)
+        step = _step_function(self.phases, self.optimizers, settings, device, self.world)
+
+        def train_step(indices: torch.Tensor) -> bool:
+            """One step on the examples at ``indices``, tallied; False where on_nan="skip" dropped its update."""
+            parts = step(self.x_train[indices])
+            if parts is None:
+                return False
+            self.tally.add(parts)
+            return True
+
+        # By hand, the gathering of the batch and the tally are captured with the step: one launch a step.
+        # A compiled step compiles again once Adam's state exists (its second call); capture must follow the last.
+        self.train_step = (GraphedStep(train_step, self.optimizers, warmup=5 if settings.compile else 3)
+                           if settings.cuda_graph else train_step)
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizers": [opt.state_dict() for opt in self.optimizers],
@@ -203,10 +247,18 @@ class _Loop:
         try:
             self.model.load_state_dict(state["model"])
             for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
+                # The run may go on with another way of running its step, or on another device, than it was saved
+                # with: this run's Adam flags decide where the loaded step counts go and how the update runs.
+                for group in opt_state["param_groups"]:
+                    group.update(self.adam_flags)
                 opt.load_state_dict(opt_state)
-            for scheduler, sched_state in zip(self.schedulers, state["schedulers"], strict=True):
+            for opt, scheduler, sched_state in zip(self.optimizers, self.schedulers, state["schedulers"], strict=True):
                 if scheduler is not None:
-                    scheduler.load_state_dict(sched_state)
+                    # The schedule is a function of the step count alone: the rate is this run's (whose --epochs a
+                    # resume may have raised), not the saved one's; checkpoints of CosineAnnealingLR load alike.
+                    scheduler.last_epoch = int(sched_state["last_epoch"])
+                    for group in opt.param_groups:
+                        group["lr"] = self.settings.lr * self._cosine(scheduler.last_epoch)
             self._tensor_learning_rates()
             _set_rng_state(state["rng"], self.data_order)
             self.history = list(state["history"])
@@ -219,14 +271,21 @@ class _Loop:
             raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({problem}); "
                              "train again without --resume")
 
+    def _cosine(self, step: int) -> float:
+        """The cosine schedule's factor of the learning rate after ``step`` steps: from 1 down to 0 over all the steps
+        of --epochs, in closed form (where CosineAnnealingLR's recursion, resumed with more epochs, would run past its
+        end and divide by zero)."""
+        return (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps)) / 2
+
     def _tensor_learning_rates(self) -> None:
-        """A captured step reads the learning rate from a tensor that the schedule updates in place, so it follows
-        the schedule without recompiling (torch.compile) or recapturing (on the device, for a CUDA graph)."""
-        if self.settings.compile or self.settings.cuda_graph:
-            device = self.device if self.settings.cuda_graph else "cpu"
-            for opt in self.optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
+        """A captured step reads the learning rate from a tensor on the device that the schedule updates in place,
+        so it follows the schedule without recompiling (torch.compile) or recapturing (a CUDA graph); an eager step
+        takes a number (a checkpoint of a captured run holds a tensor)."""
+        captured = self.settings.compile or self.settings.cuda_graph
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = (torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device).clone()
+                               if captured else float(group["lr"]))
 
     def _position_problem(self) -> str | None:
         """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
@@ -285,34 +344,28 @@ class _Loop:
         started = time.perf_counter()
         if self.position is None:
             order = torch.randperm(len(self.x_train), generator=self.data_order)
-            first_step, sums, skipped, spent = 0, {}, 0, 0.0
+            first_step, saved_sums, skipped, spent = 0, {}, 0, 0.0
         else:
             position = self.position
             order, first_step, spent = position["order"], position["step"], position["seconds"]
-            sums = {k: v.to(device) for k, v in position["sums"].items()}
-            skipped = position["skipped"]
+            saved_sums, skipped = position["sums"], position["skipped"]
+        self.tally.start(first_step, saved_sums)
+        sums = self.tally.sums
         order_on_device = order.to(device)
-        first_bad_step = torch.tensor(-1, device=device)
         for step in range(first_step, self.steps_per_epoch):
             indices = order_on_device[step * batch:(step + 1) * batch][self.rank::self.world]
-            parts = self.step_fn(self.x_train[indices])
+            if not self.train_step(indices):
+                skipped += 1
             for scheduler in self.schedulers:
                 if scheduler is not None:
                     scheduler.step()
-            if parts is None:  # on_nan="skip" dropped this step's update
-                skipped += 1
-            else:
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0) + value
-                first_bad_step = torch.where(~torch.isfinite(parts["loss"]) & (first_bad_step < 0), step + 1,
-                                             first_bad_step)
             if (step + 1) % settings.log_every == 0 or step + 1 == self.steps_per_epoch:
-                _check_finite(first_bad_step, epoch, self.out)
+                _check_finite(self.tally.first_bad, epoch, self.out)
                 if "loss" in sums:
                     bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1 - skipped):.4g}")
             bar.update(1)
             if stop.signal_number is not None and step + 1 < self.steps_per_epoch:
-                _check_finite(first_bad_step, epoch, self.out)
+                _check_finite(self.tally.first_bad, epoch, self.out)
                 self.position = {"step": step + 1, "order": order, "skipped": skipped,
                                  "sums": {k: v.detach().cpu() for k, v in sums.items()},
                                  "seconds": spent + time.perf_counter() - started}
@@ -392,12 +445,12 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
                 parts["loss"] = loss.total.detach().float()
         return None if skipped else parts
 
-    if settings.cuda_graph:
-        return GraphedStep(step, optimizers)
     if not settings.compile:
         return step
     # dynamic=False: the ragged last batch gets its own static-shape graph instead of symbolic shapes everywhere.
-    return torch.compile(step, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+    # On CUDA torch.compile replays its kernels as CUDA graphs itself, unless they are captured by hand (the trainer).
+    return torch.compile(step, mode="reduce-overhead" if device.type == "cuda" and not settings.cuda_graph else None,
+                         dynamic=False)
 
 
 def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:

@@ -18,8 +18,9 @@ import torch
 
 MIB = 2**20
 # The ways aekit's trainer can run a step, named as its command-line flags, as TrainSettings options: torch.compile,
-# CUDA graphs captured by hand (CUDA only), or eagerly.
-STEPS = {"compile": {"compile": True}, "cuda-graph": {"cuda_graph": True}, "eager": {}}
+# CUDA graphs captured by hand (CUDA only), both (torch.compile's kernels captured by hand), or eagerly.
+STEPS = {"compile": {"compile": True}, "cuda-graph": {"cuda_graph": True},
+         "compile+cuda-graph": {"compile": True, "cuda_graph": True}, "eager": {}}
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 

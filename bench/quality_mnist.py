@@ -12,7 +12,7 @@ Three modes: --quick runs in a few minutes on a 2-core CPU (fewer examples and e
 smoke test of the whole pipeline, not the published protocol); --mode cpu is what a 2-core CPU can do in about 1.5
 hours (all the data and the published estimate, fewer epochs, no IWAE k=50 and no deep conv net, which take 36 s and
 67 s an epoch there); the full mode is meant for a GPU (it uses CUDA when available, compiles the training step
-there unless --step says otherwise, and records the device).
+there and captures it as CUDA graphs unless --step says otherwise, and records the device).
 
 Each finished model is saved at once to bench/quality_<mode>.json and the mode's subsection of RESULTS.md redrawn
 from every model saved there, so a run cut short keeps what it finished and --models can split a mode into several
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ae-epochs", type=int, help="override the auto-encoders' epochs")
     parser.add_argument("--vae-epochs", type=int, help="override the VAE's and IWAE's epochs")
     parser.add_argument("--step", choices=STEPS, help="how the trainer runs a step: torch.compile, CUDA graphs "
-                                                      "captured by hand, or eagerly (default: compile on CUDA, else "
+                                                      "captured by hand, both, or eagerly (default: both on CUDA, else "
                                                       "eager)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     log.say(f"{mode.name} mode on {device_name(device)}; {len(data.x_train)} training images, "
             f"{len(data.x_test)} test images; models {', '.join(selected)}")
     saved = SavedRows(args.results.with_name(f"quality_{mode.name}.json"), mode, args.seed, log)
-    step = args.step or ("compile" if device.type == "cuda" else "eager")
+    # On CUDA both: the fastest way measured by train_speed.py (bench/RESULTS.md, "On a GPU").
+    step = args.step or ("compile+cuda-graph" if device.type == "cuda" else "eager")
     settings = TrainSettings(lr=1e-3, schedule="cosine", seed=args.seed, **STEPS[step])
     command = " ".join(["python", *sys.argv])
     for key in selected:

@@ -2,8 +2,9 @@
 summed cross-entropy + KL), timed per epoch in one process for:
 
   (a) aekit's trainer (data resident on the device, no per-step synchronisation); on CUDA each way it can run the
-      step, side by side: torch.compile ("aekit-compile"), captured by hand as CUDA graphs ("aekit-cuda-graph") and eager
-      ("aekit-eager"), the fastest of them standing for aekit in the ratios;
+      step, side by side: torch.compile ("aekit-compile"), captured by hand as CUDA graphs ("aekit-cuda-graph"), both
+      ("aekit-compile+cuda-graph": the compiled kernels captured by hand) and eager ("aekit-eager"), the fastest of
+      them standing for aekit in the ratios (--steps picks others, e.g. compile on a CPU);
   (b) the example's loop: a Dataset whose __getitem__ makes a PIL image of one uint8 example and converts it to a
       float tensor in [0, 1], a shuffling DataLoader with batch 128 that, as the example's, has one worker process
       and pins memory on a GPU and loads in the training process on a CPU, and the loss read (.item()) every step;
@@ -11,23 +12,28 @@ summed cross-entropy + KL), timed per epoch in one process for:
 
 Prints the three medians (after warm-up epochs), `ratio: X` (reference / aekit), aekit / floor and the device, and
 `memory: X` (target <= 2x): the peak memory of aekit's training over the data it holds plus the model's parameters,
-their gradients and Adam's two moments. On CUDA the peak is torch.cuda.max_memory_allocated and the data is the
-training set on the device; on a CPU it is the growth of the process's resident set from before the data is read
-to its peak while training (see measure.py) and the data is the whole loaded dataset. With --models, also one epoch
-time per aekit model at its defaults; with --accuracy, the test loss per image after 10 epochs (the example's users
-report about 105.6).
+their gradients and Adam's two moments. On CUDA the peak is torch.cuda.max_memory_allocated above what was allocated
+when the contender started (what earlier ones left, such as compiled graphs' pools, is not its own) and the data is
+the training set on the device; on a CPU it is the growth of the process's resident set from before the data is read
+to its peak while training (see measure.py) and the data is the whole loaded dataset. With --accuracy, the test loss
+per image after 10 epochs with the fastest step (the example's users report about 105.6); with --models, one epoch
+of each aekit model at its defaults, run each way of --model-steps (on CUDA by default captured by hand and eager:
+no compile time per model).
 
-    python bench/train_speed.py --data-dir ../shared/data/mnist [--epochs 3] [--rounds 1] [--models] [--accuracy]
+    python bench/train_speed.py --data-dir ../shared/data/mnist [--epochs 3] [--rounds 1] [--accuracy] [--models]
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import statistics
 import sys
 import time
 
 import numpy as np
 import torch
+import torch._dynamo.utils
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
@@ -146,6 +152,9 @@ def aekit_epochs(dataset, spec: ModelSpec, device, epochs: int, warmup: int, ste
     model = build_model(spec)
     history = train(model, dataset, TrainSettings(epochs=warmup + epochs, batch_size=BATCH, **STEPS[step]),
                     device=device, progress=False, test_each_epoch=False)
+    if warmup:  # what a run pays up front (compiling, capturing) beside its steady epochs
+        seconds = ", ".join(f"{record['seconds']:.3f}" for record in history[:warmup])
+        print(f"{'':24s} {step}: warm-up {seconds} s", flush=True)
     return [record["seconds"] for record in history[warmup:]]
 
 
@@ -167,49 +176,64 @@ def main(argv=None) -> int:
                         help="run the contenders one after another this many times and take the median over all "
                              "their epochs, so a machine whose speed drifts slows them alike")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", help="the ways of running aekit's step to time, comma-separated, of "
+                        f"{', '.join(STEPS)} (default: all of them on CUDA, eager elsewhere)")
     parser.add_argument("--models", action="store_true", help="also time one epoch of each aekit model")
+    parser.add_argument("--model-steps", help="the ways of running the step for --models (default: cuda-graph,eager "
+                        "on CUDA, eager elsewhere)")
     parser.add_argument("--accuracy", action="store_true", help="also train 10 epochs and report the test loss")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--epochs and --rounds need at least 1, --warmup at least 0")
-
     device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    steps = _step_list(parser, args.steps, tuple(STEPS) if cuda else ("eager",))
+    model_steps = _step_list(parser, args.model_steps, ("cuda-graph", "eager") if cuda else ("eager",))
+
     print(f"device: {device} {device_name(device)}; torch {torch.__version__}")
     memory = PeakMemory(device)
     mnist = load_dataset("mnist", data_dir=args.data_dir)
     memory.reset()  # reading the files is not training: their transients do not count, the data they leave does
     spec = ModelSpec("vae", mnist.shape, code_dim=20, hidden=(400,))
 
-    # On CUDA every way of running aekit's step is timed, for the choice between them; on a CPU the eager one.
-    steps = tuple(STEPS) if device.type == "cuda" else ("eager",)
     aekit = {f"aekit-{step}" if len(steps) > 1 else "aekit": step for step in steps}
     contenders = {label: lambda step=step: aekit_epochs(mnist, spec, device, args.epochs, args.warmup, step)
                   for label, step in aekit.items()}
-    images_uint8 = np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8)  # once, not in every round
-    contenders["reference"] = lambda: reference_epochs(images_uint8, mnist.y_train, device, args.epochs, args.warmup)
+    # The example's uint8 images, made once and only when its first round starts: made before aekit's first round,
+    # their transients would count in aekit's memory peak.
+    images_uint8 = functools.cache(lambda: np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8))
+    contenders["reference"] = lambda: reference_epochs(images_uint8(), mnist.y_train, device, args.epochs, args.warmup)
     contenders["floor"] = lambda: floor_epochs(torch.from_numpy(mnist.x_train), device, args.epochs, args.warmup)
+    # Those that compile last: a run cut short by a time limit has measured the others.
+    contenders = dict(sorted(contenders.items(), key=lambda item: STEPS.get(aekit.get(item[0]), {}).get("compile", 0)))
     times: dict[str, list[float]] = {label: [] for label in contenders}
     for round_ in range(args.rounds):
         for label, run in contenders.items():
             if label not in times:
                 continue
+            if cuda:  # this contender's own peak: above what earlier ones left (freed once their cycles are collected)
+                gc.collect()
+                memory = PeakMemory(device)
             try:
                 epochs = run()
             except Exception as error:  # one way of running the step failing here must not hide the others
                 if label not in aekit or len(aekit) == 1:
                     raise
-                print(f"{label:13s} failed: {error!r}"[:400], flush=True)
+                print(f"{label:24s} failed: {error!r}"[:400], flush=True)
                 del times[label]
                 continue
             times[label] += epochs
             # As they come, so that a run stopped by a time limit has still shown what it measured.
-            print(f"{label:13s} round {round_ + 1}: {', '.join(f'{t:.3f}' for t in epochs)} s", flush=True)
+            print(f"{label:24s} round {round_ + 1}: {', '.join(f'{t:.3f}' for t in epochs)} s", flush=True)
             if label in aekit and round_ == 0:
                 report_memory(memory.growth(), mnist, spec, device, f"{label}, {memory.how}")
+                skips = torch._dynamo.utils.counters["inductor"].pop("cudagraph_skips", 0)
+                if skips:  # torch.compile fell back from CUDA graphs: its figures are not those of its graphs
+                    print(f"{label:24s} torch.compile skipped CUDA graphs {skips} times", flush=True)
             memory.reset()
     results = {label: statistics.median(epochs) for label, epochs in times.items()}
     for label, median in results.items():
-        print(f"{label:13s} median {median:.3f} s/epoch over {len(times[label])} epochs", flush=True)
+        print(f"{label:24s} median {median:.3f} s/epoch over {len(times[label])} epochs", flush=True)
     fastest = min((label for label in aekit if label in results), key=results.get)
     if len(aekit) > 1:
         print(f"aekit: {fastest} (the fastest way of running its step here)")
@@ -228,9 +252,22 @@ def main(argv=None) -> int:
         for model_name in MODEL_NAMES:
             if model_name == "pca":
                 continue
-            times = aekit_epochs(mnist, ModelSpec(model_name, mnist.shape), device, 1, 1, aekit[fastest])
-            print(f"model {model_name:10s} {times[0]:.3f} s/epoch (defaults: mlp 256,128, code 10)", flush=True)
+            for step in model_steps:
+                try:
+                    seconds = f"{aekit_epochs(mnist, ModelSpec(model_name, mnist.shape), device, 1, 1, step)[0]:.3f}"
+                except Exception as error:  # one model failing one way must not hide the others
+                    seconds = f"failed: {error!r}"[:300]
+                print(f"model {model_name:10s} {step:18s} {seconds} s/epoch (defaults: mlp 256,128, code 10)",
+                      flush=True)
     return 0
+
+
+def _step_list(parser, given: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    steps = tuple(given.split(",")) if given else default
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown:
+        parser.error(f"unknown step {', '.join(unknown)}; use some of {', '.join(STEPS)}")
+    return steps
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | fl
 
     Per dimension: log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2; the defaults give KL to N(0, I).
     """
-    mu2 = torch.as_tensor(mu2, dtype=mu1.dtype, device=mu1.device)
-    logvar2 = torch.as_tensor(logvar2, dtype=mu1.dtype, device=mu1.device)
-    per_dim = 0.5 * (logvar2 - logvar1) + (logvar1.exp() + (mu1 - mu2).pow(2)) / (2 * logvar2.exp()) - 0.5
+    # Numbers stay numbers: made tensors, they would be copied to the device on every call (which a CUDA graph
+    # cannot capture).
+    var2 = logvar2.exp() if torch.is_tensor(logvar2) else math.exp(logvar2)
+    per_dim = 0.5 * (logvar2 - logvar1) + (logvar1.exp() + (mu1 - mu2).pow(2)) / (2 * var2) - 0.5
     return per_dim.sum(-1)
 
 
