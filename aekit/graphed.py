@@ -30,15 +30,15 @@ class GraphedStep:
         self.step, self.optimizers, self.warmup = step, optimizers, warmup
         self.side_stream: torch.cuda.Stream | None = None  # one for all warm-ups: each stream has its own workspaces
         self.eager_calls: Counter[torch.Size] = Counter()
-        self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor, dict]] = {}
+        self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor, object]] = {}
 
-    def __call__(self, batch: torch.Tensor):
-        shape = batch.shape
+    def __call__(self, inputs: torch.Tensor):
+        shape = inputs.shape
         if shape in self.graphs:
-            graph, static_batch, static_parts = self.graphs[shape]
-            static_batch.copy_(batch)
+            graph, static_inputs, static_output = self.graphs[shape]
+            static_inputs.copy_(inputs)
             graph.replay()
-            return static_parts
+            return static_output
         # Each eager or capturing call starts with no gradients: the captured backward then allocates those it writes
         # from the graph's own pool, and a torch.compile'd step sees the same state in warm-up and capture (its
         # guards on the gradients would otherwise compile it again while capturing).
@@ -47,17 +47,17 @@ class GraphedStep:
         if self.eager_calls[shape] < self.warmup:
             self.eager_calls[shape] += 1
             if self.side_stream is None:
-                self.side_stream = torch.cuda.Stream(batch.device)
-            main, side = torch.cuda.current_stream(batch.device), self.side_stream
+                self.side_stream = torch.cuda.Stream(inputs.device)
+            main, side = torch.cuda.current_stream(inputs.device), self.side_stream
             side.wait_stream(main)
             with torch.cuda.stream(side):
-                parts = self.step(batch)
+                output = self.step(inputs)
             main.wait_stream(side)
-            return parts
-        static_batch = batch.clone()
+            return output
+        static_inputs = inputs.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_parts = self.step(static_batch)
-        self.graphs[shape] = (graph, static_batch, static_parts)
+            static_output = self.step(static_inputs)
+        self.graphs[shape] = (graph, static_inputs, static_output)
         graph.replay()  # capture only records: this call's step happens here
-        return static_parts
+        return static_output

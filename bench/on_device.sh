@@ -31,21 +31,22 @@ mkdir -p "$out"
 } 2>&1 | tee "$out/speed.log"
 
 parts=${PARTS:-speed tests quality}
-case " $parts " in *" speed "*)
+wants() { case " $parts " in *" $1 "*) ;; *) return 1;; esac; }
+if wants speed; then
     timeout 260 python3 bench/train_speed.py --data-dir "$data" --epochs 3 --accuracy --models 2>&1 \
         | tee -a "$out/speed.log"
-    timeout 50 python3 bench/eval_speed.py --data-dir "$data" 2>&1 | tee -a "$out/speed.log";;
-esac
-case " $parts " in *" tests "*)
+    timeout 50 python3 bench/eval_speed.py --data-dir "$data" 2>&1 | tee -a "$out/speed.log"
+fi
+if wants tests; then
     timeout 140 python3 -m pytest -v --tb=short -p no:cacheprovider tests/test_parallel_and_precision.py \
-        -k "cuda or captured" 2>&1 | grep -v "^W[0-9]" | tee "$out/tests.log";;
-esac
+        -k "cuda or captured" 2>&1 | grep -v "^W[0-9]" | tee "$out/tests.log"
+fi
 
 # The quality run uses STEP, else the step that train_speed found fastest (its line "aekit: aekit-STEP ..."), else
 # CUDA graphs.
 step=${STEP:-$(sed -n 's/^aekit: aekit-\([a-z+-]*\) .*/\1/p' "$out/speed.log")}
 step=${step:-cuda-graph}
-if [ "$(left)" -gt 60 ] && case " $parts " in *" quality "*) true;; *) false;; esac; then
+if wants quality && [ "$(left)" -gt 60 ]; then
     echo "quality runs with --step $step for $(($(left) - 20)) s"
     timeout "$(($(left) - 20))" python3 bench/quality_mnist.py --data-dir "$data" --resume --step "$step" \
         ${QUALITY_MODELS:+--models "$QUALITY_MODELS"} 2>&1 | tee "$out/quality.log"
