@@ -1,7 +1,9 @@
 """Uses of a trained model's codes: denoising, super-resolution and compression, on numpy arrays.
 
-Each takes examples shaped as the model expects (see :func:`aekit.data.files.as_shape`), goes through the model in
-batches without gradients, and returns numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images.
+Each takes examples shaped as the model expects (see :func:`aekit.data.layout.to_shape`), in the data's own units
+(a run that standardizes does so inside its model), goes through the model in batches without gradients, and returns
+numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images. The jobs on files read their input in
+the one scale of :mod:`aekit.data.layout` and write outputs back in the input's layout and type.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import torch
 
 from aekit import codec, runs
 from aekit.atomic import atomic_write
-from aekit.data.files import as_shape, check_writable, read_examples, write_examples
+from aekit.data.files import Examples, check_intensities, check_writable, read_examples, write_examples
+from aekit.data.layout import to_shape
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelSpec
@@ -91,14 +94,33 @@ def _load(run_dir: str | Path, device: str) -> tuple[torch.nn.Module, ModelSpec]
     return runs.load(run_dir, resolve_device(device)), spec
 
 
+def _input(spec: ModelSpec, source: str | Path, shape: tuple[int, ...], what: str):
+    """The examples in ``source`` as the model takes them (shape ``shape``), the examples as read, and the function
+    that puts outputs back in their layout."""
+    examples = read_examples(source)
+    x, layout = to_shape(examples.x, shape, str(source), what)
+    if spec.likelihood == "bernoulli":
+        check_intensities(x, str(source))
+    return x, examples, layout
+
+
+def _images_out(spec: ModelSpec) -> bool:
+    """Whether the run's outputs can be written as 8-bit images (PNG, IDX): intensities, not standardized values."""
+    return len(spec.shape) == 3 and not spec.standardize
+
+
+def _write(out: str | Path, y: np.ndarray, examples: Examples, layout) -> None:
+    write_examples(out, y, examples.names, layout=layout, dtype=examples.dtype)
+
+
 def denoise_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
     """Write the run's denoising of the examples in ``source`` to ``out`` (see :mod:`aekit.data.files` for the
     formats); returns how many examples there were."""
     model, spec = _load(run_dir, device)
     _reconstructing(model, "denoise")
-    check_writable(out, image=len(spec.shape) == 3)
-    x, names = read_examples(source)
-    write_examples(out, denoise(model, as_shape(x, spec.shape, str(source), "the run denoises examples of")), names)
+    check_writable(out, image=_images_out(spec))
+    x, examples, layout = _input(spec, source, spec.shape, "the run denoises examples of")
+    _write(out, denoise(model, x), examples, layout)
     return len(x)
 
 
@@ -107,12 +129,11 @@ def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, devi
     model, spec = _load(run_dir, device)
     factor = _upscaler(model)
     channels, height, width = spec.shape
-    check_writable(out, image=True)
-    x, names = read_examples(source)
-    low = as_shape(x, (channels, height // factor, width // factor), str(source),
-                   f"the run upscales (to {height}x{width}) images of")
-    write_examples(out, upscale(model, low), names)
-    return len(x)
+    check_writable(out, image=_images_out(spec))
+    low, examples, layout = _input(spec, source, (channels, height // factor, width // factor),
+                                   f"the run upscales (to {height}x{width}) images of")
+    _write(out, upscale(model, low), examples, layout)
+    return len(low)
 
 
 def compress_files(run_dir: str | Path, source: str | Path, bits: int, out: str | Path, device: str = "cpu") -> int:
@@ -123,8 +144,8 @@ def compress_files(run_dir: str | Path, source: str | Path, bits: int, out: str 
     out = Path(out)
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
-    x, _ = read_examples(source)
-    data = compress(model, as_shape(x, spec.shape, str(source), "the run compresses examples of"), bits)
+    x, _, _ = _input(spec, source, spec.shape, "the run compresses examples of")
+    data = compress(model, x, bits)
     atomic_write(out, data)
     return len(data)
 
@@ -133,7 +154,7 @@ def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, d
     """Write the examples that the compressed file ``source`` stands for to ``out``; returns their number."""
     model, spec = _load(run_dir, device)
     _reconstructing(model, "decompress")
-    check_writable(out, image=len(spec.shape) == 3)
+    check_writable(out, image=_images_out(spec))
     try:
         data = Path(source).read_bytes()
     except OSError as error:

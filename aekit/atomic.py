@@ -1,42 +1,132 @@
-"""Writes that a crash cannot leave half done: a file, or a whole folder, appears complete or not at all."""
+"""Writes that a crash cannot leave half done: a file, or a whole folder, appears complete or not at all.
+
+A write that the file system refuses (a full disk, a file-size limit, a read-only folder, a file where a folder
+should be, ...) raises :class:`StorageError`, one line naming the path, the system's reason and the fix; whatever
+was half written is removed first.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
+from aekit.errors import AekitError
+
+# What the user can do about each refusal; others get the generic advice.
+_FIXES = {
+    errno.ENOSPC: "free space on that disk or choose another --out",
+    errno.EDQUOT: "free space within your quota or choose another --out",
+    # Python ignores SIGXFSZ, so a write past `ulimit -f` fails with EFBIG instead of killing the process.
+    errno.EFBIG: "raise the file-size limit (ulimit -f) or choose another --out",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "make it writable or choose another --out",
+    errno.EPERM: "make it writable or choose another --out",
+    errno.ENOTDIR: "part of the path is a file, not a folder; choose another --out",
+    errno.EEXIST: "a file is in the way of a folder; remove it or choose another --out",
+    errno.EISDIR: "a folder is in the way of a file; remove it or choose another --out",
+    errno.ENOENT: "its folder does not exist; create it or choose another --out",
+}
+# The refusals of a folder that can be read but not written.
+READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class StorageError(AekitError):
+    """The file system refused a write."""
+
+
+def storage_error(error: OSError, path: str | Path) -> StorageError:
+    """The user error for ``error``, met while writing ``path``."""
+    fix = _FIXES.get(error.errno, "check the path, its permissions and the free space, or choose another --out")
+    reason = error.strerror or str(error) or type(error).__name__
+    return StorageError(f"cannot write {path} ({reason}); {fix}")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path):
+    """Turn an OSError raised inside the block into a :class:`StorageError` naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        raise storage_error(error, path) from None
+
+
+def make_folder(path: str | Path) -> bool:
+    """Create the folder ``path`` and its parents where missing; returns whether this call created ``path``."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                return True
+            except FileExistsError:
+                # One look, so that a folder removed and made again by other processes meanwhile cannot read as
+                # a file in the way.
+                try:
+                    is_folder = stat.S_ISDIR(os.stat(path).st_mode)
+                except FileNotFoundError:
+                    continue  # removed since (a run that failed cleans up its folder): make it again
+                if is_folder:
+                    return False
+                raise
+
+
+def check_folder(path: str | Path) -> None:
+    """Refuse, before any work, a folder that cannot be made or written: ``path``, or else its nearest existing
+    ancestor, must be a folder this process may write in. (A full disk shows only when writing.)"""
+    path = Path(path)
+    # exists() is False below a file, so the walk stops at the file in the way.
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        code = errno.EEXIST if existing == path else errno.ENOTDIR
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        code = errno.EROFS if _read_only_mount(existing) else errno.EACCES
+    else:
+        return
+    raise storage_error(OSError(code, os.strerror(code)), path)
+
+
+def _read_only_mount(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, nothing in between."""
+    """Write ``data`` to ``path`` so that readers see the old content or the new, nothing in between; a refused
+    write raises :class:`StorageError` and leaves the old content."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's permissions
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @contextlib.contextmanager
 def atomic_folder(path: Path):
     """Yield a temporary folder beside ``path`` to fill; it is renamed to ``path`` (which must not exist) when the
-    block finishes, and removed if the block fails."""
+    block finishes, and removed if the block fails. A write refused in the block, or of the folder itself, raises
+    :class:`StorageError` naming ``path``."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        tmp.chmod(0o777 & ~_umask())
-        yield tmp
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(path):
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        try:
+            tmp.chmod(0o777 & ~_umask())
+            yield tmp
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _umask() -> int:

@@ -1,7 +1,8 @@
-"""The command line: ``aekit train | evaluate | export-projector | compare | demo``.
+"""The command line: ``aekit train | evaluate | export-projector | compare | pack | demo``.
 
-A user mistake (an :class:`AekitError`, a missing file, a bad option) ends in one line on stderr and exit status 2;
-an interrupt ends with 130 after saying how to resume.
+A user mistake (an :class:`AekitError`, a missing file, a bad option, a write the file system refuses) ends in one
+line on stderr and exit status 2; an interrupt ends with 130 after saying how to resume, where there is something to
+resume.
 """
 from __future__ import annotations
 
@@ -20,12 +21,17 @@ from aekit.models.aae import PRIORS
 from aekit.models.autoencoders import NOISE_KINDS
 from aekit.models.vae import OBJECTIVES
 from aekit.projector import MAX_POINTS
-from aekit.trainer import ON_NAN, PRECISIONS, SCHEDULES
+from aekit.trainer import DATA_ON, ON_NAN, PRECISIONS, SCHEDULES
 from aekit.workflow import DEFAULTS
 
 
 OUTPUTS = ("OUTPUT is a .npy file (float32, exact), an IDX file (.idx or -ubyte, optionally .gz; 8-bit) or a new "
            "folder of PNG images (named like INPUT's images).")
+
+
+_NO_STANDARDIZE = ("train on real values as they are; by default each feature of real-valued data (the squared-error "
+                   "loss) is standardized by its training-split mean and standard deviation inside the model, and "
+                   "results are given back in the data's own units")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -71,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; "
                        "--epochs may be raised, other settings must stay as they were")
     group = train.add_argument_group("data")
-    _option(group, "--dataset", f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row) "
-            "or a folder of PNG/JPEG images")
+    _option(group, "--dataset", f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row), "
+            "a folder of PNG/JPEG images, or a store made by `aekit pack` (it keeps the split it was packed with)")
     _option(group, "--data-dir", "for mnist: a folder holding the four IDX files instead of downloading them")
     _option(group, "--test-fraction", "share of examples held out as the test split where the source has none",
             type=float)
@@ -84,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
             "mlp and 32,64 for conv", type=_sizes)
     _option(group, "--loss", "reconstruction loss: auto (bce for binary-valued data, mse for real-valued), bce or mse",
             choices=("auto", "bce", "mse"))
+    group.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
+                       help=_NO_STANDARDIZE)
     _option(group, "--noise", "dae: the corruption", choices=NOISE_KINDS)
     _option(group, "--noise-level", "dae: noise standard deviation (gaussian) or share of elements hit", type=float)
     _option(group, "--dropout", "dropout-ae: dropout rate of the hidden layers", type=float)
@@ -114,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     _option(group, "--precision", "fp32, or bf16 autocast for the forward and backward passes", choices=PRECISIONS)
     _option(group, "--on-nan", "when the loss turns NaN or infinite: stop (keeping the last good checkpoint) or skip "
             "that update and count it (checks every step)", choices=ON_NAN)
+    _option(group, "--data-on", "where the data lives while training: device (both splits copied there, the fast "
+            "path), stream (batches read from the data's arrays, e.g. a memory-mapped store, by a background thread: "
+            "data of any size) or auto (device where both splits fit in half of its free memory); may change on "
+            "--resume", choices=DATA_ON)
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
     train.add_argument("--tensorboard", action="store_true", help="also log the losses and image grids of every "
@@ -173,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
               ("--seed", "seeds the weights, the data order and the split", {"type": int}))
     for flag, text, kwargs in shared:
         _option(compare, flag, text, **kwargs)
+    compare.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
+                         help=_NO_STANDARDIZE)
     compare.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     compare.add_argument("--no-progress", action="store_true", help="print only the result")
 
@@ -209,6 +223,28 @@ def build_parser() -> argparse.ArgumentParser:
                             "folder")
     decompress.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
 
+    pack = commands.add_parser(
+        "pack", help="pack a dataset once into a store: one memory-mapped array and a manifest",
+        description="Pack SOURCE (anything --dataset takes, or an IDX file) into the new folder STORE: examples.npy "
+        "(uint8 for 8-bit images, else float32; the training split's rows first), labels, the seeded split, "
+        "statistics and manifest.json (digests of every file and of the source). `aekit train --dataset STORE` then "
+        "reads it memory-mapped, whatever its size. Written atomically; the same source gives the same bytes.")
+    pack.add_argument("source", metavar="SOURCE", help="digits, mnist, a .npy/.npz/.csv file, an IDX file (.idx or "
+                      "-ubyte, optionally .gz) or a folder of PNG/JPEG images; with --verify, a store")
+    pack.add_argument("--out", metavar="STORE", help="the new folder to write the store to")
+    pack.add_argument("--workers", type=int, metavar="N", help="processes decoding images (default: the number of "
+                      "CPUs)")
+    pack.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seeds the train/test split, as train's "
+                      f"--seed does (default: {DEFAULTS['seed']})")
+    pack.add_argument("--test-fraction", type=float, default=DEFAULTS["test_fraction"], help="share of examples "
+                      f"held out as the test split where the source has none (default: {DEFAULTS['test_fraction']})")
+    pack.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (listed on stderr and in "
+                      "the manifest) instead of refusing the folder")
+    pack.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    pack.add_argument("--verify", action="store_true", help="check the store SOURCE, reading every byte (its full "
+                      "sha256), instead of packing")
+    pack.add_argument("--no-progress", action="store_true", help="print only the result")
+
     demo = commands.add_parser("demo", help="the main job: PCA, AE and VAE on digits, side by side",
                                description="Train PCA, an auto-encoder and a VAE on scikit-learn's digits at one code "
                                "size; write one figure of the same test digits reconstructed by each and a table of "
@@ -227,62 +263,21 @@ _NOT_OPTIONS = {"command", "out", "resume", "device", "no_progress", "tensorboar
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from aekit import workflow  # the heavy imports wait until the arguments are known to be good
-
     try:
-        if args.command == "train":
-            given = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None}
-            _, metrics = workflow.train_run(args.out, given, resume=args.resume, device=args.device,
-                                            progress=not args.no_progress, tensorboard=args.tensorboard)
-            if distributed.is_main():
-                print(json.dumps(metrics, indent=2))
-                print(f"run written to {args.out}", file=sys.stderr)
-        elif args.command == "evaluate":
-            print(json.dumps(workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device,
-                                                   nll_samples=args.nll_samples), indent=2))
-        elif args.command == "compare":
-            from aekit.compare import compare
-
-            given = {k: v for k, v in vars(args).items() if k not in _NOT_COMPARE_OPTIONS and v is not None}
-            print(compare(args.out, models=args.models, code_dims=args.code_dims or (args.code_dim,), options=given,
-                          runs_dir=args.runs, nll_samples=args.nll_samples, device=args.device,
-                          progress=not args.no_progress))
-            print(f"table: {args.out}/comparison.md and comparison.csv, figures: {args.out}/figures/",
-                  file=sys.stderr)
-        elif args.command == "export-projector":
-            folder = workflow.export_projector(args.run, args.out, split=args.split, max_points=args.max_points,
-                                               data_dir=args.data_dir, device=args.device)
-            print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`",
-                  file=sys.stderr)
-        elif args.command in ("denoise", "upscale"):
-            from aekit import apps
-
-            job = apps.denoise_files if args.command == "denoise" else apps.upscale_files
-            n = job(args.run, args.input, args.out, device=args.device)
-            print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
-        elif args.command == "compress":
-            from aekit import apps
-
-            size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device)
-            print(f"{size} bytes written to {args.out}", file=sys.stderr)
-        elif args.command == "decompress":
-            from aekit import apps
-
-            n = apps.decompress_files(args.run, args.file, args.out, device=args.device)
-            print(f"{n} examples written to {args.out}", file=sys.stderr)
-        elif args.command == "demo":
-            print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
-            print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)
+        _run(args)
     except AekitError as error:
         print(f"aekit: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # What aekit's own writes do not already name (they raise StorageError, an AekitError), e.g. a library's.
+        print(f"aekit: error: {error.filename or 'a file'}: {error.strerror or error}; check the path, its "
+              "permissions and the free space", file=sys.stderr)
         return 2
     except TrainingStopped as stop:
         print(f"aekit: {stop}", file=sys.stderr)
         return 128 + stop.signal_number
     except KeyboardInterrupt:
-        out = getattr(args, "out", None)
-        hint = f"; continue with `aekit train --resume --out {out}`" if args.command == "train" else ""
-        print(f"aekit: interrupted{hint}", file=sys.stderr)
+        print(f"aekit: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     else:
         # A rank that tore its gloo group down while another still used it could abort the other (SIGABRT).
@@ -290,3 +285,86 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         distributed.shutdown()
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The command ``args`` name; its result goes to stdout, what was written where to stderr."""
+    from aekit import workflow  # the heavy imports wait until the arguments are known to be good
+
+    if args.command == "train":
+        given = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None}
+        _, metrics = workflow.train_run(args.out, given, resume=args.resume, device=args.device,
+                                        progress=not args.no_progress, tensorboard=args.tensorboard)
+        if distributed.is_main():
+            print(json.dumps(metrics, indent=2))
+            print(f"run written to {args.out}", file=sys.stderr)
+    elif args.command == "evaluate":
+        print(json.dumps(workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device,
+                                               nll_samples=args.nll_samples), indent=2))
+    elif args.command == "compare":
+        from aekit.compare import compare
+
+        given = {k: v for k, v in vars(args).items() if k not in _NOT_COMPARE_OPTIONS and v is not None}
+        print(compare(args.out, models=args.models, code_dims=args.code_dims or (args.code_dim,), options=given,
+                      runs_dir=args.runs, nll_samples=args.nll_samples, device=args.device,
+                      progress=not args.no_progress))
+        print(f"table: {args.out}/comparison.md and comparison.csv, figures: {args.out}/figures/",
+              file=sys.stderr)
+    elif args.command == "export-projector":
+        folder = workflow.export_projector(args.run, args.out, split=args.split, max_points=args.max_points,
+                                           data_dir=args.data_dir, device=args.device)
+        print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`",
+              file=sys.stderr)
+    elif args.command in ("denoise", "upscale"):
+        from aekit import apps
+
+        job = apps.denoise_files if args.command == "denoise" else apps.upscale_files
+        n = job(args.run, args.input, args.out, device=args.device)
+        print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
+    elif args.command == "compress":
+        from aekit import apps
+
+        size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device)
+        print(f"{size} bytes written to {args.out}", file=sys.stderr)
+    elif args.command == "decompress":
+        from aekit import apps
+
+        n = apps.decompress_files(args.run, args.file, args.out, device=args.device)
+        print(f"{n} examples written to {args.out}", file=sys.stderr)
+    elif args.command == "pack":
+        _pack(args)
+    elif args.command == "demo":
+        print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
+        print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)
+
+
+def _pack(args: argparse.Namespace) -> None:
+    """``aekit pack``: a summary of the store to stdout, each image left out by --skip-bad to stderr."""
+    if args.verify:
+        if args.out is not None:
+            raise AekitError(f"--verify checks the store {args.source} and writes nothing; drop --out")
+        from aekit.data.store import verify_store
+
+        manifest = verify_store(args.source)
+    else:
+        if args.out is None:
+            raise AekitError("pack needs --out STORE, the new folder to write the store to")
+        from aekit.pack import pack
+
+        manifest = pack(args.source, args.out, workers=args.workers, seed=args.seed, test_fraction=args.test_fraction,
+                        skip_bad=args.skip_bad, data_dir=args.data_dir, progress=not args.no_progress,
+                        on_skip=lambda name, reason: print(f"aekit: skipped {name} ({reason})", file=sys.stderr))
+    summary = {key: manifest[key] for key in ("id", "n", "n_train", "n_test", "shape", "dtype", "scale", "skipped")}
+    print(json.dumps(summary, indent=2))
+    print(f"store {args.source} verified" if args.verify else f"store written to {args.out}", file=sys.stderr)
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to go on after an interrupted ``train``: resume where a checkpoint was written, else run it again."""
+    if args.command != "train":
+        return ""
+    from aekit.runs import holds_run
+
+    if holds_run(args.out):
+        return f"; continue with `aekit train --resume --out {args.out}`"
+    return "; no epoch had finished, so nothing was kept: run the same command again to start over"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from aekit import runs
+from aekit.atomic import check_folder, make_folder
 from aekit.data import Dataset
 from aekit.errors import AekitError, RunError
 from aekit.models import MODEL_NAMES, build_model, corrupt
@@ -28,9 +29,9 @@ from aekit.workflow import DEFAULTS, FIGURES, evaluate_run, load_data, showcase,
 ORDER = ("pca", "ae", "dae", "dropout-ae", "aae", "vae")
 LABELS = {"pca": "PCA", "ae": "AE", "dae": "DAE", "dropout-ae": "Dropout-AE", "aae": "AAE", "vae": "VAE"}
 # (metric, format, larger is better), in table order.
-METRICS = [("sse_per_example", ".3f", False), ("mse", ".5f", False), ("bce_per_example", ".2f", False),
-           ("neg_elbo", ".2f", False), ("knn_accuracy", ".3f", True), ("logreg_accuracy", ".3f", True),
-           ("train_seconds", ".1f", False), ("parameters", "d", False)]
+METRICS = [("sse_per_example", ".3f", False), ("mse", ".5f", False), ("r2", ".4f", True),
+           ("bce_per_example", ".2f", False), ("neg_elbo", ".2f", False), ("knn_accuracy", ".3f", True),
+           ("logreg_accuracy", ".3f", True), ("train_seconds", ".1f", False), ("parameters", "d", False)]
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
 _SPLIT = ("dataset", "seed", "test_fraction")
 
@@ -46,7 +47,7 @@ def compare(out: str | Path, *, models: tuple[str, ...] = ORDER, code_dims: tupl
     """
     out = Path(out)
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
-    given, dataset = _check(models, code_dims, dict(options or {}), nll_samples)
+    given, dataset = _check(models, code_dims, dict(options or {}), nll_samples, (out, runs_dir))
     plan = {(model, dim): _place(runs_dir, model, dim, given) for dim in code_dims for model in models}
     settings = {**DEFAULTS, **given}
 
@@ -82,7 +83,7 @@ def compare(out: str | Path, *, models: tuple[str, ...] = ORDER, code_dims: tupl
         columns.insert(4, (f"nll_is_{nll_samples}", ".2f", False))
     best = _best(rows, columns)
     table = _markdown(rows, columns, best, dataset, settings, code_dims, nll_samples)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     for dim, shown in pictures.items():
         name = "comparison.png" if len(code_dims) == 1 else f"comparison-{dim}.png"
         title = (f"{dataset.name} test set, code size {dim}: originals and each model's reconstruction"
@@ -102,8 +103,9 @@ def compare(out: str | Path, *, models: tuple[str, ...] = ORDER, code_dims: tupl
     return table
 
 
-def _check(models, code_dims, given: dict, nll_samples: int | None) -> tuple[dict, Dataset]:
-    """The options with the dataset path made absolute, and the data; raises before anything is written."""
+def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> tuple[dict, Dataset]:
+    """The options with the dataset path made absolute, and the data; raises before anything is written, also where
+    one of the ``folders`` to write cannot be."""
     problems = []
     unknown = [m for m in models if m not in MODEL_NAMES]
     if not models or unknown:
@@ -126,6 +128,8 @@ def _check(models, code_dims, given: dict, nll_samples: int | None) -> tuple[dic
     for dim in code_dims:
         for model in models:
             build_model(spec_for({**options, "model": model, "code_dim": dim}, dataset))
+    for folder in folders:
+        check_folder(folder)
     return given, dataset
 
 
@@ -145,13 +149,15 @@ def _place(runs_dir: Path, model: str, dim: int, given: dict) -> tuple[Path, boo
     if len(matches) > 1:
         raise RunError(f"{', '.join(map(str, matches))} all hold a {model} run of code size {dim} on this split; "
                        "keep one of them in the runs folder")
+    if matches and not runs.holds_run(matches[0]):
+        return matches[0], False  # what a run left that failed before its first checkpoint: train it there again
     if matches:
         if not (matches[0] / runs.METRICS).is_file():
             raise RunError(f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
                            f"--out {matches[0]}` or remove it")
         return matches[0], True
     folder = runs_dir / f"{model}-{dim}"
-    if folder.exists():
+    if runs.holds_run(folder):
         raise RunError(f"{folder} already holds something other than a {model} run of code size {dim} with these "
                        "settings; remove it or choose another --runs folder")
     return folder, False
@@ -199,8 +205,9 @@ def _markdown(rows, columns, best, dataset: Dataset, options: dict, code_dims, n
     header = (f"{dataset.name}: {len(dataset.x_train)} training and {len(dataset.x_test)} test examples of shape "
               f"{'x'.join(map(str, dataset.shape))}; code size {sizes}; {options['net']} networks, "
               f"{options['epochs']} epochs of batch {options['batch_size']} for the neural models (seed "
-              f"{options['seed']}).\n\nMetrics on the test split: squared error per example and per element, "
-              "cross-entropy per example (nats, Bernoulli models), the VAE's negative ELBO"
+              f"{options['seed']}).\n\nMetrics on the test split, in the data's own units: squared error per "
+              "example and per element, r2 (the mean over features of the coefficient of determination, "
+              "real-valued data), cross-entropy per example (nats, Bernoulli models), the VAE's negative ELBO"
               + (f" and importance-weighted NLL with {nll_samples} samples" if nll_samples else "")
               + ", accuracy of a 5-nearest-neighbour and a logistic-regression probe on the codes, training time "
               "(s) and parameter count. Best of each column (per code size) in bold: lowest error, time and size, "

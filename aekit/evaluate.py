@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
+from aekit.data.dataset import chunks
 from aekit.errors import AekitError
 from aekit.models import VAE, Bernoulli, log_importance_weights
-from aekit.models.base import device_of
+from aekit.models.base import device_of, float_batch, rows_tensor
 
 
 @torch.no_grad()
@@ -20,8 +21,8 @@ def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: i
     """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
     device, as a numpy array."""
     device, function = device_of(model), getattr(model, method)
-    return np.concatenate([function(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device))
-                           .cpu().numpy() for i in range(0, len(x), batch_size)])
+    return np.concatenate([function(float_batch(rows_tensor(x[i:i + batch_size])
+                                                .to(device))).cpu().numpy() for i in range(0, len(x), batch_size)])
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -32,25 +33,44 @@ def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.n
 @torch.no_grad()
 def reconstruction_metrics(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """sse_per_example (sum of squared errors), mse (per element) and, for a Bernoulli model, bce_per_example
-    (cross-entropy in nats) of the reconstructions decode(encode(x))."""
+    (cross-entropy in nats) of the reconstructions decode(encode(x)), in the data's own units (a model that
+    standardizes hands its reconstructions back unstandardized). For real-valued data (a Gaussian model) also r2:
+    the mean over features of 1 - SSE_f / SST_f, as scikit-learn's r2_score, which no feature's scale can dominate
+    (a constant feature counts 1 if reconstructed exactly, else 0)."""
     model.eval()
     device = device_of(model)
     bernoulli = getattr(model, "likelihood", None) is Bernoulli
     sse, bce = 0.0, 0.0
+    per_feature = {name: np.zeros(math.prod(x.shape[1:])) for name in ("sse", "sum", "squares")}
     for start in range(0, len(x), batch_size):
-        batch = torch.from_numpy(x[start:start + batch_size]).to(device)
+        batch = float_batch(rows_tensor(x[start:start + batch_size]).to(device))
         if bernoulli:
             logits = model.decoder(model.encode(batch))
             bce += Bernoulli.nll(logits, batch).sum().item()
             reconstruction = Bernoulli.mean(logits)
         else:
             reconstruction = model.reconstruct(batch)
-        sse += (reconstruction - batch).pow(2).sum().item()
+        errors = (reconstruction - batch).pow(2)
+        sse += errors.sum().item()
+        if not bernoulli:
+            values = batch.flatten(1).double()
+            per_feature["sse"] += errors.flatten(1).double().sum(0).cpu().numpy()
+            per_feature["sum"] += values.sum(0).cpu().numpy()
+            per_feature["squares"] += values.pow(2).sum(0).cpu().numpy()
     n, elements = len(x), math.prod(x.shape[1:])
     metrics = {"sse_per_example": sse / n, "mse": sse / (n * elements)}
     if bernoulli:
         metrics["bce_per_example"] = bce / n
+    else:
+        metrics["r2"] = _r2(per_feature["sse"], per_feature["squares"] - per_feature["sum"] ** 2 / n)
     return metrics
+
+
+def _r2(sse: np.ndarray, sst: np.ndarray) -> float:
+    """The mean over features of 1 - SSE / SST (1 for a constant feature reconstructed exactly, else 0)."""
+    constant = sst <= 1e-12 * np.maximum(sse, 1.0)
+    scores = np.where(constant, (sse == 0).astype(float), 1 - sse / np.where(constant, 1.0, sst))
+    return float(scores.mean())
 
 
 def probe_accuracies(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray,
@@ -76,11 +96,14 @@ def psnr(output: np.ndarray, clean: np.ndarray) -> float:
 
 def upscaling_psnr(model: torch.nn.Module, x: np.ndarray) -> dict[str, float]:
     """For a model trained to upscale by f: PSNR (dB) against ``x`` of its output from x downsampled by f
-    (``psnr_db``), and of the bicubic and nearest-neighbour enlargements of that downsampled x."""
-    output = in_batches(model, "reconstruct", x)
-    low = downsample(x, model.upscale_factor)
-    return {"psnr_db": psnr(output, x), "psnr_bicubic_db": psnr(upsample(low, model.upscale_factor, "bicubic"), x),
-            "psnr_nearest_db": psnr(upsample(low, model.upscale_factor, "nearest"), x)}
+    (``psnr_db``), and of the bicubic and nearest-neighbour enlargements of that downsampled x; a chunk at a time."""
+    factor, totals = model.upscale_factor, np.zeros(3)
+    for block in chunks(x):
+        low = downsample(block, factor)
+        outputs = (in_batches(model, "reconstruct", block), upsample(low, factor, "bicubic"),
+                   upsample(low, factor, "nearest"))
+        totals += [psnr(output, block) * len(block) for output in outputs]
+    return dict(zip(("psnr_db", "psnr_bicubic_db", "psnr_nearest_db"), (totals / len(x)).tolist()))
 
 
 def downsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -114,7 +137,8 @@ def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int =
     and is exact for any k when q(z|x) is the true posterior. Examples go ``batch_size`` at a time and their samples
     in chunks of at most ``max_rows`` decoded (example, sample) pairs, the log-sum-exp carried across chunks, so
     memory stays bounded whatever k. The samples come from a generator seeded with ``seed``: the same call gives
-    the same numbers. ``model`` needs ``posterior``, ``decoder`` and a likelihood with ``log_prob`` (a VAE).
+    the same numbers. ``model`` needs ``posterior``, ``decoder``, a likelihood with ``log_prob`` and ``standardize``
+    (a VAE; x is in the data's units, and the estimate is of their density).
     """
     if k < 1 or batch_size < 1 or max_rows < 1:
         raise AekitError(f"the number of importance samples ({k}), the batch size ({batch_size}) and max_rows "
@@ -122,11 +146,13 @@ def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int =
     was_training = model.training
     model.eval()
     device = device_of(model)
-    x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32), device=device)
+    if not isinstance(x, torch.Tensor):  # uint8 intensities stay 8-bit until a batch is on the device
+        x = rows_tensor(x if np.asarray(x).dtype == np.uint8 else np.asarray(x, np.float32))
     generator = torch.Generator(device).manual_seed(seed)
+    jacobian = float(model.standardize.log_scale_sum())
     nll, neg_elbo = [], []
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
+        batch = model.standardize(float_batch(x[start:start + batch_size].to(device)))
         per_chunk = max(1, min(k, max_rows // len(batch)))
         log_sum, weight_sum = None, 0.0
         for done in range(0, k, per_chunk):
@@ -134,8 +160,9 @@ def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int =
             chunk = torch.logsumexp(log_w, 0)
             log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
             weight_sum = weight_sum + log_w.sum(0)
-        nll.append((math.log(k) - log_sum).cpu())
-        neg_elbo.append((-weight_sum / k).cpu())
+        # Densities of standardized values, made densities of the data's own: log p(x) = log p(z) - sum log scale.
+        nll.append((math.log(k) - log_sum + jacobian).cpu())
+        neg_elbo.append((-weight_sum / k + jacobian).cpu())
     model.train(was_training)
     return LikelihoodEstimate(torch.cat(nll).numpy(), torch.cat(neg_elbo).numpy())
 
@@ -143,13 +170,15 @@ def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int =
 @torch.no_grad()
 def negative_elbo(model: VAE, x: np.ndarray, batch_size: int = 1024, seed: int = 0) -> float:
     """Mean over ``x`` of E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)) in nats, one seeded sample z per example: the
-    negative ELBO whatever the model was trained with (any beta, the iwae objective)."""
+    negative ELBO whatever the model was trained with (any beta, the iwae objective). Like the training loss, it
+    is taken of the standardized values where the model standardizes (and without the Gaussian's constant)."""
     model.eval()
     device = device_of(model)
     generator = torch.Generator(device).manual_seed(seed)
     total = 0.0
     for start in range(0, len(x), batch_size):
-        rec, kl = model.elbo_terms(torch.from_numpy(x[start:start + batch_size]).to(device), generator)
+        batch = float_batch(rows_tensor(x[start:start + batch_size]).to(device))
+        rec, kl = model.elbo_terms(model.standardize(batch), generator)
         total += (rec + kl).sum().item()
     return total / len(x)
 

@@ -1,8 +1,9 @@
 """A training step captured by hand as CUDA graphs: the alternative to torch.compile's "reduce-overhead" mode.
 
 Each batch shape (the full batch and the ragged last one) gets its own graph of the whole step: the trainer's gathering
-of the batch from the data on the device, every phase's forward, backward and optimizer update, and the tally of the
-losses, replayed in one launch after the batch's indices are copied into the graph's static input. It
+of the batch from the data on the device (or, where batches are streamed, nothing: the batch itself is the input),
+every phase's forward, backward and optimizer update, and the tally of the losses, replayed in one launch after the
+step's input (the batch's indices, or the batch) is copied into the graph's static input. It
 needs what CUDA graph capture needs: no synchronisation with the host inside the step, optimizers built with
 ``capturable=True`` and a learning rate that is a tensor on the device (the schedule updates it in place, so replays
 follow it), and random numbers from the default CUDA generator (captured graphs advance it on every replay).
@@ -33,6 +34,7 @@ class GraphedStep:
         self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor, object]] = {}
 
     def __call__(self, inputs: torch.Tensor):
+        """One step on ``inputs``: a batch's indices, or the batch itself (any type); one graph per shape."""
         shape = inputs.shape
         if shape in self.graphs:
             graph, static_inputs, static_output = self.graphs[shape]

@@ -10,8 +10,8 @@ import html
 import numbers
 from pathlib import Path
 
+from aekit.atomic import atomic_write
 from aekit.errors import RunError
-from aekit.runs import atomic_write
 
 REPORT = "report.html"
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from aekit.atomic import atomic_write, make_folder, writing
 from aekit.report import tile
-from aekit.runs import atomic_write
 
 TENSORS, METADATA, SPRITE, CONFIG = "tensors.tsv", "metadata.tsv", "sprite.png", "projector_config.pbtxt"
 MAX_POINTS = 10_000
@@ -29,9 +29,10 @@ def write_projector(folder: str | Path, codes: np.ndarray, labels: np.ndarray | 
                     images: np.ndarray | None = None, *, name: str = "codes") -> Path:
     """Write the projector files for ``codes`` (n, code_dim) into ``folder``; ``labels`` (n,) go into the metadata
     and ``images`` (n, channels, height, width) in [0, 1] into the sprite. Each file is written atomically, the
-    config last, so TensorBoard never reads a config whose files are missing. Returns the folder."""
+    config last, so TensorBoard never reads a config whose files are missing. Returns the folder; a write the file
+    system refuses raises :class:`aekit.atomic.StorageError`."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write(folder / TENSORS, _tsv(np.asarray(codes, dtype=np.float32), "%.7g"))
     index = np.arange(len(codes))
     if labels is None:
@@ -48,7 +49,8 @@ def write_projector(folder: str | Path, codes: np.ndarray, labels: np.ndarray | 
         config.append(f'  sprite {{\n    image_path: "{SPRITE}"\n    single_image_dim: {width}\n'
                       f"    single_image_dim: {height}\n  }}")
     else:
-        (folder / SPRITE).unlink(missing_ok=True)  # a sprite left from other data would not match these points
+        with writing(folder / SPRITE):
+            (folder / SPRITE).unlink(missing_ok=True)  # a sprite left from other data would not match these points
     atomic_write(folder / CONFIG, ("embeddings {\n" + "\n".join(config) + "\n}\n").encode())
     return folder
 

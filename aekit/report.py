@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aekit.runs import atomic_write  # noqa: E402
+from aekit.atomic import atomic_write, make_folder  # noqa: E402
 
 
 def save_rows(path: Path, rows: dict[str, np.ndarray], title: str, columns: list[str] | None = None) -> None:
@@ -31,12 +31,15 @@ def _save_mosaic(path: Path, groups: list[np.ndarray], columns: int, title: str,
                  column_labels: list[str] | None = None) -> None:
     """Groups of examples drawn as one picture (one image is far faster to lay out than an axes per example), each
     group starting a new row of ``columns`` cells, with white gaps between cells. Images (n, channels, height, width)
-    show their [0, 1] intensities; vectors (n, features) show as strips coloured on one scale shared by all."""
+    show their [0, 1] intensities (real-valued ones, on one scale shared by all); vectors (n, features) show as strips
+    coloured on one scale shared by all."""
     is_image = groups[0].ndim == 4
+    low, high = min(g.min() for g in groups), max(g.max() for g in groups)
     if is_image:
         cmap = "gray" if groups[0].shape[1] == 1 else None
+        if low < 0 or high > 1:  # real-valued images: one linear scale for all, rather than clipped to [0, 1]
+            groups = [(g - low) / ((high - low) or 1.0) for g in groups]
     else:
-        low, high = min(g.min() for g in groups), max(g.max() for g in groups)
         # Strips 4 pixels tall, so that gaps between rows stay thinner than the rows.
         groups = [np.repeat(((g - low) / ((high - low) or 1.0)).reshape(len(g), 1, 1, -1), 4, axis=2) for g in groups]
         cmap = "viridis"
@@ -81,7 +84,7 @@ def markdown_table(rows: list[dict], columns: list[str], formats: dict[str, str]
 
 def _save(fig, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # long row labels stay inside

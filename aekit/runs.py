@@ -6,7 +6,9 @@ old file or the new one, never half of one. Loading never unpickles: weights com
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -20,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from aekit.atomic import atomic_write
+from aekit.atomic import READ_ONLY, atomic_write, make_folder, storage_error
 from aekit.errors import RunError
 from aekit.models import ModelSpec, build_model
 
@@ -66,9 +68,7 @@ def load_checkpoint(path: Path) -> dict:
     """The loop state saved by the trainer; only tensors and plain containers are accepted (no pickled code), in
     the layout the trainer writes (see :func:`_loop_state_problem`)."""
     if not path.exists():
-        # The trainer writes one after every epoch: a run without one stopped before its first epoch ended.
-        raise RunError(f"{path.parent}: no {CHECKPOINT} to resume from, so no epoch finished; delete the folder and "
-                       "train again without --resume")
+        raise no_checkpoint(path.parent)
     problem = _archive_problem(path)
     if problem:
         raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
@@ -83,6 +83,14 @@ def load_checkpoint(path: Path) -> dict:
         raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
                        "again without --resume")
     return state
+
+
+def no_checkpoint(run_dir: Path) -> RunError:
+    """The refusal to resume a folder with no checkpoint."""
+    # The trainer writes one after every epoch: a run without one stopped before its first epoch ended, and the
+    # same command without --resume starts it again there (see holds_run); so does one in a fresh folder.
+    return RunError(f"{run_dir}: no {CHECKPOINT} to resume from, so no epoch finished; delete the folder and train "
+                    "again without --resume")
 
 
 def _archive_problem(path: Path) -> str | None:
@@ -198,56 +206,110 @@ def read_json(path: Path) -> dict:
 LOCK = ".lock"
 
 
-class RunLock:
-    """Keeps a second process from writing into the same run folder: ``.lock`` holds the owner's host and pid.
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run: a checkpoint, written when the first epoch (or a stop inside it) ends, or
+    the weights of a closed-form fit. A folder with no more than config.json is what a run left that failed or was
+    killed before that point: nothing in it can be resumed, so the same command may start the run there again."""
+    run_dir = Path(run_dir)
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / WEIGHTS).is_file()
 
-    A lock whose owner is gone (same host, no such process) is stale and taken over; a live owner's lock is refused
-    with a message naming it.
+
+class RunLock:
+    """Keeps a second process from writing into a run folder: an exclusive ``flock`` on ``.lock``, taken without
+    waiting; the kernel releases it when its owner exits, however it dies, so a lock is never stale.
+
+    A folder another process holds is refused with one line naming it and, where known, the holder ("host pid",
+    which the owner writes into the file for that message alone). ``create`` makes the folder where it is missing;
+    without it a missing folder is not locked (there is nothing to protect), and in a folder this process cannot
+    write ``writable`` becomes False: a lock file there is locked through a read-only descriptor, and where there
+    is none nothing is locked, as nothing can write there.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: str | Path, *, create: bool = True):
         self.path = Path(run_dir) / LOCK
+        self.create = create
         self.owner = f"{socket.gethostname()} {os.getpid()}"
+        self.created = False  # whether this lock made the folder
+        self.writable = True
+        self._fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+        folder = self.path.parent
+        # A folder removed by the process that held it (a run that failed before its first epoch cleans up) leaves
+        # our descriptor on a lock nobody else can see: take the lock again on the file the path now names.
+        for _ in range(100):
+            if self.create:
+                self.created = make_folder(folder) or self.created
+            elif not folder.is_dir():
+                return self
+            fd = self._open()
+            if fd is None and self.create:
+                continue  # the folder was removed between its making and the open: make it again
+            if fd is None:
+                return self
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None:
-                    raise RunError(f"{self.path.parent} is in use by process {holder}; wait for it to finish or "
-                                   "choose another --out") from None
-                self.path.unlink(missing_ok=True)  # stale: its owner died without cleaning up
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.owner + "\n")
-            return self
-        raise RunError(f"could not take the lock {self.path}; remove it if no aekit process uses that folder")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self._read()
+                raise RunError(f"{folder} is in use by {f'process {holder}' if holder else 'another process'}; "
+                               "wait for it to finish or choose another --out") from None
+            if self._names(fd):
+                self._fd = fd
+                self._claim()
+                return self
+            os.close(fd)
+        raise RunError(f"could not lock {self.path}: it keeps being removed; stop the other aekit processes using "
+                       f"{folder}")
 
     def __exit__(self, *exc):
-        if self._read() == self.owner:
-            self.path.unlink(missing_ok=True)
+        if self._fd is None:
+            return
+        # Unlinked while still held: a process that opened it meanwhile finds, once it holds it, that the path no
+        # longer names it, and locks afresh. Tidying only, so a failure to unlink is no error.
+        with contextlib.suppress(OSError):
+            if self.writable and self._names(self._fd):
+                self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def _open(self) -> int | None:
+        """A descriptor on the lock file, created where missing, or None where there is nothing to lock: the folder
+        is gone (without ``create``), or it cannot be written (``writable`` becomes False) and holds no lock file."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if self.create or error.errno not in READ_ONLY:
+                raise storage_error(error, self.path.parent) from None
+        self.writable = False
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock path still names the file open on ``fd``."""
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _claim(self) -> None:
+        """Write our "host pid" for the messages of processes refused meanwhile (not where read-only). Only those
+        messages read it, so a failure (a full disk) is no error: the next write of the run reports that."""
+        if self.writable:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, (self.owner + "\n").encode(), 0)
 
     def _read(self) -> str | None:
+        """The holder's "host pid", as one short line, or None where unknown."""
         try:
-            return self.path.read_text().strip()
+            with open(self.path, "rb") as file:
+                return " ".join(file.read(300).decode(errors="replace").split()) or None
         except OSError:
             return None
-
-    def _holder(self) -> str | None:
-        """The live owner ("host pid") of the lock, or None when the lock is stale or unreadable."""
-        text = self._read()
-        if not text:
-            return None
-        host, _, pid = text.rpartition(" ")
-        if host != socket.gethostname():
-            return text  # another machine's process: cannot tell whether it lives, so respect it
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
-            return None
-        except PermissionError:
-            pass  # alive, owned by another user
-        return text

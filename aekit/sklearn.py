@@ -3,7 +3,8 @@
 ``VariationalAutoEncoder(n_components=2).fit_transform(X)`` builds the model ``aekit train --model vae`` builds and
 trains it with the same trainer on the rows of X. Every estimator has ``fit``, ``transform`` (the code; the posterior
 mean for the VAE), ``inverse_transform`` (the decoder's mean, in the units of X), ``fit_transform``, ``score``
-(higher is better), ``get_feature_names_out`` and ``set_output``.
+(an average log-likelihood in nats, like PCA's; a lower bound on it for the VAE), ``get_feature_names_out`` and
+``set_output``.
 
 The loss: ``loss='auto'`` takes the cross-entropy (Bernoulli likelihood, sigmoid output) when every training value
 lies in [0, 1] and the sum of squared differences (Gaussian likelihood, linear output) otherwise; ``loss_`` records
@@ -25,10 +26,10 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_scalar,
 
 from aekit.data import Dataset
 from aekit.errors import AekitError
-from aekit.models import ModelSpec, build_model, choose_likelihood
+from aekit.models import VAE, ModelSpec, build_model, choose_likelihood, gaussian_kl
 from aekit.models.base import device_of
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
-from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
+from aekit.trainer import TrainSettings, resolve_device, train
 
 __all__ = ["AutoEncoder", "DenoisingAutoEncoder", "DropoutAutoEncoder", "AdversarialAutoEncoder",
            "VariationalAutoEncoder", "ParameterError"]
@@ -92,13 +93,35 @@ def _tensor(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     return torch.tensor(x, dtype=next(model.parameters()).dtype, device=device_of(model))
 
 
+@torch.no_grad()
+def _mean_log_likelihood(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, seed: int = 0) -> float:
+    """The mean over the rows of x of log p(x) in nats, in the model's units, with the likelihood's proper
+    log-density (``log_prob``, normalising constant included): log p(x | decoder(encoder(x))) for the deterministic
+    auto-encoders; for the VAE the ELBO, E_q[log p(x|z)] - KL(q(z|x) || N(0, I)), a lower bound on log p(x), with
+    one z per row drawn from a generator seeded with ``seed`` (the draw ``trainer.mean_loss`` makes)."""
+    model.eval()
+    generator = torch.Generator(x.device).manual_seed(seed)
+    total = 0.0
+    for batch in x.split(batch_size):
+        batch = model.training_input(batch)  # x as the model's loss sees it
+        if isinstance(model, VAE):
+            mu, logvar = model.posterior(batch)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            log_p = model.likelihood.log_prob(model.decoder(mu + eps * (0.5 * logvar).exp()), batch)
+            log_p = log_p - gaussian_kl(mu, logvar)
+        else:
+            log_p = model.likelihood.log_prob(model.decoder(model.encoder(batch)), batch)
+        total += log_p.sum().item()
+    return total / len(x)
+
+
 class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """What the five estimators share; each subclass names its model family and its own hyper-parameters.
 
     Parameters (shared)
     -------------------
     n_components : int, default=2
-        Size of the code.
+        Size of the code, at most the number of features (fit refuses more, as PCA does).
     hidden_layer_sizes : tuple of int, default=(256, 128)
         Widths of the encoder's hidden layers; the decoder mirrors them.
     loss : {'auto', 'bce', 'mse'}, default='auto'
@@ -185,16 +208,26 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return out.astype(codes.dtype)
 
     def score(self, X, y=None):
-        """Minus the mean loss per row of X, so higher is better: -sum of squared differences (of the standardized
-        features where ``scaler_`` is set) or -cross-entropy in nats for the deterministic auto-encoders; the ELBO,
-        -(E_q[-log p(x|z)] + KL(q(z|x) || N(0, I))), for the VAE, whatever its beta (one seeded sample of z per row).
+        """The average log-likelihood of the rows of X in nats, in the units of X, as ``PCA.score`` gives it (higher
+        is better).
+
+        Each row's log p(x) under the model's likelihood with its normalising constant: under 'bce' minus the
+        cross-entropy (a log-probability for binary X, not a normalised density for values between 0 and 1); under
+        'mse' the log-density of a Gaussian of mean the reconstruction and variance 1/2 per standardized feature,
+        minus sum(log(scaler_.scale_)) where ``scaler_`` is set (the change of variables back to the units of X).
+        The deterministic auto-encoders score log p(x | decoder(encoder(x))), the likelihood of x given its own code
+        (they have no prior over codes). The VAE scores the ELBO, E_q[log p(x|z)] - KL(q(z|x) || N(0, I)), whatever
+        its beta, with one seeded sample of z per row: a lower bound on the average log-likelihood, not the
+        log-likelihood itself.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))  # refuses cross-entropy outside [0, 1]
         model = _float64(self.model_)
-        parts = mean_loss(model, _tensor(model, self._model_input(X)))
-        return -(parts["reconstruction"] + parts.get("kl", 0.0))
+        log_likelihood = _mean_log_likelihood(model, _tensor(model, self._model_input(X)))
+        if self.scaler_ is not None:  # the density of X = the density of the standardized X / prod(scale_)
+            log_likelihood -= float(np.log(self.scaler_.scale_).sum())
+        return log_likelihood
 
     @property
     def _n_features_out(self) -> int:
@@ -224,6 +257,9 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def _spec(self, n_features: int, likelihood: str) -> ModelSpec:
         check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
+        if self.n_components > n_features:  # ModelSpec refuses it too, in the command line's words
+            raise ParameterError(f"n_components={self.n_components} is more than the {n_features} features of X; "
+                                 f"use an n_components of at most {n_features}, as for PCA")
         check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
         check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
         fields = {}
@@ -298,7 +334,7 @@ class AdversarialAutoEncoder(_BaseAutoEncoder):
 
 class VariationalAutoEncoder(_BaseAutoEncoder):
     """Variational auto-encoder: minimises E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)); transform gives the
-    posterior mean and score the ELBO.
+    posterior mean and score the ELBO, a lower bound on the average log-likelihood.
 
     beta : float, default=1.0
         Weight of the KL term. Other parameters: those of :class:`_BaseAutoEncoder`.

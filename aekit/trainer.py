@@ -1,18 +1,21 @@
 """One training loop for every model.
 
-The whole dataset lives on the training device as one tensor; an epoch is a seeded permutation cut into index
-batches. Each batch runs the model's phases in turn (one for most models; reconstruction, discriminator and
-generator for the adversarial auto-encoder), each with its own Adam. Losses accumulate on the device and are read
-once per logging interval, so the loop never waits on the device in between. After each epoch the test loss is
-measured and the checkpoint written atomically; ``resume=True`` continues from it with the same result as a run
-that was never interrupted (the RNG states and the data order are part of the checkpoint). SIGINT and SIGTERM stop
-after the current step with a checkpoint of the position inside the epoch, so even a stop mid-epoch resumes exactly.
+An epoch is a seeded permutation cut into batches, taken from a batch source (:mod:`aekit.batches`): the whole
+dataset on the training device (the step gathers its batch by indices), or streamed from the dataset's arrays (a
+memory map) by a background thread. Each batch runs the model's phases in turn (one for most models;
+reconstruction, discriminator and generator for the adversarial auto-encoder), each with its own Adam. Losses
+accumulate on the device and are read once per logging interval, so the loop never waits on the device in between.
+After each epoch the test loss is measured and the checkpoint written atomically; ``resume=True`` continues from it
+with the same result as a run that was never interrupted (the RNG states and the data order are part of the
+checkpoint). SIGINT and SIGTERM stop after the current step with a checkpoint of the position inside the epoch, so
+even a stop mid-epoch resumes exactly, with either batch source.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -24,10 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from aekit import distributed, runs
+from aekit.batches import DATA_ON, BatchSource, make_source
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
 from aekit.graphed import GraphedStep
 from aekit.models import Phase
+from aekit.models.base import device_of, float_batch, rows_tensor
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
@@ -42,7 +47,10 @@ class TrainSettings:
     capture torch.compile's generated kernels by hand, without its own graphs' bookkeeping on every call;
     ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32).
     ``on_nan="stop"`` ends the run when the loss turns NaN or infinite (read once per ``log_every`` steps);
-    ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss."""
+    ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss.
+    ``data_on`` says where the data lives while training (:mod:`aekit.batches`): "device" (both splits copied there,
+    each batch gathered inside the step), "stream" (batches gathered from the dataset's arrays, e.g. a memory map, by a
+    background thread) or "auto" (the device where both splits fit in half of its free memory)."""
 
     epochs: int = 20
     batch_size: int = 128
@@ -54,6 +62,7 @@ class TrainSettings:
     cuda_graph: bool = False
     precision: str = "fp32"
     on_nan: str = "stop"
+    data_on: str = "auto"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
@@ -66,6 +75,8 @@ class TrainSettings:
             raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
         if self.on_nan not in ON_NAN:
             raise AekitError(f"unknown NaN policy {self.on_nan!r}; use stop or skip")
+        if self.data_on not in DATA_ON:
+            raise AekitError(f"unknown data placement {self.data_on!r}; use auto, device or stream")
         if self.cuda_graph and self.on_nan == "skip":
             raise AekitError("--on-nan skip checks each step on the host, which a CUDA graph cannot; use --on-nan stop")
 
@@ -93,20 +104,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, seed: int = 0) -> dict[str, float]:
+def mean_loss(model: torch.nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 1024,
+              seed: int = 0) -> dict[str, float]:
     """The model's loss and its parts averaged over ``x`` in evaluation mode.
 
-    Randomness inside the loss (the VAE's sample) comes from a fixed seed on a forked RNG, so the figure is
-    reproducible and training's own random stream is left untouched.
+    ``x`` is a tensor, or an array (memory-mapped or not) whose blocks of ``batch_size`` rows are taken to the
+    model's device one at a time. Randomness inside the loss (the VAE's sample) comes from a fixed seed on a forked
+    RNG, so the figure is reproducible and training's own random stream is left untouched.
     """
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
-    devices = [x.device] if x.device.type == "cuda" else []
+    device = x.device if isinstance(x, torch.Tensor) else device_of(model)
+    devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
+            block = x[start:start + batch_size]
+            if not isinstance(block, torch.Tensor):
+                block = rows_tensor(block).to(device)
+            batch = float_batch(block)
             loss = model.loss(batch)
             for name, value in {"loss": loss.total, **loss.parts}.items():
                 sums[name] = sums.get(name, 0) + value * len(batch)
@@ -195,11 +212,14 @@ class _Loop:
             raise AekitError(f"batch size {settings.batch_size} is smaller than the {self.world} processes; "
                              "raise --batch-size")
         self.writes = out is not None and distributed.is_main()
-        self.x_train = torch.from_numpy(dataset.x_train).to(device)
-        self.x_test = torch.from_numpy(dataset.x_test).to(device) if test_each_epoch else None
         if settings.cuda_graph and (device.type != "cuda" or self.world > 1):
             raise AekitError(f"--cuda-graph needs one process on a CUDA device (this run: {self.world} on "
                              f"{device.type}); use --compile or drop it")
+        # Where the batches come from (aekit.batches): the splits on the device in their stored type (uint8
+        # intensities are 4x smaller than float32), or streamed from the dataset's arrays; made float inside the step.
+        self.placement: list[str] = []  # --data-on auto's choice and why, said when the run starts (after restore)
+        self.source: BatchSource = make_source(dataset, settings.data_on, device, settings.batch_size, self.rank,
+                                               self.world, test_each_epoch, self.placement.append)
         self.phases = model.phases()
         # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
         # torch.compile generates its own fused kernels from the default one, so it keeps that. A step replayed as a
@@ -209,10 +229,7 @@ class _Loop:
         self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, **self.adam_flags)
                            for phase in self.phases]
         self._tensor_learning_rates()
-        n, batch = len(self.x_train), settings.batch_size
-        self.steps_per_epoch = math.ceil(n / batch)
-        if self.world > 1 and n % batch and n % batch < self.world:
-            self.steps_per_epoch -= 1  # a last batch too small to give every rank an example is dropped
+        self.steps_per_epoch = self.source.steps_per_epoch
         self.total_steps = settings.epochs * self.steps_per_epoch
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._cosine(step))
                            if settings.schedule == "cosine" else None for opt in self.optimizers]
@@ -222,15 +239,18 @@ class _Loop:
         self.tally = _Tally(device)
         step = _step_function(self.phases, self.optimizers, settings, device, self.world)
 
-        def train_step(indices: torch.Tensor) -> bool:
-            """One step on the examples at ``indices``, tallied; False where on_nan="skip" dropped its update."""
-            parts = step(self.x_train[indices])
+        x_train = self.source.x_train  # on the device: the step gathers its batch; None: it is given the batch
+
+        def train_step(inputs: torch.Tensor) -> bool:
+            """One step on the examples at the indices ``inputs`` (or on the batch ``inputs``), tallied; False where
+            on_nan="skip" dropped its update."""
+            parts = step(float_batch(inputs if x_train is None else x_train[inputs]))
             if parts is None:
                 return False
             self.tally.add(parts)
             return True
 
-        # By hand, the gathering of the batch and the tally are captured with the step: one launch a step.
+        # By hand, the gathering of the batch (on the device) and the tally are captured with the step: one launch.
         # A compiled step compiles again once Adam's state exists (its second call); capture must follow the last.
         self.train_step = (GraphedStep(train_step, self.optimizers, warmup=5 if settings.compile else 3)
                            if settings.cuda_graph else train_step)
@@ -266,10 +286,16 @@ class _Loop:
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error!r}); "
                              "train again without --resume") from None
-        problem = self._position_problem()
+        problem = self.source.position_problem(self.position) if self.position is not None else None
         if problem is not None:
             raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({problem}); "
                              "train again without --resume")
+        if self.writes and self.history:
+            # A run that failed after its checkpoint may lack the weights and history of that epoch (save writes the
+            # checkpoint first); a stopped epoch's weights are not in it, but those of the epoch before it are saved.
+            if self.position is None:
+                runs.save_weights(self.model, self.out / runs.WEIGHTS)
+            runs.write_csv(self.out / runs.HISTORY, self.history)
 
     def _cosine(self, step: int) -> float:
         """The cosine schedule's factor of the learning rate after ``step`` steps: from 1 down to 0 over all the steps
@@ -287,30 +313,22 @@ class _Loop:
                 group["lr"] = (torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device).clone()
                                if captured else float(group["lr"]))
 
-    def _position_problem(self) -> str | None:
-        """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
-        if self.position is None:
-            return None
-        order, step, skipped = self.position["order"], self.position["step"], self.position["skipped"]
-        n = len(self.x_train)
-        if len(order) != n or not torch.equal(order.sort().values, torch.arange(n)):
-            return f"its data order is not a permutation of the {n} training examples"
-        if not 0 < step < self.steps_per_epoch or not 0 <= skipped <= step:
-            return f"it stopped at step {step} with {skipped} skipped, outside an epoch of {self.steps_per_epoch}"
-        return None
-
     def save(self, epoch_done: bool) -> None:
-        """Checkpoint (always) and, after a whole epoch, the weights and history; rank 0 only."""
+        """Checkpoint (always) and then, after a whole epoch, the weights and history; rank 0 only. The checkpoint
+        comes first: a write that fails after it leaves files that ``restore`` rewrites from it."""
         if not self.writes:
             return
+        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.state())
         if epoch_done:
             runs.save_weights(self.model, self.out / runs.WEIGHTS)
             runs.write_csv(self.out / runs.HISTORY, self.history)
-        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.state())
 
     def run(self, progress: bool, on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
         settings, world = self.settings, self.world
         self.model.train()
+        if progress and distributed.is_main():
+            for line in self.placement:
+                print(line, file=sys.stderr)
         done_steps = len(self.history) * self.steps_per_epoch + (self.position["step"] if self.position else 0)
         # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
         bar = tqdm(total=max(settings.epochs * self.steps_per_epoch - done_steps, 0), unit="step",
@@ -334,16 +352,22 @@ class _Loop:
                         bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
                     if on_epoch_end is not None:
                         on_epoch_end(record)
+                    if stop.signal_number is not None:
+                        # The last epoch too: what follows (evaluation, figures) waits for --resume.
+                        name = signal.Signals(stop.signal_number).name
+                        where = f"; continue with --resume from {self.out}" if self.out is not None else ""
+                        raise TrainingStopped(f"stopped by {name} after epoch {epoch} of {settings.epochs}{where}",
+                                              stop.signal_number)
         finally:
             bar.close()
         self.model.eval()
         return self.history
 
     def _epoch(self, epoch: int, bar, stop: _StopRequest) -> dict:
-        settings, device, batch = self.settings, self.device, self.settings.batch_size
+        settings, source = self.settings, self.source
         started = time.perf_counter()
         if self.position is None:
-            order = torch.randperm(len(self.x_train), generator=self.data_order)
+            order = source.order(self.data_order)
             first_step, saved_sums, skipped, spent = 0, {}, 0, 0.0
         else:
             position = self.position
@@ -351,45 +375,42 @@ class _Loop:
             saved_sums, skipped = position["sums"], position["skipped"]
         self.tally.start(first_step, saved_sums)
         sums = self.tally.sums
-        order_on_device = order.to(device)
-        for step in range(first_step, self.steps_per_epoch):
-            indices = order_on_device[step * batch:(step + 1) * batch][self.rank::self.world]
-            if not self.train_step(indices):
-                skipped += 1
-            for scheduler in self.schedulers:
-                if scheduler is not None:
-                    scheduler.step()
-            if (step + 1) % settings.log_every == 0 or step + 1 == self.steps_per_epoch:
-                _check_finite(self.tally.first_bad, epoch, self.out)
-                if "loss" in sums:
-                    bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1 - skipped):.4g}")
-            bar.update(1)
-            if stop.signal_number is not None and step + 1 < self.steps_per_epoch:
-                _check_finite(self.tally.first_bad, epoch, self.out)
-                self.position = {"step": step + 1, "order": order, "skipped": skipped,
-                                 "sums": {k: v.detach().cpu() for k, v in sums.items()},
-                                 "seconds": spent + time.perf_counter() - started}
-                self.save(epoch_done=False)
-                name = signal.Signals(stop.signal_number).name
-                where = f"; continue with --resume from {self.out}" if self.out is not None else ""
-                raise TrainingStopped(f"stopped by {name} after step {step + 1} of epoch {epoch}{where}",
-                                      stop.signal_number)
+        # The source's batches in the epoch's order from first_step on: indices (device) or batches (stream).
+        with contextlib.closing(source.batches(order, first_step)) as batches:
+            for step, inputs in enumerate(batches, start=first_step):
+                if not self.train_step(inputs):
+                    skipped += 1
+                for scheduler in self.schedulers:
+                    if scheduler is not None:
+                        scheduler.step()
+                if (step + 1) % settings.log_every == 0 or step + 1 == self.steps_per_epoch:
+                    _check_finite(self.tally.first_bad, epoch, self.out)
+                    if "loss" in sums:
+                        bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1 - skipped):.4g}")
+                bar.update(1)
+                if stop.signal_number is not None and step + 1 < self.steps_per_epoch:
+                    _check_finite(self.tally.first_bad, epoch, self.out)
+                    self.position = {"step": step + 1, "order": order, "skipped": skipped,
+                                     "sums": {k: v.detach().cpu() for k, v in sums.items()},
+                                     "seconds": spent + time.perf_counter() - started}
+                    self.save(epoch_done=False)
+                    name = signal.Signals(stop.signal_number).name
+                    where = f"; continue with --resume from {self.out}" if self.out is not None else ""
+                    raise TrainingStopped(f"stopped by {name} after step {step + 1} of epoch {epoch}{where}",
+                                          stop.signal_number)
         self.position = None
         applied = self.steps_per_epoch - skipped
         record = {"epoch": epoch, **{f"train_{k}": (v / max(applied, 1)).item() for k, v in sums.items()}}
         if settings.on_nan == "skip":
             record["skipped_steps"] = skipped
-        if self.x_test is not None:
-            record.update({f"test_{k}": v for k, v in mean_loss(self.model, self.x_test).items()})
+        if source.x_test is not None:
+            record.update({f"test_{k}": v for k, v in mean_loss(self.model, source.x_test).items()})
             if not math.isfinite(record["test_loss"]):
                 raise TrainingDiverged(f"the test loss became {record['test_loss']} after epoch {epoch}; "
                                        f"{_last_good(self.out)}; lower --lr or check the data")
         record["seconds"] = spent + time.perf_counter() - started
         self.history.append(record)
         self.save(epoch_done=True)
-        if stop.signal_number is not None and epoch < settings.epochs:
-            name = signal.Signals(stop.signal_number).name
-            raise TrainingStopped(f"stopped by {name} after epoch {epoch}; continue with --resume", stop.signal_number)
         return record
 
 
@@ -406,6 +427,9 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
     device = resolve_device(device) if isinstance(device, str) else device
     out = Path(out) if out is not None else None
     model.to(device)
+    standardize = getattr(model, "standardize", None)  # aekit's models have one; a model of the caller's may not
+    if standardize is not None and not resume:
+        standardize.fit(dataset.x_train)  # per-feature statistics of the training split (nothing when disabled)
     if getattr(model, "closed_form", False):
         return _fit_closed_form(model, dataset, out if distributed.is_main() else None, device)
     loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
@@ -413,8 +437,24 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
         loop.restore()
     # Dynamo keeps counting the compiled optimizer steps of earlier trainings (whose optimizers are gone) against its
     # recompile limit of 8: without lifting it, the 9th compiled training of a process would step uncompiled.
-    with torch._dynamo.utils.disable_cache_limit() if settings.compile else contextlib.nullcontext():
-        return loop.run(progress, on_epoch_end)
+    try:
+        with torch._dynamo.utils.disable_cache_limit() if settings.compile else contextlib.nullcontext():
+            return loop.run(progress, on_epoch_end)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error}{_likely_cause(model, dataset)}") from None
+
+
+def _likely_cause(model: torch.nn.Module, dataset: Dataset) -> str:
+    """What most likely made the loss diverge, where the data say: real values of very different or very large
+    scales fed to a model that does not standardize them."""
+    standardize = getattr(model, "standardize", None)
+    if dataset.binary or standardize is None or standardize.enabled:
+        return ""
+    low, high = dataset.value_range
+    if max(abs(low), abs(high)) < 1e3:
+        return ""
+    return (f" (likely cause: the data span [{low:.3g}, {high:.3g}] and the model does not standardize them; drop "
+            "--no-standardize, or rescale the data)")
 
 
 def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, device: torch.device, world: int):
@@ -477,10 +517,9 @@ def _last_good(out: Path | None) -> str:
 def _fit_closed_form(model, dataset: Dataset, out: Path | None, device: torch.device) -> list[dict]:
     started = time.perf_counter()
     model.fit(dataset.x_train)
-    x_train = torch.from_numpy(dataset.x_train).to(device)
-    x_test = torch.from_numpy(dataset.x_test).to(device)
-    record = {"epoch": 1, **{f"train_{k}": v for k, v in mean_loss(model, x_train).items()},
-              **{f"test_{k}": v for k, v in mean_loss(model, x_test).items()},
+    # The splits go to the device a block at a time (mean_loss takes arrays), never whole.
+    record = {"epoch": 1, **{f"train_{k}": v for k, v in mean_loss(model, dataset.x_train).items()},
+              **{f"test_{k}": v for k, v in mean_loss(model, dataset.x_test).items()},
               "seconds": time.perf_counter() - started}
     if out is not None:
         runs.save_weights(model, out / runs.WEIGHTS)

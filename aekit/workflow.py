@@ -7,7 +7,10 @@ and a run that fails before finishing an epoch leaves no folder behind.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import shutil
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,7 +18,9 @@ import numpy as np
 import torch
 
 from aekit import __version__, distributed, runs
+from aekit.atomic import check_folder
 from aekit.data import Dataset, load_dataset
+from aekit.data.dataset import as_float32
 from aekit.errors import AekitError, RunError
 from aekit.evaluate import codes, downsample, evaluate, upsample
 from aekit.html_report import REPORT, write_report
@@ -26,13 +31,18 @@ from aekit.report import markdown_table, save_codes, save_curves, save_grid, sav
 from aekit.tensorboard import TensorBoardLog
 from aekit.trainer import TrainSettings, resolve_device, train
 
-_MODEL_OPTIONS = {f.name: f.default for f in fields(ModelSpec) if f.name not in ("shape", "likelihood")}
+_MODEL_OPTIONS = {f.name: f.default for f in fields(ModelSpec) if f.name not in ("shape", "likelihood", "standardize")}
 _MODEL_OPTIONS["model"] = "ae"
 _TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
 _DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}
-DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", **_DATA_OPTIONS, **_TRAIN_OPTIONS}
+# standardize: real-valued data is standardized per feature inside the model (see aekit.models.standardize).
+DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", "standardize": True, **_DATA_OPTIONS, **_TRAIN_OPTIONS}
+# What a run made before an option existed was trained with, where that differs from the option's default now.
+BEFORE_THEIR_TIME = {"standardize": False}
+# The fewest optimizer steps an epoch should have: a default batch larger than the data allows is made smaller.
+MIN_STEPS_PER_EPOCH = 10
 # Options that may change when a run is resumed: they change how, not what, is trained.
-_RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan"}
+_RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan", "data_on"}
 # The ways of capturing the step exclude each other: naming one on resume replaces the saved one.
 _CAPTURES = {"compile", "cuda_graph"}
 FIGURES = "figures"
@@ -50,10 +60,20 @@ def load_data(options: dict) -> Dataset:
 
 def spec_for(options: dict, dataset: Dataset) -> ModelSpec:
     """The model spec of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
-    likelihood = choose_likelihood(options["loss"], dataset.binary, float(dataset.x_train.min()),
-                                   float(dataset.x_train.max()))
+    likelihood = choose_likelihood(options["loss"], dataset.binary, *dataset.value_range)
     return ModelSpec.from_dict({"shape": dataset.shape, "likelihood": likelihood,
+                                "standardize": bool(options["standardize"]) and likelihood == "gaussian",
                                 **{k: options[k] for k in _MODEL_OPTIONS}})
+
+
+def fit_batch(options: dict, given: dict, dataset: Dataset) -> dict:
+    """``options`` with a batch size that gives every epoch at least :data:`MIN_STEPS_PER_EPOCH` steps, where the
+    batch was left at its default: 200 examples at a batch of 128 would make 2 steps an epoch, too few for the model
+    to learn more than the mean. A batch size the user gave is kept."""
+    n = len(dataset.x_train)
+    if "batch_size" in given or math.ceil(n / options["batch_size"]) >= MIN_STEPS_PER_EPOCH:
+        return options
+    return {**options, "batch_size": max(1, n // MIN_STEPS_PER_EPOCH)}
 
 
 def _settings(options: dict) -> TrainSettings:
@@ -65,17 +85,24 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
     if unknown:
         raise AekitError(f"unknown options {sorted(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
     if not resume:
-        if (out / runs.CONFIG).exists() and not replace_config:
+        # A folder with no checkpoint holds nothing to resume (see runs.holds_run): the run starts there again.
+        if runs.holds_run(out) and not replace_config:
             raise RunError(f"{out} already holds a run; continue it with --resume or choose another --out")
         options = {**DEFAULTS, **given}
         if options["data_dir"] is None and Path(options["dataset"]).exists():
             options["dataset"] = str(Path(options["dataset"]).resolve())
         return options
     saved = runs.read_config(out).get("options")
+    if not runs.holds_run(out):
+        raise runs.no_checkpoint(out)
     if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
         raise RunError(f"{out / runs.CONFIG} has no usable options section; train the run again without --resume")
-    # Options added to aekit after the run was made keep their defaults, which are what it was trained with.
-    saved = {**DEFAULTS, **saved}
+    mistyped = _mistyped(saved)
+    if mistyped:
+        raise RunError(f"{out / runs.CONFIG}: saved options of the wrong kind: {', '.join(mistyped)}; restore the "
+                       "file or train the run again without --resume")
+    # Options added to aekit after the run was made take what it was trained with.
+    saved = {**DEFAULTS, **BEFORE_THEIR_TIME, **saved}
     changed = sorted(k for k, v in given.items() if k not in _RESUMABLE and _normal(v) != _normal(saved[k]))
     if changed:
         raise AekitError(f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
@@ -83,6 +110,30 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
     if given.keys() & _CAPTURES:
         saved.update(dict.fromkeys(_CAPTURES, False))
     return {**saved, **{k: given[k] for k in _RESUMABLE if k in given}}
+
+
+def _mistyped(options: dict) -> list[str]:
+    """Each saved option whose value is not of its kind, as "name 'value' (not a KIND)"."""
+    wrong = []
+    for name, value in options.items():
+        default = DEFAULTS[name]
+        if name in ("hidden", "discriminator_hidden"):
+            kind = "list of sizes"
+            fits = ((value is None and default is None)
+                    or (isinstance(value, list) and bool(value) and all(type(v) is int for v in value)))
+        elif default is None:
+            kind, fits = "path", value is None or isinstance(value, str)
+        elif isinstance(default, bool):
+            kind, fits = "true or false", isinstance(value, bool)
+        elif isinstance(default, float):
+            kind, fits = "number", type(value) in (int, float)
+        elif isinstance(default, int):
+            kind, fits = "whole number", type(value) is int
+        else:
+            kind, fits = "name", isinstance(value, str)
+        if not fits:
+            wrong.append(f"{name} {value!r:.40} (not a {kind})")
+    return wrong
 
 
 def _normal(value):
@@ -94,35 +145,39 @@ def train_run(out: str | Path, given: dict | None = None, *, resume: bool = Fals
     """Train (or resume) the run in ``out`` with the ``given`` options over :data:`DEFAULTS`.
 
     Writes config.json, the per-epoch checkpoint files, metrics.json, figures and report.html, and with
-    ``tensorboard`` a TensorBoard log in out/tensorboard; returns the model and metrics.
+    ``tensorboard`` a TensorBoard log in out/tensorboard; returns the model and metrics. The folder is locked before
+    anything in it is looked at (:class:`aekit.runs.RunLock`), so of several processes pointed at one ``out`` one
+    proceeds and the others are refused. A resume rewrites the weights and history from the checkpoint and then
+    writes the metrics, figures and report, so it also finishes a run whose epochs were done when it failed.
     """
     out = Path(out)
-    # torchrun relaunched the workers after a failure: continue from the last checkpoint, or start again if the
-    # failed attempt finished no epoch (its config.json is then ours to replace).
-    restarted = distributed.restarted()
-    if restarted:
-        resume = (out / runs.CHECKPOINT).exists()
-    options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
-    dataset = load_data(options)
-    spec = spec_for(options, dataset)
-    settings = _settings(options)
-    torch_device = resolve_device(device)
-    if distributed.launched_by_torchrun():
-        torch_device = distributed.init_from_env(torch_device)
-        # Every rank has validated the options before rank 0 writes the first file.
-        torch.distributed.barrier()
-    main = distributed.is_main()
-    torch.manual_seed(settings.seed)
-    np.random.seed(settings.seed)
-    model = build_model(spec)
-    # Made (and refused where TensorBoard is missing) before anything is written; rank 0 alone logs.
-    board = TensorBoardLog(out / TENSORBOARD) if tensorboard and main else None
-
-    created = not out.exists()
-    # One writer per run folder: a second process pointed at the same --out is refused (rank 0 holds the lock).
-    with runs.RunLock(out) if main else contextlib.nullcontext():
+    with _exclusive(out, create=not resume):
+        # torchrun relaunched the workers after a failure: continue from the last checkpoint, or start again if the
+        # failed attempt finished no epoch (its config.json is then ours to replace).
+        restarted = distributed.restarted()
+        if restarted:
+            resume = (out / runs.CHECKPOINT).exists()
+        options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
+        dataset = load_data(options)
+        if not resume:
+            options = fit_batch(options, dict(given or {}), dataset)
+        spec = spec_for(options, dataset)
+        if resume and runs.model_spec(runs.read_config(out), out) != spec:
+            raise RunError(f"{out / runs.CONFIG}: its model settings do not match its options; restore the file or "
+                           "train the run again without --resume")
+        settings = _settings(options)
+        torch_device = resolve_device(device)
+        if distributed.launched_by_torchrun():
+            torch_device = distributed.init_from_env(torch_device)
+            # Every rank has validated the options before rank 0 writes the first file.
+            torch.distributed.barrier()
+        main = distributed.is_main()
+        torch.manual_seed(settings.seed)
+        np.random.seed(settings.seed)
+        model = build_model(spec)
+        # Made (and refused where TensorBoard is missing) before anything is written; rank 0 alone logs.
+        board = TensorBoardLog(out / TENSORBOARD) if tensorboard and main else None
         if not resume and main:
-            out.mkdir(parents=True, exist_ok=True)
             runs.write_json(out / runs.CONFIG, {"aekit_version": __version__, "options": _jsonable(options),
                                                 "model": _jsonable(spec.to_dict())})
         try:
@@ -132,36 +187,58 @@ def train_run(out: str | Path, given: dict | None = None, *, resume: bool = Fals
         except BaseException:
             if board is not None:
                 board.close()
-            # Nothing finished: remove the folder we made rather than leave a run that cannot be loaded or resumed.
-            if main and created and not (out / runs.CHECKPOINT).exists() and not (out / runs.WEIGHTS).exists():
-                shutil.rmtree(out, ignore_errors=True)
             raise
         metrics = {"train_seconds": sum(r["seconds"] for r in history), "epochs": len(history),
                    "parameters": _parameters(model), "batch_size": settings.batch_size}
         if main:
             metrics = {**evaluate(model, dataset), **metrics}
-            runs.write_json(out / runs.METRICS, metrics)
             if board is not None:
                 _finish_board(board, model, dataset, history)
             write_figures(model, dataset, out / FIGURES, label=spec.model, history=history)
             write_run_report(out, metrics)
+            # Last: a run folder with metrics.json is a finished one (compare reuses it as it is).
+            runs.write_json(out / runs.METRICS, metrics)
     return model, metrics
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path, create: bool):
+    """Hold ``out``'s lock for the block; under torchrun rank 0 alone does (the ranks have not joined yet, so RANK
+    names it). A block that fails before the folder holds a run removes the folder if the lock made it, so a
+    mistake leaves nothing behind; elsewhere what is left is no run (runs.holds_run) and the same command retries."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with runs.RunLock(out, create=create) as lock:
+        try:
+            yield
+        except BaseException:
+            if lock.created and not runs.holds_run(out):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu",
                  nll_samples: int | None = None) -> dict:
-    """The metrics of a trained run on its test split, also written to its metrics.json; with ``nll_samples`` = k
-    also the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (estimates from earlier calls are kept)."""
+    """The metrics of a trained run on its test split, also written to its metrics.json and report.html; with
+    ``nll_samples`` = k also the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (estimates from earlier calls
+    are kept). A run that another process holds (a training) is refused; in a read-only run folder the metrics are
+    returned without writing, which a line on stderr says."""
     run_dir = Path(run_dir)
-    model, dataset = _load_run(run_dir, data_dir, device)
-    previous = {}
-    if (run_dir / runs.METRICS).exists():
-        previous = {k: v for k, v in runs.read_json(run_dir / runs.METRICS).items()
-                    if k in ("train_seconds", "epochs", "parameters") or k.startswith("nll_is_")}
-    fresh = evaluate(model, dataset, nll_samples)
-    metrics = {**fresh, **{k: v for k, v in previous.items() if k not in fresh}}
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    write_run_report(run_dir, metrics)
+    with runs.RunLock(run_dir, create=False) as lock:
+        model, dataset = _load_run(run_dir, data_dir, device)
+        previous = {}
+        if (run_dir / runs.METRICS).exists():
+            previous = {k: v for k, v in runs.read_json(run_dir / runs.METRICS).items()
+                        if k in ("train_seconds", "epochs", "parameters") or k.startswith("nll_is_")}
+        fresh = evaluate(model, dataset, nll_samples)
+        metrics = {**fresh, **{k: v for k, v in previous.items() if k not in fresh}}
+        if lock.writable:
+            runs.write_json(run_dir / runs.METRICS, metrics)
+            write_run_report(run_dir, metrics)
+        else:
+            print(f"aekit: {run_dir} is read-only, so its {runs.METRICS} and {REPORT} were left as they were",
+                  file=sys.stderr)
     return metrics
 
 
@@ -182,23 +259,27 @@ def _load_run(run_dir: Path, data_dir: str | None, device: str) -> tuple[torch.n
 def export_projector(run_dir: str | Path, out: str | Path | None = None, *, split: str = "test",
                      max_points: int = MAX_POINTS, data_dir: str | None = None, device: str = "cpu") -> Path:
     """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
-    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder."""
+    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder. A run
+    that another process holds (a training) is refused."""
     run_dir = Path(run_dir)
     if split not in ("test", "train"):
         raise AekitError(f"unknown split {split!r}; use test or train")
     if max_points < 1:
         raise AekitError(f"--max-points {max_points} must be at least 1")
-    model, dataset = _load_run(run_dir, data_dir, device)
-    x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
-    y = dataset.y_test if split == "test" else dataset.y_train
-    return write_projector(run_dir / PROJECTOR if out is None else out, codes(model, x),
-                           None if y is None else y[:max_points], x if dataset.is_image else None,
-                           name=f"{split}_codes")
+    folder = run_dir / PROJECTOR if out is None else Path(out)
+    check_folder(folder)
+    with runs.RunLock(run_dir, create=False):
+        model, dataset = _load_run(run_dir, data_dir, device)
+        x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
+        y = dataset.y_test if split == "test" else dataset.y_train
+        return write_projector(folder, codes(model, x), None if y is None else y[:max_points],
+                               as_float32(x) if dataset.is_image else None, name=f"{split}_codes")
 
 
 def showcase(dataset: Dataset) -> np.ndarray:
-    """The test examples shown in figures: the first of each class where there are labels, else the first ten."""
-    return dataset.x_test[_showcase_index(dataset)]
+    """The test examples shown in figures: the first of each class where there are labels, else the first ten (as
+    float32, uint8 intensities / 255)."""
+    return as_float32(dataset.x_test[_showcase_index(dataset)])
 
 
 def _showcase_index(dataset: Dataset) -> np.ndarray:
@@ -284,10 +365,11 @@ def _interpolations(model: torch.nn.Module, dataset: Dataset, starts: np.ndarray
     x = dataset.x_test
     t = np.linspace(0, 1, steps, dtype=np.float32)
     z_start, z_end = codes(model, x[starts]), codes(model, x[ends])
+    first, last = as_float32(x[starts]), as_float32(x[ends])
     path = z_start[:, None] + t[None, :, None] * (z_end - z_start)[:, None]
     decoded = model.decode(path.reshape(-1, path.shape[-1])).reshape(len(starts), steps, *dataset.shape)
     names = dataset.y_test if dataset.y_test is not None else [f"#{i}" for i in range(len(x))]
-    return ({f"{names[a]} \u2192 {names[b]}": np.concatenate([x[a:a + 1], decoded[i], x[b:b + 1]])
+    return ({f"{names[a]} \u2192 {names[b]}": np.concatenate([first[i:i + 1], decoded[i], last[i:i + 1]])
              for i, (a, b) in enumerate(zip(starts, ends))}, t)
 
 
@@ -329,7 +411,7 @@ def _finish_board(board: TensorBoardLog, model: torch.nn.Module, dataset: Datase
             board.log_epoch(history[-1], _grids(model, dataset))
         x = dataset.x_test[:MAX_POINTS]
         board.log_embedding(codes(model, x), None if dataset.y_test is None else dataset.y_test[:MAX_POINTS],
-                            x if dataset.is_image else None)
+                            as_float32(x) if dataset.is_image else None)
     finally:
         board.close()
 
@@ -338,8 +420,9 @@ def demo(out: str | Path, *, code_dim: int = 10, epochs: int = 100, progress: bo
     """The main job: PCA, an auto-encoder and a VAE on ``digits`` at one code size; one figure of the same test
     digits reconstructed by each, and a table of their test metrics. Returns the table (Markdown)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise RunError(f"{out} is not empty; remove it or choose another --out")
+    check_folder(out)
     dataset = load_dataset("digits")
     originals = showcase(dataset)
     rows, reconstructions = [], {"original": originals}

@@ -38,8 +38,8 @@ if wants speed; then
     timeout 50 python3 bench/eval_speed.py --data-dir "$data" 2>&1 | tee -a "$out/speed.log"
 fi
 if wants tests; then
-    timeout 140 python3 -m pytest -v --tb=short -p no:cacheprovider tests/test_parallel_and_precision.py \
-        -k "cuda or captured" 2>&1 | grep -v "^W[0-9]" | tee "$out/tests.log"
+    timeout 200 python3 -m pytest -v --tb=short -p no:cacheprovider tests/test_parallel_and_precision.py \
+        tests/test_batches.py -k "cuda or captured" 2>&1 | grep -v "^W[0-9]" | tee "$out/tests.log"
 fi
 
 # The quality run uses STEP, else the step that train_speed found fastest (its line "aekit: aekit-STEP ..."), else

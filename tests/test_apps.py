@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from aekit import apps, codec, runs
 from aekit.cli import main
-from aekit.data.files import as_shape, read_examples, write_examples
+from aekit.data.files import read_examples, write_examples
+from aekit.data.layout import to_shape
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import downsample, evaluate, psnr, upsample
 from aekit.models import ModelSpec, build_model, corrupt
@@ -199,15 +200,17 @@ def test_example_files_round_trip(tmp_path, digits):
         write_examples(tmp_path / name, x)
         assert np.array_equal(read_examples(tmp_path / name)[0], pixels[:, 0])
     write_examples(tmp_path / "pngs", x, [f"class{i % 3}/img{i}.jpg" for i in range(12)])
-    back, names = read_examples(tmp_path / "pngs")
+    back, names, _ = read_examples(tmp_path / "pngs")
     assert names == sorted(f"class{i % 3}/img{i}.png" for i in range(12))
     order = [int(n.split("img")[1].split(".")[0]) for n in names]
     assert np.array_equal(back, pixels[order])
     with pytest.raises(DataError, match="already exists"):
         write_examples(tmp_path / "pngs", x)
-    assert as_shape(x.reshape(12, 64), digits.shape, "s").shape == (12, 1, 8, 8)
+    for layout in (x.reshape(12, 64), x[:, 0], x.transpose(0, 2, 3, 1)):  # flat, no channel axis, channels last
+        shaped, back_to_layout = to_shape(layout, digits.shape, "s")
+        assert np.array_equal(shaped, x) and np.array_equal(back_to_layout(shaped), layout)
     with pytest.raises(DataError, match="size 7x7 .* expects 8x8"):
-        as_shape(np.zeros((2, 7, 7), np.float32), digits.shape, "s", "the run expects")
+        to_shape(np.zeros((2, 7, 7), np.float32), digits.shape, "s", "the run expects")
 
 
 def _cli(*args):
@@ -279,4 +282,22 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(runs_dir, inputs, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert re.search(expected, err), err
+    assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", ["forged-ubyte.gz", "forged-ubyte"])
+@pytest.mark.parametrize("command", [["denoise"], ["compress", "--bits", 6]])
+def test_an_idx_input_whose_header_lies_about_its_size_is_one_line_exit_2(runs_dir, tmp_path, capsys, name, command):
+    # A 137 GB promise (10^9 images of 137 bytes) in a file of a few dozen bytes: MemoryError from gzip before.
+    import gzip
+
+    data = bytes([0, 0, 8, 2]) + (10**9).to_bytes(4, "big") + (137).to_bytes(4, "big") + bytes(64)
+    (tmp_path / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+    before = set(tmp_path.iterdir())
+    capsys.readouterr()
+    out = tmp_path / ("out.npy" if command[0] == "denoise" else "out.aekc")
+    assert _cli(command[0], runs_dir / "dae", tmp_path / name, *command[1:], "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aekit: error: ") and "Traceback" not in err, err
+    assert name in err and "137000000012 bytes" in err, err
     assert set(tmp_path.iterdir()) == before

@@ -17,6 +17,7 @@ from PIL import Image
 
 from aekit.data import load_dataset
 from aekit.data.arrays import load_array_file
+from aekit.data.dataset import IndexedRows, as_float32, split_indices
 from aekit.data.idx import read_idx, read_idx_file
 from aekit.data.images import load_image_folder
 from aekit.data.mnist import SHA256, load_mnist
@@ -236,12 +237,31 @@ def test_npy(tmp_path):
     np.testing.assert_allclose(together[np.argsort(together[:, 0])], x.astype(np.float32))
 
 
-def test_npy_flattens_each_example(tmp_path):
+def test_image_shaped_arrays_stay_images_and_other_shapes_are_flattened(tmp_path):
     x = np.arange(10 * 2 * 3, dtype=np.int16).reshape(10, 2, 3)
     np.save(tmp_path / "x.npy", x)
     data = load_array_file(tmp_path / "x.npy", seed=0, test_fraction=0.3)
-    assert data.shape == (6,) and len(data.x_test) == 3
-    assert sorted(data.x_train[:, 0].tolist() + data.x_test[:, 0].tolist()) == list(range(0, 60, 6))
+    assert data.shape == (1, 2, 3) and data.is_image and len(data.x_test) == 3 and not data.binary
+    assert sorted(data.x_train[:, 0, 0, 0].tolist() + data.x_test[:, 0, 0, 0].tolist()) == list(range(0, 60, 6))
+    channels_last = np.random.default_rng(0).random((10, 4, 5, 3), dtype=np.float32)
+    np.save(tmp_path / "rgb.npy", channels_last)
+    data = load_array_file(tmp_path / "rgb.npy", seed=0, test_fraction=0.3)
+    assert data.shape == (3, 4, 5)
+    assert any(np.array_equal(data.x_test[0], image.transpose(2, 0, 1)) for image in channels_last)
+    np.save(tmp_path / "deep.npy", np.zeros((10, 2, 3, 4, 5), np.float32))
+    assert load_array_file(tmp_path / "deep.npy", seed=0, test_fraction=0.3).shape == (120,)
+
+
+def test_a_uint8_array_is_read_as_intensities_as_the_apps_read_it(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", pixels)
+    data = load_array_file(tmp_path / "u8.npy", seed=0, test_fraction=0.25)
+    assert data.binary and data.shape == (1, 6, 6) and data.value_range[1] <= 1
+    from aekit.data.files import read_examples
+
+    as_the_apps_read_it = read_examples(tmp_path / "u8.npy").x
+    assert all(any(np.array_equal(row[0], image) for image in as_the_apps_read_it)
+               for row in as_float32(data.x_test))
 
 
 def test_npz_pre_split(tmp_path):
@@ -430,3 +450,19 @@ def test_a_gzipped_idx_file_is_inflated_no_further_than_its_header_promises(tmp_
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20, peak
+
+
+def test_a_uint8_or_float32_npy_is_memory_mapped_and_split_without_a_copy(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, x in (("u8.npy", rng.integers(0, 256, (50, 4, 4), dtype=np.uint8)),
+                    ("f32.npy", rng.normal(size=(50, 6)).astype(np.float32))):
+        np.save(tmp_path / name, x)
+        data = load_array_file(tmp_path / name, seed=3, test_fraction=0.2)
+        assert isinstance(data.x_train, IndexedRows) and isinstance(data.x_train.base, np.memmap)
+        assert data.x_train.dtype == x.dtype and data.x_train.nbytes == 40 * x[0].nbytes
+        train, test = split_indices(50, seed=3, test_fraction=0.2)  # the split load_dataset has always made
+        flat = x.reshape(50, *data.shape)
+        np.testing.assert_array_equal(np.asarray(data.x_train), flat[train])
+        np.testing.assert_array_equal(data.x_test[[2, 0, 1]], flat[test[[2, 0, 1]]])
+    np.save(tmp_path / "f64.npy", rng.normal(size=(50, 6)))  # another type is read whole, as float32
+    assert load_array_file(tmp_path / "f64.npy", seed=3, test_fraction=0.2).x_train.dtype == np.float32

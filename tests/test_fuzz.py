@@ -779,3 +779,71 @@ def compressed(digits):
 def test_compressed_files(compressed, data):
     model, valid = compressed
     check_compressed(model, data.draw(compressed_files(valid)))
+
+
+# ---------------------------------------------------------------- IDX headers that promise more than the file holds
+
+def _idx_header(code: int, *dims: int) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def _traced_peak(read, *args):
+    """``read(*args)`` under the memory cap of :func:`outcome`, and the most memory Python allocated meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = outcome(read, *args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dims, code, claimed", [
+    ((10**9, 137), 0x08, 137 * 10**9 + 12),  # 137 GB: a MemoryError from gzip before
+    ((2**32 - 1, 2**32 - 1), 0x0E, 8 * (2**32 - 1) ** 2 + 12),  # past int64: an OverflowError from gzip before
+    ((2**32 - 1,) * 4, 0x0E, 8 * (2**32 - 1) ** 4 + 20),  # past any machine integer
+])
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_an_idx_header_promising_more_than_the_file_holds_is_refused_before_allocation(tmp_path, dims, code, claimed,
+                                                                                        gzipped):
+    data = _idx_header(code, *dims) + bytes(range(100))
+    path = tmp_path / ("forged-ubyte.gz" if gzipped else "forged-ubyte")
+    path.write_bytes(gzip.compress(data, mtime=0) if gzipped else data)
+    error, peak = _traced_peak(read_idx_file, path)
+    assert isinstance(error, DataError), error
+    expected = ("more than deflate's maximum ratio of 1032:1" if gzipped else "is truncated")
+    assert f"promises {claimed} bytes" in str(error) or f"promises: {claimed} bytes" in str(error), error
+    assert expected in str(error), error
+    assert peak < 2**20, peak
+
+
+def test_a_plain_idx_file_is_measured_before_it_is_read(tmp_path):
+    # 64 MiB of trailing zeros behind a header promising 2x3 bytes: refused from the file's size alone.
+    path = tmp_path / "long-ubyte"
+    with path.open("wb") as file:
+        file.write(_idx_header(0x08, 2, 3) + bytes(6))
+        file.truncate(12 + 6 + (64 << 20))
+    error, peak = _traced_peak(read_idx_file, path)
+    assert isinstance(error, DataError) and f"{64 << 20} trailing bytes after the 18" in str(error), error
+    assert peak < 2**20, peak
+
+
+def test_a_gzipped_idx_file_within_deflate_s_ratio_is_inflated_in_bounded_chunks(tmp_path, monkeypatch):
+    from aekit.data import idx
+
+    asked = []
+    read = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, "read", lambda self, size=-1: asked.append(size) or read(self, size))
+    # 8 MiB of zeros compress about 1000:1, near deflate's limit: a real file, read whole.
+    zeros = tmp_path / "zeros-ubyte.gz"
+    zeros.write_bytes(gzip.compress(_idx_header(0x08, 2048, 4096) + bytes(2048 * 4096), compresslevel=9, mtime=0))
+    assert (read_idx_file(zeros) == 0).all()
+    assert asked and max(asked) <= idx.CHUNK_SIZE and -1 not in asked, asked
+    # A header promising about 500 times the compressed size, within the ratio, over a few bytes: truncated, and
+    # only what came out was held.
+    short = tmp_path / "short-ubyte.gz"
+    short.write_bytes(gzip.compress(_idx_header(0x08, 500, 30) + bytes(10), mtime=0))
+    error, peak = _traced_peak(read_idx_file, short)
+    assert isinstance(error, DataError) and "is truncated: the header promises 15012 bytes" in str(error), error
+    assert peak < 2**20, peak

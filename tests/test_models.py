@@ -58,11 +58,11 @@ def test_vae_loss_is_reconstruction_plus_beta_kl():
 def test_likelihoods_are_cross_entropy_and_squared_error():
     x = torch.tensor([[0.0, 1.0, 0.25]])
     out = torch.tensor([[0.5, -1.0, 2.0]])
-    bce = build_model(ModelSpec("ae", (3,), likelihood="bernoulli", hidden=(2,))).likelihood
+    bce = build_model(ModelSpec("ae", (3,), code_dim=2, likelihood="bernoulli", hidden=(2,))).likelihood
     p = torch.sigmoid(out)
     torch.testing.assert_close(bce.nll(out, x), -(x * p.log() + (1 - x) * (1 - p).log()).sum(1))
     torch.testing.assert_close(bce.mean(out), p)
-    gaussian = build_model(ModelSpec("ae", (3,), likelihood="gaussian", hidden=(2,))).likelihood
+    gaussian = build_model(ModelSpec("ae", (3,), code_dim=2, likelihood="gaussian", hidden=(2,))).likelihood
     torch.testing.assert_close(gaussian.nll(out, x), ((out - x) ** 2).sum(1))
     torch.testing.assert_close(gaussian.mean(out), out)
 
@@ -189,6 +189,27 @@ def test_model_spec_rejects_bad_settings_with_one_clear_message():
         build_model(ModelSpec("ae", (64,), net="conv"))
     spec = ModelSpec("vae", (1, 8, 8), code_dim=3)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("shape", [(12,), (1, 3, 4)], ids=["flat", "image"])
+@pytest.mark.parametrize("model_name", ["ae", "vae", "pca"])
+def test_a_code_larger_than_one_example_is_refused_naming_both_sizes_and_the_fix(model_name, shape):
+    with pytest.raises(AekitError, match=r"^[^;]*\b13\b[^;]*\b12\b[^;]*; use a --code-dim of at most 12$"):
+        ModelSpec(model_name, shape, code_dim=13)
+    spec = ModelSpec(model_name, shape, code_dim=12)  # as large as the input: accepted, as PCA keeps all components
+    model = build_model(spec)
+    x = torch.rand(20, *shape)
+    if model_name == "pca":
+        model.fit(x.numpy())
+    assert model.encode(x).shape == (20, 12) and model.reconstruct(x).shape == x.shape
+
+
+def test_pca_refuses_more_components_than_features_as_every_family_does():
+    with pytest.raises(AekitError, match="^PCA cannot keep 65 components of 64 features; use a --code-dim of at "
+                                         "most 64$"):
+        ModelSpec("pca", (1, 8, 8), code_dim=65)
+    with pytest.raises(AekitError, match="a code of 65 values is larger than the 64 values of one example"):
+        ModelSpec("dae", (1, 8, 8), code_dim=65)
 
 
 def test_vae_samples_decode_prior_draws():

@@ -14,6 +14,7 @@ from aekit.data.binarize import binarize, binarized
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import evaluate, importance_weighted_nll, negative_elbo, reconstruction_metrics
 from aekit.models import Bernoulli, Gaussian, ModelSpec, build_model, gaussian_kl
+from aekit.models.standardize import Standardize
 from aekit.trainer import TrainSettings, mean_loss, train
 
 
@@ -28,6 +29,7 @@ class LinearGaussian(nn.Module):
 
     def __init__(self, shift: float = 0.0, widen: float = 0.0):
         super().__init__()
+        self.standardize = Standardize()  # real values taken as they are
         generator = torch.Generator().manual_seed(0)
         q, _ = torch.linalg.qr(torch.randn(6, 3, generator=generator, dtype=torch.float64))
         self.register_buffer("s", torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64))

@@ -1,6 +1,7 @@
 """The scikit-learn estimators: scikit-learn's own estimator checks, then pipelines, grid search, pickling,
 reproducibility, a real-valued and a [0, 1] dataset, and bad input and hyper-parameters."""
 import copy
+import math
 import os
 import pickle
 import re
@@ -22,8 +23,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError
+from aekit.evaluate import importance_weighted_nll
 from aekit.sklearn import (AdversarialAutoEncoder, AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder,
                            ParameterError, VariationalAutoEncoder)
 from aekit.trainer import mean_loss
@@ -98,6 +101,17 @@ def test_array_api_check_with_dispatch_on():
     assert done.returncode == 0 and done.stdout.strip() == "passed", done.stderr[-2000:]
 
 
+def gaussian_log_likelihood(estimator, X) -> float:
+    """By hand: the mean over rows of log N(x; reconstruction, 1/2) per standardized feature, in nats, minus the sum
+    of the log-scales (the change of variables back to the units of X)."""
+    reconstruction = estimator.inverse_transform(estimator.transform(X))
+    scaler = estimator.scaler_
+    if scaler is None:
+        return Normal(torch.as_tensor(reconstruction), math.sqrt(0.5)).log_prob(torch.as_tensor(X)).sum(1).mean().item()
+    standardized, back = torch.as_tensor(scaler.transform(X)), torch.as_tensor(scaler.transform(reconstruction))
+    return Normal(back, math.sqrt(0.5)).log_prob(standardized).sum(1).mean().item() - np.log(scaler.scale_).sum()
+
+
 def test_real_valued_data_gets_squared_error_on_standardized_features(wine):
     ae = AutoEncoder(n_components=2, max_iter=30, random_state=0).fit(wine)
     assert ae.loss_ == "mse" and ae.scaler_ is not None
@@ -108,13 +122,17 @@ def test_real_valued_data_gets_squared_error_on_standardized_features(wine):
     assert abs(reconstruction[:, 12].mean() - wine[:, 12].mean()) < 0.2 * wine[:, 12].std()
     standardized, back = ae.scaler_.transform(wine), ae.scaler_.transform(reconstruction)
     sse = ((standardized - back) ** 2).sum(1).mean()
-    assert ae.score(wine) == pytest.approx(-sse, rel=1e-6)
+    # score: the average log-likelihood in the units of X, as PCA's; the same density written in those units
+    assert ae.score(wine) == pytest.approx(gaussian_log_likelihood(ae, wine), rel=1e-6)
+    in_units = Normal(torch.as_tensor(reconstruction), math.sqrt(0.5) * torch.as_tensor(ae.scaler_.scale_))
+    assert ae.score(wine) == pytest.approx(in_units.log_prob(torch.as_tensor(wine)).sum(1).mean().item(), rel=1e-6)
     pca = make_pipeline(StandardScaler(), PCA(n_components=2)).fit(wine)
     pca_sse = ((standardized - pca[0].transform(pca.inverse_transform(pca.transform(wine)))) ** 2).sum(1).mean()
     assert sse < pca_sse  # the mean alone would leave 13 per row; PCA with 2 components about 5.8
 
     raw = AutoEncoder(n_components=2, max_iter=2, standardize=False, random_state=0).fit(wine)
     assert raw.loss_ == "mse" and raw.scaler_ is None
+    assert raw.score(wine) == pytest.approx(gaussian_log_likelihood(raw, wine), rel=1e-6)
     with pytest.raises(ValueError, match=r"cross-entropy loss needs values in \[0, 1\]"):
         AutoEncoder(loss="bce").fit(wine)
 
@@ -130,14 +148,46 @@ def test_unit_interval_data_gets_cross_entropy_and_the_vae_scores_its_elbo(digit
     # the ELBO weighs the KL term by 1 whatever beta was trained with; the training objective weighs it by beta
     assert vae.score(digits01) == pytest.approx(-(parts["reconstruction"] + parts["kl"]))
     assert vae.score(digits01) > -parts["loss"] and vae.score(digits01) < 0
+    # a lower bound on the average log-likelihood: below the importance-weighted estimate of log p(x)
+    estimate = importance_weighted_nll(copy.deepcopy(vae.model_).double(), torch.as_tensor(digits01), k=100)
+    assert vae.score(digits01) < -estimate.nll.mean()
     untrained = VariationalAutoEncoder(n_components=2, hidden_layer_sizes=(64,), max_iter=1, random_state=0)
     assert untrained.fit(digits01).score(digits01) < vae.score(digits01)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         vae.score(digits01 * 16)  # cross-entropy is no measure for values outside [0, 1]
 
+    ae = small(AutoEncoder, random_state=0).fit(digits01)
+    p = ae.inverse_transform(ae.transform(digits01))
+    cross_entropy = -(digits01 * np.log(p) + (1 - digits01) * np.log1p(-p)).sum(1).mean()
+    assert ae.loss_ == "bce" and ae.score(digits01) == pytest.approx(-cross_entropy, rel=1e-6)
+
     standardized = small(AutoEncoder, loss="mse").fit(digits01)
     assert standardized.loss_ == "mse" and standardized.scaler_ is not None
     assert np.isfinite(standardized.transform(digits01)).all()  # constant (all-zero) pixels are left unscaled
+
+
+def test_the_vaes_score_is_its_elbo_with_proper_densities_in_the_units_of_x(wine):
+    vae = VariationalAutoEncoder(n_components=2, max_iter=30, random_state=0).fit(wine)
+    model, x = copy.deepcopy(vae.model_).double(), torch.as_tensor(vae.scaler_.transform(wine))
+    log_scale = np.log(vae.scaler_.scale_).sum()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)  # score's one seeded draw of z per row
+        mu, logvar = model.posterior(x)
+        q = Normal(mu, (0.5 * logvar).exp())
+        z = mu + q.scale * torch.randn(mu.shape, dtype=mu.dtype)
+        elbo = Normal(model.decoder(z), math.sqrt(0.5)).log_prob(x).sum(1) - kl_divergence(q, Normal(0.0, 1.0)).sum(1)
+    assert vae.score(wine) == pytest.approx(elbo.mean().item() - log_scale, rel=1e-6)
+    estimate = importance_weighted_nll(model, x, k=200)
+    assert vae.score(wine) < -estimate.nll.mean() - log_scale  # a lower bound on the average log-likelihood
+
+
+def test_scores_are_log_likelihoods_of_the_same_order_as_pcas(wine):
+    x = StandardScaler().fit_transform(wine)  # standardized beforehand: the scores are in the same units
+    pca = PCA(n_components=2).fit(x).score(x)  # about -16 nats per row
+    for estimator in (AutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0),
+                      VariationalAutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0)):
+        score = estimator.fit(x).score(x)
+        assert 3 * pca < score < pca / 3, (type(estimator).__name__, score, pca)  # both negative, within a factor 3
 
 
 @pytest.mark.parametrize("cls, options, seen", [
@@ -265,6 +315,18 @@ def test_bad_hyper_parameters_raise_at_fit_naming_the_fix(params, error, message
         estimator.fit(X3)
     assert not hasattr(estimator, "model_")
     assert issubclass(ParameterError, AekitError) and issubclass(ParameterError, ValueError)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+def test_more_components_than_features_is_refused_at_fit_as_pca_refuses_it(cls):
+    with pytest.raises(ValueError):
+        PCA(n_components=4).fit(X3)
+    estimator = small(cls, n_components=4)
+    with pytest.raises(ParameterError, match=r"n_components=4 is more than the 3 features of X; use an n_components "
+                                             r"of at most 3"):
+        estimator.fit(X3)
+    assert not hasattr(estimator, "model_")
+    assert small(cls, n_components=3, random_state=0).fit(X3).transform(X3).shape == (20, 3)  # as many: accepted
 
 
 def test_a_rows_code_does_not_depend_on_its_batch(wine):

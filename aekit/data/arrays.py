@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aekit.data.dataset import Dataset, split_seeded
+from aekit.data.dataset import Dataset, IndexedRows, split_indices, split_seeded
+from aekit.data.layout import as_float, image_layout
 from aekit.errors import DataError
 
 _SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
@@ -19,13 +20,18 @@ _WHOLE_KEYS = {"x", "y"}
 
 
 def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
-    """A :class:`Dataset` of float32 (n, features) examples, real-valued (``binary=False``).
+    """A :class:`Dataset` of the examples in an array file, in one scale (:mod:`aekit.data.layout`): uint8 values
+    are 8-bit intensities divided by 255 and booleans 0/1 intensities (binary-valued, ``binary=True``); other
+    numbers are real values taken as they are (``binary=False``; models standardize them, see
+    :mod:`aekit.models.standardize`).
 
-    ``.npy``: one array of examples. Arrays with more than two dimensions are flattened per example, so
-    (n, 28, 28) becomes (n, 784). ``.npz``: either ``x_train`` and ``x_test`` (already split; labels optional
-    as ``y_train`` and ``y_test``), or ``x`` (labels optional as ``y``), or a single array of any name.
-    ``.csv``: numbers separated by commas, an optional header row, no label column.
-    Sources that do not come split are split with ``seed`` and ``test_fraction``.
+    ``.npy``: one array of examples. Image-shaped arrays stay images: (n, height, width) becomes
+    (n, 1, height, width), (n, channels, height, width) and channels-last (n, height, width, channels) with 1 or 3
+    channels become (n, channels, height, width); any other shape is flattened per example to (n, features).
+    ``.npz``: either ``x_train`` and ``x_test`` (already split; labels optional as ``y_train`` and ``y_test``), or
+    ``x`` (labels optional as ``y``), or a single array of any name. ``.csv``: numbers separated by commas, an
+    optional header row, no label column. Sources that do not come split are split with ``seed`` and
+    ``test_fraction``.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,22 +49,42 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
         if len(keys & {"y_train", "y_test"}) == 1:
             raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
                             "store both y_train and y_test, or neither")
+        if arrays["x_train"].dtype != arrays["x_test"].dtype:
+            raise DataError(f"{path} stores x_train as {arrays['x_train'].dtype} and x_test as "
+                            f"{arrays['x_test'].dtype}; store both splits in one type")
         x_train = _examples(arrays["x_train"], f"{path}[x_train]")
         x_test = _examples(arrays["x_test"], f"{path}[x_test]")
+        binary = _intensities(arrays["x_train"])
         y_train = _labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
         y_test = _labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
     else:
-        if "x" in keys and keys <= _WHOLE_KEYS:
-            x_name = "x"
-        elif len(keys) == 1:
-            (x_name,) = keys
-        else:
-            raise DataError(f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train "
-                            "and y_test), or x (optionally y), or a single array")
+        x_name = examples_name(keys, path)
         x = _examples(arrays[x_name], f"{path}[{x_name}]" if suffix == ".npz" else str(path))
         y = _labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
-        x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-    return Dataset(path.name, x_train, x_test, y_train, y_test, binary=False)
+        if isinstance(x, np.memmap):  # the split as views of the file, read where used
+            train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
+            x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
+            y_train, y_test = (None, None) if y is None else (y[train], y[test])
+        else:
+            x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+        binary = _intensities(arrays[x_name])
+    return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
+
+
+def examples_name(keys: set[str], path: Path) -> str:
+    """The name of the examples in a file holding the arrays ``keys`` that do not come split: x (with y, its
+    labels), or the only array; anything else is a DataError."""
+    if "x" in keys and keys <= _WHOLE_KEYS:
+        return "x"
+    if len(keys) == 1:
+        return next(iter(keys))
+    raise DataError(f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train and "
+                    "y_test), or x (optionally y), or a single array")
+
+
+def _intensities(values: np.ndarray) -> bool:
+    """Whether an array's type makes its values intensities: 8-bit pixels or booleans."""
+    return values.dtype in (np.uint8, np.bool_)
 
 
 def read_numpy(path: Path) -> dict[str, np.ndarray]:
@@ -72,7 +98,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         with path.open("rb") as file:
             if file.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
                 file.seek(0)
-                return {"x": _read_array(file, path.stat().st_size, str(path))}
+                return {"x": _read_array(file, path.stat().st_size, str(path), mapped=path)}
         arrays = {}
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
@@ -95,7 +121,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
                         "arrays with numpy.save or numpy.savez") from None
 
 
-def _read_array(stream, size: int, source: str) -> np.ndarray:
+def _read_array(stream, size: int, source: str, mapped: Path | None = None) -> np.ndarray:
     """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes.
 
     Layout: magic and version (8 bytes), the header's length (2 bytes in version 1, else 4), the header (a dict
@@ -113,7 +139,7 @@ def _read_array(stream, size: int, source: str) -> np.ndarray:
     stream.seek(0)
     np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(stream)
+    shape, fortran, dtype = read_header(stream)
     if any(type(d) is not int or d < 0 for d in shape):
         raise DataError(f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with "
                         "numpy.save")
@@ -121,8 +147,15 @@ def _read_array(stream, size: int, source: str) -> np.ndarray:
     if not dtype.hasobject and claimed > left:
         raise DataError(f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
                         f"bytes) but {left} bytes follow; save it again with numpy.save")
+    if mapped is not None and dtype in _MAPPED and not fortran and shape:
+        # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
+        return np.load(mapped, mmap_mode="r", allow_pickle=False)
     stream.seek(0)
     return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+# The types models take as they are stored (8-bit intensities, float32 values): a .npy of these is memory-mapped.
+_MAPPED = (np.dtype(np.uint8), np.dtype("<f4"))
 
 
 def _one_line(error: Exception) -> str:
@@ -173,7 +206,8 @@ def _number(cell: str) -> float | None:
 
 
 def _examples(values: np.ndarray, source: str) -> np.ndarray:
-    """Examples as a float32 (n, features) array; more than two dimensions are flattened per example."""
+    """Examples as float32 in one scale (uint8 / 255), images as (n, channels, height, width) and anything else as
+    (n, features); see :func:`load_array_file`."""
     if values.dtype.kind not in "biuf":
         raise DataError(f"{source} has dtype {values.dtype}, not numbers; store a float or integer array")
     if values.ndim < 2:
@@ -181,12 +215,12 @@ def _examples(values: np.ndarray, source: str) -> np.ndarray:
                         "(n, features); reshape it, e.g. to (n, 1) for a single feature")
     if values.size == 0:
         raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
-    with np.errstate(over="ignore"):
-        examples = values.reshape(len(values), -1).astype(np.float32)
-    if not np.isfinite(examples).all():
-        raise DataError(f"{source} holds NaN or infinite values (or values beyond float32's range, about 3.4e38); "
-                        "clean or impute them first")
-    return examples
+    shape, channels_last = image_layout(values.shape[1:])
+    if isinstance(values, np.memmap) and not channels_last:
+        return values.reshape(len(values), *shape)  # a view of the file: uint8 or float32, as models take them
+    if channels_last:
+        values = values.transpose(0, 3, 1, 2)
+    return as_float(values.reshape(len(values), *shape), source)
 
 
 def _labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:

@@ -10,15 +10,15 @@ import dataclasses
 
 import numpy as np
 
-from aekit.data.dataset import Dataset
+from aekit.data.dataset import Dataset, as_float32
 from aekit.errors import DataError
 
 EVALUATION_SEED = 0
 
 
 def binarize(x: np.ndarray, seed: int) -> np.ndarray:
-    """One seeded Bernoulli draw per element: float32 zeros and ones, 1 with probability x."""
-    x = np.asarray(x, dtype=np.float32)
+    """One seeded Bernoulli draw per element: float32 zeros and ones, 1 with probability x (uint8 x: x / 255)."""
+    x = as_float32(x)
     if x.size and (x.min() < 0 or x.max() > 1):
         raise DataError(f"binarization needs intensities in [0, 1] but the data spans [{x.min():g}, {x.max():g}]; "
                         "rescale it or drop --binarize")

@@ -1,20 +1,70 @@
-"""The in-memory dataset every source produces."""
+"""The dataset every source produces: train and test arrays, kept in their stored type."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from aekit.errors import DataError
 
+# Rows per chunk where a whole split is scanned: memory stays bounded whatever the dataset's size.
+CHUNK_ROWS = 4096
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """Examples as models take them: uint8 8-bit intensities divided by 255, float32 values as they are (no copy)."""
+    if x.dtype == np.uint8:
+        values = np.asarray(x).astype(np.float32)
+        values /= 255
+        return values
+    return np.asarray(x, dtype=np.float32)
+
+
+class IndexedRows:
+    """The rows ``index`` of ``base`` (a memory-mapped array), in that order, read only when sliced: a seeded split
+    of a file that is never copied whole. Slicing with a slice or an index array gives a numpy array (the rows read
+    in increasing position, for locality); ``numpy.asarray`` reads them all."""
+
+    def __init__(self, base: np.ndarray, index: np.ndarray):
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        self.dtype, self.shape, self.ndim = base.dtype, (len(self.index), *base.shape[1:]), base.ndim
+        self.size = len(self.index) * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.nbytes = self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = self.index[key]
+        if np.ndim(rows) == 0:
+            return np.asarray(self.base[int(rows)])
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        out[order] = self.base[rows[order]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def chunks(x: np.ndarray, rows: int = CHUNK_ROWS):
+    """``x`` a block of rows at a time, as float32 (see :func:`as_float32`)."""
+    for start in range(0, len(x), rows):
+        yield as_float32(x[start:start + rows])
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test examples as float32 arrays of shape (n, *shape).
+    """Train and test examples as arrays of shape (n, *shape), float32 values or uint8 8-bit intensities (divided by
+    255 wherever they are used, a chunk at a time), either possibly memory-mapped (a store, :mod:`aekit.data.store`,
+    or the :class:`IndexedRows` of an .npy file's split): consumers slice them, never copy them whole.
 
     Images are (n, channels, height, width) with intensities in [0, 1]; tabular data is (n, features).
     ``binary`` says the values are [0, 1] intensities (Bernoulli likelihood) rather than real values (Gaussian).
-    Labels are int64 arrays, or None where the source has none.
+    Labels are int64 arrays, or None where the source has none. ``bounds`` gives the training split's smallest and
+    largest value (as models see them) where the source knows them (a store's manifest), sparing a scan; ``checked``
+    says the values were already checked to be finite (and in [0, 1] where binary) when the store was packed.
     """
 
     name: str
@@ -23,21 +73,27 @@ class Dataset:
     y_train: np.ndarray | None
     y_test: np.ndarray | None
     binary: bool
+    bounds: tuple[float, float] | None = None
+    checked: bool = False
 
     def __post_init__(self):
         for split, x in (("train", self.x_train), ("test", self.x_test)):
-            if x.dtype != np.float32:
-                raise TypeError(f"{split} examples must be float32, got {x.dtype}")
+            if x.dtype not in (np.float32, np.uint8):
+                raise TypeError(f"{split} examples must be float32 or uint8, got {x.dtype}")
+            if x.dtype == np.uint8 and not self.binary:
+                raise TypeError("uint8 examples are 8-bit intensities, so the dataset must be binary-valued")
             if len(x) == 0:
                 raise DataError(f"{self.name}: the {split} split is empty; provide more examples")
-            if not np.isfinite(x).all():
+            if not self.checked and x.dtype == np.float32 and not all(np.isfinite(c).all() for c in chunks(x)):
                 raise DataError(f"{self.name}: the {split} split holds NaN or infinite values; "
                                 "clean or impute them first")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{self.name}: train examples have shape {self.x_train.shape[1:]} but test examples "
                             f"{self.x_test.shape[1:]}")
-        if self.binary and (self.x_train.min() < 0 or self.x_train.max() > 1):
-            raise DataError(f"{self.name}: marked binary-valued but holds values outside [0, 1]")
+        if self.binary and not self.checked and self.x_train.dtype == np.float32:
+            low, high = self.value_range
+            if low < 0 or high > 1:
+                raise DataError(f"{self.name}: marked binary-valued but holds values outside [0, 1]")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -48,16 +104,33 @@ class Dataset:
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
+    @functools.cached_property
+    def value_range(self) -> tuple[float, float]:
+        """The smallest and largest training value as models see them (uint8 / 255), scanned in chunks once."""
+        if self.bounds is not None:
+            return self.bounds
+        low, high = np.inf, -np.inf
+        for start in range(0, len(self.x_train), CHUNK_ROWS):
+            block = self.x_train[start:start + CHUNK_ROWS]
+            low, high = min(low, float(block.min())), max(high, float(block.max()))
+        scale = 255.0 if self.x_train.dtype == np.uint8 else 1.0
+        return low / scale, high / scale
+
 
 def split_seeded(x: np.ndarray, y: np.ndarray | None, *, seed: int, test_fraction: float):
     """A reproducible random train/test split: (x_train, x_test, y_train, y_test)."""
-    n = len(x)
+    train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
+    if y is None:
+        return x[train], x[test], None, None
+    return x[train], x[test], y[train], y[test]
+
+
+def split_indices(n: int, *, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The training and test indices of a reproducible random split of n examples (the same as
+    :func:`split_seeded`'s)."""
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n - n_test < 1:
         raise DataError(f"{n} examples cannot be split into non-empty train and test sets with test fraction "
                         f"{test_fraction}; provide more examples")
     order = np.random.default_rng(seed).permutation(n)
-    test, train = order[:n_test], order[n_test:]
-    if y is None:
-        return x[train], x[test], None, None
-    return x[train], x[test], y[train], y[test]
+    return order[n_test:], order[:n_test]

@@ -1,15 +1,16 @@
 """Examples handed to a trained model and the model's outputs, as files.
 
 In: a folder of PNG/JPEG images, an IDX file (``.idx``, ``-ubyte``, either gzipped as ``.gz``) or a ``.npy`` array.
-Out: a ``.npy`` array (float32, exact), an IDX file (8-bit pixels) or a new folder of PNG images.
-8-bit values are intensities scaled by 1/255 on the way in and by 255 (rounded, clipped to [0, 1]) on the way out.
+Out: a ``.npy`` array (in the input's layout; uint8 where the input was, else float32, exact), an IDX file (8-bit
+pixels) or a new folder of PNG images. 8-bit values are intensities scaled by 1/255 on the way in and by 255
+(rounded, clipped to [0, 1]) on the way out; other numbers are taken as they are (:mod:`aekit.data.layout`).
 """
 from __future__ import annotations
 
 import gzip
 import io
-import math
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,7 @@ from aekit.atomic import atomic_folder, atomic_write
 from aekit.data.arrays import read_numpy
 from aekit.data.idx import IDX_CODES, read_idx_file
 from aekit.data.images import read_images
+from aekit.data.layout import as_float, to_uint8
 from aekit.errors import DataError
 
 _IDX_ENDINGS = (".idx", "-ubyte", ".idx.gz", "-ubyte.gz")
@@ -28,13 +30,22 @@ def _is_idx(path: Path) -> bool:
     return path.name.lower().endswith(_IDX_ENDINGS)
 
 
-def read_examples(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
-    """The examples in ``path`` as float32 (n, ...) and, for a folder of images, their file names relative to it
-    (else None). A folder gives (n, channels, height, width); IDX and .npy give their arrays as stored."""
+class Examples(NamedTuple):
+    """Examples read from a file: float32 values (n, ...) in one scale, the file names of a folder's images (else
+    None), and the type they were stored in (outputs written as .npy go back to it)."""
+
+    x: np.ndarray
+    names: list[str] | None
+    dtype: np.dtype
+
+
+def read_examples(path: str | Path) -> Examples:
+    """The examples in ``path``. A folder gives (n, channels, height, width); IDX and .npy give their arrays in
+    their own layout (:func:`aekit.data.layout.to_shape` maps them to a model's)."""
     path = Path(path)
     if path.is_dir():
         x, files = read_images(path)
-        return x, [str(file.relative_to(path)) for file in files]
+        return Examples(x, [str(file.relative_to(path)) for file in files], np.dtype(np.float32))
     if not path.is_file():
         raise DataError(f"{path} does not exist; give {FORMATS}")
     if path.suffix.lower() == ".npy":
@@ -46,43 +57,16 @@ def read_examples(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
         values = read_idx_file(path)
     else:
         raise DataError(f"{path}: unsupported input {path.suffix!r}; give {FORMATS}")
-    return _intensities(values, str(path)), None
-
-
-def _intensities(values: np.ndarray, source: str) -> np.ndarray:
-    """float32 values: 8-bit integers scaled by 1/255, floats and booleans as they are."""
     if values.ndim < 2 or len(values) == 0:
-        raise DataError(f"{source} has shape {values.shape}; it must hold one example per row of its first axis")
-    if values.dtype == np.uint8:
-        return values.astype(np.float32) / 255
-    if values.dtype.kind not in "bf":
-        raise DataError(f"{source} holds {values.dtype} values; store 8-bit pixels (uint8) or float intensities")
-    x = values.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{source} holds NaN or infinite values; clean them first")
-    return x
+        raise DataError(f"{path} has shape {values.shape}; it must hold one example per row of its first axis")
+    return Examples(as_float(values, str(path)), None, np.dtype(np.uint8 if values.dtype == np.uint8 else np.float32))
 
 
-def as_shape(x: np.ndarray, shape: tuple[int, ...], source: str, what: str = "the run expects") -> np.ndarray:
-    """``x`` as (n, *shape): equal shapes pass, (n, height, width) gains the channel of one-channel images, and
-    (n, features) rows of the right length are unflattened. Anything else is a DataError naming both sizes."""
-    if x.shape[1:] == tuple(shape):
-        return x
-    image = len(shape) == 3
-    if image and shape[0] == 1 and x.shape[1:] == tuple(shape[1:]):
-        return x[:, None]
-    if x.ndim == 2 and x.shape[1] == math.prod(shape):
-        return x.reshape(len(x), *shape)
-    raise DataError(f"{source} holds examples of size {_describe(x.shape[1:])} but {what} "
-                    f"{_describe(shape)}; resize them to that size")
-
-
-def _describe(shape: tuple[int, ...]) -> str:
-    if len(shape) == 3:
-        return f"{shape[1]}x{shape[2]} ({shape[0]} channel{'s' if shape[0] > 1 else ''})"
-    if len(shape) == 2:
-        return f"{shape[0]}x{shape[1]}"
-    return "x".join(map(str, shape))
+def check_intensities(x: np.ndarray, source: str) -> None:
+    """Refuse values outside [0, 1] where a model of intensities (the cross-entropy) is to take them."""
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"{source} holds values in [{x.min():g}, {x.max():g}] but the run models [0, 1] "
+                        "intensities; store 8-bit pixels (uint8) or divide the values by their maximum")
 
 
 def check_writable(path: str | Path, image: bool) -> None:
@@ -100,19 +84,23 @@ def check_writable(path: str | Path, image: bool) -> None:
         raise DataError(f"{path} already exists; name a new folder for the PNG images (or a .npy or IDX file)")
 
 
-def write_examples(path: str | Path, x: np.ndarray, names: list[str] | None = None) -> None:
-    """Write (n, ...) float32 examples to ``path`` atomically: ``.npy`` as they are; IDX (``.idx`` or ``-ubyte``,
-    gzipped when it ends in ``.gz``) and a new folder of PNGs (named like ``names``, else 00000.png, ...) as 8-bit
-    images, which needs (n, channels, height, width) with 1 or 3 channels."""
+def write_examples(path: str | Path, x: np.ndarray, names: list[str] | None = None, *,
+                   layout: Callable[[np.ndarray], np.ndarray] = lambda y: y, dtype=np.float32) -> None:
+    """Write (n, ...) float32 examples to ``path`` atomically: ``.npy`` put in ``layout`` (a function of the array)
+    and stored as ``dtype`` (uint8: 8-bit intensities, else float32 values as they are); IDX (``.idx`` or
+    ``-ubyte``, gzipped when it ends in ``.gz``) and a new folder of PNGs (named like ``names``, else 00000.png, ...)
+    as 8-bit images, which needs (n, channels, height, width) with 1 or 3 channels."""
     path = Path(path)
     image = x.ndim == 4 and x.shape[1] in (1, 3)
     check_writable(path, image)
     if path.suffix.lower() == ".npy":
+        values = layout(x)
         buffer = io.BytesIO()
-        np.save(buffer, x.astype(np.float32), allow_pickle=False)
+        np.save(buffer, to_uint8(values) if np.dtype(dtype) == np.uint8 else values.astype(np.float32),
+                allow_pickle=False)
         atomic_write(path, buffer.getvalue())
         return
-    pixels = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+    pixels = to_uint8(x)
     if _is_idx(path):
         atomic_write(path, idx_bytes(pixels[:, 0] if pixels.shape[1] == 1 else pixels, gzipped=path.suffix == ".gz"))
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from aekit.errors import DataError
 
 # NumPy 1.x arrays have at most 32 dimensions (2.x: 64); a header claiming more is damaged.
 MAX_DIMS = 32
+
+# The most bytes one compressed byte can inflate to. A deflate match copies at most 258 bytes and costs at least two
+# bits (a one-bit length code and a one-bit distance code), so n compressed bytes inflate to at most 8n / 2 * 258 =
+# 1032n bytes (the 1032:1 of zlib's technical details, https://zlib.net/zlib_tech.html); gzip's own header and
+# trailer only lower that. A header promising more than this times the compressed size is a lie.
+MAX_DEFLATE_RATIO = 1032
+# Bytes asked of the decompressor at a time, so no request is ever the size a header claims.
+CHUNK_SIZE = 1 << 20
 
 # IDX type code -> element type; IDX stores every multi-byte value big-endian.
 IDX_CODES = {
@@ -32,14 +41,19 @@ def read_idx(data: bytes, source: str) -> np.ndarray:
     """Parse the bytes of an IDX file into an array in native byte order; ``source`` names it in errors."""
     header_size, dims, dtype, expected_size = _layout(data, source)
     count = math.prod(dims)
-    if len(data) < expected_size:
-        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
-                        f"{len(data)}; delete it and download again")
-    if len(data) > expected_size:
-        raise DataError(f"{source} has {len(data) - expected_size} trailing bytes after the {expected_size} its "
-                        "header promises; delete it and download again")
+    _check_size(source, expected_size, len(data))
     values = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
     return values.astype(dtype.newbyteorder("="))
+
+
+def _check_size(source: str, expected_size: int, size: int) -> None:
+    """Refuse a file of ``size`` bytes whose header promises ``expected_size``."""
+    if size < expected_size:
+        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
+                        f"{size}; delete it and download again")
+    if size > expected_size:
+        raise DataError(f"{source} has {size - expected_size} trailing bytes after the {expected_size} its "
+                        "header promises; delete it and download again")
 
 
 def _layout(data: bytes, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
@@ -87,12 +101,20 @@ def gunzip(data: bytes, source: str, limit: int | None = None) -> bytes:
 
 
 def _inflate(data: bytes, source: str, size: int) -> bytes:
-    """The first ``size`` bytes (all with -1) that gzip ``data`` inflates to."""
+    """The first ``size`` bytes (all with -1) that gzip ``data`` inflates to, asked for ``CHUNK_SIZE`` at a time:
+    memory grows with what actually comes out, never with the size asked for."""
+    chunks, total = [], 0
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            return stream.read(size)
+            while size < 0 or total < size:
+                chunk = stream.read(CHUNK_SIZE if size < 0 else min(CHUNK_SIZE, size - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{source} is not a valid gzip file ({error}); delete it and download again") from None
+    return b"".join(chunks)
 
 
 def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
@@ -111,11 +133,31 @@ def _read(path: Path) -> bytes:
 
 
 def read_idx_file(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzipped or not (decided by the ``.gz`` suffix). A gzipped one is inflated no further than
-    the size its header promises, so a small file cannot fill the memory with more."""
+    """Read an IDX file, gzipped or not (decided by the ``.gz`` suffix), refusing a header that promises more than
+    the file can hold before anything of that size is allocated.
+
+    A plain file's size on disk must be the size its header promises, checked before the body is read. A gzipped
+    file's header may promise at most ``MAX_DEFLATE_RATIO`` times its compressed size; it is then inflated in
+    ``CHUNK_SIZE`` pieces and refused as soon as more comes out than promised, so a small file cannot fill the
+    memory.
+    """
     path = Path(path)
-    data = _read(path)
+    source = str(path)
     if path.suffix.lower() == ".gz":
-        expected_size = _layout(_inflate(data, str(path), 4 + 4 * MAX_DIMS), str(path))[3]
-        data = gunzip(data, str(path), expected_size)
-    return read_idx(data, str(path))
+        data = _read(path)
+        expected_size = _layout(_inflate(data, source, 4 + 4 * MAX_DIMS), source)[3]
+        if expected_size > MAX_DEFLATE_RATIO * len(data):
+            raise DataError(f"{source} cannot hold what its header promises: {expected_size} bytes from "
+                            f"{len(data)} compressed bytes, more than deflate's maximum ratio of "
+                            f"{MAX_DEFLATE_RATIO}:1 allows; delete it and download again")
+        return read_idx(gunzip(data, source, expected_size), source)
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            expected_size = _layout(file.read(4 + 4 * MAX_DIMS), source)[3]
+            _check_size(source, expected_size, size)
+            file.seek(0)
+            data = file.read(expected_size + 1)  # one more, to notice a file that grew since
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+    return read_idx(data, source)

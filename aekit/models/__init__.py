@@ -13,6 +13,7 @@ from aekit.models.autoencoders import NOISE_KINDS, DenoisingAE, DropoutAE, corru
 from aekit.models.base import AutoEncoder, Loss, Phase
 from aekit.models.likelihood import LIKELIHOODS, Bernoulli, Gaussian, choose_likelihood
 from aekit.models.pca import PCA
+from aekit.models.standardize import Standardize
 from aekit.models.vae import OBJECTIVES, VAE, gaussian_kl, log_importance_weights, log_mean_exp
 
 __all__ = ["AutoEncoder", "DenoisingAE", "DropoutAE", "AdversarialAE", "VAE", "PCA", "Loss", "Phase", "ModelSpec",
@@ -26,12 +27,16 @@ TASKS = ("reconstruct", "upscale")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model's architecture and options. ``hidden`` holds layer widths for the MLP (default 256, 128) or channels
-    for the conv net (default 32, 64). ``objective`` and ``iw_samples`` pick the VAE's loss (the ELBO, or the
-    importance-weighted bound over ``iw_samples`` samples); ``binarize`` trains on a fresh Bernoulli draw of the
-    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data. ``task``
-    upscale (super-resolution) makes the encoder see each image averaged over ``factor`` x ``factor`` pixel blocks,
-    so the model learns to restore the full-size image from its downsampled version."""
+    """A model's architecture and options. ``code_dim`` is at most the number of values in one example (the
+    product of ``shape``), as PCA keeps at most one component per feature. ``hidden`` holds layer widths for the
+    MLP (default 256, 128) or channels for the conv net (default 32, 64). ``objective`` and ``iw_samples`` pick the
+    VAE's loss (the ELBO, or the importance-weighted bound over ``iw_samples`` samples); ``binarize`` trains on a
+    fresh Bernoulli draw of the [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded
+    draw of the data. ``task`` upscale (super-resolution) makes the encoder see each image averaged over ``factor``
+    x ``factor`` pixel blocks, so the model learns to restore the full-size image from its downsampled version.
+    ``standardize`` (real-valued data) makes the model work on each feature's standardized values
+    (:mod:`aekit.models.standardize`; the trainer fits the statistics on the training split, and they are saved with
+    the weights)."""
 
     model: str
     shape: tuple[int, ...]
@@ -51,6 +56,7 @@ class ModelSpec:
     binarize: bool = False
     task: str = "reconstruct"
     factor: int = 2
+    standardize: bool = False
 
     def __post_init__(self):
         if self.hidden is None:
@@ -64,6 +70,10 @@ class ModelSpec:
             problems.append(f"unknown likelihood {self.likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
         if self.code_dim < 1:
             problems.append(f"code size {self.code_dim} must be at least 1")
+        elif self.code_dim > (values := math.prod(self.shape)):  # as PCA keeps at most one component per feature
+            what = (f"PCA cannot keep {self.code_dim} components of {values} features" if self.model == "pca" else
+                    f"a code of {self.code_dim} values is larger than the {values} values of one example")
+            problems.append(f"{what}; use a --code-dim of at most {values}")
         if any(h < 1 for h in self.hidden + self.discriminator_hidden):
             problems.append(f"hidden sizes {list(self.hidden)} must all be at least 1")
         if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
@@ -88,6 +98,9 @@ class ModelSpec:
         if self.binarize and self.model == "pca":
             problems.append("binarize draws fresh binary data at every training step and PCA has no training "
                             "steps; drop --binarize for pca")
+        if self.standardize and self.likelihood != "gaussian":
+            problems.append("standardize rescales real values modelled by the squared error, and the cross-entropy "
+                            "models [0, 1] intensities; use --loss mse or --no-standardize")
         if self.binarize and self.likelihood != "bernoulli":
             problems.append("binarize needs [0, 1] intensities modelled by the cross-entropy; use --loss bce or "
                             "drop --binarize")
@@ -130,9 +143,7 @@ def _task_problems(spec: ModelSpec) -> list[str]:
 def build_model(spec: ModelSpec) -> nn.Module:
     """A freshly initialised model of ``spec`` (seed torch first for reproducible weights)."""
     if spec.model == "pca":
-        if spec.code_dim > math.prod(spec.shape):
-            raise AekitError(f"PCA cannot keep {spec.code_dim} components of {math.prod(spec.shape)} features")
-        return PCA(spec.shape, spec.code_dim)
+        return _shaped(PCA(spec.shape, spec.code_dim), spec)  # ModelSpec refused more components than features
     likelihood = LIKELIHOODS[spec.likelihood]
     dropout = (spec.dropout, spec.input_dropout) if spec.model == "dropout-ae" else (0.0, 0.0)
     encoder_out = 2 * spec.code_dim if spec.model == "vae" else spec.code_dim
@@ -160,4 +171,13 @@ def build_model(spec: ModelSpec) -> nn.Module:
     model.binarize = spec.binarize
     model.upscale_factor = spec.factor if upscale else None
     model.code_dim = spec.code_dim
+    return _shaped(model, spec)
+
+
+def _shaped(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The model told its example shape (what encode and reconstruct check) and, with ``spec.standardize``, given
+    the per-feature standardization that the trainer fits on the training split."""
+    model.example_shape = tuple(spec.shape)
+    if spec.standardize:
+        model.standardize = Standardize(tuple(spec.shape))
     return model

@@ -1,4 +1,4 @@
-"""What every model shares: the loss record, training phases, and numpy-friendly encode/decode."""
+"""What every model shares: the loss record, training phases, and encode/decode that take numpy too."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +8,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from aekit.data.layout import as_float, to_shape, to_uint8
+from aekit.errors import DataError
+from aekit.models.standardize import Standardize
 
 
 class Loss(NamedTuple):
@@ -32,17 +36,63 @@ def device_of(module: nn.Module) -> torch.device:
     return (tensor if tensor is not None else next(iter(module.buffers()))).device
 
 
-def accepts_numpy(method):
-    """Let a tensor method take numpy arrays too: numpy in, numpy out, computed without gradients."""
+def rows_tensor(x: np.ndarray) -> torch.Tensor:
+    """A block of rows (a numpy array, possibly a slice of a read-only memory map) as a CPU tensor of its type."""
+    block = np.ascontiguousarray(x)
+    return torch.from_numpy(block if block.flags.writeable else block.copy())
+
+
+def float_batch(x: torch.Tensor) -> torch.Tensor:
+    """A batch as models take it: uint8 8-bit intensities divided by 255 (a store's and a device's stored type),
+    anything else as it is."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def _examples_in(model: nn.Module, x, name: str):
+    """A user's examples as the model's float32 tensor of shape (n, *example_shape), and how to put a result back
+    in their layout and type. uint8 values are 8-bit intensities (/255); numpy arrays are checked for type, size and
+    finiteness with one-line DataErrors; tensors of another type than uint8 pass as they are (the fast path)."""
+    if isinstance(x, torch.Tensor):
+        return float_batch(x), None
+    array = np.asarray(x)
+    source = f"the input of {type(model).__name__}.{name}"
+    values = as_float(array, source)
+    restore = lambda y: y  # noqa: E731
+    if model.example_shape is not None:
+        values, restore = to_shape(values, model.example_shape, source, "the model takes")
+    back = (lambda y: to_uint8(restore(y))) if array.dtype == np.uint8 else restore
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device_of(model)), back
+
+
+def takes_examples(method):
+    """Let a method of examples take numpy arrays (and uint8 anywhere): numpy in, numpy out in the caller's layout
+    (and type, for a method that returns examples), computed without gradients."""
 
     @functools.wraps(method)
     def wrapper(self, x, *args, **kwargs):
-        if isinstance(x, torch.Tensor):
-            return method(self, x, *args, **kwargs)
+        tensor, back = _examples_in(self, x, method.__name__)
+        if back is None:
+            return method(self, tensor, *args, **kwargs)
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device_of(self))
-            out = method(self, x, *args, **kwargs)
-        return out.cpu().numpy()
+            out = method(self, tensor, *args, **kwargs).cpu().numpy()
+        return back(out) if method.__name__ == "reconstruct" else out
+
+    return wrapper
+
+
+def takes_codes(method):
+    """Let a method of codes take numpy arrays: (n, code_dim) finite numbers in, numpy out, without gradients."""
+
+    @functools.wraps(method)
+    def wrapper(self, z, *args, **kwargs):
+        if isinstance(z, torch.Tensor):
+            return method(self, z, *args, **kwargs)
+        codes = as_float(z, f"the codes given to {type(self).__name__}.{method.__name__}")
+        if codes.ndim != 2 or (self.code_dim is not None and codes.shape[1] != self.code_dim):
+            raise DataError(f"codes of shape {codes.shape} were given to {type(self).__name__}.{method.__name__}, "
+                            f"which takes (n, {self.code_dim}); give one code of {self.code_dim} values per row")
+        with torch.no_grad():
+            return method(self, torch.from_numpy(codes).to(device_of(self)), *args, **kwargs).cpu().numpy()
 
     return wrapper
 
@@ -50,45 +100,52 @@ def accepts_numpy(method):
 class AutoEncoder(nn.Module):
     """Auto-encoder: loss = -log p(x | decoder(encoder(x))), cross-entropy or sum of squared differences.
 
-    ``binarize`` (set by ``build_model`` from ``ModelSpec.binarize``) turns on dynamic binarization: while training,
-    every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x. ``upscale_factor``
-    (set by ``build_model`` for the upscale task) says the encoder first averages f x f pixel blocks: the loss is
-    then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
+    ``standardize`` (a :class:`Standardize`, set by ``build_model`` for real-valued data) makes the networks work on
+    each feature's standardized values: encode and the loss see (x - center) / scale, decode hands back the data's
+    units. ``binarize`` (set by ``build_model`` from ``ModelSpec.binarize``) turns on dynamic binarization: while
+    training, every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x.
+    ``upscale_factor`` (set by ``build_model`` for the upscale task) says the encoder first averages f x f pixel
+    blocks: the loss is then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
     """
 
     binarize = False
     upscale_factor: int | None = None
     code_dim: int | None = None  # set by build_model
+    example_shape: tuple[int, ...] | None = None  # set by build_model: what encode and reconstruct check
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        self.standardize = Standardize()
 
     def training_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The batch as the loss sees it: a fresh binary draw per step with ``binarize`` on while training, else x."""
+        """The batch as the loss sees it: standardized, and a fresh binary draw per step with ``binarize`` on while
+        training."""
+        x = self.standardize(x)
         return torch.bernoulli(x) if self.binarize and self.training else x
 
-    @accepts_numpy
+    @takes_examples
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code of each example."""
-        return self.encoder(x)
+        return self.encoder(self.standardize(x))
 
-    @accepts_numpy
+    @takes_codes
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood's mean for each code: sigmoid output for Bernoulli, linear for Gaussian."""
-        return self.likelihood.mean(self.decoder(z))
+        """The likelihood's mean for each code (sigmoid output for Bernoulli, linear for Gaussian), in the data's
+        units."""
+        return self.standardize.inverse(self.likelihood.mean(self.decoder(z)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    @accepts_numpy
+    @takes_examples
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 
     def reconstruction_nll(self, x_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """-log p(target | decoder(encoder(x_in))) per example."""
+        """-log p(target | decoder(encoder(x_in))) per example, both in the networks' (standardized) units."""
         return self.likelihood.nll(self.decoder(self.encoder(x_in)), target)
 
     def loss(self, x: torch.Tensor) -> Loss:

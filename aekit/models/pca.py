@@ -7,14 +7,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from aekit.data.dataset import as_float32
 from aekit.errors import DataError
-from aekit.models.base import Loss, accepts_numpy
+from aekit.models.base import Loss, takes_codes, takes_examples
 from aekit.models.likelihood import Gaussian
+from aekit.models.standardize import Standardize
 
 
 class PCA(nn.Module):
     """Principal component analysis, fitted in closed form by scikit-learn: code = W (x - m), reconstruction
-    = W^T code + m, with W the top ``code_dim`` principal directions; loss = sum of squared differences.
+    = W^T code + m, with W the top ``code_dim`` principal directions; loss = sum of squared differences. With
+    ``standardize`` enabled (set by ``build_model`` for real-valued data) x is each feature's standardized value, as
+    for the auto-encoders.
 
     It is linear and keeps the directions of largest variance, which is what the auto-encoders are compared against.
     """
@@ -26,6 +30,8 @@ class PCA(nn.Module):
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()
         self.shape, self.code_dim = tuple(shape), code_dim
+        self.example_shape = self.shape
+        self.standardize = Standardize()
         features = math.prod(self.shape)
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("components", torch.zeros(code_dim, features))
@@ -33,7 +39,8 @@ class PCA(nn.Module):
     def fit(self, x: np.ndarray) -> "PCA":
         from sklearn.decomposition import PCA as SklearnPCA
 
-        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        with torch.no_grad():
+            flat = self.standardize(torch.from_numpy(as_float32(x))).flatten(1).numpy()
         if self.code_dim > min(flat.shape):
             raise DataError(f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
                             f"{flat.shape[1]} features; use a code size of at most {min(flat.shape)}")
@@ -42,21 +49,30 @@ class PCA(nn.Module):
         self.components.copy_(torch.from_numpy(fitted.components_.astype(np.float32)))
         return self
 
-    @accepts_numpy
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The code of already standardized examples."""
         return (x.flatten(1) - self.mean) @ self.components.T
 
-    @accepts_numpy
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def unproject(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction, in standardized units, of a code."""
         return (z @ self.components + self.mean).unflatten(1, self.shape)
+
+    @takes_examples
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.standardize(x))
+
+    @takes_codes
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.standardize.inverse(self.unproject(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    @accepts_numpy
+    @takes_examples
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 
     def loss(self, x: torch.Tensor) -> Loss:
-        sse = Gaussian.nll(self.forward(x), x).mean()
+        x = self.standardize(x)
+        sse = Gaussian.nll(self.unproject(self.project(x)), x).mean()
         return Loss(sse, {"reconstruction": sse})

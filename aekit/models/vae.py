@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Normal
 
 from aekit.errors import AekitError
-from aekit.models.base import AutoEncoder, Loss, accepts_numpy, device_of
+from aekit.models.base import AutoEncoder, Loss, device_of, takes_examples
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -73,10 +73,10 @@ class VAE(AutoEncoder):
         """Mean and log-variance of q(z|x)."""
         return self.encoder(x).chunk(2, dim=-1)
 
-    @accepts_numpy
+    @takes_examples
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean: the code used for reconstruction, probes and plots."""
-        return self.posterior(x)[0]
+        return self.posterior(self.standardize(x))[0]
 
     def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per example: -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || N(0, I)); their sum is the negative ELBO."""

@@ -1,0 +1,736 @@
+"""``aekit pack SOURCE --out STORE``: any ``--dataset`` source packed once into a store (:mod:`aekit.data.store`).
+
+Sources: ``digits``, ``mnist`` (``data_dir`` or the cache), an ``.npy``/``.npz``/``.csv`` file, a folder of PNG/JPEG
+images, and a single IDX file (``.idx`` or ``-ubyte``, optionally ``.gz``; no labels). Rows go to the store in the
+seeded split of :func:`aekit.data.dataset.split_indices` (the one ``load_dataset`` makes with the same seed and test
+fraction), training rows first, each split in increasing source order.
+
+Memory stays bounded whatever the size of the source: an image folder is read in two passes (every header, then the
+pixels) by ``workers`` processes, a chunk of images at a time, at most two chunks a worker in flight; a plain ``.npy``
+or IDX file is read a window of rows at a time (never mapped whole); chunks are written in order with plain writes,
+hashed and summed (the statistics) on the way. ``.npz``, ``.csv``, gzipped IDX, digits and mnist are read whole, as
+``load_dataset`` reads them.
+
+Atomic: everything is written into a hidden folder beside STORE, ``.STORE.partial-HOST-PID-XXXXXXXX``, renamed onto
+STORE once complete (the manifest is written last). A killed pack leaves only that folder; the next pack of the same
+STORE on the same machine removes it once its process is gone.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from aekit.atomic import check_folder, writing
+from aekit.data import store as fmt
+from aekit.data.dataset import split_indices
+from aekit.data.layout import as_float, image_layout
+from aekit.errors import DataError
+
+# Images decoded per task, at most; fewer where images are large (CHUNK_BYTES per chunk).
+IMAGES_PER_CHUNK = 256
+CHUNK_BYTES = 32 << 20
+# Headers read per task.
+HEADERS_PER_CHUNK = 1024
+# Values per chunk of an array source, and the most bytes of a source file read at once for one chunk.
+CHUNK_VALUES = 1 << 21
+SPAN_BYTES = 64 << 20
+
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.float32): 1.0}
+
+
+@dataclass
+class Plan:
+    """What a source becomes: its examples (by source index), split, labels and provenance."""
+
+    name: str
+    kind: str
+    path: Path | None
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    binary: bool
+    train: np.ndarray  # sorted source indices of the training rows
+    test: np.ndarray
+    split: str  # "seeded" or "given"
+    rows: Callable[[np.ndarray], Iterator[np.ndarray]]  # sorted indices of one split -> chunks in the store's type
+    labels: np.ndarray | None = None  # in source order
+    label_names: list[str] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable images left out: relative name -> reason
+    listing: str | None = None
+    source_sha256: dict | None = None
+    finish: Callable[[], None] = lambda: None  # called once every row is written
+    close: Callable[[], None] = lambda: None
+
+    @property
+    def n(self) -> int:
+        return len(self.train) + len(self.test)
+
+
+def pack(source: str, out: str | Path, *, workers: int | None = None, seed: int = 0, test_fraction: float = 0.2,
+         skip_bad: bool = False, data_dir: str | Path | None = None, progress: bool = True,
+         on_skip: Callable[[str, str], None] | None = None) -> dict:
+    """Pack ``source`` into the new store ``out``; returns its manifest (see :mod:`aekit.data.store`).
+
+    ``skip_bad`` leaves unreadable images out (listed in the manifest's ``skipped``, and each passed to
+    ``on_skip(relative name, reason)``) instead of refusing the folder.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"--workers {workers!r} is not a whole number >= 1; pass e.g. {os.cpu_count() or 1}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed {seed!r} is not a whole number >= 0; pass e.g. 0")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
+    out = Path(out)
+    if os.path.lexists(out):
+        raise DataError(f"{out} already exists; name a new folder for the store, or delete it first")
+    check_folder(out)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
+    with writing(out):
+        partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_partial_prefix(out)}-{os.getpid()}-"))
+    try:
+        partial.chmod(0o777 & ~_umask())
+        manifest = _pack_into(partial, source, workers=workers, seed=seed, test_fraction=test_fraction,
+                              skip_bad=skip_bad, data_dir=data_dir, progress=progress, on_skip=on_skip)
+        with writing(out):
+            if os.path.lexists(out):
+                raise DataError(f"{out} appeared while packing; name a new folder for the store")
+            os.rename(partial, out)
+            _fsync_folder(out.parent)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _pack_into(folder: Path, source: str, *, workers: int, seed: int, test_fraction: float, skip_bad: bool,
+               data_dir, progress: bool, on_skip) -> dict:
+    pool = _Pool(workers)
+    exclude = {}
+    try:
+        while True:
+            plan = _plan(source, seed=seed, test_fraction=test_fraction, skip_bad=skip_bad, data_dir=data_dir,
+                         pool=pool, progress=progress, exclude=exclude)
+            try:
+                written = _write_examples(folder, plan, progress)
+                break
+            except _Redo as redo:  # images whose pixels (not header) proved unreadable: split again without them
+                exclude = redo.bad
+            finally:
+                plan.close()
+    finally:
+        pool.close()
+    files, bounds, statistics = written
+    if plan.labels is not None:
+        labels = np.concatenate([plan.labels[plan.train], plan.labels[plan.test]]).astype(np.int64)
+        files[fmt.LABELS] = _write_small(folder / fmt.LABELS, _npy_bytes(labels))
+    files[fmt.SPLIT] = _write_small(folder / fmt.SPLIT, fmt.npz_bytes(
+        {"train": plan.train.astype(np.int64), "test": plan.test.astype(np.int64)}))
+    files[fmt.STATISTICS] = _write_small(folder / fmt.STATISTICS, fmt.npz_bytes(statistics))
+    if plan.listing is not None and fmt.source_listing(plan.kind, plan.path) != plan.listing:
+        raise DataError(f"{plan.path} changed while it was being packed; pack it again once it stays as it is")
+    scale = "uint8" if plan.dtype == np.uint8 else "binary" if plan.binary else "real"
+    manifest = {
+        "format": fmt.FORMAT, "version": fmt.VERSION, "name": plan.name, "shape": list(plan.shape),
+        "dtype": plan.dtype.name, "binary": plan.binary, "scale": fmt.SCALES[scale], "n": plan.n,
+        "n_train": len(plan.train), "n_test": len(plan.test), "split": plan.split,
+        "seed": seed if plan.split == "seeded" else None,
+        "test_fraction": float(test_fraction) if plan.split == "seeded" else None,
+        "bounds": list(bounds), "labels": plan.labels is not None, "label_names": plan.label_names,
+        "skipped": sorted(plan.skipped),
+        "source": {"kind": plan.kind, "path": str(plan.path) if plan.path is not None else None,
+                   "listing_sha256": plan.listing, "sha256": plan.source_sha256},
+        "files": files, "id": fmt.store_id(files),
+    }
+    _write_small(folder / fmt.MANIFEST, fmt.manifest_bytes(manifest))
+    _fsync_folder(folder)
+    for name in sorted(plan.skipped):
+        if on_skip is not None:
+            on_skip(name, plan.skipped[name])
+    return manifest
+
+
+# --- writing -------------------------------------------------------------------------------------------------------
+
+def _write_examples(folder: Path, plan: Plan, progress: bool):
+    """examples.npy from the plan's chunks, training rows first: its manifest entry, the training split's bounds
+    and its statistics. The chunks are written in order, hashed and summed on the way."""
+    path = folder / fmt.EXAMPLES
+    shape = (plan.n, *plan.shape)
+    with writing(path):
+        np.lib.format.open_memmap(path, mode="w+", dtype=plan.dtype, shape=shape)._mmap.close()
+    size = path.stat().st_size
+    offset = size - math.prod(shape) * plan.dtype.itemsize
+    digest = hashlib.sha256()
+    scale = _SCALE[plan.dtype]
+    statistics = _Statistics(plan.shape, scale)
+    low, high = math.inf, -math.inf
+    done = 0
+    bar = _bar(plan.n, "packing", "ex", progress)
+    try:
+        with writing(path), path.open("r+b") as file:
+            digest.update(file.read(offset))
+            for split, indices in (("train", plan.train), ("test", plan.test)):
+                for chunk in plan.rows(indices):
+                    if chunk.dtype != plan.dtype or chunk.shape[1:] != plan.shape:
+                        raise AssertionError(f"chunk {chunk.dtype} {chunk.shape} for {plan.dtype} {plan.shape}")
+                    chunk = np.ascontiguousarray(chunk)
+                    if plan.dtype == np.float32:
+                        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+                    if split == "train":
+                        statistics.update(chunk)
+                    data = memoryview(chunk).cast("B")
+                    file.write(data)
+                    digest.update(data)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+            plan.finish()
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        bar.close()
+    if done != plan.n:
+        raise AssertionError(f"{done} rows written for {plan.n}")
+    if plan.binary and plan.dtype == np.float32 and (low < 0 or high > 1):
+        raise DataError(f"{plan.name}: marked binary-valued but holds values in [{low:g}, {high:g}], outside [0, 1]")
+    offsets = fmt.sampled_offsets(size, offset)
+    entry = {"size": size, "sha256": digest.hexdigest(), "sampled": {
+        "sha256": fmt.sampled_sha256(path, offset, offsets), "block_size": fmt.BLOCK_SIZE, "offsets": offsets}}
+    return {fmt.EXAMPLES: entry}, statistics.bounds(), statistics.arrays()
+
+
+class _Statistics:
+    """Per-feature mean, standard deviation, min and max of rows seen a block at a time (float64, as models see the
+    values), merged with Chan et al.'s pairwise update."""
+
+    def __init__(self, shape: tuple[int, ...], scale: float):
+        self.scale, self.count = scale, 0
+        self.mean, self.m2 = np.zeros(shape), np.zeros(shape)
+        self.low, self.high = np.full(shape, np.inf), np.full(shape, -np.inf)
+
+    def update(self, rows: np.ndarray) -> None:
+        step = max(1, CHUNK_VALUES // max(1, math.prod(rows.shape[1:])))
+        for start in range(0, len(rows), step):
+            block = rows[start:start + step].astype(np.float64)
+            if self.scale != 1.0:
+                block /= self.scale
+            n = len(block)
+            mean = block.mean(0)
+            m2 = ((block - mean) ** 2).sum(0)
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean += delta * (n / total)
+            self.m2 += m2 + delta ** 2 * (self.count * n / total)
+            self.count = total
+            np.minimum(self.low, block.min(0), out=self.low)
+            np.maximum(self.high, block.max(0), out=self.high)
+
+    def bounds(self) -> tuple[float, float]:
+        return float(self.low.min()), float(self.high.max())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "std": np.sqrt(self.m2 / self.count), "min": self.low, "max": self.high}
+
+
+def _npy_bytes(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write_small(path: Path, data: bytes) -> dict:
+    with writing(path), path.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _bar(total: int, desc: str, unit: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: worker processes are forked while a bar is open
+
+    return Bar(total=total, desc=desc, unit=unit, disable=None if progress else True, leave=False)
+
+
+# --- partial folders -----------------------------------------------------------------------------------------------
+
+def _partial_prefix(out: Path) -> str:
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+    return f".{out.name}.partial-{host}"
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the partial folders of ``out`` left by packs on this machine whose process is gone; returns them."""
+    prefix = _partial_prefix(out) + "-"
+    removed = []
+    try:
+        candidates = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        if not candidate.name.startswith(prefix) or not candidate.is_dir() or candidate.is_symlink():
+            continue
+        pid = candidate.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+# --- sources -------------------------------------------------------------------------------------------------------
+
+def _plan(source: str, *, seed: int, test_fraction: float, skip_bad: bool, data_dir, pool: "_Pool",
+          progress: bool, exclude: dict[str, str]) -> Plan:
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise DataError(f"source {source!r} is not a name or a path; name digits, mnist, a file or a folder of data")
+    split = {"seed": seed, "test_fraction": test_fraction}
+    if source == "digits":
+        return _digits_plan(**split)
+    if source == "mnist":
+        return _mnist_plan(data_dir)
+    path = Path(source).absolute()
+    if path.is_dir():
+        if fmt.is_store(path):
+            raise DataError(f"{source} is already a store; train on it with --dataset {source}")
+        return _images_plan(path, skip_bad=skip_bad, pool=pool, progress=progress, exclude=exclude, **split)
+    from aekit.data.files import _is_idx
+
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz", ".csv") or _is_idx(path):
+        if not path.is_file():
+            raise DataError(f"{source} does not exist or is not a file; check the path")
+        if _is_idx(path):
+            return _idx_plan(path, **split)
+        return _array_file_plan(path, **split)
+    if path.exists():
+        raise DataError(f"{source}: unsupported file type {path.suffix!r}; use .npy, .npz, .csv, an IDX file or a "
+                        "folder of images")
+    raise DataError(f"unknown source {source!r}: use digits, mnist, a .npy/.npz/.csv or IDX file or a folder of "
+                    "PNG/JPEG images")
+
+
+def _seeded(n: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    train, test = split_indices(n, seed=seed, test_fraction=test_fraction)
+    return np.sort(train), np.sort(test)
+
+
+def _index_chunks(indices: np.ndarray, rows: int, span: int) -> Iterator[np.ndarray]:
+    """Sorted ``indices`` cut into runs of at most ``rows`` indices that each lie within ``span`` rows."""
+    start = 0
+    while start < len(indices):
+        stop = min(start + rows, int(np.searchsorted(indices, indices[start] + span, side="left")))
+        stop = max(stop, start + 1)
+        yield indices[start:stop]
+        start = stop
+
+
+class _Rows:
+    """Rows of a raw array (in memory, memory-mapped, or in a C-order file read a window at a time), converted to
+    the store's type and layout: uint8 stays, anything else becomes float32 (booleans 0/1) after the finiteness
+    check of :func:`aekit.data.layout.as_float`; image-shaped rows become (channels, height, width)."""
+
+    def __init__(self, raw_shape: tuple[int, ...], dtype: np.dtype, source: str, *, values=None, path=None,
+                 offset: int = 0, given_parts: tuple = ()):
+        self.raw_shape, self.raw_dtype, self.source = tuple(raw_shape), np.dtype(dtype), source
+        self.values, self.path, self.offset, self.parts = values, path, offset, given_parts
+        self.file = path.open("rb") if path is not None else None
+        self.shape, self.channels_last = image_layout(self.raw_shape[1:])
+        self.dtype = np.dtype(np.uint8) if self.raw_dtype == np.uint8 else np.dtype(np.float32)
+        self.row_values = math.prod(self.raw_shape[1:])
+
+    def __call__(self, indices: np.ndarray) -> Iterator[np.ndarray]:
+        rows = max(1, CHUNK_VALUES // max(1, math.prod(self.shape)))
+        # Rows of a file are read as one block from the first index of a chunk to its last: at most SPAN_BYTES.
+        span = max(1, SPAN_BYTES // (self.row_values * self.raw_dtype.itemsize)) if self.file else 1 << 62
+        for chunk in _index_chunks(indices, rows, span):
+            yield self.convert(self.take(chunk))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        if self.parts:  # a source that comes split: x_train's rows, then x_test's
+            first = self.parts[0]
+            if indices[0] < len(first):
+                return first[indices]
+            return self.parts[1][indices - len(first)]
+        if self.file is None:
+            return self.values[indices]
+        low, high = int(indices[0]), int(indices[-1]) + 1
+        count = (high - low) * self.row_values
+        self.file.seek(self.offset + low * self.row_values * self.raw_dtype.itemsize)
+        block = np.fromfile(self.file, dtype=self.raw_dtype, count=count)
+        if block.size != count:
+            raise DataError(f"{self.source} was truncated while it was being packed; pack it again once it stays "
+                            "as it is")
+        return block.reshape(high - low, *self.raw_shape[1:])[indices - low]
+
+    def convert(self, raw: np.ndarray) -> np.ndarray:
+        if self.channels_last:
+            raw = raw.transpose(0, 3, 1, 2)
+        raw = raw.reshape(len(raw), *self.shape)
+        if self.dtype == np.uint8:
+            return np.ascontiguousarray(raw, dtype=np.uint8)
+        return as_float(raw, self.source)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _check_examples(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
+    """The checks of :func:`aekit.data.arrays._examples`, on a header's claims."""
+    if dtype.kind not in "biuf":
+        raise DataError(f"{source} has dtype {dtype}, not numbers; store a float or integer array")
+    if len(shape) < 2:
+        raise DataError(f"{source} has shape {shape} but examples must be the rows of an array of shape "
+                        "(n, features); reshape it, e.g. to (n, 1) for a single feature")
+    if math.prod(shape) == 0:
+        raise DataError(f"{source} is empty (shape {shape}); it needs at least one value per example")
+
+
+def _array_plan(rows: _Rows, *, name: str, kind: str, path: Path, seed: int, test_fraction: float,
+                labels=None, given: int | None = None) -> Plan:
+    n = rows.raw_shape[0]
+    if given is None:
+        train, test = _seeded(n, seed, test_fraction)
+    else:
+        train, test = np.arange(given), np.arange(given, n)
+    return Plan(name=name, kind=kind, path=path, shape=rows.shape, dtype=rows.dtype,
+                binary=rows.raw_dtype in (np.uint8, np.bool_), train=train, test=test,
+                split="seeded" if given is None else "given", rows=rows, labels=labels,
+                listing=fmt.source_listing(kind, path) if path is not None else None, close=rows.close)
+
+
+def _array_file_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
+    from aekit.data import arrays
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with path.open("rb") as file:
+            zipped = file.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+        if not zipped:
+            return _npy_plan(path, seed=seed, test_fraction=test_fraction)
+    listing = fmt.source_listing("npy" if suffix == ".npy" else suffix[1:], path)
+    if suffix == ".csv":
+        values = {"x": arrays._read_csv(path)}
+    else:
+        values = arrays.read_numpy(path)
+    keys = set(values)
+    kind = "csv" if suffix == ".csv" else "npz"
+    common = {"name": path.name, "kind": kind, "path": path, "seed": seed, "test_fraction": test_fraction}
+    if {"x_train", "x_test"} <= keys <= arrays._SPLIT_KEYS:
+        if len(keys & {"y_train", "y_test"}) == 1:
+            raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
+                            "store both y_train and y_test, or neither")
+        x_train, x_test = values["x_train"], values["x_test"]
+        if x_train.dtype != x_test.dtype:
+            raise DataError(f"{path} stores x_train as {x_train.dtype} and x_test as {x_test.dtype}; store both "
+                            "splits in one type")
+        for key, x in (("x_train", x_train), ("x_test", x_test)):
+            _check_examples(x.shape, x.dtype, f"{path}[{key}]")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"{path}: train examples have shape {x_train.shape[1:]} but test examples "
+                            f"{x_test.shape[1:]}")
+        labels = None
+        if "y_train" in keys:
+            labels = np.concatenate([arrays._labels(values["y_train"], len(x_train), f"{path}[y_train]"),
+                                     arrays._labels(values["y_test"], len(x_test), f"{path}[y_test]")])
+        rows = _Rows((len(x_train) + len(x_test), *x_train.shape[1:]), x_train.dtype, f"{path}",
+                     given_parts=(x_train, x_test))
+        plan = _array_plan(rows, labels=labels, given=len(x_train), **common)
+    else:
+        x_name = arrays.examples_name(keys, path)
+        x = values[x_name]
+        source = f"{path}[{x_name}]" if kind == "npz" else str(path)
+        _check_examples(x.shape, x.dtype, source)
+        labels = arrays._labels(values.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+        plan = _array_plan(_Rows(x.shape, x.dtype, source, values=x), labels=labels, **common)
+    plan.listing = listing
+    return plan
+
+
+def _npy_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
+    """A plain .npy file, its header checked against its size, then read a window of rows at a time."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as file:
+            header = fmt.read_npy_header(file, size)
+    except ValueError as error:
+        raise DataError(f"{path} is truncated, forged or not a NumPy file ({error}); save plain numeric arrays "
+                        "with numpy.save") from None
+    if header.dtype.hasobject:
+        raise DataError(f"{path} holds Python objects, which are never unpickled; save plain numeric arrays with "
+                        "numpy.save")
+    _check_examples(header.shape, header.dtype, str(path))
+    if header.fortran:  # rows are not contiguous: map it (checked above) and gather rows from the map
+        rows = _Rows(header.shape, header.dtype, str(path), values=np.load(path, mmap_mode="r"))
+    else:
+        rows = _Rows(header.shape, header.dtype, str(path), path=path, offset=header.offset)
+    return _array_plan(rows, name=path.name, kind="npy", path=path, seed=seed, test_fraction=test_fraction)
+
+
+def _idx_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
+    """A single IDX file of examples (the first dimension counts them): plain, read a window at a time after its
+    header is checked against its size, or gzipped, read whole as :func:`aekit.data.idx.read_idx_file` does."""
+    from aekit.data import idx
+
+    if path.suffix.lower() == ".gz":
+        values = idx.read_idx_file(path)
+        _check_examples(values.shape, values.dtype, str(path))
+        rows = _Rows(values.shape, values.dtype, str(path), values=values)
+    else:
+        try:
+            with path.open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                header_size, dims, dtype, expected = idx._layout(file.read(4 + 4 * idx.MAX_DIMS), str(path))
+        except OSError as error:
+            raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+        idx._check_size(str(path), expected, size)
+        _check_examples(dims, dtype, str(path))
+        rows = _Rows(dims, dtype, str(path), path=path, offset=header_size)
+    return _array_plan(rows, name=path.name, kind="idx", path=path, seed=seed, test_fraction=test_fraction)
+
+
+def _digits_plan(*, seed: int, test_fraction: float) -> Plan:
+    """scikit-learn's digits as :func:`aekit.data.digits.load_digits` gives them: float32 counts / 16."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    plan = _array_plan(_Rows(x.shape, x.dtype, "digits", values=x), name="digits", kind="digits", path=None,
+                       seed=seed, test_fraction=test_fraction, labels=bunch.target.astype(np.int64))
+    plan.binary, plan.label_names = True, [str(int(t)) for t in bunch.target_names]
+    return plan
+
+
+def _mnist_plan(data_dir) -> Plan:
+    """MNIST as :func:`aekit.data.mnist.load_mnist` gives it (sha256-checked), stored as its 8-bit pixels."""
+    from aekit.data import mnist
+
+    data = mnist.load_mnist(data_dir=data_dir)
+    x_train, x_test = data.x_train, data.x_test
+
+    def rows(indices: np.ndarray) -> Iterator[np.ndarray]:
+        for chunk in _index_chunks(indices, 8192, len(x_train) + len(x_test)):
+            part = x_train[chunk] if chunk[0] < len(x_train) else x_test[chunk - len(x_train)]
+            yield np.rint(part * 255).astype(np.uint8)
+
+    n_train = len(x_train)
+    return Plan(name="mnist", kind="mnist", path=Path(data_dir or mnist.cache_dir()).absolute(),
+                shape=tuple(x_train.shape[1:]), dtype=np.dtype(np.uint8), binary=True, train=np.arange(n_train),
+                test=np.arange(n_train, n_train + len(x_test)), split="given", rows=rows,
+                labels=np.concatenate([data.y_train, data.y_test]), label_names=[str(d) for d in range(10)],
+                source_sha256=dict(mnist.SHA256))
+
+
+# --- image folders -------------------------------------------------------------------------------------------------
+
+class _Redo(Exception):
+    """Images whose pixels (not their header) proved unreadable under ``--skip-bad``: the split is made again
+    without them."""
+
+    def __init__(self, bad: dict[str, str]):
+        super().__init__(f"{len(bad)} unreadable images")
+        self.bad = bad
+
+
+def _images_plan(folder: Path, *, seed: int, test_fraction: float, skip_bad: bool, pool: "_Pool", progress: bool,
+                 exclude: dict[str, str]) -> Plan:
+    from aekit.data import images
+
+    files = fmt.image_files(folder)
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(images.IMAGE_SUFFIXES)}); point to a folder of PNG "
+                        "or JPEG files")
+    listing = fmt.source_listing("images", folder, files)
+    skipped, good = {}, []
+    for file, header in zip(files, _headers(files, skip_bad, pool, progress)):
+        if isinstance(header, str) or str(file) in exclude:
+            skipped[file.relative_to(folder).as_posix()] = header if isinstance(header, str) else exclude[str(file)]
+        else:
+            good.append((file, header))
+    if not good:
+        raise DataError(f"{folder}: no image in it can be read; replace them")
+    files = [file for file, _ in good]
+    sizes = [size for _, (size, _) in good]
+    modes = [mode for _, (_, mode) in good]
+    for file, size in zip(files, sizes):
+        if size != sizes[0]:
+            raise DataError(f"{file} is {size[0]}x{size[1]} pixels but {files[0]} and every image before it is "
+                            f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size")
+    channels = 1 if all(mode in images._GRAY_MODES for mode in modes) else 3
+    dtype = np.dtype(np.float32 if any(mode.startswith("I;16") for mode in modes) else np.uint8)
+    width, height = sizes[0]
+    shape = (channels, height, width)
+    per_chunk = max(1, min(IMAGES_PER_CHUNK, CHUNK_BYTES // (math.prod(shape) * dtype.itemsize)))
+    train, test = _seeded(len(files), seed, test_fraction)
+    labels = images._labels(folder, files)
+    names = None if labels is None else sorted({f.relative_to(folder).parts[0] for f in files})
+    paths = [str(file) for file in files]
+    bad = {}
+
+    def rows(indices: np.ndarray) -> Iterator[np.ndarray]:
+        tasks = ((tuple(paths[i] for i in indices[start:start + per_chunk]), shape, dtype.str, skip_bad)
+                 for start in range(0, len(indices), per_chunk))
+        for chunk, failures in pool.map(_decode, tasks):
+            bad.update(failures)
+            yield chunk
+
+    def finish() -> None:
+        if bad:
+            raise _Redo({**exclude, **bad})
+
+    return Plan(name=folder.name, kind="images", path=folder, shape=shape, dtype=dtype, binary=True, train=train,
+                test=test, split="seeded", rows=rows, labels=labels, label_names=names, skipped=skipped,
+                listing=listing, finish=finish)
+
+
+def _headers(files: list[Path], skip_bad: bool, pool: "_Pool", progress: bool) -> list:
+    """Each image's ((width, height), mode), or under ``skip_bad`` the reason it cannot be read."""
+    paths = [str(file) for file in files]
+    tasks = ((tuple(paths[start:start + HEADERS_PER_CHUNK]), skip_bad)
+             for start in range(0, len(paths), HEADERS_PER_CHUNK))
+    headers = []
+    bar = _bar(len(files), "reading headers", "img", progress)
+    try:
+        for chunk in pool.map(_read_headers, tasks):
+            headers += chunk
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return headers
+
+
+def _read_headers(task) -> list:
+    """Worker: the headers of a chunk of images (:func:`aekit.data.images._header`)."""
+    from aekit.data.images import _header
+
+    paths, skip_bad = task
+    out = []
+    for path in paths:
+        try:
+            out.append(_header(Path(path)))
+        except DataError as error:
+            if not skip_bad:
+                raise
+            out.append(_reason(error))
+    return out
+
+
+def _decode(task) -> tuple[np.ndarray, dict[str, str]]:
+    """Worker: a chunk of images as (n, channels, height, width) in the store's type, decoded by
+    :func:`aekit.data.images._pixels` (uint8: its [0, 1] values times 255, exact); and under ``skip_bad`` the
+    reason of each image that could not be decoded, by path (its row left zero)."""
+    from aekit.data.images import _pixels
+
+    paths, shape, dtype, skip_bad = task
+    out = np.zeros((len(paths), *shape), np.dtype(dtype))
+    bad = {}
+    for i, path in enumerate(paths):
+        try:
+            pixels = _pixels(Path(path), shape[0])
+            if pixels.shape != tuple(shape):
+                raise DataError(f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels but its header said "
+                                f"{shape[2]}x{shape[1]} (forged or damaged); delete or replace it")
+        except DataError as error:
+            if not skip_bad:
+                raise
+            bad[path] = _reason(error)
+            continue
+        out[i] = np.rint(pixels * 255) if out.dtype == np.uint8 else pixels
+    return out, bad
+
+
+def _reason(error: DataError) -> str:
+    """The reason inside a reader's one-line error ("FILE cannot be read as an image (REASON); fix")."""
+    text = str(error)
+    start, end = text.find(" ("), text.rfind("); ")
+    return text[start + 2:end] if 0 <= start < end else text
+
+
+class _Pool:
+    """Tasks run in order by ``workers`` processes (in this process where there is one), at most two tasks a worker
+    in flight, so memory holds a bounded number of results whatever the number of tasks."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor = None
+
+    def map(self, function, tasks) -> Iterator:
+        if self.workers == 1:
+            yield from map(function, tasks)
+            return
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(self.workers)
+        pending = deque()
+        try:
+            for task in tasks:
+                pending.append(self.executor.submit(function, task))
+                if len(pending) >= 2 * self.workers:
+                    yield _result(pending.popleft())
+            while pending:
+                yield _result(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future):
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DataError("a worker process reading images died (out of memory?); pack again with fewer --workers") \
+            from None

@@ -1,0 +1,352 @@
+"""Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
+checked on open, and packed in bounded memory."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aekit.cli import main
+from aekit.data import load_dataset
+from aekit.data.dataset import as_float32, split_indices
+from aekit.data.files import idx_bytes
+from aekit.data.store import open_store
+from conftest import MNIST_DIR, needs_mnist
+from test_cli import snapshot
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FAST = ["--epochs", "1", "--no-progress", "--hidden", "16", "--code-dim", "2"]
+
+
+def run_cli(capsys, *argv):
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def pack(capsys, source, out, *extra):
+    status, out_, err = run_cli(capsys, "pack", source, "--out", out, "--no-progress", *extra)
+    assert status == 0, err
+    return json.loads(out_), err
+
+
+def assert_refused(capsys, folder, *argv, match):
+    """One line on stderr containing ``match``, exit 2, and ``folder`` (and its parent's listing) unchanged."""
+    before, listing = snapshot(folder), sorted(p.name for p in folder.parent.iterdir())
+    status, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, (status, err)
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+    assert snapshot(folder) == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == listing
+    return lines[0]
+
+
+def make_images(folder, n_per_class=12, size=(13, 9), classes=("cats", "dogs"), mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+            Image.fromarray(pixels if channels == 3 else pixels[..., 0]).save(folder / name / f"{i:05d}.png")
+    return folder
+
+
+def assert_same_data(store, source, seed=0, test_fraction=0.2):
+    """The store holds load_dataset's split of the source, each split in increasing source order (load_dataset's in
+    the seeded permutation's), uint8 rows the source's intensities times 255."""
+    n = len(source.x_train) + len(source.x_test)
+    train, test = split_indices(n, seed=seed, test_fraction=test_fraction)
+    for x, y, reference, labels, split in ((store.x_train, store.y_train, source.x_train, source.y_train, train),
+                                           (store.x_test, store.y_test, source.x_test, source.y_test, test)):
+        assert isinstance(x, np.memmap)
+        order = np.argsort(split)
+        reference = as_float32(reference[order])  # a uint8 .npy loads as its 8-bit intensities, memory-mapped
+        np.testing.assert_array_equal(as_float32(x), reference)
+        if x.dtype == np.uint8:
+            np.testing.assert_array_equal(x, np.rint(reference * 255).astype(np.uint8))
+        if labels is None:
+            assert y is None
+        else:
+            np.testing.assert_array_equal(y, labels[order])
+    assert store.binary == source.binary and store.shape == source.shape and store.checked
+    assert store.value_range == pytest.approx(source.value_range, abs=1e-6)
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_images(tmp_path / "pets")
+
+
+def test_an_image_folder_packs_to_uint8_rows_of_the_same_split_and_trains(capsys, tmp_path, images):
+    store = tmp_path / "pets.store"
+    summary, _ = pack(capsys, images, store, "--workers", "2")
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert summary["id"] == manifest["id"] and manifest["dtype"] == "uint8" and manifest["shape"] == [3, 9, 13]
+    assert manifest["label_names"] == ["cats", "dogs"] and manifest["n_train"] == 19 and manifest["n_test"] == 5
+    assert manifest["source"]["path"] == str(images) and manifest["scale"] == "intensity: uint8 / 255"
+    assert sorted(p.name for p in store.iterdir()) == ["examples.npy", "labels.npy", "manifest.json", "split.npz",
+                                                       "statistics.npz"]
+    data = load_dataset(str(store))
+    assert data.x_train.dtype == np.uint8 and data.name == "pets"
+    assert_same_data(data, load_dataset(str(images)))
+    split = np.load(store / "split.npz")
+    train, test = split_indices(24, seed=0, test_fraction=0.2)
+    np.testing.assert_array_equal(split["train"], np.sort(train))
+    np.testing.assert_array_equal(split["test"], np.sort(test))
+    statistics = np.load(store / "statistics.npz")
+    rows = data.x_train.astype(np.float64) / 255
+    np.testing.assert_allclose(statistics["mean"], rows.mean(0), atol=1e-12)
+    np.testing.assert_allclose(statistics["std"], rows.std(0), atol=1e-12)
+    assert statistics["max"].max() == manifest["bounds"][1]
+
+    run = tmp_path / "run"
+    status, out, err = run_cli(capsys, "train", "--dataset", store, "--out", run, "--net", "conv", *FAST)
+    assert status == 0, err
+    trained = json.loads(out)
+    status, out, err = run_cli(capsys, "evaluate", run)
+    assert status == 0, err
+    assert json.loads(out)["sse_per_example"] == pytest.approx(trained["sse_per_example"], rel=1e-5)
+
+
+def test_a_uint8_npy_a_csv_with_a_header_and_digits_pack_to_the_same_data(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "pixels.npy", rng.integers(0, 256, (40, 7, 5), dtype=np.uint8))
+    table = rng.normal(size=(30, 4)) * [1, 10, 100, 1000]
+    (tmp_path / "table.csv").write_text("a,b,c,d\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in table))
+    for source, dtype in ((tmp_path / "pixels.npy", "uint8"), (tmp_path / "table.csv", "float32"),
+                          ("digits", "float32")):
+        store = tmp_path / f"{getattr(source, 'stem', source)}.store"
+        summary, _ = pack(capsys, source, store, "--seed", "3", "--test-fraction", "0.25")
+        assert summary["dtype"] == dtype
+        assert_same_data(load_dataset(str(store)), load_dataset(str(source), seed=3, test_fraction=0.25), seed=3,
+                         test_fraction=0.25)
+    manifest = json.loads((tmp_path / "digits.store" / "manifest.json").read_text())
+    assert manifest["label_names"] == [str(d) for d in range(10)] and manifest["seed"] == 3
+    assert json.loads((tmp_path / "table.store" / "manifest.json").read_text())["scale"] == "real values"
+
+    run = tmp_path / "run"
+    status, out, err = run_cli(capsys, "train", "--dataset", tmp_path / "table.store", "--out", run, *FAST)
+    assert status == 0, err
+    status, out, err = run_cli(capsys, "evaluate", run)
+    assert status == 0 and "r2" in json.loads(out), err
+
+
+def test_an_npz_split_and_idx_files_pack_too(capsys, tmp_path):
+    rng = np.random.default_rng(2)
+    x_train, x_test = rng.random((20, 6), dtype=np.float32), rng.random((7, 6), dtype=np.float32)
+    y_train, y_test = rng.integers(0, 3, 20), rng.integers(0, 3, 7)
+    np.savez(tmp_path / "given.npz", x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
+    pack(capsys, tmp_path / "given.npz", tmp_path / "given")
+    data = load_dataset(str(tmp_path / "given"))
+    np.testing.assert_array_equal(data.x_train, x_train)
+    np.testing.assert_array_equal(data.y_test, y_test)
+    manifest = json.loads((tmp_path / "given" / "manifest.json").read_text())
+    assert manifest["split"] == "given" and manifest["seed"] is None and not manifest["binary"]
+
+    pixels = rng.integers(0, 256, (30, 6, 4), dtype=np.uint8)
+    (tmp_path / "x-ubyte").write_bytes(idx_bytes(pixels))
+    (tmp_path / "x.idx.gz").write_bytes(idx_bytes(pixels, gzipped=True))
+    train, test = split_indices(30, seed=0, test_fraction=0.2)
+    for name in ("x-ubyte", "x.idx.gz"):
+        pack(capsys, tmp_path / name, tmp_path / f"{name}.store")
+        data = load_dataset(str(tmp_path / f"{name}.store"))
+        assert data.x_train.dtype == np.uint8 and data.shape == (1, 6, 4)
+        np.testing.assert_array_equal(data.x_train[:, 0], pixels[np.sort(train)])
+        np.testing.assert_array_equal(data.x_test[:, 0], pixels[np.sort(test)])
+
+
+@needs_mnist
+def test_mnist_packs_to_its_8_bit_pixels_in_its_own_split(capsys, tmp_path):
+    pack(capsys, "mnist", tmp_path / "mnist", "--data-dir", MNIST_DIR)
+    store, source = load_dataset(str(tmp_path / "mnist")), load_dataset("mnist", data_dir=MNIST_DIR)
+    for x, reference in ((store.x_train, source.x_train), (store.x_test, source.x_test)):
+        assert x.dtype == np.uint8 and isinstance(x, np.memmap)
+        np.testing.assert_array_equal(as_float32(x), reference)
+    np.testing.assert_array_equal(store.y_test, source.y_test)
+    manifest = json.loads((tmp_path / "mnist" / "manifest.json").read_text())
+    assert manifest["split"] == "given" and manifest["n_train"] == 60000
+    assert manifest["source"]["sha256"]["t10k-images-idx3-ubyte"].startswith("0fa7898d")
+
+
+def test_packing_twice_gives_byte_identical_stores(capsys, tmp_path, images):
+    pack(capsys, images, tmp_path / "one", "--workers", "1")
+    pack(capsys, images, tmp_path / "two", "--workers", "2")
+    assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_a_killed_pack_leaves_no_store_and_packing_again_succeeds(capsys, tmp_path):
+    source = make_images(tmp_path / "many", n_per_class=2000, size=(8, 8), classes=("a",), mode="L")
+    store = tmp_path / "many.store"
+    process = subprocess.Popen([sys.executable, "-m", "aekit", "pack", str(source), "--out", str(store), "--workers",
+                                "1", "--no-progress"], env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".many.store.partial")]:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not store.exists()
+    partial = [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    assert len(partial) == 1 and not (partial[0] / "manifest.json").exists()
+    with pytest.raises(Exception, match="no images"):  # a partial folder is never taken for a store or for data
+        load_dataset(str(partial[0]))
+    pack(capsys, source, store, "--workers", "1")
+    assert len(load_dataset(str(store)).x_train) == 1600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the stale partial was removed
+
+
+DAMAGES = ("truncated", "byte changed", "shape edited", "split edited", "manifest of another store",
+           "labels replaced")
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_store_is_refused_in_one_line(capsys, tmp_path, images, damage):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    manifest_path = store / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    examples = store / "examples.npy"
+    if damage == "truncated":
+        data = examples.read_bytes()
+        examples.write_bytes(data[:-100])
+        match = "truncated"
+    elif damage == "byte changed":
+        sampled = manifest["files"]["examples.npy"]["sampled"]
+        offset = sampled["offsets"][-1] + 7
+        with examples.open("r+b") as file:
+            file.seek(offset)
+            byte = file.read(1)
+            file.seek(offset)
+            file.write(bytes([byte[0] ^ 1]))
+        match = "sampled sha256"
+    elif damage == "shape edited":
+        manifest["shape"] = [3, 13, 9]
+        manifest_path.write_text(json.dumps(manifest))
+        match = "manifest says uint8 (24, 3, 13, 9)"
+    elif damage == "split edited":
+        manifest["n_train"], manifest["n_test"] = 20, 4
+        manifest_path.write_text(json.dumps(manifest))
+        match = "the manifest was edited"
+    elif damage == "manifest of another store":
+        other = make_images(tmp_path / "other", seed=5)
+        pack(capsys, other, tmp_path / "other.store")
+        shutil.copy(tmp_path / "other.store" / "manifest.json", manifest_path)
+        match = "sha256"
+    else:
+        np.save(store / "labels.npy", 1 - np.load(store / "labels.npy"))
+        match = "labels.npy does not match its sha256"
+    out = tmp_path / "run"
+    line = assert_refused(capsys, out, "train", "--dataset", store, "--out", out, *FAST, match=match)
+    assert f"store {store}" in line and "pack it again with `aekit pack" in line
+    with pytest.raises(Exception):
+        open_store(store)
+
+
+def test_full_verification_reads_every_byte(capsys, tmp_path):
+    np.save(tmp_path / "big.npy", np.zeros((300, 64, 64), np.uint8))  # 1.2 MB, more than the 64 sampled blocks
+    store = tmp_path / "store"
+    pack(capsys, tmp_path / "big.npy", store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    offsets = manifest["files"]["examples.npy"]["sampled"]["offsets"]
+    assert len(offsets) == 19  # every 64 KiB block of a store this small
+    np.save(tmp_path / "huge.npy", np.zeros((1100, 64, 64), np.uint8))  # 4.5 MB: 64 blocks spread evenly
+    pack(capsys, tmp_path / "huge.npy", tmp_path / "huge")
+    offsets = json.loads((tmp_path / "huge" / "manifest.json").read_text())["files"]["examples.npy"]["sampled"]
+    gap = offsets["offsets"][1] + 65536 + 10  # a byte no sampled block covers
+    with (tmp_path / "huge" / "examples.npy").open("r+b") as file:
+        file.seek(gap)
+        file.write(b"\x01")
+    load_dataset(str(tmp_path / "huge"))  # the cheap check cannot see it...
+    assert run_cli(capsys, "pack", "--verify", store)[0] == 0
+    status, _, err = run_cli(capsys, "pack", "--verify", tmp_path / "huge")  # ...the full one does
+    assert status == 2 and "examples.npy has sha256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_store_whose_source_changed_is_refused_and_a_copy_without_its_source_opens(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    shutil.copy(images / "cats" / "00000.png", images / "cats" / "extra.png")
+    out = tmp_path / "run"
+    assert_refused(capsys, out, "train", "--dataset", store, "--out", out, *FAST,
+                   match=f"its source {images} changed since it was packed")
+    (images / "cats" / "extra.png").unlink()
+    assert len(load_dataset(str(store)).x_train) == 19  # the same listing again
+    images.rename(tmp_path / "moved")
+    assert len(load_dataset(str(store)).x_train) == 19
+
+
+def test_broken_images_are_refused_or_skipped_and_listed(capsys, tmp_path, images):
+    (images / "cats" / "garbage.png").write_bytes(b"not a png at all")
+    whole = (images / "dogs" / "00003.png").read_bytes()
+    (images / "dogs" / "truncated.png").write_bytes(whole[:len(whole) // 2])  # its header reads, its pixels do not
+    store = tmp_path / "store"
+    assert_refused(capsys, store, "pack", images, "--out", store, "--no-progress", match="garbage.png")
+    summary, err = pack(capsys, images, store, "--skip-bad", "--workers", "2")
+    assert summary["skipped"] == ["cats/garbage.png", "dogs/truncated.png"] and summary["n"] == 24
+    assert "skipped cats/garbage.png" in err and "skipped dogs/truncated.png" in err
+    (images / "cats" / "garbage.png").unlink()
+    (images / "dogs" / "truncated.png").unlink()
+    good = tmp_path / "good"
+    pack(capsys, images, good)
+    assert snapshot(good)["examples.npy"] == snapshot(store)["examples.npy"]
+
+
+def test_bad_pack_commands_are_refused(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    assert_refused(capsys, store, "pack", images, "--out", store, match="already exists")
+    other = tmp_path / "other"
+    assert_refused(capsys, other, "pack", store, "--out", other, match="already a store")
+    assert_refused(capsys, other, "pack", "nope", "--out", other, match="unknown source 'nope'")
+    assert_refused(capsys, other, "pack", images, match="needs --out")
+    assert_refused(capsys, other, "pack", images, "--out", other, "--workers", "0", match="--workers 0")
+    (tmp_path / "odd").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "odd" / "a.png")
+    Image.new("RGB", (5, 4)).save(tmp_path / "odd" / "b.png")
+    assert_refused(capsys, other, "pack", tmp_path / "odd", "--out", other, match="b.png is 5x4 pixels")
+
+
+# The pack's own high-water mark (VmHWM belongs to the address space made at exec; ru_maxrss would also count the
+# forked test process's pages before the exec).
+_PEAK = """
+import sys
+from aekit.pack import pack
+pack(sys.argv[1], sys.argv[2], workers=1, progress=False)
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from /proc (Linux)")
+def test_peak_memory_does_not_grow_with_the_data(tmp_path):
+    peaks = {}
+    for megabytes in (16, 128):
+        source = tmp_path / f"{megabytes}.npy"
+        rows = megabytes * 2 ** 20 // 784
+        block = (np.arange(4096 * 784) % 251).astype(np.uint8)
+        with source.open("wb") as file:  # written in blocks, so this process never holds the data
+            np.lib.format.write_array_header_1_0(file, {"descr": "|u1", "fortran_order": False,
+                                                        "shape": (rows, 28, 28)})
+            for start in range(0, rows, 4096):
+                file.write(block[:min(4096, rows - start) * 784].tobytes())
+        result = subprocess.run([sys.executable, "-c", _PEAK, str(source), str(tmp_path / f"{megabytes}.store")],
+                                capture_output=True, text=True, env=ENV, timeout=300)
+        assert result.returncode == 0, result.stderr
+        peaks[megabytes] = int(result.stdout.split()[-1]) * 1024
+        source.unlink()
+    print(f"peak RSS of the pack: 16 MiB source {peaks[16] / 2**20:.0f} MiB, 128 MiB source "
+          f"{peaks[128] / 2**20:.0f} MiB")
+    assert peaks[128] - peaks[16] < 16 * 2 ** 20, peaks  # 112 MiB more data, under 16 MiB more memory
