@@ -668,16 +668,16 @@ def _read_headers(task) -> list:
 
 def _decode(task) -> tuple[np.ndarray, dict[str, str]]:
     """Worker: a chunk of images as (n, channels, height, width) in the store's type, decoded by
-    :func:`aekit.data.images._pixels` (uint8: its [0, 1] values times 255, exact); and under ``skip_bad`` the
-    reason of each image that could not be decoded, by path (its row left zero)."""
-    from aekit.data.images import _pixels
+    :func:`aekit.data.images.decoded` (8-bit pixels as they are); and under ``skip_bad`` the reason of each image
+    that could not be decoded, by path (its row left zero)."""
+    from aekit.data.images import decoded
 
     paths, shape, dtype, skip_bad = task
     out = np.zeros((len(paths), *shape), np.dtype(dtype))
     bad = {}
     for i, path in enumerate(paths):
         try:
-            pixels = _pixels(Path(path), shape[0])
+            pixels = decoded(Path(path), shape[0])
             if pixels.shape != tuple(shape):
                 raise DataError(f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels but its header said "
                                 f"{shape[2]}x{shape[1]} (forged or damaged); delete or replace it")
@@ -686,7 +686,10 @@ def _decode(task) -> tuple[np.ndarray, dict[str, str]]:
                 raise
             bad[path] = _reason(error)
             continue
-        out[i] = np.rint(pixels * 255) if out.dtype == np.uint8 else pixels
+        if pixels.dtype == out.dtype:
+            out[i] = pixels
+        else:  # 8-bit and 16-bit images in one folder: the store is float32, in [0, 1]
+            out[i] = pixels / 255 if pixels.dtype == np.uint8 else pixels
     return out, bad
 
 

@@ -88,6 +88,10 @@ def _float64(model: torch.nn.Module) -> torch.nn.Module:
     return model if device_of(model).type == "mps" else copy.deepcopy(model).double()
 
 
+# Rows a block where transform goes through X: bounded memory whatever its size.
+_ROWS = 8192
+
+
 def _tensor(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     """A copy of x on the model's device, in its precision."""
     return torch.tensor(x, dtype=next(model.parameters()).dtype, device=device_of(model))
@@ -193,7 +197,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """The code of each row of X."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return self._run("encode", self._model_input(X)).astype(X.dtype)
+        return self._run("encode", X, standardized=True).astype(X.dtype, copy=False)
 
     def inverse_transform(self, X):
         """The decoder's mean for each code (row of X), in the units of the training data."""
@@ -281,10 +285,13 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return self.scaler_.transform(X) if self.scaler_ is not None else X
 
     @torch.no_grad()
-    def _run(self, method: str, x: np.ndarray) -> np.ndarray:
-        """The model's ``method`` (encode or decode) on the rows of x, computed in float64."""
+    def _run(self, method: str, x: np.ndarray, standardized: bool = False) -> np.ndarray:
+        """The model's ``method`` (encode or decode) on the rows of x, computed in float64 a block of rows at a time
+        (each block standardized first, with ``standardized``), so that no whole copy of x is made."""
         model = _float64(self.model_)
-        return getattr(model, method)(_tensor(model, x)).cpu().numpy()
+        blocks = (x[start:start + _ROWS] for start in range(0, len(x), _ROWS))
+        return np.concatenate([getattr(model, method)(_tensor(model, self._model_input(block) if standardized
+                                                              else block)).cpu().numpy() for block in blocks])
 
 
 class AutoEncoder(_BaseAutoEncoder):

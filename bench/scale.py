@@ -180,10 +180,11 @@ def _swapped_pages() -> int:
 
 
 def _streamed_training(store: Path, run: Path, seconds: float) -> dict:
-    """Train in stream mode for ``seconds``, then SIGTERM (the trainer stops after its step and checkpoints):
-    peak RssAnon (polled every 50 ms), images per second from the checkpoint's position, exit status."""
+    """Train in stream mode for ``seconds`` (more epochs than fit in them, so that every store is measured while
+    training), then SIGTERM (the trainer stops after its step and checkpoints): peak RssAnon (polled every 50 ms),
+    images per second of the epoch it stopped in (from the checkpoint's position), exit status."""
     process = subprocess.Popen([*AEKIT, "train", "--dataset", str(store), "--model", "ae", "--hidden", "256,128",
-                                "--code-dim", "16", "--batch-size", "128", "--epochs", "1", "--data-on", "stream",
+                                "--code-dim", "16", "--batch-size", "128", "--epochs", "1000", "--data-on", "stream",
                                 "--device", "cpu", "--no-progress", "--out", str(run)], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak, started = 0.0, time.monotonic()

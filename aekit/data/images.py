@@ -75,18 +75,25 @@ def _header(file: Path) -> tuple[tuple[int, int], str]:
 
 def _pixels(file: Path, channels: int) -> np.ndarray:
     """An image as float32 (channels, height, width) in [0, 1]."""
+    pixels = decoded(file, channels)
+    return pixels.astype(np.float32) / 255 if pixels.dtype == np.uint8 else pixels
+
+
+def decoded(file: Path, channels: int) -> np.ndarray:
+    """An image's pixels as stored, (channels, height, width): uint8 for 8-bit images, float32 in [0, 1] for 16-bit
+    ones (their values / 65535)."""
     try:
         # Decoded from memory: Pillow reads some PNG chunks by their stated length, and reading a file object asks
         # for that many bytes up front (a forged length in a 67-byte file asked for a gigabyte); BytesIO hands
         # back only what the file holds.
         with Image.open(io.BytesIO(file.read_bytes())) as image:
             if image.mode not in _GRAY_MODES:
-                return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+                return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
             # Pillow's conversion to "L" clips 16-bit values at 255 instead of scaling them.
             if image.mode.startswith("I;16"):
                 gray = np.asarray(image, dtype=np.float32) / 65535
             else:
-                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+                gray = np.asarray(image.convert("L"))
     except _UNREADABLE as error:
         raise _unreadable(file, error) from None
     return np.repeat(gray[None], channels, axis=0)
