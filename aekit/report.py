@@ -31,14 +31,13 @@ def _save_mosaic(path: Path, groups: list[np.ndarray], columns: int, title: str,
                  column_labels: list[str] | None = None) -> None:
     """Groups of examples drawn as one picture (one image is far faster to lay out than an axes per example), each
     group starting a new row of ``columns`` cells, with white gaps between cells. Images (n, channels, height, width)
-    show their [0, 1] intensities (real-valued ones, on one scale shared by all); vectors (n, features) show as strips
-    coloured on one scale shared by all."""
+    show their [0, 1] intensities (real-valued ones, where the first group goes outside [0, 1], on its range);
+    vectors (n, features) show as strips coloured on one scale shared by all."""
     is_image = groups[0].ndim == 4
     low, high = min(g.min() for g in groups), max(g.max() for g in groups)
     if is_image:
         cmap = "gray" if groups[0].shape[1] == 1 else None
-        if low < 0 or high > 1:  # real-valued images: one linear scale for all, rather than clipped to [0, 1]
-            groups = [(g - low) / ((high - low) or 1.0) for g in groups]
+        groups = shown_as_intensities(groups)
     else:
         # Strips 4 pixels tall, so that gaps between rows stay thinner than the rows.
         groups = [np.repeat(((g - low) / ((high - low) or 1.0)).reshape(len(g), 1, 1, -1), 4, axis=2) for g in groups]
@@ -66,6 +65,16 @@ def _save_mosaic(path: Path, groups: list[np.ndarray], columns: int, title: str,
         spine.set_visible(False)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def shown_as_intensities(groups: list[np.ndarray]) -> list[np.ndarray]:
+    """Groups of images on the [0, 1] scale they are drawn on. Intensities stay as they are (a model's overshoot is
+    clipped when drawn); real-valued images (the first group, the data, goes outside [0, 1]) are mapped linearly from
+    the data's range, the same map for every group."""
+    low, high = float(groups[0].min()), float(groups[0].max())
+    if 0 <= low and high <= 1:
+        return groups
+    return [(g - low) / ((high - low) or 1.0) for g in groups]
 
 
 def markdown_table(rows: list[dict], columns: list[str], formats: dict[str, str] | None = None) -> str:

@@ -134,6 +134,17 @@ def test_tile_places_non_square_colour_images_row_by_row():
     assert (canvas[2] == -1).all() and (canvas[3:, 10:] == -1).all()  # the gap row and the empty last cell
 
 
+def test_intensities_are_drawn_as_they_are_and_real_valued_images_on_the_datas_range():
+    originals = np.linspace(0, 1, 32, dtype=np.float32).reshape(2, 1, 4, 4)
+    overshoot = originals * 1.2 - 0.1  # a reconstruction (PCA's) a little outside [0, 1]
+    shown = report.shown_as_intensities([originals, overshoot])
+    assert shown[0] is originals and shown[1] is overshoot  # black stays black; the overshoot is clipped when drawn
+    real = originals * 200 - 50
+    data, model = report.shown_as_intensities([real, real / 2])
+    np.testing.assert_allclose(data, originals, atol=1e-6)
+    np.testing.assert_allclose(model, (real / 2 + 50) / 200, atol=1e-6)
+
+
 def test_report_page_escapes_text_formats_numbers_and_refuses_missing_figures(tmp_path):
     page = render_report("a <b> & c", {"options": {"hidden": [256, 128], "note": "<script>"}, "v": None},
                          [{"model": "ae", "mse": 0.0123456, "parameters": np.int64(1234)}, {"model": "pca"}], [])

@@ -289,6 +289,11 @@ def _manifest_problem(m) -> str | None:
     if set(m) != _KEYS:
         missing, extra = sorted(_KEYS - set(m)), sorted(set(m) - _KEYS)
         return f"lacks {missing}" if missing else f"has unknown fields {extra}"
+    return _examples_problem(m) or _source_problem(m["source"]) or _files_problem(m)
+
+
+def _examples_problem(m: dict) -> str | None:
+    """What is wrong with a manifest's description of the examples (shape, type, scale, counts, split, labels)."""
     if type(m["name"]) is not str or not m["name"]:
         return "has no name"
     if type(m["shape"]) is not list or not m["shape"] or not all(_is_int(d, 1) for d in m["shape"]) \
@@ -321,7 +326,11 @@ def _manifest_problem(m) -> str | None:
         return f"has label names {names!r}, not null or a list of names of a store with labels"
     if type(m["skipped"]) is not list or not all(type(x) is str for x in m["skipped"]):
         return f"has skipped {m['skipped']!r}, not a list of file names"
-    source = m["source"]
+    return None
+
+
+def _source_problem(source) -> str | None:
+    """What is wrong with a manifest's record of its source, or None."""
     if not isinstance(source, dict) or set(source) != _SOURCE_KEYS or source["kind"] not in SOURCE_KINDS:
         return f"has source {source!r}, not an object with {sorted(_SOURCE_KEYS)} of a known kind"
     if source["path"] is not None and type(source["path"]) is not str:
@@ -331,6 +340,11 @@ def _manifest_problem(m) -> str | None:
     if source["sha256"] is not None and (not isinstance(source["sha256"], dict)
                                          or not all(map(_is_hex, source["sha256"].values()))):
         return f"has source digests {source['sha256']!r}, not sha256s by file name"
+    return None
+
+
+def _files_problem(m: dict) -> str | None:
+    """What is wrong with a manifest's list of files and their digests, and its id, or None."""
     files = m["files"]
     expected = {EXAMPLES, SPLIT, STATISTICS} | ({LABELS} if m["labels"] else set())
     if not isinstance(files, dict) or set(files) != expected:
