@@ -101,7 +101,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's permissions
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; give it an ordinary file's permissions
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -121,7 +121,7 @@ def atomic_folder(path: Path):
     with writing(path):
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
-            tmp.chmod(0o777 & ~_umask())
+            tmp.chmod(0o777 & ~umask())
             yield tmp
             os.rename(tmp, path)
         except BaseException:
@@ -129,7 +129,8 @@ def atomic_folder(path: Path):
             raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask, read without changing it (what new files' permissions follow)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

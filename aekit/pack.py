@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aekit.atomic import check_folder, writing
+from aekit.atomic import check_folder, umask, writing
 from aekit.data import store as fmt
 from aekit.data.dataset import split_indices
 from aekit.data.layout import as_float, image_layout
@@ -106,7 +106,7 @@ def pack(source: str, out: str | Path, *, workers: int | None = None, seed: int 
     with writing(out):
         partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_partial_prefix(out)}-{os.getpid()}-"))
     try:
-        partial.chmod(0o777 & ~_umask())
+        partial.chmod(0o777 & ~umask())
         manifest = _pack_into(partial, source, workers=workers, seed=seed, test_fraction=test_fraction,
                               skip_bad=skip_bad, data_dir=data_dir, progress=progress, on_skip=on_skip)
         with writing(out):
@@ -276,12 +276,6 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _bar(total: int, desc: str, unit: str, progress: bool):
     from tqdm.auto import tqdm
 
@@ -344,13 +338,13 @@ def _plan(source: str, *, seed: int, test_fraction: float, skip_bad: bool, data_
         if fmt.is_store(path):
             raise DataError(f"{source} is already a store; train on it with --dataset {source}")
         return _images_plan(path, skip_bad=skip_bad, pool=pool, progress=progress, exclude=exclude, **split)
-    from aekit.data.files import _is_idx
+    from aekit.data.files import is_idx
 
     suffix = path.suffix.lower()
-    if suffix in (".npy", ".npz", ".csv") or _is_idx(path):
+    if suffix in (".npy", ".npz", ".csv") or is_idx(path):
         if not path.is_file():
             raise DataError(f"{source} does not exist or is not a file; check the path")
-        if _is_idx(path):
+        if is_idx(path):
             return _idx_plan(path, **split)
         return _array_file_plan(path, **split)
     if path.exists():
@@ -461,13 +455,13 @@ def _array_file_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
             return _npy_plan(path, seed=seed, test_fraction=test_fraction)
     listing = fmt.source_listing("npy" if suffix == ".npy" else suffix[1:], path)
     if suffix == ".csv":
-        values = {"x": arrays._read_csv(path)}
+        values = {"x": arrays.read_csv(path)}
     else:
         values = arrays.read_numpy(path)
     keys = set(values)
     kind = "csv" if suffix == ".csv" else "npz"
     common = {"name": path.name, "kind": kind, "path": path, "seed": seed, "test_fraction": test_fraction}
-    if {"x_train", "x_test"} <= keys <= arrays._SPLIT_KEYS:
+    if {"x_train", "x_test"} <= keys <= arrays.SPLIT_KEYS:
         if len(keys & {"y_train", "y_test"}) == 1:
             raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
                             "store both y_train and y_test, or neither")
@@ -482,8 +476,8 @@ def _array_file_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
                             f"{x_test.shape[1:]}")
         labels = None
         if "y_train" in keys:
-            labels = np.concatenate([arrays._labels(values["y_train"], len(x_train), f"{path}[y_train]"),
-                                     arrays._labels(values["y_test"], len(x_test), f"{path}[y_test]")])
+            labels = np.concatenate([arrays.checked_labels(values["y_train"], len(x_train), f"{path}[y_train]"),
+                                     arrays.checked_labels(values["y_test"], len(x_test), f"{path}[y_test]")])
         rows = _Rows((len(x_train) + len(x_test), *x_train.shape[1:]), x_train.dtype, f"{path}",
                      given_parts=(x_train, x_test))
         plan = _array_plan(rows, labels=labels, given=len(x_train), **common)
@@ -492,7 +486,7 @@ def _array_file_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
         x = values[x_name]
         source = f"{path}[{x_name}]" if kind == "npz" else str(path)
         _check_examples(x.shape, x.dtype, source)
-        labels = arrays._labels(values.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+        labels = arrays.checked_labels(values.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
         plan = _array_plan(_Rows(x.shape, x.dtype, source, values=x), labels=labels, **common)
     plan.listing = listing
     return plan
@@ -531,10 +525,10 @@ def _idx_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
         try:
             with path.open("rb") as file:
                 size = os.fstat(file.fileno()).st_size
-                header_size, dims, dtype, expected = idx._layout(file.read(4 + 4 * idx.MAX_DIMS), str(path))
+                header_size, dims, dtype, expected = idx.header_layout(file.read(4 + 4 * idx.MAX_DIMS), str(path))
         except OSError as error:
             raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
-        idx._check_size(str(path), expected, size)
+        idx.check_size(str(path), expected, size)
         _check_examples(dims, dtype, str(path))
         rows = _Rows(dims, dtype, str(path), path=path, offset=header_size)
     return _array_plan(rows, name=path.name, kind="idx", path=path, seed=seed, test_fraction=test_fraction)
@@ -607,13 +601,13 @@ def _images_plan(folder: Path, *, seed: int, test_fraction: float, skip_bad: boo
         if size != sizes[0]:
             raise DataError(f"{file} is {size[0]}x{size[1]} pixels but {files[0]} and every image before it is "
                             f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size")
-    channels = 1 if all(mode in images._GRAY_MODES for mode in modes) else 3
+    channels = 1 if all(mode in images.GRAY_MODES for mode in modes) else 3
     dtype = np.dtype(np.float32 if any(mode.startswith("I;16") for mode in modes) else np.uint8)
     width, height = sizes[0]
     shape = (channels, height, width)
     per_chunk = max(1, min(IMAGES_PER_CHUNK, CHUNK_BYTES // (math.prod(shape) * dtype.itemsize)))
     train, test = _seeded(len(files), seed, test_fraction)
-    labels = images._labels(folder, files)
+    labels = images.folder_labels(folder, files)
     names = None if labels is None else sorted({f.relative_to(folder).parts[0] for f in files})
     paths = [str(file) for file in files]
     bad = {}
@@ -651,14 +645,14 @@ def _headers(files: list[Path], skip_bad: bool, pool: "_Pool", progress: bool) -
 
 
 def _read_headers(task) -> list:
-    """Worker: the headers of a chunk of images (:func:`aekit.data.images._header`)."""
-    from aekit.data.images import _header
+    """Worker: the headers of a chunk of images (:func:`aekit.data.images.header`)."""
+    from aekit.data.images import header
 
     paths, skip_bad = task
     out = []
     for path in paths:
         try:
-            out.append(_header(Path(path)))
+            out.append(header(Path(path)))
         except DataError as error:
             if not skip_bad:
                 raise

@@ -431,7 +431,7 @@ def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = Tr
     if standardize is not None and not resume:
         standardize.fit(dataset.x_train)  # per-feature statistics of the training split (nothing when disabled)
     if getattr(model, "closed_form", False):
-        return _fit_closed_form(model, dataset, out if distributed.is_main() else None, device)
+        return _fit_closed_form(model, dataset, out if distributed.is_main() else None)
     loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
     if resume:
         loop.restore()
@@ -514,7 +514,7 @@ def _last_good(out: Path | None) -> str:
     return "no epoch had finished, so there is no checkpoint"
 
 
-def _fit_closed_form(model, dataset: Dataset, out: Path | None, device: torch.device) -> list[dict]:
+def _fit_closed_form(model, dataset: Dataset, out: Path | None) -> list[dict]:
     started = time.perf_counter()
     model.fit(dataset.x_train)
     # The splits go to the device a block at a time (mean_loss takes arrays), never whole.

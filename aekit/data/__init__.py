@@ -10,7 +10,7 @@ import numbers
 import os
 from pathlib import Path
 
-from aekit.data.dataset import Dataset, split_seeded
+from aekit.data.dataset import Dataset
 from aekit.errors import DataError
 
 __all__ = ["Dataset", "load_dataset", "DATASET_NAMES"]

@@ -15,7 +15,7 @@ from aekit.data.dataset import Dataset, IndexedRows, split_indices, split_seeded
 from aekit.data.layout import as_float, image_layout
 from aekit.errors import DataError
 
-_SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
+SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
 _WHOLE_KEYS = {"x", "y"}
 
 
@@ -38,14 +38,14 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
         raise DataError(f"{path} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        arrays = {"x": _read_csv(path)}
+        arrays = {"x": read_csv(path)}
     elif suffix in (".npy", ".npz"):
         arrays = read_numpy(path)
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
 
     keys = set(arrays)
-    if {"x_train", "x_test"} <= keys <= _SPLIT_KEYS:
+    if {"x_train", "x_test"} <= keys <= SPLIT_KEYS:
         if len(keys & {"y_train", "y_test"}) == 1:
             raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
                             "store both y_train and y_test, or neither")
@@ -55,12 +55,12 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
         x_train = _examples(arrays["x_train"], f"{path}[x_train]")
         x_test = _examples(arrays["x_test"], f"{path}[x_test]")
         binary = _intensities(arrays["x_train"])
-        y_train = _labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
-        y_test = _labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
+        y_train = checked_labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
+        y_test = checked_labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
     else:
         x_name = examples_name(keys, path)
         x = _examples(arrays[x_name], f"{path}[{x_name}]" if suffix == ".npz" else str(path))
-        y = _labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+        y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
         if isinstance(x, np.memmap):  # the split as views of the file, read where used
             train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
             x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
@@ -163,7 +163,7 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def read_csv(path: Path) -> np.ndarray:
     """The numbers in a CSV file as a float64 (rows, columns) array, skipping blank lines and a header row.
 
     The first row is taken as a header only when none of its cells is a number, so a data row with a typo is
@@ -223,7 +223,7 @@ def _examples(values: np.ndarray, source: str) -> np.ndarray:
     return as_float(values.reshape(len(values), *shape), source)
 
 
-def _labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+def checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
     """Labels as int64, one per example, or None where there are none."""
     if labels is None:
         return None

@@ -26,7 +26,7 @@ _IDX_ENDINGS = (".idx", "-ubyte", ".idx.gz", "-ubyte.gz")
 FORMATS = "a folder of PNG/JPEG images, an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
 
 
-def _is_idx(path: Path) -> bool:
+def is_idx(path: Path) -> bool:
     return path.name.lower().endswith(_IDX_ENDINGS)
 
 
@@ -53,7 +53,7 @@ def read_examples(path: str | Path) -> Examples:
         if set(arrays) != {"x"}:
             raise DataError(f"{path} is an .npz archive, not an array; save one array with numpy.save")
         values = arrays["x"]
-    elif _is_idx(path):
+    elif is_idx(path):
         values = read_idx_file(path)
     else:
         raise DataError(f"{path}: unsupported input {path.suffix!r}; give {FORMATS}")
@@ -78,7 +78,7 @@ def check_writable(path: str | Path, image: bool) -> None:
         return
     if not image:
         raise DataError(f"{path}: these examples are not images, so they can only be written as a .npy file")
-    if _is_idx(path):
+    if is_idx(path):
         return
     if path.exists():
         raise DataError(f"{path} already exists; name a new folder for the PNG images (or a .npy or IDX file)")
@@ -101,7 +101,7 @@ def write_examples(path: str | Path, x: np.ndarray, names: list[str] | None = No
         atomic_write(path, buffer.getvalue())
         return
     pixels = to_uint8(x)
-    if _is_idx(path):
+    if is_idx(path):
         atomic_write(path, idx_bytes(pixels[:, 0] if pixels.shape[1] == 1 else pixels, gzipped=path.suffix == ".gz"))
         return
     width = max(5, len(str(len(x) - 1)))

@@ -39,14 +39,14 @@ IDX_CODES = {
 
 def read_idx(data: bytes, source: str) -> np.ndarray:
     """Parse the bytes of an IDX file into an array in native byte order; ``source`` names it in errors."""
-    header_size, dims, dtype, expected_size = _layout(data, source)
+    header_size, dims, dtype, expected_size = header_layout(data, source)
     count = math.prod(dims)
-    _check_size(source, expected_size, len(data))
+    check_size(source, expected_size, len(data))
     values = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
     return values.astype(dtype.newbyteorder("="))
 
 
-def _check_size(source: str, expected_size: int, size: int) -> None:
+def check_size(source: str, expected_size: int, size: int) -> None:
     """Refuse a file of ``size`` bytes whose header promises ``expected_size``."""
     if size < expected_size:
         raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
@@ -56,7 +56,7 @@ def _check_size(source: str, expected_size: int, size: int) -> None:
                         "header promises; delete it and download again")
 
 
-def _layout(data: bytes, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
+def header_layout(data: bytes, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
     """What the header at the start of ``data`` promises: its size, the dimensions, the element type and the size of
     the whole file; a damaged header is a DataError."""
     if len(data) < 4:
@@ -145,7 +145,7 @@ def read_idx_file(path: str | Path) -> np.ndarray:
     source = str(path)
     if path.suffix.lower() == ".gz":
         data = _read(path)
-        expected_size = _layout(_inflate(data, source, 4 + 4 * MAX_DIMS), source)[3]
+        expected_size = header_layout(_inflate(data, source, 4 + 4 * MAX_DIMS), source)[3]
         if expected_size > MAX_DEFLATE_RATIO * len(data):
             raise DataError(f"{source} cannot hold what its header promises: {expected_size} bytes from "
                             f"{len(data)} compressed bytes, more than deflate's maximum ratio of "
@@ -154,8 +154,8 @@ def read_idx_file(path: str | Path) -> np.ndarray:
     try:
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
-            expected_size = _layout(file.read(4 + 4 * MAX_DIMS), source)[3]
-            _check_size(source, expected_size, size)
+            expected_size = header_layout(file.read(4 + 4 * MAX_DIMS), source)[3]
+            check_size(source, expected_size, size)
             file.seek(0)
             data = file.read(expected_size + 1)  # one more, to notice a file that grew since
     except OSError as error:

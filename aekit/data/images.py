@@ -13,7 +13,7 @@ from aekit.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # Modes with one intensity per pixel; "LA" drops its alpha. 16-bit modes get their own scale (see _pixels).
-_GRAY_MODES = {"1", "L", "LA", "I;16", "I;16L", "I;16B"}
+GRAY_MODES = {"1", "L", "LA", "I;16", "I;16L", "I;16B"}
 
 # Everything Pillow raises for a file it cannot decode.
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -27,7 +27,7 @@ def load_image_folder(path: str | Path, *, seed: int, test_fraction: float) -> D
     """
     folder = Path(path)
     x, files = read_images(folder)
-    y = _labels(folder, files)
+    y = folder_labels(folder, files)
     x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
     return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True)
 
@@ -42,12 +42,12 @@ def read_images(folder: Path) -> tuple[np.ndarray, list[Path]]:
                         "JPEG files")
 
     # Headers first (cheap), so a size mismatch is reported before any pixels are decoded.
-    sizes, modes = zip(*(_header(file) for file in files))
+    sizes, modes = zip(*(header(file) for file in files))
     for file, size in zip(files, sizes):
         if size != sizes[0]:
             raise DataError(f"{file} is {size[0]}x{size[1]} pixels but {files[0]} and every image before it is "
                             f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size")
-    channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
+    channels = 1 if all(mode in GRAY_MODES for mode in modes) else 3
     width, height = sizes[0]
     # One image decoded before room is made for all: headers are only claims, and a folder of forged ones is
     # refused by its first file rather than believed.
@@ -64,7 +64,7 @@ def read_images(folder: Path) -> tuple[np.ndarray, list[Path]]:
     return x, files
 
 
-def _header(file: Path) -> tuple[tuple[int, int], str]:
+def header(file: Path) -> tuple[tuple[int, int], str]:
     """An image's (width, height) and Pillow mode, read without decoding the pixels."""
     try:
         with Image.open(file) as image:
@@ -87,7 +87,7 @@ def decoded(file: Path, channels: int) -> np.ndarray:
         # for that many bytes up front (a forged length in a 67-byte file asked for a gigabyte); BytesIO hands
         # back only what the file holds.
         with Image.open(io.BytesIO(file.read_bytes())) as image:
-            if image.mode not in _GRAY_MODES:
+            if image.mode not in GRAY_MODES:
                 return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
             # Pillow's conversion to "L" clips 16-bit values at 255 instead of scaling them.
             if image.mode.startswith("I;16"):
@@ -103,7 +103,7 @@ def _unreadable(file: Path, error: Exception) -> DataError:
     return DataError(f"{file} cannot be read as an image ({error}); delete or replace it")
 
 
-def _labels(folder: Path, files: list[Path]) -> np.ndarray | None:
+def folder_labels(folder: Path, files: list[Path]) -> np.ndarray | None:
     """Class numbers from the top-level subfolder of each file, or None when some file lies directly in folder."""
     if any(file.parent == folder for file in files):
         return None
