@@ -202,9 +202,12 @@ def _markdown(rows, columns, best, dataset: Dataset, options: dict, code_dims, n
         cells.append(line)
     reused = [row["run"] for row in rows if row["reused"]]
     sizes = ", ".join(map(str, code_dims))
+    # The batch each run used (a default one is fitted to small data), not the option's default.
+    batches = sorted({row["batch_size"] for row in rows if row["model"] != "PCA" and row.get("batch_size")})
+    batch = ", ".join(map(str, batches)) or options["batch_size"]
     header = (f"{dataset.name}: {len(dataset.x_train)} training and {len(dataset.x_test)} test examples of shape "
               f"{'x'.join(map(str, dataset.shape))}; code size {sizes}; {options['net']} networks, "
-              f"{options['epochs']} epochs of batch {options['batch_size']} for the neural models (seed "
+              f"{options['epochs']} epochs of batch {batch} for the neural models (seed "
               f"{options['seed']}).\n\nMetrics on the test split, in the data's own units: squared error per "
               "example and per element, r2 (the mean over features of the coefficient of determination, "
               "real-valued data), cross-entropy per example (nats, Bernoulli models), the VAE's negative ELBO"

@@ -125,3 +125,12 @@ def test_compare_adds_the_vae_likelihood_estimate(compared, tmp_path):
     assert [row["reused"] for row in rows] == ["True", "True"]
     assert not rows[0]["nll_is_10"] and 0 < float(rows[1]["nll_is_10"]) < float(rows[1]["neg_elbo"]) + 1
     assert "nll_is_10" in (out / "comparison.md").read_text()
+
+
+def test_the_table_states_the_batch_the_runs_used(tmp_path):
+    # 180 training digits: the default batch of 128 would make 2 steps an epoch, so the runs use one of 18.
+    assert main(["compare", "--out", str(tmp_path / "cmp"), "--models", "pca,ae", "--code-dim", "2",
+                 "--test-fraction", "0.9", "--device", "cpu", *FAST]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "2 epochs of batch 18 for the neural models" in table
+    assert read_rows(tmp_path / "cmp" / "comparison.csv")[1]["model"] == "AE"
