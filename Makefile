@@ -4,7 +4,7 @@ VENV ?= .venv
 # The CPU build of PyTorch; set TORCH=torch to take the default (CUDA) build instead.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo lint test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ demo: $(VENV)/.installed
 	rm -rf runs/demo
 	$(VENV)/bin/aekit demo --out runs/demo
 
-test: $(VENV)/.installed
+# The linter and formatter (configured in pyproject.toml) run before the tests: a finding fails `make test`.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -1,12 +1,57 @@
-"""aekit: auto-encoders that work, are fast, and tell the truth about how good they are."""
+"""aekit: auto-encoders that work, are fast, and tell the truth about how good they are.
+
+The public names are imported on first use (PEP 562), so that the modules that need no torch (``aekit.report``,
+``aekit.html_report``, ``aekit.projector``, ``aekit.atomic``) load without it.
+"""
+
+import importlib
+import sys
+import types
+
 __version__ = "0.1.0"
 
-from aekit import models  # noqa: E402
-from aekit.data import Dataset, load_dataset  # noqa: E402
-from aekit.errors import AekitError, DataError, RunError, TrainingDiverged  # noqa: E402
-from aekit.evaluate import evaluate  # noqa: E402
-from aekit.runs import load  # noqa: E402
-from aekit.trainer import TrainSettings, train  # noqa: E402
+# Each public name and the module that defines it (None: the name is a subpackage).
+_PUBLIC = {
+    "models": None,
+    "Dataset": "aekit.data",
+    "load_dataset": "aekit.data",
+    "AekitError": "aekit.errors",
+    "DataError": "aekit.errors",
+    "RunError": "aekit.errors",
+    "TrainingDiverged": "aekit.errors",
+    "evaluate": "aekit.evaluate",
+    "load": "aekit.runs",
+    "TrainSettings": "aekit.trainer",
+    "train": "aekit.trainer",
+}
 
-__all__ = ["models", "Dataset", "load_dataset", "AekitError", "DataError", "RunError", "TrainingDiverged",
-           "evaluate", "load", "TrainSettings", "train", "__version__"]
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _PUBLIC[name]
+    value = (
+        importlib.import_module(f"{__name__}.{name}")
+        if where is None
+        else getattr(importlib.import_module(where), name)
+    )
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
+
+
+class _Package(types.ModuleType):
+    """The package's own module type: importing the submodule ``aekit.evaluate`` would bind that name on the package,
+    over the function ``aekit.evaluate`` it exports; the function is kept."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if not (name == "evaluate" and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,39 +1,54 @@
-"""Uses of a trained model's codes: denoising, super-resolution and compression, on numpy arrays.
+"""Uses of a trained model's codes: denoising, super-resolution and compression, on numpy arrays and on files.
 
-Each takes examples shaped as the model expects (see :func:`aekit.data.layout.to_shape`), in the data's own units
-(a run that standardizes does so inside its model), goes through the model in batches without gradients, and returns
-numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images. The jobs on files read their input in
-the one scale of :mod:`aekit.data.layout` and write outputs back in the input's layout and type.
+Each use takes examples shaped as the model expects (see :func:`aekit.data.layout.to_shape`), in the data's own
+units (a run that standardizes does so inside its model), goes through the model in batches without gradients, and
+returns numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images. The jobs on files
+(``*_files``, the commands) read their input in the one scale of :mod:`aekit.data.layout` and write outputs back in
+the input's layout and type, a chunk of examples at a time (:data:`CHUNK_BYTES`): a memory-mapped ``.npy`` file or
+store goes through in bounded memory whatever its size, never copied whole as floats.
 """
+
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from aekit import codec, runs
 from aekit.atomic import atomic_write
-from aekit.data.files import Examples, check_intensities, check_writable, read_examples, write_examples
+from aekit.data.files import Examples, check_intensities, check_writable, read_examples, writing_examples
 from aekit.data.layout import to_shape
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
-from aekit.models import ModelSpec
+from aekit.models import ModelConfig
 from aekit.trainer import resolve_device
+
+# Examples the model takes at a time.
+BATCH_ROWS = 1024
 
 
 def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
     """``model.method`` of every example, in evaluation mode; no examples is a DataError."""
+    _some(x)
+    model.eval()
+    return in_batches(model, method, x, BATCH_ROWS)
+
+
+def _some(x: np.ndarray) -> None:
     if len(x) == 0:
         raise DataError("there are no examples to process; give at least one")
-    model.eval()
-    return in_batches(model, method, x)
 
 
 def _reconstructing(model: torch.nn.Module, what: str) -> None:
     if getattr(model, "upscale_factor", None):
-        raise AekitError(f"this run was trained to upscale, so it cannot {what}; use a run trained with "
-                         "--task reconstruct (the default)")
+        raise AekitError(
+            f"this run was trained to upscale, so it cannot {what}; use a run trained with "
+            "--task reconstruct (the default)"
+        )
 
 
 def denoise(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -46,8 +61,7 @@ def denoise(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def _upscaler(model: torch.nn.Module) -> int:
     factor = getattr(model, "upscale_factor", None)
     if not factor:
-        raise AekitError("this run was not trained to upscale; train one with `aekit train --task upscale "
-                         "--factor F`")
+        raise AekitError("this run was not trained to upscale; train one with `aekit train --task upscale --factor F`")
     return factor
 
 
@@ -62,103 +76,223 @@ def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
     return _batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
-def compress(model: torch.nn.Module, x: np.ndarray, bits: int) -> bytes:
-    """The compressed file (:mod:`aekit.codec`) of the examples' codes (the posterior mean for a VAE), quantized
-    to ``bits`` bits per dimension."""
-    codec.check_bits(bits)
+def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None) -> bytes:
+    """The compressed file (:mod:`aekit.codec`) of the examples' codes: a model with an entropy model (the
+    rate-distortion auto-encoder) entropy-codes its integer codes under it, about -log2 p(code) bits an example; a
+    model with a codebook (the VQ-VAE) stores its codebook indices losslessly, ceil(log2 K) bits each; any other
+    stores its code (the posterior mean for a VAE) quantized to ``bits`` bits per dimension."""
+    _check_bits(model, bits)
     _reconstructing(model, "compress")
-    return codec.encode(codec.quantize(_batched(model, "encode", x), bits), runs.fingerprint(model))
+    return _compressed(model, _batched(model, _code_method(model), x), bits)
+
+
+def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
+    lossless = _lossless(model)
+    if lossless is None:
+        if bits is None:
+            raise AekitError("the run's codes are real numbers: give --bits B, the bits each code value is kept at")
+        codec.check_bits(bits)
+    elif bits is not None:
+        raise AekitError(f"the run {lossless}; drop --bits")
+
+
+def _lossless(model: torch.nn.Module) -> str | None:
+    """How a run whose codes need no --bits stores them (None: its codes are real, quantized to --bits)."""
+    if model.entropy_model is not None:
+        return "entropy-codes its integer codes under its learned prior, each value at the bits its probability asks"
+    if model.codebook_size is not None:
+        return (
+            f"stores the indices of its codebook of {model.codebook_size} losslessly, at "
+            f"{codec.index_bits(model.codebook_size)} bits each"
+        )
+    return None
+
+
+def _code_method(model: torch.nn.Module) -> str:
+    """What a compressed file keeps of an example: its integer code, its codebook indices, or its code."""
+    if model.entropy_model is not None:
+        return "code_symbols"
+    return "code_indices" if model.codebook_size is not None else "encode"
+
+
+def _compressed(model: torch.nn.Module, codes: np.ndarray, bits: int | None) -> bytes:
+    if model.entropy_model is not None:
+        return codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model))
+    if model.codebook_size is not None:
+        return codec.encode_indices(codes, model.codebook_size, runs.fingerprint(model))
+    return codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
 
 
 def decompress(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> np.ndarray:
     """The examples a compressed file stands for: the model's decoding of its restored codes, exactly as
-    ``model.decode(quantized.restore())``. The file must have been made by this model (same weights)."""
+    ``model.decode(quantized.restore())`` (``model.decode_indices(indices)`` for a codebook, ``model.decode`` of the
+    integer codes for an entropy model). The file must have been made by this model (same weights)."""
     _reconstructing(model, "decompress")
-    quantized, fingerprint = codec.decode(data, source)
+    codes, method = _restored_codes(model, data, source)
+    return _batched(model, method, codes)
+
+
+def _restored_codes(model: torch.nn.Module, data: bytes, source: str) -> tuple[np.ndarray, str]:
+    """The codes in the compressed file ``data``, restored, once it is known to be this model's, and the model's
+    method that decodes them."""
+    stored, fingerprint = codec.decode(data, source)
     ours = runs.fingerprint(model)
     if fingerprint != ours:
-        raise DataError(f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
-                        f"this run's {ours.hex()}); decompress it with the run that compressed it")
-    if quantized.q.shape[1] != model.code_dim:
-        raise DataError(f"{source} holds codes of {quantized.q.shape[1]} dimensions but the run's have "
-                        f"{model.code_dim}; it is corrupted, compress the images again")
-    return _batched(model, "decode", quantized.restore())
+        raise DataError(
+            f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
+            f"this run's {ours.hex()}); decompress it with the run that compressed it"
+        )
+    if isinstance(stored, codec.EntropyCoded):
+        return _entropy_decoded(model, stored, source), "decode"
+    if isinstance(stored, codec.Indices):
+        if stored.codebook_size != model.codebook_size:
+            raise DataError(
+                f"{source} holds indices of a codebook of {stored.codebook_size}, not the run's "
+                f"{model.codebook_size}; it is corrupted, compress the images again"
+            )
+        return stored.indices, "decode_indices"
+    if stored.q.shape[1] != model.code_dim:
+        raise DataError(
+            f"{source} holds codes of {stored.q.shape[1]} dimensions but the run's have "
+            f"{model.code_dim}; it is corrupted, compress the images again"
+        )
+    return stored.restore(), "decode"
 
 
-# Whole jobs: a run folder, an input file or folder, an output path. Every input is checked before the output is
-# written, and the output appears complete or not at all.
-
-def _load(run_dir: str | Path, device: str) -> tuple[torch.nn.Module, ModelSpec]:
-    run_dir = Path(run_dir)
-    spec = runs.model_spec(runs.read_config(run_dir), run_dir)
-    return runs.load(run_dir, resolve_device(device)), spec
-
-
-def _input(spec: ModelSpec, source: str | Path, shape: tuple[int, ...], what: str):
-    """The examples in ``source`` as the model takes them (shape ``shape``), the examples as read, and the function
-    that puts outputs back in their layout."""
-    examples = read_examples(source)
-    x, layout = to_shape(examples.x, shape, str(source), what)
-    if spec.likelihood == "bernoulli":
-        check_intensities(x, str(source))
-    return x, examples, layout
+def _entropy_decoded(model: torch.nn.Module, stored: codec.EntropyCoded, source: str) -> np.ndarray:
+    """The integer codes of a version 3 file, as float32 (exact: they were float32 integers when coded)."""
+    if model.entropy_model is None:
+        raise DataError(
+            f"{source} holds entropy-coded codes and the run has no entropy model; it is corrupted, compress the "
+            "images again"
+        )
+    return codec.decode_entropy(stored, model.probability_tables(), source).astype(np.float32)
 
 
-def _images_out(spec: ModelSpec) -> bool:
+# Whole jobs: a run folder, an input file or folder, an output path. The input is read and the output written a chunk
+# of examples at a time (see aekit.data.files), so memory stays bounded whatever their size; every check is made
+# before the output appears, and it appears complete or not at all.
+
+# The most bytes of float32 a chunk holds on its larger side (its input or its output), unless one batch is more.
+CHUNK_BYTES = 32 << 20
+
+
+def _chunk_rows(*shapes: tuple[int, ...]) -> int:
+    """Examples per chunk, for examples and outputs of ``shapes``: whole batches, so that the model sees the batches
+    it would see in one pass over all the examples, and the outputs are the same bits whatever the chunk size."""
+    rows = CHUNK_BYTES // (4 * max(math.prod(shape) for shape in shapes))
+    return max(1, rows // BATCH_ROWS) * BATCH_ROWS
+
+
+def _load(run_dir: str | Path, device: str) -> tuple[torch.nn.Module, ModelConfig]:
+    model = runs.load(run_dir, resolve_device(device))
+    return model, model.config
+
+
+class _Input(NamedTuple):
+    """An input file's examples (none read yet), the function that puts outputs of the model's shape back in their
+    layout, and the one that makes a chunk of them the model's examples, checked."""
+
+    examples: Examples
+    layout: Callable[[np.ndarray], np.ndarray]
+    shaped: Callable[[np.ndarray], np.ndarray]
+
+
+def _input(config: ModelConfig, source: str | Path, shape: tuple[int, ...], what: str) -> _Input:
+    """The examples in ``source`` for a model of examples of ``shape``; refused before any work unless they have
+    that size (in some layout)."""
+    examples, source = read_examples(source), str(source)
+    # A stand-in of the input's shape that holds no memory: only checked, and its layout kept.
+    _, layout = to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)
+
+    def shaped(rows: np.ndarray) -> np.ndarray:
+        x, _ = to_shape(rows, shape, source, what)
+        if config.likelihood == "bernoulli":
+            check_intensities(x, source)
+        return x
+
+    return _Input(examples, layout, shaped)
+
+
+def _chunks(given: _Input, out_shape: tuple[int, ...] = ()):
+    """The model's examples a chunk at a time; ``out_shape`` is the shape of one output."""
+    rows = given.examples.x
+    size = _chunk_rows(rows.shape[1:], out_shape)
+    for start in range(0, len(rows), size):
+        yield given.shaped(rows[start : start + size])
+
+
+def _map_file(given: _Input, out: str | Path, out_shape: tuple[int, ...], function) -> int:
+    """Write ``function`` of each chunk of the input (examples of ``out_shape`` each) to ``out``, in the input's
+    layout and type; returns how many examples there were."""
+    examples = given.examples
+    n = len(examples.x)
+    with writing_examples(out, (n, *out_shape), examples.names, layout=given.layout, dtype=examples.dtype) as write:
+        for x in _chunks(given, out_shape):
+            write(function(x))
+    return n
+
+
+def _images_out(config: ModelConfig) -> bool:
     """Whether the run's outputs can be written as 8-bit images (PNG, IDX): intensities, not standardized values."""
-    return len(spec.shape) == 3 and not spec.standardize
-
-
-def _write(out: str | Path, y: np.ndarray, examples: Examples, layout) -> None:
-    write_examples(out, y, examples.names, layout=layout, dtype=examples.dtype)
+    return len(config.shape) == 3 and not config.standardize
 
 
 def denoise_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
     """Write the run's denoising of the examples in ``source`` to ``out`` (see :mod:`aekit.data.files` for the
     formats); returns how many examples there were."""
-    model, spec = _load(run_dir, device)
+    model, config = _load(run_dir, device)
     _reconstructing(model, "denoise")
-    check_writable(out, image=_images_out(spec))
-    x, examples, layout = _input(spec, source, spec.shape, "the run denoises examples of")
-    _write(out, denoise(model, x), examples, layout)
-    return len(x)
+    check_writable(out, image=_images_out(config))
+    given = _input(config, source, config.shape, "the run denoises examples of")
+    return _map_file(given, out, config.shape, lambda x: denoise(model, x))
 
 
 def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
     """Write the run's full-size versions of the small images in ``source`` to ``out``; returns their number."""
-    model, spec = _load(run_dir, device)
+    model, config = _load(run_dir, device)
     factor = _upscaler(model)
-    channels, height, width = spec.shape
-    check_writable(out, image=_images_out(spec))
-    low, examples, layout = _input(spec, source, (channels, height // factor, width // factor),
-                                   f"the run upscales (to {height}x{width}) images of")
-    _write(out, upscale(model, low), examples, layout)
-    return len(low)
+    channels, height, width = config.shape
+    check_writable(out, image=_images_out(config))
+    small = (channels, height // factor, width // factor)
+    given = _input(config, source, small, f"the run upscales (to {height}x{width}) images of")
+    return _map_file(given, out, config.shape, lambda x: upscale(model, x))
 
 
-def compress_files(run_dir: str | Path, source: str | Path, bits: int, out: str | Path, device: str = "cpu") -> int:
-    """Write the compressed file of the examples in ``source`` to ``out``; returns its size in bytes."""
-    codec.check_bits(bits)
-    model, spec = _load(run_dir, device)
+def compress_files(
+    run_dir: str | Path, source: str | Path, bits: int | None, out: str | Path, device: str = "cpu"
+) -> int:
+    """Write the compressed file of the examples in ``source`` to ``out`` (see :func:`compress`); returns its size in
+    bytes. The codes (n x code size) are held whole; the examples are read a chunk at a time."""
+    if bits is not None:
+        codec.check_bits(bits)
+    model, config = _load(run_dir, device)
+    _check_bits(model, bits)
     _reconstructing(model, "compress")
     out = Path(out)
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
-    x, _, _ = _input(spec, source, spec.shape, "the run compresses examples of")
-    data = compress(model, x, bits)
+    given = _input(config, source, config.shape, "the run compresses examples of")
+    method = _code_method(model)
+    data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
     atomic_write(out, data)
     return len(data)
 
 
 def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
-    """Write the examples that the compressed file ``source`` stands for to ``out``; returns their number."""
-    model, spec = _load(run_dir, device)
+    """Write the examples that the compressed file ``source`` stands for to ``out``, decoded a chunk at a time;
+    returns their number."""
+    model, config = _load(run_dir, device)
     _reconstructing(model, "decompress")
-    check_writable(out, image=_images_out(spec))
+    check_writable(out, image=_images_out(config))
     try:
         data = Path(source).read_bytes()
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
-    x = decompress(model, data, str(source))
-    write_examples(out, x)
-    return len(x)
+    codes, method = _restored_codes(model, data, str(source))
+    _some(codes)
+    size = _chunk_rows(codes.shape[1:], config.shape)
+    with writing_examples(out, (len(codes), *config.shape)) as write:
+        for start in range(0, len(codes), size):
+            write(_batched(model, method, codes[start : start + size]))
+    return len(codes)

@@ -4,6 +4,7 @@ A write that the file system refuses (a full disk, a file-size limit, a read-onl
 should be, ...) raises :class:`StorageError`, one line naming the path, the system's reason and the fix; whatever
 was half written is removed first.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,13 +98,23 @@ def _read_only_mount(folder: Path) -> bool:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old content or the new, nothing in between; a refused
     write raises :class:`StorageError` and leaves the old content."""
+    with atomic_file(path) as file:
+        file.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a temporary file beside ``path``, open for writing bytes, to fill (as large as need be, a piece at a
+    time); when the block finishes it is synced to disk and renamed to ``path``, replacing the old content at once,
+    and removed if the block fails. A write refused in the block, or of the file itself, raises
+    :class:`StorageError` naming ``path``."""
     path = Path(path)
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; give it an ordinary file's permissions
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

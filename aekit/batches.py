@@ -16,13 +16,14 @@ the step) may resume with either.
 
 ``--data-on auto`` (:func:`choose`) takes the device when both splits fit in half of its free memory, else streams.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import queue
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def on_device(x: np.ndarray, device: torch.device, rows: int = 65536) -> torch.T
     time, so that no second whole copy is made on the way."""
     out = torch.empty(x.shape, dtype=torch_dtype(x.dtype), device=device)
     for start in range(0, len(x), rows):
-        out[start:start + rows].copy_(rows_tensor(x[start:start + rows]))
+        out[start : start + rows].copy_(rows_tensor(x[start : start + rows]))
     return out
 
 
@@ -95,8 +96,9 @@ def choose(dataset: Dataset, device: torch.device, test_each_epoch: bool) -> tup
         return "device", f"data on {where}: its free memory is unknown, so {what} go there (--data-on stream to stream)"
     if needed <= SHARE * free:
         return "device", f"data on {where}: {what} fit in half of its {_size(free)} free (--data-on auto)"
-    return "stream", (f"data streamed to {where} a batch at a time: {what} exceed half of its {_size(free)} free "
-                      "(--data-on auto)")
+    return "stream", (
+        f"data streamed to {where} a batch at a time: {what} exceed half of its {_size(free)} free (--data-on auto)"
+    )
 
 
 class BatchSource:
@@ -124,7 +126,7 @@ class BatchSource:
 
     def indices(self, order: torch.Tensor, step: int) -> torch.Tensor:
         """This rank's share of the examples of ``step`` in ``order``."""
-        return order[step * self.batch_size:(step + 1) * self.batch_size][self.rank::self.world]
+        return order[step * self.batch_size : (step + 1) * self.batch_size][self.rank :: self.world]
 
     def position_problem(self, position: dict) -> str | None:
         """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
@@ -144,8 +146,9 @@ class DeviceSource(BatchSource):
 
     kind = "device"
 
-    def __init__(self, dataset: Dataset, device: torch.device, batch_size: int, rank: int, world: int,
-                 test_each_epoch: bool):
+    def __init__(
+        self, dataset: Dataset, device: torch.device, batch_size: int, rank: int, world: int, test_each_epoch: bool
+    ):
         super().__init__(len(dataset.x_train), batch_size, rank, world)
         self.x_train = on_device(dataset.x_train, device)
         self.x_test = on_device(dataset.x_test, device) if test_each_epoch else None
@@ -163,8 +166,16 @@ class StreamSource(BatchSource):
 
     kind = "stream"
 
-    def __init__(self, dataset: Dataset, device: torch.device, batch_size: int, rank: int, world: int,
-                 test_each_epoch: bool, prefetch: int = PREFETCH):
+    def __init__(
+        self,
+        dataset: Dataset,
+        device: torch.device,
+        batch_size: int,
+        rank: int,
+        world: int,
+        test_each_epoch: bool,
+        prefetch: int = PREFETCH,
+    ):
         super().__init__(len(dataset.x_train), batch_size, rank, world)
         self.host = dataset.x_train
         self.x_train = None
@@ -174,8 +185,12 @@ class StreamSource(BatchSource):
     def batches(self, order, first_step):
         steps = range(first_step, self.steps_per_epoch)
         pinned = self.device.type == "cuda"
-        reader = _Reader(self.host, (self.indices(order, step).numpy() for step in steps), self.prefetch,
-                         self.device if pinned else None)
+        reader = _Reader(
+            self.host,
+            (self.indices(order, step).numpy() for step in steps),
+            self.prefetch,
+            self.device if pinned else None,
+        )
         try:
             if not pinned:
                 for _ in steps:
@@ -254,8 +269,16 @@ class _Reader:
         self.thread.join()
 
 
-def make_source(dataset: Dataset, data_on: str, device: torch.device, batch_size: int, rank: int, world: int,
-                test_each_epoch: bool, say: Callable[[str], None] | None = None) -> BatchSource:
+def make_source(
+    dataset: Dataset,
+    data_on: str,
+    device: torch.device,
+    batch_size: int,
+    rank: int,
+    world: int,
+    test_each_epoch: bool,
+    say: Callable[[str], None] | None = None,
+) -> BatchSource:
     """The batch source ``data_on`` names; for "auto" the one :func:`choose` picks, said through ``say``."""
     if data_on == "auto":
         data_on, why = choose(dataset, device, test_each_epoch)

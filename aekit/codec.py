@@ -1,25 +1,67 @@
-"""The compressed-file format of ``aekit compress``: codes quantized to B bits per dimension.
+"""The compressed-file format of ``aekit compress``: real codes quantized to B bits per dimension (version 1), a
+codebook model's codeword indices stored losslessly (version 2), or the integer codes of a model with an entropy
+model, entropy-coded under its learned probabilities (version 3).
 
-Version 1, all integers little-endian:
+Each version is one layout; all integers are little-endian and all share the first 32 bytes:
 
     offset    size                 field
     0         4                    magic b"AEKC"
-    4         2                    version, uint16 (1)
-    6         1                    B, bits per code value (1 to 16)
+    4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices) or 3 (entropy-coded)
+    6         1                    B, bits per stored value (1 to 16); in version 3 the coder (1, below)
     7         1                    reserved, 0
     8         16                   fingerprint of the model's weights (:func:`aekit.runs.fingerprint`)
     24        4                    n, examples, uint32
-    28        4                    d, code dimensions, uint32
+    28        4                    d, values per example, uint32: code dimensions (1, 3) or indices (2)
+
+Version 1, quantized codes:
+
     32        4d                   low of each dimension, float32
     32+4d     4d                   high of each dimension, float32
-    32+8d     ceil(n d B / 8)      payload: the n x d quantized values row by row, B bits each, most significant
-                                   bit first, the last byte padded with zero bits
+    32+8d     ceil(n d B / 8)      payload: the n x d quantized values
     end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
 
 Quantization is uniform between each dimension's low and high (the minimum and maximum of that dimension over the
 n codes): q = round((z - low) / (high - low) * (2^B - 1)), restored as z' = low + q (high - low) / (2^B - 1); a
 dimension with high = low stores q = 0. The error per value is at most (high - low) / (2 (2^B - 1)).
+
+Version 2, codeword indices (a model with a codebook of K codewords, e.g. the VQ-VAE):
+
+    32        4                    K, the codebook's size, uint32 (2 to 65536)
+    36        ceil(n d B / 8)      payload: the n x d indices, each in [0, K), B = ceil(log2 K) bits each
+    end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
+
+Nothing is lost: the indices are the code (the decoder's input is their codewords), so decompressing gives exactly
+the model's reconstruction. K = 256 stores a byte per index.
+
+Both payloads hold their values row by row, B bits each, most significant bit first, the last byte padded with
+zero bits.
+
+Version 3, entropy-coded integer codes (a model with an entropy model, e.g. the rate-distortion auto-encoder):
+
+    32        4                    CRC-32 of the probability tables the coder used (:meth:`Tables.checksum`), uint32
+    36        4                    w, 32-bit words of coded data, uint32
+    40        4w                   payload: the coder's words, uint32
+    end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
+
+The tables are not in the file: the model gives them (:class:`Tables`: per code dimension j, the integers low_j ..
+low_j + K - 1 and an escape symbol for any other integer, with frequencies out of 2^16), and their checksum in the
+header makes sure the decoder codes under the very tables the encoder did. Coder 1, the only one, is constriction's
+range coder (``constriction.stream.queue``, 32-bit words, 24-bit precision): it codes column by column, for each
+dimension j the n symbols (the value minus low_j, or K for an escape) under a categorical model of frequencies
+freq_j / 2^16, then the escaped values of that column, each as value + 2^31 in two uniform 16-bit halves (high
+first). A value costs about -log2(freq_j(value) / 2^16) bits, so the bytes follow the content: an example whose code
+the model finds likely takes fewer. The decoder must use up the words exactly.
+
+Why constriction (0.5, checked against the alternatives on the registry): torchac 0.9.3 is a pure-Python wheel whose
+arithmetic coder is C++ compiled with ninja at its first import (a compiler on every machine that decompresses);
+range-coder 1.1 has binary wheels but writes to a file path, takes its frequency tables as Python lists and was last
+built in 2023; constriction is Rust with binary wheels, codes numpy arrays in memory (ANS and range coders, one
+model per array of symbols), and its fixed-point models are exactly invertible by construction.
+
+:func:`decode` reads every version and says which it read by the type it returns; version 3 payloads are decoded by
+:func:`decode_entropy` under the model's tables.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +74,16 @@ import numpy as np
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
-VERSION = 1
+QUANTIZED, INDICES, ENTROPY = 1, 2, 3  # the versions: quantized codes, codeword indices, entropy-coded codes
+VERSIONS = {QUANTIZED: "quantized codes", INDICES: "codeword indices", ENTROPY: "entropy-coded codes"}
 MAX_BITS = 16
+MAX_CODEBOOK = 1 << MAX_BITS
+RANGE_CODER = 1  # version 3's coder: constriction's range coder under the model's 16-bit frequency tables
+PRECISION = 16  # the frequencies of the tables are out of 2^PRECISION
+MAX_SUPPORT = 4096  # the most integers a table gives a symbol of its own (K), beside the escape
 _HEADER = struct.Struct("<4sHBB16sII")
+_CODEBOOK = struct.Struct("<I")
+_ENTROPY = struct.Struct("<II")  # the tables' checksum, the coded words
 _CRC = struct.Struct("<I")
 
 
@@ -48,13 +97,66 @@ class Quantized(NamedTuple):
 
     def restore(self) -> np.ndarray:
         """The codes the integers stand for, float32 (n, d)."""
-        step = (self.high.astype(np.float64) - self.low) / (2 ** self.bits - 1)
+        step = (self.high.astype(np.float64) - self.low) / (2**self.bits - 1)
         return (self.low + self.q * step).astype(np.float32)
+
+
+class Indices(NamedTuple):
+    """Codeword indices, int64 (n, d), each in [0, ``codebook_size``)."""
+
+    indices: np.ndarray
+    codebook_size: int
+
+
+class Tables(NamedTuple):
+    """The probability tables of a factorized entropy model, the same for every example: code dimension j codes the
+    integers low[j] .. low[j] + K - 1 as the symbols 0 .. K - 1 and any other integer as the escape symbol K, symbol s
+    with probability freq[j, s] / 2^16 (every frequency at least 1, each row summing to 2^16)."""
+
+    low: np.ndarray  # int64 (d,)
+    freq: np.ndarray  # int64 (d, K + 1)
+
+    def checksum(self) -> int:
+        """CRC-32 of d, K, the lows (int64) and the frequencies (uint32), little-endian."""
+        d, width = self.freq.shape
+        return zlib.crc32(
+            struct.pack("<II", d, width - 1) + self.low.astype("<i8").tobytes() + self.freq.astype("<u4").tobytes()
+        )
+
+
+class EntropyCoded(NamedTuple):
+    """A version 3 file's coded words (uint32) for ``shape`` = (n, d) integer codes, coded under the tables whose
+    checksum is ``tables_checksum``; :func:`decode_entropy` decodes them."""
+
+    words: np.ndarray
+    shape: tuple[int, int]
+    tables_checksum: int
+
+
+def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
+    """The :class:`Tables` of probabilities (d, K + 1) of the integers low[j] .. low[j] + K - 1 and of the escape
+    (last), each row normalised: freq = floor(p (2^16 - K - 1)) + 1, every symbol at least 1 so that any integer can
+    be coded, and the 2^16 - sum(freq) left over given to the likeliest symbol (so each row sums to 2^16)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    low = np.asarray(low, dtype=np.int64)
+    if p.ndim != 2 or not 2 <= p.shape[1] <= MAX_SUPPORT + 1 or low.shape != (len(p),):
+        raise DataError(f"probability tables of shape {p.shape} for lows of shape {low.shape} cannot be coded")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p.sum(1) > 0).all()):
+        raise DataError("probability tables must hold finite non-negative numbers, each row some positive")
+    total = 1 << PRECISION
+    freq = np.floor(p / p.sum(1, keepdims=True) * (total - p.shape[1])).astype(np.int64) + 1
+    freq[np.arange(len(freq)), freq.argmax(1)] += total - freq.sum(1)
+    return Tables(low, freq)
 
 
 def check_bits(bits: int) -> None:
     if not 1 <= bits <= MAX_BITS:
         raise DataError(f"--bits {bits} is out of range; use 1 to {MAX_BITS} bits per code value, e.g. 8")
+
+
+def index_bits(codebook_size: int) -> int:
+    """B = ceil(log2 K): the bits one index of a codebook of K codewords takes (K >= 2)."""
+    return (codebook_size - 1).bit_length()
 
 
 def quantize(codes: np.ndarray, bits: int) -> Quantized:
@@ -64,59 +166,246 @@ def quantize(codes: np.ndarray, bits: int) -> Quantized:
     if codes.ndim != 2 or not np.isfinite(codes).all():
         raise DataError(f"codes of shape {codes.shape} cannot be quantized: they must be finite and 2-D")
     low, high = codes.min(0), codes.max(0)
-    span = (high.astype(np.float64) - low)
-    levels = 2 ** bits - 1
+    span = high.astype(np.float64) - low
+    levels = 2**bits - 1
     scaled = np.divide(codes - low.astype(np.float64), span, out=np.zeros(codes.shape), where=span > 0)
     q = np.clip(np.round(scaled * levels), 0, levels).astype(np.uint16)
     return Quantized(q, low, high, bits)
 
 
-def encode(quantized: Quantized, fingerprint: bytes) -> bytes:
-    """The bytes of a compressed file holding ``quantized`` made by the model with ``fingerprint``."""
-    q, bits = quantized.q, quantized.bits
-    n, d = q.shape
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint16)
-    payload = np.packbits(((q[..., None] >> shifts) & 1).astype(np.uint8).ravel()).tobytes()
-    body = (_HEADER.pack(MAGIC, VERSION, bits, 0, fingerprint, n, d) + quantized.low.astype("<f4").tobytes()
-            + quantized.high.astype("<f4").tobytes() + payload)
+def _packed(values: np.ndarray, bits: int) -> bytes:
+    """Non-negative integers below 2^bits, ``bits`` bits each, most significant first, zero-padded to a byte."""
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
+    return np.packbits(((values.astype(np.uint32)[..., None] >> shifts) & 1).astype(np.uint8).ravel()).tobytes()
+
+
+def _unpacked(payload: np.ndarray, shape: tuple[int, int], bits: int) -> np.ndarray:
+    """The integers of :func:`_packed`, uint32 of ``shape``."""
+    bit_values = np.unpackbits(payload)[: shape[0] * shape[1] * bits].reshape(*shape, bits).astype(np.uint32)
+    return (bit_values << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(-1, dtype=np.uint32)
+
+
+def _with_crc(body: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def decode(data: bytes, source: str) -> tuple[Quantized, bytes]:
-    """The quantized codes in a compressed file and the fingerprint of the model that made it.
+def encode(quantized: Quantized, fingerprint: bytes) -> bytes:
+    """The bytes of a compressed file (version 1) holding ``quantized`` made by the model with ``fingerprint``."""
+    q, bits = quantized.q, quantized.bits
+    n, d = q.shape
+    return _with_crc(
+        _HEADER.pack(MAGIC, QUANTIZED, bits, 0, fingerprint, n, d)
+        + quantized.low.astype("<f4").tobytes()
+        + quantized.high.astype("<f4").tobytes()
+        + _packed(q, bits)
+    )
+
+
+def encode_indices(indices: np.ndarray, codebook_size: int, fingerprint: bytes) -> bytes:
+    """The bytes of a compressed file (version 2) holding the codeword ``indices`` (n, d), each in
+    [0, ``codebook_size``), made by the model with ``fingerprint``: ceil(log2 codebook_size) bits an index."""
+    if not 2 <= codebook_size <= MAX_CODEBOOK:
+        raise DataError(f"a codebook of {codebook_size} codewords cannot be stored; 2 to {MAX_CODEBOOK} can")
+    indices = np.asarray(indices)
+    if indices.ndim != 2 or indices.dtype.kind not in "iu":
+        raise DataError(f"codeword indices of shape {indices.shape} and type {indices.dtype} must be 2-D integers")
+    if indices.size and not (indices.min() >= 0 and indices.max() < codebook_size):
+        raise DataError(
+            f"codeword indices from {indices.min()} to {indices.max()} do not fit a codebook of {codebook_size}"
+        )
+    bits = index_bits(codebook_size)
+    n, d = indices.shape
+    header = _HEADER.pack(MAGIC, INDICES, bits, 0, fingerprint, n, d) + _CODEBOOK.pack(codebook_size)
+    return _with_crc(header + _packed(indices, bits))
+
+
+def _categorical(freq: np.ndarray):
+    """constriction's model of the symbols 0 .. len(freq) - 1 with probabilities freq / 2^16 (exact binary
+    fractions, so that every machine builds the same fixed-point model)."""
+    import constriction  # its modules are attributes of one compiled extension, not importable by name
+
+    return constriction.stream.model.Categorical(freq / float(1 << PRECISION), perfect=False)
+
+
+def _halves_model():
+    import constriction
+
+    return constriction.stream.model.Uniform(1 << 16)
+
+
+# Escaped values are offset by 2^31 into [0, 2^32) and coded as two 16-bit halves.
+_OFFSET = 1 << 31
+
+
+def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes) -> bytes:
+    """The bytes of a compressed file (version 3) holding the integer ``codes`` (n, d), entropy-coded column by
+    column under ``tables`` (coder 1: see the module's docstring), made by the model with ``fingerprint``."""
+    import constriction
+
+    codes = np.asarray(codes)
+    d, width = tables.freq.shape
+    if codes.ndim != 2 or codes.dtype.kind not in "iu" or codes.shape[1] != d:
+        raise DataError(f"codes of shape {codes.shape} and type {codes.dtype} must be 2-D integers, {d} a row")
+    if codes.size and not (codes.min() >= -_OFFSET and codes.max() < _OFFSET):
+        raise DataError(
+            f"codes from {codes.min()} to {codes.max()} cannot be entropy-coded: values from -2^31 to 2^31 - 1 can"
+        )
+    codes = codes.astype(np.int64)
+    local = codes - tables.low
+    escaped = (local < 0) | (local >= width - 1)
+    symbols = np.where(escaped, width - 1, local).astype(np.int32)
+    encoder = constriction.stream.queue.RangeEncoder()
+    for j in range(d):
+        encoder.encode(symbols[:, j], _categorical(tables.freq[j]))
+        if escaped[:, j].any():
+            offset = codes[escaped[:, j], j] + _OFFSET
+            encoder.encode(np.stack([offset >> 16, offset & 0xFFFF], 1).ravel().astype(np.int32), _halves_model())
+    words = encoder.get_compressed()
+    n = len(codes)
+    header = _HEADER.pack(MAGIC, ENTROPY, RANGE_CODER, 0, fingerprint, n, d)
+    return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + words.astype("<u4").tobytes())
+
+
+def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarray:
+    """The integer codes, int64 (n, d), of a version 3 file, decoded under ``tables``, which must be the ones it was
+    coded under (their checksum is in the header). A file whose words are too few for its n examples, or that holds
+    words its codes do not use up, is corrupted: a DataError naming ``source``."""
+    import constriction
+
+    (n, d), width = coded.shape, tables.freq.shape[1]
+    if d != len(tables.low):
+        raise DataError(
+            f"{source} holds codes of {d} dimensions but the run's have {len(tables.low)}; it is corrupted, "
+            "compress the images again"
+        )
+    if coded.tables_checksum != tables.checksum():
+        raise DataError(
+            f"{source} was coded under other probability tables than the run's entropy model gives here (their "
+            "checksums differ): it is corrupted, or this machine computes the run's tables differently; compress the "
+            "images again here"
+        )
+    _check_coded_size(n, coded.words, tables, source)
+    decoder = constriction.stream.queue.RangeDecoder(coded.words)
+    columns = []
+    for j in range(d):
+        column = decoder.decode(_categorical(tables.freq[j]), n).astype(np.int64) + tables.low[j]
+        escaped = column == tables.low[j] + width - 1
+        if escaped.any():
+            halves = decoder.decode(_halves_model(), 2 * int(escaped.sum())).astype(np.int64).reshape(-1, 2)
+            column[escaped] = (halves[:, 0] << 16 | halves[:, 1]) - _OFFSET
+        columns.append(column)
+    if not decoder.maybe_exhausted():
+        raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
+    return np.stack(columns, 1) if d else np.zeros((n, 0), np.int64)
+
+
+def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) -> None:
+    """Refuse n examples that ``words`` cannot hold, before their codes are allocated: an example costs at least
+    b = sum_j -log2(max_s freq[j, s] / 2^16) bits (each value its dimension's likeliest symbol), and the coder's
+    output is never shorter than the information it holds (twice its words are allowed, with two words to spare)."""
+    least_bits = float(-np.log2(tables.freq.max(1) / (1 << PRECISION)).sum())
+    room = 2 * 32 * (len(words) + 2)
+    if n * least_bits > room:
+        raise DataError(
+            f"{source} claims {n} examples, more than its {len(words)} coded words can hold; it is corrupted, "
+            "compress the images again"
+        )
+
+
+def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded, bytes]:
+    """What a compressed file holds, and the fingerprint of the model that made it: :class:`Quantized` codes
+    (version 1), codeword :class:`Indices` (version 2) or :class:`EntropyCoded` codes (version 3).
 
     Every malformed file is a DataError naming ``source``: too short, not this format, another version, a size
-    other than its header promises, a checksum that does not match, or impossible header values.
+    other than its header promises, a checksum that does not match, or impossible header values or indices.
     """
     if len(data) < _HEADER.size + _CRC.size:
-        raise DataError(f"{source} is truncated: {len(data)} bytes, fewer than the {_HEADER.size + _CRC.size} of "
-                        "an empty aekit compressed file; compress the images again")
+        raise DataError(
+            f"{source} is truncated: {len(data)} bytes, fewer than the {_HEADER.size + _CRC.size} of "
+            "an empty aekit compressed file; compress the images again"
+        )
     magic, version, bits, _, fingerprint, n, d = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise DataError(f"{source} is not an aekit compressed file (it does not start with {MAGIC!r}); give a file "
-                        "written by `aekit compress`")
-    if version != VERSION:
-        raise DataError(f"{source} is a version {version} aekit compressed file and this aekit reads version "
-                        f"{VERSION}; decompress it with the aekit that wrote it")
-    expected = _HEADER.size + 8 * d + math.ceil(n * d * bits / 8) + _CRC.size
-    if len(data) < expected:
-        raise DataError(f"{source} is truncated: its header promises {expected} bytes but it holds {len(data)}; "
-                        "compress the images again")
-    if len(data) > expected:
-        raise DataError(f"{source} has {len(data) - expected} bytes after the {expected} its header promises; it "
-                        "is corrupted, compress the images again")
-    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[:-_CRC.size]) != crc:
-        raise DataError(f"{source} is corrupted (its CRC-32 checksum does not match its contents); compress the "
-                        "images again")
+        raise DataError(
+            f"{source} is not an aekit compressed file (it does not start with {MAGIC!r}); give a file "
+            "written by `aekit compress`"
+        )
+    if version not in VERSIONS:
+        known = [f"{v} ({what})" for v, what in VERSIONS.items()]
+        known = ", ".join(known[:-1]) + " and " + known[-1]
+        raise DataError(
+            f"{source} is a version {version} aekit compressed file and this aekit reads versions {known}; "
+            "decompress it with the aekit that wrote it"
+        )
+    if version == ENTROPY:
+        return _entropy_coded(data, source, bits, (n, d)), fingerprint
+    extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
+    _check_size_and_crc(data, source, _HEADER.size + extra + math.ceil(n * d * bits / 8) + _CRC.size)
     if not 1 <= bits <= MAX_BITS:
         raise DataError(f"{source} claims {bits} bits per value (1 to {MAX_BITS} are possible); it is corrupted")
-    offset = _HEADER.size
+    read = _quantized if version == QUANTIZED else _indices
+    return read(data, source, bits, (n, d)), fingerprint
+
+
+def _check_size_and_crc(data: bytes, source: str, expected: int) -> None:
+    if len(data) < expected:
+        raise DataError(
+            f"{source} is truncated: its header promises {expected} bytes but it holds {len(data)}; "
+            "compress the images again"
+        )
+    if len(data) > expected:
+        raise DataError(
+            f"{source} has {len(data) - expected} bytes after the {expected} its header promises; it "
+            "is corrupted, compress the images again"
+        )
+    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != crc:
+        raise DataError(
+            f"{source} is corrupted (its CRC-32 checksum does not match its contents); compress the images again"
+        )
+
+
+def _payload(data: bytes, offset: int) -> np.ndarray:
+    return np.frombuffer(data, np.uint8, len(data) - _CRC.size - offset, offset)
+
+
+def _quantized(data: bytes, source: str, bits: int, shape: tuple[int, int]) -> Quantized:
+    """The quantized codes of a version 1 file whose size, checksum and bits are checked."""
+    offset, d = _HEADER.size, shape[1]
     low = np.frombuffer(data, "<f4", d, offset).astype(np.float32)
     high = np.frombuffer(data, "<f4", d, offset + 4 * d).astype(np.float32)
     if not (np.isfinite(low).all() and np.isfinite(high).all() and (low <= high).all()):
         raise DataError(f"{source} holds quantization ranges that are not finite intervals; it is corrupted")
-    payload = np.frombuffer(data, np.uint8, len(data) - _CRC.size - offset - 8 * d, offset + 8 * d)
-    bit_values = np.unpackbits(payload)[:n * d * bits].reshape(n, d, bits).astype(np.uint16)
-    q = (bit_values << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(-1, dtype=np.uint16)
-    return Quantized(q, low, high, bits), fingerprint
+    q = _unpacked(_payload(data, offset + 8 * d), shape, bits).astype(np.uint16)
+    return Quantized(q, low, high, bits)
+
+
+def _indices(data: bytes, source: str, bits: int, shape: tuple[int, int]) -> Indices:
+    """The codeword indices of a version 2 file whose size, checksum and bits are checked."""
+    (codebook_size,) = _CODEBOOK.unpack_from(data, _HEADER.size)
+    if not 2 <= codebook_size <= MAX_CODEBOOK or index_bits(codebook_size) != bits:
+        raise DataError(
+            f"{source} claims a codebook of {codebook_size} codewords stored at {bits} bits an index (2 to "
+            f"{MAX_CODEBOOK} codewords at ceil(log2) bits are possible); it is corrupted"
+        )
+    indices = _unpacked(_payload(data, _HEADER.size + _CODEBOOK.size), shape, bits).astype(np.int64)
+    if indices.size and indices.max() >= codebook_size:
+        raise DataError(
+            f"{source} holds index {indices.max()} of a codebook of {codebook_size} codewords; it is corrupted"
+        )
+    return Indices(indices, codebook_size)
+
+
+def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int]) -> EntropyCoded:
+    """The coded words of a version 3 file, its size, checksum and coder checked."""
+    empty = _HEADER.size + _ENTROPY.size + _CRC.size
+    checksum, words = _ENTROPY.unpack_from(data, _HEADER.size) if len(data) >= empty else (0, 0)
+    _check_size_and_crc(data, source, empty + 4 * words)
+    if coder != RANGE_CODER:
+        raise DataError(
+            f"{source} was written by coder {coder} and this aekit has coder {RANGE_CODER} (constriction's range "
+            "coder); it is corrupted, or decompress it with the aekit that wrote it"
+        )
+    return EntropyCoded(
+        np.frombuffer(data, "<u4", words, _HEADER.size + _ENTROPY.size).astype(np.uint32), shape, checksum
+    )

@@ -11,6 +11,7 @@ that model and code size on the same split (and with every option asked for here
   images, a noisy copy of them and each model's output for it; with several code sizes, one
   ``figures/comparison-N.png`` per size and ``figures/sweep.png``, the reconstruction error against the code size.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,37 +20,43 @@ import numpy as np
 import torch
 
 from aekit import runs
-from aekit.atomic import check_folder, make_folder
+from aekit.atomic import atomic_write, check_folder, make_folder
 from aekit.data import Dataset
 from aekit.errors import AekitError, RunError
-from aekit.models import MODEL_NAMES, build_model, corrupt
+from aekit.figures import FIGURES, showcase
+from aekit.metrics import columns, formatted, legend, lookup
+from aekit.models import FAMILIES, build_model, corrupt
 from aekit.report import markdown_table, save_lines, save_rows
-from aekit.workflow import DEFAULTS, FIGURES, evaluate_run, load_data, showcase, spec_for, train_run
+from aekit.workflow import defaults, evaluate_run, for_family, load_data, spec_for, train_run
 
-ORDER = ("pca", "ae", "dae", "dropout-ae", "aae", "vae")
-LABELS = {"pca": "PCA", "ae": "AE", "dae": "DAE", "dropout-ae": "Dropout-AE", "aae": "AAE", "vae": "VAE"}
-# (metric, format, larger is better), in table order.
-METRICS = [("sse_per_example", ".3f", False), ("mse", ".5f", False), ("r2", ".4f", True),
-           ("bce_per_example", ".2f", False), ("neg_elbo", ".2f", False), ("knn_accuracy", ".3f", True),
-           ("logreg_accuracy", ".3f", True), ("train_seconds", ".1f", False), ("parameters", "d", False)]
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
-_SPLIT = ("dataset", "seed", "test_fraction")
+_SPLIT = ("dataset", "seed", "test_fraction", "normal_class")
 
 
-def compare(out: str | Path, *, models: tuple[str, ...] = ORDER, code_dims: tuple[int, ...] = (10,),
-            options: dict | None = None, runs_dir: str | Path | None = None, nll_samples: int | None = None,
-            device: str = "auto", progress: bool = True) -> str:
-    """Train (or reuse) each of ``models`` at each of ``code_dims`` with the training ``options`` (as for
-    ``aekit train``: dataset, epochs, hidden, ...), write the comparison into ``out`` and return its Markdown.
+def compare(
+    out: str | Path,
+    *,
+    models: tuple[str, ...] | None = None,
+    code_dims: tuple[int, ...] = (10,),
+    options: dict | None = None,
+    runs_dir: str | Path | None = None,
+    nll_samples: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> str:
+    """Train (or reuse) each of ``models`` (default: every registered family) at each of ``code_dims`` with the
+    ``options`` (as for ``aekit train``: dataset, epochs, hidden, ...; a model option applies to the families that
+    have it), write the comparison into ``out`` and return its Markdown.
 
     Everything is checked before anything is trained or written. ``nll_samples`` = k adds the VAE's
     importance-weighted NLL estimate ``nll_is_{k}``.
     """
     out = Path(out)
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
+    models = tuple(FAMILIES) if models is None else tuple(models)
     given, dataset = _check(models, code_dims, dict(options or {}), nll_samples, (out, runs_dir))
     plan = {(model, dim): _place(runs_dir, model, dim, given) for dim in code_dims for model in models}
-    settings = {**DEFAULTS, **given}
+    settings = {**defaults(), **given}
 
     rows, pictures = [], {}
     originals = showcase(dataset)
@@ -58,56 +65,66 @@ def compare(out: str | Path, *, models: tuple[str, ...] = ORDER, code_dims: tupl
         shown, shown_noisy = {"original": originals}, {} if noisy is None else {"noisy input": noisy}
         for model_name in models:
             folder, reuse = plan[model_name, dim]
-            label = LABELS[model_name]
-            if reuse:
-                metrics = runs.read_json(folder / runs.METRICS)
-            else:
-                if progress:
-                    print(f"training {model_name}, code size {dim} ...", flush=True)
-                _, metrics = train_run(folder, {**given, "model": model_name, "code_dim": dim}, device=device,
-                                       progress=progress)
-            if nll_samples is not None and model_name == "vae" and f"nll_is_{nll_samples}" not in metrics:
-                metrics = evaluate_run(folder, data_dir=given.get("data_dir"), device=device,
-                                       nll_samples=nll_samples)
+            label = FAMILIES[model_name].label
+            metrics = _metrics_of(
+                folder, reuse, {**given, "model": model_name, "code_dim": dim}, nll_samples, device, progress
+            )
             model = runs.load(folder)
             shown[label] = model.reconstruct(originals)
             if noisy is not None:
                 shown_noisy[f"{label} (noisy in)"] = model.reconstruct(noisy)
-            rows.append({"model": label, "code_dim": dim, **metrics,
-                         "epochs": None if model_name == "pca" else metrics.get("epochs"),
-                         "run": str(folder), "reused": reuse})
+            # A model fitted in closed form has no epochs and no batches to speak of.
+            unbatched = {"epochs": None, "batch_size": None} if model.closed_form else {}
+            rows.append({"model": label, "code_dim": dim, **metrics, **unbatched, "run": str(folder), "reused": reuse})
         pictures[dim] = {**shown, **shown_noisy}
 
-    columns = [m for m in METRICS if any(row.get(m[0]) is not None for row in rows)]
-    if nll_samples is not None:
-        columns.insert(4, (f"nll_is_{nll_samples}", ".2f", False))
-    best = _best(rows, columns)
-    table = _markdown(rows, columns, best, dataset, settings, code_dims, nll_samples)
     make_folder(out)
     for dim, shown in pictures.items():
         name = "comparison.png" if len(code_dims) == 1 else f"comparison-{dim}.png"
-        title = (f"{dataset.name} test set, code size {dim}: originals and each model's reconstruction"
-                 + (f"; then the same with {settings['noise']} noise ({settings['noise_level']:g}) added"
-                    if noisy is not None else ""))
+        title = f"{dataset.name} test set, code size {dim}: originals and each model's reconstruction" + (
+            f"; then the same with {settings['noise']} noise ({settings['noise_level']:g}) added"
+            if noisy is not None
+            else ""
+        )
         save_rows(out / FIGURES / name, shown, title)
     if len(code_dims) > 1:
-        dims = sorted(code_dims)
-        by = {(row["model"], row["code_dim"]): row["sse_per_example"] for row in rows}
-        save_lines(out / FIGURES / "sweep.png", dims, {LABELS[m]: [by[LABELS[m], d] for d in dims] for m in models},
-                   "code size", "squared error per test example",
-                   f"{dataset.name}: reconstruction error against code size")
-    keys = ["model", "code_dim"] + [name for name, _, _ in columns] + ["epochs", "run", "reused", "best_in"]
-    runs.write_csv(out / "comparison.csv", [{**{k: row.get(k) for k in keys[:-1]}, "best_in": ";".join(best[i])}
-                                            for i, row in enumerate(rows)])
-    runs.atomic_write(out / "comparison.md", table.encode())
-    return table
+        _save_sweep(out / FIGURES / "sweep.png", rows, models, sorted(code_dims), dataset.name)
+    return _write_tables(out, rows, dataset, settings, code_dims)
+
+
+def _save_sweep(path: Path, rows: list[dict], models, dims: list[int], data_name: str) -> None:
+    """The figure of each model's squared error per test example against the code size."""
+    by = {(row["model"], row["code_dim"]): row["sse_per_example"] for row in rows}
+    save_lines(
+        path,
+        dims,
+        {FAMILIES[m].label: [by[FAMILIES[m].label, d] for d in dims] for m in models},
+        "code size",
+        "squared error per test example",
+        f"{data_name}: reconstruction error against code size",
+    )
+
+
+def _metrics_of(folder: Path, reuse: bool, given: dict, nll_samples: int | None, device: str, progress: bool) -> dict:
+    """The metrics of the run in ``folder`` of the ``given`` options (model and code size included): those it
+    holds where it is reused, else those of training it there; with ``nll_samples`` = k and a VAE, evaluated again
+    where they lack ``nll_is_{k}``."""
+    if reuse:
+        metrics = runs.read_json(folder / runs.METRICS)
+    else:
+        if progress:
+            print(f"training {given['model']}, code size {given['code_dim']} ...", flush=True)
+        _, metrics = train_run(folder, for_family(given), device=device, progress=progress)
+    if nll_samples is not None and given["model"] == "vae" and f"nll_is_{nll_samples}" not in metrics:
+        metrics = evaluate_run(folder, data_dir=given.get("data_dir"), device=device, nll_samples=nll_samples)
+    return metrics
 
 
 def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> tuple[dict, Dataset]:
     """The options with the dataset path made absolute, and the data; raises before anything is written, also where
     one of the ``folders`` to write cannot be."""
     problems = []
-    unknown = [m for m in models if m not in MODEL_NAMES]
+    unknown = [m for m in models if m not in FAMILIES]
     if not models or unknown:
         problems.append(f"unknown models {unknown}" if unknown else "no models to compare")
     if len(set(models)) != len(models):
@@ -116,18 +133,19 @@ def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> 
         problems.append(f"code sizes {list(code_dims)} must be distinct positive integers")
     if nll_samples is not None and nll_samples < 1:
         problems.append(f"--nll-samples {nll_samples} must be at least 1")
-    not_options = set(given) - set(DEFAULTS) | set(given) & {"model", "code_dim"}
+    known = defaults()
+    not_options = set(given) - set(known) | set(given) & {"model", "code_dim"}
     if not_options:
         problems.append(f"options {sorted(not_options)} cannot be set for a comparison")
     if problems:
-        raise AekitError("; ".join(problems) + f"; compare any of {', '.join(ORDER)} at distinct code sizes")
-    if given.get("data_dir") is None and Path(given.get("dataset", DEFAULTS["dataset"])).exists():
+        raise AekitError("; ".join(problems) + f"; compare any of {', '.join(FAMILIES)} at distinct code sizes")
+    if given.get("data_dir") is None and Path(given.get("dataset", known["dataset"])).exists():
         given["dataset"] = str(Path(given["dataset"]).resolve())  # as train_run stores it, so runs can be matched
-    options = {**DEFAULTS, **given}
+    options = {**known, **given}
     dataset = load_data(options)
     for dim in code_dims:
         for model in models:
-            build_model(spec_for({**options, "model": model, "code_dim": dim}, dataset))
+            build_model(spec_for(for_family({**options, "model": model, "code_dim": dim}), dataset))
     for folder in folders:
         check_folder(folder)
     return given, dataset
@@ -138,28 +156,35 @@ def _place(runs_dir: Path, model: str, dim: int, given: dict) -> tuple[Path, boo
 
     A run is reused when its model, code size and split match and so does every option asked for (PCA is fitted
     in closed form, so for it only the split counts)."""
-    wanted = {"model": model, "code_dim": dim, **{k: given.get(k, DEFAULTS[k]) for k in _SPLIT}}
+    known = defaults()
+    wanted = {"model": model, "code_dim": dim, **{k: given.get(k, known[k]) for k in _SPLIT}}
     if model != "pca":
-        wanted.update({k: v for k, v in given.items() if k != "data_dir"})
+        wanted.update({k: v for k, v in for_family({**given, "model": model}).items() if k != "data_dir"})
     matches = []
     for config_path in sorted(runs_dir.glob(f"*/{runs.CONFIG}")) if runs_dir.is_dir() else []:
         saved = runs.read_config(config_path.parent).get("options") or {}
         if all(_plain(saved.get(k)) == _plain(v) for k, v in wanted.items()):
             matches.append(config_path.parent)
     if len(matches) > 1:
-        raise RunError(f"{', '.join(map(str, matches))} all hold a {model} run of code size {dim} on this split; "
-                       "keep one of them in the runs folder")
+        raise RunError(
+            f"{', '.join(map(str, matches))} all hold a {model} run of code size {dim} on this split; "
+            "keep one of them in the runs folder"
+        )
     if matches and not runs.holds_run(matches[0]):
         return matches[0], False  # what a run left that failed before its first checkpoint: train it there again
     if matches:
         if not (matches[0] / runs.METRICS).is_file():
-            raise RunError(f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
-                           f"--out {matches[0]}` or remove it")
+            raise RunError(
+                f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
+                f"--out {matches[0]}` or remove it"
+            )
         return matches[0], True
     folder = runs_dir / f"{model}-{dim}"
     if runs.holds_run(folder):
-        raise RunError(f"{folder} already holds something other than a {model} run of code size {dim} with these "
-                       "settings; remove it or choose another --runs folder")
+        raise RunError(
+            f"{folder} already holds something other than a {model} run of code size {dim} with these "
+            "settings; remove it or choose another --runs folder"
+        )
     return folder, False
 
 
@@ -174,14 +199,33 @@ def _noisy(originals: np.ndarray, noise: str, level: float) -> np.ndarray:
         return corrupt(torch.from_numpy(originals), noise, level).numpy()
 
 
-def _best(rows: list[dict], columns) -> list[list[str]]:
-    """For each row, the columns in which it is best among the rows of its code size (only where two or more rows
-    have a value, so a metric only one model has marks nothing)."""
+def _write_tables(out: Path, rows: list[dict], dataset: Dataset, options: dict, code_dims) -> str:
+    """Write comparison.csv and comparison.md: a column per registered metric some row has (:mod:`aekit.metrics`),
+    the best of each marked; returns the Markdown."""
+    metrics = columns(rows)
+    best = _best(rows, metrics)
+    keys = ["model", "code_dim", *metrics, "run", "reused"]
+    runs.write_csv(
+        out / "comparison.csv",
+        [{**{k: row.get(k) for k in keys}, "best_in": ";".join(marked)} for row, marked in zip(rows, best)],
+    )
+    table = _markdown(rows, metrics, best, dataset, options, code_dims)
+    atomic_write(out / "comparison.md", table.encode())
+    return table
+
+
+def _best(rows: list[dict], metrics: list[str]) -> list[list[str]]:
+    """For each row, the metrics in which it is best among the rows of its code size, by which way each metric is
+    better (only where two or more rows have a value, so a metric only one model has marks nothing; an unranked
+    metric, such as epochs, marks nothing)."""
     best: list[list[str]] = [[] for _ in rows]
-    for name, _, larger in columns:
+    for name in metrics:
+        larger = lookup(name).higher_is_better
         for dim in {row["code_dim"] for row in rows}:
-            values = {i: row[name] for i, row in enumerate(rows) if row["code_dim"] == dim and row.get(name) is not None}
-            if len(values) < 2:
+            values = {
+                i: row[name] for i, row in enumerate(rows) if row["code_dim"] == dim and row.get(name) is not None
+            }
+            if larger is None or len(values) < 2:
                 continue
             target = (max if larger else min)(values.values())
             for i, value in values.items():
@@ -190,32 +234,28 @@ def _best(rows: list[dict], columns) -> list[list[str]]:
     return best
 
 
-def _markdown(rows, columns, best, dataset: Dataset, options: dict, code_dims, nll_samples) -> str:
+def _markdown(rows, metrics: list[str], best, dataset: Dataset, options: dict, code_dims) -> str:
     cells = []
     for row, marked in zip(rows, best):
-        line = {"model": row["model"], "code_dim": str(row["code_dim"]),
-                "epochs": "-" if row["epochs"] is None else str(row["epochs"])}
-        for name, fmt, _ in columns:
-            value = row.get(name)
-            text = "-" if value is None else format(value, fmt)
+        line = {"model": row["model"], "code_dim": str(row["code_dim"])}
+        for name in metrics:
+            text = formatted(name, row.get(name))
             line[name] = f"**{text}**" if name in marked else text
         cells.append(line)
     reused = [row["run"] for row in rows if row["reused"]]
     sizes = ", ".join(map(str, code_dims))
     # The batch each run used (a default one is fitted to small data), not the option's default.
-    batches = sorted({row["batch_size"] for row in rows if row["model"] != "PCA" and row.get("batch_size")})
+    batches = sorted({row["batch_size"] for row in rows if row.get("batch_size")})
     batch = ", ".join(map(str, batches)) or options["batch_size"]
-    header = (f"{dataset.name}: {len(dataset.x_train)} training and {len(dataset.x_test)} test examples of shape "
-              f"{'x'.join(map(str, dataset.shape))}; code size {sizes}; {options['net']} networks, "
-              f"{options['epochs']} epochs of batch {batch} for the neural models (seed "
-              f"{options['seed']}).\n\nMetrics on the test split, in the data's own units: squared error per "
-              "example and per element, r2 (the mean over features of the coefficient of determination, "
-              "real-valued data), cross-entropy per example (nats, Bernoulli models), the VAE's negative ELBO"
-              + (f" and importance-weighted NLL with {nll_samples} samples" if nll_samples else "")
-              + ", accuracy of a 5-nearest-neighbour and a logistic-regression probe on the codes, training time "
-              "(s) and parameter count. Best of each column (per code size) in bold: lowest error, time and size, "
-              "highest accuracy.\n\n")
+    header = (
+        f"{dataset.name}: {len(dataset.x_train)} training and {len(dataset.x_test)} test examples of shape "
+        f"{'x'.join(map(str, dataset.shape))}; code size {sizes}; {options['net']} networks, "
+        f"{options['epochs']} epochs of batch {batch} for the neural models (seed {options['seed']}).\n\n"
+        "Metrics on the test split, in the data's own units; the best of each column (per code size) in bold:\n\n"
+        + legend(metrics)
+        + "\n"
+    )
     if reused:
         header += f"Reused runs (trained earlier, their own settings): {', '.join(reused)}.\n\n"
-    names = ["model"] + (["code_dim"] if len(code_dims) > 1 else []) + [n for n, _, _ in columns] + ["epochs"]
+    names = ["model"] + (["code_dim"] if len(code_dims) > 1 else []) + metrics
     return header + markdown_table(cells, names)

@@ -4,6 +4,7 @@ Each rank trains on its shard of every global batch; after each backward pass th
 ranks with one all-reduce of a flattened buffer (what DistributedDataParallel does, done by hand so that models with
 several optimizer phases, like the adversarial auto-encoder, need no special wrapping). Only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,11 +47,15 @@ def _store_of_this_attempt() -> dict:
         return {}
     from torch.distributed.constants import default_pg_timeout  # here: aekit must import where torch has no c10d
 
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=default_pg_timeout)  # as long as env:// would wait
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=default_pg_timeout
+    )  # as long as env:// would wait
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return {"store": dist.PrefixStore(f"aekit/attempt_{attempt}", store), "rank": int(os.environ["RANK"]),
-            "world_size": int(os.environ["WORLD_SIZE"])}
+    return {
+        "store": dist.PrefixStore(f"aekit/attempt_{attempt}", store),
+        "rank": int(os.environ["RANK"]),
+        "world_size": int(os.environ["WORLD_SIZE"]),
+    }
 
 
 def world_size() -> int:

@@ -1,7 +1,16 @@
-"""Metrics on held-out data, named as in DESIGN.md (units in the names where they are not obvious)."""
+"""Metrics on held-out data, named as in DESIGN.md (units in the names where they are not obvious); :func:`evaluate`
+computes those of the metric registry (:mod:`aekit.metrics`, where each is declared) that apply to a model.
+
+Models see data through :func:`batches` (a chunk of rows at a time, as the model takes them) and inside
+:func:`evaluating` (evaluation mode for the block, the model's own mode after it).
+"""
+
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -12,17 +21,55 @@ from aekit.data import Dataset
 from aekit.data.binarize import binarized
 from aekit.data.dataset import chunks
 from aekit.errors import AekitError
+from aekit.metrics import REGISTRY, Subject
 from aekit.models import VAE, Bernoulli, log_importance_weights
 from aekit.models.base import device_of, float_batch, rows_tensor
+
+
+def batches(
+    x: np.ndarray | torch.Tensor,
+    size: int,
+    model: torch.nn.Module,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[torch.Tensor]:
+    """``x`` (an array, memory-mapped or not, or a tensor) ``size`` rows at a time as ``model`` takes them: on its
+    device, in its floating type; uint8 8-bit intensities travel as they are and are divided by 255 there. ``prepare``
+    is applied to each block of an array's rows first (e.g. a scikit-learn scaler's transform), so that no whole
+    copy of x is made."""
+    device = device_of(model)
+    dtype = next(
+        (t.dtype for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()),
+        torch.float32,
+    )
+    for start in range(0, len(x), size):
+        block = x[start : start + size]
+        if prepare is not None:
+            block = prepare(block)
+        if not isinstance(block, torch.Tensor):
+            block = rows_tensor(block)
+        yield float_batch(block.to(device)).to(dtype)
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in evaluation mode for the block (no dropout, no fresh binarization), then every submodule back in
+    the mode it was in, whether the block ends or raises."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @torch.no_grad()
 def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
-    device, as a numpy array."""
-    device, function = device_of(model), getattr(model, method)
-    return np.concatenate([function(float_batch(rows_tensor(x[i:i + batch_size])
-                                                .to(device))).cpu().numpy() for i in range(0, len(x), batch_size)])
+    device in evaluation mode, as a numpy array."""
+    function = getattr(model, method)
+    with evaluating(model):
+        return np.concatenate([function(batch).cpu().numpy() for batch in batches(x, batch_size, model)])
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -37,26 +84,24 @@ def reconstruction_metrics(model: torch.nn.Module, x: np.ndarray, batch_size: in
     standardizes hands its reconstructions back unstandardized). For real-valued data (a Gaussian model) also r2:
     the mean over features of 1 - SSE_f / SST_f, as scikit-learn's r2_score, which no feature's scale can dominate
     (a constant feature counts 1 if reconstructed exactly, else 0)."""
-    model.eval()
-    device = device_of(model)
-    bernoulli = getattr(model, "likelihood", None) is Bernoulli
+    bernoulli = model.likelihood is Bernoulli
     sse, bce = 0.0, 0.0
     per_feature = {name: np.zeros(math.prod(x.shape[1:])) for name in ("sse", "sum", "squares")}
-    for start in range(0, len(x), batch_size):
-        batch = float_batch(rows_tensor(x[start:start + batch_size]).to(device))
-        if bernoulli:
-            logits = model.decoder(model.encode(batch))
-            bce += Bernoulli.nll(logits, batch).sum().item()
-            reconstruction = Bernoulli.mean(logits)
-        else:
-            reconstruction = model.reconstruct(batch)
-        errors = (reconstruction - batch).pow(2)
-        sse += errors.sum().item()
-        if not bernoulli:
-            values = batch.flatten(1).double()
-            per_feature["sse"] += errors.flatten(1).double().sum(0).cpu().numpy()
-            per_feature["sum"] += values.sum(0).cpu().numpy()
-            per_feature["squares"] += values.pow(2).sum(0).cpu().numpy()
+    with evaluating(model):
+        for batch in batches(x, batch_size, model):
+            if bernoulli:
+                logits = model.decoder(model.encode(batch))
+                bce += Bernoulli.nll(logits, batch).sum().item()
+                reconstruction = Bernoulli.mean(logits)
+            else:
+                reconstruction = model.reconstruct(batch)
+            errors = (reconstruction - batch).pow(2)
+            sse += errors.sum().item()
+            if not bernoulli:
+                values = batch.flatten(1).double()
+                per_feature["sse"] += errors.flatten(1).double().sum(0).cpu().numpy()
+                per_feature["sum"] += values.sum(0).cpu().numpy()
+                per_feature["squares"] += values.pow(2).sum(0).cpu().numpy()
     n, elements = len(x), math.prod(x.shape[1:])
     metrics = {"sse_per_example": sse / n, "mse": sse / (n * elements)}
     if bernoulli:
@@ -73,8 +118,9 @@ def _r2(sse: np.ndarray, sst: np.ndarray) -> float:
     return float(scores.mean())
 
 
-def probe_accuracies(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray,
-                     y_test: np.ndarray) -> dict[str, float]:
+def probe_accuracies(
+    train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray, y_test: np.ndarray
+) -> dict[str, float]:
     """Test accuracy of a 5-nearest-neighbour and a logistic-regression classifier fitted on the training codes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -83,8 +129,10 @@ def probe_accuracies(train_codes: np.ndarray, y_train: np.ndarray, test_codes: n
 
     knn = KNeighborsClassifier(n_neighbors=5).fit(train_codes, y_train)
     logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y_train)
-    return {"knn_accuracy": float(knn.score(test_codes, y_test)),
-            "logreg_accuracy": float(logreg.score(test_codes, y_test))}
+    return {
+        "knn_accuracy": float(knn.score(test_codes, y_test)),
+        "logreg_accuracy": float(logreg.score(test_codes, y_test)),
+    }
 
 
 def psnr(output: np.ndarray, clean: np.ndarray) -> float:
@@ -100,8 +148,11 @@ def upscaling_psnr(model: torch.nn.Module, x: np.ndarray) -> dict[str, float]:
     factor, totals = model.upscale_factor, np.zeros(3)
     for block in chunks(x):
         low = downsample(block, factor)
-        outputs = (in_batches(model, "reconstruct", block), upsample(low, factor, "bicubic"),
-                   upsample(low, factor, "nearest"))
+        outputs = (
+            in_batches(model, "reconstruct", block),
+            upsample(low, factor, "bicubic"),
+            upsample(low, factor, "nearest"),
+        )
         totals += [psnr(output, block) * len(block) for output in outputs]
     return dict(zip(("psnr_db", "psnr_bicubic_db", "psnr_nearest_db"), (totals / len(x)).tolist()))
 
@@ -115,8 +166,12 @@ def downsample(x: np.ndarray, factor: int) -> np.ndarray:
 def upsample(x: np.ndarray, factor: int, mode: str) -> np.ndarray:
     """The baselines: images enlarged ``factor`` times by ``nearest`` or ``bicubic`` interpolation (clipped to
     [0, 1])."""
-    big = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), scale_factor=factor, mode=mode,
-                        **({} if mode == "nearest" else {"align_corners": False}))
+    big = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(x)),
+        scale_factor=factor,
+        mode=mode,
+        **({} if mode == "nearest" else {"align_corners": False}),
+    )
     return big.clamp(0, 1).numpy()
 
 
@@ -129,41 +184,56 @@ class LikelihoodEstimate(NamedTuple):
 
 
 @torch.no_grad()
-def importance_weighted_nll(model: torch.nn.Module, x, k: int, batch_size: int = 100, *, max_rows: int = 32768,
-                            seed: int = 0) -> LikelihoodEstimate:
+def importance_weighted_nll(
+    model: torch.nn.Module,
+    x,
+    k: int,
+    batch_size: int = 100,
+    *,
+    max_rows: int = 32768,
+    seed: int = 0,
+    same_draws: bool = False,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> LikelihoodEstimate:
     """-log p(x) ~ -log (1/k) sum_{s=1..k} p(x|z_s) p(z_s) / q(z_s|x), z_s ~ q(z|x), for each example of ``x``.
 
     The estimate is a stochastic upper bound on -log p(x) that tightens as k grows (Burda et al. 2015 use k = 5000)
     and is exact for any k when q(z|x) is the true posterior. Examples go ``batch_size`` at a time and their samples
     in chunks of at most ``max_rows`` decoded (example, sample) pairs, the log-sum-exp carried across chunks, so
     memory stays bounded whatever k. The samples come from a generator seeded with ``seed``: the same call gives
-    the same numbers. ``model`` needs ``posterior``, ``decoder``, a likelihood with ``log_prob`` and ``standardize``
-    (a VAE; x is in the data's units, and the estimate is of their density).
+    the same numbers. With ``same_draws`` every example takes the same k standard normal draws eps_s (z_s = mu(x) +
+    sigma(x) eps_s), so that its estimate depends on it alone, not on the examples that share its batch (anomaly
+    scores, :mod:`aekit.anomaly`); by default each example has draws of its own, independent across examples, as an
+    average over a test set wants. ``prepare`` is applied to each block of rows first (see :func:`batches`).
+    ``model`` needs ``posterior``, ``decoder``, a likelihood with ``log_prob`` and ``standardize`` (a VAE; x is in
+    the data's units, and the estimate is of their density).
     """
     if k < 1 or batch_size < 1 or max_rows < 1:
-        raise AekitError(f"the number of importance samples ({k}), the batch size ({batch_size}) and max_rows "
-                         f"({max_rows}) must all be at least 1")
-    was_training = model.training
-    model.eval()
-    device = device_of(model)
-    if not isinstance(x, torch.Tensor):  # uint8 intensities stay 8-bit until a batch is on the device
-        x = rows_tensor(x if np.asarray(x).dtype == np.uint8 else np.asarray(x, np.float32))
-    generator = torch.Generator(device).manual_seed(seed)
+        raise AekitError(
+            f"the number of importance samples ({k}), the batch size ({batch_size}) and max_rows "
+            f"({max_rows}) must all be at least 1"
+        )
+    generator = torch.Generator(device_of(model)).manual_seed(seed)
     jacobian = float(model.standardize.log_scale_sum())
-    nll, neg_elbo = [], []
-    for start in range(0, len(x), batch_size):
-        batch = model.standardize(float_batch(x[start:start + batch_size].to(device)))
-        per_chunk = max(1, min(k, max_rows // len(batch)))
-        log_sum, weight_sum = None, 0.0
-        for done in range(0, k, per_chunk):
-            log_w = log_importance_weights(model, batch, min(per_chunk, k - done), generator).double()
-            chunk = torch.logsumexp(log_w, 0)
-            log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
-            weight_sum = weight_sum + log_w.sum(0)
-        # Densities of standardized values, made densities of the data's own: log p(x) = log p(z) - sum log scale.
-        nll.append((math.log(k) - log_sum + jacobian).cpu())
-        neg_elbo.append((-weight_sum / k + jacobian).cpu())
-    model.train(was_training)
+    nll, neg_elbo, shared = [], [], None
+    with evaluating(model):
+        for batch in batches(x, batch_size, model, prepare):
+            batch = model.standardize(batch)
+            if same_draws and shared is None:
+                shared = torch.randn(
+                    (k, 1, model.code_dim), generator=generator, device=batch.device, dtype=batch.dtype
+                )
+            per_chunk = max(1, min(k, max_rows // len(batch)))
+            log_sum, weight_sum = None, 0.0
+            for done in range(0, k, per_chunk):
+                eps = None if shared is None else shared[done : done + per_chunk]
+                log_w = log_importance_weights(model, batch, min(per_chunk, k - done), generator, eps).double()
+                chunk = torch.logsumexp(log_w, 0)
+                log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
+                weight_sum = weight_sum + log_w.sum(0)
+            # Densities of standardized values made the data's own: log p(x) = log p(z) - sum log scale.
+            nll.append((math.log(k) - log_sum + jacobian).cpu())
+            neg_elbo.append((-weight_sum / k + jacobian).cpu())
     return LikelihoodEstimate(torch.cat(nll).numpy(), torch.cat(neg_elbo).numpy())
 
 
@@ -172,41 +242,55 @@ def negative_elbo(model: VAE, x: np.ndarray, batch_size: int = 1024, seed: int =
     """Mean over ``x`` of E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)) in nats, one seeded sample z per example: the
     negative ELBO whatever the model was trained with (any beta, the iwae objective). Like the training loss, it
     is taken of the standardized values where the model standardizes (and without the Gaussian's constant)."""
-    model.eval()
-    device = device_of(model)
-    generator = torch.Generator(device).manual_seed(seed)
+    generator = torch.Generator(device_of(model)).manual_seed(seed)
     total = 0.0
-    for start in range(0, len(x), batch_size):
-        batch = float_batch(rows_tensor(x[start:start + batch_size]).to(device))
-        rec, kl = model.elbo_terms(model.standardize(batch), generator)
-        total += (rec + kl).sum().item()
+    with evaluating(model):
+        for batch in batches(x, batch_size, model):
+            rec, kl = model.elbo_terms(model.standardize(batch), generator)
+            total += (rec + kl).sum().item()
     return total / len(x)
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, nll_samples: int | None = None) -> dict[str, float]:
-    """All metrics of ``model`` on the test split: reconstruction, PSNR beside the bicubic and nearest baselines
-    for an upscaler, the VAE's negative ELBO, probe accuracies and, with ``nll_samples`` = k, the VAE's
-    importance-weighted NLL estimate ``nll_is_{k}`` (nats).
+@torch.no_grad()
+def codebook_perplexity(model: torch.nn.Module, x, batch_size: int = 1024) -> float:
+    """exp(H(p)), p_i the share of the code vectors of ``x`` that take entry i of the model's codebook (from
+    ``model.code_indices``, int64 indices of any shape per example) and H(p) = -sum_i p_i log p_i in nats: the number
+    of entries in use, from 1 (one entry for everything) to the codebook's size (all entries used alike)."""
+    counts = torch.zeros(model.codebook_size, dtype=torch.int64)
+    with evaluating(model):
+        for batch in batches(x, batch_size, model):
+            counts += torch.bincount(model.code_indices(batch).flatten(), minlength=model.codebook_size).cpu()
+    p = counts[counts > 0].double() / counts.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    nll_samples: int | None = None,
+    normal_classes: tuple[int, ...] | None = None,
+) -> dict[str, float]:
+    """Every registered metric (:mod:`aekit.metrics`) that applies to ``model`` on ``dataset``, measured on the
+    test split in evaluation mode (the model's mode is put back after), each function computing a group of them
+    called once: reconstruction, PSNR beside the bicubic and nearest baselines for an upscaler, the VAE's negative
+    ELBO and, with ``nll_samples`` = k, its importance-weighted NLL estimate ``nll_is_{k}`` (nats), a codebook's
+    perplexity and probe accuracies where there are labels. With ``normal_classes`` (a model trained on those
+    classes only), the AUROC of its anomaly scores (:mod:`aekit.anomaly`) with the test examples of the other classes
+    as the anomalies.
 
     A model trained with ``binarize`` is scored on one seeded binarization of the data (the same for every model).
     """
     if nll_samples is not None and not isinstance(model, VAE):
-        raise AekitError(f"the likelihood estimate (--nll-samples) needs a VAE, not a {type(model).__name__}; "
-                         "drop --nll-samples")
+        raise AekitError(
+            f"the likelihood estimate (--nll-samples) needs a VAE, not a {type(model).__name__}; drop --nll-samples"
+        )
     if nll_samples is not None and nll_samples < 1:
         raise AekitError(f"--nll-samples {nll_samples} must be at least 1, e.g. 5000")
-    model.eval()
-    if getattr(model, "binarize", False):
-        dataset = binarized(dataset)
-    metrics = reconstruction_metrics(model, dataset.x_test)
-    if getattr(model, "upscale_factor", None):
-        metrics.update(upscaling_psnr(model, dataset.x_test))
-    if isinstance(model, VAE):
-        metrics["neg_elbo"] = negative_elbo(model, dataset.x_test)
-        if nll_samples is not None:
-            metrics[f"nll_is_{nll_samples}"] = float(importance_weighted_nll(model, dataset.x_test, nll_samples)
-                                                     .nll.mean())
-    if dataset.y_train is not None and dataset.y_test is not None:
-        metrics.update(probe_accuracies(codes(model, dataset.x_train), dataset.y_train,
-                                        codes(model, dataset.x_test), dataset.y_test))
-    return metrics
+    normal = None if normal_classes is None else tuple(normal_classes)
+    subject = Subject(model, binarized(dataset) if model.binarize else dataset, nll_samples, normal)
+    wanted = [metric for metric in REGISTRY.values() if metric.compute is not None and metric.applies(subject)]
+    values = {}
+    with evaluating(model):
+        for compute in dict.fromkeys(metric.compute for metric in wanted):
+            values.update(compute(subject))
+    return {key: value for metric in wanted for key, value in values.items() if metric.matches(key)}

@@ -8,10 +8,11 @@ needs what CUDA graph capture needs: no synchronisation with the host inside the
 ``capturable=True`` and a learning rate that is a tensor on the device (the schedule updates it in place, so replays
 follow it), and random numbers from the default CUDA generator (captured graphs advance it on every replay).
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -3,6 +3,7 @@
 An encoder maps a batch of examples (n, *shape) to (n, out_features); a decoder maps (n, code_dim) back to
 (n, *shape) *pre-activation* values (logits or means), leaving the output nonlinearity to the likelihood.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def mlp(in_features: int, hidden: tuple[int, ...], out_features: int, dropout: f
     return nn.Sequential(*layers)
 
 
-def mlp_encoder(shape: tuple[int, ...], hidden: tuple[int, ...], out_features: int,
-                dropout: float = 0.0, input_dropout: float = 0.0) -> nn.Sequential:
+def mlp_encoder(
+    shape: tuple[int, ...], hidden: tuple[int, ...], out_features: int, dropout: float = 0.0, input_dropout: float = 0.0
+) -> nn.Sequential:
     """Flatten, optionally drop input elements, then an MLP."""
     front: list[nn.Module] = [nn.Flatten()]
     if input_dropout:
@@ -47,8 +49,13 @@ def _conv_sizes(size: int, layers: int) -> list[int]:
     return sizes
 
 
-def conv_encoder(shape: tuple[int, ...], channels: tuple[int, ...], out_features: int,
-                 dropout: float = 0.0, input_dropout: float = 0.0) -> nn.Sequential:
+def conv_encoder(
+    shape: tuple[int, ...],
+    channels: tuple[int, ...],
+    out_features: int,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+) -> nn.Sequential:
     """Stride-2 convolutions (each halves height and width) with ReLU, then a linear layer to ``out_features``."""
     in_channels, height, width = _image_shape(shape, len(channels))
     layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout else []
@@ -63,14 +70,18 @@ def conv_encoder(shape: tuple[int, ...], channels: tuple[int, ...], out_features
     return nn.Sequential(*layers)
 
 
-def conv_decoder(code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...],
-                 dropout: float = 0.0) -> nn.Sequential:
+def conv_decoder(
+    code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...], dropout: float = 0.0
+) -> nn.Sequential:
     """The mirror of :func:`conv_encoder`: transposed convolutions back to exactly ``shape`` (odd sizes included)."""
     out_channels, height, width = _image_shape(shape, len(channels))
     hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
     widths = list(reversed(channels))
-    layers: list[nn.Module] = [nn.Linear(code_dim, widths[0] * hs[-1] * ws[-1]), nn.ReLU(),
-                               nn.Unflatten(1, (widths[0], hs[-1], ws[-1]))]
+    layers: list[nn.Module] = [
+        nn.Linear(code_dim, widths[0] * hs[-1] * ws[-1]),
+        nn.ReLU(),
+        nn.Unflatten(1, (widths[0], hs[-1], ws[-1])),
+    ]
     targets = list(zip(reversed(hs[:-1]), reversed(ws[:-1])))
     for i, (h, w) in enumerate(targets):
         last = i == len(targets) - 1
@@ -78,8 +89,11 @@ def conv_decoder(code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...
         nxt = out_channels if last else widths[i + 1]
         # A stride-2 transposed convolution doubles the size; output_padding restores the odd row/column lost going in.
         h_in, w_in = (hs[-1 - i], ws[-1 - i])
-        layers.append(nn.ConvTranspose2d(previous, nxt, kernel_size=4, stride=2, padding=1,
-                                         output_padding=(h - 2 * h_in, w - 2 * w_in)))
+        layers.append(
+            nn.ConvTranspose2d(
+                previous, nxt, kernel_size=4, stride=2, padding=1, output_padding=(h - 2 * h_in, w - 2 * w_in)
+            )
+        )
         if not last:
             layers.append(nn.ReLU())
             if dropout:
@@ -89,10 +103,14 @@ def conv_decoder(code_dim: int, channels: tuple[int, ...], shape: tuple[int, ...
 
 def _image_shape(shape: tuple[int, ...], layers: int) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise DataError(f"the convolutional network needs images (channels, height, width), got examples of shape "
-                        f"{tuple(shape)}; use --net mlp")
+        raise DataError(
+            f"the convolutional network needs images (channels, height, width), got examples of shape "
+            f"{tuple(shape)}; use --net mlp"
+        )
     channels, height, width = shape
-    if min(height, width) < 2 ** layers:
-        raise DataError(f"images of {height}x{width} are too small for {layers} stride-2 convolutions; "
-                        f"use fewer --hidden channels or --net mlp")
+    if min(height, width) < 2**layers:
+        raise DataError(
+            f"images of {height}x{width} are too small for {layers} stride-2 convolutions; "
+            f"use fewer --hidden channels or --net mlp"
+        )
     return channels, height, width

@@ -5,6 +5,7 @@ index of each example in its split; the index alone, without a header, where the
 (images only: the examples as a square grid of thumbnails, in the same order) and ``projector_config.pbtxt``, which
 ties them together for TensorBoard: ``tensorboard --logdir FOLDER``, Projector tab.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from aekit.atomic import atomic_write, make_folder, writing
@@ -25,8 +24,14 @@ MAX_POINTS = 10_000
 MAX_SPRITE_SIDE = 8192
 
 
-def write_projector(folder: str | Path, codes: np.ndarray, labels: np.ndarray | None = None,
-                    images: np.ndarray | None = None, *, name: str = "codes") -> Path:
+def write_projector(
+    folder: str | Path,
+    codes: np.ndarray,
+    labels: np.ndarray | None = None,
+    images: np.ndarray | None = None,
+    *,
+    name: str = "codes",
+) -> Path:
     """Write the projector files for ``codes`` (n, code_dim) into ``folder``; ``labels`` (n,) go into the metadata
     and ``images`` (n, channels, height, width) in [0, 1] into the sprite. Each file is written atomically, the
     config last, so TensorBoard never reads a config whose files are missing. Returns the folder; a write the file
@@ -42,12 +47,19 @@ def write_projector(folder: str | Path, codes: np.ndarray, labels: np.ndarray | 
         atomic_write(folder / METADATA, b"label\tindex\n" + _tsv(np.stack([labels, index], axis=1), "%d"))
     # The shape is stated so that TensorBoard need not read the whole TSV to learn it (its plugin fills it in
     # asynchronously and can serve the config before it has).
-    config = [f'  tensor_name: "{name}"', f'  tensor_path: "{TENSORS}"', f'  metadata_path: "{METADATA}"',
-              f"  tensor_shape: {len(codes)}", f"  tensor_shape: {np.shape(codes)[1]}"]
+    config = [
+        f'  tensor_name: "{name}"',
+        f'  tensor_path: "{TENSORS}"',
+        f'  metadata_path: "{METADATA}"',
+        f"  tensor_shape: {len(codes)}",
+        f"  tensor_shape: {np.shape(codes)[1]}",
+    ]
     if images is not None:
         width, height = write_sprite(folder / SPRITE, images)
-        config.append(f'  sprite {{\n    image_path: "{SPRITE}"\n    single_image_dim: {width}\n'
-                      f"    single_image_dim: {height}\n  }}")
+        config.append(
+            f'  sprite {{\n    image_path: "{SPRITE}"\n    single_image_dim: {width}\n'
+            f"    single_image_dim: {height}\n  }}"
+        )
     else:
         with writing(folder / SPRITE):
             (folder / SPRITE).unlink(missing_ok=True)  # a sprite left from other data would not match these points
@@ -62,9 +74,13 @@ def write_sprite(path: Path, images: np.ndarray) -> tuple[int, int]:
     side = math.ceil(math.sqrt(n))
     scale = min(1.0, MAX_SPRITE_SIDE / (side * max(height, width)))
     if scale < 1:
+        # Imported here: only a sprite too large to show needs torch, and this module is read without it.
+        import torch
+
         height, width = max(1, int(height * scale)), max(1, int(width * scale))
-        images = F.interpolate(torch.from_numpy(np.ascontiguousarray(images, np.float32)), size=(height, width),
-                               mode="area").numpy()
+        images = torch.nn.functional.interpolate(
+            torch.from_numpy(np.ascontiguousarray(images, np.float32)), size=(height, width), mode="area"
+        ).numpy()
     # The projector expects a full square: side x side cells, the unused ones black.
     square = np.zeros((side * side, channels, height, width), np.float32)
     square[:n] = images

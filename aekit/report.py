@@ -1,4 +1,5 @@
 """Figures and tables: what a run or a comparison looks like."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
 
 from aekit.atomic import atomic_write, make_folder  # noqa: E402
 
@@ -27,8 +28,14 @@ def save_grid(path: Path, examples: np.ndarray, title: str) -> None:
     _save_mosaic(path, [examples], math.ceil(math.sqrt(len(examples))), title)
 
 
-def _save_mosaic(path: Path, groups: list[np.ndarray], columns: int, title: str, row_labels: list[str] | None = None,
-                 column_labels: list[str] | None = None) -> None:
+def _save_mosaic(
+    path: Path,
+    groups: list[np.ndarray],
+    columns: int,
+    title: str,
+    row_labels: list[str] | None = None,
+    column_labels: list[str] | None = None,
+) -> None:
     """Groups of examples drawn as one picture (one image is far faster to lay out than an axes per example), each
     group starting a new row of ``columns`` cells, with white gaps between cells. Images (n, channels, height, width)
     show their [0, 1] intensities (real-valued ones, where the first group goes outside [0, 1], on its range);
@@ -44,21 +51,33 @@ def _save_mosaic(path: Path, groups: list[np.ndarray], columns: int, title: str,
         cmap = "viridis"
     _, channels, height, width = groups[0].shape
     fill = 1.0 if channels == 3 else np.nan  # white: NaN is drawn in the colour map's "bad" colour, set to white
-    cells = np.concatenate([np.concatenate([g, np.full((-len(g) % columns, channels, height, width), fill)])
-                            for g in groups])
+    cells = np.concatenate(
+        [np.concatenate([g, np.full((-len(g) % columns, channels, height, width), fill)]) for g in groups]
+    )
     gap = max(1, min(height, width) // 8)
     canvas = tile(cells, columns, gap=gap, fill=fill)
     n_rows = len(cells) // columns
     cell_height, cell_width = (0.9, 0.9 * width / height) if is_image else (0.4, 1.2)
-    fig, ax = plt.subplots(figsize=(columns * cell_width + (1.4 if row_labels else 0.4),
-                                    n_rows * cell_height + 0.8 + (0.2 if column_labels else 0)))
-    ax.imshow(canvas[..., 0] if channels == 1 else canvas, vmin=0, vmax=1, interpolation="nearest",
-              cmap=None if cmap is None else plt.get_cmap(cmap).with_extremes(bad="white"),
-              aspect="equal" if is_image else "auto")
-    ax.set_yticks([i * (height + gap) + (height - 1) / 2 for i in range(len(row_labels or []))], row_labels or [],
-                  fontsize=9)
-    ax.set_xticks([j * (width + gap) + (width - 1) / 2 for j in range(len(column_labels or []))], column_labels or [],
-                  fontsize=8)
+    fig, ax = plt.subplots(
+        figsize=(
+            columns * cell_width + (1.4 if row_labels else 0.4),
+            n_rows * cell_height + 0.8 + (0.2 if column_labels else 0),
+        )
+    )
+    ax.imshow(
+        canvas[..., 0] if channels == 1 else canvas,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        cmap=None if cmap is None else plt.get_cmap(cmap).with_extremes(bad="white"),
+        aspect="equal" if is_image else "auto",
+    )
+    ax.set_yticks(
+        [i * (height + gap) + (height - 1) / 2 for i in range(len(row_labels or []))], row_labels or [], fontsize=9
+    )
+    ax.set_xticks(
+        [j * (width + gap) + (width - 1) / 2 for j in range(len(column_labels or []))], column_labels or [], fontsize=8
+    )
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -85,8 +104,9 @@ def markdown_table(rows: list[dict], columns: list[str], formats: dict[str, str]
         cells = []
         for col in columns:
             value = row.get(col)
-            cells.append("-" if value is None else format(value, formats.get(col, "")) if not isinstance(value, str)
-                         else value)
+            cells.append(
+                "-" if value is None else format(value, formats.get(col, "")) if not isinstance(value, str) else value
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -110,9 +130,12 @@ def tile(examples: np.ndarray, columns: int | None = None, gap: int = 0, fill: f
     rows = math.ceil(n / columns)
     cells = np.full((rows * columns, channels, height + gap, width + gap), fill, np.float32)
     cells[:n, :, :height, :width] = np.clip(examples, 0, 1)
-    canvas = cells.reshape(rows, columns, channels, height + gap, width + gap).transpose(0, 3, 1, 4, 2).reshape(
-        rows * (height + gap), columns * (width + gap), channels)
-    return canvas[:rows * (height + gap) - gap, :columns * (width + gap) - gap]
+    canvas = (
+        cells.reshape(rows, columns, channels, height + gap, width + gap)
+        .transpose(0, 3, 1, 4, 2)
+        .reshape(rows * (height + gap), columns * (width + gap), channels)
+    )
+    return canvas[: rows * (height + gap) - gap, : columns * (width + gap) - gap]
 
 
 def save_codes(path: Path, codes: np.ndarray, labels: np.ndarray | None, title: str) -> None:
@@ -133,8 +156,10 @@ def save_codes(path: Path, codes: np.ndarray, labels: np.ndarray | None, title: 
         pca = PCA(n_components=2).fit(codes)
         x, y = pca.transform(codes).T
         share = pca.explained_variance_ratio_ * 100
-        axes = (f"principal component 1 ({share[0]:.0f}% of variance)",
-                f"principal component 2 ({share[1]:.0f}% of variance)")
+        axes = (
+            f"principal component 1 ({share[0]:.0f}% of variance)",
+            f"principal component 2 ({share[1]:.0f}% of variance)",
+        )
         how = f"PCA projection of the {dim}-D code"
     # Points in a random order, so no class is drawn wholly on top of the others.
     order = np.random.default_rng(0).permutation(n)
@@ -146,14 +171,23 @@ def save_codes(path: Path, codes: np.ndarray, labels: np.ndarray | None, title: 
         classes, index = np.unique(labels, return_inverse=True)
         if len(classes) <= 20:
             palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-            ax.scatter(x[order], y[order], s=size, alpha=0.7, c=[palette(i) for i in index[order]], linewidths=0,
-                       rasterized=True)
-            handles = [Line2D([], [], marker="o", linestyle="", color=palette(i), label=str(c))
-                       for i, c in enumerate(classes)]
+            ax.scatter(
+                x[order],
+                y[order],
+                s=size,
+                alpha=0.7,
+                c=[palette(i) for i in index[order]],
+                linewidths=0,
+                rasterized=True,
+            )
+            handles = [
+                Line2D([], [], marker="o", linestyle="", color=palette(i), label=str(c)) for i, c in enumerate(classes)
+            ]
             ax.legend(handles=handles, title="label", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
         else:
-            points = ax.scatter(x[order], y[order], s=size, alpha=0.7, c=labels[order], cmap="viridis",
-                                linewidths=0, rasterized=True)
+            points = ax.scatter(
+                x[order], y[order], s=size, alpha=0.7, c=labels[order], cmap="viridis", linewidths=0, rasterized=True
+            )
             fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
@@ -173,9 +207,15 @@ def save_manifold(path: Path, decoded: np.ndarray, xs: np.ndarray, ys: np.ndarra
     left, right = (xs[0] + (p - width / 2) * dx / (width + gap) for p in (0, canvas.shape[1]))
     bottom, top = (ys[0] + (p - height / 2) * dy / (height + gap) for p in (0, canvas.shape[0]))
     fig, ax = plt.subplots(figsize=(7, 7 * height * len(ys) / (width * len(xs)) + 0.6))
-    ax.imshow(canvas[..., 0] if channels == 1 else canvas, cmap=plt.get_cmap("gray").with_extremes(bad="white"),
-              vmin=0, vmax=1, interpolation="nearest", extent=(left, right, bottom, top),
-              aspect=(height + gap) * dx / ((width + gap) * dy))  # square pixels whatever the code ranges
+    ax.imshow(
+        canvas[..., 0] if channels == 1 else canvas,
+        cmap=plt.get_cmap("gray").with_extremes(bad="white"),
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(left, right, bottom, top),
+        aspect=(height + gap) * dx / ((width + gap) * dy),
+    )  # square pixels whatever the code ranges
     ax.set_xlabel("code 1")
     ax.set_ylabel("code 2")
     ax.set_title(title, fontsize=10)
@@ -183,12 +223,18 @@ def save_manifold(path: Path, decoded: np.ndarray, xs: np.ndarray, ys: np.ndarra
 
 
 def save_curves(path: Path, history: list[dict], ylabel: str, title: str) -> None:
-    """The training (solid, circles) and test (dashed, squares) loss per epoch, from records as the trainer returns them, ``ylabel``
-    naming its unit; where the loss has several parts (the VAE's reconstruction and KL, the adversarial terms), a
-    second panel shows each of them, one colour a part."""
+    """The training (solid, circles) and test (dashed, squares) loss per epoch, from records as the trainer returns
+    them, ``ylabel`` naming its unit; where the loss has several parts (the VAE's reconstruction and KL, the
+    adversarial terms), a second panel shows each of them, one colour a part."""
     epochs = [record["epoch"] for record in history]
-    parts = list(dict.fromkeys(key.split("_", 1)[1] for record in history for key in record
-                               if key.startswith(("train_", "test_")) and key not in ("train_loss", "test_loss")))
+    parts = list(
+        dict.fromkeys(
+            key.split("_", 1)[1]
+            for record in history
+            for key in record
+            if key.startswith(("train_", "test_")) and key not in ("train_loss", "test_loss")
+        )
+    )
     # The parts may differ in unit (the adversarial terms are cross-entropies whatever the reconstruction loss).
     panels = [("loss", ["loss"], ylabel)] + ([("parts of the loss", parts, "per example")] if len(parts) > 1 else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
@@ -198,8 +244,15 @@ def save_curves(path: Path, history: list[dict], ylabel: str, title: str) -> Non
             for split, style, marker in (("train", "-", "o"), ("test", "--", "s")):
                 values = [record.get(f"{split}_{name}") for record in history]
                 if any(v is not None for v in values):
-                    ax.plot(epochs, [np.nan if v is None else v for v in values], style, color=f"C{i}",
-                            marker=marker if few else None, markersize=4, label=f"{split} {name}")
+                    ax.plot(
+                        epochs,
+                        [np.nan if v is None else v for v in values],
+                        style,
+                        color=f"C{i}",
+                        marker=marker if few else None,
+                        markersize=4,
+                        label=f"{split} {name}",
+                    )
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
         ax.set_title(heading, fontsize=10)
@@ -212,8 +265,15 @@ def save_curves(path: Path, history: list[dict], ylabel: str, title: str) -> Non
     _save(fig, path)
 
 
-def save_lines(path: Path, xs: list[float], series: dict[str, list[float | None]], xlabel: str, ylabel: str,
-               title: str, log_y: bool = False) -> None:
+def save_lines(
+    path: Path,
+    xs: list[float],
+    series: dict[str, list[float | None]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_y: bool = False,
+) -> None:
     """One labelled line with markers per entry of ``series`` (values at ``xs``; None leaves a gap), e.g. the
     reconstruction error of each model against the code size."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -226,5 +286,42 @@ def save_lines(path: Path, xs: list[float], series: dict[str, list[float | None]
         ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> None:
+    """ROC curves, one per entry of ``curves`` (false-positive rates, true-positive rates and the area under the
+    curve, shown in its label), over the diagonal of a score that tells nothing."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, (fpr, tpr, area) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {area:.4f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUROC 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive rate: share of normal examples flagged")
+    ax.set_ylabel("true-positive rate: share of anomalies flagged")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_histogram(path: Path, values: dict[str, np.ndarray], xlabel: str, title: str) -> None:
+    """Histograms of ``values`` over shared bins, one outline per entry (e.g. each class's anomaly scores), from the
+    0.5th to the 99.5th percentile of them all (what lies outside is counted in the end bins)."""
+    everything = np.concatenate(list(values.values()))
+    low, high = np.percentile(everything, [0.5, 99.5])
+    bins = np.linspace(low, max(high, low + 1e-9), 61)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, group) in enumerate(values.items()):
+        ax.hist(
+            np.clip(group, low, high), bins=bins, histtype="step", color=f"C{i % 10}", label=f"{label} ({len(group)})"
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("examples")
+    ax.grid(alpha=0.3)
+    if len(values) > 1:
+        ax.legend(fontsize=8, title="label (examples)", title_fontsize=8)
     ax.set_title(title, fontsize=10)
     _save(fig, path)

@@ -1,9 +1,12 @@
 """The run folder: config.json, model.safetensors, checkpoint.pt, history.csv, metrics.json, figures/.
 
-Every file is written atomically (a temporary file in the same folder, then a rename), so a crash leaves either the
-old file or the new one, never half of one. Loading never unpickles: weights come from safetensors, loop state from
-``torch.load(weights_only=True)``, everything else from JSON.
+The trainer's files (checkpoint, weights, history) are written by :class:`RunFolder`, the sink it hands them to;
+the workflow (:mod:`aekit.workflow`) writes the rest. Every file is written atomically (a temporary file in the
+same folder, then a rename), so a crash leaves either the old file or the new one, never half of one. Loading never
+unpickles: weights come from safetensors, loop state from ``torch.load(weights_only=True)``, everything else from
+JSON.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,11 +26,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from aekit.atomic import READ_ONLY, atomic_write, make_folder, storage_error
-from aekit.errors import RunError
-from aekit.models import ModelSpec, build_model
+from aekit.errors import AekitError, RunError
+from aekit.models import ModelConfig, build_model, config_from_dict
 
 CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
-    "config.json", "model.safetensors", "checkpoint.pt", "history.csv", "metrics.json")
+    "config.json",
+    "model.safetensors",
+    "checkpoint.pt",
+    "history.csv",
+    "metrics.json",
+)
 
 
 def write_json(path: Path, obj) -> None:
@@ -49,19 +57,36 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
     return save(state, metadata={"format": "pt"})
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    atomic_write(path, weights_bytes(model))
-
-
 def fingerprint(model: torch.nn.Module) -> bytes:
     """16 bytes that identify a model's weights: the start of the sha256 of :func:`weights_bytes`."""
     return hashlib.sha256(weights_bytes(model)).digest()[:16]
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
+class RunFolder:
+    """The trainer's sink (:class:`aekit.trainer.RunSink`) in the run folder ``folder``, which must exist: the loop
+    state in checkpoint.pt, the weights in model.safetensors and the finished epochs in history.csv, each written
+    atomically (a write the file system refuses raises :class:`aekit.atomic.StorageError`)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.name = str(self.folder)
+
+    def checkpoint(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.folder / CHECKPOINT, buffer.getvalue())
+
+    def epochs(self, history: list[dict], model: torch.nn.Module | None) -> None:
+        if model is not None:
+            atomic_write(self.folder / WEIGHTS, weights_bytes(model))
+        write_csv(self.folder / HISTORY, history)
+
+    def restore(self) -> dict:
+        return load_checkpoint(self.folder / CHECKPOINT)
+
+    def last_checkpoint(self) -> str | None:
+        path = self.folder / CHECKPOINT
+        return str(path) if path.exists() else None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -71,17 +96,23 @@ def load_checkpoint(path: Path) -> dict:
         raise no_checkpoint(path.parent)
     problem = _archive_problem(path)
     if problem:
-        raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
-                       "again without --resume")
+        raise RunError(
+            f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
+            "again without --resume"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or hostile file
-        raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({type(error).__name__}); "
-                       f"delete it and train again without --resume") from None
+        raise RunError(
+            f"{path}: the checkpoint is corrupt or not a checkpoint ({type(error).__name__}); "
+            f"delete it and train again without --resume"
+        ) from None
     problem = _loop_state_problem(state)
     if problem:
-        raise RunError(f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
-                       "again without --resume")
+        raise RunError(
+            f"{path}: the checkpoint is corrupt or not a checkpoint ({problem}); delete it and train "
+            "again without --resume"
+        )
     return state
 
 
@@ -89,8 +120,10 @@ def no_checkpoint(run_dir: Path) -> RunError:
     """The refusal to resume a folder with no checkpoint."""
     # The trainer writes one after every epoch: a run without one stopped before its first epoch ended, and the
     # same command without --resume starts it again there (see holds_run); so does one in a fresh folder.
-    return RunError(f"{run_dir}: no {CHECKPOINT} to resume from, so no epoch finished; delete the folder and train "
-                    "again without --resume")
+    return RunError(
+        f"{run_dir}: no {CHECKPOINT} to resume from, so no epoch finished; delete the folder and train "
+        "again without --resume"
+    )
 
 
 def _archive_problem(path: Path) -> str | None:
@@ -117,23 +150,32 @@ def _loop_state_problem(state) -> str | None:
         return f"not a dict with {', '.join(sorted(_LOOP_KEYS))}"
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         return "model is not a dict of tensors"
-    if not all(isinstance(state[k], list) and all(isinstance(v, dict) for v in state[k])
-               for k in ("optimizers", "schedulers", "history")):
+    if not all(
+        isinstance(state[k], list) and all(isinstance(v, dict) for v in state[k])
+        for k in ("optimizers", "schedulers", "history")
+    ):
         return "optimizers, schedulers or history is not a list of dicts"
     if not all(isinstance(v, (int, float)) for record in state["history"] for v in record.values()):
         return "history holds a record that is not all numbers"
     rng = state["rng"]
-    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), torch.Tensor) for k in ("torch", "data_order",
-                                                                                            "numpy")):
+    if not isinstance(rng, dict) or not all(
+        isinstance(rng.get(k), torch.Tensor) for k in ("torch", "data_order", "numpy")
+    ):
         return "rng is not a dict of the torch, data_order and numpy states"
     position = state.get("position")
     if position is None:
         return None
-    if not (isinstance(position, dict) and isinstance(position.get("step"), int)
-            and isinstance(position.get("skipped"), int) and isinstance(position.get("seconds"), (int, float))
-            and isinstance(position.get("order"), torch.Tensor) and position["order"].dtype == torch.int64
-            and position["order"].dim() == 1 and isinstance(position.get("sums"), dict)
-            and all(isinstance(v, torch.Tensor) for v in position["sums"].values())):
+    if not (
+        isinstance(position, dict)
+        and isinstance(position.get("step"), int)
+        and isinstance(position.get("skipped"), int)
+        and isinstance(position.get("seconds"), (int, float))
+        and isinstance(position.get("order"), torch.Tensor)
+        and position["order"].dtype == torch.int64
+        and position["order"].dim() == 1
+        and isinstance(position.get("sums"), dict)
+        and all(isinstance(v, torch.Tensor) for v in position["sums"].values())
+    ):
         return "position is not a step, order, skipped count, loss sums and seconds"
     return None
 
@@ -151,12 +193,14 @@ def read_config(run_dir: Path) -> dict:
     return config
 
 
-def model_spec(config: dict, run_dir: Path) -> ModelSpec:
+def run_config(config: dict, run_dir: Path) -> ModelConfig:
+    """The model config in a run's config.json (read by :func:`read_config`)."""
     try:
-        return ModelSpec.from_dict(config["model"])
-    except (TypeError, ValueError) as error:
-        raise RunError(f"{Path(run_dir) / CONFIG}: invalid model settings ({error}); "
-                       "restore it or train again") from None
+        return config_from_dict(config["model"])
+    except (TypeError, ValueError, AekitError) as error:
+        raise RunError(
+            f"{Path(run_dir) / CONFIG}: invalid model settings ({error}); restore it or train again"
+        ) from None
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -167,7 +211,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     allocated: the model built afterwards is no larger than the weights file.
     """
     run_dir = Path(run_dir)
-    spec = model_spec(read_config(run_dir), run_dir)
+    spec = run_config(read_config(run_dir), run_dir)
     weights = run_dir / WEIGHTS
     try:
         state = load_file(weights)
@@ -180,11 +224,14 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
             warnings.simplefilter("ignore")  # e.g. that a zero-sized layer has nothing to initialise
             expected = {k: v.shape for k, v in build_model(spec).state_dict().items()}
     except (TypeError, ValueError, RuntimeError, OverflowError) as error:
-        raise RunError(f"{run_dir / CONFIG}: invalid model settings ({type(error).__name__}); restore it or train "
-                       "again") from None
+        raise RunError(
+            f"{run_dir / CONFIG}: invalid model settings ({type(error).__name__}); restore it or train again"
+        ) from None
     if expected != {k: v.shape for k, v in state.items()}:
-        raise RunError(f"{weights} does not match the model in {CONFIG} (different layers or sizes); "
-                       "restore the matching pair of files or train again")
+        raise RunError(
+            f"{weights} does not match the model in {CONFIG} (different layers or sizes); "
+            "restore the matching pair of files or train again"
+        )
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point() or v.is_complex()):
         raise RunError(f"{weights} holds NaN or infinite weights; restore it or train again")
     model = build_model(spec)
@@ -252,15 +299,18 @@ class RunLock:
             except BlockingIOError:
                 os.close(fd)
                 holder = self._read()
-                raise RunError(f"{folder} is in use by {f'process {holder}' if holder else 'another process'}; "
-                               "wait for it to finish or choose another --out") from None
+                raise RunError(
+                    f"{folder} is in use by {f'process {holder}' if holder else 'another process'}; "
+                    "wait for it to finish or choose another --out"
+                ) from None
             if self._names(fd):
                 self._fd = fd
                 self._claim()
                 return self
             os.close(fd)
-        raise RunError(f"could not lock {self.path}: it keeps being removed; stop the other aekit processes using "
-                       f"{folder}")
+        raise RunError(
+            f"could not lock {self.path}: it keeps being removed; stop the other aekit processes using {folder}"
+        )
 
     def __exit__(self, *exc):
         if self._fd is None:

@@ -10,7 +10,12 @@ The loss: ``loss='auto'`` takes the cross-entropy (Bernoulli likelihood, sigmoid
 lies in [0, 1] and the sum of squared differences (Gaussian likelihood, linear output) otherwise; ``loss_`` records
 the choice. Under the squared error the data is standardized inside (``standardize=True``) so that every feature
 counts alike; ``inverse_transform`` undoes it.
+
+Each has an outlier detector beside it (``AutoEncoderOutlierDetector``, ...; :func:`outlier_detector`): the same
+estimator with scikit-learn's ``OutlierMixin`` API, ``score_samples`` being minus each row's anomaly score
+(:mod:`aekit.anomaly`) and ``predict`` -1 for the rows below ``offset_`` (see :class:`_OutlierDetection`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,29 +24,52 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
 
+from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES, anomaly_scores, reconstruction_nll
 from aekit.data import Dataset
 from aekit.errors import AekitError
-from aekit.models import VAE, ModelSpec, build_model, choose_likelihood, gaussian_kl
+from aekit.evaluate import batches, evaluating
+from aekit.models import VAE, ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
 from aekit.models.base import device_of
+from aekit.models.config import family
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.trainer import TrainSettings, resolve_device, train
 
-__all__ = ["AutoEncoder", "DenoisingAutoEncoder", "DropoutAutoEncoder", "AdversarialAutoEncoder",
-           "VariationalAutoEncoder", "ParameterError"]
+__all__ = [
+    "AutoEncoder",
+    "DenoisingAutoEncoder",
+    "DropoutAutoEncoder",
+    "AdversarialAutoEncoder",
+    "VariationalAutoEncoder",
+    "AutoEncoderOutlierDetector",
+    "DenoisingAutoEncoderOutlierDetector",
+    "DropoutAutoEncoderOutlierDetector",
+    "AdversarialAutoEncoderOutlierDetector",
+    "VariationalAutoEncoderOutlierDetector",
+    "ParameterError",
+    "estimator",
+    "outlier_detector",
+]
 
-# Hyper-parameters every estimator takes, with their defaults; each family adds its own (``_options``).
-SHARED = {"n_components": 2, "hidden_layer_sizes": (256, 128), "loss": "auto", "standardize": True,
-          "max_iter": 100, "batch_size": 128, "learning_rate": 1e-3, "random_state": None, "device": "auto"}
+# Hyper-parameters every estimator takes, with their defaults; each family adds its own options (those of its
+# config beyond the networks' shared ones: see ``_family_parameters``).
+SHARED = {
+    "n_components": 2,
+    "hidden_layer_sizes": (256, 128),
+    "loss": "auto",
+    "standardize": True,
+    "max_iter": 100,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "random_state": None,
+    "device": "auto",
+}
 # Those that set the data and the training rather than the model.
 TRAINING = ("loss", "standardize", "max_iter", "batch_size", "learning_rate", "random_state", "device")
-# ModelSpec's name for a hyper-parameter, where scikit-learn's name differs.
-SPEC_FIELDS = {"n_components": "code_dim", "hidden_layer_sizes": "hidden",
-               "discriminator_hidden_layer_sizes": "discriminator_hidden"}
 LIKELIHOOD_TO_LOSS = {likelihood: loss for loss, likelihood in LOSS_TO_LIKELIHOOD.items()}
 
 
@@ -49,13 +77,50 @@ class ParameterError(AekitError, ValueError):
     """A hyper-parameter that cannot be used; a ValueError, as scikit-learn's own estimators raise."""
 
 
+def _sklearn_name(f) -> str:
+    return f.metadata["sklearn"] or f.name
+
+
+def _family_parameters(config: type[ModelConfig]) -> dict:
+    """A family's own hyper-parameters (its config's options beyond the code size and the networks' shared ones:
+    the estimators train MLPs on rows), by their scikit-learn names, with their defaults."""
+    shared = {f.name for f in NetConfig.options()}
+    return {_sklearn_name(f): f.default for f in config.options() if f.name not in shared}
+
+
+def _config_fields(config: type[ModelConfig]) -> dict[str, str]:
+    """The config field of each scikit-learn parameter name that differs from it."""
+    return {_sklearn_name(f): f.name for f in config.options()}
+
+
+def _parameter_doc(config: type[ModelConfig]) -> str:
+    """The numpydoc lines of a family's own hyper-parameters, from its config's help texts."""
+    types = config.types()
+    lines = []
+    for f in config.options():
+        name = _sklearn_name(f)
+        if name in _family_parameters(config):
+            kind = (
+                "{" + ", ".join(map(repr, f.metadata["choices"])) + "}"
+                if f.metadata["choices"]
+                else ("tuple of int" if types[f.name] is tuple else types[f.name].__name__)
+            )
+            lines += [
+                f"    {name} : {kind}, default={f.default!r}",
+                f"        {f.metadata['help'][0].upper()}{f.metadata['help'][1:]}.",
+            ]
+    return "\n".join(lines)
+
+
 def _init_storing(qualname: str, defaults: dict):
     """An ``__init__`` taking the hyper-parameters in ``defaults`` (the first also by position) that stores each
     value unchanged, as scikit-learn's contract asks. scikit-learn reads the hyper-parameters off ``__init__``'s
     signature, so the generated function carries a real one (help() and clone() see it too)."""
     kinds = [inspect.Parameter.POSITIONAL_OR_KEYWORD] + [inspect.Parameter.KEYWORD_ONLY] * (len(defaults) - 1)
-    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
-        inspect.Parameter(name, kind, default=value) for (name, value), kind in zip(defaults.items(), kinds)])
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, kind, default=value) for (name, value), kind in zip(defaults.items(), kinds)]
+    )
 
     def __init__(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)
@@ -103,19 +168,17 @@ def _mean_log_likelihood(model: torch.nn.Module, x: torch.Tensor, batch_size: in
     log-density (``log_prob``, normalising constant included): log p(x | decoder(encoder(x))) for the deterministic
     auto-encoders; for the VAE the ELBO, E_q[log p(x|z)] - KL(q(z|x) || N(0, I)), a lower bound on log p(x), with
     one z per row drawn from a generator seeded with ``seed`` (the draw ``trainer.mean_loss`` makes)."""
-    model.eval()
-    generator = torch.Generator(x.device).manual_seed(seed)
+    if not isinstance(model, VAE):
+        return -float(reconstruction_nll(model, x, batch_size).mean())
+    generator = torch.Generator(device_of(model)).manual_seed(seed)
     total = 0.0
-    for batch in x.split(batch_size):
-        batch = model.training_input(batch)  # x as the model's loss sees it
-        if isinstance(model, VAE):
+    with evaluating(model):
+        for batch in batches(x, batch_size, model):
+            batch = model.training_input(batch)  # x as the model's loss sees it
             mu, logvar = model.posterior(batch)
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             log_p = model.likelihood.log_prob(model.decoder(mu + eps * (0.5 * logvar).exp()), batch)
-            log_p = log_p - gaussian_kl(mu, logvar)
-        else:
-            log_p = model.likelihood.log_prob(model.decoder(model.encoder(batch)), batch)
-        total += log_p.sum().item()
+            total += (log_p - gaussian_kl(mu, logvar)).sum().item()
     return total / len(x)
 
 
@@ -148,8 +211,8 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     model_ : torch.nn.Module
         The trained model (an ``aekit.models`` family, float32, in eval mode); transform and score run a float64
         copy of it.
-    spec_ : aekit.models.ModelSpec
-        Its architecture, as ``aekit train`` records it.
+    spec_ : aekit.models.ModelConfig
+        Its config (the family's, as ``aekit train`` records it).
     loss_ : {'bce', 'mse'}
         The loss trained with.
     scaler_ : StandardScaler or None
@@ -161,13 +224,21 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     n_features_in_, feature_names_in_ : as in scikit-learn.
     """
 
-    _model = ""  # the ModelSpec family
-    _options: dict = {}  # the family's own hyper-parameters and their defaults
+    _model = ""  # the model family (its name in the registry, aekit.models.FAMILIES)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "__init__" not in cls.__dict__:
-            cls.__init__ = _init_storing(f"{cls.__name__}.__init__", {**SHARED, **cls._options})
+        config = family(cls._model)
+        cls.__init__ = _init_storing(
+            f"{cls.__name__}.__init__", {**SHARED, **_family_parameters(config), **cls._own_parameters(config)}
+        )
+        own = _parameter_doc(config)
+        cls.__doc__ = (cls.__doc__ or "").rstrip() + (
+            "\n\n    Parameters (its own; the others: those of :class:`_BaseAutoEncoder`)\n"
+            "    -------------------------------------------------------------------\n" + own + "\n"
+            if own
+            else "\n\n    Parameters: those of :class:`_BaseAutoEncoder`.\n"
+        )
 
     def fit(self, X, y=None):
         """Train on the rows of X (y is ignored) and return self."""
@@ -177,8 +248,12 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         spec = self._spec(X.shape[1], likelihood)
         try:
             device = resolve_device(self.device)
-            settings = TrainSettings(epochs=self.max_iter, batch_size=self.batch_size, lr=self.learning_rate,
-                                     seed=int(check_random_state(self.random_state).randint(2 ** 31 - 1)))
+            settings = TrainSettings(
+                epochs=self.max_iter,
+                batch_size=self.batch_size,
+                lr=self.learning_rate,
+                seed=int(check_random_state(self.random_state).randint(2**31 - 1)),
+            )
         except AekitError as error:
             raise ParameterError(str(error)) from None
         self.loss_ = LIKELIHOOD_TO_LOSS[likelihood]
@@ -204,8 +279,10 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         check_is_fitted(self)
         codes = check_array(X, dtype=[np.float64, np.float32])
         if codes.shape[1] != self.spec_.code_dim:
-            raise ValueError(f"X has {codes.shape[1]} columns, but {type(self).__name__}.inverse_transform expects "
-                             f"codes of {self.spec_.code_dim} (n_components)")
+            raise ValueError(
+                f"X has {codes.shape[1]} columns, but {type(self).__name__}.inverse_transform expects "
+                f"codes of {self.spec_.code_dim} (n_components)"
+            )
         out = self._run("decode", codes)
         if self.scaler_ is not None:
             out = self.scaler_.inverse_transform(out)
@@ -224,14 +301,25 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         its beta, with one seeded sample of z per row: a lower bound on the average log-likelihood, not the
         log-likelihood itself.
         """
+        X = self._scored(X)
+        model = _float64(self.model_)
+        return _mean_log_likelihood(model, _tensor(model, self._model_input(X))) - self._log_scale()
+
+    def _scored(self, X) -> np.ndarray:
+        """X checked for scoring by the fitted model (the cross-entropy refuses values outside [0, 1])."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))  # refuses cross-entropy outside [0, 1]
-        model = _float64(self.model_)
-        log_likelihood = _mean_log_likelihood(model, _tensor(model, self._model_input(X)))
-        if self.scaler_ is not None:  # the density of X = the density of the standardized X / prod(scale_)
-            log_likelihood -= float(np.log(self.scaler_.scale_).sum())
-        return log_likelihood
+        choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))
+        return X
+
+    def _log_scale(self) -> float:
+        """sum(log(scaler_.scale_)): the density of X is the density of the standardized X / prod(scale_)."""
+        return 0.0 if self.scaler_ is None else float(np.log(self.scaler_.scale_).sum())
+
+    @classmethod
+    def _own_parameters(cls, config: type[ModelConfig]) -> dict:
+        """Hyper-parameters of a kind of estimator beyond the shared and the family's ones (none here)."""
+        return {}
 
     @property
     def _n_features_out(self) -> int:
@@ -246,8 +334,10 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         state = dict(super().__getstate__())
         if "model_" in state:
             # Numpy arrays on the CPU, not torch tensors: the pickle carries no device and loads on any machine.
-            state["model_"] = (str(device_of(self.model_)), {
-                name: tensor.detach().cpu().numpy() for name, tensor in self.model_.state_dict().items()})
+            state["model_"] = (
+                str(device_of(self.model_)),
+                {name: tensor.detach().cpu().numpy() for name, tensor in self.model_.state_dict().items()},
+            )
         return state
 
     def __setstate__(self, state):
@@ -259,24 +349,28 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             state = {**state, "model_": model.to(_device_here(trained_on)).eval()}
         super().__setstate__(state)
 
-    def _spec(self, n_features: int, likelihood: str) -> ModelSpec:
+    def _spec(self, n_features: int, likelihood: str) -> ModelConfig:
         check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
-        if self.n_components > n_features:  # ModelSpec refuses it too, in the command line's words
-            raise ParameterError(f"n_components={self.n_components} is more than the {n_features} features of X; "
-                                 f"use an n_components of at most {n_features}, as for PCA")
+        if self.n_components > n_features:  # the config refuses it too, in the command line's words
+            raise ParameterError(
+                f"n_components={self.n_components} is more than the {n_features} features of X; "
+                f"use an n_components of at most {n_features}, as for PCA"
+            )
         check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
         check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        config = family(self._model)
+        names, types = _config_fields(config), config.types()
         fields = {}
         for name, value in self.get_params(deep=False).items():
-            if name in TRAINING:
+            if name in TRAINING or name in self._own_parameters(config):
                 continue
-            if name.endswith("layer_sizes"):
+            if types[names[name]] is tuple:
                 value = tuple(np.atleast_1d(value).tolist())
                 for size in value:
                     check_scalar(size, name, numbers.Integral, min_val=1)
-            fields[SPEC_FIELDS.get(name, name)] = value
+            fields[names[name]] = value
         try:
-            return ModelSpec(self._model, (n_features,), likelihood=likelihood, **fields)
+            return model_config(self._model, (n_features,), likelihood=likelihood, **fields)
         except AekitError as error:
             raise ParameterError(str(error)) from None
 
@@ -289,63 +383,171 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """The model's ``method`` (encode or decode) on the rows of x, computed in float64 a block of rows at a time
         (each block standardized first, with ``standardized``), so that no whole copy of x is made."""
         model = _float64(self.model_)
-        blocks = (x[start:start + _ROWS] for start in range(0, len(x), _ROWS))
-        return np.concatenate([getattr(model, method)(_tensor(model, self._model_input(block) if standardized
-                                                              else block)).cpu().numpy() for block in blocks])
+        prepare = self._model_input if standardized else None
+        return np.concatenate(
+            [getattr(model, method)(batch).cpu().numpy() for batch in batches(x, _ROWS, model, prepare)]
+        )
 
 
 class AutoEncoder(_BaseAutoEncoder):
-    """Auto-encoder: minimises -log p(x | decoder(encoder(x))). Parameters: those of :class:`_BaseAutoEncoder`."""
+    """Auto-encoder: minimises -log p(x | decoder(encoder(x)))."""
 
     _model = "ae"
 
 
 class DenoisingAutoEncoder(_BaseAutoEncoder):
-    """Denoising auto-encoder: minimises -log p(x | decoder(encoder(corrupt(x)))); transform encodes clean rows.
-
-    noise : {'gaussian', 'masking', 'salt-and-pepper'}, default='gaussian'
-    noise_level : float, default=0.3
-        Standard deviation of the Gaussian noise (on the standardized features under 'mse'), or the share of
-        elements masked or salted. Other parameters: those of :class:`_BaseAutoEncoder`.
-    """
+    """Denoising auto-encoder: minimises -log p(x | decoder(encoder(corrupt(x)))); transform encodes clean rows."""
 
     _model = "dae"
-    _options = {"noise": "gaussian", "noise_level": 0.3}
 
 
 class DropoutAutoEncoder(_BaseAutoEncoder):
-    """Dropout auto-encoder: minimises -log p(x | decoder(encoder(x))) with dropout while training.
-
-    dropout : float, default=0.2
-        Dropout rate of the hidden layers.
-    input_dropout : float, default=0.1
-        Dropout rate of the input. Other parameters: those of :class:`_BaseAutoEncoder`.
-    """
+    """Dropout auto-encoder: minimises -log p(x | decoder(encoder(x))) with dropout while training."""
 
     _model = "dropout-ae"
-    _options = {"dropout": 0.2, "input_dropout": 0.1}
 
 
 class AdversarialAutoEncoder(_BaseAutoEncoder):
     """Adversarial auto-encoder (Makhzani et al. 2015): reconstruction, then a discriminator that pushes the codes
-    toward the prior.
-
-    prior : {'gaussian', 'mixture', 'uniform'}, default='gaussian'
-    discriminator_hidden_layer_sizes : tuple of int, default=(256, 256)
-        Other parameters: those of :class:`_BaseAutoEncoder`.
-    """
+    toward the prior."""
 
     _model = "aae"
-    _options = {"prior": "gaussian", "discriminator_hidden_layer_sizes": (256, 256)}
 
 
 class VariationalAutoEncoder(_BaseAutoEncoder):
     """Variational auto-encoder: minimises E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)); transform gives the
-    posterior mean and score the ELBO, a lower bound on the average log-likelihood.
-
-    beta : float, default=1.0
-        Weight of the KL term. Other parameters: those of :class:`_BaseAutoEncoder`.
-    """
+    posterior mean and score the ELBO, a lower bound on the average log-likelihood."""
 
     _model = "vae"
-    _options = {"beta": 1.0}
+
+
+# Each family's estimator class and the config class it was made for (a family registered again gets a new one).
+_ESTIMATORS: dict[str, tuple[type[ModelConfig], type[_BaseAutoEncoder]]] = {
+    cls._model: (family(cls._model), cls)
+    for cls in (AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder, AdversarialAutoEncoder, VariationalAutoEncoder)
+}
+
+
+def estimator(name: str) -> type[_BaseAutoEncoder]:
+    """The scikit-learn estimator class of the model family ``name`` (any registered family with networks; one is
+    made, once, for a family registered after this module was written), its parameters from the family's config."""
+    config = family(name)
+    if _ESTIMATORS.get(name, (None,))[0] is not config:
+        if not issubclass(config, NetConfig):
+            raise ParameterError(f"{name} has no networks to train; use scikit-learn's own estimator for it")
+        doc = (config.model_class.__doc__ or config.__doc__ or name).strip().splitlines()[0]
+        made = type(
+            config.__name__.removesuffix("Config") + "Estimator",
+            (_BaseAutoEncoder,),
+            {"_model": name, "__doc__": doc, "__module__": __name__},
+        )
+        _ESTIMATORS[name] = (config, made)
+    return _ESTIMATORS[name][1]
+
+
+class _OutlierDetection(OutlierMixin):
+    """An outlier detector made of an auto-encoder, as scikit-learn's ``IsolationForest`` is one: ``fit`` trains the
+    model on (mostly) normal rows and sets ``offset_``; ``score_samples`` gives each row's log-likelihood under the
+    model in nats in the units of X, i.e. minus its anomaly score (:mod:`aekit.anomaly`), so higher is more normal;
+    ``decision_function`` = score_samples - offset_, negative for outliers; ``predict`` is +1 for an inlier and -1
+    for an outlier (decision_function < 0). transform, inverse_transform and score are those of the auto-encoder.
+
+    Parameters (detection)
+    ----------------------
+    anomaly_score : {'reconstruction_nll', 'neg_elbo', 'nll_is'}, default='reconstruction_nll'
+        'reconstruction_nll': -log p(x | decoder(encoder(x))), under 'mse' a Gaussian of variance 1/2 per
+        standardized feature around the reconstruction, normalising constant and sum(log(scaler_.scale_)) included
+        (every family). The VAE also has 'neg_elbo', the negative ELBO, and 'nll_is', the importance-weighted
+        estimate of -log p(x), both from ``nll_samples`` posterior draws per row (the same draws for every row, so a
+        row's score does not depend on the rows scored with it).
+    contamination : 'auto' or float in (0, 0.5], default='auto'
+        A fraction: the share of the training rows to take for outliers, offset_ being that quantile of their
+        score_samples (as IsolationForest sets it). 'auto': Tukey's fence, the box plot's rule for outliers:
+        offset_ = Q1 - 1.5 (Q3 - Q1), Q1 and Q3 the quartiles of the training rows' score_samples; it flags about
+        0.7% of normally distributed scores, and more where the training rows have a long tail of rows the model
+        explains badly (contaminated training data).
+    nll_samples : int, default=100
+        VAE only: posterior draws per row for 'neg_elbo' and 'nll_is'.
+
+    Attributes (beyond the auto-encoder's)
+    --------------------------------------
+    offset_ : float
+        The threshold on score_samples below which a row is an outlier.
+    """
+
+    @classmethod
+    def _own_parameters(cls, config: type[ModelConfig]) -> dict:
+        own = {"anomaly_score": RECONSTRUCTION, "contamination": "auto"}
+        return {**own, "nll_samples": SAMPLES} if issubclass(config.model_class, VAE) else own
+
+    def fit(self, X, y=None):
+        """Train on the rows of X (y is ignored), set offset_ from their scores and return self."""
+        self._check_detection()
+        super().fit(X)
+        scores = self.score_samples(X)
+        if self.contamination == "auto":
+            low, high = np.percentile(scores, [25, 75])
+            self.offset_ = float(low - 1.5 * (high - low))
+        else:
+            self.offset_ = float(np.percentile(scores, 100 * self.contamination))
+        return self
+
+    def _check_detection(self) -> None:
+        scores = SCORES if hasattr(self, "nll_samples") else (RECONSTRUCTION,)
+        if self.anomaly_score not in scores:
+            raise ParameterError(
+                f"unknown anomaly_score {self.anomaly_score!r} for {type(self).__name__}; use one of "
+                f"{', '.join(scores)}"
+            )
+        fraction = isinstance(self.contamination, numbers.Real) and not isinstance(self.contamination, bool)
+        if not (self.contamination == "auto" if isinstance(self.contamination, str) else fraction) or (
+            fraction and not 0 < self.contamination <= 0.5
+        ):
+            raise ParameterError(f"contamination {self.contamination!r} must be 'auto' or a fraction in (0, 0.5]")
+        if hasattr(self, "nll_samples"):
+            check_scalar(self.nll_samples, "nll_samples", numbers.Integral, min_val=1)
+
+    def score_samples(self, X):
+        """log p(x) of each row in nats, in the units of X (minus its anomaly score): higher is more normal."""
+        X = self._scored(X)
+        scores = anomaly_scores(
+            _float64(self.model_),
+            X,
+            self.anomaly_score,
+            samples=getattr(self, "nll_samples", SAMPLES),
+            prepare=self._model_input,
+        )
+        return -scores - self._log_scale()
+
+    def decision_function(self, X):
+        """score_samples - offset_: negative for outliers, positive for inliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for an inlier, -1 for an outlier (decision_function < 0)."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+
+_DETECTORS: dict[str, type] = {}
+
+
+def outlier_detector(name: str) -> type:
+    """The scikit-learn outlier detector of the model family ``name`` (any family :func:`estimator` has): its
+    estimator with :class:`_OutlierDetection`'s methods and parameters, made once."""
+    if name not in _DETECTORS:
+        base = estimator(name)
+        title = base.__name__.removesuffix("Estimator") + "OutlierDetector"
+        doc = (
+            f"Outlier detector on the model of :class:`{base.__name__}`: score_samples is minus each row's anomaly "
+            "score, -log p(x) in nats (higher is more normal).\n\n    Parameters for the detection: those of "
+            ":class:`_OutlierDetection`."
+        )
+        _DETECTORS[name] = type(title, (_OutlierDetection, base), {"__doc__": doc, "__module__": __name__})
+    return _DETECTORS[name]
+
+
+AutoEncoderOutlierDetector = outlier_detector("ae")
+DenoisingAutoEncoderOutlierDetector = outlier_detector("dae")
+DropoutAutoEncoderOutlierDetector = outlier_detector("dropout-ae")
+AdversarialAutoEncoderOutlierDetector = outlier_detector("aae")
+VariationalAutoEncoderOutlierDetector = outlier_detector("vae")

@@ -4,6 +4,7 @@
 (Images) and the test codes with their labels and thumbnails (Projector). The embedding is written as the projector
 files of :mod:`aekit.projector` at the top of the folder, where TensorBoard's projector plugin looks for them.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,10 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise AekitError("--tensorboard needs the tensorboard package, which is not installed; "
-                             "run `pip install aekit[tb]` or leave out --tensorboard") from None
+            raise AekitError(
+                "--tensorboard needs the tensorboard package, which is not installed; "
+                "run `pip install aekit[tb]` or leave out --tensorboard"
+            ) from None
         self.folder = Path(folder)
         self._writer_class = SummaryWriter
         self._writer = None
@@ -51,8 +54,9 @@ class TensorBoardLog:
             grid = tile(images, columns, gap=1, fill=0.5)  # mid-gray lines between the images
             factor = math.ceil(_MIN_CELL / max(images.shape[2:]))
             grid = grid.repeat(factor, axis=0).repeat(factor, axis=1)
-            self.writer.add_image(tag, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid, step,
-                                  dataformats="HWC")
+            self.writer.add_image(
+                tag, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid, step, dataformats="HWC"
+            )
         self.writer.flush()
 
     def log_embedding(self, codes: np.ndarray, labels: np.ndarray | None, images: np.ndarray | None) -> None:

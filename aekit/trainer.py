@@ -5,11 +5,12 @@ dataset on the training device (the step gathers its batch by indices), or strea
 memory map) by a background thread. Each batch runs the model's phases in turn (one for most models;
 reconstruction, discriminator and generator for the adversarial auto-encoder), each with its own Adam. Losses
 accumulate on the device and are read once per logging interval, so the loop never waits on the device in between.
-After each epoch the test loss is measured and the checkpoint written atomically; ``resume=True`` continues from it
-with the same result as a run that was never interrupted (the RNG states and the data order are part of the
-checkpoint). SIGINT and SIGTERM stop after the current step with a checkpoint of the position inside the epoch, so
-even a stop mid-epoch resumes exactly, with either batch source.
+After each epoch the test loss is measured and the checkpoint handed to the run's sink (:class:`RunSink`; the trainer
+writes no file itself); ``resume=True`` continues from it with the same result as a run that was never interrupted
+(the RNG states and the data order are part of the checkpoint). SIGINT and SIGTERM stop after the current step with
+a checkpoint of the position inside the epoch, so even a stop mid-epoch resumes exactly, with either batch source.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,9 +32,10 @@ from aekit import distributed, runs
 from aekit.batches import DATA_ON, BatchSource, make_source
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
+from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
 from aekit.models import Phase
-from aekit.models.base import device_of, float_batch, rows_tensor
+from aekit.models.base import device_of, float_batch
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
@@ -104,36 +107,32 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 1024,
-              seed: int = 0) -> dict[str, float]:
+def mean_loss(
+    model: torch.nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 1024, seed: int = 0
+) -> dict[str, float]:
     """The model's loss and its parts averaged over ``x`` in evaluation mode.
 
     ``x`` is a tensor, or an array (memory-mapped or not) whose blocks of ``batch_size`` rows are taken to the
     model's device one at a time. Randomness inside the loss (the VAE's sample) comes from a fixed seed on a forked
     RNG, so the figure is reproducible and training's own random stream is left untouched.
     """
-    was_training = model.training
-    model.eval()
     sums: dict[str, torch.Tensor] = {}
-    device = x.device if isinstance(x, torch.Tensor) else device_of(model)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), evaluating(model):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            block = x[start:start + batch_size]
-            if not isinstance(block, torch.Tensor):
-                block = rows_tensor(block).to(device)
-            batch = float_batch(block)
+        for batch in batches(x, batch_size, model):
             loss = model.loss(batch)
             for name, value in {"loss": loss.total, **loss.parts}.items():
                 sums[name] = sums.get(name, 0) + value * len(batch)
-    model.train(was_training)
     return {name: (total / len(x)).item() for name, total in sums.items()}
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "data_order": generator.get_state(),
-             "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy())}
+    state = {
+        "torch": torch.get_rng_state(),
+        "data_order": generator.get_state(),
+        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -146,6 +145,27 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     np.random.set_state(("MT19937", keys, 624, 0, 0.0))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunSink(Protocol):
+    """Where a training's output goes: the trainer hands it checkpoints and finished epochs, and writes no file itself
+    (:class:`aekit.runs.RunFolder` keeps them in a run folder). Under torchrun rank 0 alone hands anything to it."""
+
+    name: str
+    """How messages name where the run is kept ("continue with --resume from NAME")."""
+
+    def checkpoint(self, state: dict) -> None:
+        """Keep the loop state: after every epoch (before :meth:`epochs`), and where a signal stops one."""
+
+    def epochs(self, history: list[dict], model: torch.nn.Module | None) -> None:
+        """Keep the records of the finished epochs and, unless None, the model as the last of them left it: after
+        that epoch's checkpoint, and again on a resume (the run may have failed between the two)."""
+
+    def restore(self) -> dict:
+        """The loop state kept last, to resume from; raises an :class:`AekitError` where none was kept."""
+
+    def last_checkpoint(self) -> str | None:
+        """How messages name the checkpoint kept last, or None where none was kept."""
 
 
 class _StopRequest:
@@ -201,44 +221,82 @@ class _Tally:
         self.first_bad.copy_(torch.where(bad, self.step, self.first_bad))
 
 
+def _check_placement(settings: TrainSettings, device: torch.device, world: int) -> None:
+    """Refuse a batch smaller than the processes, and hand-made CUDA graphs anywhere but one process on CUDA."""
+    if settings.batch_size < world:
+        raise AekitError(f"batch size {settings.batch_size} is smaller than the {world} processes; raise --batch-size")
+    if settings.cuda_graph and (device.type != "cuda" or world > 1):
+        raise AekitError(
+            f"--cuda-graph needs one process on a CUDA device (this run: {world} on "
+            f"{device.type}); use --compile or drop it"
+        )
+
+
 class _Loop:
     """The state of one training run: model, optimizers, schedules, RNGs, history and the position in the epoch."""
 
-    def __init__(self, model, dataset: Dataset, settings: TrainSettings, device: torch.device, out: Path | None,
-                 test_each_epoch: bool):
-        self.model, self.settings, self.device, self.out = model, settings, device, out
+    def __init__(
+        self,
+        model,
+        dataset: Dataset,
+        settings: TrainSettings,
+        device: torch.device,
+        sink: RunSink | None,
+        test_each_epoch: bool,
+    ):
+        self.model, self.settings, self.device, self.sink = model, settings, device, sink
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        if settings.batch_size < self.world:
-            raise AekitError(f"batch size {settings.batch_size} is smaller than the {self.world} processes; "
-                             "raise --batch-size")
-        self.writes = out is not None and distributed.is_main()
-        if settings.cuda_graph and (device.type != "cuda" or self.world > 1):
-            raise AekitError(f"--cuda-graph needs one process on a CUDA device (this run: {self.world} on "
-                             f"{device.type}); use --compile or drop it")
+        _check_placement(settings, device, self.world)
+        self.writes = sink is not None and distributed.is_main()
         # Where the batches come from (aekit.batches): the splits on the device in their stored type (uint8
         # intensities are 4x smaller than float32), or streamed from the dataset's arrays; made float inside the step.
         self.placement: list[str] = []  # --data-on auto's choice and why, said when the run starts (after restore)
-        self.source: BatchSource = make_source(dataset, settings.data_on, device, settings.batch_size, self.rank,
-                                               self.world, test_each_epoch, self.placement.append)
+        self.source: BatchSource = make_source(
+            dataset,
+            settings.data_on,
+            device,
+            settings.batch_size,
+            self.rank,
+            self.world,
+            test_each_epoch,
+            self.placement.append,
+        )
         self.phases = model.phases()
-        # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
-        # torch.compile generates its own fused kernels from the default one, so it keeps that. A step replayed as a
-        # CUDA graph (by hand, or by torch.compile on CUDA) needs Adam's step counts and learning rate on the device.
-        self.adam_flags = {"fused": device.type == "cuda" and not settings.compile,
-                           "capturable": settings.cuda_graph or (settings.compile and device.type == "cuda")}
-        self.optimizers = [torch.optim.Adam(phase.parameters, lr=settings.lr, **self.adam_flags)
-                           for phase in self.phases]
-        self._tensor_learning_rates()
         self.steps_per_epoch = self.source.steps_per_epoch
         self.total_steps = settings.epochs * self.steps_per_epoch
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._cosine(step))
-                           if settings.schedule == "cosine" else None for opt in self.optimizers]
+        self._make_optimizers()
         self.data_order = torch.Generator().manual_seed(settings.seed)
         self.history: list[dict] = []
         self.position: dict | None = None  # where a stopped epoch resumes: step, order, running sums, time spent
         self.tally = _Tally(device)
-        step = _step_function(self.phases, self.optimizers, settings, device, self.world)
+        self.train_step = self._make_train_step()
 
+    def _make_optimizers(self) -> None:
+        """One Adam per phase (and its learning-rate schedule, for cosine)."""
+        settings, device = self.settings, self.device
+        # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
+        # torch.compile generates its own fused kernels from the default one, so it keeps that. A step replayed as a
+        # CUDA graph (by hand, or by torch.compile on CUDA) needs Adam's step counts and learning rate on the device.
+        self.adam_flags = {
+            "fused": device.type == "cuda" and not settings.compile,
+            "capturable": settings.cuda_graph or (settings.compile and device.type == "cuda"),
+        }
+        self.optimizers = [
+            torch.optim.Adam(phase.parameters, lr=settings.lr, **self.adam_flags) for phase in self.phases
+        ]
+        self._tensor_learning_rates()
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._cosine(step))
+            if settings.schedule == "cosine"
+            else None
+            for opt in self.optimizers
+        ]
+
+    def _make_train_step(self):
+        """The function of one training step on a batch's indices (or the batch itself), captured as a CUDA graph
+        with --cuda-graph."""
+        settings = self.settings
+        step = _step_function(self.phases, self.optimizers, settings, self.device, self.world)
         x_train = self.source.x_train  # on the device: the step gathers its batch; None: it is given the batch
 
         def train_step(inputs: torch.Tensor) -> bool:
@@ -252,18 +310,24 @@ class _Loop:
 
         # By hand, the gathering of the batch (on the device) and the tally are captured with the step: one launch.
         # A compiled step compiles again once Adam's state exists (its second call); capture must follow the last.
-        self.train_step = (GraphedStep(train_step, self.optimizers, warmup=5 if settings.compile else 3)
-                           if settings.cuda_graph else train_step)
+        if settings.cuda_graph:
+            return GraphedStep(train_step, self.optimizers, warmup=5 if settings.compile else 3)
+        return train_step
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "schedulers": [s.state_dict() if s is not None else {} for s in self.schedulers],
-                "rng": _rng_state(self.data_order), "history": self.history, "position": self.position}
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "schedulers": [s.state_dict() if s is not None else {} for s in self.schedulers],
+            "rng": _rng_state(self.data_order),
+            "history": self.history,
+            "position": self.position,
+        }
 
     def restore(self) -> None:
-        if self.out is None:
+        if self.sink is None:
             raise AekitError("resuming needs the run folder (out) that holds the checkpoint")
-        state = runs.load_checkpoint(self.out / runs.CHECKPOINT)
+        state = self.sink.restore()
         try:
             self.model.load_state_dict(state["model"])
             for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
@@ -284,18 +348,26 @@ class _Loop:
             self.history = list(state["history"])
             self.position = state.get("position")
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({error!r}); "
-                             "train again without --resume") from None
+            raise self._not_ours(repr(error)) from None
         problem = self.source.position_problem(self.position) if self.position is not None else None
         if problem is not None:
-            raise AekitError(f"{self.out / runs.CHECKPOINT} does not belong to this model and settings ({problem}); "
-                             "train again without --resume")
+            raise self._not_ours(problem)
         if self.writes and self.history:
-            # A run that failed after its checkpoint may lack the weights and history of that epoch (save writes the
-            # checkpoint first); a stopped epoch's weights are not in it, but those of the epoch before it are saved.
-            if self.position is None:
-                runs.save_weights(self.model, self.out / runs.WEIGHTS)
-            runs.write_csv(self.out / runs.HISTORY, self.history)
+            # A run that failed after its checkpoint may lack the weights and history of that epoch (save hands the
+            # checkpoint first); a stopped epoch's weights are not in it, but those of the epoch before it are kept.
+            self.sink.epochs(self.history, self.model if self.position is None else None)
+
+    def _not_ours(self, reason: str) -> AekitError:
+        """The refusal of a checkpoint saved by another model or settings, for ``reason``."""
+        return AekitError(
+            f"{self.sink.last_checkpoint()} does not belong to this model and settings ({reason}); "
+            "train again without --resume"
+        )
+
+    def _stopped(self, signal_number: int, after: str) -> TrainingStopped:
+        """The stop by ``signal_number`` ``after`` a step or an epoch (checkpointed), and how to continue."""
+        where = f"; continue with --resume from {self.sink.name}" if self.sink is not None else ""
+        return TrainingStopped(f"stopped by {signal.Signals(signal_number).name} after {after}{where}", signal_number)
 
     def _cosine(self, step: int) -> float:
         """The cosine schedule's factor of the learning rate after ``step`` steps: from 1 down to 0 over all the steps
@@ -310,18 +382,20 @@ class _Loop:
         captured = self.settings.compile or self.settings.cuda_graph
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] = (torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device).clone()
-                               if captured else float(group["lr"]))
+                group["lr"] = (
+                    torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device).clone()
+                    if captured
+                    else float(group["lr"])
+                )
 
     def save(self, epoch_done: bool) -> None:
-        """Checkpoint (always) and then, after a whole epoch, the weights and history; rank 0 only. The checkpoint
-        comes first: a write that fails after it leaves files that ``restore`` rewrites from it."""
+        """Hand the sink the checkpoint (always) and then, after a whole epoch, the history and model; rank 0 only.
+        The checkpoint comes first: a write that fails after it leaves what ``restore`` hands over again."""
         if not self.writes:
             return
-        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.state())
+        self.sink.checkpoint(self.state())
         if epoch_done:
-            runs.save_weights(self.model, self.out / runs.WEIGHTS)
-            runs.write_csv(self.out / runs.HISTORY, self.history)
+            self.sink.epochs(self.history, self.model)
 
     def run(self, progress: bool, on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
         settings, world = self.settings, self.world
@@ -331,11 +405,18 @@ class _Loop:
                 print(line, file=sys.stderr)
         done_steps = len(self.history) * self.steps_per_epoch + (self.position["step"] if self.position else 0)
         # disable=None hides the bar where stderr is not a terminal; the per-epoch lines are printed regardless.
-        bar = tqdm(total=max(settings.epochs * self.steps_per_epoch - done_steps, 0), unit="step",
-                   disable=None if progress and distributed.is_main() else True, dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=max(settings.epochs * self.steps_per_epoch - done_steps, 0),
+            unit="step",
+            disable=None if progress and distributed.is_main() else True,
+            dynamic_ncols=True,
+            leave=False,
+        )
         if progress and world > 1 and distributed.is_main():
-            bar.write(f"{world} processes, {settings.batch_size // world} examples each: effective batch size "
-                      f"{settings.batch_size}")
+            bar.write(
+                f"{world} processes, {settings.batch_size // world} examples each: effective batch size "
+                f"{settings.batch_size}"
+            )
         try:
             with _StopRequest() as stop:
                 for epoch in range(len(self.history) + 1, settings.epochs + 1):
@@ -346,18 +427,18 @@ class _Loop:
                         # same noise as one never interrupted (one process restores its full RNG state instead).
                         torch.manual_seed(settings.seed + 7919 * self.rank + 104729 * (epoch - 1))
                     record = self._epoch(epoch, bar, stop)
-                    if progress and distributed.is_main() and (epoch % max(1, settings.epochs // 10) == 0
-                                                               or epoch == settings.epochs):
+                    if (
+                        progress
+                        and distributed.is_main()
+                        and (epoch % max(1, settings.epochs // 10) == 0 or epoch == settings.epochs)
+                    ):
                         test = f", test loss {record['test_loss']:.4f}" if "test_loss" in record else ""
                         bar.write(f"epoch {epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}{test}")
                     if on_epoch_end is not None:
                         on_epoch_end(record)
                     if stop.signal_number is not None:
                         # The last epoch too: what follows (evaluation, figures) waits for --resume.
-                        name = signal.Signals(stop.signal_number).name
-                        where = f"; continue with --resume from {self.out}" if self.out is not None else ""
-                        raise TrainingStopped(f"stopped by {name} after epoch {epoch} of {settings.epochs}{where}",
-                                              stop.signal_number)
+                        raise self._stopped(stop.signal_number, f"epoch {epoch} of {settings.epochs}")
         finally:
             bar.close()
         self.model.eval()
@@ -384,20 +465,21 @@ class _Loop:
                     if scheduler is not None:
                         scheduler.step()
                 if (step + 1) % settings.log_every == 0 or step + 1 == self.steps_per_epoch:
-                    _check_finite(self.tally.first_bad, epoch, self.out)
+                    _check_finite(self.tally.first_bad, epoch, self.sink)
                     if "loss" in sums:
                         bar.set_postfix(loss=f"{sums['loss'].item() / (step + 1 - skipped):.4g}")
                 bar.update(1)
                 if stop.signal_number is not None and step + 1 < self.steps_per_epoch:
-                    _check_finite(self.tally.first_bad, epoch, self.out)
-                    self.position = {"step": step + 1, "order": order, "skipped": skipped,
-                                     "sums": {k: v.detach().cpu() for k, v in sums.items()},
-                                     "seconds": spent + time.perf_counter() - started}
+                    _check_finite(self.tally.first_bad, epoch, self.sink)
+                    self.position = {
+                        "step": step + 1,
+                        "order": order,
+                        "skipped": skipped,
+                        "sums": {k: v.detach().cpu() for k, v in sums.items()},
+                        "seconds": spent + time.perf_counter() - started,
+                    }
                     self.save(epoch_done=False)
-                    name = signal.Signals(stop.signal_number).name
-                    where = f"; continue with --resume from {self.out}" if self.out is not None else ""
-                    raise TrainingStopped(f"stopped by {name} after step {step + 1} of epoch {epoch}{where}",
-                                          stop.signal_number)
+                    raise self._stopped(stop.signal_number, f"step {step + 1} of epoch {epoch}")
         self.position = None
         applied = self.steps_per_epoch - skipped
         record = {"epoch": epoch, **{f"train_{k}": (v / max(applied, 1)).item() for k, v in sums.items()}}
@@ -406,33 +488,45 @@ class _Loop:
         if source.x_test is not None:
             record.update({f"test_{k}": v for k, v in mean_loss(self.model, source.x_test).items()})
             if not math.isfinite(record["test_loss"]):
-                raise TrainingDiverged(f"the test loss became {record['test_loss']} after epoch {epoch}; "
-                                       f"{_last_good(self.out)}; lower --lr or check the data")
+                raise TrainingDiverged(
+                    f"the test loss became {record['test_loss']} after epoch {epoch}; "
+                    f"{_last_good(self.sink)}; lower --lr or check the data"
+                )
         record["seconds"] = spent + time.perf_counter() - started
         self.history.append(record)
         self.save(epoch_done=True)
         return record
 
 
-def train(model: torch.nn.Module, dataset: Dataset, settings: TrainSettings = TrainSettings(), *,
-          out: str | Path | None = None, device: str | torch.device = "auto", resume: bool = False,
-          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
-          test_each_epoch: bool = True) -> list[dict]:
-    """Train ``model`` on ``dataset`` and return the per-epoch history (also written to ``out`` if given).
+def train(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    settings: TrainSettings = TrainSettings(),
+    *,
+    out: str | Path | RunSink | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    test_each_epoch: bool = True,
+) -> list[dict]:
+    """Train ``model`` on ``dataset`` and return the per-epoch history (also kept in ``out`` if given).
 
     Seed torch before building the model for reproducible initial weights; the loop seeds its data order from
-    ``settings.seed``. With ``out``, each epoch writes model.safetensors, checkpoint.pt and history.csv there (rank 0
-    only, under torchrun). ``test_each_epoch=False`` skips the per-epoch test loss (for callers with no held-out data).
+    ``settings.seed``. ``out`` is where the run is kept: a :class:`RunSink`, or the path of an existing run folder,
+    where each epoch's checkpoint.pt, model.safetensors and history.csv are written (:class:`aekit.runs.RunFolder`;
+    rank 0 only, under torchrun). ``test_each_epoch=False`` skips the per-epoch test loss (for callers with no
+    held-out data).
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    out = Path(out) if out is not None else None
+    sink = runs.RunFolder(out) if isinstance(out, (str, Path)) else out
     model.to(device)
     standardize = getattr(model, "standardize", None)  # aekit's models have one; a model of the caller's may not
     if standardize is not None and not resume:
         standardize.fit(dataset.x_train)  # per-feature statistics of the training split (nothing when disabled)
     if getattr(model, "closed_form", False):
-        return _fit_closed_form(model, dataset, out if distributed.is_main() else None)
-    loop = _Loop(model, dataset, settings, device, out, test_each_epoch)
+        return _fit_closed_form(model, dataset, sink if distributed.is_main() else None)
+    loop = _Loop(model, dataset, settings, device, sink, test_each_epoch)
     if resume:
         loop.restore()
     # Dynamo keeps counting the compiled optimizer steps of earlier trainings (whose optimizers are gone) against its
@@ -453,8 +547,10 @@ def _likely_cause(model: torch.nn.Module, dataset: Dataset) -> str:
     low, high = dataset.value_range
     if max(abs(low), abs(high)) < 1e3:
         return ""
-    return (f" (likely cause: the data span [{low:.3g}, {high:.3g}] and the model does not standardize them; drop "
-            "--no-standardize, or rescale the data)")
+    return (
+        f" (likely cause: the data span [{low:.3g}, {high:.3g}] and the model does not standardize them; drop "
+        "--no-standardize, or rescale the data)"
+    )
 
 
 def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, device: torch.device, world: int):
@@ -462,8 +558,9 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
     parts (and "loss", the first phase's total) without synchronising with the device; with on_nan="skip" it checks
     each phase's loss first and returns None when an update was skipped."""
     # Autocast's cache of cast weights would be stale on a graph's replays.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16",
-                              cache_enabled=not settings.cuda_graph)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16", cache_enabled=not settings.cuda_graph
+    )
     skip_non_finite = settings.on_nan == "skip"
 
     def step(batch: torch.Tensor) -> dict[str, torch.Tensor] | None:
@@ -489,8 +586,9 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
         return step
     # dynamic=False: the ragged last batch gets its own static-shape graph instead of symbolic shapes everywhere.
     # On CUDA torch.compile replays its kernels as CUDA graphs itself, unless they are captured by hand (the trainer).
-    return torch.compile(step, mode="reduce-overhead" if device.type == "cuda" and not settings.cuda_graph else None,
-                         dynamic=False)
+    return torch.compile(
+        step, mode="reduce-overhead" if device.type == "cuda" and not settings.cuda_graph else None, dynamic=False
+    )
 
 
 def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
@@ -501,28 +599,33 @@ def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
     return bool(finite.item())
 
 
-def _check_finite(first_bad_step: torch.Tensor, epoch: int, out: Path | None) -> None:
+def _check_finite(first_bad_step: torch.Tensor, epoch: int, sink: RunSink | None) -> None:
     step = int(first_bad_step.item())
     if step >= 0:
-        raise TrainingDiverged(f"the training loss became NaN or infinite at step {step} of epoch {epoch}; "
-                               f"{_last_good(out)}; lower --lr or check the data, or pass --on-nan skip")
+        raise TrainingDiverged(
+            f"the training loss became NaN or infinite at step {step} of epoch {epoch}; "
+            f"{_last_good(sink)}; lower --lr or check the data, or pass --on-nan skip"
+        )
 
 
-def _last_good(out: Path | None) -> str:
-    if out is not None and (out / runs.CHECKPOINT).exists():
-        return f"the last good checkpoint {out / runs.CHECKPOINT} was kept"
+def _last_good(sink: RunSink | None) -> str:
+    kept = sink.last_checkpoint() if sink is not None else None
+    if kept is not None:
+        return f"the last good checkpoint {kept} was kept"
     return "no epoch had finished, so there is no checkpoint"
 
 
-def _fit_closed_form(model, dataset: Dataset, out: Path | None) -> list[dict]:
+def _fit_closed_form(model, dataset: Dataset, sink: RunSink | None) -> list[dict]:
     started = time.perf_counter()
     model.fit(dataset.x_train)
     # The splits go to the device a block at a time (mean_loss takes arrays), never whole.
-    record = {"epoch": 1, **{f"train_{k}": v for k, v in mean_loss(model, dataset.x_train).items()},
-              **{f"test_{k}": v for k, v in mean_loss(model, dataset.x_test).items()},
-              "seconds": time.perf_counter() - started}
-    if out is not None:
-        runs.save_weights(model, out / runs.WEIGHTS)
-        runs.write_csv(out / runs.HISTORY, [record])
+    record = {
+        "epoch": 1,
+        **{f"train_{k}": v for k, v in mean_loss(model, dataset.x_train).items()},
+        **{f"test_{k}": v for k, v in mean_loss(model, dataset.x_test).items()},
+        "seconds": time.perf_counter() - started,
+    }
+    if sink is not None:
+        sink.epochs([record], model)
     model.eval()
     return [record]

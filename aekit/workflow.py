@@ -4,6 +4,7 @@ A run is described by flat *options* (what the user asked for, e.g. ``loss="auto
 the resolved model spec that :func:`aekit.load` rebuilds. Everything is validated before the first file is written,
 and a run that fails before finishing an epoch leaves no folder behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,23 +21,56 @@ import torch
 from aekit import __version__, distributed, runs
 from aekit.atomic import check_folder
 from aekit.data import Dataset, load_dataset
-from aekit.data.dataset import as_float32
+from aekit.data.dataset import as_float32, with_normal_training
 from aekit.errors import AekitError, RunError
-from aekit.evaluate import codes, downsample, evaluate, upsample
+from aekit.evaluate import codes, evaluate
+from aekit.figures import FIGURE_NAMES, FIGURES, image_grids, showcase, write_figures
 from aekit.html_report import REPORT, write_report
-from aekit.models import Bernoulli, DenoisingAE, ModelSpec, build_model, choose_likelihood
-from aekit.models.base import device_of
+from aekit.metrics import columns, formatted, kept, legend
+from aekit.models import FAMILIES, ModelConfig, build_model, choose_likelihood, model_config
+from aekit.models.config import family, option_defaults
 from aekit.projector import MAX_POINTS, write_projector
-from aekit.report import markdown_table, save_codes, save_curves, save_grid, save_manifold, save_rows
+from aekit.report import markdown_table, save_rows
 from aekit.tensorboard import TensorBoardLog
 from aekit.trainer import TrainSettings, resolve_device, train
 
-_MODEL_OPTIONS = {f.name: f.default for f in fields(ModelSpec) if f.name not in ("shape", "likelihood", "standardize")}
-_MODEL_OPTIONS["model"] = "ae"
 _TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
 _DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}
-# standardize: real-valued data is standardized per feature inside the model (see aekit.models.standardize).
-DEFAULTS = {**_MODEL_OPTIONS, "loss": "auto", "standardize": True, **_DATA_OPTIONS, **_TRAIN_OPTIONS}
+# One-class training: the classes of a labelled source that the training split keeps (None: all).
+_ANOMALY_OPTIONS = {"normal_class": None}
+
+
+def defaults() -> dict:
+    """Every option of a run and its default: the model families' options (:mod:`aekit.models.config`; ``model``
+    names the family), the loss and standardization, the data's and the training's. standardize: real-valued data
+    is standardized per feature inside the model (see aekit.models.standardize). normal_class: train on the
+    examples of these classes only (a list of labels), as the model of normal data whose anomaly scores
+    (:mod:`aekit.anomaly`) the test split's other classes measure."""
+    return {
+        **option_defaults(),
+        "loss": "auto",
+        "standardize": True,
+        **_DATA_OPTIONS,
+        **_ANOMALY_OPTIONS,
+        **_TRAIN_OPTIONS,
+    }
+
+
+def for_family(options: dict) -> dict:
+    """``options`` without the model options that ``options["model"]``'s family does not have."""
+    own = {f.name for f in family(options["model"]).options()}
+    others = set(option_defaults()) - own - {"model"}
+    return {k: v for k, v in options.items() if k not in others}
+
+
+def _foreign(given: dict, name: str) -> None:
+    """Refuse a model option that family ``name`` does not have, naming the families that do."""
+    own = {f.name for f in family(name).options()} | {"model"}
+    foreign = {k: v for k, v in given.items() if k in option_defaults() and k not in own}
+    if foreign:
+        model_config(name, (1,), **foreign)  # raises, in the words of the registry
+
+
 # What a run made before an option existed was trained with, where that differs from the option's default now.
 BEFORE_THEIR_TIME = {"standardize": False}
 # The fewest optimizer steps an epoch should have: a default batch larger than the data allows is made smaller.
@@ -45,25 +79,48 @@ MIN_STEPS_PER_EPOCH = 10
 _RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan", "data_on"}
 # The ways of capturing the step exclude each other: naming one on resume replaces the saved one.
 _CAPTURES = {"compile", "cuda_graph"}
-FIGURES = "figures"
-N_SHOWN = 10
-# The figures of a run, in the order its report shows them (each where it applies).
-FIGURE_NAMES = ("reconstructions.png", "upscaling.png", "denoising.png", "samples.png", "codes.png", "manifold.png",
-                "interpolations.png", "loss.png")
 TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 
 def load_data(options: dict) -> Dataset:
-    return load_dataset(options["dataset"], data_dir=options["data_dir"], seed=options["seed"],
-                        test_fraction=options["test_fraction"])
+    return load_dataset(
+        options["dataset"], data_dir=options["data_dir"], seed=options["seed"], test_fraction=options["test_fraction"]
+    )
 
 
-def spec_for(options: dict, dataset: Dataset) -> ModelSpec:
-    """The model spec of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
+def normal_classes(value) -> tuple[int, ...] | None:
+    """The ``normal_class`` option as a tuple of distinct labels (a label, or a list of them; None: every class)."""
+    if value is None:
+        return None
+    labels = [value] if isinstance(value, int) else value
+    if (
+        not isinstance(labels, (list, tuple))
+        or not labels
+        or not all(type(label) is int and label >= 0 for label in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise AekitError(f"--normal-class {value!r} must be distinct whole numbers >= 0, e.g. 3 or 3,5")
+    return tuple(labels)
+
+
+def training_data(options: dict, dataset: Dataset) -> Dataset:
+    """What a run trains on: ``dataset``, or with ``normal_class`` its training split's examples of those classes
+    (the test split keeps them all)."""
+    classes = normal_classes(options["normal_class"])
+    return dataset if classes is None else with_normal_training(dataset, classes)
+
+
+def spec_for(options: dict, dataset: Dataset) -> ModelConfig:
+    """The model config of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
     likelihood = choose_likelihood(options["loss"], dataset.binary, *dataset.value_range)
-    return ModelSpec.from_dict({"shape": dataset.shape, "likelihood": likelihood,
-                                "standardize": bool(options["standardize"]) and likelihood == "gaussian",
-                                **{k: options[k] for k in _MODEL_OPTIONS}})
+    fields = {f.name: options[f.name] for f in family(options["model"]).options()}
+    return model_config(
+        options["model"],
+        dataset.shape,
+        likelihood=likelihood,
+        standardize=bool(options["standardize"]) and likelihood == "gaussian",
+        **fields,
+    )
 
 
 def fit_batch(options: dict, given: dict, dataset: Dataset) -> dict:
@@ -81,32 +138,44 @@ def _settings(options: dict) -> TrainSettings:
 
 
 def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool = False) -> dict:
-    unknown = set(given) - set(DEFAULTS)
+    """The options of the run in ``out``: ``given`` over the defaults (of the family they name), or for a resume the
+    saved options with the ``given`` ones that may change on a resume (the others must equal the saved)."""
+    known = defaults()
+    unknown = set(given) - set(known)
     if unknown:
-        raise AekitError(f"unknown options {sorted(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+        raise AekitError(f"unknown options {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    if given.get("normal_class") is not None:
+        given = {**given, "normal_class": normal_classes(given["normal_class"])}
     if not resume:
         # A folder with no checkpoint holds nothing to resume (see runs.holds_run): the run starts there again.
         if runs.holds_run(out) and not replace_config:
             raise RunError(f"{out} already holds a run; continue it with --resume or choose another --out")
-        options = {**DEFAULTS, **given}
+        options = {**known, **given}
+        family(options["model"])
+        _foreign(given, options["model"])
         if options["data_dir"] is None and Path(options["dataset"]).exists():
             options["dataset"] = str(Path(options["dataset"]).resolve())
-        return options
+        return for_family(options)
     saved = runs.read_config(out).get("options")
     if not runs.holds_run(out):
         raise runs.no_checkpoint(out)
-    if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
+    if not isinstance(saved, dict) or not set(saved) <= set(known) or saved.get("model") not in FAMILIES:
         raise RunError(f"{out / runs.CONFIG} has no usable options section; train the run again without --resume")
     mistyped = _mistyped(saved)
     if mistyped:
-        raise RunError(f"{out / runs.CONFIG}: saved options of the wrong kind: {', '.join(mistyped)}; restore the "
-                       "file or train the run again without --resume")
+        raise RunError(
+            f"{out / runs.CONFIG}: saved options of the wrong kind: {', '.join(mistyped)}; restore the "
+            "file or train the run again without --resume"
+        )
     # Options added to aekit after the run was made take what it was trained with.
-    saved = {**DEFAULTS, **BEFORE_THEIR_TIME, **saved}
+    saved = for_family({**known, **BEFORE_THEIR_TIME, **saved})
+    _foreign({k: v for k, v in given.items() if k != "model"}, saved["model"])
     changed = sorted(k for k, v in given.items() if k not in _RESUMABLE and _normal(v) != _normal(saved[k]))
     if changed:
-        raise AekitError(f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
-                         "options to resume it, or start a new run in another --out")
+        raise AekitError(
+            f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
+            "options to resume it, or start a new run in another --out"
+        )
     if given.keys() & _CAPTURES:
         saved.update(dict.fromkeys(_CAPTURES, False))
     return {**saved, **{k: given[k] for k in _RESUMABLE if k in given}}
@@ -114,23 +183,27 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
 
 def _mistyped(options: dict) -> list[str]:
     """Each saved option whose value is not of its kind, as "name 'value' (not a KIND)"."""
-    wrong = []
+    wrong, known = [], defaults()
+    # The model options' types are their configs'; the others' are their defaults' (None: a path).
+    types = {name: kind for config in FAMILIES.values() for name, kind in config.types().items()}
     for name, value in options.items():
-        default = DEFAULTS[name]
-        if name in ("hidden", "discriminator_hidden"):
-            kind = "list of sizes"
-            fits = ((value is None and default is None)
-                    or (isinstance(value, list) and bool(value) and all(type(v) is int for v in value)))
-        elif default is None:
-            kind, fits = "path", value is None or isinstance(value, str)
-        elif isinstance(default, bool):
+        default = known[name]
+        kind = types.get(name) or (tuple if name in _ANOMALY_OPTIONS else type(default))
+        if value is None and default is None:
+            continue
+        if kind is tuple:
+            kind, fits = (
+                "list of labels" if name in _ANOMALY_OPTIONS else "list of sizes",
+                (isinstance(value, list) and bool(value) and all(type(v) is int for v in value)),
+            )
+        elif kind is bool:
             kind, fits = "true or false", isinstance(value, bool)
-        elif isinstance(default, float):
+        elif kind is float:
             kind, fits = "number", type(value) in (int, float)
-        elif isinstance(default, int):
+        elif kind is int:
             kind, fits = "whole number", type(value) is int
         else:
-            kind, fits = "name", isinstance(value, str)
+            kind, fits = ("path", isinstance(value, str)) if default is None else ("name", isinstance(value, str))
         if not fits:
             wrong.append(f"{name} {value!r:.40} (not a {kind})")
     return wrong
@@ -140,9 +213,16 @@ def _normal(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def train_run(out: str | Path, given: dict | None = None, *, resume: bool = False, device: str = "auto",
-              progress: bool = True, tensorboard: bool = False) -> tuple[torch.nn.Module, dict]:
-    """Train (or resume) the run in ``out`` with the ``given`` options over :data:`DEFAULTS`.
+def train_run(
+    out: str | Path,
+    given: dict | None = None,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> tuple[torch.nn.Module, dict]:
+    """Train (or resume) the run in ``out`` with the ``given`` options over :func:`defaults`.
 
     Writes config.json, the per-epoch checkpoint files, metrics.json, figures and report.html, and with
     ``tensorboard`` a TensorBoard log in out/tensorboard; returns the model and metrics. The folder is locked before
@@ -159,18 +239,12 @@ def train_run(out: str | Path, given: dict | None = None, *, resume: bool = Fals
             resume = (out / runs.CHECKPOINT).exists()
         options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
         dataset = load_data(options)
+        training = training_data(options, dataset)
         if not resume:
-            options = fit_batch(options, dict(given or {}), dataset)
-        spec = spec_for(options, dataset)
-        if resume and runs.model_spec(runs.read_config(out), out) != spec:
-            raise RunError(f"{out / runs.CONFIG}: its model settings do not match its options; restore the file or "
-                           "train the run again without --resume")
+            options = fit_batch(options, dict(given or {}), training)
+        spec = _checked_spec(out, options, training, resume)
         settings = _settings(options)
-        torch_device = resolve_device(device)
-        if distributed.launched_by_torchrun():
-            torch_device = distributed.init_from_env(torch_device)
-            # Every rank has validated the options before rank 0 writes the first file.
-            torch.distributed.barrier()
+        torch_device = _joined(resolve_device(device))
         main = distributed.is_main()
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
@@ -178,27 +252,74 @@ def train_run(out: str | Path, given: dict | None = None, *, resume: bool = Fals
         # Made (and refused where TensorBoard is missing) before anything is written; rank 0 alone logs.
         board = TensorBoardLog(out / TENSORBOARD) if tensorboard and main else None
         if not resume and main:
-            runs.write_json(out / runs.CONFIG, {"aekit_version": __version__, "options": _jsonable(options),
-                                                "model": _jsonable(spec.to_dict())})
-        try:
-            history = train(model, dataset, settings, out=out, device=torch_device, resume=resume,
-                            progress=progress,
-                            on_epoch_end=board and (lambda record: board.log_epoch(record, _grids(model, dataset))))
-        except BaseException:
-            if board is not None:
-                board.close()
-            raise
-        metrics = {"train_seconds": sum(r["seconds"] for r in history), "epochs": len(history),
-                   "parameters": _parameters(model), "batch_size": settings.batch_size}
+            runs.write_json(
+                out / runs.CONFIG,
+                {"aekit_version": __version__, "options": _jsonable(options), "model": spec.to_dict()},
+            )
+        history = _trained(
+            model, training, settings, dataset, board, out=out, device=torch_device, resume=resume, progress=progress
+        )
+        metrics = {
+            "train_seconds": sum(r["seconds"] for r in history),
+            "epochs": len(history),
+            "parameters": _parameters(model),
+            "batch_size": settings.batch_size,
+        }
         if main:
-            metrics = {**evaluate(model, dataset), **metrics}
-            if board is not None:
-                _finish_board(board, model, dataset, history)
-            write_figures(model, dataset, out / FIGURES, label=spec.model, history=history)
-            write_run_report(out, metrics)
-            # Last: a run folder with metrics.json is a finished one (compare reuses it as it is).
-            runs.write_json(out / runs.METRICS, metrics)
+            metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
+
+
+def _trained(model, training: Dataset, settings: TrainSettings, dataset: Dataset, board, **how) -> list[dict]:
+    """``train(model, training, settings, **how)``, logging to ``board`` (where there is one) the image grids of
+    ``dataset`` after every epoch, and closing it if training fails."""
+    try:
+        return train(
+            model,
+            training,
+            settings,
+            on_epoch_end=board and (lambda record: board.log_epoch(record, image_grids(model, dataset))),
+            **how,
+        )
+    except BaseException:
+        if board is not None:
+            board.close()
+        raise
+
+
+def _checked_spec(out: Path, options: dict, training: Dataset, resume: bool) -> ModelConfig:
+    """The model config of ``options`` on the ``training`` data; for a resume, it must be the one the run saved."""
+    spec = spec_for(options, training)
+    if resume and runs.run_config(runs.read_config(out), out) != spec:
+        raise RunError(
+            f"{out / runs.CONFIG}: its model settings do not match its options; restore the file or "
+            "train the run again without --resume"
+        )
+    return spec
+
+
+def _joined(device: torch.device) -> torch.device:
+    """``device``, or under torchrun this process's device once every rank has joined the process group."""
+    if not distributed.launched_by_torchrun():
+        return device
+    device = distributed.init_from_env(device)
+    # Every rank has validated the options before rank 0 writes the first file.
+    torch.distributed.barrier()
+    return device
+
+
+def _finish_run(out: Path, model, dataset: Dataset, options: dict, history: list[dict], metrics: dict, board) -> dict:
+    """The end of a trained run (rank 0): its test metrics over ``metrics`` (training's), the TensorBoard log's end,
+    the figures, the report and, last, metrics.json; returns the metrics."""
+    normal = normal_classes(options["normal_class"])
+    metrics = {**evaluate(model, dataset, normal_classes=normal), **metrics}
+    if board is not None:
+        _finish_board(board, model, dataset, history)
+    write_figures(model, dataset, out / FIGURES, label=options["model"], history=history, normal_classes=normal)
+    write_run_report(out, metrics)
+    # Last: a run folder with metrics.json is a finished one (compare reuses it as it is).
+    runs.write_json(out / runs.METRICS, metrics)
+    return metrics
 
 
 @contextlib.contextmanager
@@ -218,27 +339,28 @@ def _exclusive(out: Path, create: bool):
             raise
 
 
-def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu",
-                 nll_samples: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu", nll_samples: int | None = None
+) -> dict:
     """The metrics of a trained run on its test split, also written to its metrics.json and report.html; with
-    ``nll_samples`` = k also the VAE's importance-weighted NLL estimate ``nll_is_{k}`` (estimates from earlier calls
-    are kept). A run that another process holds (a training) is refused; in a read-only run folder the metrics are
+    ``nll_samples`` = k also the VAE's importance-weighted NLL estimate ``nll_is_{k}``. The registered metrics that
+    evaluation does not recompute are kept from its metrics.json (training's time, epochs and size; estimates of
+    earlier calls). A run that another process holds (a training) is refused; in a read-only run folder the metrics are
     returned without writing, which a line on stderr says."""
     run_dir = Path(run_dir)
     with runs.RunLock(run_dir, create=False) as lock:
         model, dataset = _load_run(run_dir, data_dir, device)
-        previous = {}
-        if (run_dir / runs.METRICS).exists():
-            previous = {k: v for k, v in runs.read_json(run_dir / runs.METRICS).items()
-                        if k in ("train_seconds", "epochs", "parameters") or k.startswith("nll_is_")}
-        fresh = evaluate(model, dataset, nll_samples)
-        metrics = {**fresh, **{k: v for k, v in previous.items() if k not in fresh}}
+        previous = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
+        normal = normal_classes(runs.read_config(run_dir)["options"].get("normal_class"))
+        metrics = kept(previous, evaluate(model, dataset, nll_samples, normal))
         if lock.writable:
             runs.write_json(run_dir / runs.METRICS, metrics)
             write_run_report(run_dir, metrics)
         else:
-            print(f"aekit: {run_dir} is read-only, so its {runs.METRICS} and {REPORT} were left as they were",
-                  file=sys.stderr)
+            print(
+                f"aekit: {run_dir} is read-only, so its {runs.METRICS} and {REPORT} were left as they were",
+                file=sys.stderr,
+            )
     return metrics
 
 
@@ -256,8 +378,15 @@ def _load_run(run_dir: Path, data_dir: str | None, device: str) -> tuple[torch.n
     return model, dataset
 
 
-def export_projector(run_dir: str | Path, out: str | Path | None = None, *, split: str = "test",
-                     max_points: int = MAX_POINTS, data_dir: str | None = None, device: str = "cpu") -> Path:
+def export_projector(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    split: str = "test",
+    max_points: int = MAX_POINTS,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> Path:
     """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
     (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder. A run
     that another process holds (a training) is refused."""
@@ -272,80 +401,13 @@ def export_projector(run_dir: str | Path, out: str | Path | None = None, *, spli
         model, dataset = _load_run(run_dir, data_dir, device)
         x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
         y = dataset.y_test if split == "test" else dataset.y_train
-        return write_projector(folder, codes(model, x), None if y is None else y[:max_points],
-                               as_float32(x) if dataset.is_image else None, name=f"{split}_codes")
-
-
-def showcase(dataset: Dataset) -> np.ndarray:
-    """The test examples shown in figures: the first of each class where there are labels, else the first ten (as
-    float32, uint8 intensities / 255)."""
-    return as_float32(dataset.x_test[_showcase_index(dataset)])
-
-
-def _showcase_index(dataset: Dataset) -> np.ndarray:
-    if dataset.y_test is None:
-        return np.arange(min(N_SHOWN, len(dataset.x_test)))
-    _, first = np.unique(dataset.y_test, return_index=True)
-    return np.sort(first)[:N_SHOWN]
-
-
-def write_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label: str,
-                  history: list[dict] | None = None) -> list[Path]:
-    """The figures of a run in ``folder`` (names in :data:`FIGURE_NAMES`); returns their paths.
-
-    reconstructions: test originals over their reconstructions; upscaling (an upscaler): the downsampled test
-    examples, their bicubic and learned enlargements and the originals; denoising (dae): noisy, denoised and clean test
-    examples; samples (models that sample): decoded draws from the prior; codes: the test codes in a plane, coloured
-    by label; manifold (a 2-D code of images): decodings of a grid of codes; interpolations: decodings along straight
-    lines in code space between pairs of test examples; loss (given the ``history``): the loss per epoch.
-    """
-    folder = Path(folder)
-    shown = showcase(dataset)
-    written = [folder / "reconstructions.png"]
-    save_rows(written[-1], {"original": shown, label: model.reconstruct(shown)},
-              f"{dataset.name}: test examples and their {label} reconstructions")
-    factor = getattr(model, "upscale_factor", None)
-    if factor:
-        low = downsample(shown, factor)
-        written.append(folder / "upscaling.png")
-        save_rows(written[-1], {f"1/{factor} size": upsample(low, factor, "nearest"),
-                                "bicubic": upsample(low, factor, "bicubic"), label: model.reconstruct(shown),
-                                "original": shown},
-                  f"{dataset.name}: test examples downsampled by {factor}, enlarged by bicubic interpolation and "
-                  f"by {label}")
-    if isinstance(model, DenoisingAE):
-        noisy = _corrupted(model, shown)
-        written.append(folder / "denoising.png")
-        save_rows(written[-1], {"noisy": noisy, "denoised": model.reconstruct(noisy), "clean": shown},
-                  f"{dataset.name}: test examples with {model.noise} noise (level {model.noise_level:g}), "
-                  f"denoised by {label}")
-    if hasattr(model, "sample"):
-        written.append(folder / "samples.png")
-        save_grid(written[-1], _samples(model), f"{label}: decoded samples from the prior")
-    test_codes = codes(model, dataset.x_test)
-    written.append(folder / "codes.png")
-    save_codes(written[-1], test_codes, dataset.y_test, f"{dataset.name}: test codes of {label}"
-               + (", coloured by label" if dataset.y_test is not None else ""))
-    if test_codes.shape[1] == 2 and dataset.is_image:
-        # A grid over the middle 96% of the test codes along each axis: where the decoder has seen codes.
-        low, high = np.percentile(test_codes, [2, 98], axis=0)
-        high = np.maximum(high, low + 1e-3)
-        xs, ys = (np.linspace(low[i], high[i], 15, dtype=np.float32) for i in (0, 1))
-        written.append(folder / "manifold.png")
-        save_manifold(written[-1], model.decode(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)), xs, ys,
-                      f"{label}: decodings of a 15 x 15 grid of 2-D codes\n(2nd to 98th percentile of the test codes)")
-    index = _showcase_index(dataset)
-    if len(index) >= 2:
-        written.append(folder / "interpolations.png")
-        rows, steps = _interpolations(model, dataset, index[0::2][:len(index) // 2], index[1::2])
-        save_rows(written[-1], rows, f"{dataset.name}: {label} decodings along straight lines in code space "
-                  "between pairs of test examples", columns=["start"] + [f"{t:.2g}" for t in steps] + ["end"])
-    if history:
-        written.append(folder / "loss.png")
-        save_curves(written[-1], history, "loss per example " + ("(cross-entropy, nats)" if getattr(
-            model, "likelihood", None) is Bernoulli else "(sum of squared errors)"),
-            f"{label} on {dataset.name}: loss per epoch")
-    return written
+        return write_projector(
+            folder,
+            codes(model, x),
+            None if y is None else y[:max_points],
+            as_float32(x) if dataset.is_image else None,
+            name=f"{split}_codes",
+        )
 
 
 def write_run_report(run_dir: Path, metrics: dict) -> Path:
@@ -354,64 +416,20 @@ def write_run_report(run_dir: Path, metrics: dict) -> Path:
     options = config.get("options", {})
     title = f"{config['model'].get('model', 'model')} on {Path(str(options.get('dataset', '?'))).name}: {run_dir}"
     figures = [run_dir / FIGURES / name for name in FIGURE_NAMES if (run_dir / FIGURES / name).is_file()]
-    return write_report(run_dir / REPORT, title, config, [{"model": config["model"].get("model"), **metrics}],
-                        figures)
-
-
-def _interpolations(model: torch.nn.Module, dataset: Dataset, starts: np.ndarray, ends: np.ndarray,
-                    steps: int = 9) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """For each pair of test examples (starts[i], ends[i]): the start, the decodings of (1 - t) z_start + t z_end
-    for ``steps`` values of t from 0 to 1, then the end. Rows are named by the pair's labels (or test indices)."""
-    x = dataset.x_test
-    t = np.linspace(0, 1, steps, dtype=np.float32)
-    z_start, z_end = codes(model, x[starts]), codes(model, x[ends])
-    first, last = as_float32(x[starts]), as_float32(x[ends])
-    path = z_start[:, None] + t[None, :, None] * (z_end - z_start)[:, None]
-    decoded = model.decode(path.reshape(-1, path.shape[-1])).reshape(len(starts), steps, *dataset.shape)
-    names = dataset.y_test if dataset.y_test is not None else [f"#{i}" for i in range(len(x))]
-    return ({f"{names[a]} \u2192 {names[b]}": np.concatenate([first[i:i + 1], decoded[i], last[i:i + 1]])
-             for i, (a, b) in enumerate(zip(starts, ends))}, t)
-
-
-def _samples(model: torch.nn.Module, n: int = 64) -> np.ndarray:
-    """Decoded draws from the model's prior, from a fixed seed."""
-    with torch.no_grad():
-        return model.sample(n, generator=torch.Generator(device_of(model)).manual_seed(0)).cpu().numpy()
-
-
-def _corrupted(model: DenoisingAE, x: np.ndarray) -> np.ndarray:
-    """``x`` with the model's own corruption from a fixed seed, on a forked RNG so training's stream is untouched."""
-    device = device_of(model)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(0)
-        return model.corrupt(torch.from_numpy(x).to(device)).cpu().numpy()
-
-
-def _grids(model: torch.nn.Module, dataset: Dataset) -> dict[str, tuple[np.ndarray, int]]:
-    """TensorBoard's image grids for the model as it is now (evaluated in eval mode): the shown test examples over
-    their reconstructions, and decoded prior samples; none for data that are not images."""
-    if not dataset.is_image:
-        return {}
-    shown = showcase(dataset)
-    was_training = model.training
-    model.eval()
-    try:
-        grids = {"reconstructions": (np.concatenate([shown, model.reconstruct(shown)]), len(shown))}
-        if hasattr(model, "sample"):
-            grids["samples"] = (_samples(model), 8)
-    finally:
-        model.train(was_training)
-    return grids
+    return write_report(run_dir / REPORT, title, config, [{"model": config["model"].get("model"), **metrics}], figures)
 
 
 def _finish_board(board: TensorBoardLog, model: torch.nn.Module, dataset: Dataset, history: list[dict]) -> None:
     """The end of a TensorBoard log: the test codes as an embedding, then close it."""
     try:
-        if getattr(model, "closed_form", False):  # fitted without an epoch loop, so nothing called back
-            board.log_epoch(history[-1], _grids(model, dataset))
+        if model.closed_form:  # fitted without an epoch loop, so nothing called back
+            board.log_epoch(history[-1], image_grids(model, dataset))
         x = dataset.x_test[:MAX_POINTS]
-        board.log_embedding(codes(model, x), None if dataset.y_test is None else dataset.y_test[:MAX_POINTS],
-                            as_float32(x) if dataset.is_image else None)
+        board.log_embedding(
+            codes(model, x),
+            None if dataset.y_test is None else dataset.y_test[:MAX_POINTS],
+            as_float32(x) if dataset.is_image else None,
+        )
     finally:
         board.close()
 
@@ -429,18 +447,28 @@ def demo(out: str | Path, *, code_dim: int = 10, epochs: int = 100, progress: bo
     for name in ("pca", "ae", "vae"):
         if progress:
             print(f"training {name} ...", flush=True)
-        model, metrics = train_run(out / name, {"model": name, "code_dim": code_dim, "epochs": epochs,
-                                                "batch_size": 64}, device="cpu", progress=progress)
-        reconstructions[name.upper()] = model.reconstruct(originals)
-        rows.append({"model": name.upper(), **metrics})
-    save_rows(out / "reconstructions.png", reconstructions,
-              f"digits test set: originals and reconstructions from a {code_dim}-dimensional code")
-    table = (f"Test split of scikit-learn's digits ({len(dataset.x_test)} images of 8x8, intensities in [0, 1]), "
-             f"code size {code_dim}, {epochs} epochs for the auto-encoders.\n\n"
-             + markdown_table(rows, ["model", "sse_per_example", "mse", "bce_per_example", "neg_elbo",
-                                     "knn_accuracy", "logreg_accuracy", "parameters", "train_seconds"],
-                              {"sse_per_example": ".3f", "mse": ".5f", "bce_per_example": ".2f", "neg_elbo": ".2f",
-                               "knn_accuracy": ".3f", "logreg_accuracy": ".3f", "train_seconds": ".1f"}))
+        model, metrics = train_run(
+            out / name,
+            {"model": name, "code_dim": code_dim, "epochs": epochs, "batch_size": 64},
+            device="cpu",
+            progress=progress,
+        )
+        reconstructions[FAMILIES[name].label] = model.reconstruct(originals)
+        rows.append({"model": FAMILIES[name].label, **metrics})
+    save_rows(
+        out / "reconstructions.png",
+        reconstructions,
+        f"digits test set: originals and reconstructions from a {code_dim}-dimensional code",
+    )
+    shown = columns(rows)
+    cells = [{"model": row["model"], **{key: formatted(key, row.get(key)) for key in shown}} for row in rows]
+    table = (
+        f"Test split of scikit-learn's digits ({len(dataset.x_test)} images of 8x8, intensities in [0, 1]), "
+        f"code size {code_dim}, {epochs} epochs for the auto-encoders.\n\n"
+        + legend(shown)
+        + "\n"
+        + markdown_table(cells, ["model", *shown])
+    )
     runs.atomic_write(out / "results.md", table.encode())
     return table
 

@@ -1,126 +1,515 @@
-"""Rate and distortion on the MNIST test set: bytes per image against squared error per image, for aekit's
-compressed files (AE and VAE codes at several code sizes and bit depths), for PCA codes quantized the same way, and
-for PNG and JPEG (Pillow) of the same images; written to bench/RESULTS.md ("## Compression") with a plot.
+"""Rate-distortion curves of image compression, on the 10,000 MNIST test images and on a small set of colour photo
+crops: PSNR and SSIM against bits per pixel and bytes per image for JPEG, WebP and AVIF (Pillow), aekit's PCA and
+fixed-bit AE codes, aekit's rate-distortion AE (RD-AE) and CompressAI's factorized-prior model trained alike, with
+each one's Bjontegaard delta rate against JPEG, the bytes each needs at equal PSNR, and images per second each way;
+written to bench/RESULTS.md ("## Compression") with figures in bench/figures/.
 
-Our bytes per image are the size of one compressed file holding all 10,000 test images (header, quantization ranges
-and checksum included) divided by 10,000. PNG and JPEG are measured two ways: one file per 28x28 image (as images
-are usually stored: their headers dominate at this size), and one 2800x2800 mosaic of all the images (headers shared),
-divided by 10,000.
+How bytes are counted. The codecs: each image its own file, headers counted (what a user would store), and as a
+reference without per-image headers, one file of all the images (MNIST: a 2800 x 2800 mosaic; photos: each held-out
+photo whole), divided by the images it holds. aekit: one compressed file of all the test images (`aekit compress`,
+header and checksum included) / their number. CompressAI: its ``compress()`` strings, each with its length (a
+varint), and the latent's shape once (bench/compressai_peer.py). The RD-AE of bench/rate_distortion.py is read from
+bench/rate_distortion_mnist.json where that has run.
 
-    python bench/compress.py --data-dir ../shared/data/mnist
+Each part keeps its rows in bench/compress_{mnist,photos}.json; the figures and the section are drawn from both, so
+one part can run again alone (the equal-bytes figure of a part is drawn when it runs):
+
+    python -m bench.compress --data-dir ../shared/data/mnist --parts mnist,photos
+
+The photos need scikit-image (``pip install -e '.[bench]'``). CompressAI (1.2.8) requires numpy < 2 and a torchvision
+built for PyPI's torch, which the project's venv (the CPU build of torch) cannot hold; without it the script says so
+and runs the rest. To run it too, use a venv of its own:
+
+    python3 -m venv ../venv-compressai
+    ../venv-compressai/bin/pip install compressai scikit-image scikit-learn matplotlib safetensors tqdm constriction
+    ../venv-compressai/bin/pip install --no-deps -e .
+    ../venv-compressai/bin/python -m bench.compress --data-dir ../shared/data/mnist
 """
+
 from __future__ import annotations
 
-import io
+import dataclasses
+import datetime
+import json
 import sys
+import time
+from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from aekit.apps import compress, decompress  # noqa: E402
-from aekit.models import ModelSpec  # noqa: E402
-from aekit.report import markdown_table, tile  # noqa: E402
-from mnist_runs import Bench, parser  # noqa: E402
+import aekit
+from aekit.apps import compress, decompress
+from aekit.models import FAMILIES, model_config
+from aekit.report import markdown_table, tile
+from aekit.trainer import TrainSettings
+from bench import compressai_peer, rd_figures
+from bench.codecs import QUALITIES, bd_rate, one_file, one_file_each, overlap, quality_of, rate_at
+from bench.measure import device_name
+from bench.mnist_runs import Bench, fit, parser
+from bench.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photos, tiles
 
 HEADING = "## Compression"
-
-
-def sse(output: np.ndarray, clean: np.ndarray) -> float:
-    return float(((output.astype(np.float64) - clean) ** 2).reshape(len(clean), -1).sum(1).mean())
-
-
-def image_bytes(pixels: np.ndarray, kind: str, quality: int | None) -> tuple[int, np.ndarray]:
-    """The size of ``pixels`` (uint8, 2-D) saved as PNG or JPEG at ``quality``, and the decoded pixels."""
-    buffer = io.BytesIO()
-    options = {"optimize": True} if kind == "PNG" else {"quality": quality, "optimize": True}
-    Image.fromarray(pixels).save(buffer, kind, **options)
-    return buffer.tell(), np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
-
-
-def codec_rows(clean: np.ndarray) -> list[dict]:
-    pixels = (clean[:, 0] * 255).round().astype(np.uint8)
-    mosaic_pixels = (tile(clean, columns=100)[..., 0] * 255).round().astype(np.uint8)
-    n = len(pixels)
-    rows = []
-    for kind, qualities in (("PNG", [None]), ("JPEG", [10, 25, 50, 75, 90])):
-        for quality in qualities:
-            name = kind if quality is None else f"{kind} q{quality}"
-            sizes, decoded = zip(*(image_bytes(p, kind, quality) for p in pixels))
-            rows.append({"method": f"{name}, one file per image", "code": "-", "bits": "-",
-                         "bytes_per_image": sum(sizes) / n, "sse_per_image": sse(np.stack(decoded)[:, None] / 255, clean)})
-            mosaic_size, mosaic = image_bytes(mosaic_pixels, kind, quality)
-            rows_of_images = mosaic.shape[0] // 28
-            back = mosaic.reshape(rows_of_images, 28, 100, 28).transpose(0, 2, 1, 3).reshape(-1, 1, 28, 28)[:n]
-            rows.append({"method": f"{name}, one mosaic", "code": "-", "bits": "-",
-                         "bytes_per_image": mosaic_size / n, "sse_per_image": sse(back / 255, clean)})
-    return rows
+HERE = Path(__file__).parent
+POINTS = {part: HERE / f"compress_{part}.json" for part in ("mnist", "photos")}
+RD_JSON = HERE / "rate_distortion_mnist.json"
+# Pillow's names, and how the tables and figures name them.
+CODECS = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF"}
+# The libraries behind Pillow's codecs, by Pillow's feature names.
+LIBRARIES = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
+ONE_EACH, ONE_ALL = "one file per image", "one file of all"
+# The reference of the delta rates.
+REFERENCE = f"JPEG, {ONE_EACH}"
+# lambda of the RD-AE: nats of distortion per bit; of CompressAI's model: squared error per bit (for photos both).
+MNIST_RD_LAMBDAS, MNIST_PEER_LAMBDAS = (0.01, 0.03, 0.1, 0.3), (0.01, 0.03, 0.1, 0.3)
+PHOTO_LAMBDAS = (0.003, 0.01, 0.03)
+# Test images drawn in the equal-bytes figures: MNIST's first of each digit, and four photo tiles.
+PHOTO_SHOWN = (5, 10, 50, 120)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0], epochs=10)
-    args.add_argument("--code-dims", default="8,16,32", help="code sizes, comma-separated")
-    args.add_argument("--bits", default="2,4,6,8", help="bit depths, comma-separated")
-    args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")
-    args = args.parse_args(argv)
+    args = arguments(argv)
+    torch.set_num_threads(args.threads)
     bench = Bench(args)
-    hidden = tuple(int(h) for h in args.hidden.split(","))
-    bit_depths = [int(b) for b in args.bits.split(",")]
-    clean = bench.data.x_test
-    rows = []
-    for code_dim in (int(c) for c in args.code_dims.split(",")):
-        for name in ("pca", "ae", "vae"):
-            model = bench.fit(ModelSpec(name, bench.data.shape, code_dim=code_dim,
-                                        **({} if name == "pca" else {"hidden": hidden})))
-            for bits in bit_depths:
-                data = compress(model, clean, bits)
-                rows.append({"method": name.upper(), "code": code_dim, "bits": bits,
-                             "bytes_per_image": len(data) / len(clean),
-                             "sse_per_image": sse(decompress(model, data), clean)})
-            bench.say(f"{name} code {code_dim}: " + ", ".join(
-                f"{r['bits']} bits {r['bytes_per_image']:.1f} B {r['sse_per_image']:.2f}" for r in rows[-len(bit_depths):]))
-    baselines = codec_rows(clean)
-    plot(args.results.parent / "figures" / "compress.png", rows, baselines)
-    text = "\n".join([
-        HEADING, "", "`bench/compress.py`: bytes per MNIST test image against the squared error per image (sum over "
-        "the 784 pixels of intensities in [0, 1]) of what comes back. aekit: one compressed file of all 10,000 test "
-        "images (`aekit compress`: each code dimension quantized uniformly to B bits between its minimum and "
-        "maximum, 36 bytes of header and checksum plus 8 bytes per code dimension for the ranges), decoded by "
-        f"`aekit decompress`; the AE and VAE (posterior mean as the code) are MLPs {'-'.join(map(str, hidden))} "
-        "with the cross-entropy loss, PCA is fitted on the training images. PNG and JPEG (Pillow, optimize=True) "
-        "of the 8-bit images: one file per image, and one 2800x2800 mosaic of all of them.", "",
-        bench.settings_line(),
-        markdown_table(rows + baselines, ["method", "code", "bits", "bytes_per_image", "sse_per_image"],
-                       {"bytes_per_image": ".1f", "sse_per_image": ".3f"}).rstrip(), "",
-        "Plot: `bench/figures/compress.png` (log bytes per image against squared error per image).", ""])
-    bench.publish(HEADING, text)
+    for part in args.parts:
+        started = time.perf_counter()
+        rows, notes = (mnist_part if part == "mnist" else photo_part)(bench, args)
+        saved = {"settings": settings_line(bench, args, part, started), "notes": notes, "rows": rows}
+        POINTS[part].write_text(json.dumps(_plain(saved), indent=1) + "\n")
+    parts = {part: json.loads(path.read_text()) for part, path in POINTS.items() if path.exists()}
+    if "mnist" in parts:
+        parts["mnist"]["rows"] += rate_distortion_json(parts["mnist"]["notes"])
+    rd_figures.curves(HERE / "figures" / "rate_distortion.png", {p: v["rows"] for p, v in parts.items()})
+    bench.publish(HEADING, section(parts))
     return 0
 
 
-def plot(path, rows: list[dict], baselines: list[dict]) -> None:
-    path.parent.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for (method, code), marker in zip(dict.fromkeys((r["method"], r["code"]) for r in rows), "osd^v<>ph*"):
-        points = [(r["bytes_per_image"], r["sse_per_image"]) for r in rows if (r["method"], r["code"]) == (method, code)]
-        ax.plot(*zip(*points), marker=marker, markersize=4, label=f"{method} code {code}")
-    for suffix, style in ((", one file per image", "k--"), (", one mosaic", "k:")):
-        jpeg = [(r["bytes_per_image"], r["sse_per_image"]) for r in baselines
-                if r["method"].startswith("JPEG") and r["method"].endswith(suffix)]
-        ax.plot(*zip(*jpeg), style, marker="x", label="JPEG q10-90" + suffix)
-        png = next(r for r in baselines if r["method"] == "PNG" + suffix)
-        ax.plot(png["bytes_per_image"], png["sse_per_image"], "k*" if "file" in suffix else "k+", markersize=9,
-                label=f"PNG (lossless){suffix}: {png['bytes_per_image']:.0f} B")
-    ax.set_xscale("log")
-    ax.set_xlabel("bytes per image (log scale)")
-    ax.set_ylabel("squared error per image")
-    ax.set_title("MNIST test set: rate and distortion", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def arguments(argv: list[str] | None):
+    args = parser(__doc__.split("\n\n")[0], epochs=5)
+    args.add_argument(
+        "--parts",
+        default="mnist,photos",
+        type=lambda text: [part for part in text.split(",") if part],
+        help="what to measure: mnist, photos, both, or '' (none: the figures and section from the saved rows)",
+    )
+    args.add_argument("--threads", type=int, default=1, help="torch's CPU threads (1: the machine is shared)")
+    args.add_argument("--code-dims", default="8,16,32", help="MNIST fixed-bit code sizes, comma-separated")
+    args.add_argument("--bits", default="2,4,6,8", help="fixed-bit depths, comma-separated")
+    args.add_argument("--hidden", default="512,256", help="MNIST MLP hidden widths, comma-separated")
+    args.add_argument("--peer-epochs", type=int, default=2, help="epochs of the RD-AE and CompressAI trained alike")
+    args.add_argument("--peer-channels", default="32,32", help="CompressAI's N,M")
+    args.add_argument("--test-images", type=int, default=10000, help="MNIST test images measured (the first N)")
+    args.add_argument("--photo-size", type=int, default=64, help="side of the photo crops")
+    args.add_argument("--photo-crops", type=int, default=4096, help="random training crops")
+    args.add_argument("--photo-epochs", type=int, default=12)
+    args.add_argument("--photo-batch", type=int, default=64)
+    args.add_argument("--photo-codes", default="64,256", help="the photo conv AE's code sizes")
+    args.add_argument("--photo-hidden", default="32,64,128", help="the photo conv nets' channels")
+    args.add_argument("--mnist-bytes", type=float, default=16.0, help="bytes per image of the MNIST equal-bytes figure")
+    args.add_argument("--photo-bytes", type=float, default=256.0, help="bytes per crop of the photos' figure")
+    return args.parse_args(argv)
+
+
+def settings_line(bench: Bench, args, part: str, started: float) -> str:
+    torch_settings = (
+        f"{bench.args.epochs} epochs of batch {args.batch_size} for the fixed-bit models, {args.peer_epochs} for the "
+        "RD-AE and CompressAI trained alike"
+        if part == "mnist"
+        else f"{args.photo_epochs} epochs of batch {args.photo_batch} on {args.photo_crops} crops for every model"
+    )
+    return (
+        f"{datetime.date.today().isoformat()}, {device_name(bench.device)}, torch {torch.__version__}, numpy "
+        f"{np.__version__}, aekit {aekit.__version__}, Pillow {_pillow_versions()}; {torch_settings} (Adam 1e-3, "
+        f"cosine schedule), seed {args.seed}; wall time {(time.perf_counter() - started) / 60:.1f} min.\n\n"
+        "    python -m bench.compress " + " ".join(sys.argv[1:])
+    )
+
+
+def _pillow_versions() -> str:
+    import PIL
+    from PIL import features
+
+    libraries = ", ".join(f"lib{name} {features.version(code)}" for name, code in LIBRARIES.items())
+    return f"{PIL.__version__} ({libraries})"
+
+
+def _plain(value):
+    """Rows as JSON: private keys (decoded images kept for the figures) dropped, numpy numbers as floats."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return float(value) if isinstance(value, np.floating) else value
+
+
+def point(curve: str, setting: str, output: np.ndarray, clean: np.ndarray, nbytes: float, shown, **extra) -> dict:
+    """One point of a curve: its bytes per image and bits per pixel, its quality, and the ``shown`` test images
+    decoded (for the equal-bytes figure; not saved)."""
+    pixels = clean.shape[-1] * clean.shape[-2]
+    return {
+        "curve": curve,
+        "setting": setting,
+        "bytes_per_image": nbytes,
+        "bpp": nbytes * 8 / pixels,
+        **quality_of(output, clean),
+        **extra,
+        "_shown": output[list(shown)],
+    }
+
+
+# The codecs.
+
+
+def codec_rows(clean: np.ndarray, wholes: list[np.ndarray], shown, say) -> list[dict]:
+    """JPEG, WebP and AVIF at every quality of :data:`QUALITIES`: each test image its own file, and the ``wholes``
+    (images whose tiles, in order, are the test images) each one file."""
+    rows, size = [], clean.shape[-1]
+    for kind, name in CODECS.items():
+        for quality in QUALITIES[kind]:
+            nbytes, back, encode_rate, decode_rate = one_file_each(clean, kind, quality)
+            rows.append(
+                point(
+                    f"{name}, {ONE_EACH}",
+                    f"q{quality}",
+                    back,
+                    clean,
+                    nbytes,
+                    shown,
+                    compress_images_per_s=encode_rate,
+                    decompress_images_per_s=decode_rate,
+                )
+            )
+            sizes, backs = zip(*(one_file(whole, kind, quality) for whole in wholes))
+            back = np.concatenate([tiles(b, size) for b in backs])
+            rows.append(point(f"{name}, {ONE_ALL}", f"q{quality}", back, clean, sum(sizes) / len(clean), shown))
+        say(
+            f"{name}: "
+            + ", ".join(f"{r['setting']} {r['bytes_per_image']:.0f} B" for r in rows[-2 * len(QUALITIES[kind]) :: 2])
+        )
+    return rows
+
+
+def lossless_png(clean: np.ndarray, wholes: list[np.ndarray]) -> dict:
+    """PNG's bytes per image both ways, for the text: it is lossless, so it has no place on a PSNR curve."""
+    each = one_file_each(clean, "PNG", None)[0]
+    return {ONE_EACH: each, ONE_ALL: sum(one_file(w, "PNG", None)[0] for w in wholes) / len(clean)}
+
+
+# aekit's models.
+
+
+def aekit_rows(model, curve: str, settings: list, clean: np.ndarray, shown) -> list[dict]:
+    """Points of a model's compressed files (``settings``: the bit depths of a fixed-bit code, or [None] for an
+    entropy-coded one), with compress and decompress timed."""
+    rows = []
+    for bits in settings:
+        begin = time.perf_counter()
+        data = compress(model, clean, bits)
+        middle = time.perf_counter()
+        back = decompress(model, data)
+        end = time.perf_counter()
+        rows.append(
+            point(
+                curve,
+                f"{bits} bits" if bits else "",
+                back,
+                clean,
+                len(data) / len(clean),
+                shown,
+                compress_images_per_s=len(clean) / (middle - begin),
+                decompress_images_per_s=len(clean) / (end - middle),
+            )
+        )
+    return rows
+
+
+def rd_settings(rows: list[dict], rate_lambda: float) -> list[dict]:
+    """Rows of an entropy-coded model named by its lambda."""
+    for row in rows:
+        row["setting"] = f"lambda {rate_lambda}"
+    return rows
+
+
+def peer_rows(data, spec_of, settings: TrainSettings, bench: Bench, lambdas, peer_lambdas, peer_nm, shown) -> tuple:
+    """The RD-AE at each of ``lambdas`` and CompressAI's factorized prior at each of ``peer_lambdas``, trained for
+    the same steps on ``data``; CompressAI's rows are left out, with the reason in the notes, where it does not
+    import."""
+    clean, rows, notes = data.x_test, [], {}
+    if "rd-ae" not in FAMILIES:
+        notes["rd-ae"] = "the rd-ae family is not in this aekit (aekit.models.FAMILIES)"
+    else:
+        for rate_lambda in lambdas:
+            model = fit_model(spec_of("rd-ae", rate_lambda=rate_lambda), data, settings, bench)
+            rows += rd_settings(
+                aekit_rows(model, f"RD-AE, {settings.epochs} epochs", [None], clean, shown), rate_lambda
+            )
+    why = compressai_peer.missing()
+    if why:
+        notes["compressai"] = f"CompressAI does not import here ({why})"
+        return rows, notes
+    from compressai import __version__
+
+    notes["compressai"] = f"CompressAI {__version__}, FactorizedPrior(N={peer_nm[0]}, M={peer_nm[1]})"
+    for rate_lambda in peer_lambdas:
+        torch.manual_seed(bench.args.seed)  # the same initial weights at every lambda, as aekit's fit gives its models
+        model = compressai_peer.factorized_prior(data.shape[0], *peer_nm)
+        steps = compressai_peer.train(
+            model, data.x_train, rate_lambda, settings.epochs, settings.batch_size, bench.args.seed, bench.say
+        )
+        measured, back = compressai_peer.measure(model, clean)
+        curve, nbytes = f"CompressAI factorized, {settings.epochs} epochs", measured.pop("bytes_per_image")
+        rows.append(point(curve, f"lambda {rate_lambda}", back, clean, nbytes, shown, **measured, steps=steps))
+        bench.say(f"  compressai lambda {rate_lambda}: {nbytes:.2f} B, {rows[-1]['psnr_db']:.2f} dB")
+    return rows, notes
+
+
+def fit_model(spec, data, settings: TrainSettings, bench: Bench):
+    torch_model, seconds = fit(spec, data, settings, bench.device, bench.args.seed)
+    bench.say(f"fitted {spec.family} (code {spec.code_dim}) in {seconds:.0f} s")
+    return torch_model.cpu().eval()
+
+
+# The parts.
+
+
+def mnist_part(bench: Bench, args) -> tuple[list[dict], dict]:
+    data = dataclasses.replace(bench.data, x_test=bench.data.x_test[: args.test_images])
+    clean = data.x_test
+    labels = bench.data.y_test[: args.test_images]
+    shown = [int(np.flatnonzero(labels == digit)[0]) for digit in range(10)]
+    mosaic = tile(clean, columns=100).transpose(2, 0, 1)
+    rows = codec_rows(clean, [mosaic], shown, bench.say)
+    notes = {"png": lossless_png(clean, [mosaic])}
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    bits = [int(b) for b in args.bits.split(",")]
+    for code_dim in (int(c) for c in args.code_dims.split(",")):
+        for name in ("pca", "ae"):
+            spec = model_config(name, data.shape, code_dim=code_dim, **({} if name == "pca" else {"hidden": hidden}))
+            model = bench.fit(spec)
+            rows += aekit_rows(model, f"{name.upper()}, code {code_dim} (fixed bits)", bits, clean, shown)
+
+    def spec_of(family, **fields):  # the RD-AE as bench/rate_distortion.py trains it
+        return model_config(family, data.shape, code_dim=32, hidden=hidden, **fields)
+
+    settings = dataclasses.replace(bench.settings, epochs=args.peer_epochs)
+    nm = tuple(int(c) for c in args.peer_channels.split(","))
+    peers, peer_notes = peer_rows(data, spec_of, settings, bench, MNIST_RD_LAMBDAS, MNIST_PEER_LAMBDAS, nm, shown)
+    rd_figures.equal_bytes(
+        HERE / "figures" / "equal_bytes_mnist.png", clean[shown], rows + peers, args.mnist_bytes, "MNIST test digits"
+    )
+    return rows + peers, {**notes, **peer_notes}
+
+
+def rate_distortion_json(notes: dict) -> list[dict]:
+    """The RD-AE rows of bench/rate_distortion.py as it last ran (no SSIM there), or none, with a note saying so."""
+    if not RD_JSON.exists():
+        notes["rate_distortion_json"] = f"bench/{RD_JSON.name} is absent: run python -m bench.rate_distortion"
+        return []
+    rows = [r for r in json.loads(RD_JSON.read_text()) if r["method"] == "RD-AE"]
+    notes["rate_distortion_json"] = f"{len(rows)} RD-AE points from bench/{RD_JSON.name}"
+    return [
+        {
+            "curve": "RD-AE (bench/rate_distortion.py)",
+            "setting": f"lambda {r['lambda']}",
+            "bytes_per_image": r["bytes_per_image"],
+            "bpp": r["bytes_per_image"] * 8 / 784,
+            "psnr_db": r["psnr_db"],
+            "ssim": None,
+            "sse_per_image": r["sse_per_image"],
+        }
+        for r in rows
+    ]
+
+
+def photo_part(bench: Bench, args) -> tuple[list[dict], dict]:
+    photos = load_photos(args.photo_size, args.photo_crops, args.seed)
+    data, clean = photos.data, photos.data.x_test
+    bench.say(f"photos: {len(data.x_train)} training crops, {len(clean)} test tiles of {args.photo_size} pixels")
+    rows = codec_rows(clean, photos.wholes, PHOTO_SHOWN, bench.say)
+    notes = {"png": lossless_png(clean, photos.wholes)}
+    hidden = tuple(int(h) for h in args.photo_hidden.split(","))
+    settings = dataclasses.replace(bench.settings, epochs=args.photo_epochs, batch_size=args.photo_batch)
+    bits = [int(b) for b in args.bits.split(",")]
+
+    def spec_of(family, code_dim=256, **fields):
+        return model_config(
+            family, data.shape, code_dim=code_dim, net="conv", hidden=hidden, likelihood="gaussian", **fields
+        )
+
+    for code_dim in (int(c) for c in args.photo_codes.split(",")):
+        model = fit_model(spec_of("ae", code_dim), data, settings, bench)
+        rows += aekit_rows(model, f"AE conv, code {code_dim} (fixed bits)", bits, clean, PHOTO_SHOWN)
+    nm = tuple(int(c) for c in args.peer_channels.split(","))
+    peers, peer_notes = peer_rows(data, spec_of, settings, bench, PHOTO_LAMBDAS, PHOTO_LAMBDAS, nm, PHOTO_SHOWN)
+    rd_figures.equal_bytes(
+        HERE / "figures" / "equal_bytes_photos.png",
+        clean[list(PHOTO_SHOWN)],
+        rows + peers,
+        args.photo_bytes,
+        "held-out photo tiles",
+    )
+    return rows + peers, {**notes, **peer_notes}
+
+
+# The section of RESULTS.md.
+
+
+def section(parts: dict[str, dict]) -> str:
+    text = [HEADING, "", INTRO, ""]
+    for part, saved in parts.items():
+        text += part_text(part, saved)
+    text += [
+        "Figures: `bench/figures/rate_distortion.png` (PSNR and SSIM against bits per pixel, bytes per image on the "
+        "top axis), `bench/figures/equal_bytes_mnist.png` and `bench/figures/equal_bytes_photos.png` (originals "
+        "beside each method's decoding at the point nearest the same bytes per image).",
+        "",
+    ]
+    return "\n".join(text)
+
+
+INTRO = (
+    "`bench/compress.py`: rate-distortion curves. Bytes per image: the codecs (Pillow) with each image its own file, "
+    "headers counted, and for reference one file of all the images (MNIST: one 2800 x 2800 mosaic; photos: each "
+    "held-out photo whole) / the images it holds; aekit: one `aekit compress` file of all the test images (header, "
+    "tables and checksum included) / their number; CompressAI: its `compress()` strings, each with its length, and "
+    "the latent's shape once. Bits per pixel: bytes x 8 / pixels of an image (colour pixels counted once). PSNR: "
+    "the mean over images of each one's, in dB, on [0, 1] intensities; SSIM: the mean of each image's (Wang et al.'s "
+    "11 x 11 Gaussian window, as scikit-image computes it; colour: the mean over channels). BD-rate: Bjontegaard's "
+    "delta rate against JPEG as single files over the PSNR range both curves reach (log rate a PCHIP of PSNR, points "
+    "a curve's others beat left out); negative is fewer bytes. Throughput: images per second on one CPU thread, the "
+    "median over a curve's points (aekit: the encoder and the coder; the codecs: Pillow's encoder, then decoder)."
+)
+
+
+def part_text(part: str, saved: dict) -> list[str]:
+    rows, notes = saved["rows"], saved["notes"]
+    title = "MNIST, the 10,000 test images" if part == "mnist" else "Colour photos, a small set"
+    text = [f"### {title}", "", PART_INTRO[part], "", saved["settings"], ""]
+    text += [f"- {key}: {value}" for key, value in notes.items() if key != "png"]
+    png = notes["png"]
+    text += [f"- PNG (lossless): {png[ONE_EACH]:.1f} bytes per image as single files, {png[ONE_ALL]:.1f} in one.", ""]
+    bd_table = bd_rows(rows)
+    columns = BD_COLUMNS + ([PEER_COLUMN] if any(PEER_COLUMN in row for row in bd_table) else [])
+    text += [markdown_table(bd_table, columns, {}).rstrip(), ""]
+    targets = PSNR_TARGETS[part]
+    text += [
+        "Bytes per image at equal PSNR (interpolated on each curve; - where it does not reach it):",
+        "",
+        markdown_table(equal_psnr_rows(rows, targets), ["curve", *(f"{t} dB" for t in targets)], {}).rstrip(),
+        "",
+        "Throughput (images per second, one thread):",
+        "",
+        markdown_table(throughput_rows(rows), ["curve", "compress", "decompress"], {}).rstrip(),
+        "",
+        "<details><summary>Every point</summary>",
+        "",
+        markdown_table(rows, POINT_COLUMNS, POINT_FORMATS).rstrip(),
+        "",
+        "</details>",
+        "",
+    ]
+    return text
+
+
+PART_INTRO = {
+    "mnist": (
+        "28 x 28 grey digits. Fixed-bit PCA and AE (MLP 512-256, cross-entropy): `aekit compress --bits B` (each code "
+        "value at B bits between its dimension's minimum and maximum). RD-AE: `--model rd-ae` (MLP 512-256, code 32, "
+        "cross-entropy + lambda x bits), entropy-coded; CompressAI's `FactorizedPrior(N, M)` (its 3-channel first and "
+        "last layers replaced by 1-channel ones, the digits padded with zeros to 32 x 32 and cut back), trained on the "
+        "squared error + lambda x bits; both on the 60,000 training images for the same steps."
+    ),
+    "photos": (
+        f"64 x 64 colour tiles of held-out photos ({', '.join(TEST_PHOTOS)}: 148 tiles, scikit-learn's two are JPEGs "
+        f"already), the models trained on random 64 x 64 crops (half mirrored) of {', '.join(TRAIN_PHOTOS)} "
+        "(scikit-image's data): a small set, not a standard benchmark. aekit's conv nets (channels 32-64-128, a linear "
+        "layer to the code), the squared error; the fixed-bit AE at B bits a value; the RD-AE and CompressAI's "
+        "`FactorizedPrior(N, M)` (3 channels, as in the zoo) on the squared error + lambda x bits, for the same steps."
+    ),
+}
+PSNR_TARGETS = {"mnist": (16, 18, 20, 22, 24), "photos": (18, 20, 22, 24, 26, 28)}
+BD_COLUMNS = [
+    "curve",
+    "points",
+    "PSNR range (dB)",
+    "bytes per image",
+    "BD-rate vs JPEG (PSNR)",
+    "BD-rate vs JPEG (SSIM)",
+]
+PEER = "CompressAI factorized"
+PEER_COLUMN = "BD-rate vs CompressAI (PSNR)"
+POINT_COLUMNS = ["curve", "setting", "bytes_per_image", "bpp", "psnr_db", "ssim", "sse_per_image"]
+POINT_FORMATS = {"bytes_per_image": ".1f", "bpp": ".3f", "psnr_db": ".2f", "ssim": ".4f", "sse_per_image": ".3f"}
+
+
+def curves_of(rows: list[dict]) -> dict[str, list[dict]]:
+    curves: dict[str, list[dict]] = {}
+    for row in rows:
+        curves.setdefault(row["curve"], []).append(row)
+    return curves
+
+
+def _axis(points: list[dict], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    kept = [p for p in points if p.get(key) is not None]
+    return (np.array([p["bytes_per_image"] for p in kept]), np.array([p[key] for p in kept])) if kept else None
+
+
+def _delta(ours, reference, key: str) -> str:
+    """A delta rate and the range of ``key`` it is taken over, or why there is none."""
+    span = overlap(*ours, *reference)
+    if span is None:
+        return "no overlap"
+    unit = "{:.1f}-{:.1f} dB" if key == "psnr_db" else "{:.3f}-{:.3f}"
+    return f"{bd_rate(*ours, *reference):+.1f}% over " + unit.format(*span)
+
+
+def bd_rows(rows: list[dict]) -> list[dict]:
+    """Per curve: its points, ranges, and delta rates against JPEG's single files (PSNR, SSIM) and against
+    CompressAI's model where it ran."""
+    curves = curves_of(rows)
+    reference = {key: _axis(curves[REFERENCE], key) for key in ("psnr_db", "ssim")}
+    peer = next((_axis(points, "psnr_db") for name, points in curves.items() if name.startswith(PEER)), None)
+    table = []
+    for name, points in curves.items():
+        psnr_values = [p["psnr_db"] for p in points]
+        row = {
+            "curve": name,
+            "points": str(len(points)),
+            "PSNR range (dB)": f"{min(psnr_values):.1f}-{max(psnr_values):.1f}",
+            "bytes per image": f"{min(p['bytes_per_image'] for p in points):.1f}-"
+            f"{max(p['bytes_per_image'] for p in points):.1f}",
+        }
+        for key, column in (("psnr_db", "BD-rate vs JPEG (PSNR)"), ("ssim", "BD-rate vs JPEG (SSIM)")):
+            ours = _axis(points, key)
+            row[column] = "-" if ours is None or name == REFERENCE else _delta(ours, reference[key], key)
+        if peer is not None and not name.startswith(PEER):
+            row[PEER_COLUMN] = _delta(_axis(points, "psnr_db"), peer, "psnr_db")
+        table.append(row)
+    return table
+
+
+def equal_psnr_rows(rows: list[dict], targets) -> list[dict]:
+    table = []
+    for name, points in curves_of(rows).items():
+        rates = _axis(points, "psnr_db")
+        needed = {f"{t} dB": rate_at(*rates, t) for t in targets}
+        table.append({"curve": name, **{k: "-" if v is None else f"{v:.1f}" for k, v in needed.items()}})
+    return table
+
+
+def throughput_rows(rows: list[dict]) -> list[dict]:
+    table = []
+    for name, points in curves_of(rows).items():
+        timed = [p for p in points if p.get("compress_images_per_s")]
+        if timed:
+            table.append(
+                {
+                    "curve": name,
+                    "compress": f"{np.median([p['compress_images_per_s'] for p in timed]):,.0f}",
+                    "decompress": f"{np.median([p['decompress_images_per_s'] for p in timed]):,.0f}",
+                }
+            )
+    return table
 
 
 if __name__ == "__main__":

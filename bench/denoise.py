@@ -4,8 +4,9 @@ denoising auto-encoder trained on that noise, all at one code size; written to b
 Noise (on the [0, 1] intensities, seeded): gaussian with sigma 0.3 and 0.5 (not clipped), masking of 25% and 50% of
 the pixels (set to 0). PCA projects the noisy image onto the principal subspace of the clean training images.
 
-    python bench/denoise.py --data-dir ../shared/data/mnist
+    python -m bench.denoise --data-dir ../shared/data/mnist
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,9 +15,9 @@ import torch
 
 from aekit.apps import denoise
 from aekit.evaluate import psnr
-from aekit.models import ModelSpec, corrupt
+from aekit.models import corrupt, model_config
 from aekit.report import markdown_table, save_rows
-from mnist_runs import Bench, parser
+from bench.mnist_runs import Bench, parser
 
 HEADING = "## Denoising"
 NOISES = (("gaussian", 0.3), ("gaussian", 0.5), ("masking", 0.25), ("masking", 0.5))
@@ -30,16 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     shape, hidden = bench.data.shape, tuple(int(h) for h in args.hidden.split(","))
     clean = bench.data.x_test
-    pca = bench.fit(ModelSpec("pca", shape, code_dim=args.code_dim))
-    ae = bench.fit(ModelSpec("ae", shape, code_dim=args.code_dim, hidden=hidden))
+    pca = bench.fit(model_config("pca", shape, code_dim=args.code_dim))
+    ae = bench.fit(model_config("ae", shape, code_dim=args.code_dim, hidden=hidden))
     bench.say("PCA and the plain AE fitted")
     rows, figure = [], {"clean": clean[:10]}
     for kind, level in NOISES:
-        dae = bench.fit(ModelSpec("dae", shape, code_dim=args.code_dim, hidden=hidden, noise=kind, noise_level=level))
+        dae = bench.fit(
+            model_config("dae", shape, code_dim=args.code_dim, hidden=hidden, noise=kind, noise_level=level)
+        )
         torch.manual_seed(1)
         noisy = corrupt(torch.from_numpy(clean), kind, level).numpy()
-        outputs = {"noisy input": noisy, "PCA": denoise(pca, noisy), "AE": denoise(ae, noisy),
-                   "DAE": denoise(dae, noisy)}
+        outputs = {
+            "noisy input": noisy,
+            "PCA": denoise(pca, noisy),
+            "AE": denoise(ae, noisy),
+            "DAE": denoise(dae, noisy),
+        }
         rows.append({"noise": f"{kind} {level:g}", **{name: psnr(out, clean) for name, out in outputs.items()}})
         bench.say(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else v for k, v in rows[-1].items()))
         figure.update({f"{kind} {level:g}": noisy[:10], f"DAE ({kind} {level:g})": outputs["DAE"][:10]})
@@ -47,13 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     figure_path.parent.mkdir(exist_ok=True)
     save_rows(figure_path, figure, "MNIST test digits: noisy inputs and the DAE's outputs")
     columns = ["noise", "noisy input", "PCA", "AE", "DAE"]
-    text = "\n".join([
-        HEADING, "", "`bench/denoise.py`: PSNR (dB, peak 1, mean over the 10,000 MNIST test images) of the noisy "
-        f"input and of each model's output from it, code size {args.code_dim} for all three models; the AE and "
-        f"the DAEs are MLPs {'-'.join(map(str, hidden))} with the cross-entropy loss, one DAE per noise trained on "
-        "that noise, the AE on clean images; PCA is fitted on the clean training images.", "",
-        bench.settings_line(), markdown_table(rows, columns, {c: ".2f" for c in columns[1:]}).rstrip(), "",
-        "Figure: `bench/figures/denoise.png` (noisy inputs over the DAE's outputs).", ""])
+    text = "\n".join(
+        [
+            HEADING,
+            "",
+            "`bench/denoise.py`: PSNR (dB, peak 1, mean over the 10,000 MNIST test images) of the noisy "
+            f"input and of each model's output from it, code size {args.code_dim} for all three models; the AE and "
+            f"the DAEs are MLPs {'-'.join(map(str, hidden))} with the cross-entropy loss, one DAE per noise trained on "
+            "that noise, the AE on clean images; PCA is fitted on the clean training images.",
+            "",
+            bench.settings_line(),
+            markdown_table(rows, columns, {c: ".2f" for c in columns[1:]}).rstrip(),
+            "",
+            "Figure: `bench/figures/denoise.png` (noisy inputs over the DAE's outputs).",
+            "",
+        ]
+    )
     bench.publish(HEADING, text)
     return 0
 

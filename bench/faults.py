@@ -43,13 +43,14 @@ completely, the model loads, metrics.json and report.html are there), or `aekit 
 or the same command run again (without the limit) succeeds. Commands that use a run must leave it finished, and one
 refused only because of the limit must succeed when run again without it.
 
-    python bench/faults.py [--campaigns fuzz,kill,exclusive,files,scale,headers,tables] [--cases 1000] [--kills 8]
+    python -m bench.faults [--campaigns fuzz,kill,exclusive,files,scale,headers,tables] [--cases 1000] [--kills 8]
         [--kills-per-trial 2] [--seed 0] [--edge-trials 4] [--fsize-limits 2K,16K,128K,1M] [--memory-cap 2G]
 
 Prints the figures (kills survived out of N, fuzz cases run and malformed inputs rejected per reader, lost epochs,
 half-written files; for the edges one row per kind: trials, proceeded, refused in one line, tracebacks, other exits,
 folders left unusable, and the kind's own target) and exits 1 if any check failed or any target was missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,16 +73,14 @@ from hypothesis import HealthCheck, given, seed, settings
 from PIL import Image
 from safetensors.torch import load_file
 
+from aekit import runs
+from aekit.data import load_dataset
+from aekit.errors import AekitError
+from tests import test_fuzz as fuzz  # the strategies and checks live with the tests
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import test_fuzz as fuzz  # noqa: E402  (the strategies and checks live with the tests)
 
-from aekit import runs  # noqa: E402
-from aekit.data import load_dataset  # noqa: E402
-from aekit.errors import AekitError  # noqa: E402
-
-TRAIN = ["--model", "vae", "--hidden", "32", "--code-dim", "4", "--batch-size", "16", "--epochs", "12",
-         "--no-progress", "--device", "cpu"]
+TRAIN = "--model vae --hidden 32 --code-dim 4 --batch-size 16 --epochs 12 --no-progress --device cpu".split()
 EPOCHS = 12
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 POLL_S = 0.02
@@ -89,11 +88,13 @@ POLL_S = 0.02
 
 # ---------------------------------------------------------------- fuzzing
 
+
 def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
     """(name, strategy, check) for every reader; a check takes one drawn case."""
     compressor, valid_compressed = fuzz.compressor(small)
-    config, weights, checkpoint = ((run_dir / name).read_bytes() for name in (runs.CONFIG, runs.WEIGHTS,
-                                                                             runs.CHECKPOINT))
+    config, weights, checkpoint = (
+        (run_dir / name).read_bytes() for name in (runs.CONFIG, runs.WEIGHTS, runs.CHECKPOINT)
+    )
     return [
         ("IDX bytes", fuzz.IDX_CASES, fuzz.check_idx),
         ("IDX files (.gz or plain)", fuzz.IDX_FILE_CASES, lambda case: fuzz.check_idx_file(*case)),
@@ -103,24 +104,38 @@ def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
         (".csv", fuzz.CSV_CASES, lambda data: fuzz.check_array_file("fuzz.csv", data)),
         ("image folder", fuzz.IMAGE_CASES, fuzz.check_image_folder),
         ("JSON file (read_json)", fuzz.JSON_CASES, fuzz.check_read_json),
-        ("config.json (aekit.load)", fuzz.config_texts(config),
-         lambda text: fuzz.check_run(run_dir, {runs.CONFIG: text})),
-        ("model.safetensors (aekit.load)", fuzz.weights_files(weights),
-         lambda data: fuzz.check_run(run_dir, {runs.WEIGHTS: data})),
-        ("checkpoint.pt (load_checkpoint, resume)", fuzz.checkpoint_files(checkpoint),
-         lambda data: fuzz.check_checkpoint(run_dir, small, data)),
+        (
+            "config.json (aekit.load)",
+            fuzz.config_texts(config),
+            lambda text: fuzz.check_run(run_dir, {runs.CONFIG: text}),
+        ),
+        (
+            "model.safetensors (aekit.load)",
+            fuzz.weights_files(weights),
+            lambda data: fuzz.check_run(run_dir, {runs.WEIGHTS: data}),
+        ),
+        (
+            "checkpoint.pt (load_checkpoint, resume)",
+            fuzz.checkpoint_files(checkpoint),
+            lambda data: fuzz.check_checkpoint(run_dir, small, data),
+        ),
         ("dataset options of a config", fuzz.OPTION_CASES, lambda case: fuzz.check_dataset_options(*case)),
-        ("compressed file (aekit decompress)", fuzz.compressed_files(valid_compressed),
-         lambda data: fuzz.check_compressed(compressor, data)),
+        (
+            "compressed file (aekit decompress)",
+            fuzz.compressed_files(valid_compressed),
+            lambda data: fuzz.check_compressed(compressor, data),
+        ),
     ]
 
 
 def _counted(check, counts: Counter):
     """``check`` for one case, counting the cases run and how many were rejected (an AekitError) or accepted."""
+
     def case(value):
         result = check(value)
         counts["run"] += 1
         counts["rejected" if isinstance(result, AekitError) else "accepted"] += 1
+
     return case
 
 
@@ -131,9 +146,14 @@ def fuzz_campaign(cases: int, seed_value: int, folder: Path) -> tuple[list[dict]
     rows, failures = [], []
     for name, strategy, check in readers(run_dir, small):
         counts = Counter()
-        test = settings(max_examples=cases, deadline=None, database=None, derandomize=False, print_blob=True,
-                        suppress_health_check=list(HealthCheck))(seed(seed_value)(given(strategy)(
-                            _counted(check, counts))))
+        test = settings(
+            max_examples=cases,
+            deadline=None,
+            database=None,
+            derandomize=False,
+            print_blob=True,
+            suppress_health_check=list(HealthCheck),
+        )(seed(seed_value)(given(strategy)(_counted(check, counts))))
         started = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -141,19 +161,34 @@ def fuzz_campaign(cases: int, seed_value: int, folder: Path) -> tuple[list[dict]
                 test()
         except Exception as error:  # a failing case, reported with Hypothesis's shrunk example
             failures.append(f"{name}: {type(error).__name__}: {str(error)[:2000]}")
-        rows.append({"reader": name, "cases": counts["run"], "rejected": counts["rejected"],
-                     "accepted": counts["accepted"], "seconds": time.perf_counter() - started})
-        print(f"  {name}: {counts['run']} cases, {counts['rejected']} rejected, {counts['accepted']} accepted",
-              file=sys.stderr)
+        rows.append(
+            {
+                "reader": name,
+                "cases": counts["run"],
+                "rejected": counts["rejected"],
+                "accepted": counts["accepted"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  {name}: {counts['run']} cases, {counts['rejected']} rejected, {counts['accepted']} accepted",
+            file=sys.stderr,
+        )
     return rows, failures
 
 
 # ---------------------------------------------------------------- killing
 
+
 def _train(out: Path, resume: bool) -> subprocess.Popen:
     argv = ["--resume", "--out", str(out), "--no-progress"] if resume else ["--out", str(out), *TRAIN]
-    return subprocess.Popen([sys.executable, "-m", "aekit", "train", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aekit", "train", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def _epochs_in_history_csv(out: Path) -> int | None:
@@ -192,9 +227,14 @@ def _html(path: Path) -> None:
 
 def _half_written(out: Path) -> list[str]:
     """The files of the run folder that do not read completely (there should be none: every write is atomic)."""
-    checks = {runs.CONFIG: lambda path: runs.read_config(path.parent), runs.METRICS: runs.read_json,
-              runs.WEIGHTS: load_file, runs.CHECKPOINT: runs.load_checkpoint,
-              runs.HISTORY: lambda path: _epochs_in_history_csv(path.parent), "report.html": _html}
+    checks = {
+        runs.CONFIG: lambda path: runs.read_config(path.parent),
+        runs.METRICS: runs.read_json,
+        runs.WEIGHTS: load_file,
+        runs.CHECKPOINT: runs.load_checkpoint,
+        runs.HISTORY: lambda path: _epochs_in_history_csv(path.parent),
+        "report.html": _html,
+    }
     present = [(out / name, check) for name, check in checks.items() if (out / name).exists()]
     present += [(path, _png) for path in sorted(out.glob("figures/*.png"))]
     broken = []
@@ -221,14 +261,20 @@ def _timings(folder: Path) -> dict:
     assert process.returncode == 0, err
     first, last = min(k for k in finished if k > 0), max(finished)
     per_epoch = (finished[last] - finished[first]) / max(last - first, 1)
-    return {"weights": load_file(out / runs.WEIGHTS), "startup": max(finished[first] - first * per_epoch, 0),
-            "per_epoch": per_epoch, "tail": total - finished[last], "total": total}
+    return {
+        "weights": load_file(out / runs.WEIGHTS),
+        "startup": max(finished[first] - first * per_epoch, 0),
+        "per_epoch": per_epoch,
+        "tail": total - finished[last],
+        "total": total,
+    }
 
 
 def _refuses_to_resume(out: Path) -> bool:
     """Whether `--resume` on a run folder without a checkpoint exits 2 with one line telling to start again."""
-    refused = subprocess.run([sys.executable, "-m", "aekit", "train", "--resume", "--out", str(out)],
-                             capture_output=True, text=True, env=ENV)
+    refused = subprocess.run(
+        [sys.executable, "-m", "aekit", "train", "--resume", "--out", str(out)], capture_output=True, text=True, env=ENV
+    )
     lines = refused.stderr.strip().splitlines()
     return refused.returncode == 2 and len(lines) == 1 and "delete the folder" in lines[0]
 
@@ -270,9 +316,11 @@ def kill_campaign(kills: int, kills_per_trial: int, rng: random.Random, folder: 
     """Trials until ``kills`` SIGKILLs have landed; each trial's final weights are compared with an uninterrupted
     run's."""
     reference = _timings(folder)
-    print(f"  uninterrupted run: {reference['total']:.1f} s (start-up {reference['startup']:.1f} s, "
-          f"{reference['per_epoch']:.2f} s per epoch, {reference['tail']:.1f} s after the last epoch)",
-          file=sys.stderr)
+    print(
+        f"  uninterrupted run: {reference['total']:.1f} s (start-up {reference['startup']:.1f} s, "
+        f"{reference['per_epoch']:.2f} s per epoch, {reference['tail']:.1f} s after the last epoch)",
+        file=sys.stderr,
+    )
     tally, problems, trial = Counter(), [], 0
     while tally["kills"] < kills and trial < 3 * kills:
         out = folder / f"trial-{trial}" / "run"
@@ -281,13 +329,13 @@ def kill_campaign(kills: int, kills_per_trial: int, rng: random.Random, folder: 
         landed = _trial(out, min(kills_per_trial, kills - tally["kills"]), rng, reference, tally, problems)
         weights = load_file(out / runs.WEIGHTS)
         same = weights.keys() == reference["weights"].keys() and all(
-            torch.equal(weights[k], v) for k, v in reference["weights"].items())
+            torch.equal(weights[k], v) for k, v in reference["weights"].items()
+        )
         if not same:
             problems.append(f"{out.parent.name}: the final weights differ from the uninterrupted run's")
         tally["kills survived"] += landed if same and len(problems) == before else 0
         tally["trials"] += 1
-        print(f"  trial {trial}: {landed} kills, final weights {'identical' if same else 'DIFFERENT'}",
-              file=sys.stderr)
+        print(f"  trial {trial}: {landed} kills, final weights {'identical' if same else 'DIFFERENT'}", file=sys.stderr)
         trial += 1
     return {"tally": tally, "problems": problems}
 
@@ -295,8 +343,19 @@ def kill_campaign(kills: int, kills_per_trial: int, rng: random.Random, folder: 
 # ---------------------------------------------------------------- the edges
 
 AE = ["--model", "ae", "--hidden", "16", "--code-dim", "2", "--epochs", "2", "--device", "cpu", "--no-progress"]
-COMPARE = ["--models", "pca,ae", "--code-dim", "2", "--hidden", "16", "--epochs", "2", "--device", "cpu",
-           "--no-progress"]
+COMPARE = [
+    "--models",
+    "pca,ae",
+    "--code-dim",
+    "2",
+    "--hidden",
+    "16",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 PROCEEDED, REFUSED, TRACEBACK, OTHER = "proceeded", "refused in one line", "traceback", "other exit"
 COMMAND_SECONDS = 300  # a command taking longer is a hang
 GO = """import os, sys, time
@@ -343,6 +402,7 @@ def _limits(fsize: int | None, address_space: int | None):
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         if address_space is not None:
             resource.setrlimit(resource.RLIMIT_AS, (address_space, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
     return limit
 
 
@@ -352,8 +412,14 @@ class _Started:
     def __init__(self, argv, prefix=(), fsize=None, address_space=None):
         self.argv = [str(a) for a in argv]
         self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.process = subprocess.Popen([sys.executable, *prefix, *self.argv], stdout=self.out, stderr=self.err,
-                                        text=True, env=ENV, preexec_fn=_limits(fsize, address_space))
+        self.process = subprocess.Popen(
+            [sys.executable, *prefix, *self.argv],
+            stdout=self.out,
+            stderr=self.err,
+            text=True,
+            env=ENV,
+            preexec_fn=_limits(fsize, address_space),
+        )
 
     def wait(self) -> Done:
         """Reaped with wait4, for the process's own peak resident memory; killed past COMMAND_SECONDS."""
@@ -432,7 +498,7 @@ def _still_finished(run: Path, done: Done, again: bool = True) -> str | None:
     return None
 
 
-def _runs_usable(folder: Path, kind: "Kind", label: str) -> str | None:
+def _runs_usable(folder: Path, kind: Kind, label: str) -> str | None:
     """None where every run folder in ``folder`` (a compare --runs folder) is finished, or `train --resume`
     finishes it; one left unfinished after compare succeeded is noted."""
     wrong = []
@@ -468,8 +534,11 @@ class Kind:
             self.counts["unusable"] += 1
             self.problems.append(f"{self.name}, {label}: left unusable: {unusable}")
         line = done.err.strip().splitlines()[-1:] if done.outcome != PROCEEDED else []
-        print(f"  {label}: {done.outcome}{' (' + line[0][:160] + ')' if line else ''}"
-              f"{'; LEFT UNUSABLE' if unusable else ''}", file=sys.stderr)
+        print(
+            f"  {label}: {done.outcome}{' (' + line[0][:160] + ')' if line else ''}"
+            f"{'; LEFT UNUSABLE' if unusable else ''}",
+            file=sys.stderr,
+        )
 
     def miss(self, problem: str) -> None:
         self.met = False
@@ -488,11 +557,18 @@ def _copy(source: Path, to: Path) -> Path:
 def _fixtures(folder: Path) -> dict:
     """What the edge campaigns start from: a finished tiny run, one stopped after its first epoch, a compare --runs
     folder of finished runs, the digits' test images as .npy and a plain file."""
-    fixtures = {"run": folder / "finished", "half": folder / "one-epoch", "compared": folder / "compared",
-                "images": folder / "images.npy", "file": folder / "a-file"}
-    for argv in (["train", "--out", fixtures["run"], *AE],
-                 ["train", "--out", fixtures["half"], *AE[:-5], "--epochs", "1", *AE[-3:]],
-                 ["compare", "--out", folder / "comparison", "--runs", fixtures["compared"], *COMPARE]):
+    fixtures = {
+        "run": folder / "finished",
+        "half": folder / "one-epoch",
+        "compared": folder / "compared",
+        "images": folder / "images.npy",
+        "file": folder / "a-file",
+    }
+    for argv in (
+        ["train", "--out", fixtures["run"], *AE],
+        ["train", "--out", fixtures["half"], *AE[:-5], "--epochs", "1", *AE[-3:]],
+        ["compare", "--out", folder / "comparison", "--runs", fixtures["compared"], *COMPARE],
+    ):
         done = aekit(*argv)
         assert done.status == 0, (argv, done.err)
     import numpy as np
@@ -521,15 +597,17 @@ def exclusive_campaign(launches: int, fixtures: dict, folder: Path) -> Kind:
             go = trial / "go"
             started = [_Started(argv, ("-c", GO, str(go))) for _ in range(n)]
             deadline = time.monotonic() + 60
-            while len(list(trial.glob("go.*"))) < n and time.monotonic() < deadline and all(
-                    s.process.poll() is None for s in started):
+            while (
+                len(list(trial.glob("go.*"))) < n
+                and time.monotonic() < deadline
+                and all(s.process.poll() is None for s in started)
+            ):
                 time.sleep(0.01)  # until every process has done its imports and waits
             go.touch()
             dones = [s.wait() for s in started]
             unusable = _recovered(out, argv)
             for j, done in enumerate(dones):
-                kind.trial(f"{n} at once, {way}, launch {i}, process {j}", done,
-                           unusable=unusable if j == 0 else None)
+                kind.trial(f"{n} at once, {way}, launch {i}, process {j}", done, unusable=unusable if j == 0 else None)
             outcomes = sorted(done.outcome for done in dones)
             total += 1
             if outcomes == sorted([PROCEEDED] + [REFUSED] * (n - 1)):
@@ -563,13 +641,15 @@ def files_campaign(limits: list[int], fixtures: dict, folder: Path) -> Kind:
         trial = folder / f"blocked-{where.replace(' ', '-')}"
         trial.mkdir()
         run = _copy(fixtures["run"], trial / "run")
-        cases = [("train --out", ["train", "--out", out, *AE], None),
-                 ("export-projector --out", ["export-projector", run, "--out", out], run),
-                 ("compare --out", ["compare", "--out", out, "--runs", trial / "runs", *COMPARE], None),
-                 ("compare --runs", ["compare", "--out", trial / "comparison", "--runs", out, *COMPARE], None),
-                 ("denoise --out", ["denoise", run, fixtures["images"], "--out", out / "x.npy"], run),
-                 ("compress --out", ["compress", run, fixtures["images"], "--bits", "8", "--out", out / "x.aekc"], run),
-                 ("evaluate RUN", ["evaluate", out], None)]
+        cases = [
+            ("train --out", ["train", "--out", out, *AE], None),
+            ("export-projector --out", ["export-projector", run, "--out", out], run),
+            ("compare --out", ["compare", "--out", out, "--runs", trial / "runs", *COMPARE], None),
+            ("compare --runs", ["compare", "--out", trial / "comparison", "--runs", out, *COMPARE], None),
+            ("denoise --out", ["denoise", run, fixtures["images"], "--out", out / "x.npy"], run),
+            ("compress --out", ["compress", run, fixtures["images"], "--bits", "8", "--out", out / "x.aekc"], run),
+            ("evaluate RUN", ["evaluate", out], None),
+        ]
         for label, argv, used in cases:
             done = aekit(*argv)
             wrong = [] if blocker.is_file() and blocker.read_bytes() == content else ["the file was changed"]
@@ -594,23 +674,28 @@ def files_campaign(limits: list[int], fixtures: dict, folder: Path) -> Kind:
         run = _copy(fixtures["run"], trial / "run")
         done = aekit("evaluate", run, fsize=limit)
         kind.trial(f"evaluate, files up to {size}", done, unusable=_recovered(run, ["evaluate", run]))
-        for label, argv in (("export-projector", ["export-projector", run, "--out", trial / "projector"]),
-                            ("denoise", ["denoise", run, fixtures["images"], "--out", trial / "denoised.npy"]),
-                            ("compress", ["compress", run, fixtures["images"], "--bits", "8", "--out",
-                                          trial / "compressed.aekc"])):
+        for label, argv in (
+            ("export-projector", ["export-projector", run, "--out", trial / "projector"]),
+            ("denoise", ["denoise", run, fixtures["images"], "--out", trial / "denoised.npy"]),
+            ("compress", ["compress", run, fixtures["images"], "--bits", "8", "--out", trial / "compressed.aekc"]),
+        ):
             done = aekit(*argv, fsize=limit)
             kind.trial(f"{label}, files up to {size}", done, unusable=_still_finished(run, done))
-        for label, runs_dir in (("compare --runs, a first run", trial / "runs"),
-                                ("compare --runs reusing finished runs", _copy(fixtures["compared"],
-                                                                               trial / "compared"))):
+        for label, runs_dir in (
+            ("compare --runs, a first run", trial / "runs"),
+            ("compare --runs reusing finished runs", _copy(fixtures["compared"], trial / "compared")),
+        ):
             argv = ["compare", "--out", trial / f"comparison-{runs_dir.name}", "--runs", runs_dir, *COMPARE]
             done = aekit(*argv, fsize=limit)
             wrong = None
             if done.status != 0:
                 again = aekit(*argv)
                 wrong = None if again.status == 0 else f"the same command again: {again.outcome} ({again.tail()})"
-            kind.trial(f"{label}, files up to {size}", done,
-                       unusable=wrong or _runs_usable(runs_dir, kind, f"{label}, files up to {size}"))
+            kind.trial(
+                f"{label}, files up to {size}",
+                done,
+                unusable=wrong or _runs_usable(runs_dir, kind, f"{label}, files up to {size}"),
+            )
     kind.target = f"outputs where a file is or below one refused: {refused} of {blocked}; read-only: not tried (root)"
     if refused != blocked:
         kind.met = False
@@ -623,8 +708,11 @@ def scale_campaign(fixtures: dict, folder: Path) -> Kind:
 
     import aekit as api
 
-    kind, right, layouts = Kind("one scale"), 0, {"(n, h, w)": (200, 10, 10), "(n, 1, h, w)": (200, 1, 10, 10),
-                                                  "(n, h, w, 3)": (200, 10, 10, 3)}
+    kind, right, layouts = (
+        Kind("one scale"),
+        0,
+        {"(n, h, w)": (200, 10, 10), "(n, 1, h, w)": (200, 1, 10, 10), "(n, h, w, 3)": (200, 10, 10, 3)},
+    )
     rng = np.random.default_rng(0)
     for name, shape in layouts.items():
         trial = folder / f"scale-{len(shape)}-{shape[-1]}"
@@ -645,15 +733,18 @@ def scale_campaign(fixtures: dict, folder: Path) -> Kind:
             if clean.dtype != pixels.dtype or clean.shape != pixels.shape:
                 kind.miss(f"denoise uint8 {name}: gave {clean.dtype} {clean.shape} for {pixels.dtype} {pixels.shape}")
             elif np.abs(clean.astype(int) - expected.astype(int)).max() > 1 or clean.max() <= 1:
-                kind.miss(f"denoise uint8 {name}: not in 0..255 units (max {clean.max()}, the Python API's "
-                          f"reconstruct differs by up to {np.abs(clean.astype(int) - expected.astype(int)).max()})")
+                kind.miss(
+                    f"denoise uint8 {name}: not in 0..255 units (max {clean.max()}, the Python API's "
+                    f"reconstruct differs by up to {np.abs(clean.astype(int) - expected.astype(int)).max()})"
+                )
             else:
                 right += 1
         np.save(trial / "floats.npy", pixels.astype(np.float32))  # 0..255 saved as floats
         for command, extra, output in (("denoise", [], "f.npy"), ("compress", ["--bits", "8"], "f.aekc")):
             done = aekit(command, out, trial / "floats.npy", *extra, "--out", trial / output)
-            wrong = _still_finished(out, done, again=False) or (f"{output} was written"
-                                                                  if (trial / output).exists() else None)
+            wrong = _still_finished(out, done, again=False) or (
+                f"{output} was written" if (trial / output).exists() else None
+            )
             kind.trial(f"{command} float 0..255 {name}", done, REFUSED, wrong)
     kind.target = f"uint8 out of denoise in the input's dtype, shape and units: {right} of {len(layouts)}"
     kind.met = kind.met and right == len(layouts)
@@ -668,10 +759,14 @@ def headers_campaign(cap: int, fixtures: dict, folder: Path) -> Kind:
     idx_any = bytes([0, 0, 8, 2]) + (10**9).to_bytes(4, "big") + (137).to_bytes(4, "big") + bytes(64)
     n_8x8 = 137 * 10**9 // 64  # 8x8 images, the run's size: 137 GB
     idx_8x8 = bytes([0, 0, 8, 3]) + n_8x8.to_bytes(4, "big") + (8).to_bytes(4, "big") * 2 + bytes(64)
-    files = {"forged-ubyte": idx_any, "forged-ubyte.gz": gzip.compress(idx_any, mtime=0),
-             "forged-8x8-ubyte": idx_8x8, "forged-8x8-ubyte.gz": gzip.compress(idx_8x8, mtime=0),
-             "forged.npy": fuzz.npy_header("|u1", False, (10**9, 137)) + bytes(64),
-             "forged-8x8.npy": fuzz.npy_header("<f4", False, (137 * 10**9 // 256, 1, 8, 8)) + bytes(64)}
+    files = {
+        "forged-ubyte": idx_any,
+        "forged-ubyte.gz": gzip.compress(idx_any, mtime=0),
+        "forged-8x8-ubyte": idx_8x8,
+        "forged-8x8-ubyte.gz": gzip.compress(idx_8x8, mtime=0),
+        "forged.npy": fuzz.npy_header("|u1", False, (10**9, 137)) + bytes(64),
+        "forged-8x8.npy": fuzz.npy_header("<f4", False, (137 * 10**9 // 256, 1, 8, 8)) + bytes(64),
+    }
     trial = folder / "headers"
     trial.mkdir()
     run = _copy(fixtures["run"], trial / "run")
@@ -680,13 +775,16 @@ def headers_campaign(cap: int, fixtures: dict, folder: Path) -> Kind:
         for command, extra, output in (("denoise", [], "out.npy"), ("compress", ["--bits", "8"], "out.aekc")):
             done = aekit(command, run, trial / name, *extra, "--out", trial / output, address_space=cap)
             peak = max(peak, done.peak_kib)
-            wrong = _still_finished(run, done, again=False) or (f"{output} was written"
-                                                                  if (trial / output).exists() else None)
+            wrong = _still_finished(run, done, again=False) or (
+                f"{output} was written" if (trial / output).exists() else None
+            )
             kind.trial(f"{command} {name}", done, REFUSED, wrong)
             if done.outcome == REFUSED and any(w in done.err.lower() for w in ("memory", "allocate")):
                 kind.miss(f"{command} {name}: the refusal blames memory, so the claim was believed: {done.err}")
-    kind.target = f"refused in one line: {kind.counts[REFUSED]} of {kind.counts['trials']}; peak resident " \
-                  f"{peak / 1024:.0f} MiB under a {_named(cap)} address-space cap"
+    kind.target = (
+        f"refused in one line: {kind.counts[REFUSED]} of {kind.counts['trials']}; peak resident "
+        f"{peak / 1024:.0f} MiB under a {_named(cap)} address-space cap"
+    )
     return kind
 
 
@@ -699,15 +797,29 @@ def tables_campaign(folder: Path) -> Kind:
     kind, r2 = Kind("tables from the command line"), []
     rng = np.random.default_rng(0)
     z = rng.normal(size=(600, 3))
-    columns = [z @ rng.normal(size=3) * 10.0 ** k + rng.normal(size=600) * 0.01 * 10.0 ** k for k in range(-3, 6)]
+    columns = [z @ rng.normal(size=3) * 10.0**k + rng.normal(size=600) * 0.01 * 10.0**k for k in range(-3, 6)]
     table = folder / "wild.csv"
     np.savetxt(table, np.stack(columns, 1), delimiter=",", header=",".join(f"c{i}" for i in range(9)), comments="")
-    common = ["--dataset", table, "--code-dim", "3", "--hidden", "32", "--epochs", "30", "--device", "cpu",
-              "--no-progress"]
-    for label, model, extra, expect in (("PCA", "pca", [], PROCEEDED), ("AE", "ae", [], PROCEEDED),
-                                        ("VAE", "vae", [], PROCEEDED),
-                                        ("AE --no-standardize", "ae", ["--no-standardize"], PROCEEDED),
-                                        ("VAE --no-standardize", "vae", ["--no-standardize"], None)):
+    common = [
+        "--dataset",
+        table,
+        "--code-dim",
+        "3",
+        "--hidden",
+        "32",
+        "--epochs",
+        "30",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    for label, model, extra, expect in (
+        ("PCA", "pca", [], PROCEEDED),
+        ("AE", "ae", [], PROCEEDED),
+        ("VAE", "vae", [], PROCEEDED),
+        ("AE --no-standardize", "ae", ["--no-standardize"], PROCEEDED),
+        ("VAE --no-standardize", "vae", ["--no-standardize"], None),
+    ):
         out = folder / f"table-{label.replace(' ', '')}"
         argv = ["train", "--model", model, "--out", out, *extra, *common]
         done = aekit(*argv)
@@ -719,15 +831,23 @@ def tables_campaign(folder: Path) -> Kind:
             wrong = _recovered(out, argv)
         else:  # a refusal (the NaN of an unstandardized VAE): nothing left, or the last good checkpoint
             r2.append(f"{label} refused")
-            wrong = None if not out.exists() or runs.holds_run(out) else \
-                f"left {sorted(p.name for p in out.iterdir())} without a checkpoint"
+            wrong = (
+                None
+                if not out.exists() or runs.holds_run(out)
+                else f"left {sorted(p.name for p in out.iterdir())} without a checkpoint"
+            )
         kind.trial(label, done, expect, wrong)
     kind.target = "r2: " + ", ".join(r2)
     return kind
 
 
-EDGES = {"exclusive": exclusive_campaign, "files": files_campaign, "scale": scale_campaign,
-         "headers": headers_campaign, "tables": tables_campaign}
+EDGES = {
+    "exclusive": exclusive_campaign,
+    "files": files_campaign,
+    "scale": scale_campaign,
+    "headers": headers_campaign,
+    "tables": tables_campaign,
+}
 
 
 # ---------------------------------------------------------------- report
@@ -739,8 +859,9 @@ def _campaigns(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in CAMPAIGNS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown campaign {', '.join(unknown) or '(none)'}; "
-                                         f"choose from {','.join(CAMPAIGNS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown campaign {', '.join(unknown) or '(none)'}; choose from {','.join(CAMPAIGNS)}"
+        )
     return names
 
 
@@ -754,33 +875,51 @@ def _sizes(text: str) -> list[int]:
 def edge_table(kinds: list[Kind]) -> bool:
     """Prints one row per kind; whether every target was met."""
     columns = ("trials", PROCEEDED, REFUSED, TRACEBACK, OTHER, "unusable")
-    print("| kind | trials | proceeded | refused in one line | tracebacks (target 0) | other exits (target 0) | "
-          "folders left unusable (target 0) | the kind's own target |")
+    print(
+        "| kind | trials | proceeded | refused in one line | tracebacks (target 0) | other exits (target 0) | "
+        "folders left unusable (target 0) | the kind's own target |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         print(f"| {kind.name} | " + " | ".join(str(kind.counts[c]) for c in columns) + f" | {kind.target} |")
     print("| all | " + " | ".join(str(sum(k.counts[c] for k in kinds)) for c in columns) + " | |\n")
     unexpected = sum(k.counts["unexpected"] for k in kinds)
-    print(f"trials whose outcome was not the one expected: {unexpected}; targets met: "
-          f"{sum(k.ok() for k in kinds)} of {len(kinds)} kinds")
+    print(
+        f"trials whose outcome was not the one expected: {unexpected}; targets met: "
+        f"{sum(k.ok() for k in kinds)} of {len(kinds)} kinds"
+    )
     return all(k.ok() for k in kinds)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--campaigns", type=_campaigns, default=list(CAMPAIGNS),
-                        help=f"comma-separated, from {','.join(CAMPAIGNS)} (default: all)")
+    parser.add_argument(
+        "--campaigns",
+        type=_campaigns,
+        default=list(CAMPAIGNS),
+        help=f"comma-separated, from {','.join(CAMPAIGNS)} (default: all)",
+    )
     parser.add_argument("--cases", type=int, default=1000, help="fuzz cases per reader (default: 1000)")
     parser.add_argument("--kills", type=int, default=8, help="SIGKILLs to land in all (default: 8)")
-    parser.add_argument("--kills-per-trial", type=int, default=2, help="kills per training run before it may "
-                        "finish (default: 2)")
+    parser.add_argument(
+        "--kills-per-trial", type=int, default=2, help="kills per training run before it may finish (default: 2)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the fuzzing and the kill moments (default: 0)")
-    parser.add_argument("--edge-trials", type=int, default=4, help="exclusive: launches of 2 and of 3 processes "
-                        "each (default: 4)")
-    parser.add_argument("--fsize-limits", type=_sizes, default=[2 << 10, 16 << 10, 128 << 10, 1 << 20],
-                        help="files: the file-size limits to try, e.g. 2K,16K (default: 2K,16K,128K,1M)")
-    parser.add_argument("--memory-cap", type=_size, default=2 << 30, help="headers: the address-space limit of "
-                        "each command (default: 2G)")
+    parser.add_argument(
+        "--edge-trials", type=int, default=4, help="exclusive: launches of 2 and of 3 processes each (default: 4)"
+    )
+    parser.add_argument(
+        "--fsize-limits",
+        type=_sizes,
+        default=[2 << 10, 16 << 10, 128 << 10, 1 << 20],
+        help="files: the file-size limits to try, e.g. 2K,16K (default: 2K,16K,128K,1M)",
+    )
+    parser.add_argument(
+        "--memory-cap",
+        type=_size,
+        default=2 << 30,
+        help="headers: the address-space limit of each command (default: 2G)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     rows, failures, kills, kinds = None, [], None, []
@@ -800,34 +939,47 @@ def main() -> int:
             for name in edges:
                 (folder / name).mkdir()
                 takes_fixtures = name != "tables"
-                kinds.append(EDGES[name](*extra.get(name, ()), *((fixtures,) if takes_fixtures else ()),
-                                         folder / name))
+                kinds.append(EDGES[name](*extra.get(name, ()), *((fixtures,) if takes_fixtures else ()), folder / name))
 
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({os.cpu_count()} cores), torch "
-          f"{torch.__version__}; seed {args.seed}; wall time {(time.perf_counter() - started) / 60:.1f} min\n")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({os.cpu_count()} cores), torch "
+        f"{torch.__version__}; seed {args.seed}; wall time {(time.perf_counter() - started) / 60:.1f} min\n"
+    )
     ok = True
     if rows is not None:
         print("| reader | cases run | malformed inputs rejected | accepted as valid | seconds |")
         print("| --- | --- | --- | --- | --- |")
         for row in rows:
-            print(f"| {row['reader']} | {row['cases']} | {row['rejected']} | {row['accepted']} | "
-                  f"{row['seconds']:.0f} |")
+            print(
+                f"| {row['reader']} | {row['cases']} | {row['rejected']} | {row['accepted']} | {row['seconds']:.0f} |"
+            )
         total = {k: sum(row[k] for row in rows) for k in ("cases", "rejected", "accepted")}
         print(f"| all | {total['cases']} | {total['rejected']} | {total['accepted']} | |\n")
-        print(f"fuzz cases run: {total['cases']} ({args.cases} asked per reader, {len(rows)} readers); "
-              f"malformed inputs rejected: {total['rejected']}; failures: {len(failures)}")
+        print(
+            f"fuzz cases run: {total['cases']} ({args.cases} asked per reader, {len(rows)} readers); "
+            f"malformed inputs rejected: {total['rejected']}; failures: {len(failures)}"
+        )
         ok = ok and not failures
     if kills is not None:
         tally = kills["tally"]
-        print(f"kills survived: {tally['kills survived']} of {tally['kills']} (SIGKILL at random moments in "
-              f"{tally['trials']} training runs; {tally['killed before the first epoch']} before the first epoch "
-              "ended)")
-        print(f"lost epochs: {tally['lost epochs']} (of {tally['epochs finished before a kill']} finished before a "
-              "kill)")
-        print(f"half-written files: {tally['half-written files']}; leftover .*.tmp files: "
-              f"{tally['leftover .tmp files']}")
-        ok = ok and not kills["problems"] and tally["kills survived"] == tally["kills"] \
-            and tally["lost epochs"] == 0 and tally["half-written files"] == 0
+        print(
+            f"kills survived: {tally['kills survived']} of {tally['kills']} (SIGKILL at random moments in "
+            f"{tally['trials']} training runs; {tally['killed before the first epoch']} before the first epoch "
+            "ended)"
+        )
+        print(
+            f"lost epochs: {tally['lost epochs']} (of {tally['epochs finished before a kill']} finished before a kill)"
+        )
+        print(
+            f"half-written files: {tally['half-written files']}; leftover .*.tmp files: {tally['leftover .tmp files']}"
+        )
+        ok = (
+            ok
+            and not kills["problems"]
+            and tally["kills survived"] == tally["kills"]
+            and tally["lost epochs"] == 0
+            and tally["half-written files"] == 0
+        )
         failures = failures + kills["problems"]
     if kinds:
         if rows is not None or kills is not None:

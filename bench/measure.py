@@ -7,6 +7,7 @@ high-water mark (VmHWM in /proc/self/status, reset through /proc/self/clear_refs
 baseline. Without /proc (not Linux) it falls back to ``resource.getrusage``'s peak of the whole process, with
 no baseline and no reset.
 """
+
 from __future__ import annotations
 
 import platform
@@ -19,15 +20,20 @@ import torch
 MIB = 2**20
 # The ways aekit's trainer can run a step, named as its command-line flags, as TrainSettings options: torch.compile,
 # CUDA graphs captured by hand (CUDA only), both (torch.compile's kernels captured by hand), or eagerly.
-STEPS = {"compile": {"compile": True}, "cuda-graph": {"cuda_graph": True},
-         "compile+cuda-graph": {"compile": True, "cuda_graph": True}, "eager": {}}
+STEPS = {
+    "compile": {"compile": True},
+    "cuda-graph": {"cuda_graph": True},
+    "compile+cuda-graph": {"compile": True, "cuda_graph": True},
+    "eager": {},
+}
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    # platform.machine(), not processor(): the latter runs `uname -p` in a process on Linux.
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 class PeakMemory:

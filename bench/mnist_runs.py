@@ -1,5 +1,6 @@
 """What the benchmarks of the uses of codes (denoise, upscale, compress) share: the MNIST data, seeded training,
 the command line, and rewriting their own section of bench/RESULTS.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ import torch
 import aekit
 from aekit import runs
 from aekit.data import Dataset, load_dataset
-from aekit.models import ModelSpec, build_model
+from aekit.models import ModelConfig, build_model
 from aekit.trainer import TrainSettings, resolve_device, train
-from measure import device_name
+from bench.measure import device_name
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -43,28 +44,38 @@ class Bench:
         self.started = time.perf_counter()
         self.device = resolve_device(args.device)
         mnist = load_dataset("mnist", data_dir=args.data_dir)
-        self.data: Dataset = dataclasses.replace(mnist, x_train=mnist.x_train[:args.train_examples],
-                                                 y_train=mnist.y_train[:args.train_examples])
-        self.settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, schedule="cosine",
-                                      seed=args.seed, compile=self.device.type == "cuda")
-        self.say(f"{len(self.data.x_train)} training images, {len(self.data.x_test)} test images, "
-                 f"{device_name(self.device)}")
+        self.data: Dataset = dataclasses.replace(
+            mnist, x_train=mnist.x_train[: args.train_examples], y_train=mnist.y_train[: args.train_examples]
+        )
+        self.settings = TrainSettings(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=1e-3,
+            schedule="cosine",
+            seed=args.seed,
+            compile=self.device.type == "cuda",
+        )
+        self.say(
+            f"{len(self.data.x_train)} training images, {len(self.data.x_test)} test images, {device_name(self.device)}"
+        )
 
     def say(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:7.1f} s] {text}", flush=True)
 
-    def fit(self, spec: ModelSpec) -> torch.nn.Module:
+    def fit(self, spec: ModelConfig) -> torch.nn.Module:
         """A freshly seeded model of ``spec`` trained on the training images, in evaluation mode, on the CPU."""
         model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed)
-        self.say(f"fitted {spec.model} (code {spec.code_dim}, task {spec.task}) in {seconds:.0f} s")
+        task = f", task {spec.task}" if hasattr(spec, "task") else ""
+        self.say(f"fitted {spec.family} (code {spec.code_dim}{task}) in {seconds:.0f} s")
         return model.cpu().eval()
 
     def settings_line(self) -> str:
-        return (f"{datetime.date.today().isoformat()}, {device_name(self.device)}, torch {torch.__version__}, "
-                f"aekit {aekit.__version__}; {len(self.data.x_train)} training images, {self.args.epochs} epochs "
-                f"of batch {self.args.batch_size} per model (Adam 1e-3, cosine schedule), seed {self.args.seed}; "
-                f"wall time {(time.perf_counter() - self.started) / 60:.1f} min.\n\n    python "
-                + " ".join(sys.argv) + "\n")
+        return (
+            f"{datetime.date.today().isoformat()}, {device_name(self.device)}, torch {torch.__version__}, "
+            f"aekit {aekit.__version__}; {len(self.data.x_train)} training images, {self.args.epochs} epochs "
+            f"of batch {self.args.batch_size} per model (Adam 1e-3, cosine schedule), seed {self.args.seed}; "
+            f"wall time {(time.perf_counter() - self.started) / 60:.1f} min.\n\n    python " + " ".join(sys.argv) + "\n"
+        )
 
     def publish(self, heading: str, text: str) -> None:
         """Print the results and make them the ``heading`` section of the results file."""
@@ -72,8 +83,9 @@ class Bench:
         write_section(self.args.results, heading, text)
 
 
-def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.device, seed: int,
-        out: Path | None = None):
+def fit(
+    spec: ModelConfig, data: Dataset, settings: TrainSettings, device: torch.device, seed: int, out: Path | None = None
+):
     """A freshly seeded model of ``spec`` trained on ``data`` (closed-form ones fitted); returns it and the seconds
     its training took. With ``out``, training checkpoints there each epoch and goes on from a checkpoint it finds
     (which must come from the same spec and settings), so a run cut short by a time limit loses at most an epoch."""
@@ -83,8 +95,7 @@ def fit(spec: ModelSpec, data: Dataset, settings: TrainSettings, device: torch.d
     resume = out is not None and (out / runs.CHECKPOINT).exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    history = train(model, data, settings, out=out, resume=resume, device=device, progress=False,
-                    test_each_epoch=False)
+    history = train(model, data, settings, out=out, resume=resume, device=device, progress=False, test_each_epoch=False)
     return model, sum(record["seconds"] for record in history)
 
 

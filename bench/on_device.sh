@@ -33,9 +33,9 @@ mkdir -p "$out"
 parts=${PARTS:-speed tests quality}
 wants() { case " $parts " in *" $1 "*) ;; *) return 1;; esac; }
 if wants speed; then
-    timeout 260 python3 bench/train_speed.py --data-dir "$data" --epochs 3 --accuracy --models 2>&1 \
+    timeout 260 python -m bench.train_speed --data-dir "$data" --epochs 3 --accuracy --models 2>&1 \
         | tee -a "$out/speed.log"
-    timeout 50 python3 bench/eval_speed.py --data-dir "$data" 2>&1 | tee -a "$out/speed.log"
+    timeout 50 python -m bench.eval_speed --data-dir "$data" 2>&1 | tee -a "$out/speed.log"
 fi
 if wants tests; then
     timeout 200 python3 -m pytest -v --tb=short -p no:cacheprovider tests/test_parallel_and_precision.py \
@@ -48,7 +48,7 @@ step=${STEP:-$(sed -n 's/^aekit: aekit-\([a-z+-]*\) .*/\1/p' "$out/speed.log")}
 step=${step:-cuda-graph}
 if wants quality && [ "$(left)" -gt 60 ]; then
     echo "quality runs with --step $step for $(($(left) - 20)) s"
-    timeout "$(($(left) - 20))" python3 bench/quality_mnist.py --data-dir "$data" --resume --step "$step" \
+    timeout "$(($(left) - 20))" python -m bench.quality_mnist --data-dir "$data" --resume --step "$step" \
         ${QUALITY_MODELS:+--models "$QUALITY_MODELS"} 2>&1 | tee "$out/quality.log"
 fi
 cp bench/RESULTS.md "$out/"

@@ -21,11 +21,12 @@ differ from the saved ones starts afresh. While a model trains it checkpoints ea
 named by a digest of its settings, removed once its row is saved), and --resume goes on from there: a model longer
 than one command's time limit is trained over several. bench/on_device.sh runs it on a GPU with the speed benchmarks.
 
-    python bench/quality_mnist.py --data-dir ../shared/data/mnist --quick
-    python bench/quality_mnist.py --data-dir ../shared/data/mnist --mode cpu
-    python bench/quality_mnist.py --data-dir ../shared/data/mnist                    # full: on a GPU
-    python bench/quality_mnist.py --data-dir ../shared/data/mnist --models vae,iwae  # part of it
+    python -m bench.quality_mnist --data-dir ../shared/data/mnist --quick
+    python -m bench.quality_mnist --data-dir ../shared/data/mnist --mode cpu
+    python -m bench.quality_mnist --data-dir ../shared/data/mnist                    # full: on a GPU
+    python -m bench.quality_mnist --data-dir ../shared/data/mnist --models vae,iwae  # part of it
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,11 @@ from aekit.atomic import atomic_write
 from aekit.data import Dataset, load_dataset
 from aekit.data.binarize import binarized
 from aekit.evaluate import evaluate, importance_weighted_nll
-from aekit.models import ModelSpec
+from aekit.models import model_config
 from aekit.report import markdown_table
 from aekit.trainer import TrainSettings, resolve_device
-from measure import STEPS, device_name
-from mnist_runs import fit, write_section
+from bench.measure import STEPS, device_name
+from bench.mnist_runs import fit, write_section
 
 SECTION = "## Quality on MNIST"
 PUBLISHED = {"pca": 13.87, "ae": 3.00, "vae": 86.76, "iwae": 84.78}
@@ -71,12 +72,16 @@ class Mode:
 
 
 # Quick: one pass over 10,000 images in batches of 32 (on a CPU, more small steps beat fewer large ones early on).
-MODES = {"quick": Mode("quick", "Quick", 10_000, 1, 32, 1, 32, 5, 200, 500),
-         "cpu": Mode("cpu", "CPU", None, 100, 128, 500, 100, 50, 5000, None),
-         "full": Mode("full", "Full", None, 150, 128, 1000, 100, 50, 5000, None)}
-DEFAULT_MODELS = {"quick": ("pca", "ae-mlp", "ae-conv", "vae", "iwae"),
-                  "cpu": ("pca", "ae-mlp", "ae-conv", "vae"),
-                  "full": ("pca", "ae-mlp", "vae", "ae-conv", "iwae", "ae-conv-deep")}  # cheap and telling first
+MODES = {
+    "quick": Mode("quick", "Quick", 10_000, 1, 32, 1, 32, 5, 200, 500),
+    "cpu": Mode("cpu", "CPU", None, 100, 128, 500, 100, 50, 5000, None),
+    "full": Mode("full", "Full", None, 150, 128, 1000, 100, 50, 5000, None),
+}
+DEFAULT_MODELS = {
+    "quick": ("pca", "ae-mlp", "ae-conv", "vae", "iwae"),
+    "cpu": ("pca", "ae-mlp", "ae-conv", "vae"),
+    "full": ("pca", "ae-mlp", "vae", "ae-conv", "iwae", "ae-conv-deep"),
+}  # cheap and telling first
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,26 +89,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder holding the four MNIST IDX files")
     parser.add_argument("--mode", choices=MODES, default="full", help="full (default: on a GPU), cpu or quick")
     parser.add_argument("--quick", action="store_true", help="the same as --mode quick: a few minutes on a 2-core CPU")
-    parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}, run in that order "
-                                         "(default: the mode's)")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip the models already saved with these settings in bench/quality_<mode>.json, and "
-                             "go on with a model's training from its checkpoint in --runs-dir")
-    parser.add_argument("--runs-dir", type=Path, default=Path(__file__).with_name("runs"),
-                        help="where each model checkpoints its training (default: bench/runs, git-ignored)")
+    parser.add_argument(
+        "--models", help=f"comma-separated subset of {','.join(MODELS)}, run in that order (default: the mode's)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the models already saved with these settings in bench/quality_<mode>.json, and "
+        "go on with a model's training from its checkpoint in --runs-dir",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path(__file__).with_name("runs"),
+        help="where each model checkpoints its training (default: bench/runs, git-ignored)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda")
-    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
-                        help="the Markdown file whose '## Quality on MNIST' section is rewritten")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(__file__).with_name("RESULTS.md"),
+        help="the Markdown file whose '## Quality on MNIST' section is rewritten",
+    )
     parser.add_argument("--ae-epochs", type=int, help="override the auto-encoders' epochs")
     parser.add_argument("--vae-epochs", type=int, help="override the VAE's and IWAE's epochs")
-    parser.add_argument("--step", choices=STEPS, help="how the trainer runs a step: torch.compile, CUDA graphs "
-                                                      "captured by hand, both, or eagerly (default: both on CUDA, else "
-                                                      "eager)")
+    parser.add_argument(
+        "--step",
+        choices=STEPS,
+        help="how the trainer runs a step: torch.compile, CUDA graphs "
+        "captured by hand, both, or eagerly (default: both on CUDA, else "
+        "eager)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     mode = MODES["quick" if args.quick else args.mode]
-    mode = dataclasses.replace(mode, ae_epochs=args.ae_epochs or mode.ae_epochs,
-                               vae_epochs=args.vae_epochs or mode.vae_epochs)
+    mode = dataclasses.replace(
+        mode, ae_epochs=args.ae_epochs or mode.ae_epochs, vae_epochs=args.vae_epochs or mode.vae_epochs
+    )
     selected = DEFAULT_MODELS[mode.name] if args.models is None else tuple(args.models.split(","))
     unknown = sorted(set(selected) - set(MODELS))
     if unknown:
@@ -111,11 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
 
     mnist = load_dataset("mnist", data_dir=args.data_dir)
-    data = mnist if mode.train_examples is None else dataclasses.replace(
-        mnist, x_train=mnist.x_train[:mode.train_examples], y_train=mnist.y_train[:mode.train_examples])
+    data = (
+        mnist
+        if mode.train_examples is None
+        else dataclasses.replace(
+            mnist, x_train=mnist.x_train[: mode.train_examples], y_train=mnist.y_train[: mode.train_examples]
+        )
+    )
     log = Log()
-    log.say(f"{mode.name} mode on {device_name(device)}; {len(data.x_train)} training images, "
-            f"{len(data.x_test)} test images; models {', '.join(selected)}")
+    log.say(
+        f"{mode.name} mode on {device_name(device)}; {len(data.x_train)} training images, "
+        f"{len(data.x_test)} test images; models {', '.join(selected)}"
+    )
     saved = SavedRows(args.results.with_name(f"quality_{mode.name}.json"), mode, args.seed, log)
     # On CUDA both: the fastest way measured by train_speed.py (bench/RESULTS.md, "On a GPU").
     step = args.step or ("compile+cuda-graph" if device.type == "cuda" else "eager")
@@ -129,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             shutil.rmtree(folder, ignore_errors=True)
         model, seconds, row = measure(key, mode, mnist, data, settings, device, args.seed, folder)
-        row.update(evaluate(model, data), train_seconds=seconds, parameters=parameters(model),
-                   date=datetime.date.today().isoformat(), device=device_name(device), torch=torch.__version__,
-                   aekit=aekit.__version__, command=command, wall_seconds=time.perf_counter() - started)
+        row.update(
+            evaluate(model, data),
+            train_seconds=seconds,
+            parameters=parameters(model),
+            date=datetime.date.today().isoformat(),
+            device=device_name(device),
+            torch=torch.__version__,
+            aekit=aekit.__version__,
+            command=command,
+            wall_seconds=time.perf_counter() - started,
+        )
         log.say(f"{row['label']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
         saved.put(key, row)
         shutil.rmtree(folder, ignore_errors=True)
@@ -148,44 +185,84 @@ def run_folder(root: Path, mode: Mode, seed: int, key: str) -> Path:
     return root / f"{mode.name}-{key}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
-def measure(key: str, mode: Mode, mnist: Dataset, data: Dataset, settings: TrainSettings, device: torch.device,
-            seed: int, out: Path | None = None) -> tuple[torch.nn.Module, float, dict]:
+def measure(
+    key: str,
+    mode: Mode,
+    mnist: Dataset,
+    data: Dataset,
+    settings: TrainSettings,
+    device: torch.device,
+    seed: int,
+    out: Path | None = None,
+) -> tuple[torch.nn.Module, float, dict]:
     """Train the benchmark's model ``key`` (checkpointing in ``out``, and going on from a checkpoint there): the
     model, its training seconds and what its row says besides the test metrics (label, settings, and for the VAEs
     the NLL estimate on the binarized test images)."""
     if key == "pca":  # closed form: always all 60,000 images
-        model, seconds = fit(ModelSpec("pca", mnist.shape, code_dim=30), mnist, settings, device, seed)
-        return model, seconds, {"label": "PCA, 30 components", "published_key": "pca", "code": 30,
-                                "settings": "scikit-learn PCA (full SVD) on all 60,000 training images"}
+        model, seconds = fit(model_config("pca", mnist.shape, code_dim=30), mnist, settings, device, seed)
+        return (
+            model,
+            seconds,
+            {
+                "label": "PCA, 30 components",
+                "published_key": "pca",
+                "code": 30,
+                "settings": "scikit-learn PCA (full SVD) on all 60,000 training images",
+            },
+        )
     if key.startswith("ae-"):
         channels = {"ae-mlp": (1000, 500, 250), "ae-conv": (32, 64), "ae-conv-deep": (64, 128, 256)}[key]
         net = "mlp" if key == "ae-mlp" else "conv"
         label = f"AE {'MLP 784-1000-500-250-30' if net == 'mlp' else 'conv ' + '-'.join(map(str, channels)) + ' -> 30'}"
-        spec = ModelSpec("ae", mnist.shape, code_dim=30, net=net, hidden=channels)
+        spec = model_config("ae", mnist.shape, code_dim=30, net=net, hidden=channels)
         ae_settings = dataclasses.replace(settings, epochs=mode.ae_epochs, batch_size=mode.ae_batch)
         model, seconds = fit(spec, data, ae_settings, device, seed, out)
-        return model, seconds, {"label": label, "published_key": "ae", "code": 30,
-                                "settings": f"BCE, Adam 1e-3 cosine, batch {mode.ae_batch}, {epochs(mode.ae_epochs)}"}
+        return (
+            model,
+            seconds,
+            {
+                "label": label,
+                "published_key": "ae",
+                "code": 30,
+                "settings": f"BCE, Adam 1e-3 cosine, batch {mode.ae_batch}, {epochs(mode.ae_epochs)}",
+            },
+        )
     objective = "elbo" if key == "vae" else "iwae"
-    spec = ModelSpec("vae", mnist.shape, code_dim=50, hidden=(200, 200), objective=objective,
-                     iw_samples=mode.iw_samples, binarize=True)
+    spec = model_config(
+        "vae",
+        mnist.shape,
+        code_dim=50,
+        hidden=(200, 200),
+        objective=objective,
+        iw_samples=mode.iw_samples,
+        binarize=True,
+    )
     vae_settings = dataclasses.replace(settings, epochs=mode.vae_epochs, batch_size=mode.vae_batch)
     model, seconds = fit(spec, data, vae_settings, device, seed, out)
-    test_binary = binarized(mnist).x_test[:mode.nll_examples]
-    estimate = importance_weighted_nll(model, test_binary, mode.nll_samples, batch_size=100,
-                                       max_rows=2**18 if device.type == "cuda" else 2**15)
-    return model, seconds, {
-        "label": f"{'VAE' if key == 'vae' else f'IWAE k={mode.iw_samples}'} 784-200-200-50", "published_key": key,
-        "code": 50,
-        "settings": f"dynamically binarized, Adam 1e-3 cosine, batch {mode.vae_batch}, {epochs(mode.vae_epochs)}",
-        "nll": float(estimate.nll.mean()), "nll_samples": mode.nll_samples, "nll_examples": len(test_binary)}
+    test_binary = binarized(mnist).x_test[: mode.nll_examples]
+    estimate = importance_weighted_nll(
+        model, test_binary, mode.nll_samples, batch_size=100, max_rows=2**18 if device.type == "cuda" else 2**15
+    )
+    return (
+        model,
+        seconds,
+        {
+            "label": f"{'VAE' if key == 'vae' else f'IWAE k={mode.iw_samples}'} 784-200-200-50",
+            "published_key": key,
+            "code": 50,
+            "settings": f"dynamically binarized, Adam 1e-3 cosine, batch {mode.vae_batch}, {epochs(mode.vae_epochs)}",
+            "nll": float(estimate.nll.mean()),
+            "nll_samples": mode.nll_samples,
+            "nll_examples": len(test_binary),
+        },
+    )
 
 
 class SavedRows:
     """The finished models' rows of one mode, kept in a JSON file; settings that differ from the file's start it
     afresh, so one table never mixes settings."""
 
-    def __init__(self, path: Path, mode: Mode, seed: int, log: "Log"):
+    def __init__(self, path: Path, mode: Mode, seed: int, log: Log):
         self.path = path
         self.identity = {"mode": dataclasses.asdict(mode), "seed": seed}
         self.rows: dict[str, dict] = {}
@@ -232,39 +309,75 @@ def section(mode: Mode, saved: dict[str, dict]) -> str:
     def distinct(field: str) -> str:
         return ", ".join(dict.fromkeys(str(row[field]) for row in rows))
 
-    lines = [heading(mode), "",
-             f"{distinct('date')}, {distinct('device')}, torch {distinct('torch')}, aekit {distinct('aekit')}; "
-             f"wall time {sum(row['wall_seconds'] for row in rows) / 60:.1f} min.", ""]
+    lines = [
+        heading(mode),
+        "",
+        f"{distinct('date')}, {distinct('device')}, torch {distinct('torch')}, aekit {distinct('aekit')}; "
+        f"wall time {sum(row['wall_seconds'] for row in rows) / 60:.1f} min.",
+        "",
+    ]
     lines += [f"    {command}" for command in dict.fromkeys(row["command"] for row in rows)]
-    lines += ["", f"Training: {mode.train_examples or 60000} of the 60,000 training images (PCA: all of them); "
-              f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, "
-              f"VAE{f' and IWAE (k={mode.iw_samples})' if 'iwae' in DEFAULT_MODELS[mode.name] + tuple(saved) else ''} "
-              f"{epochs(mode.vae_epochs)} of batch {mode.vae_batch}; "
-              f"NLL estimated with k={mode.nll_samples} importance samples on "
-              f"{mode.nll_examples or 10000} test images binarized once with seed 0.", ""]
+    lines += [
+        "",
+        f"Training: {mode.train_examples or 60000} of the 60,000 training images (PCA: all of them); "
+        f"auto-encoders {epochs(mode.ae_epochs)} of batch {mode.ae_batch}, "
+        f"VAE{f' and IWAE (k={mode.iw_samples})' if 'iwae' in DEFAULT_MODELS[mode.name] + tuple(saved) else ''} "
+        f"{epochs(mode.vae_epochs)} of batch {mode.vae_batch}; "
+        f"NLL estimated with k={mode.nll_samples} importance samples on "
+        f"{mode.nll_examples or 10000} test images binarized once with seed 0.",
+        "",
+    ]
     compared = []
     for row in rows:
         nll = "nll" in row
         published = PUBLISHED[row["published_key"]]
         if row["published_key"] == "iwae" and mode.iw_samples != 50:
             published = None  # the published IWAE figure is for k=50
-        compared.append({"what": f"{row['label']}: " + (f"NLL (k={row['nll_samples']}), nats" if nll
-                                                         else "squared error per test image"),
-                         "published": published, "ours": row["nll" if nll else "sse_per_example"],
-                         "seconds": row["train_seconds"]})
+        compared.append(
+            {
+                "what": f"{row['label']}: "
+                + (f"NLL (k={row['nll_samples']}), nats" if nll else "squared error per test image"),
+                "published": published,
+                "ours": row["nll" if nll else "sse_per_example"],
+                "seconds": row["train_seconds"],
+            }
+        )
     for entry in compared:
         published = entry["published"]
         # Published figures are rounded to two decimals: a tie within that rounding counts as reached.
         entry["reached"] = "-" if published is None else "yes" if entry["ours"] <= published + 0.005 else "no"
-    lines.append(markdown_table(compared, ["what", "published", "ours", "reached", "seconds"],
-                                {"published": ".2f", "ours": ".3f", "seconds": ".0f"}))
-    lines += ["Test metrics (probes fitted on the training codes, scored on the test codes; the VAEs on the "
-              "binarized data):", "",
-              markdown_table([{"model": row["label"], **row} for row in rows],
-                             ["model", "code", "sse_per_example", "bce_per_example", "neg_elbo",
-                              "knn_accuracy", "logreg_accuracy", "parameters", "settings"],
-                             {"sse_per_example": ".3f", "bce_per_example": ".2f", "neg_elbo": ".2f",
-                              "knn_accuracy": ".4f", "logreg_accuracy": ".4f"})]
+    lines.append(
+        markdown_table(
+            compared,
+            ["what", "published", "ours", "reached", "seconds"],
+            {"published": ".2f", "ours": ".3f", "seconds": ".0f"},
+        )
+    )
+    lines += [
+        "Test metrics (probes fitted on the training codes, scored on the test codes; the VAEs on the binarized data):",
+        "",
+        markdown_table(
+            [{"model": row["label"], **row} for row in rows],
+            [
+                "model",
+                "code",
+                "sse_per_example",
+                "bce_per_example",
+                "neg_elbo",
+                "knn_accuracy",
+                "logreg_accuracy",
+                "parameters",
+                "settings",
+            ],
+            {
+                "sse_per_example": ".3f",
+                "bce_per_example": ".2f",
+                "neg_elbo": ".2f",
+                "knn_accuracy": ".4f",
+                "logreg_accuracy": ".4f",
+            },
+        ),
+    ]
     missed = [entry["what"].split(":")[0] for entry in compared if entry["reached"] == "no"]
     lines.append("Published figures not reached in this run: " + ("; ".join(missed) if missed else "none") + ".")
     absent = [key for key in DEFAULT_MODELS[mode.name] if key not in saved]

@@ -3,9 +3,10 @@ and the memory of a streamed training on a small store and on one larger than th
 
 Three parts (``--parts``), each on data generated here and removed afterwards:
 
-- pack: a folder of ``--pngs`` generated PNGs (64x64 RGB: gradients and noise) is packed with ``--workers`` 1 and 2;
-  images per second per worker against Pillow's bare decode of the same files in one process (open, convert, as an
-  array), and each pack's peak resident memory (the largest process of its tree).
+- pack: a folder of ``--pngs`` generated PNGs (64x64 RGB: gradients and noise) is packed with ``--workers`` 1 and 2,
+  ``--rounds`` times alternated; images per second per worker against Pillow's bare decode of the same files in one
+  process (read, open, convert, as an array) measured just before each pack, and each pack's peak resident memory
+  (the largest process of its tree).
 - speed: an MNIST-sized store (60,000 uint8 images of 28x28: the real MNIST when ``--mnist DIR`` holds it, else
   generated), PyTorch's VAE example (784-400-20, batch 128), one epoch in each mode, ``--rounds`` times alternated;
   images per second, stream over device.
@@ -15,8 +16,9 @@ Three parts (``--parts``), each on data generated here and removed afterwards:
   its images per second against the disk's own random-read rate for rows of that size, and whether the machine
   swapped (pswpout in /proc/vmstat).
 
-    python bench/scale.py [--parts pack,speed,memory] [--pngs 50000] [--big-gib 32] [--small-gib 0.5] [--rounds 3]
+    python -m bench.scale [--parts pack,speed,memory] [--pngs 50000] [--big-gib 32] [--small-gib 0.5] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,20 +59,49 @@ def _write_png(args) -> None:
 
 def _measured(command: list[str], timeout: float = 3600) -> tuple[float, float, str]:
     """(seconds, peak resident MiB of the largest process in the command's tree, stdout) of a fresh process."""
-    probe = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
-             "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "sys.stderr.write(done.stderr); print(done.stdout); "
-             "print('MEASURED', done.returncode, time.perf_counter() - start, "
-             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    probe = (
+        "import resource, subprocess, sys, time; start = time.perf_counter(); "
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(done.stderr); print(done.stdout); "
+        "print('MEASURED', done.returncode, time.perf_counter() - start, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *command], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
     last = done.stdout.strip().splitlines()[-1].split()
     if last[0] != "MEASURED" or last[1] != "0":
         raise SystemExit(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
     return float(last[2]), int(last[3]) / 1024, done.stdout
 
 
-def bench_pack(work: Path, n: int) -> list[str]:
+def _bare_decode(files: list[Path]) -> tuple[float, float]:
+    """Pillow's bare decode of ``files`` in this process (read, open, convert, as an array): images per second, and
+    CPU seconds an image."""
+    started, used = time.perf_counter(), time.process_time()
+    for file in files:
+        with Image.open(io.BytesIO(file.read_bytes())) as image:
+            np.asarray(image.convert("RGB"))
+    return len(files) / (time.perf_counter() - started), (time.process_time() - used) / len(files)
+
+
+def _pack_seconds(folder: Path, store: Path, workers: int) -> tuple[float, float, float]:
+    """`aekit pack FOLDER` with ``workers``, timed inside a fresh process that has imported aekit already: its
+    seconds, the CPU seconds of it and its workers, and the peak resident MiB of the largest of them; the store is
+    removed afterwards."""
+    timed = (
+        "import os, sys, time; from aekit.pack import pack; cpu = lambda: sum(os.times()[:4]); "
+        "start, used = time.perf_counter(), cpu(); "
+        "pack(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False); "
+        "print(time.perf_counter() - start, cpu() - used)"
+    )
+    _, peak, out = _measured([sys.executable, "-c", timed, str(folder), str(store), str(workers)])
+    shutil.rmtree(store)
+    seconds, cpu = map(float, [line for line in out.splitlines() if line.strip()][-2].split())
+    return seconds, cpu, peak
+
+
+def bench_pack(work: Path, n: int, rounds: int) -> list[str]:
     folder = work / "photos"
     for i in range(0, n, 1000):
         (folder / f"{i // 1000:03d}").mkdir(parents=True, exist_ok=True)
@@ -80,29 +111,32 @@ def bench_pack(work: Path, n: int) -> list[str]:
     files = sorted(folder.rglob("*.png"))
     made = time.perf_counter() - started
     size = sum(f.stat().st_size for f in files)
-    sample = files[:: max(1, len(files) // 3000)]
-    started = time.perf_counter()
-    for file in sample:
-        with Image.open(io.BytesIO(file.read_bytes())) as image:
-            np.asarray(image.convert("RGB"))
-    bare = len(sample) / (time.perf_counter() - started)
-    lines = [f"{n} PNGs of {SIDE}x{SIDE} RGB, {size / 2**20:.0f} MiB ({made:.0f} s to make); Pillow's bare decode in "
-             f"one process (read, open, convert, to an array): {bare:.0f} images/s",
-             "| workers | seconds | images/s | per worker | per worker / bare decode | peak RSS (MiB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for workers in (1, 2):
-        store = work / f"photos-{workers}.store"
-        # The pack itself, timed inside a process that has imported aekit (and torch) already.
-        timed = ("import sys, time; from aekit.pack import pack; start = time.perf_counter(); "
-                 "pack(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False); "
-                 "print(time.perf_counter() - start)")
-        _, peak, out = _measured([sys.executable, "-c", timed, str(folder), str(store), str(workers)])
-        seconds = float([line for line in out.splitlines() if line.strip()][-2])
-        rate = n / seconds
-        lines.append(f"| {workers} | {seconds:.1f} | {rate:.0f} | {rate / workers:.0f} | {rate / workers / bare:.2f} | "
-                     f"{peak:.0f} |")
-        shutil.rmtree(store)
+    sample = files[:: max(1, len(files) // 10_000)]
+    # Each pack against the bare decode measured just before it: the machine's other load changes by the minute.
+    runs: dict[int, list[tuple]] = {1: [], 2: []}  # (seconds, CPU seconds, peak MiB, bare images/s, bare CPU s)
+    for _ in range(rounds):
+        for workers, results in runs.items():
+            bare = _bare_decode(sample)
+            results.append((*_pack_seconds(folder, work / f"photos-{workers}.store", workers), *bare))
     shutil.rmtree(folder)
+    lines = [
+        f"{n} PNGs of {SIDE}x{SIDE} RGB, {size / 2**20:.0f} MiB ({made:.0f} s to make); {rounds} rounds, each pack "
+        f"after Pillow's bare decode of {len(sample)} of them in one process (read, open, convert, to an array); "
+        "medians, the range of the ratios in brackets. CPU: the bare decode's CPU time an image over the pack's "
+        "(its process and workers): what per worker / bare decode would be were its --workers cores its alone",
+        "| workers | seconds | images/s | per worker | bare decode (images/s) | per worker / bare decode | "
+        "CPU: bare / pack | peak RSS (MiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for workers, results in runs.items():
+        seconds, _, _, bare, _ = np.median(results, axis=0)
+        ratios = [n / s / workers / b for s, _, _, b, _ in results]
+        cpu = [b * n / c for _, c, _, _, b in results]
+        lines.append(
+            f"| {workers} | {seconds:.1f} | {n / seconds:.0f} | {n / seconds / workers:.0f} | {bare:.0f} | "
+            f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
+            f"{np.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {max(r[2] for r in results):.0f} |"
+        )
     return lines
 
 
@@ -112,7 +146,7 @@ def _uint8_npy(path: Path, n: int, shape: tuple[int, ...], seed: int = 0) -> Pat
     rng = np.random.default_rng(seed)
     rows = max(1, (256 << 20) // int(np.prod(shape)))
     for start in range(0, n, rows):
-        block = array[start:start + rows]
+        block = array[start : start + rows]
         block[...] = rng.integers(0, 256, block.shape, dtype=np.uint8)
     array.flush()
     del array
@@ -138,8 +172,12 @@ def _epoch_seconds(run: Path) -> float:
 def bench_speed(work: Path, rounds: int, mnist: str | None) -> list[str]:
     if mnist and Path(mnist).is_dir():
         store, what = work / "mnist.store", f"MNIST from {mnist}"
-        subprocess.run([*AEKIT, "pack", "mnist", "--data-dir", mnist, "--out", str(store)], check=True, env=ENV,
-                       capture_output=True)
+        subprocess.run(
+            [*AEKIT, "pack", "mnist", "--data-dir", mnist, "--out", str(store)],
+            check=True,
+            env=ENV,
+            capture_output=True,
+        )
     else:
         store, what = _store_of(work, "mnist-like", 70_000, (1, 28, 28)), "70,000 generated 28x28 uint8 images"
     n_train = len(__import__("aekit").load_dataset(str(store)).x_train)
@@ -147,19 +185,46 @@ def bench_speed(work: Path, rounds: int, mnist: str | None) -> list[str]:
     for _ in range(rounds):
         for mode in rates:
             run = work / f"speed-{mode}"
-            subprocess.run([*AEKIT, "train", "--dataset", str(store), "--model", "vae", "--hidden", "400",
-                            "--code-dim", "20", "--batch-size", "128", "--epochs", "1", "--data-on", mode,
-                            "--device", "cpu", "--no-progress", "--out", str(run)], check=True, env=ENV,
-                           capture_output=True)
+            subprocess.run(
+                [
+                    *AEKIT,
+                    "train",
+                    "--dataset",
+                    str(store),
+                    "--model",
+                    "vae",
+                    "--hidden",
+                    "400",
+                    "--code-dim",
+                    "20",
+                    "--batch-size",
+                    "128",
+                    "--epochs",
+                    "1",
+                    "--data-on",
+                    mode,
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--out",
+                    str(run),
+                ],
+                check=True,
+                env=ENV,
+                capture_output=True,
+            )
             rates[mode].append(n_train / _epoch_seconds(run))
             shutil.rmtree(run)
     device, stream = (float(np.median(rates[m])) for m in ("device", "stream"))
-    return [f"{what} ({n_train} training images), the 784-400-20 VAE, batch 128, one epoch a round, {rounds} rounds "
-            "alternated (medians; the epoch's seconds include its test loss)",
-            "| mode | images/s (each round) | median |", "| --- | --- | --- |",
-            f"| device | {', '.join(f'{r:.0f}' for r in rates['device'])} | {device:.0f} |",
-            f"| stream | {', '.join(f'{r:.0f}' for r in rates['stream'])} | {stream:.0f} |",
-            f"stream / device: {stream / device:.3f} (target >= 0.8)"]
+    return [
+        f"{what} ({n_train} training images), the 784-400-20 VAE, batch 128, one epoch a round, {rounds} rounds "
+        "alternated (medians; the epoch's seconds include its test loss)",
+        "| mode | images/s (each round) | median |",
+        "| --- | --- | --- |",
+        f"| device | {', '.join(f'{r:.0f}' for r in rates['device'])} | {device:.0f} |",
+        f"| stream | {', '.join(f'{r:.0f}' for r in rates['stream'])} | {stream:.0f} |",
+        f"stream / device: {stream / device:.3f} (target >= 0.8)",
+    ]
 
 
 def _rss_anon_mib(pid: int) -> float:
@@ -183,10 +248,35 @@ def _streamed_training(store: Path, run: Path, seconds: float) -> dict:
     """Train in stream mode for ``seconds`` (more epochs than fit in them, so that every store is measured while
     training), then SIGTERM (the trainer stops after its step and checkpoints): peak RssAnon (polled every 50 ms),
     images per second of the epoch it stopped in (from the checkpoint's position), exit status."""
-    process = subprocess.Popen([*AEKIT, "train", "--dataset", str(store), "--model", "ae", "--hidden", "256,128",
-                                "--code-dim", "16", "--batch-size", "128", "--epochs", "1000", "--data-on", "stream",
-                                "--device", "cpu", "--no-progress", "--out", str(run)], env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            *AEKIT,
+            "train",
+            "--dataset",
+            str(store),
+            "--model",
+            "ae",
+            "--hidden",
+            "256,128",
+            "--code-dim",
+            "16",
+            "--batch-size",
+            "128",
+            "--epochs",
+            "1000",
+            "--data-on",
+            "stream",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(run),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak, started = 0.0, time.monotonic()
     while process.poll() is None and time.monotonic() - started < seconds:
         peak = max(peak, _rss_anon_mib(process.pid))
@@ -202,8 +292,13 @@ def _streamed_training(store: Path, run: Path, seconds: float) -> dict:
     if position is None:
         n_train = len(__import__("aekit").load_dataset(str(store)).x_train)
         position = {"step": n_train / 128, "seconds": state["history"][-1]["seconds"]}
-    return {"peak": peak, "status": process.returncode, "rate": position["step"] * 128 / position["seconds"],
-            "steps": position["step"], "err": err.strip()[-300:]}
+    return {
+        "peak": peak,
+        "status": process.returncode,
+        "rate": position["step"] * 128 / position["seconds"],
+        "steps": position["step"],
+        "err": err.strip()[-300:],
+    }
 
 
 def _random_read_rate(path: Path, row_bytes: int, seconds: float = 5.0) -> float:
@@ -225,10 +320,13 @@ def bench_memory(work: Path, small_gib: float, big_gib: float, seconds: float) -
     shape = (3, SIDE, SIDE)
     row = int(np.prod(shape))
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    lines = [f"uint8 stores of {SIDE}x{SIDE} RGB images; an MLP auto-encoder (256,128 -> 16), batch 128, streamed for "
-             f"{seconds:.0f} s then stopped by SIGTERM; this machine has {ram:.1f} GiB of RAM",
-             "| store | images | peak RssAnon (MiB) | images/s | disk random reads of one row (rows/s) | "
-             "swapped pages | exit |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"uint8 stores of {SIDE}x{SIDE} RGB images; an MLP auto-encoder (256,128 -> 16), batch 128, streamed for "
+        f"{seconds:.0f} s then stopped by SIGTERM; this machine has {ram:.1f} GiB of RAM",
+        "| store | images | peak RssAnon (MiB) | images/s | disk random reads of one row (rows/s) | "
+        "swapped pages | exit |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     peaks = []
     for name, gib in (("small", small_gib), ("big", big_gib)):
         n = int(gib * 2**30 / row)
@@ -238,12 +336,15 @@ def bench_memory(work: Path, small_gib: float, big_gib: float, seconds: float) -
         swapped = _swapped_pages() - swapped
         disk = _random_read_rate(store / "examples.npy", row)
         peaks.append(result["peak"])
-        lines.append(f"| {gib:g} GiB | {n} | {result['peak']:.0f} | {result['rate']:.0f} | {disk:.0f} | {swapped} | "
-                     f"{result['status']} |")
+        lines.append(
+            f"| {gib:g} GiB | {n} | {result['peak']:.0f} | {result['rate']:.0f} | {disk:.0f} | {swapped} | "
+            f"{result['status']} |"
+        )
         shutil.rmtree(store)
         shutil.rmtree(work / f"run-{name}")
-    lines.append(f"growth of the peak from the small store to the big one: {peaks[1] / peaks[0] - 1:+.1%} "
-                 "(target under 10%)")
+    lines.append(
+        f"growth of the peak from the small store to the big one: {peaks[1] / peaks[0] - 1:+.1%} (target under 10%)"
+    )
     return lines
 
 
@@ -262,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cpus": os.cpu_count()}
     try:
         for part in args.parts.split(","):
-            lines = {"pack": lambda: bench_pack(work, args.pngs),
-                     "speed": lambda: bench_speed(work, args.rounds, args.mnist),
-                     "memory": lambda: bench_memory(work, args.small_gib, args.big_gib, args.seconds)}[part]()
+            lines = {
+                "pack": lambda: bench_pack(work, args.pngs, args.rounds),
+                "speed": lambda: bench_speed(work, args.rounds, args.mnist),
+                "memory": lambda: bench_memory(work, args.small_gib, args.big_gib, args.seconds),
+            }[part]()
             report[part] = lines
             print("\n".join([f"## {part}", *lines, ""]), flush=True)
     finally:

@@ -20,8 +20,9 @@ per image after 10 epochs with the fastest step (the example's users report abou
 of each aekit model at its defaults, run each way of --model-steps (on CUDA by default captured by hand and eager:
 no compile time per model).
 
-    python bench/train_speed.py --data-dir ../shared/data/mnist [--epochs 3] [--rounds 1] [--accuracy] [--models]
+    python -m bench.train_speed --data-dir ../shared/data/mnist [--epochs 3] [--rounds 1] [--accuracy] [--models]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from aekit.data import load_dataset
-from aekit.models import MODEL_NAMES, ModelSpec, build_model
+from aekit.models import FAMILIES, ModelConfig, build_model, model_config
 from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
-from measure import MIB, STEPS, PeakMemory, device_name
+from bench.measure import MIB, STEPS, PeakMemory, device_name
 
 BATCH = 128
 
@@ -111,8 +112,14 @@ def reference_epochs(x_uint8: np.ndarray, labels: np.ndarray, device, epochs: in
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     # examples/vae/main.py: kwargs = {'num_workers': 1, 'pin_memory': True} if args.cuda else {}
     on_gpu = device.type == "cuda"
-    loader = DataLoader(PilDataset(x_uint8, labels), batch_size=BATCH, shuffle=True, num_workers=int(on_gpu),
-                        pin_memory=on_gpu, persistent_workers=on_gpu)
+    loader = DataLoader(
+        PilDataset(x_uint8, labels),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=int(on_gpu),
+        pin_memory=on_gpu,
+        persistent_workers=on_gpu,
+    )
 
     def epoch():
         for x, _ in loader:
@@ -147,24 +154,33 @@ def floor_epochs(x: torch.Tensor, device, epochs: int, warmup: int) -> list[floa
     return time_epochs(epoch, epochs, warmup, device)
 
 
-def aekit_epochs(dataset, spec: ModelSpec, device, epochs: int, warmup: int, step: str = "eager") -> list[float]:
+def aekit_epochs(dataset, spec: ModelConfig, device, epochs: int, warmup: int, step: str = "eager") -> list[float]:
     torch.manual_seed(0)
     model = build_model(spec)
-    history = train(model, dataset, TrainSettings(epochs=warmup + epochs, batch_size=BATCH, **STEPS[step]),
-                    device=device, progress=False, test_each_epoch=False)
+    history = train(
+        model,
+        dataset,
+        TrainSettings(epochs=warmup + epochs, batch_size=BATCH, **STEPS[step]),
+        device=device,
+        progress=False,
+        test_each_epoch=False,
+    )
     if warmup:  # what a run pays up front (compiling, capturing) beside its steady epochs
         seconds = ", ".join(f"{record['seconds']:.3f}" for record in history[:warmup])
         print(f"{'':24s} {step}: warm-up {seconds} s", flush=True)
     return [record["seconds"] for record in history[warmup:]]
 
 
-def report_memory(peak: int, mnist, spec: ModelSpec, device, how: str) -> None:
+def report_memory(peak: int, mnist, spec: ModelConfig, device, how: str) -> None:
     """Print aekit's training peak against data + parameters + gradients + Adam's two moments (4x the parameters)."""
     arrays = (mnist.x_train,) if device.type == "cuda" else (mnist.x_train, mnist.x_test, mnist.y_train, mnist.y_test)
     data = sum(a.nbytes for a in arrays if a is not None)
     state = 4 * sum(p.numel() * p.element_size() for p in build_model(spec).parameters())
-    print(f"memory: {peak / (data + state):.2f}x (target <= 2x): peak {peak / MIB:.0f} MiB over {data / MIB:.0f} MiB "
-          f"of data + {state / MIB:.1f} MiB of parameters, gradients and Adam state; {how}", flush=True)
+    print(
+        f"memory: {peak / (data + state):.2f}x (target <= 2x): peak {peak / MIB:.0f} MiB over {data / MIB:.0f} MiB "
+        f"of data + {state / MIB:.1f} MiB of parameters, gradients and Adam state; {how}",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -172,15 +188,24 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder with the four MNIST IDX files")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run the contenders one after another this many times and take the median over all "
-                             "their epochs, so a machine whose speed drifts slows them alike")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the contenders one after another this many times and take the median over all "
+        "their epochs, so a machine whose speed drifts slows them alike",
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", help="the ways of running aekit's step to time, comma-separated, of "
-                        f"{', '.join(STEPS)} (default: all of them on CUDA, eager elsewhere)")
+    parser.add_argument(
+        "--steps",
+        help="the ways of running aekit's step to time, comma-separated, of "
+        f"{', '.join(STEPS)} (default: all of them on CUDA, eager elsewhere)",
+    )
     parser.add_argument("--models", action="store_true", help="also time one epoch of each aekit model")
-    parser.add_argument("--model-steps", help="the ways of running the step for --models (default: cuda-graph,eager "
-                        "on CUDA, eager elsewhere)")
+    parser.add_argument(
+        "--model-steps",
+        help="the ways of running the step for --models (default: cuda-graph,eager on CUDA, eager elsewhere)",
+    )
     parser.add_argument("--accuracy", action="store_true", help="also train 10 epochs and report the test loss")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.rounds < 1 or args.warmup < 0:
@@ -194,11 +219,13 @@ def main(argv=None) -> int:
     memory = PeakMemory(device)
     mnist = load_dataset("mnist", data_dir=args.data_dir)
     memory.reset()  # reading the files is not training: their transients do not count, the data they leave does
-    spec = ModelSpec("vae", mnist.shape, code_dim=20, hidden=(400,))
+    spec = model_config("vae", mnist.shape, code_dim=20, hidden=(400,))
 
     aekit = {f"aekit-{step}" if len(steps) > 1 else "aekit": step for step in steps}
-    contenders = {label: lambda step=step: aekit_epochs(mnist, spec, device, args.epochs, args.warmup, step)
-                  for label, step in aekit.items()}
+    contenders = {
+        label: lambda step=step: aekit_epochs(mnist, spec, device, args.epochs, args.warmup, step)
+        for label, step in aekit.items()
+    }
     # The example's uint8 images, made once and only when its first round starts: made before aekit's first round,
     # their transients would count in aekit's memory peak.
     images_uint8 = functools.cache(lambda: np.rint(mnist.x_train[:, 0] * 255).astype(np.uint8))
@@ -243,22 +270,29 @@ def main(argv=None) -> int:
     if args.accuracy:
         torch.manual_seed(0)
         model = build_model(spec)
-        train(model, mnist, TrainSettings(epochs=10, batch_size=BATCH, **STEPS[aekit[fastest]]), device=device,
-              progress=False, test_each_epoch=False)
+        train(
+            model,
+            mnist,
+            TrainSettings(epochs=10, batch_size=BATCH, **STEPS[aekit[fastest]]),
+            device=device,
+            progress=False,
+            test_each_epoch=False,
+        )
         test_loss = mean_loss(model, torch.from_numpy(mnist.x_test).to(device))["loss"]
         print(f"test loss after 10 epochs: {test_loss:.2f} per image (target <= 106)")
 
     if args.models:
-        for model_name in MODEL_NAMES:
+        for model_name in FAMILIES:
             if model_name == "pca":
                 continue
             for step in model_steps:
                 try:
-                    seconds = f"{aekit_epochs(mnist, ModelSpec(model_name, mnist.shape), device, 1, 1, step)[0]:.3f}"
+                    seconds = f"{aekit_epochs(mnist, model_config(model_name, mnist.shape), device, 1, 1, step)[0]:.3f}"
                 except Exception as error:  # one model failing one way must not hide the others
                     seconds = f"failed: {error!r}"[:300]
-                print(f"model {model_name:10s} {step:18s} {seconds} s/epoch (defaults: mlp 256,128, code 10)",
-                      flush=True)
+                print(
+                    f"model {model_name:10s} {step:18s} {seconds} s/epoch (defaults: mlp 256,128, code 10)", flush=True
+                )
     return 0
 
 

@@ -1,7 +1,13 @@
 """Uses of the codes: compression (the file format and its round trip), denoising and super-resolution."""
+
+import json
+import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,18 +17,20 @@ from hypothesis import strategies as st
 
 from aekit import apps, codec, runs
 from aekit.cli import main
-from aekit.data.files import read_examples, write_examples
+from aekit.data.files import idx_bytes, read_examples, write_examples
 from aekit.data.layout import to_shape
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import downsample, evaluate, psnr, upsample
-from aekit.models import ModelSpec, build_model, corrupt
+from aekit.models import build_model, corrupt, model_config
 from aekit.trainer import TrainSettings, train
 from aekit.workflow import train_run
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-def _trained(digits, epochs=15, seed=0, **spec):
+
+def _trained(digits, epochs=15, seed=0, *, model, **fields):
     torch.manual_seed(seed)
-    model = build_model(ModelSpec(shape=digits.shape, hidden=(64, 32), **spec))
+    model = build_model(model_config(model, digits.shape, hidden=(64, 32), **fields))
     train(model, digits, TrainSettings(epochs=epochs, batch_size=64, seed=seed), device="cpu", progress=False)
     return model.eval()
 
@@ -37,7 +45,7 @@ def _expected_decoding(model, x, bits):
     z = model.encode(x).astype(np.float32)
     low, high = z.min(0), z.max(0)
     span = high.astype(np.float64) - low
-    levels = 2 ** bits - 1
+    levels = 2**bits - 1
     q = np.round(np.divide(z - low.astype(np.float64), span, out=np.zeros(z.shape), where=span > 0) * levels)
     restored = (low + q * (span / levels)).astype(np.float32)
     return model.decode(restored), q
@@ -45,7 +53,7 @@ def _expected_decoding(model, x, bits):
 
 @pytest.fixture(scope="module")
 def models(digits, ae):
-    pca = build_model(ModelSpec("pca", digits.shape, code_dim=8)).fit(digits.x_train)
+    pca = build_model(model_config("pca", digits.shape, code_dim=8)).fit(digits.x_train)
     return {"ae": ae, "vae": _trained(digits, epochs=2, model="vae", code_dim=8), "pca": pca}
 
 
@@ -94,8 +102,8 @@ def test_a_corrupted_byte_fails_the_checksum(ae, compressed, position):
 
 
 def test_another_version_and_another_format_are_refused(ae, compressed):
-    other_version = _with_crc(compressed[:4] + struct.pack("<H", 2) + compressed[6:-4])
-    with pytest.raises(DataError, match="version 2 .* reads version 1"):
+    other_version = _with_crc(compressed[:4] + struct.pack("<H", 4) + compressed[6:-4])
+    with pytest.raises(DataError, match="version 4 .* reads versions"):
         apps.decompress(ae, other_version)
     with pytest.raises(DataError, match="not an aekit compressed file"):
         apps.decompress(ae, b"PK\x03\x04" + compressed[4:])
@@ -109,13 +117,15 @@ def test_a_file_made_by_another_run_is_refused(digits, ae, compressed):
         apps.decompress(other, compressed)
     # Even with the right fingerprint, a header whose code size differs from the run's is refused cleanly.
     header = compressed[:28] + struct.pack("<I", 7)
-    lows, highs = compressed[32:32 + 4 * 7], compressed[32 + 4 * 8:32 + 4 * 15]
+    lows, highs = compressed[32 : 32 + 4 * 7], compressed[32 + 4 * 8 : 32 + 4 * 15]
     forged = header + lows + highs + bytes(-(-50 * 7 * 6 // 8))
     with pytest.raises(DataError, match="codes of 7 dimensions"):
         apps.decompress(ae, _with_crc(forged))
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
     kind = data.draw(st.sampled_from(["bytes", "flip", "header", "crc-fixed header"]))
@@ -128,7 +138,7 @@ def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
                 blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
         else:
             field = data.draw(st.sampled_from([(4, "<H"), (6, "<B"), (24, "<I"), (28, "<I"), (32, "<f"), (36, "<f")]))
-            value = data.draw(st.one_of(st.integers(0, 2 ** 32 - 1), st.floats(allow_nan=True)))
+            value = data.draw(st.one_of(st.integers(0, 2**32 - 1), st.floats(allow_nan=True)))
             offset, fmt = field
             try:
                 struct.pack_into(fmt, blob, offset, value)
@@ -174,13 +184,13 @@ def test_upscaling_beats_nearest_upsampling_on_held_out_data(digits, upscaler):
 
 def test_upscale_settings_are_checked(digits):
     with pytest.raises(AekitError, match="multiples of 3"):
-        ModelSpec("ae", digits.shape, task="upscale", factor=3)
-    with pytest.raises(AekitError, match="PCA has none"):
-        ModelSpec("pca", digits.shape, task="upscale")
+        model_config("ae", digits.shape, task="upscale", factor=3)
+    with pytest.raises(AekitError, match="--task is an option of .* not of pca"):
+        model_config("pca", digits.shape, task="upscale")
     with pytest.raises(AekitError, match="needs images"):
-        ModelSpec("ae", (64,), task="upscale")
+        model_config("ae", (64,), task="upscale")
     with pytest.raises(AekitError, match="unknown task"):
-        ModelSpec("ae", digits.shape, task="sharpen")
+        model_config("ae", digits.shape, task="sharpen")
 
 
 def test_each_use_refuses_the_wrong_kind_of_run(digits, ae, upscaler):
@@ -222,8 +232,8 @@ def runs_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("apps")
     common = {"hidden": (64, 32), "epochs": 10}
     train_run(folder / "dae", {"model": "dae", "code_dim": 12, **common}, device="cpu", progress=False)
-    train_run(folder / "up", {"task": "upscale", "factor": 2, "code_dim": 24, **common}, device="cpu",
-              progress=False)
+    train_run(folder / "up", {"task": "upscale", "factor": 2, "code_dim": 24, **common}, device="cpu", progress=False)
+    train_run(folder / "pca", {"model": "pca", "code_dim": 12}, device="cpu", progress=False)
     return folder
 
 
@@ -257,23 +267,26 @@ def inputs(runs_dir, digits, tmp_path_factory):
     flipped = bytearray(good)
     flipped[100] ^= 1
     (folder / "flipped.aekc").write_bytes(bytes(flipped))
-    (folder / "v2.aekc").write_bytes(_with_crc(good[:4] + struct.pack("<H", 2) + good[6:-4]))
+    (folder / "v4.aekc").write_bytes(_with_crc(good[:4] + struct.pack("<H", 4) + good[6:-4]))
     (folder / "other.aekc").write_bytes(apps.compress(_trained(digits, epochs=1, model="ae", code_dim=12), x, 8))
     return folder
 
 
-@pytest.mark.parametrize("command, expected", [
-    (lambda i, o, r: ["upscale", r / "up", i / "x.npy", "--out", o / "o"], "size 8x8 .* images of 4x4"),
-    (lambda i, o, r: ["denoise", r / "dae", i / "small.npy", "--out", o / "o.npy"], "size 4x4 .* examples of 8x8"),
-    (lambda i, o, r: ["decompress", r / "dae", i / "cut.aekc", "--out", o / "o.npy"], "truncated"),
-    (lambda i, o, r: ["decompress", r / "dae", i / "flipped.aekc", "--out", o / "o"], "checksum"),
-    (lambda i, o, r: ["decompress", r / "dae", i / "v2.aekc", "--out", o / "o.npy"], "version 2"),
-    (lambda i, o, r: ["decompress", r / "dae", i / "other.aekc", "--out", o / "o.npy"], "different run"),
-    (lambda i, o, r: ["compress", r / "dae", i / "x.npy", "--bits", 0, "--out", o / "o.aekc"], "--bits 0"),
-    (lambda i, o, r: ["compress", r / "up", i / "x.npy", "--bits", 8, "--out", o / "o.aekc"], "trained to upscale"),
-    (lambda i, o, r: ["denoise", r / "dae", i / "x.npy", "--out", o / "existing"], "already exists"),
-    (lambda i, o, r: ["denoise", r / "dae", i / "x.txt", "--out", o / "o.npy"], "unsupported input"),
-])
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (lambda i, o, r: ["upscale", r / "up", i / "x.npy", "--out", o / "o"], "size 8x8 .* images of 4x4"),
+        (lambda i, o, r: ["denoise", r / "dae", i / "small.npy", "--out", o / "o.npy"], "size 4x4 .* examples of 8x8"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "cut.aekc", "--out", o / "o.npy"], "truncated"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "flipped.aekc", "--out", o / "o"], "checksum"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "v4.aekc", "--out", o / "o.npy"], "version 4"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "other.aekc", "--out", o / "o.npy"], "different run"),
+        (lambda i, o, r: ["compress", r / "dae", i / "x.npy", "--bits", 0, "--out", o / "o.aekc"], "--bits 0"),
+        (lambda i, o, r: ["compress", r / "up", i / "x.npy", "--bits", 8, "--out", o / "o.aekc"], "trained to upscale"),
+        (lambda i, o, r: ["denoise", r / "dae", i / "x.npy", "--out", o / "existing"], "already exists"),
+        (lambda i, o, r: ["denoise", r / "dae", i / "x.txt", "--out", o / "o.npy"], "unsupported input"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(runs_dir, inputs, tmp_path, capsys, command, expected):
     (tmp_path / "existing").mkdir()
     before = set(tmp_path.iterdir())
@@ -301,3 +314,207 @@ def test_an_idx_input_whose_header_lies_about_its_size_is_one_line_exit_2(runs_d
     assert err.count("\n") == 1 and err.startswith("aekit: error: ") and "Traceback" not in err, err
     assert name in err and "137000000012 bytes" in err, err
     assert set(tmp_path.iterdir()) == before
+
+
+# Chunks: the jobs on files read and write a chunk of examples at a time (aekit.apps.CHUNK_BYTES).
+
+# Batches of two examples, and three batches (six 8x8 examples) a chunk against one chunk for everything.
+TINY_BATCH, TINY_CHUNK, ONE_CHUNK = 2, 6 * 64 * 4, 1 << 40
+
+
+def _contents(path):
+    """A file's bytes, or a folder's files by relative name with their bytes."""
+    if path.is_dir():
+        return {str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def every_input(digits, tmp_path_factory):
+    """40 test digits in each input form: float32 and uint8 .npy, IDX plain and gzipped, PNGs and a store."""
+    from aekit.pack import pack
+
+    folder = tmp_path_factory.mktemp("every-input")
+    x = digits.x_test[:40]
+    pixels = np.round(x[:, 0] * 255).astype(np.uint8)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "u8.npy", pixels)
+    (folder / "x-ubyte").write_bytes(idx_bytes(pixels))
+    (folder / "x.idx.gz").write_bytes(idx_bytes(pixels, gzipped=True))
+    write_examples(folder / "pngs", x)
+    pack(str(folder / "u8.npy"), folder / "store", workers=1, progress=False)
+    return folder
+
+
+def _both_ways(monkeypatch, tmp_path, out_name, *argv):
+    """The outputs of `aekit ARGV --out OUT` in one chunk and in chunks of six examples."""
+    outputs, batched, chunks = [], apps._batched, []
+    # Models give the same row slightly different bits in batches of different sizes, so both use one size.
+    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(apps, "_batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x))
+    for chunk_bytes in (ONE_CHUNK, TINY_CHUNK):
+        monkeypatch.setattr(apps, "CHUNK_BYTES", chunk_bytes)
+        out = tmp_path / ("whole" if chunk_bytes == ONE_CHUNK else "chunked") / out_name
+        out.parent.mkdir(exist_ok=True)
+        chunks.clear()
+        assert _cli(*argv, "--out", out) == 0
+        assert chunks == ([40] if chunk_bytes == ONE_CHUNK else [6] * 6 + [4])
+        outputs.append(out)
+    return outputs
+
+
+@pytest.mark.parametrize("out_name", ["o.npy", "o-ubyte", "o.idx.gz", "pngs"])
+@pytest.mark.parametrize("source", ["x.npy", "u8.npy", "x-ubyte", "x.idx.gz", "pngs", "store"])
+def test_denoising_in_chunks_writes_what_one_chunk_writes(
+    runs_dir, every_input, tmp_path, monkeypatch, source, out_name
+):
+    whole, chunked = _both_ways(monkeypatch, tmp_path, out_name, "denoise", runs_dir / "dae", every_input / source)
+    assert _contents(chunked) == _contents(whole)
+    if out_name == "o.npy":  # and that is what the library computes, in the input's type and layout
+        examples = read_examples(every_input / source)
+        x = np.asarray(examples.x)
+        expected = apps.denoise(runs.load(runs_dir / "dae"), x.reshape(len(x), 1, 8, 8)).reshape(x.shape)
+        if examples.dtype == np.uint8:
+            expected = np.round(np.clip(expected, 0, 1) * 255).astype(np.uint8)
+        assert np.array_equal(np.load(whole), expected)
+
+
+def test_upscaling_compressing_and_decompressing_in_chunks_write_what_one_chunk_writes(
+    runs_dir, digits, tmp_path, monkeypatch
+):
+    x = digits.x_test[:40]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "small.npy", downsample(x, 2))
+    for argv, out_name in (
+        (("upscale", runs_dir / "up", tmp_path / "small.npy"), "big.npy"),
+        (("upscale", runs_dir / "up", tmp_path / "small.npy"), "big"),
+        (("compress", runs_dir / "dae", tmp_path / "x.npy", "--bits", 6), "c.aekc"),
+        (("decompress", runs_dir / "dae", tmp_path / "c.aekc"), "r.npy"),
+        (("decompress", runs_dir / "dae", tmp_path / "c.aekc"), "r.idx.gz"),
+        (("decompress", runs_dir / "dae", tmp_path / "c.aekc"), "r"),
+    ):
+        whole, chunked = _both_ways(monkeypatch, tmp_path, out_name, *argv)
+        assert _contents(chunked) == _contents(whole), argv
+        if out_name == "c.aekc":
+            whole.rename(tmp_path / out_name)
+
+
+@pytest.mark.parametrize("out_name", ["o.npy", "o.idx.gz", "pngs"])
+def test_a_bad_value_in_the_last_chunk_leaves_no_output(runs_dir, digits, tmp_path, monkeypatch, capsys, out_name):
+    x = digits.x_test[:40].copy()
+    x[-1, 0, 3, 3] = 1.5
+    np.save(tmp_path / "x.npy", x)
+    batched, chunks = apps._batched, []
+    monkeypatch.setattr(apps, "_batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x))
+    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(apps, "CHUNK_BYTES", TINY_CHUNK)
+    before = set(tmp_path.iterdir())
+    capsys.readouterr()
+    assert _cli("denoise", runs_dir / "dae", tmp_path / "x.npy", "--out", tmp_path / out_name) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r"holds values in \[\S+, 1\.5\] but the run models \[0, 1\]", err), err
+    assert chunks == [6] * 6  # the first six chunks went through before the seventh was refused
+    assert set(tmp_path.iterdir()) == before  # neither the output nor a temporary file
+
+
+@pytest.mark.parametrize("out_name", ["o.npy", "o-ubyte", "pngs"])
+def test_an_interrupted_job_leaves_no_output(runs_dir, digits, tmp_path, monkeypatch, out_name):
+    np.save(tmp_path / "x.npy", digits.x_test[:40])
+    batched, chunks = apps._batched, []
+
+    def interrupted(model, method, x):
+        chunks.append(len(x))
+        if len(chunks) == 4:
+            raise KeyboardInterrupt
+        return batched(model, method, x)
+
+    monkeypatch.setattr(apps, "_batched", interrupted)
+    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(apps, "CHUNK_BYTES", TINY_CHUNK)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(KeyboardInterrupt):
+        apps.denoise_files(runs_dir / "dae", tmp_path / "x.npy", tmp_path / out_name)
+    assert set(tmp_path.iterdir()) == before
+
+
+# A job in its own process, printing its peak anonymous resident memory (RssAnon: the process's own pages, not the
+# page cache of the files it maps), sampled every 5 ms.
+_PEAK_ANON = """
+import json, sys, threading
+
+def anon_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("RssAnon:"))
+
+peak, done = [anon_mib()], threading.Event()
+
+def sample():
+    while not done.wait(0.005):
+        peak[0] = max(peak[0], anon_mib())
+
+threading.Thread(target=sample, daemon=True).start()
+from aekit.cli import main
+status = main(sys.argv[1:])
+done.set()
+print(json.dumps({"status": status, "peak_anon_mib": max(peak[0], anon_mib())}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc (Linux)")
+@pytest.mark.slow
+def test_denoising_memory_does_not_grow_with_the_input(runs_dir, tmp_path):
+    peaks = {}
+    block = (np.arange(65536 * 64) % 251).astype(np.uint8).reshape(65536, 8, 8)
+    for megabytes in (40, 400):
+        source, out = tmp_path / f"{megabytes}.npy", tmp_path / f"{megabytes}-out.npy"
+        rows = megabytes * 2**20 // 64
+        with source.open("wb") as file:  # written in blocks, so this process never holds the data
+            np.lib.format.write_array_header_1_0(file, {"descr": "|u1", "fortran_order": False, "shape": (rows, 8, 8)})
+            for start in range(0, rows, len(block)):
+                file.write(block[: rows - start].tobytes())
+        # PCA, the cheapest model: the reading, converting and writing around it are what is measured.
+        argv = ["denoise", str(runs_dir / "pca"), str(source), "--out", str(out)]
+        result = subprocess.run(
+            [sys.executable, "-c", _PEAK_ANON, *argv], capture_output=True, text=True, env=ENV, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.splitlines()[-1])
+        assert report["status"] == 0, result.stderr[-3000:]
+        peaks[megabytes] = report["peak_anon_mib"]
+        denoised = np.load(out, mmap_mode="r")
+        assert denoised.shape == (rows, 8, 8) and denoised.dtype == np.uint8
+        last = slice(rows - 1000, rows)  # the end of the file: every chunk was written, in order
+        expected = runs.load(runs_dir / "pca").reconstruct(np.load(source, mmap_mode="r")[last])
+        assert np.array_equal(denoised[last], expected)
+        del denoised
+        source.unlink()
+        out.unlink()
+    print(
+        f"peak anonymous memory of `aekit denoise` (MiB): {peaks[40]:.0f} for 40 MB of input, {peaks[400]:.0f} for 400"
+    )
+    # 360 MB more input (1,440 MB more as float32, 343 MiB as its own uint8): under 100 MiB more memory (measured:
+    # 10 to 49 MiB more, the most on a loaded machine).
+    assert peaks[400] < peaks[40] + 100, peaks
+
+
+def test_a_codebook_run_compresses_its_indices_losslessly_from_the_command_line(tmp_path, digits, capsys):
+    run = tmp_path / "vq"
+    options = {"model": "vqvae", "code_dim": 8, "codebook_size": 16, "hidden": (32,), "epochs": 2}
+    train_run(run, options, device="cpu", progress=False)
+    model = runs.load(run)
+    x = digits.x_test[:40]
+    np.save(tmp_path / "x.npy", x)
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "x.aekc")]) == 0
+    data = (tmp_path / "x.aekc").read_bytes()
+    assert len(data) < 32 + 4 + 40 * 8 * 4 // 8 + 4 + 8, "8 indices of 4 bits an example, and the header"
+    assert main(["decompress", str(run), str(tmp_path / "x.aekc"), "--out", str(tmp_path / "y.npy")]) == 0
+    expected = model.decode_indices(model.code_indices(torch.from_numpy(x)))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected.detach().numpy())
+    np.testing.assert_array_equal(apps.decompress(model, apps.compress(model, x)), np.load(tmp_path / "y.npy"))
+    capsys.readouterr()
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z")]) == 2
+    assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    ae = tmp_path / "ae"
+    train_run(ae, {"model": "ae", "code_dim": 4, "hidden": (16,), "epochs": 1}, device="cpu", progress=False)
+    assert main(["compress", str(ae), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z")]) == 2
+    assert "give --bits B" in capsys.readouterr().err and not (tmp_path / "z").exists()

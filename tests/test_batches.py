@@ -4,6 +4,7 @@ bit, resume across modes, shard the same way under torchrun, and streaming keeps
 Run as a script (``python tests/test_batches.py DATA.npy ...``, also under torchrun) it trains on a memory-mapped
 .npy the way the tests below need it: see :func:`_launch`.
 """
+
 import json
 import os
 import re
@@ -15,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TORCHRUN_2
 
 from aekit import batches, runs
 from aekit.data import Dataset
 from aekit.errors import TrainingStopped
-from aekit.models import ModelSpec, build_model
+from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -41,7 +43,7 @@ def _mapped(tmp_path, digits, name="digits.npy") -> Dataset:
 
 def _model(name, dataset):
     torch.manual_seed(0)
-    return build_model(ModelSpec(name, dataset.shape, code_dim=8, hidden=(64, 32)))
+    return build_model(model_config(name, dataset.shape, code_dim=8, hidden=(64, 32)))
 
 
 def _same_weights(a, b):
@@ -57,8 +59,9 @@ def test_stream_and_device_train_to_the_same_weights_bit_for_bit(name, data, dig
     weights, histories = {}, {}
     for mode in ("device", "stream"):
         model = _model(name, dataset)
-        histories[mode] = train(model, dataset, TrainSettings(epochs=3, batch_size=64, seed=2, data_on=mode),
-                                device="cpu", progress=False)
+        histories[mode] = train(
+            model, dataset, TrainSettings(epochs=3, batch_size=64, seed=2, data_on=mode), device="cpu", progress=False
+        )
         weights[mode] = model.state_dict()
     _same_weights(weights["stream"], weights["device"])
     strip = [{k: v for k, v in record.items() if k != "seconds"} for record in histories["stream"]]
@@ -66,8 +69,11 @@ def test_stream_and_device_train_to_the_same_weights_bit_for_bit(name, data, dig
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, side-stream path needs a CUDA GPU; none here")
-@pytest.mark.parametrize("how", [{}, {"cuda_graph": True}, {"compile": True, "cuda_graph": True}],
-                         ids=["eager", "cuda-graph", "compile+cuda-graph"])
+@pytest.mark.parametrize(
+    "how",
+    [{}, {"cuda_graph": True}, {"compile": True, "cuda_graph": True}],
+    ids=["eager", "cuda-graph", "compile+cuda-graph"],
+)
 def test_on_cuda_streamed_batches_train_like_batches_on_the_device(how, digits, tmp_path):
     # The same kernels on the same batches: equal up to the GPU's own non-determinism. Under --cuda-graph the
     # streamed batch is copied into the graph's static input (the gathering then is not in the graph).
@@ -75,8 +81,9 @@ def test_on_cuda_streamed_batches_train_like_batches_on_the_device(how, digits, 
     results = {}
     for mode in ("device", "stream"):
         model = _model("ae", dataset)
-        history = train(model, dataset, TrainSettings(epochs=5, batch_size=100, data_on=mode, **how), device="cuda",
-                        progress=False)
+        history = train(
+            model, dataset, TrainSettings(epochs=5, batch_size=100, data_on=mode, **how), device="cuda", progress=False
+        )
         results[mode] = (history[-1]["test_loss"], {k: v.cpu() for k, v in model.state_dict().items()})
         assert history[-1]["test_loss"] < 0.9 * history[0]["test_loss"]  # it learns
     assert results["stream"][0] == pytest.approx(results["device"][0], rel=1e-4)
@@ -95,15 +102,27 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_exactly_in_either_mode(resume_
     out = tmp_path / "run"
     out.mkdir()
     with pytest.raises(TrainingStopped, match="SIGTERM after step 10 of epoch 2"):
-        train(_SignalAt(_model("vae", dataset), poison_at=23 + 10), dataset, settings, out=out, device="cpu",
-              progress=False)
+        train(
+            _SignalAt(_model("vae", dataset), poison_at=23 + 10),
+            dataset,
+            settings,
+            out=out,
+            device="cpu",
+            progress=False,
+        )
     assert not [t for t in threading.enumerate() if t.name == "aekit-batches"]  # the reader was stopped
     assert runs.load_checkpoint(out / runs.CHECKPOINT)["position"]["step"] == 10
     torch.manual_seed(99)
-    resumed = build_model(ModelSpec("vae", dataset.shape, code_dim=8, hidden=(64, 32)))
-    history = train(_SignalAt(resumed, poison_at=-1), dataset, TrainSettings(**{**settings.to_dict(),
-                                                                               "data_on": resume_on}),
-                    out=out, device="cpu", progress=False, resume=True)
+    resumed = build_model(model_config("vae", dataset.shape, code_dim=8, hidden=(64, 32)))
+    history = train(
+        _SignalAt(resumed, poison_at=-1),
+        dataset,
+        TrainSettings(**{**settings.to_dict(), "data_on": resume_on}),
+        out=out,
+        device="cpu",
+        progress=False,
+        resume=True,
+    )
     assert len(history) == 2
     _same_weights(resumed.state_dict(), straight.state_dict())
 
@@ -112,13 +131,18 @@ def test_auto_puts_small_data_on_the_device_and_streams_what_does_not_fit(digits
     lines = []
     source = batches.make_source(digits, "auto", torch.device("cpu"), 64, 0, 1, True, lines.append)
     assert source.kind == "device" and source.x_train is not None
-    assert re.fullmatch(r"data on cpu: both splits \(460 KB as float32\) fit in half of its .* free "
-                        r"\(--data-on auto\)", lines[-1])
+    assert re.fullmatch(
+        r"data on cpu: both splits \(460 KB as float32\) fit in half of its .* free "
+        r"\(--data-on auto\)",
+        lines[-1],
+    )
     monkeypatch.setattr(batches, "free_memory", lambda device: 800_000)  # half: under 460 KB, over the 368 KB
     source = batches.make_source(digits, "auto", torch.device("cpu"), 64, 0, 1, True, lines.append)
     assert source.kind == "stream" and source.x_train is None
-    assert lines[-1] == ("data streamed to cpu a batch at a time: both splits (460 KB as float32) exceed half of "
-                         "its 800 KB free (--data-on auto)")
+    assert lines[-1] == (
+        "data streamed to cpu a batch at a time: both splits (460 KB as float32) exceed half of "
+        "its 800 KB free (--data-on auto)"
+    )
     # Without the per-epoch test loss only the training split counts; and the trainer says its choice on stderr.
     assert batches.make_source(digits, "auto", torch.device("cpu"), 64, 0, 1, False).kind == "device"
     train(_model("ae", digits), digits, TrainSettings(epochs=1, batch_size=256), device="cpu", progress=True)
@@ -161,18 +185,36 @@ def test_a_read_error_in_the_reader_reaches_the_loop(digits):
     assert not [t for t in threading.enumerate() if t.name == "aekit-batches"]
 
 
+@pytest.mark.slow
 def test_two_ranks_streaming_one_memory_map_match_one_process_and_read_only_their_share(digits, tmp_path):
     dataset = _mapped(tmp_path, digits)
     n, batch, epochs = len(dataset.x_train), 64, 2
-    common = [str(tmp_path / "digits.npy"), "--n-train", str(n), "--batch-size", str(batch), "--epochs",
-              str(epochs)]
-    single = subprocess.run([sys.executable, str(HERE), *common, "--data-on", "device", "--out",
-                             str(tmp_path / "one.pt")], capture_output=True, text=True, env=ENV, timeout=300)
+    common = [str(tmp_path / "digits.npy"), "--n-train", str(n), "--batch-size", str(batch), "--epochs", str(epochs)]
+    single = subprocess.run(
+        [sys.executable, str(HERE), *common, "--data-on", "device", "--out", str(tmp_path / "one.pt")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             str(HERE), *common, "--data-on", "stream", "--out", str(tmp_path / "two.pt"),
-                             "--record", str(tmp_path / "read")],
-                            capture_output=True, text=True, env=ENV, timeout=300)
+    double = subprocess.run(
+        [
+            *TORCHRUN_2,
+            str(HERE),
+            *common,
+            "--data-on",
+            "stream",
+            "--out",
+            str(tmp_path / "two.pt"),
+            "--record",
+            str(tmp_path / "read"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = (torch.load(tmp_path / f"{name}.pt", weights_only=True) for name in ("one", "two"))
     assert one.keys() == two.keys()
@@ -182,28 +224,49 @@ def test_two_ranks_streaming_one_memory_map_match_one_process_and_read_only_thei
     generator = torch.Generator().manual_seed(0)
     orders = [torch.randperm(n, generator=generator) for _ in range(epochs)]
     for rank in (0, 1):
-        expected = np.concatenate([order[s * batch:(s + 1) * batch][rank::2].numpy() for order in orders
-                                   for s in range(-(-n // batch))])
+        expected = np.concatenate(
+            [order[s * batch : (s + 1) * batch][rank::2].numpy() for order in orders for s in range(-(-n // batch))]
+        )
         np.testing.assert_array_equal(np.load(tmp_path / f"read.{rank}.npy"), expected)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_the_data(tmp_path):
     row = 784
     peaks = {}
     for mib in (64, 256):
         path = tmp_path / f"{mib}.npy"
-        rows = mib * 2 ** 20 // row
+        rows = mib * 2**20 // row
         x = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, row))
         pattern = (np.arange(8192 * row, dtype=np.int64) % 251).astype(np.uint8).reshape(8192, row)
         for start in range(0, rows, 8192):
-            x[start:start + 8192] = pattern[:min(8192, rows - start)]
+            x[start : start + 8192] = pattern[: min(8192, rows - start)]
         x.flush()
         del x
         for mode in ("stream", "device") if mib == 64 else ("stream",):
-            result = subprocess.run([sys.executable, str(HERE), str(path), "--n-train", str(rows - 1024),
-                                     "--batch-size", "1024", "--epochs", "1", "--hidden", "16", "--data-on", mode,
-                                     "--memory"], capture_output=True, text=True, env=ENV, timeout=300)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE),
+                    str(path),
+                    "--n-train",
+                    str(rows - 1024),
+                    "--batch-size",
+                    "1024",
+                    "--epochs",
+                    "1",
+                    "--hidden",
+                    "16",
+                    "--data-on",
+                    mode,
+                    "--memory",
+                ],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=300,
+            )
             assert result.returncode == 0, result.stderr[-3000:]
             peaks[mib, mode] = json.loads(result.stdout.splitlines()[-1])["peak_anon_mib"]
     print(f"peak anonymous memory (MiB): {peaks}")
@@ -240,27 +303,35 @@ def _launch(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     peak, done = [_rss_anon_mib()], threading.Event()
     if args.memory:
+
         def sample():
             while not done.wait(0.005):
                 peak[0] = max(peak[0], _rss_anon_mib())
+
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
     device = torch.device("cpu")
     if distributed.launched_by_torchrun():
         distributed.init_from_env(device)
     x = np.load(args.data, mmap_mode="r")
-    dataset = Dataset("mapped", x[:args.n_train], x[args.n_train:], None, None, binary=True)
+    dataset = Dataset("mapped", x[: args.n_train], x[args.n_train :], None, None, binary=True)
     read = []
     if args.record:
+
         class Recording(batches._Reader):
             def __init__(self, x, steps, *rest):
                 super().__init__(x, (read.append(indices) or indices for indices in steps), *rest)
 
         batches._Reader = Recording
     torch.manual_seed(0)
-    model = build_model(ModelSpec("ae", dataset.shape, code_dim=4, hidden=(args.hidden,)))
-    train(model, dataset, TrainSettings(epochs=args.epochs, batch_size=args.batch_size, data_on=args.data_on),
-          device=device, progress=False)
+    model = build_model(model_config("ae", dataset.shape, code_dim=4, hidden=(args.hidden,)))
+    train(
+        model,
+        dataset,
+        TrainSettings(epochs=args.epochs, batch_size=args.batch_size, data_on=args.data_on),
+        device=device,
+        progress=False,
+    )
     if args.out and distributed.is_main():
         torch.save(model.state_dict(), args.out)
     if args.record:

@@ -1,25 +1,21 @@
 """The benchmark scripts' bookkeeping: rewriting their own sections of RESULTS.md, the quality benchmark's saved
-rows (kept for the same settings, dropped for others, skipped with --resume), and the speed benchmark's reference
-data path."""
+rows (kept for the same settings, dropped for others, skipped with --resume), the speed benchmark's reference
+data path, and the rate-distortion benchmark's measures (Bjontegaard's delta rate, SSIM)."""
+
 import dataclasses
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_DIR, needs_mnist
 from torch.utils.data import DataLoader
 
-from aekit.models import ModelSpec, build_model
+from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, train
-
-from conftest import MNIST_DIR, needs_mnist
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import quality_mnist  # noqa: E402
-import train_speed  # noqa: E402
-from mnist_runs import fit, write_section  # noqa: E402
+from bench import quality_mnist, train_speed
+from bench.codecs import bd_rate, overlap, rate_at, ssim
+from bench.mnist_runs import fit, write_section
 
 RESULTS = """# Results
 
@@ -67,9 +63,20 @@ def test_a_section_is_replaced_up_to_the_next_of_its_level_or_appended(tmp_path)
 
 
 def _row(label, key, **metrics):
-    return {"label": label, "published_key": key, "code": 30, "settings": "s", "train_seconds": 1.0,
-            "date": "2026-11-27", "device": "CPU", "torch": "2", "aekit": "0", "command": "python q.py",
-            "wall_seconds": 60.0, **metrics}
+    return {
+        "label": label,
+        "published_key": key,
+        "code": 30,
+        "settings": "s",
+        "train_seconds": 1.0,
+        "date": "2026-11-27",
+        "device": "CPU",
+        "torch": "2",
+        "aekit": "0",
+        "command": "python q.py",
+        "wall_seconds": 60.0,
+        **metrics,
+    }
 
 
 def test_saved_rows_are_kept_for_the_same_settings_and_dropped_for_others(tmp_path):
@@ -84,10 +91,14 @@ def test_saved_rows_are_kept_for_the_same_settings_and_dropped_for_others(tmp_pa
 
 def test_the_section_marks_what_reached_the_published_figures():
     mode = quality_mnist.MODES["cpu"]
-    text = quality_mnist.section(mode, {
-        "pca": _row("PCA", "pca", sse_per_example=13.874),
-        "ae-mlp": _row("AE MLP", "ae", sse_per_example=3.2),
-        "vae": _row("VAE", "vae", code=50, sse_per_example=20.0, nll=86.5, nll_samples=5000, nll_examples=10000)})
+    text = quality_mnist.section(
+        mode,
+        {
+            "pca": _row("PCA", "pca", sse_per_example=13.874),
+            "ae-mlp": _row("AE MLP", "ae", sse_per_example=3.2),
+            "vae": _row("VAE", "vae", code=50, sse_per_example=20.0, nll=86.5, nll_samples=5000, nll_examples=10000),
+        },
+    )
     assert "| PCA: squared error per test image | 13.87 | 13.874 | yes | 1 |" in text  # within the rounding
     assert "| AE MLP: squared error per test image | 3.00 | 3.200 | no | 1 |" in text
     assert "| VAE: NLL (k=5000), nats | 86.76 | 86.500 | yes | 1 |" in text
@@ -120,7 +131,7 @@ def test_the_speed_reference_feeds_the_images_and_labels_as_torchvision_would():
 
 
 def test_a_model_cut_short_goes_on_from_its_checkpoint(tmp_path, digits):
-    spec, settings = ModelSpec("ae", digits.shape, code_dim=4, hidden=(32,)), TrainSettings(epochs=3, batch_size=100)
+    spec, settings = model_config("ae", digits.shape, code_dim=4, hidden=(32,)), TrainSettings(epochs=3, batch_size=100)
 
     def cut_after_the_first_epoch(record):
         raise KeyboardInterrupt  # as a time limit would
@@ -128,8 +139,15 @@ def test_a_model_cut_short_goes_on_from_its_checkpoint(tmp_path, digits):
     torch.manual_seed(0)
     (tmp_path / "run").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        train(build_model(spec), digits, settings, out=tmp_path / "run", device="cpu", progress=False,
-              on_epoch_end=cut_after_the_first_epoch)
+        train(
+            build_model(spec),
+            digits,
+            settings,
+            out=tmp_path / "run",
+            device="cpu",
+            progress=False,
+            on_epoch_end=cut_after_the_first_epoch,
+        )
     first_epoch = (tmp_path / "run" / "history.csv").read_text().splitlines()[1]
     resumed, seconds = fit(spec, digits, settings, torch.device("cpu"), 0, tmp_path / "run")
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
@@ -137,14 +155,66 @@ def test_a_model_cut_short_goes_on_from_its_checkpoint(tmp_path, digits):
     straight, _ = fit(spec, digits, settings, torch.device("cpu"), 0)
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6)
-    assert seconds == pytest.approx(sum(float(line.split(",")[history[0].split(",").index("seconds")])
-                                        for line in history[1:]))
+    assert seconds == pytest.approx(
+        sum(float(line.split(",")[history[0].split(",").index("seconds")]) for line in history[1:])
+    )
 
 
 def test_each_training_checkpoints_in_a_folder_of_its_own_settings(tmp_path):
     quick = quality_mnist.MODES["quick"]
     folder = quality_mnist.run_folder(tmp_path, quick, 0, "vae")
     assert folder == quality_mnist.run_folder(tmp_path, quick, 0, "vae") and folder.parent == tmp_path
-    others = {quality_mnist.run_folder(tmp_path, quick, 1, "vae"), quality_mnist.run_folder(tmp_path, quick, 0, "iwae"),
-              quality_mnist.run_folder(tmp_path, dataclasses.replace(quick, vae_epochs=2), 0, "vae")}
+    others = {
+        quality_mnist.run_folder(tmp_path, quick, 1, "vae"),
+        quality_mnist.run_folder(tmp_path, quick, 0, "iwae"),
+        quality_mnist.run_folder(tmp_path, dataclasses.replace(quick, vae_epochs=2), 0, "vae"),
+    }
     assert folder not in others and len(others) == 3
+
+
+# A rate-distortion curve: bytes at four PSNRs, as a codec's qualities give them.
+PSNR = np.array([18.0, 22.0, 26.0, 31.0])
+BYTES = np.array([120.0, 210.0, 400.0, 950.0])
+
+
+def test_a_curve_at_half_the_bytes_everywhere_has_a_delta_rate_of_minus_50_percent():
+    assert bd_rate(BYTES / 2, PSNR, BYTES, PSNR) == pytest.approx(-50)
+    assert bd_rate(BYTES * 2, PSNR, BYTES, PSNR) == pytest.approx(100)
+    assert bd_rate(BYTES, PSNR, BYTES, PSNR) == pytest.approx(0, abs=1e-9)
+    # Over the overlap only: half the bytes on part of the reference's range is still -50% (on a curve whose log rate
+    # is a line, which the interpolation of any of its points gives exactly).
+    line = 10 * 2 ** (PSNR / 4)
+    assert bd_rate(line[1:3] / 2, PSNR[1:3], line, PSNR) == pytest.approx(-50)
+    assert overlap(line[1:3] / 2, PSNR[1:3], line, PSNR) == (22, 26)
+
+
+def test_the_delta_rate_leaves_out_beaten_points_and_needs_an_overlap():
+    # A setting that costs more for less (AVIF's lowest qualities, bits beyond what a code needs) changes nothing.
+    beaten = bd_rate(np.append(BYTES / 2, 300), np.append(PSNR, 19), BYTES, PSNR)
+    assert beaten == pytest.approx(-50)
+    assert bd_rate(BYTES, PSNR + 20, BYTES, PSNR) is None
+    assert bd_rate(BYTES[:1], PSNR[:1], BYTES, PSNR) is None
+
+
+def test_the_bytes_at_a_psnr_follow_the_curve_and_stop_at_its_ends():
+    assert rate_at(BYTES, PSNR, 22.0) == pytest.approx(210)
+    assert 210 < rate_at(BYTES, PSNR, 24.0) < 400
+    assert rate_at(BYTES, PSNR, 40.0) is None
+
+
+def test_batched_ssim_equals_scikit_images_structural_similarity():
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(0)
+    for shape in ((3, 1, 28, 28), (2, 3, 40, 32)):
+        clean = rng.random(shape)
+        noisy = np.clip(clean + rng.normal(0, 0.1, shape), 0, 1)
+        expected = np.mean(
+            [
+                metrics.structural_similarity(
+                    a, b, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=0
+                )
+                for a, b in zip(noisy, clean)
+            ]
+        )
+        assert ssim(noisy, clean) == pytest.approx(expected, abs=1e-10)
+    assert ssim(clean, clean) == pytest.approx(1)

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, needs_mnist
 
 import aekit
 from aekit import runs
 from aekit.cli import main
-from conftest import MNIST_DIR, needs_mnist
 
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "32", "--code-dim", "4"]
 
@@ -30,8 +30,11 @@ def snapshot(folder):
     """Every file under ``folder`` with its content hash: to check that a failed command changed nothing."""
     if not folder.exists():
         return None
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_refused(capsys, folder, *argv, match):
@@ -44,14 +47,28 @@ def assert_refused(capsys, folder, *argv, match):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_help_documents_every_command():
     for command in ([], ["train"], ["evaluate"], ["demo"]):
         result = subprocess.run([sys.executable, "-m", "aekit", *command, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: aekit" in result.stdout
-    train_help = subprocess.run([sys.executable, "-m", "aekit", "train", "--help"], capture_output=True,
-                                text=True).stdout
-    for option in ("--model", "--dataset", "--code-dim", "--epochs", "--out", "--resume", "--loss", "--noise",
-                   "--prior", "--beta", "--device", "--data-dir"):
+    train_help = subprocess.run(
+        [sys.executable, "-m", "aekit", "train", "--help"], capture_output=True, text=True
+    ).stdout
+    for option in (
+        "--model",
+        "--dataset",
+        "--code-dim",
+        "--epochs",
+        "--out",
+        "--resume",
+        "--loss",
+        "--noise",
+        "--prior",
+        "--beta",
+        "--device",
+        "--data-dir",
+    ):
         assert option in train_help
 
 
@@ -59,8 +76,15 @@ def test_train_then_evaluate_writes_the_run_folder(capsys, tmp_path):
     out = tmp_path / "run"
     status, stdout, _ = run_cli(capsys, "train", "--model", "vae", "--out", str(out), *FAST)
     assert status == 0
-    for name in ("config.json", "model.safetensors", "checkpoint.pt", "history.csv", "metrics.json",
-                 "figures/reconstructions.png", "figures/samples.png"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "checkpoint.pt",
+        "history.csv",
+        "metrics.json",
+        "figures/reconstructions.png",
+        "figures/samples.png",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*tmp"))  # no temporary files left behind
     trained = json.loads(stdout)
@@ -79,21 +103,36 @@ def test_resume_continues_to_more_epochs_and_refuses_changed_settings(capsys, tm
     status, _, _ = run_cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress")
     assert status == 0
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
-    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--code-dim", "5", "--epochs", "3",
-                   match="code_dim")
+    assert_refused(
+        capsys, out, "train", "--resume", "--out", str(out), "--code-dim", "5", "--epochs", "3", match="code_dim"
+    )
     # A run compiled before may resume another way: the capture named now replaces the saved one (and on this CPU
     # --cuda-graph is refused for the device, not for clashing with the saved --compile).
     config = json.loads((out / "config.json").read_text())
     config["options"]["compile"] = True
     (out / "config.json").write_text(json.dumps(config))
-    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--cuda-graph", "--epochs", "3",
-                   match="needs one process on a CUDA device")
+    assert_refused(
+        capsys,
+        out,
+        "train",
+        "--resume",
+        "--out",
+        str(out),
+        "--cuda-graph",
+        "--epochs",
+        "3",
+        match="needs one process on a CUDA device",
+    )
     assert_refused(capsys, out, "train", "--model", "ae", "--out", str(out), *FAST, match="already holds a run")
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_on_a_user_mistake(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "aekit", "train", "--dataset", "nope", "--out",
-                             str(tmp_path / "run")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "aekit", "train", "--dataset", "nope", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown dataset 'nope'" in result.stderr
     assert not (tmp_path / "run").exists()
@@ -103,8 +142,9 @@ def test_bad_names_and_options_are_refused(capsys, tmp_path):
     out = tmp_path / "run"
     assert_refused(capsys, out, "train", "--model", "gan", "--out", str(out), match="invalid choice: 'gan'")
     assert_refused(capsys, out, "train", "--dataset", "imagenet", "--out", str(out), match="unknown dataset")
-    assert_refused(capsys, out, "train", "--dataset", str(tmp_path / "missing.npy"), "--out", str(out),
-                   match="missing.npy")
+    assert_refused(
+        capsys, out, "train", "--dataset", str(tmp_path / "missing.npy"), "--out", str(out), match="missing.npy"
+    )
     assert_refused(capsys, out, "train", "--hidden", "12,x", "--out", str(out), match="comma-separated")
     assert_refused(capsys, out, "train", "--lr", "-1", "--out", str(out), match="learning rate")
     assert_refused(capsys, out, "train", "--resume", "--out", str(out), match="not a run folder")
@@ -116,12 +156,23 @@ def test_nan_values_and_bce_outside_the_unit_interval_are_refused(capsys, tmp_pa
     with_nan = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
     with_nan[3, 2] = np.nan
     np.save(tmp_path / "nan.npy", with_nan)
-    assert_refused(capsys, out, "train", "--dataset", str(tmp_path / "nan.npy"), "--out", str(out),
-                   match="NaN or infinite")
+    assert_refused(
+        capsys, out, "train", "--dataset", str(tmp_path / "nan.npy"), "--out", str(out), match="NaN or infinite"
+    )
     wide = np.random.default_rng(0).uniform(-1, 3, size=(50, 6))
     np.savetxt(tmp_path / "wide.csv", wide, delimiter=",")
-    assert_refused(capsys, out, "train", "--dataset", str(tmp_path / "wide.csv"), "--loss", "bce", "--out", str(out),
-                   match="[0, 1]")
+    assert_refused(
+        capsys,
+        out,
+        "train",
+        "--dataset",
+        str(tmp_path / "wide.csv"),
+        "--loss",
+        "bce",
+        "--out",
+        str(out),
+        match="[0, 1]",
+    )
     status, _, _ = run_cli(capsys, "train", "--dataset", str(tmp_path / "wide.csv"), "--out", str(out), *FAST)
     assert status == 0
     assert json.loads((out / "config.json").read_text())["model"]["likelihood"] == "gaussian"
@@ -149,8 +200,18 @@ def test_damaged_mnist_files_are_refused(capsys, tmp_path, damage):
     else:
         victim.write_bytes(gzip.compress(raw[:-1] + bytes([(raw[-1] + 1) % 10])))
     out = tmp_path / "run"
-    assert_refused(capsys, out, "train", "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(out),
-                   match="train-labels-idx1-ubyte")
+    assert_refused(
+        capsys,
+        out,
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        match="train-labels-idx1-ubyte",
+    )
 
 
 def test_weights_that_do_not_match_the_config_are_refused(capsys, tmp_path):

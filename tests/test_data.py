@@ -1,4 +1,5 @@
 """The data layer: IDX parsing, MNIST (local folder, download, cache), array files and image folders."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,12 +25,15 @@ from aekit.data.mnist import SHA256, load_mnist
 from aekit.errors import DataError
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
-needs_mnist = pytest.mark.skipif(not all((MNIST_DIR / f"{name}.gz").is_file() for name in SHA256),
-                                 reason=f"the four MNIST .gz files are not in {MNIST_DIR}")
+needs_mnist = pytest.mark.skipif(
+    not all((MNIST_DIR / f"{name}.gz").is_file() for name in SHA256),
+    reason=f"the four MNIST .gz files are not in {MNIST_DIR}",
+)
 TAMPERED = "t10k-labels-idx1-ubyte"
 
 
 # ---------------------------------------------------------------- IDX
+
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:
     """An IDX file written independently of the reader under test."""
@@ -37,8 +41,10 @@ def idx_bytes(array: np.ndarray, code: int) -> bytes:
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
-@pytest.mark.parametrize("code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-                                         (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize(
+    "code, dtype",
+    [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)],
+)
 def test_idx_round_trip(code, dtype):
     array = (np.arange(24).reshape(2, 3, 4) * 7 - 50).astype(dtype)
     parsed = read_idx(idx_bytes(array, code), "test.idx")
@@ -58,17 +64,20 @@ def test_idx_file_plain_and_gzipped(tmp_path, suffix, pack):
 GOOD_IDX = idx_bytes(np.arange(12, dtype=np.int16).reshape(3, 4), 0x0B)
 
 
-@pytest.mark.parametrize("data, message", [
-    (GOOD_IDX[:-1], "truncated"),
-    (GOOD_IDX + b"\0", "trailing"),
-    (GOOD_IDX[:10], "truncated"),
-    (GOOD_IDX[:3], "truncated"),
-    (b"\1" + GOOD_IDX[1:], "not an IDX file"),
-    (GOOD_IDX[:2] + b"\x0A" + GOOD_IDX[3:], "type code 0x0A"),
-    # 10^12 one-byte values, and a product that overflows int64, promised by a 12-byte file.
-    (bytes([0, 0, 0x08, 2]) + np.array([10**6, 10**6], dtype=">u4").tobytes() + b"abcd", "truncated"),
-    (bytes([0, 0, 0x0E, 3]) + np.full(3, 2**32 - 1, dtype=">u4").tobytes(), "truncated"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (GOOD_IDX[:-1], "truncated"),
+        (GOOD_IDX + b"\0", "trailing"),
+        (GOOD_IDX[:10], "truncated"),
+        (GOOD_IDX[:3], "truncated"),
+        (b"\1" + GOOD_IDX[1:], "not an IDX file"),
+        (GOOD_IDX[:2] + b"\x0a" + GOOD_IDX[3:], "type code 0x0A"),
+        # 10^12 one-byte values, and a product that overflows int64, promised by a 12-byte file.
+        (bytes([0, 0, 0x08, 2]) + np.array([10**6, 10**6], dtype=">u4").tobytes() + b"abcd", "truncated"),
+        (bytes([0, 0, 0x0E, 3]) + np.full(3, 2**32 - 1, dtype=">u4").tobytes(), "truncated"),
+    ],
+)
 def test_idx_rejects_bad_files(data, message):
     start = time.perf_counter()
     with pytest.raises(DataError, match=message) as error:
@@ -88,6 +97,7 @@ def test_idx_corrupt_gzip(tmp_path):
 
 
 # ---------------------------------------------------------------- MNIST from a folder
+
 
 @pytest.fixture(scope="module")
 def mnist():
@@ -145,6 +155,7 @@ def test_mnist_folder_accepts_uncompressed_files(tmp_path, mnist):
 
 
 # ---------------------------------------------------------------- MNIST downloads
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -219,6 +230,7 @@ def test_mnist_mirrors_from_environment(cache, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- array files
 
+
 def rows(n: int = 50, features: int = 3) -> np.ndarray:
     """Examples whose first feature is their row number, so a split can be traced back."""
     x = np.random.default_rng(0).normal(size=(n, features))
@@ -260,8 +272,7 @@ def test_a_uint8_array_is_read_as_intensities_as_the_apps_read_it(tmp_path):
     from aekit.data.files import read_examples
 
     as_the_apps_read_it = read_examples(tmp_path / "u8.npy").x
-    assert all(any(np.array_equal(row[0], image) for image in as_the_apps_read_it)
-               for row in as_float32(data.x_test))
+    assert all(any(np.array_equal(row[0], image) for image in as_the_apps_read_it) for row in as_float32(data.x_test))
 
 
 def test_npz_pre_split(tmp_path):
@@ -295,9 +306,14 @@ def test_split_depends_only_on_seed(tmp_path):
     assert not np.array_equal(first.x_test, other.x_test)
 
 
-@pytest.mark.parametrize("text", ["1,2.5,3\n4,5,-6e-1\n\n7,8,9\n10,11,12\n",
-                                  "a,b,c\n1,2.5,3\n4,5,-6e-1\n7,8,9\n10, 11 ,12\n",
-                                  "\ufeff\"x 1\",x2,x3\r\n1,2.5,3\r\n4,5,-6e-1\r\n7,8,9\r\n10,11,12\r\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1,2.5,3\n4,5,-6e-1\n\n7,8,9\n10,11,12\n",
+        "a,b,c\n1,2.5,3\n4,5,-6e-1\n7,8,9\n10, 11 ,12\n",
+        '\ufeff"x 1",x2,x3\r\n1,2.5,3\r\n4,5,-6e-1\r\n7,8,9\r\n10,11,12\r\n',
+    ],
+)
 def test_csv(tmp_path, text):
     (tmp_path / "d.csv").write_text(text, encoding="utf-8", newline="")
     data = load_array_file(tmp_path / "d.csv", seed=0, test_fraction=0.25)
@@ -321,22 +337,25 @@ def corrupt_npz(path: Path) -> bytes:
     return path.read_bytes()[:-40]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("x.npy", np.arange(10.0), r"shape \(10,\).*\(n, features\)"),
-    ("x.npy", np.array([[1, "a"], [2, None]], dtype=object), "numeric NumPy file.*allow_pickle"),
-    ("x.npy", np.array([["a", "b"], ["c", "d"]]), "dtype <U1, not numbers"),
-    ("x.npy", np.array([[1.0, np.nan]] * 10), "NaN or infinite"),
-    ("x.npy", b"", "numeric NumPy file"),
-    ("x.npz", b"PK\3\4 not really a zip", "numeric NumPy file"),
-    ("x.npz", corrupt_npz, "numeric NumPy file"),
-    ("x.csv", "1,2\n3,oops\n", "line 2, column 2 holds 'oops'"),
-    ("x.csv", "a,b\nc,d\n1,2\n", "line 2, column 1 holds 'c'"),
-    ("x.csv", "a,b\n1,2\n3\n", "line 3 has 1 columns but the first data row has 2"),
-    ("x.csv", "1,2\n3,inf\n5,6\n7,8\n9,10\n", "NaN or infinite"),
-    ("x.csv", "", "no data rows"),
-    ("x.csv", "a,b\n", "no data rows"),
-    ("x.csv", b"1,2\n\xff\xfe,3\n", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("x.npy", np.arange(10.0), r"shape \(10,\).*\(n, features\)"),
+        ("x.npy", np.array([[1, "a"], [2, None]], dtype=object), "numeric NumPy file.*allow_pickle"),
+        ("x.npy", np.array([["a", "b"], ["c", "d"]]), "dtype <U1, not numbers"),
+        ("x.npy", np.array([[1.0, np.nan]] * 10), "NaN or infinite"),
+        ("x.npy", b"", "numeric NumPy file"),
+        ("x.npz", b"PK\3\4 not really a zip", "numeric NumPy file"),
+        ("x.npz", corrupt_npz, "numeric NumPy file"),
+        ("x.csv", "1,2\n3,oops\n", "line 2, column 2 holds 'oops'"),
+        ("x.csv", "a,b\nc,d\n1,2\n", "line 2, column 1 holds 'c'"),
+        ("x.csv", "a,b\n1,2\n3\n", "line 3 has 1 columns but the first data row has 2"),
+        ("x.csv", "1,2\n3,inf\n5,6\n7,8\n9,10\n", "NaN or infinite"),
+        ("x.csv", "", "no data rows"),
+        ("x.csv", "a,b\n", "no data rows"),
+        ("x.csv", b"1,2\n\xff\xfe,3\n", "UTF-8"),
+    ],
+)
 def test_bad_array_files(tmp_path, name, content, message):
     path = tmp_path / name
     write(path, content(path) if callable(content) else content)
@@ -344,13 +363,16 @@ def test_bad_array_files(tmp_path, name, content, message):
         load_array_file(path, seed=0, test_fraction=0.2)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"a": np.ones((4, 2)), "b": np.ones((4, 2))}, r"holds arrays \['a', 'b'\]; expected x_train and x_test"),
-    ({"x_train": np.ones((4, 2)), "x_test": np.ones((2, 2)), "y_train": np.arange(4)}, "only one split"),
-    ({"x": np.ones((4, 2)), "y": np.arange(3)}, r"\[y\] has shape \(3,\) but there are 4 examples"),
-    ({"x": np.ones((4, 2)), "y": np.ones(4)}, "labels must be integers"),
-    ({"x": np.ones((4, 0))}, "empty"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"a": np.ones((4, 2)), "b": np.ones((4, 2))}, r"holds arrays \['a', 'b'\]; expected x_train and x_test"),
+        ({"x_train": np.ones((4, 2)), "x_test": np.ones((2, 2)), "y_train": np.arange(4)}, "only one split"),
+        ({"x": np.ones((4, 2)), "y": np.arange(3)}, r"\[y\] has shape \(3,\) but there are 4 examples"),
+        ({"x": np.ones((4, 2)), "y": np.ones(4)}, "labels must be integers"),
+        ({"x": np.ones((4, 0))}, "empty"),
+    ],
+)
 def test_bad_npz_layouts(tmp_path, arrays, message):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(DataError, match=message):
@@ -368,6 +390,7 @@ def test_dispatcher_reads_array_files(tmp_path):
 
 
 # ---------------------------------------------------------------- image folders
+
 
 def save_image(path: Path, value, size=(4, 3), mode="L") -> None:
     """A flat image of ``value`` (an intensity, or an RGB triple) of ``size`` = (width, height)."""
@@ -415,7 +438,7 @@ def test_odd_sized_image(tmp_path):
         load_image_folder(tmp_path, seed=0, test_fraction=0.5)
 
 
-@pytest.mark.parametrize("damage", [lambda data: b"definitely not a PNG", lambda data: data[:len(data) // 2]])
+@pytest.mark.parametrize("damage", [lambda data: b"definitely not a PNG", lambda data: data[: len(data) // 2]])
 def test_corrupt_image(tmp_path, damage):
     # Noise, so that half the file cannot hold all the pixels.
     noise = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16), dtype=np.uint8)
@@ -454,8 +477,10 @@ def test_a_gzipped_idx_file_is_inflated_no_further_than_its_header_promises(tmp_
 
 def test_a_uint8_or_float32_npy_is_memory_mapped_and_split_without_a_copy(tmp_path):
     rng = np.random.default_rng(0)
-    for name, x in (("u8.npy", rng.integers(0, 256, (50, 4, 4), dtype=np.uint8)),
-                    ("f32.npy", rng.normal(size=(50, 6)).astype(np.float32))):
+    for name, x in (
+        ("u8.npy", rng.integers(0, 256, (50, 4, 4), dtype=np.uint8)),
+        ("f32.npy", rng.normal(size=(50, 6)).astype(np.float32)),
+    ):
         np.save(tmp_path / name, x)
         data = load_array_file(tmp_path / name, seed=3, test_fraction=0.2)
         assert isinstance(data.x_train, IndexedRows) and isinstance(data.x_train.base, np.memmap)

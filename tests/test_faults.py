@@ -1,5 +1,6 @@
 """Faults: signals stop training with a resumable checkpoint, killed runs resume exactly, NaN steps can be skipped,
 and one run folder has one writer."""
+
 import os
 import signal
 import socket
@@ -10,21 +11,25 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training import _PoisonedAE
 
 from aekit import runs
 from aekit.errors import RunError
-from aekit.models import ModelSpec, build_model
+from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, train
-from test_training import _PoisonedAE
 
-ARGS = ["--model", "vae", "--hidden", "32", "--code-dim", "4", "--batch-size", "16", "--epochs", "12",
-        "--no-progress", "--device", "cpu"]
+ARGS = "--model vae --hidden 32 --code-dim 4 --batch-size 16 --epochs 12 --no-progress --device cpu".split()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _train(out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def _wait_for(path, process, timeout=120):
@@ -44,6 +49,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+@pytest.mark.slow
 def test_a_stopped_or_killed_run_resumes_to_the_same_weights_bit_for_bit(how, tmp_path, uninterrupted):
     out = tmp_path / "run"
     process = _train(out)
@@ -58,8 +64,13 @@ def test_a_stopped_or_killed_run_resumes_to_the_same_weights_bit_for_bit(how, tm
         assert status == 128 + getattr(signal, how), err
         assert "stopped by" in err and "--resume" in err and "Traceback" not in err
     assert not list(out.glob(".*.tmp"))  # no half-written file left behind
-    resumed = subprocess.run([sys.executable, "-m", "aekit", "train", "--resume", "--out", str(out), "--no-progress"],
-                             capture_output=True, text=True, env=ENV, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "aekit", "train", "--resume", "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     weights = load_file(out / runs.WEIGHTS)
     for key, value in uninterrupted.items():
@@ -88,19 +99,20 @@ def test_a_mid_epoch_stop_checkpoints_its_position_and_resumes_exactly(digits, t
 
     settings = TrainSettings(epochs=2, batch_size=64, seed=1)
     torch.manual_seed(0)
-    straight = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    straight = build_model(model_config("dae", digits.shape, code_dim=8, hidden=(64, 32)))
     train(straight, digits, settings, device="cpu", progress=False)
     torch.manual_seed(0)
-    inner = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    inner = build_model(model_config("dae", digits.shape, code_dim=8, hidden=(64, 32)))
     with pytest.raises(TrainingStopped, match="SIGTERM after step 10 of epoch 2"):
         train(_SignalAt(inner, poison_at=23 + 10), digits, settings, out=tmp_path, device="cpu", progress=False)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
     state = runs.load_checkpoint(tmp_path / runs.CHECKPOINT)
     assert state["position"]["step"] == 10 and len(state["history"]) == 1
     torch.manual_seed(99)
-    resumed = build_model(ModelSpec("dae", digits.shape, code_dim=8, hidden=(64, 32)))
-    history = train(_SignalAt(resumed, poison_at=-1), digits, settings, out=tmp_path, device="cpu", progress=False,
-                    resume=True)
+    resumed = build_model(model_config("dae", digits.shape, code_dim=8, hidden=(64, 32)))
+    history = train(
+        _SignalAt(resumed, poison_at=-1), digits, settings, out=tmp_path, device="cpu", progress=False, resume=True
+    )
     assert len(history) == 2
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
@@ -108,19 +120,30 @@ def test_a_mid_epoch_stop_checkpoints_its_position_and_resumes_exactly(digits, t
 
 def test_skip_policy_drops_non_finite_updates_and_counts_them(digits):
     torch.manual_seed(0)
-    inner = build_model(ModelSpec("ae", digits.shape, code_dim=8, hidden=(64, 32)))
-    history = train(_PoisonedAE(inner, poison_at=30), digits, TrainSettings(epochs=2, batch_size=64, on_nan="skip"),
-                    device="cpu", progress=False)
+    inner = build_model(model_config("ae", digits.shape, code_dim=8, hidden=(64, 32)))
+    history = train(
+        _PoisonedAE(inner, poison_at=30),
+        digits,
+        TrainSettings(epochs=2, batch_size=64, on_nan="skip"),
+        device="cpu",
+        progress=False,
+    )
     # Every call from the 30th on is poisoned: steps 30..46 of the 46 are skipped.
     assert [r["skipped_steps"] for r in history] == [0, 17]
     assert all(torch.isfinite(p).all() for p in inner.parameters())
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
     out = tmp_path / "run"
     with runs.RunLock(out):
-        result = subprocess.run([sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS],
-                                capture_output=True, text=True, env=ENV, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "aekit", "train", "--out", str(out), *ARGS],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
         assert result.returncode == 2 and "in use by process" in result.stderr
         assert not (out / runs.CONFIG).exists()
         with pytest.raises(RunError, match="in use"):

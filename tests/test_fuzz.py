@@ -7,6 +7,7 @@ Each reader is fuzzed twice: structured mutations of a valid file (cut short, by
 huge dimensions, other dtypes, NaN and infinity, non-UTF-8, deep or huge JSON) and raw bytes. Hypothesis runs
 derandomized, so CI sees the same cases every time; ``bench/faults.py`` runs the same strategies for longer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,16 +42,23 @@ from aekit.data.idx import IDX_CODES, read_idx, read_idx_file
 from aekit.data.images import load_image_folder
 from aekit.data.mnist import load_mnist
 from aekit.errors import AekitError, DataError, RunError
-from aekit.models import ModelSpec, build_model
+from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, train
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 SECONDS_PER_CASE = 20  # a case taking longer is a hang
 MEMORY_HEADROOM = 1 << 30  # bytes a case may allocate beyond what the process holds; no case here pays for more
 
 
 # ---------------------------------------------------------------- the property
+
 
 @contextlib.contextmanager
 def _bounded():
@@ -97,6 +105,7 @@ def outcome(read, *args, **kwargs):
 
 # ---------------------------------------------------------------- damage
 
+
 @st.composite
 def damaged(draw, valid: bytes) -> bytes:
     """``valid`` damaged the ways files get damaged: cut short, bytes flipped (mostly in the header), a span
@@ -105,7 +114,7 @@ def damaged(draw, valid: bytes) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["truncate", "flip", "splice", "append", "empty"]))
         if kind == "truncate" and data:
-            del data[draw(st.integers(0, len(data) - 1)):]
+            del data[draw(st.integers(0, len(data) - 1)) :]
         elif kind == "flip" and data:
             i = draw(st.integers(0, min(len(data) - 1, 255)) | st.integers(0, len(data) - 1))
             data[i] ^= draw(st.integers(1, 255))
@@ -128,13 +137,13 @@ RAW = st.binary(max_size=300)
 
 # ---------------------------------------------------------------- IDX and MNIST
 
+
 @st.composite
 def idx_files(draw) -> bytes:
     """IDX bytes whose header may lie: any type code, up to 255 dimensions, huge sizes, a body too short or long."""
     code = draw(st.sampled_from(sorted(IDX_CODES)) | st.integers(0, 255))
     ndim = draw(st.integers(0, 4) | st.integers(33, 255))
-    dims = draw(st.lists(st.integers(0, 5) | st.sampled_from([2**31, 2**32 - 1, 10**9]), min_size=ndim,
-                         max_size=ndim))
+    dims = draw(st.lists(st.integers(0, 5) | st.sampled_from([2**31, 2**32 - 1, 10**9]), min_size=ndim, max_size=ndim))
     head = bytes([0, 0, code, ndim]) + b"".join(d.to_bytes(4, "big") for d in dims)
     size = math.prod(dims) * (IDX_CODES[code].itemsize if code in IDX_CODES else 1)
     body = bytes(draw(st.integers(0, 64))) if size > 4096 else bytes(max(0, size + draw(st.integers(-2, 2))))
@@ -144,7 +153,7 @@ def idx_files(draw) -> bytes:
 def check_idx(data: bytes):
     result = outcome(read_idx, data, "fuzz.idx")
     if isinstance(result, np.ndarray):
-        assert result.shape == tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(data[3]))
+        assert result.shape == tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3]))
         assert result.dtype.isnative
     return result
 
@@ -165,11 +174,16 @@ def check_mnist_folder(name: str, data: bytes):
 
 
 IDX_CASES = idx_files() | RAW | damaged(bytes([0, 0, 8, 2, 0, 0, 0, 3, 0, 0, 0, 2]) + bytes(range(6)))
-IDX_FILE_CASES = st.tuples(st.sampled_from(["x-idx2-ubyte", "x-idx2-ubyte.gz"]),
-                           damaged(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 4]) + b"abcd", mtime=0)) | RAW)
-MNIST_CASES = st.tuples(st.sampled_from(["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]), idx_files() | RAW
-                        | damaged(gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(784),
-                                                mtime=0)))
+IDX_FILE_CASES = st.tuples(
+    st.sampled_from(["x-idx2-ubyte", "x-idx2-ubyte.gz"]),
+    damaged(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 4]) + b"abcd", mtime=0)) | RAW,
+)
+MNIST_CASES = st.tuples(
+    st.sampled_from(["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]),
+    idx_files()
+    | RAW
+    | damaged(gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(784), mtime=0)),
+)
 
 
 @FUZZ
@@ -202,8 +216,30 @@ def test_a_gzip_bomb_in_the_mnist_folder_is_refused_without_inflating_it(tmp_pat
 
 # ---------------------------------------------------------------- .npy, .npz, .csv
 
-DESCRS = st.sampled_from(["<f4", "<f8", ">f4", "<f2", "|u1", "<i8", ">i4", "|b1", "<c8", "|O", "<U3", "|V4", "<M8[s]",
-                          "|S0", "<f16", "nonsense", [("a", "<f4")], [("a", "<f4", (10**9,))], 5, None])
+DESCRS = st.sampled_from(
+    [
+        "<f4",
+        "<f8",
+        ">f4",
+        "<f2",
+        "|u1",
+        "<i8",
+        ">i4",
+        "|b1",
+        "<c8",
+        "|O",
+        "<U3",
+        "|V4",
+        "<M8[s]",
+        "|S0",
+        "<f16",
+        "nonsense",
+        [("a", "<f4")],
+        [("a", "<f4", (10**9,))],
+        5,
+        None,
+    ]
+)
 
 
 def npy_header(descr, fortran, shape, version=1) -> bytes:
@@ -229,8 +265,11 @@ def npy_files(draw) -> bytes:
     except Exception:  # the descr or shape is not even valid for numpy: any body will do
         claimed = 16
     claimed = claimed if isinstance(claimed, int) else 16  # math.prod of a string repeats it
-    body = draw(st.binary(min_size=0, max_size=64)) if not 0 <= claimed <= 4096 else bytes(
-        max(0, claimed + draw(st.integers(-3, 3))))
+    body = (
+        draw(st.binary(min_size=0, max_size=64))
+        if not 0 <= claimed <= 4096
+        else bytes(max(0, claimed + draw(st.integers(-3, 3))))
+    )
     return head + body
 
 
@@ -253,8 +292,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-NPZ_NAMES = st.sampled_from(["x", "y", "x_train", "x_test", "y_train", "y_test", "a", "x.npy", "x.txt", "dir/x",
-                             "dir/", "\u00e9", ".npy"])
+NPZ_NAMES = st.sampled_from(
+    ["x", "y", "x_train", "x_test", "y_train", "y_test", "a", "x.npy", "x.txt", "dir/x", "dir/", "\u00e9", ".npy"]
+)
 
 
 @st.composite
@@ -272,10 +312,14 @@ def npz_files(draw) -> bytes:
     return buffer.getvalue()
 
 
-CSV_CELLS = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str),
-                      st.sampled_from(["", " ", "x", "1e999", "-1e-999", "1_0", "0x1f", "nan", "\"1,2\"", "\"1\n2\"",
-                                       "\x00", "\ufeff1", "１"]),
-                      st.text(max_size=4))
+CSV_CELLS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers().map(str),
+    st.sampled_from(
+        ["", " ", "x", "1e999", "-1e-999", "1_0", "0x1f", "nan", '"1,2"', '"1\n2"', "\x00", "\ufeff1", "１"]
+    ),
+    st.text(max_size=4),
+)
 
 
 @st.composite
@@ -283,8 +327,13 @@ def csv_files(draw) -> bytes:
     """Comma-separated rows that are mostly numbers: ragged, with a header, NaN, huge values, odd text, any
     encoding."""
     width = draw(st.integers(1, 4))
-    rows = draw(st.lists(st.lists(CSV_CELLS, min_size=width - 1, max_size=width + 1)
-                         | st.lists(st.floats(-1e6, 1e6).map(repr), min_size=width, max_size=width), max_size=8))
+    rows = draw(
+        st.lists(
+            st.lists(CSV_CELLS, min_size=width - 1, max_size=width + 1)
+            | st.lists(st.floats(-1e6, 1e6).map(repr), min_size=width, max_size=width),
+            max_size=8,
+        )
+    )
     text = draw(st.sampled_from(["\n", "\r\n", "\r"])).join(",".join(row) for row in rows)
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1"]))
     return text.encode(encoding, errors="replace")
@@ -311,7 +360,7 @@ def unknown_method(data: bytes) -> bytes:
     """A one-member zip whose compression method field (local and central header) is 99, which zipfile lacks."""
     data = bytearray(data)
     central = data.index(b"PK\x01\x02")
-    data[8:10] = data[central + 10:central + 12] = (99).to_bytes(2, "little")
+    data[8:10] = data[central + 10 : central + 12] = (99).to_bytes(2, "little")
     return bytes(data)
 
 
@@ -408,8 +457,11 @@ def check_image_folder(files: list[tuple[str, tuple[str, bytes]]]):
         return result
 
 
-IMAGE_CASES = st.lists(st.tuples(st.sampled_from(["", "a/", "b/"]), image_files() | st.tuples(st.just(".png"), RAW)),
-                       min_size=1, max_size=4)
+IMAGE_CASES = st.lists(
+    st.tuples(st.sampled_from(["", "a/", "b/"]), image_files() | st.tuples(st.just(".png"), RAW)),
+    min_size=1,
+    max_size=4,
+)
 
 
 @FUZZ
@@ -424,7 +476,7 @@ def test_a_png_chunk_claiming_2_gib_is_not_read_as_claimed():
     Image.new("L", (1, 1)).save(buffer, format="PNG")
     data = bytearray(buffer.getvalue())
     length = data.index(b"IDAT") - 4
-    data[length:length + 4] = (2**31 - 1).to_bytes(4, "big")
+    data[length : length + 4] = (2**31 - 1).to_bytes(4, "big")
     images = check_image_folder([("", (".png", bytes(data)))] * 2)  # MemoryError before reading from memory
     assert isinstance(images, Dataset) and images.shape == (1, 1, 1), images
 
@@ -439,7 +491,7 @@ def test_many_images_whose_headers_claim_a_huge_size_are_refused_before_allocati
 
 # ---------------------------------------------------------------- run folders
 
-SPEC = ModelSpec("vae", (1, 8, 8), code_dim=2, hidden=(8,))
+SPEC = model_config("vae", (1, 8, 8), code_dim=2, hidden=(8,))
 SMALL = 64  # training examples in small_digits
 OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2, "seed": 0}
 
@@ -490,8 +542,16 @@ def check_checkpoint(run_dir: Path, small: Dataset, data: bytes):
         result = outcome(runs.load_checkpoint, folder / runs.CHECKPOINT)
         assert isinstance(result, (dict, RunError))
         if isinstance(result, dict):
-            return outcome(train, build_model(SPEC), small, TrainSettings(epochs=2, batch_size=32), out=folder,
-                           device="cpu", progress=False, resume=True)
+            return outcome(
+                train,
+                build_model(SPEC),
+                small,
+                TrainSettings(epochs=2, batch_size=32),
+                out=folder,
+                device="cpu",
+                progress=False,
+                resume=True,
+            )
         return result
 
 
@@ -504,16 +564,22 @@ def check_read_json(data: bytes):
         return result
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                               max_size=4), max_leaves=12)
-JSON_CASES = st.one_of(
-    JSON.map(json.dumps),
-    st.integers(1, 200_000).map(lambda depth: "[" * depth + "]" * depth),  # deep enough to exhaust the recursion
-    st.integers(4000, 6000).map(lambda digits: '{"model": ' + "7" * digits + "}"),  # past int's digit limit
-    st.just('{"model": {"model": "ae"' + ', "x": 1' * 50_000 + "}}"),
-    st.text(max_size=40),
-).map(str.encode) | RAW | st.sampled_from([b"\xff\xfe{}", b'{"model": {}}\xff', b"\x00"])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+JSON_CASES = (
+    st.one_of(
+        JSON.map(json.dumps),
+        st.integers(1, 200_000).map(lambda depth: "[" * depth + "]" * depth),  # deep enough to exhaust the recursion
+        st.integers(4000, 6000).map(lambda digits: '{"model": ' + "7" * digits + "}"),  # past int's digit limit
+        st.just('{"model": {"model": "ae"' + ', "x": 1' * 50_000 + "}}"),
+        st.text(max_size=40),
+    ).map(str.encode)
+    | RAW
+    | st.sampled_from([b"\xff\xfe{}", b'{"model": {}}\xff', b"\x00"])
+)
 
 
 @st.composite
@@ -524,8 +590,9 @@ def config_texts(draw, original: bytes) -> bytes:
     how = draw(st.sampled_from(["setting", "model", "bytes"]))
     if how == "setting":
         key = draw(st.sampled_from(sorted(config["model"]) + ["unknown"]))
-        config["model"][key] = draw(JSON | SIZES | st.lists(SIZES, max_size=4)
-                                    | st.sampled_from([math.nan, math.inf, -1, 0, 1.5, 10**30]))
+        config["model"][key] = draw(
+            JSON | SIZES | st.lists(SIZES, max_size=4) | st.sampled_from([math.nan, math.inf, -1, 0, 1.5, 10**30])
+        )
     elif how == "model":
         config["model"] = draw(JSON)
     else:
@@ -535,7 +602,7 @@ def config_texts(draw, original: bytes) -> bytes:
 
 def _safetensors_parts(data: bytes) -> tuple[dict, bytes]:
     size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + size]), data[8 + size:]
+    return json.loads(data[8 : 8 + size]), data[8 + size :]
 
 
 def _safetensors(header: dict, body: bytes) -> bytes:
@@ -552,13 +619,16 @@ def weights_files(draw, original: bytes) -> bytes:
     if how == "header":
         key = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
         field = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
-        header[key][field] = draw(st.sampled_from(["F16", "F64", "I8", "BOOL", "U8", "X9", 7]) if field == "dtype"
-                                  else st.lists(SIZES | st.integers(-2, -1), max_size=4))
+        header[key][field] = draw(
+            st.sampled_from(["F16", "F64", "I8", "BOOL", "U8", "X9", 7])
+            if field == "dtype"
+            else st.lists(SIZES | st.integers(-2, -1), max_size=4)
+        )
         return _safetensors(header, body)
     if how == "values":
         values = np.frombuffer(bytearray(body), dtype="<f4")
         values[draw(st.integers(0, len(values) - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 3e38]))
-        return original[:len(original) - len(body)] + values.tobytes()
+        return original[: len(original) - len(body)] + values.tobytes()
     return draw(damaged(original) | RAW)
 
 
@@ -608,11 +678,15 @@ def test_checkpoint(run_dir, small, data):
 
 # What the fuzzing found in run folders, pinned.
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("hidden", [10**12], "does not match"),  # torch tried to allocate 256 TB
-    ("code_dim", 1.5, "invalid model settings"),  # a TypeError from nn.Linear
-    ("shape", ["a", 8, 8], "invalid model settings"),
-])
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("hidden", [10**12], "does not match"),  # torch tried to allocate 256 TB
+        ("code_dim", 1.5, "invalid model settings"),  # a TypeError from nn.Linear
+        ("shape", ["a", 8, 8], "invalid model settings"),
+    ],
+)
 def test_a_config_describing_an_impossible_model_is_refused_before_building_it(run_dir, setting, value, message):
     config = json.loads((run_dir / runs.CONFIG).read_text())
     config["model"][setting] = value
@@ -637,24 +711,39 @@ def _with(state: dict, **entries) -> dict:
     return {**state, **entries}
 
 
-@pytest.mark.parametrize("change", [
-    lambda state: torch.zeros(3),  # IndexError in the trainer
-    lambda state: _with(state, position={"step": 1}),  # KeyError in the loop
-    lambda state: _with(state, history=[1, 2]),  # TypeError when the history is written
-    lambda state: _with(state, position={"step": 1, "order": torch.zeros(3), "skipped": 0, "sums": {},
-                                         "seconds": 0.0}),  # a float order: IndexError in the loop
-    lambda state: _with(state, position={"step": 1, "order": torch.arange(10**5), "skipped": 0, "sums": {},
-                                         "seconds": 0.0}),  # an order longer than the data: IndexError in the loop
-    lambda state: _with(state, position={"step": 1, "order": torch.zeros(SMALL, dtype=torch.int64), "skipped": 0,
-                                         "sums": {}, "seconds": 0.0}),  # not a permutation: silently wrong
-    lambda state: _with(state, position={"step": 10**6, "order": torch.arange(SMALL), "skipped": 0, "sums": {},
-                                         "seconds": 0.0}),  # past the epoch's end: a record of nothing
-    lambda state: _with(state, position={"step": 1, "order": torch.arange(SMALL), "skipped": -5, "sums": {},
-                                         "seconds": 0.0}),
-    lambda state: _with(state, rng={**state["rng"], "numpy": 5}),  # AttributeError
-    lambda state: _with(state, model={}),  # an AekitError over several lines (the missing keys)
-    lambda state: b"X\x00\x00\x00A",  # the old pickle format, claiming a 1 GiB string: torch allocated it
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda state: torch.zeros(3),  # IndexError in the trainer
+        lambda state: _with(state, position={"step": 1}),  # KeyError in the loop
+        lambda state: _with(state, history=[1, 2]),  # TypeError when the history is written
+        lambda state: _with(
+            state, position={"step": 1, "order": torch.zeros(3), "skipped": 0, "sums": {}, "seconds": 0.0}
+        ),  # a float order: IndexError in the loop
+        lambda state: _with(
+            state, position={"step": 1, "order": torch.arange(10**5), "skipped": 0, "sums": {}, "seconds": 0.0}
+        ),  # an order longer than the data: IndexError in the loop
+        lambda state: _with(
+            state,
+            position={
+                "step": 1,
+                "order": torch.zeros(SMALL, dtype=torch.int64),
+                "skipped": 0,
+                "sums": {},
+                "seconds": 0.0,
+            },
+        ),  # not a permutation: silently wrong
+        lambda state: _with(
+            state, position={"step": 10**6, "order": torch.arange(SMALL), "skipped": 0, "sums": {}, "seconds": 0.0}
+        ),  # past the epoch's end: a record of nothing
+        lambda state: _with(
+            state, position={"step": 1, "order": torch.arange(SMALL), "skipped": -5, "sums": {}, "seconds": 0.0}
+        ),
+        lambda state: _with(state, rng={**state["rng"], "numpy": 5}),  # AttributeError
+        lambda state: _with(state, model={}),  # an AekitError over several lines (the missing keys)
+        lambda state: b"X\x00\x00\x00A",  # the old pickle format, claiming a 1 GiB string: torch allocated it
+    ],
+)
 def test_a_checkpoint_of_the_wrong_layout_is_refused_in_one_line(run_dir, small, change):
     state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
     changed = change(state)
@@ -664,8 +753,12 @@ def test_a_checkpoint_of_the_wrong_layout_is_refused_in_one_line(run_dir, small,
 
 # ---------------------------------------------------------------- dataset options from a config
 
-OPTION_CASES = st.tuples(st.sampled_from(["digits", "mnist", "nowhere.npy"]) | JSON, JSON, JSON | SIZES,
-                         JSON | st.sampled_from([0.2, math.nan, math.inf, 0, 1]))
+OPTION_CASES = st.tuples(
+    st.sampled_from(["digits", "mnist", "nowhere.npy"]) | JSON,
+    JSON,
+    JSON | SIZES,
+    JSON | st.sampled_from([0.2, math.nan, math.inf, 0, 1]),
+)
 
 
 def check_dataset_options(name, data_dir, seed, test_fraction):
@@ -684,6 +777,7 @@ def test_dataset_options_from_a_config(case):
 
 # ---------------------------------------------------------------- the command line
 
+
 def _one_line_refusal(capsys, argv, out: Path | None = None):
     status = main(argv)
     err = capsys.readouterr().err
@@ -693,18 +787,22 @@ def _one_line_refusal(capsys, argv, out: Path | None = None):
     return err
 
 
-@pytest.mark.parametrize("name, data", [
-    ("forged.npy", TRILLION),
-    ("ragged.csv", b"1,2\n3\n"),
-    ("latin.csv", b"1,2\n\xe9,3\n"),
-    ("method99.npz", unknown_method(_zipped(npy_bytes(np.ones((4, 2)))))),
-])
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("forged.npy", TRILLION),
+        ("ragged.csv", b"1,2\n3\n"),
+        ("latin.csv", b"1,2\n\xe9,3\n"),
+        ("method99.npz", unknown_method(_zipped(npy_bytes(np.ones((4, 2)))))),
+    ],
+)
 def test_train_refuses_a_malformed_dataset_in_one_line_and_writes_nothing(capsys, tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
     out = tmp_path / "run"
-    err = _one_line_refusal(capsys, ["train", "--dataset", str(path), "--out", str(out), "--epochs", "1",
-                                     "--no-progress"], out)
+    err = _one_line_refusal(
+        capsys, ["train", "--dataset", str(path), "--out", str(out), "--epochs", "1", "--no-progress"], out
+    )
     assert name in err
 
 
@@ -719,14 +817,20 @@ def test_evaluate_refuses_a_malformed_run_in_one_line(capsys, tmp_path, run_dir)
     assert "not valid JSON" in _one_line_refusal(capsys, ["evaluate", str(folder)])
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_with_one_line_on_forged_weights(tmp_path, run_dir):
     folder = tmp_path / "run"
     shutil.copytree(run_dir, folder)
     header, body = _safetensors_parts((folder / runs.WEIGHTS).read_bytes())
     header[next(k for k in header if k != "__metadata__")]["shape"] = [10**12, 10**12]
     (folder / runs.WEIGHTS).write_bytes(_safetensors(header, body))
-    result = subprocess.run([sys.executable, "-m", "aekit", "evaluate", str(folder)], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "aekit", "evaluate", str(folder)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "model.safetensors" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -734,29 +838,31 @@ def test_a_real_process_exits_2_with_one_line_on_forged_weights(tmp_path, run_di
 
 def test_resuming_a_run_killed_before_its_first_epoch_says_to_start_again(capsys, tmp_path):
     # Before, --resume said "train without --resume first" and training without it "continue it with --resume".
-    from aekit.workflow import DEFAULTS
+    from aekit.workflow import defaults, for_family
 
     out = tmp_path / "run"
     out.mkdir()
-    runs.write_json(out / runs.CONFIG, {"options": DEFAULTS, "model": SPEC.to_dict()})
+    runs.write_json(out / runs.CONFIG, {"options": for_family(defaults()), "model": SPEC.to_dict()})
     err = _one_line_refusal(capsys, ["train", "--resume", "--out", str(out), "--no-progress"])
     assert "no epoch finished; delete the folder and train again without --resume" in err
 
 
 # ---------------------------------------------------------------- compressed files (aekit compress)
 
+
 def compressor(small: Dataset) -> tuple[torch.nn.Module, bytes]:
     """A small untrained auto-encoder and a valid compressed file it made of ``small``'s test images."""
     from aekit import apps
 
     torch.manual_seed(0)
-    model = build_model(ModelSpec("ae", small.shape, code_dim=4, hidden=(16,))).eval()
+    model = build_model(model_config("ae", small.shape, code_dim=4, hidden=(16,))).eval()
     return model, apps.compress(model, small.x_test, 6)
 
 
 def compressed_files(valid: bytes):
     """Damaged copies of ``valid``; the same with the CRC-32 recomputed, so that lying header fields get past the
     checksum to the parser; and raw bytes."""
+
     def with_crc(data: bytes) -> bytes:
         return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4])) if len(data) >= 4 else data
 
@@ -783,6 +889,7 @@ def test_compressed_files(compressed, data):
 
 # ---------------------------------------------------------------- IDX headers that promise more than the file holds
 
+
 def _idx_header(code: int, *dims: int) -> bytes:
     return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
 
@@ -799,20 +906,24 @@ def _traced_peak(read, *args):
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("dims, code, claimed", [
-    ((10**9, 137), 0x08, 137 * 10**9 + 12),  # 137 GB: a MemoryError from gzip before
-    ((2**32 - 1, 2**32 - 1), 0x0E, 8 * (2**32 - 1) ** 2 + 12),  # past int64: an OverflowError from gzip before
-    ((2**32 - 1,) * 4, 0x0E, 8 * (2**32 - 1) ** 4 + 20),  # past any machine integer
-])
+@pytest.mark.parametrize(
+    "dims, code, claimed",
+    [
+        ((10**9, 137), 0x08, 137 * 10**9 + 12),  # 137 GB: a MemoryError from gzip before
+        ((2**32 - 1, 2**32 - 1), 0x0E, 8 * (2**32 - 1) ** 2 + 12),  # past int64: an OverflowError from gzip before
+        ((2**32 - 1,) * 4, 0x0E, 8 * (2**32 - 1) ** 4 + 20),  # past any machine integer
+    ],
+)
 @pytest.mark.parametrize("gzipped", [True, False])
-def test_an_idx_header_promising_more_than_the_file_holds_is_refused_before_allocation(tmp_path, dims, code, claimed,
-                                                                                        gzipped):
+def test_an_idx_header_promising_more_than_the_file_holds_is_refused_before_allocation(
+    tmp_path, dims, code, claimed, gzipped
+):
     data = _idx_header(code, *dims) + bytes(range(100))
     path = tmp_path / ("forged-ubyte.gz" if gzipped else "forged-ubyte")
     path.write_bytes(gzip.compress(data, mtime=0) if gzipped else data)
     error, peak = _traced_peak(read_idx_file, path)
     assert isinstance(error, DataError), error
-    expected = ("more than deflate's maximum ratio of 1032:1" if gzipped else "is truncated")
+    expected = "more than deflate's maximum ratio of 1032:1" if gzipped else "is truncated"
     assert f"promises {claimed} bytes" in str(error) or f"promises: {claimed} bytes" in str(error), error
     assert expected in str(error), error
     assert peak < 2**20, peak

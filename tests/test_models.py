@@ -6,8 +6,18 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError, DataError
-from aekit.models import (MODEL_NAMES, PCA, VAE, AdversarialAE, ModelSpec, build_model, choose_likelihood, corrupt,
-                          gaussian_kl)
+from aekit.models import (
+    FAMILIES,
+    PCA,
+    VAE,
+    AdversarialAE,
+    build_model,
+    choose_likelihood,
+    config_from_dict,
+    corrupt,
+    gaussian_kl,
+    model_config,
+)
 from aekit.models.aae import sample_prior
 
 
@@ -23,7 +33,7 @@ def test_general_two_gaussian_kl_matches_torch_and_monte_carlo():
     m1, m2 = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([-0.5, 0.2, 1.0])
     s1, s2 = torch.tensor([0.5, 1.5, 0.8]), torch.tensor([1.2, 0.7, 2.0])
     kl = gaussian_kl(m1, 2 * s1.log(), m2, 2 * s2.log())
-    closed = (torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5).sum()
+    closed = (torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum()
     torch.testing.assert_close(kl, closed)
     torch.testing.assert_close(kl, kl_divergence(Normal(m1, s1), Normal(m2, s2)).sum())
     q, p = Normal(m1, s1), Normal(m2, s2)
@@ -34,7 +44,7 @@ def test_general_two_gaussian_kl_matches_torch_and_monte_carlo():
 
 def test_reparameterization_lets_gradients_reach_mean_and_log_variance():
     torch.manual_seed(0)
-    model = build_model(ModelSpec("vae", (6,), code_dim=3, likelihood="gaussian", hidden=(8,)))
+    model = build_model(model_config("vae", (6,), code_dim=3, likelihood="gaussian", hidden=(8,)))
     x = torch.randn(16, 6)
     mu, logvar = model.posterior(x)
     mu.retain_grad()
@@ -50,7 +60,7 @@ def test_reparameterization_lets_gradients_reach_mean_and_log_variance():
 
 def test_vae_loss_is_reconstruction_plus_beta_kl():
     torch.manual_seed(0)
-    model = build_model(ModelSpec("vae", (5,), code_dim=2, likelihood="gaussian", hidden=(4,), beta=0.25))
+    model = build_model(model_config("vae", (5,), code_dim=2, likelihood="gaussian", hidden=(4,), beta=0.25))
     loss = model.loss(torch.randn(8, 5))
     torch.testing.assert_close(loss.total, loss.parts["reconstruction"] + 0.25 * loss.parts["kl"])
 
@@ -58,11 +68,11 @@ def test_vae_loss_is_reconstruction_plus_beta_kl():
 def test_likelihoods_are_cross_entropy_and_squared_error():
     x = torch.tensor([[0.0, 1.0, 0.25]])
     out = torch.tensor([[0.5, -1.0, 2.0]])
-    bce = build_model(ModelSpec("ae", (3,), code_dim=2, likelihood="bernoulli", hidden=(2,))).likelihood
+    bce = build_model(model_config("ae", (3,), code_dim=2, likelihood="bernoulli", hidden=(2,))).likelihood
     p = torch.sigmoid(out)
     torch.testing.assert_close(bce.nll(out, x), -(x * p.log() + (1 - x) * (1 - p).log()).sum(1))
     torch.testing.assert_close(bce.mean(out), p)
-    gaussian = build_model(ModelSpec("ae", (3,), code_dim=2, likelihood="gaussian", hidden=(2,))).likelihood
+    gaussian = build_model(model_config("ae", (3,), code_dim=2, likelihood="gaussian", hidden=(2,))).likelihood
     torch.testing.assert_close(gaussian.nll(out, x), ((out - x) ** 2).sum(1))
     torch.testing.assert_close(gaussian.mean(out), out)
 
@@ -97,7 +107,9 @@ def test_corruption_changes_the_expected_share_of_elements(kind):
 
 def test_denoising_ae_corrupts_only_while_training():
     torch.manual_seed(0)
-    model = build_model(ModelSpec("dae", (10,), likelihood="gaussian", hidden=(8,), noise="masking", noise_level=0.5))
+    model = build_model(
+        model_config("dae", (10,), likelihood="gaussian", hidden=(8,), noise="masking", noise_level=0.5)
+    )
     x = torch.rand(32, 10)
     model.train()
     assert model.loss(x).total != model.loss(x).total  # a fresh corruption each call
@@ -108,8 +120,9 @@ def test_denoising_ae_corrupts_only_while_training():
 
 def test_dropout_ae_drops_in_training_and_not_in_evaluation():
     torch.manual_seed(0)
-    model = build_model(ModelSpec("dropout-ae", (20,), likelihood="gaussian", hidden=(16,), dropout=0.5,
-                                  input_dropout=0.3))
+    model = build_model(
+        model_config("dropout-ae", (20,), likelihood="gaussian", hidden=(16,), dropout=0.5, input_dropout=0.3)
+    )
     x = torch.rand(4, 20)
     model.train()
     assert not torch.equal(model.encode(x), model.encode(x))
@@ -134,8 +147,9 @@ def test_prior_samples_have_the_documented_distribution(prior):
 
 def test_adversarial_phases_update_only_their_own_parameters():
     torch.manual_seed(0)
-    model = build_model(ModelSpec("aae", (6,), code_dim=2, likelihood="gaussian", hidden=(8,),
-                                  discriminator_hidden=(8,)))
+    model = build_model(
+        model_config("aae", (6,), code_dim=2, likelihood="gaussian", hidden=(8,), discriminator_hidden=(8,))
+    )
     assert isinstance(model, AdversarialAE)
     phases = {phase.name: phase for phase in model.phases()}
     assert list(phases) == ["reconstruction", "discriminator", "generator"]
@@ -158,17 +172,19 @@ def test_pca_matches_scikit_learn():
     model = PCA((12,), 4).fit(x)
     reference = SklearnPCA(n_components=4, svd_solver="full").fit(x)
     np.testing.assert_allclose(np.abs(model.encode(x)), np.abs(reference.transform(x)), rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(model.reconstruct(x), reference.inverse_transform(reference.transform(x)),
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        model.reconstruct(x), reference.inverse_transform(reference.transform(x)), rtol=1e-3, atol=1e-3
+    )
     with pytest.raises(DataError, match="at most"):
         PCA((12,), 13).fit(x)
 
 
 @pytest.mark.parametrize("net", ["mlp", "conv"])
-@pytest.mark.parametrize("model_name", MODEL_NAMES)
+@pytest.mark.parametrize("model_name", FAMILIES)
 def test_every_model_maps_any_image_shape_back_to_itself(model_name, net):
     shape = (3, 13, 10)
-    model = build_model(ModelSpec(model_name, shape, code_dim=4, net=net, hidden=(8, 4) if net == "conv" else (16,)))
+    networks = {"net": net, "hidden": (8, 4) if net == "conv" else (16,)} if model_name != "pca" else {}
+    model = build_model(model_config(model_name, shape, code_dim=4, **networks))
     x = torch.rand(5, *shape)
     if model_name == "pca":
         model.fit(torch.rand(40, *shape).numpy())
@@ -180,23 +196,31 @@ def test_every_model_maps_any_image_shape_back_to_itself(model_name, net):
 
 def test_model_spec_rejects_bad_settings_with_one_clear_message():
     with pytest.raises(AekitError, match="unknown model 'gan'"):
-        ModelSpec("gan", (4,))
+        model_config("gan", (4,))
     with pytest.raises(AekitError, match="code size 0"):
-        ModelSpec("ae", (4,), code_dim=0)
+        model_config("ae", (4,), code_dim=0)
     with pytest.raises(AekitError, match="noise level"):
-        ModelSpec("dae", (4,), noise="masking", noise_level=1.5)
+        model_config("dae", (4,), noise="masking", noise_level=1.5)
     with pytest.raises(DataError, match="images"):
-        build_model(ModelSpec("ae", (64,), net="conv"))
-    spec = ModelSpec("vae", (1, 8, 8), code_dim=3)
-    assert ModelSpec.from_dict(spec.to_dict()) == spec
+        build_model(model_config("ae", (64,), net="conv"))
+    with pytest.raises(AekitError, match="^--beta is an option of vae, not of ae; drop it or use --model vae$"):
+        model_config("ae", (4,), beta=2.0)
+    spec = model_config("vae", (1, 8, 8), code_dim=3)
+    assert config_from_dict(spec.to_dict()) == spec
+    assert spec.to_dict() == {
+        "model": "vae",
+        **{"shape": [1, 8, 8], "likelihood": "bernoulli", "standardize": False, "code_dim": 3, "net": "mlp"},
+        **{"hidden": [256, 128], "task": "reconstruct", "factor": 2, "binarize": False},
+        **{"beta": 1.0, "objective": "elbo", "iw_samples": 50},
+    }, "a VAE's config holds its own fields, not the other families'"
 
 
 @pytest.mark.parametrize("shape", [(12,), (1, 3, 4)], ids=["flat", "image"])
 @pytest.mark.parametrize("model_name", ["ae", "vae", "pca"])
 def test_a_code_larger_than_one_example_is_refused_naming_both_sizes_and_the_fix(model_name, shape):
     with pytest.raises(AekitError, match=r"^[^;]*\b13\b[^;]*\b12\b[^;]*; use a --code-dim of at most 12$"):
-        ModelSpec(model_name, shape, code_dim=13)
-    spec = ModelSpec(model_name, shape, code_dim=12)  # as large as the input: accepted, as PCA keeps all components
+        model_config(model_name, shape, code_dim=13)
+    spec = model_config(model_name, shape, code_dim=12)  # as large as the input: accepted, as PCA keeps all components
     model = build_model(spec)
     x = torch.rand(20, *shape)
     if model_name == "pca":
@@ -205,15 +229,60 @@ def test_a_code_larger_than_one_example_is_refused_naming_both_sizes_and_the_fix
 
 
 def test_pca_refuses_more_components_than_features_as_every_family_does():
-    with pytest.raises(AekitError, match="^PCA cannot keep 65 components of 64 features; use a --code-dim of at "
-                                         "most 64$"):
-        ModelSpec("pca", (1, 8, 8), code_dim=65)
+    with pytest.raises(
+        AekitError, match="^PCA cannot keep 65 components of 64 features; use a --code-dim of at most 64$"
+    ):
+        model_config("pca", (1, 8, 8), code_dim=65)
     with pytest.raises(AekitError, match="a code of 65 values is larger than the 64 values of one example"):
-        ModelSpec("dae", (1, 8, 8), code_dim=65)
+        model_config("dae", (1, 8, 8), code_dim=65)
 
 
 def test_vae_samples_decode_prior_draws():
-    model = build_model(ModelSpec("vae", (1, 8, 8), code_dim=3))
+    model = build_model(model_config("vae", (1, 8, 8), code_dim=3))
     assert isinstance(model, VAE)
     samples = model.sample(7, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (7, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+
+
+# --- outputs in the caller's layout ---------------------------------------------------------------------------------
+
+LAYOUTS = {
+    "model's": lambda x: x,
+    "flat": lambda x: x.reshape(len(x), -1),
+    "no channel": lambda x: x[:, 0],
+    "channels last": lambda x: x.reshape(len(x), 1, 8, 8).swapaxes(1, 3).swapaxes(1, 2),
+}
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("model_name", ["ae", "vae", "pca"])
+def test_encode_and_reconstruct_answer_in_the_callers_layout_and_type(model_name, layout, kind):
+    """Flat in, flat out; (n, 8, 8) in, (n, 8, 8) out; channels last in, channels last out; uint8 in, uint8 out
+    (rounded intensities): numpy or torch, the same numbers as in the model's own layout."""
+    model = build_model(model_config(model_name, (1, 8, 8), code_dim=3))
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    if model_name == "pca":
+        model.fit(pixels / np.float32(255))
+    intensities = pixels / np.float32(255)
+    expected, expected_codes = model.reconstruct(intensities), model.encode(intensities)
+    for given, wanted in ((pixels, np.round(np.clip(expected, 0, 1) * 255)), (intensities, expected)):
+        x = LAYOUTS[layout](given)
+        x = torch.from_numpy(np.ascontiguousarray(x)) if kind == "torch" else x
+        out = model.reconstruct(x)
+        assert type(out) is type(x) and tuple(out.shape) == tuple(x.shape) and out.dtype == x.dtype
+        # 8-bit pixels: one level apart at most (a rounding on either side of .5).
+        tolerance = 1 if given.dtype == np.uint8 else 1e-6
+        np.testing.assert_allclose(torch.as_tensor(out).detach().numpy(), LAYOUTS[layout](wanted), atol=tolerance)
+        codes = torch.as_tensor(model.encode(x)).detach().numpy()
+        np.testing.assert_allclose(codes, expected_codes, rtol=1e-5, atol=1e-6)
+    assert tuple(model.decode(np.zeros((2, 3), np.float32)).shape) == (2, 1, 8, 8)  # codes carry no layout
+
+
+def test_a_float_tensor_in_another_layout_keeps_its_gradient_and_a_wrong_size_is_one_line():
+    model = build_model(model_config("ae", (1, 8, 8), code_dim=3))
+    x = torch.rand(4, 64, requires_grad=True)
+    model.reconstruct(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (4, 64)
+    with pytest.raises(DataError, match="examples of size 63 values but the model takes 8x8"):
+        model.reconstruct(torch.rand(4, 63))

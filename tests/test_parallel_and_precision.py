@@ -1,6 +1,7 @@
 """The speed paths give the same answers as the plain one: bf16 autocast, torch.compile, CUDA graphs captured by
 hand, and data parallelism over two processes (torchrun, gloo on CPU) against one process with the same global
 batch."""
+
 import contextlib
 import os
 import subprocess
@@ -8,11 +9,12 @@ import sys
 
 import pytest
 import torch
+from conftest import AEKIT_TRAIN, TORCHRUN_2
 from safetensors.torch import load_file
 
 from aekit.errors import AekitError
 from aekit.graphed import GraphedStep
-from aekit.models import ModelSpec, build_model
+from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, mean_loss, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU; none here")
@@ -20,7 +22,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA grap
 
 def _model(name, dataset):
     torch.manual_seed(0)
-    return build_model(ModelSpec(name, dataset.shape, code_dim=8, hidden=(64, 32)))
+    return build_model(model_config(name, dataset.shape, code_dim=8, hidden=(64, 32)))
 
 
 @pytest.mark.parametrize("name", ["ae", "vae"])
@@ -35,18 +37,25 @@ def test_bf16_losses_agree_with_fp32(name, digits):
     trained = {}
     for precision in ("fp32", "bf16"):
         model = _model(name, digits)
-        history = train(model, digits, TrainSettings(epochs=3, batch_size=64, precision=precision), device="cpu",
-                        progress=False)
+        history = train(
+            model, digits, TrainSettings(epochs=3, batch_size=64, precision=precision), device="cpu", progress=False
+        )
         trained[precision] = history[-1]["test_reconstruction"]
     assert trained["bf16"] == pytest.approx(trained["fp32"], rel=0.05)
 
 
+@pytest.mark.slow  # torch.compile starts a C++ compiler
 def test_compiled_step_trains_like_the_eager_one(digits):
     results = {}
     for compiled in (False, True):
         model = _model("ae", digits)
-        history = train(model, digits, TrainSettings(epochs=2, batch_size=100, schedule="cosine", compile=compiled),
-                        device="cpu", progress=False)
+        history = train(
+            model,
+            digits,
+            TrainSettings(epochs=2, batch_size=100, schedule="cosine", compile=compiled),
+            device="cpu",
+            progress=False,
+        )
         results[compiled] = history[-1]["test_loss"]
     assert results[True] == pytest.approx(results[False], rel=1e-3)
 
@@ -57,9 +66,10 @@ def test_every_compiled_training_of_a_process_compiles(digits, monkeypatch):
     monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     for seed in range(10):
         torch.manual_seed(seed)
-        model = build_model(ModelSpec("ae", digits.shape, code_dim=4, hidden=(16,)))
-        history = train(model, digits, TrainSettings(epochs=1, batch_size=500, compile=True), device="cpu",
-                        progress=False)
+        model = build_model(model_config("ae", digits.shape, code_dim=4, hidden=(16,)))
+        history = train(
+            model, digits, TrainSettings(epochs=1, batch_size=500, compile=True), device="cpu", progress=False
+        )
         assert len(history) == 1
 
 
@@ -128,8 +138,13 @@ def test_cuda_graph_with_on_nan_skip_is_refused():
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_graph_on_a_cpu_is_refused_with_the_alternative(compiled, digits):
     with pytest.raises(AekitError, match="needs one process on a CUDA device.*--compile"):
-        train(_model("ae", digits), digits, TrainSettings(epochs=1, cuda_graph=True, compile=compiled), device="cpu",
-              progress=False)
+        train(
+            _model("ae", digits),
+            digits,
+            TrainSettings(epochs=1, cuda_graph=True, compile=compiled),
+            device="cpu",
+            progress=False,
+        )
 
 
 class _Interrupted(Exception):
@@ -140,6 +155,7 @@ def _stop_after(epoch):
     def check(record):
         if record["epoch"] == epoch:
             raise _Interrupted
+
     return check
 
 
@@ -150,10 +166,19 @@ def test_a_run_resumes_with_another_way_of_running_its_step(tmp_path, digits):
     (tmp_path / "mixed").mkdir()
     for epoch, compiled in ((1, False), (2, True)):
         with pytest.raises(_Interrupted):
-            train(_model("ae", digits), digits, TrainSettings(**{**settings.to_dict(), "compile": compiled}),
-                  out=tmp_path / "mixed", device="cpu", resume=epoch > 1, progress=False, on_epoch_end=_stop_after(epoch))
-    mixed = train(_model("ae", digits), digits, settings, out=tmp_path / "mixed", device="cpu", resume=True,
-                  progress=False)
+            train(
+                _model("ae", digits),
+                digits,
+                TrainSettings(**{**settings.to_dict(), "compile": compiled}),
+                out=tmp_path / "mixed",
+                device="cpu",
+                resume=epoch > 1,
+                progress=False,
+                on_epoch_end=_stop_after(epoch),
+            )
+    mixed = train(
+        _model("ae", digits), digits, settings, out=tmp_path / "mixed", device="cpu", resume=True, progress=False
+    )
     assert len(mixed) == 3
     assert mixed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-3)
 
@@ -161,19 +186,35 @@ def test_a_run_resumes_with_another_way_of_running_its_step(tmp_path, digits):
 def test_a_cosine_run_resumed_with_more_epochs_follows_the_longer_schedule(tmp_path, digits):
     # Its learning rate had reached 0 at the end of the first run; it restarts from the longer schedule's rate.
     # (Compiled, a step at the saved rate of exactly 0 made every weight NaN.)
-    first = train(_model("ae", digits), digits, TrainSettings(epochs=1, batch_size=100, schedule="cosine"),
-                  out=tmp_path, device="cpu", progress=False)
-    longer = train(_model("ae", digits), digits, TrainSettings(epochs=2, batch_size=100, schedule="cosine",
-                                                               compile=True),
-                   out=tmp_path, device="cpu", resume=True, progress=False)
+    first = train(
+        _model("ae", digits),
+        digits,
+        TrainSettings(epochs=1, batch_size=100, schedule="cosine"),
+        out=tmp_path,
+        device="cpu",
+        progress=False,
+    )
+    longer = train(
+        _model("ae", digits),
+        digits,
+        TrainSettings(epochs=2, batch_size=100, schedule="cosine", compile=True),
+        out=tmp_path,
+        device="cpu",
+        resume=True,
+        progress=False,
+    )
     assert longer[0] == first[0] and longer[-1]["test_loss"] < 0.995 * first[0]["test_loss"]
 
 
 # How each captured step is checked on CUDA: by hand for every model kind, and with torch.compile for the adversarial
 # auto-encoder, whose three phases (three optimizers) are the hardest to capture.
-CAPTURED = [("ae", {"cuda_graph": True}, 1e-3), ("vae", {"cuda_graph": True}, 0.1),  # the VAE and AAE draw noise
-            ("aae", {"cuda_graph": True}, 0.1), ("aae", {"compile": True}, 0.1),
-            ("aae", {"compile": True, "cuda_graph": True}, 0.1)]
+CAPTURED = [
+    ("ae", {"cuda_graph": True}, 1e-3),
+    ("vae", {"cuda_graph": True}, 0.1),  # the VAE and AAE draw noise
+    ("aae", {"cuda_graph": True}, 0.1),
+    ("aae", {"compile": True}, 0.1),
+    ("aae", {"compile": True, "cuda_graph": True}, 0.1),
+]
 
 
 @needs_cuda
@@ -184,8 +225,13 @@ def test_captured_step_trains_like_the_eager_one(name, capture, tolerance, digit
     results = {}
     for how in ({}, capture):
         model = _model(name, digits)
-        history = train(model, digits, TrainSettings(epochs=5, batch_size=100, schedule="cosine", **how),
-                        device="cuda", progress=False)
+        history = train(
+            model,
+            digits,
+            TrainSettings(epochs=5, batch_size=100, schedule="cosine", **how),
+            device="cuda",
+            progress=False,
+        )
         results[bool(how)] = history[-1]["test_reconstruction"]
         assert history[-1]["test_reconstruction"] < 0.9 * history[0]["test_reconstruction"]  # it learns
     assert results[True] == pytest.approx(results[False], rel=tolerance)
@@ -198,24 +244,60 @@ def test_cuda_graph_run_resumes_like_an_uninterrupted_one(first, tmp_path, digit
     (tmp_path / "straight").mkdir()
     (tmp_path / "resumed").mkdir()
     straight = train(_model("ae", digits), digits, settings, out=tmp_path / "straight", device="cuda", progress=False)
-    train(_model("ae", digits), digits, TrainSettings(epochs=2, batch_size=100, **first), out=tmp_path / "resumed",
-          device="cuda", progress=False)
-    resumed = train(_model("ae", digits), digits, settings, out=tmp_path / "resumed", device="cuda", resume=True,
-                    progress=False)
+    train(
+        _model("ae", digits),
+        digits,
+        TrainSettings(epochs=2, batch_size=100, **first),
+        out=tmp_path / "resumed",
+        device="cuda",
+        progress=False,
+    )
+    resumed = train(
+        _model("ae", digits), digits, settings, out=tmp_path / "resumed", device="cuda", resume=True, progress=False
+    )
     assert len(resumed) == 5
     assert resumed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    common = ["--model", "ae", "--epochs", "2", "--batch-size", "64", "--hidden", "64,32", "--code-dim", "8",
-              "--no-progress", "--device", "cpu"]
+    common = [
+        "--model",
+        "ae",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--hidden",
+        "64,32",
+        "--code-dim",
+        "8",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "aekit", "train", "--out", str(tmp_path / "one"), *common],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "aekit", "train", "--out", str(tmp_path / "one"), *common],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             "-m", "aekit", "train", "--out", str(tmp_path / "two"), *common],
-                            capture_output=True, text=True, env=env, timeout=300)
+    double = subprocess.run(
+        [
+            *TORCHRUN_2,
+            *AEKIT_TRAIN,
+            "--out",
+            str(tmp_path / "two"),
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()
@@ -225,15 +307,37 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert double.stdout.count('"sse_per_example"') == 1  # only rank 0 reports and writes
 
 
+@pytest.mark.slow
 def test_a_vae_resumed_under_torchrun_draws_the_noise_of_an_uninterrupted_job(tmp_path):
-    common = ["--model", "vae", "--batch-size", "64", "--hidden", "32", "--code-dim", "4", "--no-progress",
-              "--device", "cpu"]
+    common = [
+        "--model",
+        "vae",
+        "--batch-size",
+        "64",
+        "--hidden",
+        "32",
+        "--code-dim",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def job(out, *extra):
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                                 "2", "-m", "aekit", "train", "--out", str(tmp_path / out), *extra],
-                                capture_output=True, text=True, env=env, timeout=300)
+        result = subprocess.run(
+            [
+                *TORCHRUN_2,
+                *AEKIT_TRAIN,
+                "--out",
+                str(tmp_path / out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
     job("straight", *common, "--epochs", "2")

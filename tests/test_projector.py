@@ -1,4 +1,5 @@
 """Embedding Projector export and TensorBoard logging, checked through a real TensorBoard server's HTTP API."""
+
 import contextlib
 import io
 import json
@@ -14,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from test_cli import assert_refused, run_cli
 
 import aekit
 from aekit import projector
 from aekit.cli import main
-from test_cli import assert_refused, run_cli
 
 SMALL = ["--epochs", "2", "--no-progress", "--hidden", "32", "--code-dim", "3"]
 
@@ -44,8 +45,22 @@ def tensorboard(logdir, tmp_path):
     port = _free_port()
     log = open(tmp_path / "tensorboard.log", "wb")
     # --load_fast=false: the pure-Python loader, so there is no data-server child process to clean up.
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host",
-                                "127.0.0.1", "--port", str(port), "--load_fast=false"], stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast=false",
+        ],
+        stdout=log,
+        stderr=log,
+    )
 
     def get(path: str) -> bytes:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
@@ -57,9 +72,10 @@ def tensorboard(logdir, tmp_path):
             try:
                 get("/data/plugins_listing")
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError) as error:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("tensorboard did not start: " + (tmp_path / "tensorboard.log").read_text())
+                    log = (tmp_path / "tensorboard.log").read_text()
+                    raise AssertionError("tensorboard did not start: " + log) from error
                 time.sleep(0.3)
         yield get
     finally:
@@ -98,15 +114,23 @@ def test_export_writes_codes_labels_sprite_and_config(capsys, run, tmp_path):
     assert sprite.shape == (8 * 8, 8 * 8)  # ceil(sqrt(50)) = 8 thumbnails of 8x8 to a side
     np.testing.assert_array_equal(sprite[:8, 8:16], np.round(digits.x_test[1, 0] * 255))  # row by row
     config = (out / "projector_config.pbtxt").read_text()
-    for line in ('tensor_path: "tensors.tsv"', 'metadata_path: "metadata.tsv"', 'image_path: "sprite.png"',
-                 "single_image_dim: 8", "tensor_shape: 50\n  tensor_shape: 3"):
+    for line in (
+        'tensor_path: "tensors.tsv"',
+        'metadata_path: "metadata.tsv"',
+        'image_path: "sprite.png"',
+        "single_image_dim: 8",
+        "tensor_shape: 50\n  tensor_shape: 3",
+    ):
         assert line in config
 
 
+@pytest.mark.slow
 def test_projector_plugin_serves_the_export(capsys, run, tmp_path):
     out = tmp_path / "export"
-    assert run_cli(capsys, "export-projector", str(run), "--split", "train", "--max-points", "40", "--out",
-                   str(out))[0] == 0
+    assert (
+        run_cli(capsys, "export-projector", str(run), "--split", "train", "--max-points", "40", "--out", str(out))[0]
+        == 0
+    )
     with tensorboard(out, tmp_path) as get:
         [embedding] = _projector_info(get)["embeddings"]
         assert embedding["tensorShape"] == [40, 3]
@@ -119,11 +143,11 @@ def test_projector_plugin_serves_the_export(capsys, run, tmp_path):
     digits = aekit.load_dataset("digits")
     assert metadata[0] == "label\tindex" and len(metadata) == 41
     assert [int(line.split("\t")[0]) for line in metadata[1:]] == list(digits.y_train[:40])
-    np.testing.assert_allclose(tensor.reshape(40, 3), aekit.load(run).encode(digits.x_train[:40]), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(tensor.reshape(40, 3), aekit.load(run).encode(digits.x_train[:40]), rtol=1e-5, atol=1e-6)
     assert sprite.size == (7 * 8, 7 * 8)
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_scalars_images_and_the_embedding_without_changing_training(capsys, run, tmp_path):
     out = tmp_path / "run"
     assert run_cli(capsys, "train", "--model", "vae", "--out", str(out), *SMALL, "--tensorboard")[0] == 0
@@ -154,10 +178,12 @@ def test_missing_tensorboard_is_one_clear_line_and_nothing_written(capsys, tmp_p
 
 def test_export_refuses_bad_requests(capsys, run, tmp_path):
     out = tmp_path / "export"
-    assert_refused(capsys, out, "export-projector", str(run), "--max-points", "0", "--out", str(out),
-                   match="--max-points")
-    assert_refused(capsys, out, "export-projector", str(tmp_path / "nothing"), "--out", str(out),
-                   match="not a run folder")
+    assert_refused(
+        capsys, out, "export-projector", str(run), "--max-points", "0", "--out", str(out), match="--max-points"
+    )
+    assert_refused(
+        capsys, out, "export-projector", str(tmp_path / "nothing"), "--out", str(out), match="not a run folder"
+    )
     assert not out.exists()
 
 

@@ -3,6 +3,7 @@
 These are what users copy, so each block must build whatever it loads and define whatever it uses. (```sh blocks
 are not run.)
 """
+
 from __future__ import annotations
 
 import os
@@ -43,11 +44,18 @@ def test_the_readme_has_the_python_blocks_we_expect():
     assert {heading for heading, _ in BLOCKS} >= {"Python", "scikit-learn"}, BLOCKS
 
 
-@pytest.mark.parametrize("code", [code for _, code in BLOCKS],
-                         ids=[f"{i}-{heading}" for i, (heading, _) in enumerate(BLOCKS)])
+@pytest.mark.parametrize(
+    "code", [code for _, code in BLOCKS], ids=[f"{i}-{heading}" for i, (heading, _) in enumerate(BLOCKS)]
+)
+@pytest.mark.slow
 def test_a_readme_python_block_runs_as_written(tmp_path, code):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=SECONDS_PER_BLOCK)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SECONDS_PER_BLOCK
+    )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

@@ -1,24 +1,27 @@
 """Figures and report.html of a run: what each figure shows, and the page as headless Chromium renders it."""
+
 import base64
 import io
 import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 
 import matplotlib.axes
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, needs_mnist
 from PIL import Image
+from test_cli import run_cli
 
-from aekit.cli import main
 from aekit import report
+from aekit.cli import main
 from aekit.errors import RunError
 from aekit.html_report import render_report, write_report
-from conftest import MNIST_DIR, needs_mnist
-from test_cli import run_cli
+from aekit.metrics import formatted
 
 FAST = ["--epochs", "2", "--no-progress", "--hidden", "32"]
 ALL_FIGURES = {"reconstructions", "denoising", "samples", "codes", "manifold", "interpolations", "loss"}
@@ -57,7 +60,10 @@ def test_a_run_writes_every_figure_and_a_self_contained_report(vae_run):
     assert embedded_images(page) == [(vae_run / "figures" / f"{name}.png").read_bytes() for name in names]
     assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page and "url(" not in page
     metrics = json.loads((vae_run / "metrics.json").read_text())
-    assert f"{metrics['sse_per_example']:.4g}" in page and "neg_elbo" in page
+    # Each metric in its registered format, with its description beside it.
+    value = formatted("sse_per_example", metrics["sse_per_example"])
+    assert f'<td class="number">{value}</td><td>sum of squared errors per test example; lower is better' in page
+    assert "neg_elbo" in page
     assert "<th>code_dim</th><td>2</td>" in page  # the config
 
 
@@ -90,7 +96,7 @@ def test_what_the_figures_say(capsys, tmp_path, monkeypatch):
     assert figures_of(out) == ALL_FIGURES - {"samples", "denoising"}
     assert any("the 2-D code itself" in title for title in titles)
     for name in ("denoising", "loss", "manifold"):
-        assert_readable_png((tmp_path / ("dae" if name == "denoising" else "pca") / "figures" / f"{name}.png"))
+        assert_readable_png(tmp_path / ("dae" if name == "denoising" else "pca") / "figures" / f"{name}.png")
 
 
 def test_colour_non_square_images_and_vectors(capsys, tmp_path):
@@ -99,18 +105,46 @@ def test_colour_non_square_images_and_vectors(capsys, tmp_path):
         (tmp_path / "images" / str(label)).mkdir(parents=True)
         for i in range(30):
             pixels = np.zeros((6, 11, 3), np.uint8)
-            pixels[1:5, i % 6:i % 6 + 5] = colour
+            pixels[1:5, i % 6 : i % 6 + 5] = colour
             Image.fromarray(pixels).save(tmp_path / "images" / str(label) / f"{i}.png")
     out = tmp_path / "colour"
-    assert run_cli(capsys, "train", "--model", "vae", "--code-dim", "2", "--dataset", str(tmp_path / "images"),
-                   "--out", str(out), *FAST)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--model",
+            "vae",
+            "--code-dim",
+            "2",
+            "--dataset",
+            str(tmp_path / "images"),
+            "--out",
+            str(out),
+            *FAST,
+        )[0]
+        == 0
+    )
     assert figures_of(out) == ALL_FIGURES - {"denoising"}
     reconstructions = np.asarray(Image.open(out / "figures" / "reconstructions.png").convert("RGB"), dtype=int)
     assert (np.abs(reconstructions[..., 0] - reconstructions[..., 2]) > 100).any()  # the colours survive
     np.save(tmp_path / "table.npy", rng.normal(size=(80, 7)).astype(np.float32))
     out = tmp_path / "table"
-    assert run_cli(capsys, "train", "--model", "aae", "--code-dim", "1", "--dataset", str(tmp_path / "table.npy"),
-                   "--out", str(out), *FAST)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--model",
+            "aae",
+            "--code-dim",
+            "1",
+            "--dataset",
+            str(tmp_path / "table.npy"),
+            "--out",
+            str(out),
+            *FAST,
+        )[0]
+        == 0
+    )
     assert figures_of(out) == ALL_FIGURES - {"denoising", "manifold"}  # no pictures to lay on a grid of codes
     assert len(embedded_images((out / "report.html").read_text())) == 5
 
@@ -118,9 +152,30 @@ def test_colour_non_square_images_and_vectors(capsys, tmp_path):
 @needs_mnist
 def test_mnist_figures(capsys, tmp_path):
     out = tmp_path / "mnist"
-    assert run_cli(capsys, "train", "--model", "ae", "--dataset", "mnist", "--data-dir", str(MNIST_DIR),
-                   "--code-dim", "2", "--epochs", "1", "--batch-size", "512", "--hidden", "32", "--no-progress",
-                   "--out", str(out))[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--model",
+            "ae",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(MNIST_DIR),
+            "--code-dim",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "512",
+            "--hidden",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+        )[0]
+        == 0
+    )
     assert figures_of(out) == ALL_FIGURES - {"denoising", "samples"}
     for path in (out / "figures").glob("*.png"):
         assert_readable_png(path)
@@ -145,9 +200,22 @@ def test_intensities_are_drawn_as_they_are_and_real_valued_images_on_the_datas_r
     np.testing.assert_allclose(model, (real / 2 + 50) / 200, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_the_report_modules_load_without_torch_or_the_run_folder_code():
+    code = (
+        "import sys, aekit.report, aekit.html_report, aekit.projector; "
+        "assert not {'torch', 'aekit.runs'} & set(sys.modules), sorted({'torch', 'aekit.runs'} & set(sys.modules))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_report_page_escapes_text_formats_numbers_and_refuses_missing_figures(tmp_path):
-    page = render_report("a <b> & c", {"options": {"hidden": [256, 128], "note": "<script>"}, "v": None},
-                         [{"model": "ae", "mse": 0.0123456, "parameters": np.int64(1234)}, {"model": "pca"}], [])
+    page = render_report(
+        "a <b> & c",
+        {"options": {"hidden": [256, 128], "note": "<script>"}, "v": None},
+        [{"model": "ae", "mse": 0.0123456, "parameters": np.int64(1234)}, {"model": "pca"}],
+        [],
+    )
     assert "<b>" not in page and "&lt;b&gt; &amp; c" in page and "&lt;script&gt;" in page
     assert '<td class="number">0.01235</td>' in page and '<td class="number">1234</td>' in page
     assert "<td>256, 128</td>" in page and page.count("<td>-</td>") == 3  # v, and pca's two missing numbers
@@ -157,6 +225,7 @@ def test_report_page_escapes_text_formats_numbers_and_refuses_missing_figures(tm
 
 
 # --- the page in a real browser -------------------------------------------------------------------------------------
+
 
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -173,10 +242,24 @@ class Browser:
         websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
         profile = tmp_path / "profile"
         self.process = subprocess.Popen(
-            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1280,1600", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1600",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             port = self._wait_for_port(profile / "DevToolsActivePort")
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
@@ -254,12 +337,15 @@ def browser(tmp_path):
     opened.close()
 
 
+@pytest.mark.slow  # starts headless Chromium
 def test_report_renders_in_chromium_without_errors_and_shows_the_figures(browser, vae_run, tmp_path):
     browser.open(vae_run / "report.html")
     assert browser.errors() == []
-    images = browser.evaluate("Array.from(document.images, i => { const r = i.getBoundingClientRect(); "
-                              "return [i.complete, i.naturalWidth, i.naturalHeight, r.left, r.top, r.width, "
-                              "r.height]; })")
+    images = browser.evaluate(
+        "Array.from(document.images, i => { const r = i.getBoundingClientRect(); "
+        "return [i.complete, i.naturalWidth, i.naturalHeight, r.left, r.top, r.width, "
+        "r.height]; })"
+    )
     assert len(images) == 6
     for complete, natural_width, natural_height, *_, width, height in images:
         assert complete and natural_width > 0 and natural_height > 0 and width > 0 and height > 0
@@ -267,7 +353,7 @@ def test_report_renders_in_chromium_without_errors_and_shows_the_figures(browser
     screenshot = browser.screenshot()
     assert screenshot.std() > 10  # not a blank page
     left, top, width, height = (int(v) for v in images[0][3:])
-    shown = screenshot[top:top + height, left:left + width]  # the first figure, as drawn on the screen
+    shown = screenshot[top : top + height, left : left + width]  # the first figure, as drawn on the screen
     assert shown.size and shown.std() > 20 and len(np.unique(shown.reshape(-1, 3), axis=0)) > 20
     Image.fromarray(screenshot.astype(np.uint8)).save(tmp_path / "screenshot.png")
 

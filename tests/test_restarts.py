@@ -1,5 +1,6 @@
 """A worker killed under ``torchrun --max-restarts``: torchrun relaunches the group, the new workers resume from the
 last checkpoint by themselves, and the run ends where an uninterrupted one ends."""
+
 import csv
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TORCHRUN_2
 from safetensors.torch import load_file
 
 from aekit import runs
@@ -17,8 +19,11 @@ from aekit import runs
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="finds torchrun's workers through /proc")
 
 EPOCHS = 3
-ARGS = ["--model", "ae", "--hidden", "32", "--code-dim", "4", "--batch-size", "16", "--epochs", str(EPOCHS),
-        "--no-progress", "--device", "cpu"]
+ARGS = [
+    *"--model ae --hidden 32 --code-dim 4 --batch-size 16 --epochs".split(),
+    str(EPOCHS),
+    *"--no-progress --device cpu".split(),
+]
 
 
 @pytest.fixture
@@ -29,10 +34,23 @@ def torchrun(tmp_path):
 
     def launch(name: str, *options: str) -> subprocess.Popen:
         logs = [open(tmp_path / f"{name}{suffix}", "w") for suffix in (".out", ".err")]
-        launched.append(subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *options,
-             "-m", "aekit", "train", "--out", str(tmp_path / name), *ARGS],
-            stdout=logs[0], stderr=logs[1], env={**os.environ, "OMP_NUM_THREADS": "1"}))
+        launched.append(
+            subprocess.Popen(
+                [
+                    *TORCHRUN_2,
+                    *options,
+                    "-m",
+                    "aekit",
+                    "train",
+                    "--out",
+                    str(tmp_path / name),
+                    *ARGS,
+                ],
+                stdout=logs[0],
+                stderr=logs[1],
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        )
         for log in logs:
             log.close()
         return launched[-1]
@@ -66,6 +84,7 @@ def _history(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_relaunched_and_the_run_ends_as_an_uninterrupted_one(tmp_path, torchrun):
     # The uninterrupted reference runs alongside, which keeps the test short on two cores.
     straight = torchrun("straight")
@@ -86,7 +105,7 @@ def test_a_killed_worker_is_relaunched_and_the_run_ends_as_an_uninterrupted_one(
     assert straight.wait(timeout=150) == 0, (tmp_path / "straight.err").read_text()[-3000:]
     history = _history(out)
     assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
-    assert history[:len(finished)] == finished  # kept from the checkpoint, not trained again (timings would differ)
+    assert history[: len(finished)] == finished  # kept from the checkpoint, not trained again (timings would differ)
     resumed, uninterrupted = load_file(out / runs.WEIGHTS), load_file(tmp_path / "straight" / runs.WEIGHTS)
     assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():

@@ -1,5 +1,6 @@
 """The run folder at its edges: one writer at a time, every refused write a one-line user error (exit 2), and what a
 failure leaves either resumed with --resume or started again by the same command, to the same weights bit for bit."""
+
 import json
 import multiprocessing
 import os
@@ -58,6 +59,7 @@ def reference(tmp_path_factory):
 
 # ---------------------------------------------------------------- one writer per folder
 
+
 def _contender(folder, index, rounds, start, tried, results, holders, most, seconds):
     """Takes the lock on ``folder`` at the same moment as the others, ``rounds`` times; then for ``seconds`` takes it
     whenever it can, counting the holders at once, and sometimes removes the folder while holding it (as a run that
@@ -93,20 +95,23 @@ def _contender(folder, index, rounds, start, tried, results, holders, most, seco
         lock.__exit__(None, None, None)
 
 
+@pytest.mark.slow
 def test_of_processes_locking_one_folder_at_once_exactly_one_proceeds(tmp_path):
     context = multiprocessing.get_context("fork")  # the children only lock files, so torch's threads do not matter
     rounds, folder = 50, tmp_path / "run"
     start, tried = context.Barrier(4, timeout=30), context.Barrier(4, timeout=30)  # a contender that fails breaks them
     results, holders, most = context.Array("i", rounds * 4), context.Value("i", 0), context.Value("i", 0)
-    contenders = [context.Process(target=_contender, args=(folder, i, rounds, start, tried, results, holders, most,
-                                                            1.5)) for i in range(4)]
+    contenders = [
+        context.Process(target=_contender, args=(folder, i, rounds, start, tried, results, holders, most, 1.5))
+        for i in range(4)
+    ]
     for process in contenders:
         process.start()
     for process in contenders:
         process.join(timeout=120)
         assert process.exitcode == 0
     for r in range(rounds):
-        assert sorted(results[r * 4:r * 4 + 4]) == [1, 2, 2, 2], (r, results[r * 4:r * 4 + 4])
+        assert sorted(results[r * 4 : r * 4 + 4]) == [1, 2, 2, 2], (r, results[r * 4 : r * 4 + 4])
     assert most.value == 1
 
 
@@ -119,11 +124,22 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_of_trainings_started_at_once_into_one_folder_one_trains_and_the_others_are_refused(tmp_path):
     rounds = [(tmp_path / f"go{r}", tmp_path / f"run{r}") for r in range(2)]
-    launched = {go: [subprocess.Popen([sys.executable, "-c", LAUNCH, str(go), "train", "--out", str(out),
-                                       "--epochs", "2", *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=ENV) for _ in range(3)] for go, out in rounds}
+    launched = {
+        go: [
+            subprocess.Popen(
+                [sys.executable, "-c", LAUNCH, str(go), "train", "--out", str(out), "--epochs", "2", *ARGS],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=ENV,
+            )
+            for _ in range(3)
+        ]
+        for go, out in rounds
+    }
     for go, out in rounds:
         go.touch()
         finished = [(process.wait(timeout=300), process.communicate()[1]) for process in launched[go]]
@@ -142,14 +158,18 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_held_run_is_refused_to_every_writer_and_a_killed_holders_lock_is_free(capsys, tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference[0], run)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert holder.stdout.readline().strip() == "held"
-        for argv in (["train", "--resume", "--out", run, "--no-progress"], ["evaluate", run],
-                     ["export-projector", run]):
+        for argv in (
+            ["train", "--resume", "--out", run, "--no-progress"],
+            ["evaluate", run],
+            ["export-projector", run],
+        ):
             assert f" {holder.pid};" in refused(capsys, *argv, match=f"{run} is in use by process")
         holder.kill()
         # Dead but not reaped: its pid still exists (a zombie), yet the kernel has released its lock.
@@ -162,6 +182,7 @@ def test_a_held_run_is_refused_to_every_writer_and_a_killed_holders_lock_is_free
 
 
 # ---------------------------------------------------------------- file-system errors
+
 
 def test_an_output_the_file_system_refuses_is_one_line_for_every_command(capsys, tmp_path, reference):
     run = reference[0]
@@ -177,8 +198,9 @@ def test_an_output_the_file_system_refuses_is_one_line_for_every_command(capsys,
         refused(capsys, "demo", "--out", out, "--epochs", "1", "--no-progress", match=f"cannot write {out}")
         refused(capsys, "denoise", run, examples, "--out", out / "x.npy", match=str(out))
         refused(capsys, "compress", run, examples, "--bits", "4", "--out", out / "x.aek", match=str(out))
-    refused(capsys, "compare", "--out", tmp_path / "comparison", "--runs", blocker, *small,
-            match=f"cannot write {blocker}")
+    refused(
+        capsys, "compare", "--out", tmp_path / "comparison", "--runs", blocker, *small, match=f"cannot write {blocker}"
+    )
     assert not (tmp_path / "comparison").exists()
     taken = tmp_path / "taken.npy"  # a folder where the output file must go
     taken.mkdir()
@@ -195,17 +217,22 @@ def _limited(limit, *argv):
     """`aekit ARGV` in a process that may write files of at most ``limit`` bytes (Python ignores SIGXFSZ, so a write
     past it fails with EFBIG)."""
     hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
-    return subprocess.Popen([sys.executable, "-m", "aekit", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard)))
+    return subprocess.Popen(
+        [sys.executable, "-m", "aekit", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard)),
+    )
 
 
 # What each limit cuts short in this model's run: the first checkpoint (~50 KB), a figure, the report (~240 KB).
 LIMITS = (4 << 10, 56 << 10, 128 << 10)
 
 
-def test_a_file_size_limit_at_any_point_leaves_a_folder_that_recovers_to_the_same_weights(capsys, tmp_path,
-                                                                                          reference):
+@pytest.mark.slow
+def test_a_file_size_limit_at_any_point_leaves_a_folder_that_recovers_to_the_same_weights(capsys, tmp_path, reference):
     base = tmp_path / "one-epoch"
     assert cli(capsys, "train", "--out", base, "--epochs", "1", *ARGS)[0] == 0
     jobs = []
@@ -215,8 +242,7 @@ def test_a_file_size_limit_at_any_point_leaves_a_folder_that_recovers_to_the_sam
         jobs.append((first, _limited(limit, "train", "--out", first, "--epochs", "2", *ARGS)))
         resumed = tmp_path / f"resumed-{limit}"
         shutil.copytree(base, resumed)
-        jobs.append((resumed, _limited(limit, "train", "--resume", "--out", resumed, "--epochs", "2",
-                                       "--no-progress")))
+        jobs.append((resumed, _limited(limit, "train", "--resume", "--out", resumed, "--epochs", "2", "--no-progress")))
     for out, process in jobs:
         status = process.wait(timeout=300)
         one_line_error(status, process.communicate()[1], "File too large")
@@ -230,6 +256,7 @@ def test_a_file_size_limit_at_any_point_leaves_a_folder_that_recovers_to_the_sam
         same_weights(out, reference[1])
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_read_only_run_prints_the_metrics_without_writing(tmp_path, reference):
     shelf = tmp_path / "shelf"
     shutil.copytree(reference[0], shelf / "run")
@@ -237,13 +264,16 @@ def test_evaluate_on_a_read_only_run_prints_the_metrics_without_writing(tmp_path
     logs = tmp_path / "logs"
     logs.mkdir()
     # A read-only bind mount in a mount namespace of its own (root ignores permission bits, not a read-only mount).
-    script = (f"mount --bind {shelf} {shelf} && mount -o remount,bind,ro {shelf} || exit 99; "
-              f"{sys.executable} -m aekit evaluate {shelf}/run >{logs}/evaluate.out 2>{logs}/evaluate.err; "
-              f"echo $? >{logs}/evaluate.rc; "
-              f"{sys.executable} -m aekit train --out {shelf}/new --epochs 1 {' '.join(ARGS)} 2>{logs}/train.err; "
-              f"echo $? >{logs}/train.rc")
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, env=ENV,
-                            timeout=300)
+    script = (
+        f"mount --bind {shelf} {shelf} && mount -o remount,bind,ro {shelf} || exit 99; "
+        f"{sys.executable} -m aekit evaluate {shelf}/run >{logs}/evaluate.out 2>{logs}/evaluate.err; "
+        f"echo $? >{logs}/evaluate.rc; "
+        f"{sys.executable} -m aekit train --out {shelf}/new --epochs 1 {' '.join(ARGS)} 2>{logs}/train.err; "
+        f"echo $? >{logs}/train.rc"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, env=ENV, timeout=300
+    )
     if result.returncode == 99 or not (logs / "evaluate.rc").exists():
         pytest.skip(f"cannot make a read-only bind mount here ({result.stderr.strip()})")
     err = (logs / "evaluate.err").read_text()
@@ -256,12 +286,16 @@ def test_evaluate_on_a_read_only_run_prints_the_metrics_without_writing(tmp_path
 
 # ---------------------------------------------------------------- resume, Ctrl-C and stops
 
-@pytest.mark.parametrize("section,key,value,match", [
-    ("model", "code_dim", "x", "invalid model settings"),
-    ("model", "code_dim", 3, "do not match its options"),
-    ("options", "lr", "fast", "lr 'fast' (not a number)"),
-    ("options", "epochs", "3", "epochs '3' (not a whole number)"),
-])
+
+@pytest.mark.parametrize(
+    "section,key,value,match",
+    [
+        ("model", "code_dim", "x", "invalid model settings"),
+        ("model", "code_dim", 3, "do not match its options"),
+        ("options", "lr", "fast", "lr 'fast' (not a number)"),
+        ("options", "epochs", "3", "epochs '3' (not a whole number)"),
+    ],
+)
 def test_resuming_a_run_whose_config_was_damaged_is_refused(capsys, tmp_path, reference, section, key, value, match):
     run = tmp_path / "run"
     shutil.copytree(reference[0], run)

@@ -1,5 +1,6 @@
 """The scikit-learn estimators: scikit-learn's own estimator checks, then pipelines, grid search, pickling,
 reproducibility, a real-valued and a [0, 1] dataset, and bad input and hyper-parameters."""
+
 import copy
 import math
 import os
@@ -27,8 +28,14 @@ from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError
 from aekit.evaluate import importance_weighted_nll
-from aekit.sklearn import (AdversarialAutoEncoder, AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder,
-                           ParameterError, VariationalAutoEncoder)
+from aekit.sklearn import (
+    AdversarialAutoEncoder,
+    AutoEncoder,
+    DenoisingAutoEncoder,
+    DropoutAutoEncoder,
+    ParameterError,
+    VariationalAutoEncoder,
+)
 from aekit.trainer import mean_loss
 
 CLASSES = (AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder, AdversarialAutoEncoder, VariationalAutoEncoder)
@@ -68,11 +75,17 @@ def test_estimator_checks(estimator, check):
 
 # Public checks scikit-learn runs on its own transformers but check_estimator does not yield (set_output, feature
 # names, data frames).
-EXTRA_CHECKS = ("check_dataframe_column_names_consistency", "check_get_feature_names_out_error",
-                "check_set_output_transform", "check_set_output_transform_pandas",
-                "check_global_output_transform_pandas", "check_transformer_get_feature_names_out",
-                "check_transformer_get_feature_names_out_pandas", "check_requires_y_none",
-                "check_inplace_ensure_writeable")
+EXTRA_CHECKS = (
+    "check_dataframe_column_names_consistency",
+    "check_get_feature_names_out_error",
+    "check_set_output_transform",
+    "check_set_output_transform_pandas",
+    "check_global_output_transform_pandas",
+    "check_transformer_get_feature_names_out",
+    "check_transformer_get_feature_names_out_pandas",
+    "check_requires_y_none",
+    "check_inplace_ensure_writeable",
+)
 
 
 # The set_output checks mix data frames and arrays on purpose; scikit-learn's warning about it is expected there.
@@ -83,6 +96,7 @@ def test_transformer_checks_beyond_check_estimator(cls, check):
     getattr(estimator_checks, check)(cls.__name__, small(cls))
 
 
+@pytest.mark.slow
 def test_array_api_check_with_dispatch_on():
     """check_array_api_input needs SCIPY_ARRAY_API=1 before scipy is imported, so it runs in a fresh process."""
     script = textwrap.dedent("""
@@ -96,8 +110,13 @@ def test_array_api_check_with_dispatch_on():
                                   array_namespace="numpy", expect_only_array_outputs=False)
         print("passed")
     """)
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "SCIPY_ARRAY_API": "1"},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "SCIPY_ARRAY_API": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "passed", done.stderr[-2000:]
 
 
@@ -138,8 +157,9 @@ def test_real_valued_data_gets_squared_error_on_standardized_features(wine):
 
 
 def test_unit_interval_data_gets_cross_entropy_and_the_vae_scores_its_elbo(digits01):
-    vae = VariationalAutoEncoder(n_components=2, hidden_layer_sizes=(64,), max_iter=15, beta=4.0,
-                                 random_state=0).fit(digits01)
+    vae = VariationalAutoEncoder(n_components=2, hidden_layer_sizes=(64,), max_iter=15, beta=4.0, random_state=0).fit(
+        digits01
+    )
     assert vae.loss_ == "bce" and vae.scaler_ is None
     assert vae.n_iter_ == 15 and vae.loss_curve_[-1] < vae.loss_curve_[0]
     reconstruction = vae.inverse_transform(vae.transform(digits01))
@@ -184,24 +204,43 @@ def test_the_vaes_score_is_its_elbo_with_proper_densities_in_the_units_of_x(wine
 def test_scores_are_log_likelihoods_of_the_same_order_as_pcas(wine):
     x = StandardScaler().fit_transform(wine)  # standardized beforehand: the scores are in the same units
     pca = PCA(n_components=2).fit(x).score(x)  # about -16 nats per row
-    for estimator in (AutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0),
-                      VariationalAutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0)):
+    for estimator in (
+        AutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0),
+        VariationalAutoEncoder(n_components=2, max_iter=30, standardize=False, random_state=0),
+    ):
         score = estimator.fit(x).score(x)
         assert 3 * pca < score < pca / 3, (type(estimator).__name__, score, pca)  # both negative, within a factor 3
 
 
-@pytest.mark.parametrize("cls, options, seen", [
-    (DenoisingAutoEncoder, {"noise": "masking", "noise_level": 0.5}, lambda m: (m.noise, m.noise_level)),
-    (DropoutAutoEncoder, {"dropout": 0.4, "input_dropout": 0.3},
-     lambda m: [layer.p for layer in m.encoder if isinstance(layer, torch.nn.Dropout)][:2]),
-    (AdversarialAutoEncoder, {"prior": "uniform", "discriminator_hidden_layer_sizes": (8, 4)},
-     lambda m: (m.prior, m.discriminator[0].out_features, m.discriminator[2].out_features)),
-    (VariationalAutoEncoder, {"beta": 0.5}, lambda m: m.beta),
-], ids=lambda value: value.__name__ if isinstance(value, type) else "")
+@pytest.mark.parametrize(
+    "cls, options, seen",
+    [
+        (DenoisingAutoEncoder, {"noise": "masking", "noise_level": 0.5}, lambda m: (m.noise, m.noise_level)),
+        (
+            DropoutAutoEncoder,
+            {"dropout": 0.4, "input_dropout": 0.3},
+            lambda m: [layer.p for layer in m.encoder if isinstance(layer, torch.nn.Dropout)][:2],
+        ),
+        (
+            AdversarialAutoEncoder,
+            {"prior": "uniform", "discriminator_hidden_layer_sizes": (8, 4)},
+            lambda m: (m.prior, m.discriminator[0].out_features, m.discriminator[2].out_features),
+        ),
+        (VariationalAutoEncoder, {"beta": 0.5}, lambda m: m.beta),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
 def test_each_family_passes_its_own_options_to_the_model(cls, options, seen, wine):
     model = small(cls, **options).fit(wine).model_
-    assert seen(model) == {DenoisingAutoEncoder: ("masking", 0.5), DropoutAutoEncoder: [0.3, 0.4],
-                           AdversarialAutoEncoder: ("uniform", 8, 4), VariationalAutoEncoder: 0.5}[cls]
+    assert (
+        seen(model)
+        == {
+            DenoisingAutoEncoder: ("masking", 0.5),
+            DropoutAutoEncoder: [0.3, 0.4],
+            AdversarialAutoEncoder: ("uniform", 8, 4),
+            VariationalAutoEncoder: 0.5,
+        }[cls]
+    )
 
 
 def test_pipeline_after_standard_scaler_and_grid_search_by_score(wine):
@@ -274,16 +313,20 @@ X3 = np.random.default_rng(0).uniform(size=(20, 3))
 NAN = np.where(np.arange(60).reshape(20, 3) == 7, np.nan, X3)
 
 
-@pytest.mark.parametrize("action, message", [
-    (lambda est: est.fit(NAN), r"Input X contains NaN"),
-    (lambda est: est.fit(np.where(NAN != NAN, np.inf, NAN)), r"Input X contains infinity"),
-    (lambda est: est.fit(X3[:, 0]), r"Expected 2D array, got 1D array instead"),
-    (lambda est: est.fit(X3[:0]), r"Found array with 0 sample\(s\)"),
-    (lambda est: est.fit(X3).transform(X3[:, :2]), r"X has 2 features, but \w+ is expecting 3 features as input"),
-    (lambda est: est.fit(X3).transform(X3[0]), r"Expected 2D array, got 1D array instead"),
-    (lambda est: est.fit(X3).transform(NAN), r"Input X contains NaN"),
-    (lambda est: est.transform(X3), r"not fitted yet"),
-], ids=["nan", "inf", "1d", "empty", "wrong-features", "1d-transform", "nan-transform", "unfitted"])
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (lambda est: est.fit(NAN), r"Input X contains NaN"),
+        (lambda est: est.fit(np.where(NAN != NAN, np.inf, NAN)), r"Input X contains infinity"),
+        (lambda est: est.fit(X3[:, 0]), r"Expected 2D array, got 1D array instead"),
+        (lambda est: est.fit(X3[:0]), r"Found array with 0 sample\(s\)"),
+        (lambda est: est.fit(X3).transform(X3[:, :2]), r"X has 2 features, but \w+ is expecting 3 features as input"),
+        (lambda est: est.fit(X3).transform(X3[0]), r"Expected 2D array, got 1D array instead"),
+        (lambda est: est.fit(X3).transform(NAN), r"Input X contains NaN"),
+        (lambda est: est.transform(X3), r"not fitted yet"),
+    ],
+    ids=["nan", "inf", "1d", "empty", "wrong-features", "1d-transform", "nan-transform", "unfitted"],
+)
 def test_bad_input_raises_what_pca_raises(action, message):
     ours, pcas = _raised(lambda: action(small(AutoEncoder, n_components=1))), _raised(lambda: action(PCA(1)))
     assert type(ours) is type(pcas)
@@ -298,16 +341,19 @@ def test_bad_codes_and_sparse_input():
         small(AutoEncoder).fit(sparse.csr_matrix(X3))
 
 
-@pytest.mark.parametrize("params, error, message", [
-    ({"n_components": 0}, ValueError, r"n_components == 0, must be >= 1"),
-    ({"n_components": 2.5}, TypeError, r"n_components must be an instance of int"),
-    ({"max_iter": 0}, ValueError, r"max_iter == 0, must be >= 1"),
-    ({"hidden_layer_sizes": (8, 0)}, ValueError, r"hidden_layer_sizes == 0, must be >= 1"),
-    ({"learning_rate": -1.0}, ParameterError, r"learning rate -1.0 must be a positive number"),
-    ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'; use auto, bce or mse"),
-    ({"device": "tpu"}, ParameterError, r"unknown device 'tpu'"),
-    ({"noise": "pink"}, ParameterError, r"unknown noise 'pink'; use one of gaussian, masking, salt-and-pepper"),
-])
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"n_components": 0}, ValueError, r"n_components == 0, must be >= 1"),
+        ({"n_components": 2.5}, TypeError, r"n_components must be an instance of int"),
+        ({"max_iter": 0}, ValueError, r"max_iter == 0, must be >= 1"),
+        ({"hidden_layer_sizes": (8, 0)}, ValueError, r"hidden_layer_sizes == 0, must be >= 1"),
+        ({"learning_rate": -1.0}, ParameterError, r"learning rate -1.0 must be a positive number"),
+        ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'; use auto, bce or mse"),
+        ({"device": "tpu"}, ParameterError, r"unknown device 'tpu'"),
+        ({"noise": "pink"}, ParameterError, r"unknown noise 'pink'; use one of gaussian, masking, salt-and-pepper"),
+    ],
+)
 def test_bad_hyper_parameters_raise_at_fit_naming_the_fix(params, error, message):
     cls = DenoisingAutoEncoder if "noise" in params else AutoEncoder
     estimator = small(cls, **params)  # stored unchanged, checked at fit as scikit-learn does
@@ -322,8 +368,11 @@ def test_more_components_than_features_is_refused_at_fit_as_pca_refuses_it(cls):
     with pytest.raises(ValueError):
         PCA(n_components=4).fit(X3)
     estimator = small(cls, n_components=4)
-    with pytest.raises(ParameterError, match=r"n_components=4 is more than the 3 features of X; use an n_components "
-                                             r"of at most 3"):
+    with pytest.raises(
+        ParameterError,
+        match=r"n_components=4 is more than the 3 features of X; use an n_components "
+        r"of at most 3",
+    ):
         estimator.fit(X3)
     assert not hasattr(estimator, "model_")
     assert small(cls, n_components=3, random_state=0).fit(X3).transform(X3).shape == (20, 3)  # as many: accepted

@@ -1,7 +1,9 @@
 """Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
 checked on open, and packed in bounded memory."""
+
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,15 +12,17 @@ import time
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, needs_mnist
 from PIL import Image
+from test_cli import snapshot
 
 from aekit.cli import main
 from aekit.data import load_dataset
+from aekit.data import store as fmt
 from aekit.data.dataset import as_float32, split_indices
 from aekit.data.files import idx_bytes
 from aekit.data.store import open_store
-from conftest import MNIST_DIR, needs_mnist
-from test_cli import snapshot
+from aekit.errors import DataError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "16", "--code-dim", "2"]
@@ -34,7 +38,10 @@ def run_cli(capsys, *argv):
 
 
 def pack(capsys, source, out, *extra):
-    status, out_, err = run_cli(capsys, "pack", source, "--out", out, "--no-progress", *extra)
+    """`aekit pack`'s summary and stderr; in this process (--workers 1) unless ``extra`` names --workers (worker
+    processes: the test is marked slow)."""
+    workers = () if "--workers" in extra else ("--workers", "1")
+    status, out_, err = run_cli(capsys, "pack", source, "--out", out, "--no-progress", *workers, *extra)
     assert status == 0, err
     return json.loads(out_), err
 
@@ -67,8 +74,10 @@ def assert_same_data(store, source, seed=0, test_fraction=0.2):
     the seeded permutation's), uint8 rows the source's intensities times 255."""
     n = len(source.x_train) + len(source.x_test)
     train, test = split_indices(n, seed=seed, test_fraction=test_fraction)
-    for x, y, reference, labels, split in ((store.x_train, store.y_train, source.x_train, source.y_train, train),
-                                           (store.x_test, store.y_test, source.x_test, source.y_test, test)):
+    for x, y, reference, labels, split in (
+        (store.x_train, store.y_train, source.x_train, source.y_train, train),
+        (store.x_test, store.y_test, source.x_test, source.y_test, test),
+    ):
         assert isinstance(x, np.memmap)
         order = np.argsort(split)
         reference = as_float32(reference[order])  # a uint8 .npy loads as its 8-bit intensities, memory-mapped
@@ -90,13 +99,18 @@ def images(tmp_path):
 
 def test_an_image_folder_packs_to_uint8_rows_of_the_same_split_and_trains(capsys, tmp_path, images):
     store = tmp_path / "pets.store"
-    summary, _ = pack(capsys, images, store, "--workers", "2")
+    summary, _ = pack(capsys, images, store)
     manifest = json.loads((store / "manifest.json").read_text())
     assert summary["id"] == manifest["id"] and manifest["dtype"] == "uint8" and manifest["shape"] == [3, 9, 13]
     assert manifest["label_names"] == ["cats", "dogs"] and manifest["n_train"] == 19 and manifest["n_test"] == 5
     assert manifest["source"]["path"] == str(images) and manifest["scale"] == "intensity: uint8 / 255"
-    assert sorted(p.name for p in store.iterdir()) == ["examples.npy", "labels.npy", "manifest.json", "split.npz",
-                                                       "statistics.npz"]
+    assert sorted(p.name for p in store.iterdir()) == [
+        "examples.npy",
+        "labels.npy",
+        "manifest.json",
+        "split.npz",
+        "statistics.npz",
+    ]
     data = load_dataset(str(store))
     assert data.x_train.dtype == np.uint8 and data.name == "pets"
     assert_same_data(data, load_dataset(str(images)))
@@ -124,13 +138,17 @@ def test_a_uint8_npy_a_csv_with_a_header_and_digits_pack_to_the_same_data(capsys
     np.save(tmp_path / "pixels.npy", rng.integers(0, 256, (40, 7, 5), dtype=np.uint8))
     table = rng.normal(size=(30, 4)) * [1, 10, 100, 1000]
     (tmp_path / "table.csv").write_text("a,b,c,d\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in table))
-    for source, dtype in ((tmp_path / "pixels.npy", "uint8"), (tmp_path / "table.csv", "float32"),
-                          ("digits", "float32")):
+    for source, dtype in (
+        (tmp_path / "pixels.npy", "uint8"),
+        (tmp_path / "table.csv", "float32"),
+        ("digits", "float32"),
+    ):
         store = tmp_path / f"{getattr(source, 'stem', source)}.store"
         summary, _ = pack(capsys, source, store, "--seed", "3", "--test-fraction", "0.25")
         assert summary["dtype"] == dtype
-        assert_same_data(load_dataset(str(store)), load_dataset(str(source), seed=3, test_fraction=0.25), seed=3,
-                         test_fraction=0.25)
+        assert_same_data(
+            load_dataset(str(store)), load_dataset(str(source), seed=3, test_fraction=0.25), seed=3, test_fraction=0.25
+        )
     manifest = json.loads((tmp_path / "digits.store" / "manifest.json").read_text())
     assert manifest["label_names"] == [str(d) for d in range(10)] and manifest["seed"] == 3
     assert json.loads((tmp_path / "table.store" / "manifest.json").read_text())["scale"] == "real values"
@@ -179,19 +197,30 @@ def test_mnist_packs_to_its_8_bit_pixels_in_its_own_split(capsys, tmp_path):
     assert manifest["source"]["sha256"]["t10k-images-idx3-ubyte"].startswith("0fa7898d")
 
 
+@pytest.mark.slow
 def test_packing_twice_gives_byte_identical_stores(capsys, tmp_path, images):
     pack(capsys, images, tmp_path / "one", "--workers", "1")
     pack(capsys, images, tmp_path / "two", "--workers", "2")
     assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+    # A folder packed twice over (its first image gray, a later one in colour) gives one store too.
+    make_images(images, n_per_class=1, classes=("cats",), mode="L")  # cats/00000.png, gray, comes first
+    pack(capsys, images, tmp_path / "three", "--workers", "1")
+    pack(capsys, images, tmp_path / "four", "--workers", "2")
+    assert snapshot(tmp_path / "three") == snapshot(tmp_path / "four") != snapshot(tmp_path / "one")
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
+@pytest.mark.slow
 def test_a_killed_pack_leaves_no_store_and_packing_again_succeeds(capsys, tmp_path):
     source = make_images(tmp_path / "many", n_per_class=2000, size=(8, 8), classes=("a",), mode="L")
     store = tmp_path / "many.store"
-    process = subprocess.Popen([sys.executable, "-m", "aekit", "pack", str(source), "--out", str(store), "--workers",
-                                "1", "--no-progress"], env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aekit", "pack", str(source), "--out", str(store), "--workers", "1", "--no-progress"],
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while not [p for p in tmp_path.iterdir() if p.name.startswith(".many.store.partial")]:
         assert process.poll() is None, process.stderr.read()
@@ -209,8 +238,7 @@ def test_a_killed_pack_leaves_no_store_and_packing_again_succeeds(capsys, tmp_pa
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the stale partial was removed
 
 
-DAMAGES = ("truncated", "byte changed", "shape edited", "split edited", "manifest of another store",
-           "labels replaced")
+DAMAGES = ("truncated", "byte changed", "shape edited", "split edited", "manifest of another store", "labels replaced")
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -252,7 +280,7 @@ def test_a_damaged_store_is_refused_in_one_line(capsys, tmp_path, images, damage
     out = tmp_path / "run"
     line = assert_refused(capsys, out, "train", "--dataset", store, "--out", out, *FAST, match=match)
     assert f"store {store}" in line and "pack it again with `aekit pack" in line
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match=re.escape(match)):
         open_store(store)
 
 
@@ -281,21 +309,32 @@ def test_a_store_whose_source_changed_is_refused_and_a_copy_without_its_source_o
     pack(capsys, images, store)
     shutil.copy(images / "cats" / "00000.png", images / "cats" / "extra.png")
     out = tmp_path / "run"
-    assert_refused(capsys, out, "train", "--dataset", store, "--out", out, *FAST,
-                   match=f"its source {images} changed since it was packed")
+    assert_refused(
+        capsys,
+        out,
+        "train",
+        "--dataset",
+        store,
+        "--out",
+        out,
+        *FAST,
+        match=f"its source {images} changed since it was packed",
+    )
     (images / "cats" / "extra.png").unlink()
     assert len(load_dataset(str(store)).x_train) == 19  # the same listing again
     images.rename(tmp_path / "moved")
     assert len(load_dataset(str(store)).x_train) == 19
 
 
-def test_broken_images_are_refused_or_skipped_and_listed(capsys, tmp_path, images):
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_broken_images_are_refused_or_skipped_and_listed(capsys, tmp_path, images, workers):
     (images / "cats" / "garbage.png").write_bytes(b"not a png at all")
     whole = (images / "dogs" / "00003.png").read_bytes()
-    (images / "dogs" / "truncated.png").write_bytes(whole[:len(whole) // 2])  # its header reads, its pixels do not
+    (images / "dogs" / "truncated.png").write_bytes(whole[: len(whole) // 2])  # its header reads, its pixels do not
     store = tmp_path / "store"
-    assert_refused(capsys, store, "pack", images, "--out", store, "--no-progress", match="garbage.png")
-    summary, err = pack(capsys, images, store, "--skip-bad", "--workers", "2")
+    argv = ("pack", images, "--out", store, "--no-progress", "--workers", workers)
+    assert_refused(capsys, store, *argv, match="garbage.png")
+    summary, err = pack(capsys, images, store, "--skip-bad", "--workers", workers)
     assert summary["skipped"] == ["cats/garbage.png", "dogs/truncated.png"] and summary["n"] == 24
     assert "skipped cats/garbage.png" in err and "skipped dogs/truncated.png" in err
     (images / "cats" / "garbage.png").unlink()
@@ -303,6 +342,73 @@ def test_broken_images_are_refused_or_skipped_and_listed(capsys, tmp_path, image
     good = tmp_path / "good"
     pack(capsys, images, good)
     assert snapshot(good)["examples.npy"] == snapshot(store)["examples.npy"]
+
+
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_a_folder_unlike_its_first_image_is_packed_again_as_read(capsys, tmp_path, monkeypatch, workers):
+    # The first image's header is taken for every image's: gray 8-bit here, then colour and 16-bit images, seen a
+    # few chunks in (several in flight), make the pack start again reading every header.
+    monkeypatch.setattr("aekit.pack.IMAGES_PER_CHUNK", 4)
+    folder = make_images(tmp_path / "mixed", n_per_class=20, size=(6, 5), classes=("a",), mode="L")
+    make_images(folder, n_per_class=3, size=(6, 5), classes=("b",), seed=1)
+    Image.fromarray(np.arange(30, dtype=np.uint16).reshape(5, 6) * 2000).save(folder / "b" / "deep.png")
+    store = tmp_path / "mixed.store"
+    summary, _ = pack(capsys, folder, store, "--workers", workers)
+    assert summary["dtype"] == "float32" and summary["shape"] == [3, 5, 6] and summary["n"] == 24
+    assert_same_data(load_dataset(str(store)), load_dataset(str(folder)))
+    assert sorted(p.name for p in store.iterdir()) == [
+        "examples.npy",
+        "labels.npy",
+        "manifest.json",
+        "split.npz",
+        "statistics.npz",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed", "mixed.store"]
+
+
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_a_size_mismatch_found_late_names_the_first_image_that_differs(capsys, tmp_path, monkeypatch, workers):
+    monkeypatch.setattr("aekit.pack.IMAGES_PER_CHUNK", 4)
+    folder = make_images(tmp_path / "photos", n_per_class=40, size=(6, 5), classes=("a",))
+    for late in ("00030.png", "00035.png"):
+        Image.new("RGB", (7, 5)).save(folder / "a" / late)
+    store = tmp_path / "photos.store"
+    argv = ("pack", folder, "--out", store, "--no-progress", "--workers", workers)
+    line = assert_refused(capsys, store, *argv, match="00030.png is 7x5 pixels but ")  # nothing left behind
+    assert "00000.png and every image before it is 6x5" in line
+
+
+def test_uint8_statistics_are_exact(capsys, tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (50, 12), dtype=np.uint8)
+    x[:, 0] = 77  # never varies
+    x[:, 1] = 255 * (np.arange(50) % 2)
+    np.save(tmp_path / "x.npy", x)
+    pack(capsys, tmp_path / "x.npy", tmp_path / "store")
+    statistics = np.load(tmp_path / "store" / "statistics.npz")
+    rows = x[np.sort(split_indices(50, seed=0, test_fraction=0.2)[0])].astype(np.float64) / 255
+    assert statistics["std"][0] == 0 and statistics["mean"][0] == 77 / 255
+    np.testing.assert_allclose(statistics["mean"], rows.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(statistics["std"], rows.std(0), rtol=1e-12, atol=1e-15)  # numpy: 1.7e-16 for 0
+    np.testing.assert_array_equal(statistics["min"], rows.min(0))
+    np.testing.assert_array_equal(statistics["max"], rows.max(0))
+
+
+def test_an_image_folder_lists_what_its_stores_were_listed_with(tmp_path):
+    # The listing digest of stores already packed (pathlib's rglob and is_file then) must not change.
+    folder = tmp_path / "odd"
+    for name in ("b.png", "a/c.PNG", "a-b.jpg", ".hidden/d.jpeg", ".png", "..png", "e.", "f.txt", "g.png/h.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(name.encode())
+    (folder / "folder.png").mkdir()
+    (folder / "linked").symlink_to(folder / "a")  # a linked folder is not followed
+    (folder / "link.png").symlink_to(folder / "b.png")  # a link to an image is one
+    (folder / "broken.png").symlink_to(folder / "gone.png")
+    listing = fmt.image_listing(folder)
+    names = ["..png", ".hidden/d.jpeg", "a/c.PNG", "a-b.jpg", "b.png", "g.png/h.png", "link.png"]
+    assert [name for name, _, _ in listing] == names
+    stats = [os.stat(folder / name) for name in names]
+    assert listing == [(name, s.st_size, s.st_mtime_ns) for name, s in zip(names, stats)]
 
 
 def test_bad_pack_commands_are_refused(capsys, tmp_path, images):
@@ -317,7 +423,8 @@ def test_bad_pack_commands_are_refused(capsys, tmp_path, images):
     (tmp_path / "odd").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "odd" / "a.png")
     Image.new("RGB", (5, 4)).save(tmp_path / "odd" / "b.png")
-    assert_refused(capsys, other, "pack", tmp_path / "odd", "--out", other, match="b.png is 5x4 pixels")
+    odd = ("pack", tmp_path / "odd", "--out", other, "--workers", "1")
+    assert_refused(capsys, other, *odd, match="b.png is 5x4 pixels")
 
 
 # The pack's own high-water mark (VmHWM belongs to the address space made at exec; ru_maxrss would also count the
@@ -331,22 +438,30 @@ print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from /proc (Linux)")
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_data(tmp_path):
     peaks = {}
     for megabytes in (16, 128):
         source = tmp_path / f"{megabytes}.npy"
-        rows = megabytes * 2 ** 20 // 784
+        rows = megabytes * 2**20 // 784
         block = (np.arange(4096 * 784) % 251).astype(np.uint8)
         with source.open("wb") as file:  # written in blocks, so this process never holds the data
-            np.lib.format.write_array_header_1_0(file, {"descr": "|u1", "fortran_order": False,
-                                                        "shape": (rows, 28, 28)})
+            np.lib.format.write_array_header_1_0(
+                file, {"descr": "|u1", "fortran_order": False, "shape": (rows, 28, 28)}
+            )
             for start in range(0, rows, 4096):
-                file.write(block[:min(4096, rows - start) * 784].tobytes())
-        result = subprocess.run([sys.executable, "-c", _PEAK, str(source), str(tmp_path / f"{megabytes}.store")],
-                                capture_output=True, text=True, env=ENV, timeout=300)
+                file.write(block[: min(4096, rows - start) * 784].tobytes())
+        result = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(source), str(tmp_path / f"{megabytes}.store")],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         peaks[megabytes] = int(result.stdout.split()[-1]) * 1024
         source.unlink()
-    print(f"peak RSS of the pack: 16 MiB source {peaks[16] / 2**20:.0f} MiB, 128 MiB source "
-          f"{peaks[128] / 2**20:.0f} MiB")
-    assert peaks[128] - peaks[16] < 16 * 2 ** 20, peaks  # 112 MiB more data, under 16 MiB more memory
+    print(
+        f"peak RSS of the pack: 16 MiB source {peaks[16] / 2**20:.0f} MiB, 128 MiB source {peaks[128] / 2**20:.0f} MiB"
+    )
+    assert peaks[128] - peaks[16] < 16 * 2**20, peaks  # 112 MiB more data, under 16 MiB more memory

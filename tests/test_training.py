@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -7,16 +9,17 @@ import aekit
 from aekit import runs
 from aekit.errors import TrainingDiverged
 from aekit.evaluate import evaluate, reconstruction_metrics
-from aekit.models import MODEL_NAMES, ModelSpec, build_model
+from aekit.models import FAMILIES, build_model, model_config
 from aekit.trainer import TrainSettings, mean_loss, train
 
 
 def _model(name, dataset, **options):
     torch.manual_seed(0)
-    return build_model(ModelSpec(name, dataset.shape, code_dim=8, hidden=(64, 32), **options))
+    networks = {} if name == "pca" else {"hidden": (64, 32)}
+    return build_model(model_config(name, dataset.shape, code_dim=8, **networks, **options))
 
 
-@pytest.mark.parametrize("name", [m for m in MODEL_NAMES if m != "pca"])
+@pytest.mark.parametrize("name", [m for m in FAMILIES if m != "pca"])
 def test_each_model_test_loss_falls_on_digits(name, digits):
     model = _model(name, digits)
     x_test = torch.from_numpy(digits.x_test)
@@ -32,7 +35,7 @@ def test_autoencoder_beats_pca_at_the_same_code_size(digits):
     pca = _model("pca", digits)
     train(pca, digits, device="cpu", progress=False)
     torch.manual_seed(0)
-    ae = build_model(ModelSpec("ae", digits.shape, code_dim=8))
+    ae = build_model(model_config("ae", digits.shape, code_dim=8))
     train(ae, digits, TrainSettings(epochs=40, batch_size=64), device="cpu", progress=False)
     pca_sse = reconstruction_metrics(pca, digits.x_test)["sse_per_example"]
     ae_sse = reconstruction_metrics(ae, digits.x_test)["sse_per_example"]
@@ -43,8 +46,7 @@ def test_metrics_have_the_design_names_and_agree_with_a_direct_computation(digit
     model = _model("vae", digits)
     train(model, digits, TrainSettings(epochs=2), device="cpu", progress=False)
     metrics = evaluate(model, digits)
-    assert set(metrics) == {"sse_per_example", "mse", "bce_per_example", "neg_elbo", "knn_accuracy",
-                            "logreg_accuracy"}
+    assert set(metrics) == {"sse_per_example", "mse", "bce_per_example", "neg_elbo", "knn_accuracy", "logreg_accuracy"}
     x = torch.from_numpy(digits.x_test)
     with torch.no_grad():
         reconstruction = model.reconstruct(x)
@@ -60,8 +62,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(digits, tmp_path):
         out = tmp_path / name
         out.mkdir()
         train(model, digits, TrainSettings(epochs=1), out=out, device="cpu", progress=False)
-        runs.write_json(out / runs.CONFIG, {"model": ModelSpec(name, digits.shape, code_dim=8,
-                                                               hidden=(64, 32)).to_dict()})
+        runs.write_json(out / runs.CONFIG, {"model": model.config.to_dict()})
         loaded = aekit.load(out)
         assert not loaded.training
         x = digits.x_test[:16]
@@ -82,17 +83,73 @@ def test_interrupted_run_resumed_equals_an_uninterrupted_one(name, digits, tmp_p
 
     (tmp_path / "interrupted").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        train(_model(name, digits), digits, settings, out=tmp_path / "interrupted", device="cpu", progress=False,
-              on_epoch_end=stop_after_first_epoch)
+        train(
+            _model(name, digits),
+            digits,
+            settings,
+            out=tmp_path / "interrupted",
+            device="cpu",
+            progress=False,
+            on_epoch_end=stop_after_first_epoch,
+        )
     torch.manual_seed(12345)  # the resumed process starts from another random state; the checkpoint must restore it
     resumed = _model(name, digits)
-    history = train(resumed, digits, settings, out=tmp_path / "interrupted", device="cpu", progress=False,
-                    resume=True)
+    history = train(resumed, digits, settings, out=tmp_path / "interrupted", device="cpu", progress=False, resume=True)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    assert load_file(tmp_path / "straight" / runs.WEIGHTS).keys() == load_file(
-        tmp_path / "interrupted" / runs.WEIGHTS).keys()
+    assert (
+        load_file(tmp_path / "straight" / runs.WEIGHTS).keys()
+        == load_file(tmp_path / "interrupted" / runs.WEIGHTS).keys()
+    )
+
+
+class _MemorySink:
+    """A RunSink that keeps in memory, in order, what the trainer hands it."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.calls, self.states = [], []
+
+    def checkpoint(self, state):
+        self.states.append(copy.deepcopy(state))
+        self.calls.append(("checkpoint", len(state["history"])))
+
+    def epochs(self, history, model):
+        self.calls.append(("epochs", [r["epoch"] for r in history], model is not None))
+
+    def restore(self):
+        return self.states[-1]
+
+    def last_checkpoint(self):
+        return "the checkpoint in memory" if self.states else None
+
+
+def test_the_trainer_hands_epochs_and_checkpoints_to_its_sink_and_writes_no_file(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = TrainSettings(epochs=3, batch_size=128, seed=3)
+    straight = _model("ae", digits)
+    train(straight, digits, settings, device="cpu", progress=False)
+
+    def stop_at_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    sink = _MemorySink()
+    with pytest.raises(KeyboardInterrupt):
+        train(_model("ae", digits), digits, settings, out=sink, device="cpu", progress=False, on_epoch_end=stop_at_2)
+    assert sink.calls == [("checkpoint", 1), ("epochs", [1], True), ("checkpoint", 2), ("epochs", [1, 2], True)]
+    resumed = _model("ae", digits)
+    history = train(resumed, digits, settings, out=sink, device="cpu", progress=False, resume=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    # The resume hands the restored epochs over again (the run may have failed between checkpoint and epochs).
+    assert sink.calls[4:] == [("epochs", [1, 2], True), ("checkpoint", 3), ("epochs", [1, 2, 3], True)]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    train(_model("pca", digits), digits, out=sink, device="cpu", progress=False)
+    assert sink.calls[-1] == ("epochs", [1], True)  # a closed-form fit: no checkpoint
+    assert list(tmp_path.iterdir()) == []
 
 
 class _PoisonedAE(torch.nn.Module):
@@ -124,8 +181,14 @@ def test_nan_loss_stops_with_the_step_named_and_the_last_good_checkpoint_kept(di
     inner = _model("ae", digits)
     model = _PoisonedAE(inner, poison_at=23 + 5)  # 1437 examples / 64 per batch = 23 steps per epoch
     with pytest.raises(TrainingDiverged, match=r"step 5 of epoch 2.*last good checkpoint"):
-        train(model, digits, TrainSettings(epochs=3, batch_size=64, log_every=10), out=tmp_path, device="cpu",
-              progress=False)
+        train(
+            model,
+            digits,
+            TrainSettings(epochs=3, batch_size=64, log_every=10),
+            out=tmp_path,
+            device="cpu",
+            progress=False,
+        )
     checkpoint = runs.load_checkpoint(tmp_path / runs.CHECKPOINT)
     assert [r["epoch"] for r in checkpoint["history"]] == [1]
     weights = load_file(tmp_path / runs.WEIGHTS)

@@ -4,6 +4,7 @@ Sources: ``digits`` (scikit-learn's bundled 8x8 digits, the default, no network)
 with sha256 checks into a cache or read from ``data_dir``), ``.npy``/``.npz``/``.csv`` arrays (real-valued, one
 example per row) and a folder of PNG/JPEG images.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -18,8 +19,9 @@ __all__ = ["Dataset", "load_dataset", "DATASET_NAMES"]
 DATASET_NAMES = ("digits", "mnist")
 
 
-def load_dataset(name_or_path: str, *, data_dir: str | Path | None = None, seed: int = 0,
-                 test_fraction: float = 0.2) -> Dataset:
+def load_dataset(
+    name_or_path: str, *, data_dir: str | Path | None = None, seed: int = 0, test_fraction: float = 0.2
+) -> Dataset:
     """Load a named dataset or a file/folder of data.
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
@@ -28,32 +30,40 @@ def load_dataset(name_or_path: str, *, data_dir: str | Path | None = None, seed:
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
-        raise DataError(f"dataset {name_or_path!r} is not a name or a path; use one of {', '.join(DATASET_NAMES)} "
-                        "or a file or folder of data")
+        raise DataError(
+            f"dataset {name_or_path!r} is not a name or a path; use one of {', '.join(DATASET_NAMES)} "
+            "or a file or folder of data"
+        )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise DataError(f"data folder {data_dir!r} is not a path; name the folder that holds the data")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise DataError(f"seed {seed!r} is not a whole number >= 0; pass e.g. 0")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
-            or not 0.0 < test_fraction < 1.0:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     if name_or_path == "digits":
         from aekit.data.digits import load_digits
+
         return load_digits(seed=seed, test_fraction=test_fraction)
     if name_or_path == "mnist":
         from aekit.data.mnist import load_mnist
+
         return load_mnist(data_dir=data_dir)
     path = Path(name_or_path)
     if path.is_dir() and (path / "manifest.json").is_file():
         from aekit.data.store import open_store
+
         return open_store(path)
     if path.is_dir():
         from aekit.data.images import load_image_folder
+
         return load_image_folder(path, seed=seed, test_fraction=test_fraction)
     if path.suffix.lower() in (".npy", ".npz", ".csv"):
         from aekit.data.arrays import load_array_file
+
         return load_array_file(path, seed=seed, test_fraction=test_fraction)
     if path.exists():
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz, .csv or a folder of images")
-    raise DataError(f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)}, "
-                    "a .npy/.npz/.csv file or a folder of PNG/JPEG images")
+    raise DataError(
+        f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)}, "
+        "a .npy/.npz/.csv file or a folder of PNG/JPEG images"
+    )

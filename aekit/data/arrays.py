@@ -1,4 +1,5 @@
 """Real-valued examples from ``.npy``, ``.npz`` or ``.csv`` files, one example per row."""
+
 from __future__ import annotations
 
 import csv
@@ -47,11 +48,15 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     keys = set(arrays)
     if {"x_train", "x_test"} <= keys <= SPLIT_KEYS:
         if len(keys & {"y_train", "y_test"}) == 1:
-            raise DataError(f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
-                            "store both y_train and y_test, or neither")
+            raise DataError(
+                f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
+                "store both y_train and y_test, or neither"
+            )
         if arrays["x_train"].dtype != arrays["x_test"].dtype:
-            raise DataError(f"{path} stores x_train as {arrays['x_train'].dtype} and x_test as "
-                            f"{arrays['x_test'].dtype}; store both splits in one type")
+            raise DataError(
+                f"{path} stores x_train as {arrays['x_train'].dtype} and x_test as "
+                f"{arrays['x_test'].dtype}; store both splits in one type"
+            )
         x_train = _examples(arrays["x_train"], f"{path}[x_train]")
         x_test = _examples(arrays["x_test"], f"{path}[x_test]")
         binary = _intensities(arrays["x_train"])
@@ -78,8 +83,10 @@ def examples_name(keys: set[str], path: Path) -> str:
         return "x"
     if len(keys) == 1:
         return next(iter(keys))
-    raise DataError(f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train and "
-                    "y_test), or x (optionally y), or a single array")
+    raise DataError(
+        f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train and "
+        "y_test), or x (optionally y), or a single array"
+    )
 
 
 def _intensities(values: np.ndarray) -> bool:
@@ -104,8 +111,10 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
             for member in archive.infolist():
                 name = member.filename.removesuffix(".npy")
                 if name == member.filename:
-                    raise DataError(f"{path} holds {member.filename!r}, which is not an .npy array; save the arrays "
-                                    "with numpy.savez")
+                    raise DataError(
+                        f"{path} holds {member.filename!r}, which is not an .npy array; save the arrays "
+                        "with numpy.savez"
+                    )
                 with archive.open(member) as stream:
                     arrays[name] = _read_array(stream, member.file_size, f"{path}[{name}]")
         return arrays
@@ -113,12 +122,24 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         raise
     except MemoryError:
         raise DataError(f"{path} holds more data than fits in this machine's memory; use a smaller file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError,
-            RuntimeError, SyntaxError, tokenize.TokenError) as error:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        lzma.LZMAError,
+        NotImplementedError,
+        RuntimeError,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as error:
         # Object arrays end up here too, refused by allow_pickle=False. NotImplementedError is a compression method
         # zipfile lacks, RuntimeError an encrypted member; NumPy's parser lets the last two out of a garbled header.
-        raise DataError(f"{path} cannot be read as a numeric NumPy file ({_one_line(error)}); save plain numeric "
-                        "arrays with numpy.save or numpy.savez") from None
+        raise DataError(
+            f"{path} cannot be read as a numeric NumPy file ({_one_line(error)}); save plain numeric "
+            "arrays with numpy.save or numpy.savez"
+        ) from None
 
 
 def _read_array(stream, size: int, source: str, mapped: Path | None = None) -> np.ndarray:
@@ -130,23 +151,29 @@ def _read_array(stream, size: int, source: str, mapped: Path | None = None) -> n
     """
     version = np.lib.format.read_magic(stream)
     if version not in ((1, 0), (2, 0), (3, 0)):
-        raise DataError(f"{source} is an .npy file of unknown version {version[0]}.{version[1]}; save it again with "
-                        "numpy.save")
+        raise DataError(
+            f"{source} is an .npy file of unknown version {version[0]}.{version[1]}; save it again with numpy.save"
+        )
     header_size = int.from_bytes(stream.read(2 if version == (1, 0) else 4), "little")
     if header_size > size - stream.tell():
-        raise DataError(f"{source} is truncated or forged: its header length field claims {header_size} bytes but "
-                        f"{size - stream.tell()} follow; save it again with numpy.save")
+        raise DataError(
+            f"{source} is truncated or forged: its header length field claims {header_size} bytes but "
+            f"{size - stream.tell()} follow; save it again with numpy.save"
+        )
     stream.seek(0)
     np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(stream)
     if any(type(d) is not int or d < 0 for d in shape):
-        raise DataError(f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with "
-                        "numpy.save")
+        raise DataError(
+            f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with numpy.save"
+        )
     claimed, left = math.prod(shape) * dtype.itemsize, size - stream.tell()
     if not dtype.hasobject and claimed > left:
-        raise DataError(f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
-                        f"bytes) but {left} bytes follow; save it again with numpy.save")
+        raise DataError(
+            f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
+            f"bytes) but {left} bytes follow; save it again with numpy.save"
+        )
     if mapped is not None and dtype in _MAPPED and not fortran and shape:
         # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
         return np.load(mapped, mmap_mode="r", allow_pickle=False)
@@ -183,16 +210,21 @@ def read_csv(path: Path) -> np.ndarray:
                     continue
                 if None in values:
                     column = values.index(None)
-                    raise DataError(f"{path}: line {reader.line_num}, column {column + 1} holds {row[column]!r}, "
-                                    "which is not a number; the CSV must hold only numbers, with an optional "
-                                    "header row")
+                    raise DataError(
+                        f"{path}: line {reader.line_num}, column {column + 1} holds {row[column]!r}, "
+                        "which is not a number; the CSV must hold only numbers, with an optional "
+                        "header row"
+                    )
                 if rows and len(values) != len(rows[0]):
-                    raise DataError(f"{path}: line {reader.line_num} has {len(values)} columns but the first data "
-                                    f"row has {len(rows[0])}; give every row the same number of columns")
+                    raise DataError(
+                        f"{path}: line {reader.line_num} has {len(values)} columns but the first data "
+                        f"row has {len(rows[0])}; give every row the same number of columns"
+                    )
                 rows.append(values)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"{path} cannot be read as a UTF-8 CSV file ({error}); save it as comma-separated "
-                        "numbers in UTF-8") from None
+        raise DataError(
+            f"{path} cannot be read as a UTF-8 CSV file ({error}); save it as comma-separated numbers in UTF-8"
+        ) from None
     if not rows:
         raise DataError(f"{path} holds no data rows; it needs one row of comma-separated numbers per example")
     return np.array(rows, dtype=np.float64)
@@ -211,8 +243,10 @@ def _examples(values: np.ndarray, source: str) -> np.ndarray:
     if values.dtype.kind not in "biuf":
         raise DataError(f"{source} has dtype {values.dtype}, not numbers; store a float or integer array")
     if values.ndim < 2:
-        raise DataError(f"{source} has shape {values.shape} but examples must be the rows of an array of shape "
-                        "(n, features); reshape it, e.g. to (n, 1) for a single feature")
+        raise DataError(
+            f"{source} has shape {values.shape} but examples must be the rows of an array of shape "
+            "(n, features); reshape it, e.g. to (n, 1) for a single feature"
+        )
     if values.size == 0:
         raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
     shape, channels_last = image_layout(values.shape[1:])
@@ -228,8 +262,9 @@ def checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray
     if labels is None:
         return None
     if labels.shape != (n,):
-        raise DataError(f"{source} has shape {labels.shape} but there are {n} examples; store one label per "
-                        "example in a 1-D array")
+        raise DataError(
+            f"{source} has shape {labels.shape} but there are {n} examples; store one label per example in a 1-D array"
+        )
     if labels.dtype.kind not in "iu":
         raise DataError(f"{source} has dtype {labels.dtype}; labels must be integers, e.g. y.astype(int)")
     return labels.astype(np.int64)

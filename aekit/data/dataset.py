@@ -1,6 +1,8 @@
 """The dataset every source produces: train and test arrays, kept in their stored type."""
+
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -51,7 +53,7 @@ class IndexedRows:
 def chunks(x: np.ndarray, rows: int = CHUNK_ROWS):
     """``x`` a block of rows at a time, as float32 (see :func:`as_float32`)."""
     for start in range(0, len(x), rows):
-        yield as_float32(x[start:start + rows])
+        yield as_float32(x[start : start + rows])
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,14 @@ class Dataset:
             if len(x) == 0:
                 raise DataError(f"{self.name}: the {split} split is empty; provide more examples")
             if not self.checked and x.dtype == np.float32 and not all(np.isfinite(c).all() for c in chunks(x)):
-                raise DataError(f"{self.name}: the {split} split holds NaN or infinite values; "
-                                "clean or impute them first")
+                raise DataError(
+                    f"{self.name}: the {split} split holds NaN or infinite values; clean or impute them first"
+                )
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(f"{self.name}: train examples have shape {self.x_train.shape[1:]} but test examples "
-                            f"{self.x_test.shape[1:]}")
+            raise DataError(
+                f"{self.name}: train examples have shape {self.x_train.shape[1:]} but test examples "
+                f"{self.x_test.shape[1:]}"
+            )
         if self.binary and not self.checked and self.x_train.dtype == np.float32:
             low, high = self.value_range
             if low < 0 or high > 1:
@@ -111,7 +116,7 @@ class Dataset:
             return self.bounds
         low, high = np.inf, -np.inf
         for start in range(0, len(self.x_train), CHUNK_ROWS):
-            block = self.x_train[start:start + CHUNK_ROWS]
+            block = self.x_train[start : start + CHUNK_ROWS]
             low, high = min(low, float(block.min())), max(high, float(block.max()))
         scale = 255.0 if self.x_train.dtype == np.uint8 else 1.0
         return low / scale, high / scale
@@ -130,7 +135,39 @@ def split_indices(n: int, *, seed: int, test_fraction: float) -> tuple[np.ndarra
     :func:`split_seeded`'s)."""
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n - n_test < 1:
-        raise DataError(f"{n} examples cannot be split into non-empty train and test sets with test fraction "
-                        f"{test_fraction}; provide more examples")
+        raise DataError(
+            f"{n} examples cannot be split into non-empty train and test sets with test fraction "
+            f"{test_fraction}; provide more examples"
+        )
     order = np.random.default_rng(seed).permutation(n)
     return order[n_test:], order[:n_test]
+
+
+def with_normal_training(dataset: Dataset, classes: tuple[int, ...]) -> Dataset:
+    """``dataset`` with a training split of the examples of ``classes`` only (one-class training: a model of the
+    normal data); the test split keeps every class, so that the others can be scored as the anomalies. Memory-mapped
+    rows stay memory-mapped (an :class:`IndexedRows` view, nothing copied). Refused, in one line, for unlabelled data,
+    for a class with no training examples and for classes that leave no other class in the test split."""
+    if dataset.y_train is None or dataset.y_test is None:
+        raise DataError(f"--normal-class needs labelled data, and {dataset.name} has no labels; drop --normal-class")
+    known = np.unique(dataset.y_train)
+    missing = sorted(set(classes) - set(known.tolist()))
+    if missing:
+        raise DataError(
+            f"--normal-class {','.join(map(str, missing))}: {dataset.name} has no training examples of that class; "
+            f"its classes are {', '.join(map(str, known))}"
+        )
+    if np.isin(dataset.y_test, classes).all():
+        raise DataError(
+            f"--normal-class {','.join(map(str, classes))} names every class of {dataset.name}'s test split; leave "
+            "at least one out, as the anomalies"
+        )
+    keep = np.flatnonzero(np.isin(dataset.y_train, classes))
+    x = dataset.x_train
+    if isinstance(x, IndexedRows):
+        rows = IndexedRows(x.base, x.index[keep])
+    elif isinstance(x, np.memmap):
+        rows = IndexedRows(x, keep)
+    else:
+        rows = x[keep]
+    return dataclasses.replace(dataset, x_train=rows, y_train=dataset.y_train[keep])

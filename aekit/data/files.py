@@ -1,72 +1,158 @@
-"""Examples handed to a trained model and the model's outputs, as files.
+"""Examples handed to a trained model and the model's outputs, as files, read and written a block of rows at a time.
 
-In: a folder of PNG/JPEG images, an IDX file (``.idx``, ``-ubyte``, either gzipped as ``.gz``) or a ``.npy`` array.
+In: a folder of PNG/JPEG images, a store (``aekit pack``; all its examples in the store's order: its training split,
+then its test split), an IDX file (``.idx``, ``-ubyte``, either gzipped as ``.gz``) or a ``.npy`` array. Nothing is
+copied whole as floats: a ``.npy`` file, a store and a plain IDX file are memory-mapped, a gzipped IDX file is held
+in its stored type (8-bit pixels) and a folder's images are decoded when their rows are asked for; each block of
+rows becomes float32 in the one scale of :mod:`aekit.data.layout` when it is read (8-bit values / 255, other numbers
+as they are).
+
 Out: a ``.npy`` array (in the input's layout; uint8 where the input was, else float32, exact), an IDX file (8-bit
-pixels) or a new folder of PNG images. 8-bit values are intensities scaled by 1/255 on the way in and by 255
-(rounded, clipped to [0, 1]) on the way out; other numbers are taken as they are (:mod:`aekit.data.layout`).
+pixels) or a new folder of PNG images; 8-bit outputs are values clipped to [0, 1], times 255, rounded. Outputs are
+written a block at a time into a temporary file or folder that takes the output's name once complete
+(:mod:`aekit.atomic`), so a failure part way leaves nothing.
 """
+
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import os
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from aekit.atomic import atomic_folder, atomic_write
+from aekit.atomic import atomic_file, atomic_folder
 from aekit.data.arrays import read_numpy
-from aekit.data.idx import IDX_CODES, read_idx_file
-from aekit.data.images import read_images
+from aekit.data.dataset import CHUNK_ROWS
+from aekit.data.idx import IDX_CODES, map_idx_file
+from aekit.data.images import read_image_block, scan_images
 from aekit.data.layout import as_float, to_uint8
+from aekit.data.store import EXAMPLES, is_store, open_store, read_npy_header
 from aekit.errors import DataError
 
 _IDX_ENDINGS = (".idx", "-ubyte", ".idx.gz", "-ubyte.gz")
-FORMATS = "a folder of PNG/JPEG images, an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
+FORMATS = (
+    "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def is_idx(path: Path) -> bool:
     return path.name.lower().endswith(_IDX_ENDINGS)
 
 
-class Examples(NamedTuple):
-    """Examples read from a file: float32 values (n, ...) in one scale, the file names of a folder's images (else
-    None), and the type they were stored in (outputs written as .npy go back to it)."""
+class Rows:
+    """Examples as float32 in one scale (:func:`aekit.data.layout.as_float`), converted from their stored values
+    only when sliced: ``rows[a:b]`` reads those rows alone, ``numpy.asarray(rows)`` all of them. ``stored`` is an
+    array of any numbers, or a folder's images (:class:`_Images`), sliced by rows."""
 
-    x: np.ndarray
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, stored, source: str):
+        self.stored, self.source = stored, source
+        self.shape, self.ndim = tuple(stored.shape), len(stored.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return as_float(self.stored[rows], self.source)
+
+    def __iter__(self):
+        for start in range(0, len(self), CHUNK_ROWS):
+            yield from self[start : start + CHUNK_ROWS]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
+class _Images:
+    """The images of :func:`aekit.data.images.scan_images`, decoded a slice at a time."""
+
+    def __init__(self, files: list[Path], shape: tuple[int, int, int]):
+        self.files, self.shape = files, (len(files), *shape)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        files = self.files[rows]
+        return read_image_block(files, self.shape[1]) if files else np.empty((0, *self.shape[1:]), np.float32)
+
+
+class Examples(NamedTuple):
+    """Examples read from a file: their :class:`Rows` (n, ...), the file names of a folder's images (else None), and
+    the type they were stored in (outputs written as .npy go back to it)."""
+
+    x: Rows
     names: list[str] | None
     dtype: np.dtype
 
 
 def read_examples(path: str | Path) -> Examples:
-    """The examples in ``path``. A folder gives (n, channels, height, width); IDX and .npy give their arrays in
-    their own layout (:func:`aekit.data.layout.to_shape` maps them to a model's)."""
+    """The examples in ``path``, none read yet. A folder of images gives (n, channels, height, width); a store, IDX
+    and .npy give their arrays in their own layout (:func:`aekit.data.layout.to_shape` maps them to a model's)."""
     path = Path(path)
-    if path.is_dir():
-        x, files = read_images(path)
-        return Examples(x, [str(file.relative_to(path)) for file in files], np.dtype(np.float32))
-    if not path.is_file():
+    if is_store(path):
+        open_store(path)  # its checks: manifest, sizes, digests, source
+        values = np.load(path / EXAMPLES, mmap_mode="r")
+    elif path.is_dir():
+        files, shape = scan_images(path)
+        names = [str(file.relative_to(path)) for file in files]
+        return Examples(Rows(_Images(files, shape), str(path)), names, np.dtype(np.float32))
+    elif not path.is_file():
         raise DataError(f"{path} does not exist; give {FORMATS}")
-    if path.suffix.lower() == ".npy":
-        arrays = read_numpy(path)
-        if set(arrays) != {"x"}:
-            raise DataError(f"{path} is an .npz archive, not an array; save one array with numpy.save")
-        values = arrays["x"]
+    elif path.suffix.lower() == ".npy":
+        values = _read_npy(path)
     elif is_idx(path):
-        values = read_idx_file(path)
+        values = map_idx_file(path)
     else:
         raise DataError(f"{path}: unsupported input {path.suffix!r}; give {FORMATS}")
     if values.ndim < 2 or len(values) == 0:
         raise DataError(f"{path} has shape {values.shape}; it must hold one example per row of its first axis")
-    return Examples(as_float(values, str(path)), None, np.dtype(np.uint8 if values.dtype == np.uint8 else np.float32))
+    as_float(values[:0], str(path))  # refuses values that are not numbers before any work
+    return Examples(Rows(values, str(path)), None, np.dtype(np.uint8 if values.dtype == np.uint8 else np.float32))
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a .npy file, memory-mapped once its header's claims fit the file. As numpy decides, the content
+    says what it is: a zip is an .npz archive, read by :func:`aekit.data.arrays.read_numpy`, and must hold x alone."""
+    try:
+        with path.open("rb") as file:
+            zipped = file.read(4) in _ZIP_MAGIC
+            file.seek(0)
+            header = None if zipped else read_npy_header(file, os.fstat(file.fileno()).st_size)
+    except (ValueError, OSError) as error:
+        raise _not_numpy(path, error) from None
+    if header is None:
+        arrays = read_numpy(path)
+        if set(arrays) != {"x"}:
+            raise DataError(f"{path} is an .npz archive, not an array; save one array with numpy.save")
+        return arrays["x"]
+    if header.dtype.hasobject:
+        raise _not_numpy(path, "it holds Python objects, which are never unpickled")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise _not_numpy(path, error) from None
+
+
+def _not_numpy(path: Path, reason) -> DataError:
+    return DataError(
+        f"{path} cannot be read as a numeric NumPy file ({reason}); save plain numeric arrays with numpy.save"
+    )
 
 
 def check_intensities(x: np.ndarray, source: str) -> None:
     """Refuse values outside [0, 1] where a model of intensities (the cross-entropy) is to take them."""
     if x.size and (x.min() < 0 or x.max() > 1):
-        raise DataError(f"{source} holds values in [{x.min():g}, {x.max():g}] but the run models [0, 1] "
-                        "intensities; store 8-bit pixels (uint8) or divide the values by their maximum")
+        raise DataError(
+            f"{source} holds values in [{x.min():g}, {x.max():g}] but the run models [0, 1] "
+            "intensities; store 8-bit pixels (uint8) or divide the values by their maximum"
+        )
 
 
 def check_writable(path: str | Path, image: bool) -> None:
@@ -84,40 +170,122 @@ def check_writable(path: str | Path, image: bool) -> None:
         raise DataError(f"{path} already exists; name a new folder for the PNG images (or a .npy or IDX file)")
 
 
-def write_examples(path: str | Path, x: np.ndarray, names: list[str] | None = None, *,
-                   layout: Callable[[np.ndarray], np.ndarray] = lambda y: y, dtype=np.float32) -> None:
+def _as_given(y: np.ndarray) -> np.ndarray:
+    return y
+
+
+def write_examples(
+    path: str | Path,
+    x: np.ndarray,
+    names: list[str] | None = None,
+    *,
+    layout: Callable[[np.ndarray], np.ndarray] = _as_given,
+    dtype=np.float32,
+) -> None:
     """Write (n, ...) float32 examples to ``path`` atomically: ``.npy`` put in ``layout`` (a function of the array)
     and stored as ``dtype`` (uint8: 8-bit intensities, else float32 values as they are); IDX (``.idx`` or
     ``-ubyte``, gzipped when it ends in ``.gz``) and a new folder of PNGs (named like ``names``, else 00000.png, ...)
     as 8-bit images, which needs (n, channels, height, width) with 1 or 3 channels."""
+    with writing_examples(path, x.shape, names, layout=layout, dtype=dtype) as write:
+        write(x)
+
+
+@contextlib.contextmanager
+def writing_examples(
+    path: str | Path,
+    shape: tuple[int, ...],
+    names: list[str] | None = None,
+    *,
+    layout: Callable[[np.ndarray], np.ndarray] = _as_given,
+    dtype=np.float32,
+):
+    """:func:`write_examples` of ``shape[0]`` examples of shape ``shape[1:]``, handed over a block of rows at a
+    time: the block gets the function that takes the next rows (float32, in order). The output appears, complete,
+    when the block ends with every row written; a failure in the block leaves nothing."""
     path = Path(path)
-    image = x.ndim == 4 and x.shape[1] in (1, 3)
-    check_writable(path, image)
+    n = shape[0]
+    check_writable(path, image=len(shape) == 4 and shape[1] in (1, 3))
     if path.suffix.lower() == ".npy":
-        values = layout(x)
-        buffer = io.BytesIO()
-        np.save(buffer, to_uint8(values) if np.dtype(dtype) == np.uint8 else values.astype(np.float32),
-                allow_pickle=False)
-        atomic_write(path, buffer.getvalue())
-        return
-    pixels = to_uint8(x)
-    if is_idx(path):
-        atomic_write(path, idx_bytes(pixels[:, 0] if pixels.shape[1] == 1 else pixels, gzipped=path.suffix == ".gz"))
-        return
-    width = max(5, len(str(len(x) - 1)))
-    files = [Path(name).with_suffix(".png") for name in names] if names else [
-        Path(f"{i:0{width}d}.png") for i in range(len(x))]
+        stored = np.dtype(np.uint8 if np.dtype(dtype) == np.uint8 else np.float32)
+        laid_out = layout(np.broadcast_to(np.float32(0), shape)).shape[1:]  # a stand-in of no memory
+        header = _npy_header((n, *laid_out), stored)
+        encode = (lambda y: to_uint8(layout(y))) if stored == np.uint8 else (lambda y: layout(y).astype(np.float32))
+        sink = _rows_file(path, header, encode)
+    elif is_idx(path):
+        header = idx_header(np.dtype(np.uint8), (n, *shape[2:]) if shape[1] == 1 else shape)
+        sink = _rows_file(path, header, to_uint8, gzipped=path.suffix.lower() == ".gz")
+    else:
+        sink = _png_folder(path, names, n)
+    with sink as put:
+        written = 0
+
+        def write(y: np.ndarray) -> None:
+            nonlocal written
+            if written + len(y) > n:
+                raise ValueError(f"{written + len(y)} examples handed to {path}, which was opened for {n}")
+            put(y, written)
+            written += len(y)
+
+        yield write
+        if written != n:
+            raise ValueError(f"{written} examples handed to {path}, which was opened for {n}")
+
+
+@contextlib.contextmanager
+def _rows_file(path: Path, header: bytes, encode: Callable[[np.ndarray], np.ndarray], gzipped: bool = False):
+    """A file of ``header`` and then the bytes of each block of rows put (``encode``d), gzipped if asked; the block
+    gets the function that puts rows."""
+    # wbits 31: a gzip stream, header and trailer included, as gzip.compress writes one with mtime=0.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31) if gzipped else None
+    with atomic_file(path) as file:
+
+        def write(data) -> None:
+            file.write(compressor.compress(data) if compressor else data)
+
+        def put(y: np.ndarray, start: int) -> None:
+            write(memoryview(np.ascontiguousarray(encode(y))).cast("B"))
+
+        write(header)
+        yield put
+        if compressor:
+            file.write(compressor.flush())
+
+
+@contextlib.contextmanager
+def _png_folder(path: Path, names: list[str] | None, n: int):
+    """A new folder of 8-bit PNGs named like ``names`` (else 00000.png, ...); the block gets the function that
+    writes a block of images and the position of its first."""
+    width = max(5, len(str(n - 1)))
+    files = (
+        [Path(name).with_suffix(".png") for name in names] if names else [Path(f"{i:0{width}d}.png") for i in range(n)]
+    )
     with atomic_folder(path) as folder:
-        for image_pixels, file in zip(pixels, files):
-            (folder / file).parent.mkdir(parents=True, exist_ok=True)
-            mode_pixels = image_pixels[0] if image_pixels.shape[0] == 1 else image_pixels.transpose(1, 2, 0)
-            Image.fromarray(mode_pixels).save(folder / file)
+
+        def write(y: np.ndarray, start: int) -> None:
+            for image_pixels, file in zip(to_uint8(y), files[start : start + len(y)]):
+                (folder / file).parent.mkdir(parents=True, exist_ok=True)
+                mode_pixels = image_pixels[0] if image_pixels.shape[0] == 1 else image_pixels.transpose(1, 2, 0)
+                Image.fromarray(mode_pixels).save(folder / file)
+
+        yield write
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The header numpy.save writes before a C-order array of ``shape`` and ``dtype``."""
+    buffer = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(dtype)
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def idx_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header of an IDX file of values of ``dtype`` (its type code) and ``shape``."""
+    code = next(c for c, t in IDX_CODES.items() if t == dtype.newbyteorder(">"))
+    return bytes([0, 0, code, len(shape)]) + np.array(shape, dtype=">u4").tobytes()
 
 
 def idx_bytes(values: np.ndarray, gzipped: bool = False) -> bytes:
     """An array as the bytes of an IDX file (big-endian, the type code of its dtype), gzipped if asked."""
     dtype = values.dtype.newbyteorder(">")
-    code = next(c for c, t in IDX_CODES.items() if t == dtype)
-    header = bytes([0, 0, code, values.ndim]) + np.array(values.shape, dtype=">u4").tobytes()
-    data = header + values.astype(dtype).tobytes()
+    data = idx_header(dtype, values.shape) + values.astype(dtype).tobytes()
     return gzip.compress(data, mtime=0) if gzipped else data

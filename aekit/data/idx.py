@@ -2,6 +2,7 @@
 
 Magic: two zero bytes, a type code (see ``IDX_CODES``) and the number of dimensions.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -49,41 +50,56 @@ def read_idx(data: bytes, source: str) -> np.ndarray:
 def check_size(source: str, expected_size: int, size: int) -> None:
     """Refuse a file of ``size`` bytes whose header promises ``expected_size``."""
     if size < expected_size:
-        raise DataError(f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
-                        f"{size}; delete it and download again")
+        raise DataError(
+            f"{source} is truncated: the header promises {expected_size} bytes but the file holds "
+            f"{size}; delete it and download again"
+        )
     if size > expected_size:
-        raise DataError(f"{source} has {size - expected_size} trailing bytes after the {expected_size} its "
-                        "header promises; delete it and download again")
+        raise DataError(
+            f"{source} has {size - expected_size} trailing bytes after the {expected_size} its "
+            "header promises; delete it and download again"
+        )
 
 
 def header_layout(data: bytes, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
     """What the header at the start of ``data`` promises: its size, the dimensions, the element type and the size of
     the whole file; a damaged header is a DataError."""
     if len(data) < 4:
-        raise DataError(f"{source} is truncated: it holds {len(data)} bytes, less than the 4-byte IDX magic; "
-                        "delete it and download again")
+        raise DataError(
+            f"{source} is truncated: it holds {len(data)} bytes, less than the 4-byte IDX magic; "
+            "delete it and download again"
+        )
     if data[:2] != b"\0\0":
-        raise DataError(f"{source} is not an IDX file (it does not start with two zero bytes); "
-                        "delete it and download again")
+        raise DataError(
+            f"{source} is not an IDX file (it does not start with two zero bytes); delete it and download again"
+        )
     code, ndim = data[2], data[3]
     if code not in IDX_CODES:
-        raise DataError(f"{source} has unknown IDX type code 0x{code:02X} (expected one of "
-                        f"{', '.join(f'0x{c:02X}' for c in IDX_CODES)}); delete it and download again")
+        raise DataError(
+            f"{source} has unknown IDX type code 0x{code:02X} (expected one of "
+            f"{', '.join(f'0x{c:02X}' for c in IDX_CODES)}); delete it and download again"
+        )
     if ndim > MAX_DIMS:
-        raise DataError(f"{source} claims {ndim} dimensions, more than the {MAX_DIMS} an array can have; "
-                        "delete it and download again")
+        raise DataError(
+            f"{source} claims {ndim} dimensions, more than the {MAX_DIMS} an array can have; "
+            "delete it and download again"
+        )
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise DataError(f"{source} is truncated: its header promises {ndim} dimensions ({header_size} bytes) "
-                        f"but the file holds {len(data)} bytes; delete it and download again")
+        raise DataError(
+            f"{source} is truncated: its header promises {ndim} dimensions ({header_size} bytes) "
+            f"but the file holds {len(data)} bytes; delete it and download again"
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_CODES[code]
     # Python integers, so a forged header cannot overflow the product; checked before anything is allocated.
     count = math.prod(dims)
     if count == 0:
         # Also spares NumPy a shape like (0, 2**32, 2**32), whose size it cannot compute.
-        raise DataError(f"{source} holds no values (its header gives dimensions {'x'.join(map(str, dims))}); "
-                        "delete it and download again")
+        raise DataError(
+            f"{source} holds no values (its header gives dimensions {'x'.join(map(str, dims))}); "
+            "delete it and download again"
+        )
     return header_size, dims, dtype, header_size + count * dtype.itemsize
 
 
@@ -95,8 +111,10 @@ def gunzip(data: bytes, source: str, limit: int | None = None) -> bytes:
     """
     inflated = _inflate(data, source, -1 if limit is None else limit + 1)
     if limit is not None and len(inflated) > limit:
-        raise DataError(f"{source} decompresses to more than {limit} bytes, more than the file it should hold; "
-                        "delete it and download again")
+        raise DataError(
+            f"{source} decompresses to more than {limit} bytes, more than the file it should hold; "
+            "delete it and download again"
+        )
     return inflated
 
 
@@ -147,17 +165,41 @@ def read_idx_file(path: str | Path) -> np.ndarray:
         data = _read(path)
         expected_size = header_layout(_inflate(data, source, 4 + 4 * MAX_DIMS), source)[3]
         if expected_size > MAX_DEFLATE_RATIO * len(data):
-            raise DataError(f"{source} cannot hold what its header promises: {expected_size} bytes from "
-                            f"{len(data)} compressed bytes, more than deflate's maximum ratio of "
-                            f"{MAX_DEFLATE_RATIO}:1 allows; delete it and download again")
+            raise DataError(
+                f"{source} cannot hold what its header promises: {expected_size} bytes from "
+                f"{len(data)} compressed bytes, more than deflate's maximum ratio of "
+                f"{MAX_DEFLATE_RATIO}:1 allows; delete it and download again"
+            )
         return read_idx(gunzip(data, source, expected_size), source)
     try:
         with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            expected_size = header_layout(file.read(4 + 4 * MAX_DIMS), source)[3]
-            check_size(source, expected_size, size)
+            expected_size = _plain_layout(file, source)[3]
             file.seek(0)
             data = file.read(expected_size + 1)  # one more, to notice a file that grew since
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
     return read_idx(data, source)
+
+
+def map_idx_file(path: str | Path) -> np.ndarray:
+    """An IDX file's values without a copy of them in memory: a plain file memory-mapped (read-only, in the file's
+    byte order) once its size is the size its header promises; a gzipped one inflated by :func:`read_idx_file`,
+    with its checks, and held in its stored type."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        return read_idx_file(path)
+    try:
+        with path.open("rb") as file:
+            header_size, dims, dtype, _ = _plain_layout(file, str(path))
+            return np.memmap(file, dtype=dtype, mode="r", offset=header_size, shape=dims)
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}); check the path and its permissions") from None
+
+
+def _plain_layout(file, source: str) -> tuple[int, tuple[int, ...], np.dtype, int]:
+    """:func:`header_layout` of the plain IDX file open in ``file``, whose size on disk must be the size it
+    promises."""
+    size = os.fstat(file.fileno()).st_size
+    layout = header_layout(file.read(4 + 4 * MAX_DIMS), source)
+    check_size(source, layout[3], size)
+    return layout

@@ -6,10 +6,11 @@ they are. NaN and infinity are refused. Layout: (n, *shape) as the model has it,
 length, (n, height, width) for one-channel images, or channels last (n, height, width, channels); results go back
 in the caller's layout (:func:`to_shape` returns how).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,8 +21,9 @@ def as_float(values: np.ndarray, source: str) -> np.ndarray:
     """``values`` as float32 in the scale models see: uint8 / 255, booleans as 0/1, other numbers as they are."""
     values = np.asarray(values)
     if values.dtype.kind not in "biuf":
-        raise DataError(f"{source} holds {values.dtype} values, not numbers; give a numeric array (uint8 pixels, "
-                        "or floats)")
+        raise DataError(
+            f"{source} holds {values.dtype} values, not numbers; give a numeric array (uint8 pixels, or floats)"
+        )
     if values.dtype == np.uint8:
         x = values.astype(np.float32)
         x /= 255
@@ -29,8 +31,10 @@ def as_float(values: np.ndarray, source: str) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = values.astype(np.float32)
     if x.size and not np.isfinite(x).all():
-        raise DataError(f"{source} holds NaN or infinite values (or values beyond float32's range, about 3.4e38); "
-                        "clean or impute them first")
+        raise DataError(
+            f"{source} holds NaN or infinite values (or values beyond float32's range, about 3.4e38); "
+            "clean or impute them first"
+        )
     return x
 
 
@@ -46,9 +50,11 @@ def image_layout(shape: tuple[int, ...]) -> tuple[tuple[int, ...], bool]:
     return (math.prod(shape),), False
 
 
-def to_shape(x: np.ndarray, shape: tuple[int, ...], source: str,
-             what: str = "the run expects") -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """``x`` as (n, *shape), and the function that puts an array of that shape back into ``x``'s layout.
+def to_shape(
+    x: np.ndarray, shape: tuple[int, ...], source: str, what: str = "the run expects"
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """``x`` (a numpy array or a torch tensor) as (n, *shape), and the function that puts an array (or tensor) of
+    that shape back into ``x``'s layout.
 
     Equal shapes pass; (n, height, width) gains the channel of one-channel images; channels-last images are
     transposed; (n, features) rows of the right length are unflattened. Anything else is a DataError naming both
@@ -61,12 +67,15 @@ def to_shape(x: np.ndarray, shape: tuple[int, ...], source: str,
     if len(shape) == 3 and given == shape[1:] and shape[0] == 1:
         return x[:, None], lambda y: y[:, 0]
     if len(shape) == 3 and given == (shape[1], shape[2], shape[0]):
-        return x.transpose(0, 3, 1, 2), lambda y: y.transpose(0, 2, 3, 1)
+        # swapaxes: the same on numpy arrays and torch tensors (model inputs of either kind).
+        return x.swapaxes(1, 3).swapaxes(2, 3), lambda y: y.swapaxes(1, 3).swapaxes(1, 2)
     if x.ndim == 2 and x.shape[1] == math.prod(shape):
         return x.reshape(len(x), *shape), lambda y: y.reshape(len(y), -1)
     hint = "; add a first dimension for the batch, e.g. x[None]" if tuple(x.shape) in (shape, shape[1:]) else ""
-    raise DataError(f"{source} holds examples of size {describe(given)} but {what} {describe(shape)}; give "
-                    f"examples of that size{hint}")
+    raise DataError(
+        f"{source} holds examples of size {describe(given)} but {what} {describe(shape)}; give "
+        f"examples of that size{hint}"
+    )
 
 
 def describe(shape: tuple[int, ...]) -> str:

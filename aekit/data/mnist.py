@@ -1,4 +1,5 @@
 """MNIST from its four IDX files: read from a folder, or downloaded once into a cache, always sha256-checked."""
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,9 @@ def load_mnist(data_dir: str | Path | None = None, mirrors: list[str] | None = N
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise DataError(f"--data-dir {folder} is not a folder; point it to the folder holding the four MNIST "
-                            "IDX files")
+            raise DataError(
+                f"--data-dir {folder} is not a folder; point it to the folder holding the four MNIST IDX files"
+            )
         files = {name: _read_local(folder, name) for name in SHA256}
     else:
         folder = cache_dir()
@@ -84,13 +86,14 @@ def _read_local(folder: Path, name: str) -> tuple[bytes, str]:
     """The verified contents of ``name`` (gzipped or not) in ``folder`` and the path they came from."""
     path = next((p for p in (folder / f"{name}.gz", folder / name) if p.is_file()), None)
     if path is None:
-        raise DataError(f"{folder / name}.gz is missing (nor is there a plain {name}); --data-dir must hold the "
-                        f"four MNIST IDX files {', '.join(SHA256)}, gzipped or not")
+        raise DataError(
+            f"{folder / name}.gz is missing (nor is there a plain {name}); --data-dir must hold the "
+            f"four MNIST IDX files {', '.join(SHA256)}, gzipped or not"
+        )
     data = read_bytes(path, MAX_SIZE)
     problem = _checksum_problem(data, name)
     if problem:
-        raise DataError(f"{path} is damaged or not the original MNIST file ({problem}); replace it with a fresh "
-                        "copy")
+        raise DataError(f"{path} is damaged or not the original MNIST file ({problem}); replace it with a fresh copy")
     return data, str(path)
 
 
@@ -109,16 +112,20 @@ def _download(folder: Path, name: str, mirrors: list[str]) -> tuple[bytes, str]:
     the final name never holds a partial or tampered file, not even after a crash.
     """
     if not mirrors:
-        raise DataError(f"{name} is not in the cache and no mirror was given to download it from; name one, or "
-                        "pass --data-dir with a local copy")
+        raise DataError(
+            f"{name} is not in the cache and no mirror was given to download it from; name one, or "
+            "pass --data-dir with a local copy"
+        )
     target = folder / f"{name}.gz"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
         os.close(fd)
     except OSError as error:
-        raise DataError(f"cannot write to the MNIST cache folder {folder} ({error.strerror}); set AEKIT_DATA to a "
-                        "writable folder, or pass --data-dir with a local copy") from None
+        raise DataError(
+            f"cannot write to the MNIST cache folder {folder} ({error.strerror}); set AEKIT_DATA to a "
+            "writable folder, or pass --data-dir with a local copy"
+        ) from None
     failures = []
     try:
         for mirror in mirrors:
@@ -132,8 +139,10 @@ def _download(folder: Path, name: str, mirrors: list[str]) -> tuple[bytes, str]:
             return data, str(target)
     finally:
         Path(partial).unlink(missing_ok=True)
-    raise DataError(f"could not get {name}.gz from any mirror: {'; '.join(failures)}; download the four MNIST "
-                    "files yourself and pass --data-dir with the folder that holds them")
+    raise DataError(
+        f"could not get {name}.gz from any mirror: {'; '.join(failures)}; download the four MNIST "
+        "files yourself and pass --data-dir with the folder that holds them"
+    )
 
 
 def _fetch_verified(url: str, name: str, partial: Path) -> bytes:
@@ -162,8 +171,10 @@ def _examples(files: dict[str, tuple[bytes, str]], split: str) -> tuple[np.ndarr
     images = read_idx(*files[f"{split}-images-idx3-ubyte"])
     labels = read_idx(*files[f"{split}-labels-idx1-ubyte"])
     if len(images) != len(labels):
-        raise DataError(f"MNIST {split} has {len(images)} images but {len(labels)} labels; the files do not "
-                        "belong together, replace them with fresh copies")
+        raise DataError(
+            f"MNIST {split} has {len(images)} images but {len(labels)} labels; the files do not "
+            "belong together, replace them with fresh copies"
+        )
     x = images.astype(np.float32)[:, None]
     x /= 255
     return x, labels.astype(np.int64)

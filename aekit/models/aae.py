@@ -1,14 +1,19 @@
 """The adversarial auto-encoder (Makhzani et al. 2015)."""
+
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aekit import nets
 from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, Phase, device_of
+from aekit.models.config import NetConfig, option, register
+from aekit.models.likelihood import LIKELIHOODS
 
 PRIORS = ("gaussian", "mixture", "uniform")
 
@@ -43,11 +48,20 @@ class AdversarialAE(AutoEncoder):
     so the distribution of codes is pushed toward the prior.
     """
 
-    def __init__(self, encoder, decoder, likelihood, discriminator: nn.Module, code_dim: int, prior: str = "gaussian"):
-        super().__init__(encoder, decoder, likelihood)
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        likelihood,
+        discriminator: nn.Module,
+        code_dim: int,
+        prior: str = "gaussian",
+        **settings,
+    ):
+        super().__init__(encoder, decoder, likelihood, **{**settings, "code_dim": code_dim})
         if prior not in PRIORS:
             raise AekitError(f"unknown prior {prior!r}; use one of {', '.join(PRIORS)}")
-        self.discriminator, self.code_dim, self.prior = discriminator, code_dim, prior
+        self.discriminator, self.prior = discriminator, prior
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return sample_prior(self.prior, n, self.code_dim, device_of(self), generator)
@@ -59,8 +73,9 @@ class AdversarialAE(AutoEncoder):
     def discriminator_loss(self, x: torch.Tensor) -> Loss:
         real = self.discriminator(self.sample_prior(len(x)))
         fake = self.discriminator(self.encoder(self.training_input(x)).detach())
-        loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
+            fake, torch.zeros_like(fake)
+        )
         return Loss(loss, {"discriminator": loss})
 
     def generator_loss(self, x: torch.Tensor) -> Loss:
@@ -70,6 +85,38 @@ class AdversarialAE(AutoEncoder):
 
     def phases(self) -> list[Phase]:
         autoencoder = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        return [Phase("reconstruction", autoencoder, self.loss),
-                Phase("discriminator", list(self.discriminator.parameters()), self.discriminator_loss),
-                Phase("generator", list(self.encoder.parameters()), self.generator_loss)]
+        return [
+            Phase("reconstruction", autoencoder, self.loss),
+            Phase("discriminator", list(self.discriminator.parameters()), self.discriminator_loss),
+            Phase("generator", list(self.encoder.parameters()), self.generator_loss),
+        ]
+
+
+@register
+@dataclass(frozen=True)
+class AAEConfig(NetConfig):
+    """The adversarial auto-encoder: the code prior and the discriminator's hidden widths."""
+
+    family = "aae"
+    label = "AAE"
+    model_class = AdversarialAE
+
+    prior: str = option("gaussian", "the code prior", choices=PRIORS)
+    discriminator_hidden: tuple[int, ...] = option(
+        (256, 256), "discriminator hidden widths, comma-separated", sklearn="discriminator_hidden_layer_sizes"
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.prior not in PRIORS:
+            problems.append(f"unknown prior {self.prior!r}; use one of {', '.join(PRIORS)}")
+        if any(h < 1 for h in self.discriminator_hidden):
+            problems.append(f"discriminator sizes {list(self.discriminator_hidden)} must all be at least 1")
+        return problems
+
+    def build(self) -> AdversarialAE:
+        discriminator = nets.mlp(self.code_dim, self.discriminator_hidden, 1)
+        settings = {k: v for k, v in self.model_settings().items() if k != "code_dim"}
+        return AdversarialAE(
+            *self.networks(), LIKELIHOODS[self.likelihood], discriminator, self.code_dim, self.prior, **settings
+        )

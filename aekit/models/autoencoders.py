@@ -1,10 +1,15 @@
 """The deterministic auto-encoders: plain, denoising and dropout."""
+
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss
+from aekit.models.config import NetConfig, option, register
+from aekit.models.likelihood import LIKELIHOODS
 
 NOISE_KINDS = ("gaussian", "masking", "salt-and-pepper")
 
@@ -29,8 +34,8 @@ def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
 class DenoisingAE(AutoEncoder):
     """Denoising auto-encoder: loss = -log p(x | decoder(encoder(corrupt(x)))), the clean x as the target."""
 
-    def __init__(self, encoder, decoder, likelihood, noise: str = "gaussian", noise_level: float = 0.3):
-        super().__init__(encoder, decoder, likelihood)
+    def __init__(self, encoder, decoder, likelihood, noise: str = "gaussian", noise_level: float = 0.3, **settings):
+        super().__init__(encoder, decoder, likelihood, **settings)
         if noise not in NOISE_KINDS:
             raise AekitError(f"unknown noise {noise!r}; use one of {', '.join(NOISE_KINDS)}")
         self.noise, self.noise_level = noise, noise_level
@@ -50,3 +55,69 @@ class DropoutAE(AutoEncoder):
 
     The dropout layers live in its networks, so ``train()`` turns them on and ``eval()`` off.
     """
+
+
+@register
+@dataclass(frozen=True)
+class AEConfig(NetConfig):
+    """The plain auto-encoder: only the shared fields."""
+
+    family = "ae"
+    label = "AE"
+    model_class = AutoEncoder
+
+    def build(self) -> AutoEncoder:
+        return AutoEncoder(*self.networks(), LIKELIHOODS[self.likelihood], **self.model_settings())
+
+
+@register
+@dataclass(frozen=True)
+class DAEConfig(NetConfig):
+    """The denoising auto-encoder: the corruption and its level."""
+
+    family = "dae"
+    label = "DAE"
+    model_class = DenoisingAE
+
+    noise: str = option("gaussian", "the corruption", choices=NOISE_KINDS)
+    noise_level: float = option(
+        0.3,
+        "noise standard deviation (gaussian, on standardized values where the model standardizes) or share of "
+        "elements hit",
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.noise not in NOISE_KINDS:
+            problems.append(f"unknown noise {self.noise!r}; use one of {', '.join(NOISE_KINDS)}")
+        if not self.noise_level >= 0 or (self.noise != "gaussian" and self.noise_level > 1):
+            problems.append(f"noise level {self.noise_level} must be >= 0 (and <= 1 for {self.noise})")
+        return problems
+
+    def build(self) -> DenoisingAE:
+        return DenoisingAE(
+            *self.networks(), LIKELIHOODS[self.likelihood], self.noise, self.noise_level, **self.model_settings()
+        )
+
+
+@register
+@dataclass(frozen=True)
+class DropoutAEConfig(NetConfig):
+    """The dropout auto-encoder: the dropout rates of its hidden layers and of its input."""
+
+    family = "dropout-ae"
+    label = "Dropout-AE"
+    model_class = DropoutAE
+
+    dropout: float = option(0.2, "dropout rate of the hidden layers")
+    input_dropout: float = option(0.1, "dropout rate of the input")
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
+            problems.append("dropout rates must be in [0, 1)")
+        return problems
+
+    def build(self) -> DropoutAE:
+        networks = self.networks(dropout=self.dropout, input_dropout=self.input_dropout)
+        return DropoutAE(*networks, LIKELIHOODS[self.likelihood], **self.model_settings())

@@ -1,9 +1,11 @@
 """What every model shares: the loss record, training phases, and encode/decode that take numpy too."""
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -49,32 +51,49 @@ def float_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def _examples_in(model: nn.Module, x, name: str):
-    """A user's examples as the model's float32 tensor of shape (n, *example_shape), and how to put a result back
-    in their layout and type. uint8 values are 8-bit intensities (/255); numpy arrays are checked for type, size and
-    finiteness with one-line DataErrors; tensors of another type than uint8 pass as they are (the fast path)."""
-    if isinstance(x, torch.Tensor):
-        return float_batch(x), None
-    array = np.asarray(x)
+    """A user's examples (a numpy array, anything numpy takes, or a tensor) as the model's tensor of shape
+    (n, *example_shape), and how to put examples the model returns back in their layout and type.
+
+    Any layout :func:`aekit.data.layout.to_shape` reads is taken (flat rows, channels last, ...) and given back.
+    uint8 values are 8-bit intensities: divided by 255 on the way in, rounded back to uint8 on the way out. numpy
+    arrays are checked for type, size and finiteness with one-line DataErrors; float tensors keep their device, type
+    and gradients (one already of the model's shape passes as it is: the fast path)."""
     source = f"the input of {type(model).__name__}.{name}"
-    values = as_float(array, source)
-    restore = lambda y: y  # noqa: E731
+    if isinstance(x, torch.Tensor):
+        eight_bit, values = x.dtype == torch.uint8, float_batch(x)
+    else:
+        array = np.asarray(x)
+        eight_bit, values = array.dtype == np.uint8, as_float(array, source)
+    restore = _unchanged
     if model.example_shape is not None:
         values, restore = to_shape(values, model.example_shape, source, "the model takes")
-    back = (lambda y: to_uint8(restore(y))) if array.dtype == np.uint8 else restore
-    return torch.from_numpy(np.ascontiguousarray(values)).to(device_of(model)), back
+    if not isinstance(values, torch.Tensor):
+        values = torch.from_numpy(np.ascontiguousarray(values)).to(device_of(model))
+    return values, (lambda y: _eight_bit(restore(y))) if eight_bit else restore
+
+
+def _unchanged(y):
+    return y
+
+
+def _eight_bit(y):
+    """[0, 1] intensities (an array or a tensor) as 8-bit pixels, clipped and rounded."""
+    return to_uint8(y) if isinstance(y, np.ndarray) else y.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def takes_examples(method):
-    """Let a method of examples take numpy arrays (and uint8 anywhere): numpy in, numpy out in the caller's layout
-    (and type, for a method that returns examples), computed without gradients."""
+    """Let a method of examples take numpy arrays (and uint8 and any layout anywhere): numpy in, numpy out computed
+    without gradients; tensors in, tensors out. What the method returns is given back in the caller's layout (and
+    type) where it is examples (``reconstruct``); codes and indices are (n, ...) whatever the layout."""
 
     @functools.wraps(method)
     def wrapper(self, x, *args, **kwargs):
         tensor, back = _examples_in(self, x, method.__name__)
-        if back is None:
-            return method(self, tensor, *args, **kwargs)
-        with torch.no_grad():
-            out = method(self, tensor, *args, **kwargs).cpu().numpy()
+        if isinstance(x, torch.Tensor):
+            out = method(self, tensor, *args, **kwargs)
+        else:
+            with torch.no_grad():
+                out = method(self, tensor, *args, **kwargs).cpu().numpy()
         return back(out) if method.__name__ == "reconstruct" else out
 
     return wrapper
@@ -89,8 +108,10 @@ def takes_codes(method):
             return method(self, z, *args, **kwargs)
         codes = as_float(z, f"the codes given to {type(self).__name__}.{method.__name__}")
         if codes.ndim != 2 or (self.code_dim is not None and codes.shape[1] != self.code_dim):
-            raise DataError(f"codes of shape {codes.shape} were given to {type(self).__name__}.{method.__name__}, "
-                            f"which takes (n, {self.code_dim}); give one code of {self.code_dim} values per row")
+            raise DataError(
+                f"codes of shape {codes.shape} were given to {type(self).__name__}.{method.__name__}, "
+                f"which takes (n, {self.code_dim}); give one code of {self.code_dim} values per row"
+            )
         with torch.no_grad():
             return method(self, torch.from_numpy(codes).to(device_of(self)), *args, **kwargs).cpu().numpy()
 
@@ -102,23 +123,39 @@ class AutoEncoder(nn.Module):
 
     ``standardize`` (a :class:`Standardize`, set by ``build_model`` for real-valued data) makes the networks work on
     each feature's standardized values: encode and the loss see (x - center) / scale, decode hands back the data's
-    units. ``binarize`` (set by ``build_model`` from ``ModelSpec.binarize``) turns on dynamic binarization: while
-    training, every loss sees a fresh draw x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x.
-    ``upscale_factor`` (set by ``build_model`` for the upscale task) says the encoder first averages f x f pixel
-    blocks: the loss is then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
+    units. ``binarize`` turns on dynamic binarization: while training, every loss sees a fresh draw
+    x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x. ``upscale_factor`` says the encoder first averages
+    f x f pixel blocks: the loss is then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
+    ``code_dim`` and ``example_shape`` (where given) are what decode and encode check their inputs against.
+    ``config`` is the :class:`aekit.models.config.ModelConfig` the model was built from (None for one built by
+    hand).
     """
 
-    binarize = False
-    upscale_factor: int | None = None
-    code_dim: int | None = None  # set by build_model
-    example_shape: tuple[int, ...] | None = None  # set by build_model: what encode and reconstruct check
+    config = None
+    closed_form = False  # PCA's is: fitted without training steps
+    # What a model needs to compress its codes losslessly: the size of its codebook (None: its codes are real).
+    codebook_size: int | None = None
+    # The learned density its integer codes are entropy-coded under (None: it has none).
+    entropy_model: nn.Module | None = None
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood,
+        *,
+        code_dim: int | None = None,
+        example_shape: tuple[int, ...] | None = None,
+        binarize: bool = False,
+        upscale_factor: int | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
         self.standardize = Standardize()
+        self.code_dim, self.example_shape = code_dim, example_shape
+        self.binarize, self.upscale_factor = binarize, upscale_factor
 
     def training_input(self, x: torch.Tensor) -> torch.Tensor:
         """The batch as the loss sees it: standardized, and a fresh binary draw per step with ``binarize`` on while

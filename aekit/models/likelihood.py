@@ -8,6 +8,7 @@ log p(x)): for the Bernoulli it is exactly -nll; for the Gaussian, whose nll dro
 ``log_prob`` also takes decoder outputs with leading sample dimensions, (samples, n, *shape) for x of shape
 (n, *shape), over which x broadcasts without being copied once per sample.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,6 +76,8 @@ def choose_likelihood(loss: str, binary: bool, x_min: float, x_max: float) -> st
     if loss not in LOSS_TO_LIKELIHOOD:
         raise DataError(f"unknown loss {loss!r}; use auto, bce or mse")
     if loss == "bce" and (x_min < 0.0 or x_max > 1.0):
-        raise DataError(f"the cross-entropy loss needs values in [0, 1] but the data spans [{x_min:g}, {x_max:g}]; "
-                        "use --loss mse or rescale the data")
+        raise DataError(
+            f"the cross-entropy loss needs values in [0, 1] but the data spans [{x_min:g}, {x_max:g}]; "
+            "use --loss mse or rescale the data"
+        )
     return LOSS_TO_LIKELIHOOD[loss]

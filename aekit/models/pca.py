@@ -1,7 +1,9 @@
 """PCA beside the auto-encoders, with the same encode/decode/loss interface."""
+
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 from aekit.data.dataset import as_float32
 from aekit.errors import DataError
 from aekit.models.base import Loss, takes_codes, takes_examples
+from aekit.models.config import ModelConfig, register
 from aekit.models.likelihood import Gaussian
 from aekit.models.standardize import Standardize
 
@@ -18,7 +21,7 @@ class PCA(nn.Module):
     """Principal component analysis, fitted in closed form by scikit-learn: code = W (x - m), reconstruction
     = W^T code + m, with W the top ``code_dim`` principal directions; loss = sum of squared differences. With
     ``standardize`` enabled (set by ``build_model`` for real-valued data) x is each feature's standardized value, as
-    for the auto-encoders.
+    for the auto-encoders. It has no networks, so it has no options beyond the code size.
 
     It is linear and keeps the directions of largest variance, which is what the auto-encoders are compared against.
     """
@@ -26,6 +29,10 @@ class PCA(nn.Module):
     closed_form = True
     likelihood = Gaussian
     upscale_factor = None
+    binarize = False
+    config = None
+    codebook_size = None
+    entropy_model = None
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()
@@ -36,14 +43,16 @@ class PCA(nn.Module):
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("components", torch.zeros(code_dim, features))
 
-    def fit(self, x: np.ndarray) -> "PCA":
+    def fit(self, x: np.ndarray) -> PCA:
         from sklearn.decomposition import PCA as SklearnPCA
 
         with torch.no_grad():
             flat = self.standardize(torch.from_numpy(as_float32(x))).flatten(1).numpy()
         if self.code_dim > min(flat.shape):
-            raise DataError(f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
-                            f"{flat.shape[1]} features; use a code size of at most {min(flat.shape)}")
+            raise DataError(
+                f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
+                f"{flat.shape[1]} features; use a code size of at most {min(flat.shape)}"
+            )
         fitted = SklearnPCA(n_components=self.code_dim, svd_solver="full").fit(flat)
         self.mean.copy_(torch.from_numpy(fitted.mean_.astype(np.float32)))
         self.components.copy_(torch.from_numpy(fitted.components_.astype(np.float32)))
@@ -76,3 +85,24 @@ class PCA(nn.Module):
         x = self.standardize(x)
         sse = Gaussian.nll(self.unproject(self.project(x)), x).mean()
         return Loss(sse, {"reconstruction": sse})
+
+
+@register
+@dataclass(frozen=True)
+class PCAConfig(ModelConfig):
+    """PCA: only the code size (the number of components)."""
+
+    family = "pca"
+    label = "PCA"
+    model_class = PCA
+
+    def problems(self) -> list[str]:
+        values = math.prod(self.shape)
+        if isinstance(self.code_dim, int) and self.code_dim > values:
+            return [
+                f"PCA cannot keep {self.code_dim} components of {values} features; use a --code-dim of at most {values}"
+            ]
+        return super().problems()
+
+    def build(self) -> PCA:
+        return PCA(self.shape, self.code_dim)

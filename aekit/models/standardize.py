@@ -8,6 +8,7 @@ a Gaussian likelihood with each feature's variance proportional to its own: -log
 to a constant. The statistics are buffers, so they travel with the weights (model.safetensors) and every path through
 a loaded model (evaluation, the apps, the Python API) applies the same scale.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,7 @@ class Standardize(nn.Module):
         return self.scale.log().sum() if self.enabled else 0.0
 
     @torch.no_grad()
-    def fit(self, x: np.ndarray) -> "Standardize":
+    def fit(self, x: np.ndarray) -> Standardize:
         """Each feature's mean and standard deviation over the rows of ``x`` (float64, in chunks; uint8 rows as
         intensities, / 255)."""
         if not self.enabled:

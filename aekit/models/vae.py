@@ -1,19 +1,24 @@
 """The variational auto-encoder (Kingma & Welling 2014), with the importance-weighted bound of Burda et al. (2015)."""
+
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch.distributions import Normal
 
 from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, device_of, takes_examples
+from aekit.models.config import NetConfig, option, register
+from aekit.models.likelihood import LIKELIHOODS
 
 OBJECTIVES = ("elbo", "iwae")
 
 
-def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | float = 0.0,
-                logvar2: torch.Tensor | float = 0.0) -> torch.Tensor:
+def gaussian_kl(
+    mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | float = 0.0, logvar2: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """KL(N(mu1, e^logvar1) || N(mu2, e^logvar2)) for diagonal Gaussians, summed over the last dimension.
 
     Per dimension: log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2; the defaults give KL to N(0, I).
@@ -25,20 +30,22 @@ def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | fl
     return per_dim.sum(-1)
 
 
-def log_importance_weights(model, x: torch.Tensor, samples: int,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+def log_importance_weights(
+    model, x: torch.Tensor, samples: int, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+) -> torch.Tensor:
     """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for z_1..z_samples drawn from q(z|x); shape (samples, n).
 
     z_s = mu + sigma * eps_s (reparameterized, so gradients flow through the weights), p(z) = N(0, I), and
     log p(x|z) is the likelihood's proper log-density (``log_prob``). Since E_q[w] = p(x), log mean_s w_s is a
     lower bound on log p(x) that tightens as ``samples`` grows, and mean_s log w_s estimates the ELBO. ``model``
     needs ``posterior(x) -> (mu, logvar)``, ``decoder`` and ``likelihood``; all samples of all examples go through
-    the decoder in one call.
+    the decoder in one call. ``eps`` (samples, 1 or n, code_dim), where given, is the standard normal draw to use.
     """
     mu, logvar = model.posterior(x)
     # No argument checks: they would synchronise with the device (and break a compiled training step).
     q = Normal(mu, (0.5 * logvar).exp(), validate_args=False)
-    eps = torch.randn((samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    if eps is None:
+        eps = torch.randn((samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu + q.scale * eps
     log_q = q.log_prob(z).sum(-1)
     log_prior = Normal(torch.zeros_like(mu), torch.ones_like(mu), validate_args=False).log_prob(z).sum(-1)
@@ -62,12 +69,21 @@ class VAE(AutoEncoder):
     The encoder outputs 2 * code_dim values: the mean, then the log-variance.
     """
 
-    def __init__(self, encoder, decoder, likelihood, code_dim: int, beta: float = 1.0, objective: str = "elbo",
-                 iw_samples: int = 50):
-        super().__init__(encoder, decoder, likelihood)
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        likelihood,
+        code_dim: int,
+        beta: float = 1.0,
+        objective: str = "elbo",
+        iw_samples: int = 50,
+        **settings,
+    ):
+        super().__init__(encoder, decoder, likelihood, **{**settings, "code_dim": code_dim})
         if objective not in OBJECTIVES:
             raise AekitError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-        self.code_dim, self.beta, self.objective, self.iw_samples = code_dim, beta, objective, iw_samples
+        self.beta, self.objective, self.iw_samples = beta, objective, iw_samples
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z|x)."""
@@ -78,7 +94,9 @@ class VAE(AutoEncoder):
         """The posterior mean: the code used for reconstruction, probes and plots."""
         return self.posterior(self.standardize(x))[0]
 
-    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per example: -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || N(0, I)); their sum is the negative ELBO."""
         mu, logvar = self.posterior(x)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -97,3 +115,46 @@ class VAE(AutoEncoder):
         """Decode n draws from the prior N(0, I)."""
         z = torch.randn(n, self.code_dim, generator=generator, device=device_of(self))
         return self.decode(z)
+
+
+@register
+@dataclass(frozen=True)
+class VAEConfig(NetConfig):
+    """The variational auto-encoder: the weight of its KL term and its objective."""
+
+    family = "vae"
+    label = "VAE"
+    model_class = VAE
+
+    beta: float = option(1.0, "weight of the KL term")
+    objective: str = option(
+        "elbo", "elbo, or iwae (the importance-weighted bound of Burda et al. 2015)", choices=OBJECTIVES
+    )
+    iw_samples: int = option(50, "with --objective iwae: importance samples per example")
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not self.beta >= 0:  # also refuses NaN
+            problems.append(f"beta {self.beta} must be >= 0")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"unknown objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
+        elif self.objective == "iwae" and self.beta != 1:
+            problems.append(
+                f"beta {self.beta} weighs the KL term of the elbo objective and the iwae bound has "
+                "none; leave beta at 1 or use --objective elbo"
+            )
+        if self.iw_samples < 1:
+            problems.append(f"iw_samples {self.iw_samples} must be at least 1")
+        return problems
+
+    def build(self) -> VAE:
+        settings = {k: v for k, v in self.model_settings().items() if k != "code_dim"}
+        return VAE(
+            *self.networks(2 * self.code_dim),
+            LIKELIHOODS[self.likelihood],
+            self.code_dim,
+            self.beta,
+            self.objective,
+            self.iw_samples,
+            **settings,
+        )

@@ -1,0 +1,101 @@
+"""``aekit score``: the anomaly scores (:mod:`aekit.anomaly`) of the examples in a file under a trained run, written
+to a CSV file with a histogram beside it.
+
+The input is anything the apps read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
+``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
+example) are held. Every check is made before anything is written, and the CSV appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from aekit import runs
+from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.atomic import atomic_file
+from aekit.data.files import check_intensities, read_examples
+from aekit.data.layout import to_shape
+from aekit.data.store import is_store, open_store
+from aekit.errors import DataError
+from aekit.report import save_histogram
+from aekit.trainer import resolve_device
+
+# Rows a block of the CSV file.
+_ROWS = 65536
+# The most labels the histogram draws one outline each for; more are drawn as one.
+_MAX_GROUPS = 10
+
+
+def score_file(
+    run_dir: str | Path, source: str | Path, out: str | Path, score: str, samples: int = SAMPLES, device: str = "cpu"
+) -> np.ndarray:
+    """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
+    ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
+    label for a labelled store, then the score, named for what it is) and their histogram (one outline per label
+    where there are labels) to ``out`` with the suffix .png; returns the scores."""
+    out, source = Path(out), str(source)
+    if out.suffix.lower() != ".csv" or out.is_dir():
+        raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
+    if not out.parent.is_dir():
+        raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
+    model = runs.load(run_dir, resolve_device(device))
+    check_score(model, score, samples)
+    shape, bernoulli = model.config.shape, model.likelihood.name == "bernoulli"
+    examples, what = read_examples(source), "the run scores examples of"
+    to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)  # checked before any work
+
+    def shaped(rows: np.ndarray) -> np.ndarray:
+        x, _ = to_shape(rows, shape, source, what)
+        if bernoulli:
+            check_intensities(x, source)
+        return x
+
+    scores = anomaly_scores(model, examples.x, score, samples=samples, prepare=shaped)
+    labels = _store_labels(source)
+    key = score_key(score, samples)
+    columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, key: scores}
+    _write_csv(out, {name: values for name, values in columns.items() if values is not None})
+    groups = {"all": scores} if labels is None or len(np.unique(labels)) > _MAX_GROUPS else _by_label(scores, labels)
+    save_histogram(
+        out.with_suffix(".png"),
+        groups,
+        f"{key}, nats (higher: more anomalous)",
+        f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}",
+    )
+    return scores
+
+
+def _store_labels(source: str) -> np.ndarray | None:
+    """A store's labels in its examples' order (its training split's, then its test split's), or None."""
+    if not is_store(Path(source)):
+        return None
+    store = open_store(source)
+    return None if store.y_train is None else np.concatenate([store.y_train, store.y_test])
+
+
+def _by_label(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    return {f"label {label}": scores[labels == label] for label in np.unique(labels)}
+
+
+def _write_csv(path: Path, columns: dict[str, object]) -> None:
+    """The columns (equally long sequences) as a CSV file with a header, written a block of rows at a time."""
+    with atomic_file(path) as file:
+        n = len(next(iter(columns.values())))
+        for start in range(0, max(n, 1), _ROWS):
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            if start == 0:
+                writer.writerow(columns)
+            block = [values[start : start + _ROWS] for values in columns.values()]
+            writer.writerows(zip(*(_plain(values) for values in block)))
+            file.write(text.getvalue().encode())
+
+
+def _plain(values) -> list:
+    """Values as the CSV writes them: floats with every digit that tells them apart (repr), ints and names as they
+    are."""
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
