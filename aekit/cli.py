@@ -3,7 +3,8 @@ a run's codes (denoise, upscale, compress, decompress).
 
 A user mistake (an :class:`AekitError`, a missing file, a bad option, a write the file system refuses) ends in one
 line on stderr and exit status 2; an interrupt ends with 130 after saying how to resume, where there is something to
-resume.
+resume. The parser is built from the model registry (PyTorch, then); each command imports what it runs (matplotlib,
+scikit-learn, the readers) only when it runs: `tests/test_cli.py` checks that building the parser loads none of them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from aekit.data import DATASET_NAMES
 from aekit.data.files import FORMATS
 from aekit.errors import AekitError, TrainingStopped
 from aekit.models import FAMILIES
+from aekit.options import defaults
 from aekit.projector import MAX_POINTS
 from aekit.trainer import DATA_ON, ON_NAN, PRECISIONS, SCHEDULES
-from aekit.workflow import defaults
 
 OUTPUTS = (
     "OUTPUT is a .npy file (float32, exact), an IDX file (.idx or -ubyte, optionally .gz; 8-bit) or a new "
@@ -513,7 +514,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _given(args: argparse.Namespace) -> dict:
-    """The run options (see :func:`aekit.workflow.defaults`) the command line gave."""
+    """The run options (see :func:`aekit.options.defaults`) the command line gave."""
     known = defaults()
     return {k: v for k, v in vars(args).items() if k in known and v is not None}
 

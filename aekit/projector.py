@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from aekit.atomic import atomic_write, make_folder, writing
-from aekit.report import tile
 
 TENSORS, METADATA, SPRITE, CONFIG = "tensors.tsv", "metadata.tsv", "sprite.png", "projector_config.pbtxt"
 MAX_POINTS = 10_000
@@ -81,6 +80,9 @@ def write_sprite(path: Path, images: np.ndarray) -> tuple[int, int]:
         images = torch.nn.functional.interpolate(
             torch.from_numpy(np.ascontiguousarray(images, np.float32)), size=(height, width), mode="area"
         ).numpy()
+    # Imported here: the report's figures need matplotlib, which the command line does not load to build its parser.
+    from aekit.report import tile
+
     # The projector expects a full square: side x side cells, the unused ones black.
     square = np.zeros((side * side, channels, height, width), np.float32)
     square[:n] = images

@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -28,48 +27,12 @@ from aekit.figures import FIGURE_NAMES, FIGURES, image_grids, showcase, write_fi
 from aekit.html_report import REPORT, write_report
 from aekit.metrics import columns, formatted, kept, legend
 from aekit.models import FAMILIES, ModelConfig, build_model, choose_likelihood, model_config
-from aekit.models.config import family, option_defaults
+from aekit.models.config import family
+from aekit.options import ANOMALY_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, defaults, for_family, refuse_foreign
 from aekit.projector import MAX_POINTS, write_projector
 from aekit.report import markdown_table, save_rows
 from aekit.tensorboard import TensorBoardLog
 from aekit.trainer import TrainSettings, resolve_device, train
-
-_TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
-_DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}
-# One-class training: the classes of a labelled source that the training split keeps (None: all).
-_ANOMALY_OPTIONS = {"normal_class": None}
-
-
-def defaults() -> dict:
-    """Every option of a run and its default: the model families' options (:mod:`aekit.models.config`; ``model``
-    names the family), the loss and standardization, the data's and the training's. standardize: real-valued data
-    is standardized per feature inside the model (see aekit.models.standardize). normal_class: train on the
-    examples of these classes only (a list of labels), as the model of normal data whose anomaly scores
-    (:mod:`aekit.anomaly`) the test split's other classes measure."""
-    return {
-        **option_defaults(),
-        "loss": "auto",
-        "standardize": True,
-        **_DATA_OPTIONS,
-        **_ANOMALY_OPTIONS,
-        **_TRAIN_OPTIONS,
-    }
-
-
-def for_family(options: dict) -> dict:
-    """``options`` without the model options that ``options["model"]``'s family does not have."""
-    own = {f.name for f in family(options["model"]).options()}
-    others = set(option_defaults()) - own - {"model"}
-    return {k: v for k, v in options.items() if k not in others}
-
-
-def _foreign(given: dict, name: str) -> None:
-    """Refuse a model option that family ``name`` does not have, naming the families that do."""
-    own = {f.name for f in family(name).options()} | {"model"}
-    foreign = {k: v for k, v in given.items() if k in option_defaults() and k not in own}
-    if foreign:
-        model_config(name, (1,), **foreign)  # raises, in the words of the registry
-
 
 # What a run made before an option existed was trained with, where that differs from the option's default now.
 BEFORE_THEIR_TIME = {"standardize": False}
@@ -134,7 +97,7 @@ def fit_batch(options: dict, given: dict, dataset: Dataset) -> dict:
 
 
 def _settings(options: dict) -> TrainSettings:
-    return TrainSettings(**{k: options[k] for k in _TRAIN_OPTIONS})
+    return TrainSettings(**{k: options[k] for k in TRAIN_OPTIONS})
 
 
 def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool = False) -> dict:
@@ -152,7 +115,7 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
             raise RunError(f"{out} already holds a run; continue it with --resume or choose another --out")
         options = {**known, **given}
         family(options["model"])
-        _foreign(given, options["model"])
+        refuse_foreign(given, options["model"])
         if options["data_dir"] is None and Path(options["dataset"]).exists():
             options["dataset"] = str(Path(options["dataset"]).resolve())
         return for_family(options)
@@ -169,7 +132,7 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
         )
     # Options added to aekit after the run was made take what it was trained with.
     saved = for_family({**known, **BEFORE_THEIR_TIME, **saved})
-    _foreign({k: v for k, v in given.items() if k != "model"}, saved["model"])
+    refuse_foreign({k: v for k, v in given.items() if k != "model"}, saved["model"])
     changed = sorted(k for k, v in given.items() if k not in _RESUMABLE and _normal(v) != _normal(saved[k]))
     if changed:
         raise AekitError(
@@ -188,12 +151,12 @@ def _mistyped(options: dict) -> list[str]:
     types = {name: kind for config in FAMILIES.values() for name, kind in config.types().items()}
     for name, value in options.items():
         default = known[name]
-        kind = types.get(name) or (tuple if name in _ANOMALY_OPTIONS else type(default))
+        kind = types.get(name) or (tuple if name in ANOMALY_OPTIONS else type(default))
         if value is None and default is None:
             continue
         if kind is tuple:
             kind, fits = (
-                "list of labels" if name in _ANOMALY_OPTIONS else "list of sizes",
+                "list of labels" if name in ANOMALY_OPTIONS else "list of sizes",
                 (isinstance(value, list) and bool(value) and all(type(v) is int for v in value)),
             )
         elif kind is bool:
@@ -368,7 +331,7 @@ def _load_run(run_dir: Path, data_dir: str | None, device: str) -> tuple[torch.n
     """A trained run's model and the data it was trained on (``data_dir`` overriding where mnist is read from)."""
     config = runs.read_config(run_dir)
     options = config.get("options")
-    if not isinstance(options, dict) or not set(_DATA_OPTIONS) | {"seed"} <= set(options):
+    if not isinstance(options, dict) or not set(DATA_OPTIONS) | {"seed"} <= set(options):
         raise RunError(f"{run_dir / runs.CONFIG} does not say which data the run used; train it again")
     model = runs.load(run_dir, resolve_device(device))
     dataset = load_data({**options, **({"data_dir": data_dir} if data_dir else {})})

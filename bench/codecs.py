@@ -114,12 +114,16 @@ def pareto(rates: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rates[kept], quality[kept]
 
 
+def _fronts(rates, quality, ref_rates, ref_quality) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Both curves' unbeaten points (:func:`pareto`), as float arrays."""
+    pairs = ((rates, quality), (ref_rates, ref_quality))
+    return [pareto(np.asarray(r, float), np.asarray(q, float)) for r, q in pairs]
+
+
 def overlap(rates, quality, ref_rates, ref_quality) -> tuple[float, float] | None:
     """The quality range two curves both reach (their beaten points left out: :func:`pareto`); None where there is
     none or a curve has fewer than two points."""
-    curves = [
-        pareto(np.asarray(r, float), np.asarray(q, float)) for r, q in ((rates, quality), (ref_rates, ref_quality))
-    ]
+    curves = _fronts(rates, quality, ref_rates, ref_quality)
     low, high = max(q.min() for _, q in curves), min(q.max() for _, q in curves)
     return (low, high) if min(len(q) for _, q in curves) >= 2 and low < high else None
 
@@ -133,10 +137,9 @@ def bd_rate(rates, quality, ref_rates, ref_quality) -> float | None:
     if span is None:
         return None
     low, high = span
-    curves = [
-        pareto(np.asarray(r, float), np.asarray(q, float)) for r, q in ((rates, quality), (ref_rates, ref_quality))
+    areas = [
+        PchipInterpolator(q, np.log(r)).antiderivative() for r, q in _fronts(rates, quality, ref_rates, ref_quality)
     ]
-    areas = [PchipInterpolator(q, np.log(r)).antiderivative() for r, q in curves]
     mean_difference = ((areas[0](high) - areas[0](low)) - (areas[1](high) - areas[1](low))) / (high - low)
     return float((np.exp(mean_difference) - 1) * 100)
 

@@ -232,3 +232,14 @@ def test_a_corrupt_checkpoint_or_weights_file_is_refused(capsys, tmp_path):
     assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--epochs", "2", match="corrupt")
     (out / runs.WEIGHTS).write_bytes(b"\x00" * 40)
     assert_refused(capsys, out, "evaluate", str(out), match="corrupt")
+
+
+@pytest.mark.slow
+def test_building_the_parser_loads_no_figures_no_scikit_learn_and_no_workflow():
+    code = (
+        "import sys; from aekit.cli import build_parser; build_parser(); "
+        "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.workflow', 'aekit.figures', 'aekit.apps') "
+        "if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"the parser loaded {loaded}"

@@ -193,3 +193,15 @@ def test_nan_loss_stops_with_the_step_named_and_the_last_good_checkpoint_kept(di
     assert [r["epoch"] for r in checkpoint["history"]] == [1]
     weights = load_file(tmp_path / runs.WEIGHTS)
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_the_mean_test_loss_builds_no_autograd_graph(digits):
+    # With a graph, the sum over batches would keep every batch's activations alive: memory grows with the test set.
+    from aekit.trainer import mean_loss
+
+    model = _model("vae", digits)
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(torch.is_grad_enabled()))
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.requires_grad))
+    assert mean_loss(model, digits.x_test, batch_size=100)["loss"] > 0
+    assert seen and not any(seen)
