@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from aekit.data import load_dataset
 
@@ -36,3 +37,13 @@ def _processes_only_in_slow_tests(request, monkeypatch):
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refused)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refused)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets run faster on one thread than on two that wait on each other (the CI machine has two shared
+    cores); the module's tests use it through ``pytestmark``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

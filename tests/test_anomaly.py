@@ -44,12 +44,7 @@ DETECTORS = (
 FAST = ["--epochs", "3", "--no-progress", "--hidden", "32", "--code-dim", "4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(cls, **params):

@@ -47,13 +47,7 @@ def small(cls, **params):
     return cls(**{"max_iter": 2, "hidden_layer_sizes": (8,), **sizes, **params})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny: one thread beats two that wait on each other (the CI machine has two shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,22 +37,8 @@ def read_images(folder: Path) -> tuple[np.ndarray, list[Path]]:
     """Every image under ``folder`` (recursively, in sorted order) as float32 (n, channels, height, width) in
     [0, 1], and their paths. All images must have the same size. One channel when every image is grayscale,
     else three (RGB)."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(
-            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or JPEG files"
-        )
-
     # Headers first (cheap), so a size mismatch is reported before any pixels are decoded.
-    sizes, modes = zip(*(header(file) for file in files))
-    for file, size in zip(files, sizes):
-        if size != sizes[0]:
-            raise DataError(
-                f"{file} is {size[0]}x{size[1]} pixels but {files[0]} and every image before it is "
-                f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size"
-            )
-    channels = 1 if all(mode in GRAY_MODES for mode in modes) else 3
-    width, height = sizes[0]
+    files, (channels, height, width) = scan_images(folder)
     # One image decoded before room is made for all: headers are only claims, and a folder of forged ones is
     # refused by its first file rather than believed.
     first = _pixels(files[0], channels)
