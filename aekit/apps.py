@@ -44,7 +44,7 @@ def _some(x: np.ndarray) -> None:
 
 
 def _reconstructing(model: torch.nn.Module, what: str) -> None:
-    if getattr(model, "upscale_factor", None):
+    if model.upscale_factor:
         raise AekitError(
             f"this run was trained to upscale, so it cannot {what}; use a run trained with "
             "--task reconstruct (the default)"
@@ -59,7 +59,7 @@ def denoise(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _upscaler(model: torch.nn.Module) -> int:
-    factor = getattr(model, "upscale_factor", None)
+    factor = model.upscale_factor
     if not factor:
         raise AekitError("this run was not trained to upscale; train one with `aekit train --task upscale --factor F`")
     return factor
