@@ -122,17 +122,8 @@ def pack(
         partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_partial_prefix(out)}-{os.getpid()}-"))
     try:
         partial.chmod(0o777 & ~umask())
-        manifest = _pack_into(
-            partial,
-            source,
-            workers=workers,
-            seed=seed,
-            test_fraction=test_fraction,
-            skip_bad=skip_bad,
-            data_dir=data_dir,
-            progress=progress,
-            on_skip=on_skip,
-        )
+        options = {"skip_bad": skip_bad, "data_dir": data_dir, "workers": workers, "progress": progress}
+        manifest = _pack_into(partial, source, seed=seed, test_fraction=test_fraction, on_skip=on_skip, **options)
         with writing(out):
             if os.path.lexists(out):
                 raise DataError(f"{out} appeared while packing; name a new folder for the store")
@@ -144,27 +135,11 @@ def pack(
     return manifest
 
 
-def _pack_into(
-    folder: Path,
-    source: str,
-    *,
-    workers: int,
-    seed: int,
-    test_fraction: float,
-    skip_bad: bool,
-    data_dir,
-    progress: bool,
-    on_skip,
-) -> dict:
+def _pack_into(folder: Path, source: str, *, seed: int, test_fraction: float, on_skip, **options) -> dict:
+    """Write the store of ``source`` into ``folder`` (``options``: see :func:`_planned_and_written`); returns its
+    manifest."""
     plan, (files, bounds, statistics) = _planned_and_written(
-        folder,
-        source,
-        workers=workers,
-        progress=progress,
-        seed=seed,
-        test_fraction=test_fraction,
-        skip_bad=skip_bad,
-        data_dir=data_dir,
+        folder, source, seed=seed, test_fraction=test_fraction, **options
     )
     if plan.labels is not None:
         labels = np.concatenate([plan.labels[plan.train], plan.labels[plan.test]]).astype(np.int64)

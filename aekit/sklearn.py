@@ -95,11 +95,11 @@ def _config_fields(config: type[ModelConfig]) -> dict[str, str]:
 
 def _parameter_doc(config: type[ModelConfig]) -> str:
     """The numpydoc lines of a family's own hyper-parameters, from its config's help texts."""
-    types = config.types()
+    types, own = config.types(), _family_parameters(config)
     lines = []
     for f in config.options():
         name = _sklearn_name(f)
-        if name in _family_parameters(config):
+        if name in own:
             kind = (
                 "{" + ", ".join(map(repr, f.metadata["choices"])) + "}"
                 if f.metadata["choices"]

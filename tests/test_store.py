@@ -24,6 +24,8 @@ from aekit.data.files import idx_bytes
 from aekit.data.store import open_store
 from aekit.errors import DataError
 
+# What a store folder holds, sorted.
+STORE_FILES = ["examples.npy", "labels.npy", "manifest.json", "split.npz", "statistics.npz"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "16", "--code-dim", "2"]
 
@@ -104,13 +106,7 @@ def test_an_image_folder_packs_to_uint8_rows_of_the_same_split_and_trains(capsys
     assert summary["id"] == manifest["id"] and manifest["dtype"] == "uint8" and manifest["shape"] == [3, 9, 13]
     assert manifest["label_names"] == ["cats", "dogs"] and manifest["n_train"] == 19 and manifest["n_test"] == 5
     assert manifest["source"]["path"] == str(images) and manifest["scale"] == "intensity: uint8 / 255"
-    assert sorted(p.name for p in store.iterdir()) == [
-        "examples.npy",
-        "labels.npy",
-        "manifest.json",
-        "split.npz",
-        "statistics.npz",
-    ]
+    assert sorted(p.name for p in store.iterdir()) == STORE_FILES
     data = load_dataset(str(store))
     assert data.x_train.dtype == np.uint8 and data.name == "pets"
     assert_same_data(data, load_dataset(str(images)))
@@ -356,13 +352,7 @@ def test_a_folder_unlike_its_first_image_is_packed_again_as_read(capsys, tmp_pat
     summary, _ = pack(capsys, folder, store, "--workers", workers)
     assert summary["dtype"] == "float32" and summary["shape"] == [3, 5, 6] and summary["n"] == 24
     assert_same_data(load_dataset(str(store)), load_dataset(str(folder)))
-    assert sorted(p.name for p in store.iterdir()) == [
-        "examples.npy",
-        "labels.npy",
-        "manifest.json",
-        "split.npz",
-        "statistics.npz",
-    ]
+    assert sorted(p.name for p in store.iterdir()) == STORE_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed", "mixed.store"]
 
 
