@@ -60,6 +60,7 @@ def test_compiled_step_trains_like_the_eager_one(digits):
     assert results[True] == pytest.approx(results[False], rel=1e-3)
 
 
+@pytest.mark.slow  # torch.compile starts a C++ compiler (where its cache is cold)
 def test_every_compiled_training_of_a_process_compiles(digits, monkeypatch):
     # Dynamo counts the compiled optimizer steps of finished trainings (their optimizers are gone) against its
     # recompile limit of 8, and past it would quietly run the step uncompiled: made to fail loudly here instead.
@@ -159,6 +160,7 @@ def _stop_after(epoch):
     return check
 
 
+@pytest.mark.slow  # torch.compile starts a C++ compiler (where its cache is cold)
 def test_a_run_resumes_with_another_way_of_running_its_step(tmp_path, digits):
     # Eager, then compiled, then eager again: the optimizer state and learning rate carry over each change.
     settings = TrainSettings(epochs=3, batch_size=100, schedule="cosine")
@@ -183,6 +185,7 @@ def test_a_run_resumes_with_another_way_of_running_its_step(tmp_path, digits):
     assert mixed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-3)
 
 
+@pytest.mark.slow  # torch.compile starts a C++ compiler (where its cache is cold)
 def test_a_cosine_run_resumed_with_more_epochs_follows_the_longer_schedule(tmp_path, digits):
     # Its learning rate had reached 0 at the end of the first run; it restarts from the longer schedule's rate.
     # (Compiled, a step at the saved rate of exactly 0 made every weight NaN.)
