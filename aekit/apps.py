@@ -5,7 +5,9 @@ units (a run that standardizes does so inside its model), goes through the model
 returns numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images. The jobs on files
 (``*_files``, the commands) read their input in the one scale of :mod:`aekit.data.layout` and write outputs back in
 the input's layout and type, a chunk of examples at a time (:data:`CHUNK_BYTES`): a memory-mapped ``.npy`` file or
-store goes through in bounded memory whatever its size, never copied whole as floats.
+store goes through in bounded memory whatever its size, never copied whole as floats. A fully convolutional
+rate-distortion model (``--net fully-conv``) also compresses images of any size, each whole
+(:func:`compress_images`, :func:`decompress_images`; a folder of images or one image file on the command line).
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ import torch
 
 from aekit import codec, runs
 from aekit.atomic import atomic_write
-from aekit.data.files import Examples, check_intensities, check_writable, read_examples, writing_examples
-from aekit.data.layout import to_shape
+from aekit.data.files import (
+    Examples,
+    check_intensities,
+    check_writable,
+    is_idx,
+    read_examples,
+    writing_examples,
+)
+from aekit.data.images import IMAGE_SUFFIXES, decoded, image_files
+from aekit.data.layout import as_float, to_shape
+from aekit.data.store import is_store
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelConfig
+from aekit.models.base import device_of
 from aekit.trainer import resolve_device
 
 # Examples the model takes at a time.
@@ -116,6 +128,8 @@ def _code_method(model: torch.nn.Module) -> str:
 
 
 def _compressed(model: torch.nn.Module, codes: np.ndarray, bits: int | None) -> bytes:
+    if _maps(model):
+        return _maps_file(model, list(codes), [model.example_shape[1:]] * len(codes))
     if model.entropy_model is not None:
         return codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model))
     if model.codebook_size is not None:
@@ -123,18 +137,87 @@ def _compressed(model: torch.nn.Module, codes: np.ndarray, bits: int | None) -> 
     return codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
 
 
+def _maps(model: torch.nn.Module) -> bool:
+    """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model)."""
+    return model.entropy_model is not None and model.fully_convolutional
+
+
+def _maps_file(model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]]) -> bytes:
+    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model))
+
+
+def compress_images(model: torch.nn.Module, images) -> bytes:
+    """The compressed file (version 4: :mod:`aekit.codec`) of images of any sizes, each (channels, height, width)
+    whole, not cut to the training size: a fully convolutional rate-distortion model codes each image's integer code
+    map, its size and the image's in the file's header."""
+    _map_model(model)
+    _some(images)
+    maps = [_code_map(model, image, f"image {i}") for i, image in enumerate(images)]
+    return _maps_file(model, maps, [tuple(image.shape[1:]) for image in images])
+
+
+def _map_model(model: torch.nn.Module) -> None:
+    if not _maps(model):
+        raise AekitError(
+            "only a fully convolutional rate-distortion run codes images of any size; train one with "
+            "`aekit train --model rd-ae --net fully-conv`"
+        )
+
+
+def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:
+    """The integer code map (code_dim, h, w) of one image (channels, height, width) of any size."""
+    channels = model.example_shape[0]
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[0] != channels or 0 in image.shape:
+        raise DataError(
+            f"{source} has shape {image.shape}; the run codes images of {channels} channel(s), "
+            f"({channels}, height, width)"
+        )
+    x = as_float(image, source)
+    if model.config.likelihood == "bernoulli":
+        check_intensities(x, source)
+    model.eval()
+    return model.map_symbols(torch.from_numpy(np.ascontiguousarray(x))[None].to(device_of(model)))[0].cpu().numpy()
+
+
+def decompress_images(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> list[np.ndarray]:
+    """The images of a compressed file of code maps (version 4), each at its own size: float32 (channels, height,
+    width), the model's decoding of its code map (:meth:`RateDistortionAE.decode_map`)."""
+    _map_model(model)
+    maps, sizes = _restored_maps(model, _opened(model, data, source), source)
+    model.eval()
+    return [_decoded_map(model, code, size) for code, size in zip(maps, sizes)]
+
+
+def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
+    y = torch.from_numpy(code)[None].to(device_of(model))
+    return model.decode_map(y, int(size[0]), int(size[1]))[0].float().cpu().numpy()
+
+
+def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The code maps of a version 4 file and its sizes (n, 4), each map's size checked against its image's."""
+    if not isinstance(stored, codec.EntropyCoded) or stored.sizes is None:
+        raise DataError(f"{source} holds no code maps (images of any size); decompress it with aekit.apps.decompress")
+    for height, width, h, w in stored.sizes.tolist():
+        if model.map_size(height, width) != (h, w):
+            raise DataError(
+                f"{source} lists a code map of {h}x{w} for an image of {height}x{width}, not the run's "
+                f"{'x'.join(map(str, model.map_size(height, width)))}; it is corrupted, compress again"
+            )
+    return codec.code_maps(_entropy_decoded(model, stored, source), stored.sizes), stored.sizes
+
+
 def decompress(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> np.ndarray:
     """The examples a compressed file stands for: the model's decoding of its restored codes, exactly as
     ``model.decode(quantized.restore())`` (``model.decode_indices(indices)`` for a codebook, ``model.decode`` of the
     integer codes for an entropy model). The file must have been made by this model (same weights)."""
     _reconstructing(model, "decompress")
-    codes, method = _restored_codes(model, data, source)
+    codes, method = _restored_codes(model, _opened(model, data, source), source)
     return _batched(model, method, codes)
 
 
-def _restored_codes(model: torch.nn.Module, data: bytes, source: str) -> tuple[np.ndarray, str]:
-    """The codes in the compressed file ``data``, restored, once it is known to be this model's, and the model's
-    method that decodes them."""
+def _opened(model: torch.nn.Module, data: bytes, source: str):
+    """What the compressed file ``data`` holds (:func:`aekit.codec.decode`), once it is known to be this model's."""
     stored, fingerprint = codec.decode(data, source)
     ours = runs.fingerprint(model)
     if fingerprint != ours:
@@ -142,6 +225,20 @@ def _restored_codes(model: torch.nn.Module, data: bytes, source: str) -> tuple[n
             f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
             f"this run's {ours.hex()}); decompress it with the run that compressed it"
         )
+    return stored
+
+
+def _restored_codes(model: torch.nn.Module, stored, source: str) -> tuple[np.ndarray, str]:
+    """The codes in an opened compressed file, restored as one array of examples of the training size, and the
+    model's method that decodes them."""
+    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+        maps, sizes = _restored_maps(model, stored, source)
+        if (sizes[:, :2] != model.example_shape[1:]).any():
+            raise DataError(
+                f"{source} holds images of other sizes than the run's {model.example_shape[1]}x"
+                f"{model.example_shape[2]}; decompress it into a new folder of PNGs"
+            )
+        return np.stack(maps).astype(np.float32), "decode"
     if isinstance(stored, codec.EntropyCoded):
         return _entropy_decoded(model, stored, source), "decode"
     if isinstance(stored, codec.Indices):
@@ -272,11 +369,35 @@ def compress_files(
     out = Path(out)
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
-    given = _input(config, source, config.shape, "the run compresses examples of")
-    method = _code_method(model)
-    data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
+    photos = _image_files(source) if _maps(model) else None
+    if photos is not None:
+        data = _compressed_photos(model, photos)
+    else:
+        given = _input(config, source, config.shape, "the run compresses examples of")
+        method = _code_method(model)
+        data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
     atomic_write(out, data)
     return len(data)
+
+
+def _image_files(source: str | Path) -> list[Path] | None:
+    """The images a fully convolutional run codes at their own sizes: those of a folder of images, or one image
+    file; None for any other input (arrays and stores, read at the training size)."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path]
+    return image_files(path) if path.is_dir() and not is_store(path) else None
+
+
+def _compressed_photos(model: torch.nn.Module, files: list[Path]) -> bytes:
+    """The version 4 file of image files of any sizes, each decoded, mapped and let go in turn."""
+    channels = model.example_shape[0]
+    maps, sizes = [], []
+    for file in files:
+        image = decoded(file, channels)
+        maps.append(_code_map(model, image, str(file)))
+        sizes.append(tuple(image.shape[1:]))
+    return _maps_file(model, maps, sizes)
 
 
 def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
@@ -289,10 +410,28 @@ def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, d
         data = Path(source).read_bytes()
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
-    codes, method = _restored_codes(model, data, str(source))
+    stored = _opened(model, data, str(source))
+    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+        return _write_maps(model, stored, str(source), Path(out))
+    codes, method = _restored_codes(model, stored, str(source))
     _some(codes)
     size = _chunk_rows(codes.shape[1:], config.shape)
     with writing_examples(out, (len(codes), *config.shape)) as write:
         for start in range(0, len(codes), size):
             write(_batched(model, method, codes[start : start + size]))
     return len(codes)
+
+
+def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path) -> int:
+    """Write the images of a file of code maps to ``out``, one at a time at its own size: a new folder of PNGs
+    (or, when every image is the run's size, any output :func:`decompress_files` writes)."""
+    maps, sizes = _restored_maps(model, stored, source)
+    shapes = {tuple(size[:2]) for size in sizes.tolist()}
+    if len(shapes) > 1 and (out.suffix.lower() == ".npy" or is_idx(out)):
+        raise DataError(f"{source} holds images of {len(shapes)} sizes, which one array cannot; name a new folder")
+    height, width = next(iter(shapes))
+    model.eval()
+    with writing_examples(out, (len(maps), model.example_shape[0], height, width)) as write:
+        for code, size in zip(maps, sizes):
+            write(_decoded_map(model, code, size)[None])
+    return len(maps)

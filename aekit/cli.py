@@ -381,8 +381,9 @@ def _compress(commands) -> None:
         description="Encode the examples in INPUT with a trained run and store each code quantized to B bits per "
         "dimension (a run with a codebook: its codebook indices, log2 of its size bits each; a rate-distortion run, "
         "rd-ae: its integer codes entropy-coded under its learned prior, so the bytes follow the content) in FILE (a "
-        "documented binary format with a checksum; see aekit.codec). `aekit decompress` restores the examples with "
-        "the same run.",
+        "documented binary format with a checksum; see aekit.codec). A fully convolutional rate-distortion run "
+        "(--net fully-conv) codes a folder of images of any sizes, or one image file, each whole at its own size. "
+        "`aekit decompress` restores the examples with the same run.",
     )
     _run_argument(compress)
     compress.add_argument("input", metavar="INPUT", help="the examples to compress: " + FORMATS)
@@ -403,7 +404,12 @@ def _compress(commands) -> None:
     )
     decompress.add_argument("run", metavar="RUN", help="the run folder that compressed FILE")
     decompress.add_argument("file", metavar="FILE", help="a file written by `aekit compress`")
-    decompress.add_argument("--out", required=True, metavar="OUTPUT", help="a .npy file, an IDX file or a new folder")
+    decompress.add_argument(
+        "--out",
+        required=True,
+        metavar="OUTPUT",
+        help="a .npy file, an IDX file or a new folder (of PNGs: images of several sizes need one)",
+    )
     _device(decompress)
 
 

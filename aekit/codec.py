@@ -1,17 +1,20 @@
 """The compressed-file format of ``aekit compress``: real codes quantized to B bits per dimension (version 1), a
-codebook model's codeword indices stored losslessly (version 2), or the integer codes of a model with an entropy
-model, entropy-coded under its learned probabilities (version 3).
+codebook model's codeword indices stored losslessly (version 2), the integer codes of a model with an entropy model,
+entropy-coded under its learned probabilities (version 3), or the integer code maps of a fully convolutional one,
+images of any sizes, coded alike (version 4).
 
 Each version is one layout; all integers are little-endian and all share the first 32 bytes:
 
     offset    size                 field
     0         4                    magic b"AEKC"
-    4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices) or 3 (entropy-coded)
-    6         1                    B, bits per stored value (1 to 16); in version 3 the coder (1, below)
+    4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices), 3 (entropy-coded)
+                                   or 4 (entropy-coded code maps)
+    6         1                    B, bits per stored value (1 to 16); in versions 3 and 4 the coder (1, below)
     7         1                    reserved, 0
     8         16                   fingerprint of the model's weights (:func:`aekit.runs.fingerprint`)
-    24        4                    n, examples, uint32
-    28        4                    d, values per example, uint32: code dimensions (1, 3) or indices (2)
+    24        4                    n, examples (images in version 4), uint32
+    28        4                    d, values per example, uint32: code dimensions (1, 3), indices (2) or the code
+                                   map's channels (4)
 
 Version 1, quantized codes:
 
@@ -52,14 +55,28 @@ freq_j / 2^16, then the escaped values of that column, each as value + 2^31 in t
 first). A value costs about -log2(freq_j(value) / 2^16) bits, so the bytes follow the content: an example whose code
 the model finds likely takes fewer. The decoder must use up the words exactly.
 
+Version 4, entropy-coded code maps (a fully convolutional model with an entropy model: ``--net fully-conv``), for
+images of any sizes, each coded whole:
+
+    32        4                    CRC-32 of the probability tables the coder used, uint32
+    36        4                    w, 32-bit words of coded data, uint32
+    40        16n                  per image: its height H and width W, its code map's height h and width w, uint32
+                                   each (1 to 2^24; the model's h = ceil(H / 2^L), w = ceil(W / 2^L) is checked)
+    40+16n    4w                   payload: the coder's words, uint32
+    end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
+
+Every position of every map (image by image, row by row) is a row of d values, one per channel, and the m = sum(h w)
+rows are coded as version 3 codes its n: channel j's m symbols under table j, then its escapes. The file keeps no
+names: decompressing gives the images in the order they were compressed (a folder's in sorted order).
+
 Why constriction (0.5, checked against the alternatives on the registry): torchac 0.9.3 is a pure-Python wheel whose
 arithmetic coder is C++ compiled with ninja at its first import (a compiler on every machine that decompresses);
 range-coder 1.1 has binary wheels but writes to a file path, takes its frequency tables as Python lists and was last
 built in 2023; constriction is Rust with binary wheels, codes numpy arrays in memory (ANS and range coders, one
 model per array of symbols), and its fixed-point models are exactly invertible by construction.
 
-:func:`decode` reads every version and says which it read by the type it returns; version 3 payloads are decoded by
-:func:`decode_entropy` under the model's tables.
+:func:`decode` reads every version and says which it read by the type it returns; version 3 and 4 payloads are
+decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps).
 """
 
 from __future__ import annotations
@@ -74,16 +91,24 @@ import numpy as np
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
-QUANTIZED, INDICES, ENTROPY = 1, 2, 3  # the versions: quantized codes, codeword indices, entropy-coded codes
-VERSIONS = {QUANTIZED: "quantized codes", INDICES: "codeword indices", ENTROPY: "entropy-coded codes"}
+# The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps.
+QUANTIZED, INDICES, ENTROPY, MAPS = 1, 2, 3, 4
+VERSIONS = {
+    QUANTIZED: "quantized codes",
+    INDICES: "codeword indices",
+    ENTROPY: "entropy-coded codes",
+    MAPS: "entropy-coded code maps",
+}
 MAX_BITS = 16
 MAX_CODEBOOK = 1 << MAX_BITS
 RANGE_CODER = 1  # version 3's coder: constriction's range coder under the model's 16-bit frequency tables
 PRECISION = 16  # the frequencies of the tables are out of 2^PRECISION
 MAX_SUPPORT = 4096  # the most integers a table gives a symbol of its own (K), beside the escape
+MAX_SIDE = 1 << 24  # the most pixels a side of an image in a version 4 file
 _HEADER = struct.Struct("<4sHBB16sII")
 _CODEBOOK = struct.Struct("<I")
 _ENTROPY = struct.Struct("<II")  # the tables' checksum, the coded words
+_MAP_SIZE = struct.Struct("<IIII")  # an image's height and width, its code map's height and width
 _CRC = struct.Struct("<I")
 
 
@@ -125,12 +150,15 @@ class Tables(NamedTuple):
 
 
 class EntropyCoded(NamedTuple):
-    """A version 3 file's coded words (uint32) for ``shape`` = (n, d) integer codes, coded under the tables whose
-    checksum is ``tables_checksum``; :func:`decode_entropy` decodes them."""
+    """A version 3 or 4 file's coded words (uint32) for ``shape`` = (m, d) integer codes, coded under the tables
+    whose checksum is ``tables_checksum``; :func:`decode_entropy` decodes them. Version 3: m examples of d values.
+    Version 4: ``sizes`` (n, 4) holds each image's height and width and its code map's h and w, and the m = sum(h w)
+    rows are the maps' positions (image by image, row by row), each of d channels (:func:`code_maps` splits them)."""
 
     words: np.ndarray
     shape: tuple[int, int]
     tables_checksum: int
+    sizes: np.ndarray | None = None
 
 
 def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
@@ -240,36 +268,73 @@ _OFFSET = 1 << 31
 def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes) -> bytes:
     """The bytes of a compressed file (version 3) holding the integer ``codes`` (n, d), entropy-coded column by
     column under ``tables`` (coder 1: see the module's docstring), made by the model with ``fingerprint``."""
-    import constriction
+    codes = _codes_to_code(codes, len(tables.low))
+    words = _range_coded(codes, tables)
+    header = _HEADER.pack(MAGIC, ENTROPY, RANGE_CODER, 0, fingerprint, len(codes), codes.shape[1])
+    return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + words.astype("<u4").tobytes())
 
+
+def encode_maps(
+    maps: list[np.ndarray], image_sizes: list[tuple[int, int]], tables: Tables, fingerprint: bytes
+) -> bytes:
+    """The bytes of a compressed file (version 4) holding integer code maps, one (d, h, w) per image (each its own
+    h and w), the images' heights and widths ``image_sizes``: every position of every map a row of d values, coded
+    column by column under ``tables`` as version 3 codes its rows."""
+    d = len(tables.low)
+    if len(maps) != len(image_sizes) or any(np.ndim(m) != 3 or np.shape(m)[0] != d for m in maps):
+        raise DataError(f"code maps must be (channels, h, w) arrays of {d} channels, one per image size given")
+    rows = [np.asarray(m).reshape(d, -1).T for m in maps]
+    codes = _codes_to_code(np.concatenate(rows) if rows else np.zeros((0, d), np.int64), d)
+    sizes = [(*size, *np.shape(m)[1:]) for size, m in zip(image_sizes, maps)]
+    if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
+        raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
+    words = _range_coded(codes, tables)
+    header = _HEADER.pack(MAGIC, MAPS, RANGE_CODER, 0, fingerprint, len(maps), d)
+    listing = b"".join(_MAP_SIZE.pack(*map(int, size)) for size in sizes)
+    return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + listing + words.astype("<u4").tobytes())
+
+
+def code_maps(codes: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """The code maps (d, h, w), one per image, of the rows (m, d) that :func:`decode_entropy` gives a version 4
+    file, split by its ``sizes``."""
+    ends = np.cumsum(sizes[:, 2] * sizes[:, 3])
+    return [block.T.reshape(-1, int(h), int(w)) for block, (_, _, h, w) in zip(np.split(codes, ends[:-1]), sizes)]
+
+
+def _codes_to_code(codes: np.ndarray, d: int) -> np.ndarray:
+    """``codes`` checked as 2-D integers of d columns within what the coder takes, as int64."""
     codes = np.asarray(codes)
-    d, width = tables.freq.shape
     if codes.ndim != 2 or codes.dtype.kind not in "iu" or codes.shape[1] != d:
         raise DataError(f"codes of shape {codes.shape} and type {codes.dtype} must be 2-D integers, {d} a row")
     if codes.size and not (codes.min() >= -_OFFSET and codes.max() < _OFFSET):
         raise DataError(
             f"codes from {codes.min()} to {codes.max()} cannot be entropy-coded: values from -2^31 to 2^31 - 1 can"
         )
-    codes = codes.astype(np.int64)
+    return codes.astype(np.int64)
+
+
+def _range_coded(codes: np.ndarray, tables: Tables) -> np.ndarray:
+    """The range coder's words of int64 ``codes`` (m, d) under ``tables``: column j's m symbols (the value minus
+    low_j, or the escape), then that column's escaped values in 16-bit halves."""
+    import constriction
+
+    width = tables.freq.shape[1]
     local = codes - tables.low
     escaped = (local < 0) | (local >= width - 1)
     symbols = np.where(escaped, width - 1, local).astype(np.int32)
     encoder = constriction.stream.queue.RangeEncoder()
-    for j in range(d):
+    for j in range(codes.shape[1]):
         encoder.encode(symbols[:, j], _categorical(tables.freq[j]))
         if escaped[:, j].any():
             offset = codes[escaped[:, j], j] + _OFFSET
             encoder.encode(np.stack([offset >> 16, offset & 0xFFFF], 1).ravel().astype(np.int32), _halves_model())
-    words = encoder.get_compressed()
-    n = len(codes)
-    header = _HEADER.pack(MAGIC, ENTROPY, RANGE_CODER, 0, fingerprint, n, d)
-    return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + words.astype("<u4").tobytes())
+    return encoder.get_compressed()
 
 
 def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarray:
-    """The integer codes, int64 (n, d), of a version 3 file, decoded under ``tables``, which must be the ones it was
-    coded under (their checksum is in the header). A file whose words are too few for its n examples, or that holds
-    words its codes do not use up, is corrupted: a DataError naming ``source``."""
+    """The integer codes, int64 (m, d), of a version 3 or 4 file, decoded under ``tables``, which must be the ones
+    it was coded under (their checksum is in the header). A file whose words are too few for its m rows, or that
+    holds words its codes do not use up, is corrupted: a DataError naming ``source``."""
     import constriction
 
     (n, d), width = coded.shape, tables.freq.shape[1]
@@ -307,7 +372,7 @@ def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) ->
     room = 2 * 32 * (len(words) + 2)
     if n * least_bits > room:
         raise DataError(
-            f"{source} claims {n} examples, more than its {len(words)} coded words can hold; it is corrupted, "
+            f"{source} claims {n} codes, more than its {len(words)} coded words can hold; it is corrupted, "
             "compress the images again"
         )
 
@@ -337,8 +402,8 @@ def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded
             f"{source} is a version {version} aekit compressed file and this aekit reads versions {known}; "
             "decompress it with the aekit that wrote it"
         )
-    if version == ENTROPY:
-        return _entropy_coded(data, source, bits, (n, d)), fingerprint
+    if version in (ENTROPY, MAPS):
+        return _entropy_coded(data, source, bits, (n, d), version == MAPS), fingerprint
     extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
     _check_size_and_crc(data, source, _HEADER.size + extra + math.ceil(n * d * bits / 8) + _CRC.size)
     if not 1 <= bits <= MAX_BITS:
@@ -396,16 +461,26 @@ def _indices(data: bytes, source: str, bits: int, shape: tuple[int, int]) -> Ind
     return Indices(indices, codebook_size)
 
 
-def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int]) -> EntropyCoded:
-    """The coded words of a version 3 file, its size, checksum and coder checked."""
+def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int], maps: bool) -> EntropyCoded:
+    """The coded words of a version 3 file (``maps``: 4, with its listing of sizes), its size, checksum and coder
+    checked."""
+    listing = _MAP_SIZE.size * shape[0] if maps else 0
     empty = _HEADER.size + _ENTROPY.size + _CRC.size
     checksum, words = _ENTROPY.unpack_from(data, _HEADER.size) if len(data) >= empty else (0, 0)
-    _check_size_and_crc(data, source, empty + 4 * words)
+    _check_size_and_crc(data, source, empty + listing + 4 * words)
     if coder != RANGE_CODER:
         raise DataError(
             f"{source} was written by coder {coder} and this aekit has coder {RANGE_CODER} (constriction's range "
             "coder); it is corrupted, or decompress it with the aekit that wrote it"
         )
-    return EntropyCoded(
-        np.frombuffer(data, "<u4", words, _HEADER.size + _ENTROPY.size).astype(np.uint32), shape, checksum
-    )
+    start = _HEADER.size + _ENTROPY.size
+    coded = np.frombuffer(data, "<u4", words, start + listing).astype(np.uint32)
+    if not maps:
+        return EntropyCoded(coded, shape, checksum)
+    sizes = np.frombuffer(data, "<u4", 4 * shape[0], start).astype(np.int64).reshape(-1, 4)
+    if not ((sizes > 0) & (sizes <= MAX_SIDE)).all():
+        raise DataError(
+            f"{source} lists an image or code map of no pixels or more than {MAX_SIDE} a side; it is corrupted, "
+            "compress the images again"
+        )
+    return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes)

@@ -73,8 +73,9 @@ def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: i
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """The code of each example (the posterior mean for the VAE), as a numpy array."""
-    return in_batches(model, "encode", x, batch_size)
+    """The code of each example (the posterior mean for the VAE), as a numpy array (n, values): a code map
+    flattened."""
+    return in_batches(model, "encode", x, batch_size).reshape(len(x), -1)
 
 
 @torch.no_grad()

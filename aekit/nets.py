@@ -1,13 +1,17 @@
-"""Encoder and decoder builders: an MLP for any shape, a small convolutional pair for images.
+"""Encoder and decoder builders: an MLP for any shape, a small convolutional pair for images, and a fully
+convolutional pair whose code is a map, for images of any size.
 
-An encoder maps a batch of examples (n, *shape) to (n, out_features); a decoder maps (n, code_dim) back to
-(n, *shape) *pre-activation* values (logits or means), leaving the output nonlinearity to the likelihood.
+An encoder maps a batch of examples (n, *shape) to (n, out_features) (the fully convolutional one: to a code map
+(n, code_channels, h, w)); a decoder maps codes back to (n, *shape) *pre-activation* values (logits or means), leaving
+the output nonlinearity to the likelihood.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aekit.errors import DataError
@@ -114,3 +118,56 @@ def _image_shape(shape: tuple[int, ...], layers: int) -> tuple[int, int, int]:
             f"use fewer --hidden channels or --net mlp"
         )
     return channels, height, width
+
+
+class PadToMultiple(nn.Module):
+    """Repeat an image's last row and column until its height and width are multiples of ``multiple``: the size that
+    a stack of log2(multiple) stride-2 convolutions halves exactly, down to a map of ceil(H / m) x ceil(W / m)."""
+
+    def __init__(self, multiple: int):
+        super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, columns = -x.shape[-2] % self.multiple, -x.shape[-1] % self.multiple
+        return F.pad(x, (0, columns, 0, rows), mode="replicate") if rows or columns else x
+
+
+class CropTo(nn.Module):
+    """The top-left ``height`` x ``width`` pixels of a batch of images: drops what :class:`PadToMultiple` added."""
+
+    def __init__(self, height: int, width: int):
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., : self.height, : self.width]
+
+
+def fully_conv_encoder(in_channels: int, channels: tuple[int, ...], code_channels: int) -> nn.Sequential:
+    """Convolutions only, so it takes images of any size: padding to a multiple of 2^L (L = len(channels)), L
+    stride-2 convolutions with ReLU (each halving height and width), and a 3x3 convolution to ``code_channels``. An
+    image of H x W gives a code map (code_channels, ceil(H / 2^L), ceil(W / 2^L))."""
+    layers: list[nn.Module] = [PadToMultiple(2 ** len(channels))]
+    previous = in_channels
+    for c in channels:
+        layers += [nn.Conv2d(previous, c, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+        previous = c
+    return nn.Sequential(*layers, nn.Conv2d(previous, code_channels, kernel_size=3, padding=1))
+
+
+def fully_conv_decoder(code_channels: int, channels: tuple[int, ...], shape: tuple[int, ...]) -> nn.Sequential:
+    """The mirror of :func:`fully_conv_encoder`: a 3x3 convolution and L stride-2 transposed convolutions (each
+    doubling), giving 2^L times the code map's size, then cropped to ``shape``'s height and width. Its first element,
+    ``decoder[0]``, decodes a code map of any size (to the padded size of the image it came from)."""
+    out_channels, height, width = _image_shape(shape, 0)
+    widths = list(reversed(channels))
+    layers: list[nn.Module] = [nn.Conv2d(code_channels, widths[0], kernel_size=3, padding=1), nn.ReLU()]
+    for previous, nxt in zip(widths, [*widths[1:], out_channels]):
+        layers += [nn.ConvTranspose2d(previous, nxt, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+    return nn.Sequential(nn.Sequential(*layers[:-1]), CropTo(height, width))
+
+
+def code_map_size(height: int, width: int, layers: int) -> tuple[int, int]:
+    """The code map's height and width that :func:`fully_conv_encoder` of ``layers`` stride-2 layers gives an image."""
+    return -(-height // 2**layers), -(-width // 2**layers)

@@ -81,7 +81,8 @@ def spec_for(options: dict, dataset: Dataset) -> ModelConfig:
         options["model"],
         dataset.shape,
         likelihood=likelihood,
-        standardize=bool(options["standardize"]) and likelihood == "gaussian",
+        # A fully convolutional net codes images of any size, which a per-pixel standardization cannot follow.
+        standardize=bool(options["standardize"]) and likelihood == "gaussian" and fields.get("net") != "fully-conv",
         **fields,
     )
 

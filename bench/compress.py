@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import aekit
-from aekit.apps import compress, decompress
+from aekit.apps import compress, compress_images, decompress, decompress_images
 from aekit.models import FAMILIES, model_config
 from aekit.report import markdown_table, tile
 from aekit.trainer import TrainSettings
@@ -47,11 +47,12 @@ from bench import compressai_peer, rd_figures
 from bench.codecs import QUALITIES, bd_rate, one_file, one_file_each, overlap, quality_of, rate_at
 from bench.measure import device_name
 from bench.mnist_runs import Bench, fit, parser
-from bench.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photos, tiles
+from bench.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photos, photo, tiles
 
 HEADING = "## Compression"
 HERE = Path(__file__).parent
-POINTS = {part: HERE / f"compress_{part}.json" for part in ("mnist", "photos")}
+# What each part measures: MNIST; the photo tiles; the held-out photos whole (measured by the photos part).
+POINTS = {part: HERE / f"compress_{part}.json" for part in ("mnist", "photos", "wholes")}
 RD_JSON = HERE / "rate_distortion_mnist.json"
 # Pillow's names, and how the tables and figures name them.
 CODECS = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF"}
@@ -63,6 +64,8 @@ REFERENCE = f"JPEG, {ONE_EACH}"
 # lambda of the RD-AE: nats of distortion per bit; of CompressAI's model: squared error per bit (for photos both).
 MNIST_RD_LAMBDAS, MNIST_PEER_LAMBDAS = (0.01, 0.03, 0.1, 0.3), (0.01, 0.03, 0.1, 0.3)
 PHOTO_LAMBDAS = (0.003, 0.01, 0.03)
+# lambda of the fully convolutional RD-AE (--net fully-conv), which codes the held-out photos whole too.
+PHOTO_MAP_LAMBDAS = (0.001, 0.003, 0.01)
 # Test images drawn in the equal-bytes figures: MNIST's first of each digit, and four photo tiles.
 PHOTO_SHOWN = (5, 10, 50, 120)
 
@@ -73,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     for part in args.parts:
         started = time.perf_counter()
-        rows, notes = (mnist_part if part == "mnist" else photo_part)(bench, args)
-        saved = {"settings": settings_line(bench, args, part, started), "notes": notes, "rows": rows}
-        POINTS[part].write_text(json.dumps(_plain(saved), indent=1) + "\n")
+        for name, (rows, notes) in (mnist_part if part == "mnist" else photo_part)(bench, args).items():
+            saved = {"settings": settings_line(bench, args, part, started), "notes": notes, "rows": rows}
+            POINTS[name].write_text(json.dumps(_plain(saved), indent=1) + "\n")
     parts = {part: json.loads(path.read_text()) for part, path in POINTS.items() if path.exists()}
     if "mnist" in parts:
         parts["mnist"]["rows"] += rate_distortion_json(parts["mnist"]["notes"])
@@ -105,6 +108,7 @@ def arguments(argv: list[str] | None):
     args.add_argument("--photo-batch", type=int, default=64)
     args.add_argument("--photo-codes", default="64,256", help="the photo conv AE's code sizes")
     args.add_argument("--photo-hidden", default="32,64,128", help="the photo conv nets' channels")
+    args.add_argument("--photo-map-channels", type=int, default=32, help="the fully-conv RD-AE's code map channels")
     args.add_argument("--mnist-bytes", type=float, default=16.0, help="bytes per image of the MNIST equal-bytes figure")
     args.add_argument("--photo-bytes", type=float, default=256.0, help="bytes per crop of the photos' figure")
     return args.parse_args(argv)
@@ -297,7 +301,7 @@ def mnist_part(bench: Bench, args) -> tuple[list[dict], dict]:
     rd_figures.equal_bytes(
         HERE / "figures" / "equal_bytes_mnist.png", clean[shown], rows + peers, args.mnist_bytes, "MNIST test digits"
     )
-    return rows + peers, {**notes, **peer_notes}
+    return {"mnist": (rows + peers, {**notes, **peer_notes})}
 
 
 def rate_distortion_json(notes: dict) -> list[dict]:
@@ -341,6 +345,23 @@ def photo_part(bench: Bench, args) -> tuple[list[dict], dict]:
         rows += aekit_rows(model, f"AE conv, code {code_dim} (fixed bits)", bits, clean, PHOTO_SHOWN)
     nm = tuple(int(c) for c in args.peer_channels.split(","))
     peers, peer_notes = peer_rows(data, spec_of, settings, bench, PHOTO_LAMBDAS, PHOTO_LAMBDAS, nm, PHOTO_SHOWN)
+    originals = [photo(name).transpose(2, 0, 1).astype(np.float32) / 255 for name in TEST_PHOTOS]
+    wholes = whole_codec_rows(originals, bench.say)
+    curve = f"RD-AE fully-conv, {settings.epochs} epochs"
+    for rate_lambda in PHOTO_MAP_LAMBDAS:
+        spec = model_config(
+            "rd-ae",
+            data.shape,
+            code_dim=args.photo_map_channels,
+            net="fully-conv",
+            hidden=hidden,
+            likelihood="gaussian",
+            rate_lambda=rate_lambda,
+        )
+        model = fit_model(spec, data, settings, bench)
+        peers += rd_settings(aekit_rows(model, curve, [None], clean, PHOTO_SHOWN), rate_lambda)
+        wholes += rd_settings(whole_rd_rows(model, curve, originals), rate_lambda)
+        bench.say(f"  fully-conv lambda {rate_lambda}: {wholes[-1]['bpp']:.3f} bpp, {wholes[-1]['psnr_db']:.2f} dB")
     rd_figures.equal_bytes(
         HERE / "figures" / "equal_bytes_photos.png",
         clean[list(PHOTO_SHOWN)],
@@ -348,7 +369,52 @@ def photo_part(bench: Bench, args) -> tuple[list[dict], dict]:
         args.photo_bytes,
         "held-out photo tiles",
     )
-    return rows + peers, {**notes, **peer_notes}
+    whole_png = sum(one_file(o, "PNG", None)[0] for o in originals) / len(originals)
+    return {
+        "photos": (rows + peers, {**notes, **peer_notes}),
+        "wholes": (wholes, {"png": {ONE_EACH: whole_png, ONE_ALL: whole_png}}),
+    }
+
+
+# The held-out photos whole.
+
+
+def whole_point(curve: str, setting: str, backs, originals: list[np.ndarray], nbytes: int, **extra) -> dict:
+    """One point of a curve of whole photos (each its own size): bytes per photo, bits per pixel over all their
+    pixels, and the mean over photos of each one's quality."""
+    pixels = sum(o.shape[1] * o.shape[2] for o in originals)
+    each = [quality_of(back[None], original[None]) for back, original in zip(backs, originals)]
+    return {
+        "curve": curve,
+        "setting": setting,
+        "bytes_per_image": nbytes / len(originals),
+        "bpp": nbytes * 8 / pixels,
+        **{key: float(np.mean([q[key] for q in each])) for key in each[0]},
+        **extra,
+    }
+
+
+def whole_codec_rows(originals: list[np.ndarray], say) -> list[dict]:
+    """JPEG, WebP and AVIF at every quality of :data:`QUALITIES`, each photo its own file."""
+    rows = []
+    for kind, name in CODECS.items():
+        for quality in QUALITIES[kind]:
+            sizes, backs = zip(*(one_file(original, kind, quality) for original in originals))
+            rows.append(whole_point(f"{name}, {ONE_EACH}", f"q{quality}", backs, originals, sum(sizes)))
+        say(f"{name} whole: " + ", ".join(f"{r['setting']} {r['bpp']:.2f} bpp" for r in rows[-len(QUALITIES[kind]) :]))
+    return rows
+
+
+def whole_rd_rows(model, curve: str, originals: list[np.ndarray]) -> list[dict]:
+    """The point of a fully convolutional model's one compressed file of the photos, each coded whole at its size."""
+    begin = time.perf_counter()
+    data = compress_images(model, originals)
+    middle = time.perf_counter()
+    backs = decompress_images(model, data)
+    end = time.perf_counter()
+    n = len(originals)
+    rate = {"compress_images_per_s": n / (middle - begin), "decompress_images_per_s": n / (end - middle)}
+    return [whole_point(curve, "", backs, originals, len(data), **rate)]
 
 
 # The section of RESULTS.md.
@@ -383,8 +449,7 @@ INTRO = (
 
 def part_text(part: str, saved: dict) -> list[str]:
     rows, notes = saved["rows"], saved["notes"]
-    title = "MNIST, the 10,000 test images" if part == "mnist" else "Colour photos, a small set"
-    text = [f"### {title}", "", PART_INTRO[part], "", saved["settings"], ""]
+    text = [f"### {PART_TITLES[part]}", "", PART_INTRO[part], "", saved["settings"], ""]
     text += [f"- {key}: {value}" for key, value in notes.items() if key != "png"]
     png = notes["png"]
     text += [f"- PNG (lossless): {png[ONE_EACH]:.1f} bytes per image as single files, {png[ONE_ALL]:.1f} in one."]
@@ -412,6 +477,11 @@ def part_text(part: str, saved: dict) -> list[str]:
     return text
 
 
+PART_TITLES = {
+    "mnist": "MNIST, the 10,000 test images",
+    "photos": "Colour photos, a small set",
+    "wholes": "Colour photos whole, each at its own size",
+}
 PART_INTRO = {
     "mnist": (
         "28 x 28 grey digits. Fixed-bit PCA and AE (MLP 512-256, cross-entropy): `aekit compress --bits B` (each code "
@@ -425,10 +495,25 @@ PART_INTRO = {
         f"already), the models trained on random 64 x 64 crops (half mirrored) of {', '.join(TRAIN_PHOTOS)} "
         "(scikit-image's data): a small set, not a standard benchmark. aekit's conv nets (channels 32-64-128, a linear "
         "layer to the code), the squared error; the fixed-bit AE at B bits a value; the RD-AE and CompressAI's "
-        "`FactorizedPrior(N, M)` (3 channels, as in the zoo) on the squared error + lambda x bits, for the same steps."
+        "`FactorizedPrior(N, M)` (3 channels, as in the zoo) on the squared error + lambda x bits, for the same steps. "
+        "RD-AE fully-conv: `--model rd-ae --net fully-conv` (stride-2 convolutions 32-64-128, then a 3 x 3 "
+        "convolution to a code map of --photo-map-channels channels at an eighth of the height and width; no linear "
+        "layer), trained alike; it codes these tiles and the held-out photos whole (the next part)."
+    ),
+    "wholes": (
+        f"The held-out photos ({', '.join(TEST_PHOTOS)}: 300 x 451, 427 x 640 and 427 x 640) whole, not cut into "
+        "tiles: each codec's one file per photo, and the fully convolutional RD-AE of the part above (trained on 64 x "
+        "64 crops) coding each photo at its own size in one `aekit compress` file of the three (codec version 4: "
+        "each photo's size and its code map's in the header). Bytes per image: per photo; bits per pixel: over the "
+        "three photos' pixels; PSNR and SSIM: the mean over the photos of each one's. Three photos: a small set, not "
+        "a standard benchmark."
     ),
 }
-PSNR_TARGETS = {"mnist": (16, 18, 20, 22, 24, 28), "photos": (18, 20, 22, 24, 28, 32)}
+PSNR_TARGETS = {
+    "mnist": (16, 18, 20, 22, 24, 28),
+    "photos": (18, 20, 22, 24, 28, 32),
+    "wholes": (20, 22, 24, 26, 28, 32),
+}
 BD_COLUMNS = [
     "curve",
     "points",

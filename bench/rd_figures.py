@@ -13,9 +13,13 @@ import numpy as np  # noqa: E402
 
 from aekit.report import tile  # noqa: E402
 
-TITLES = {"mnist": "MNIST, 10,000 test digits (28 x 28 grey)", "photos": "held-out photo tiles (64 x 64 colour)"}
+TITLES = {
+    "mnist": "MNIST, 10,000 test digits (28 x 28 grey)",
+    "photos": "held-out photo tiles (64 x 64 colour)",
+    "wholes": "held-out photos whole (3, colour)",
+}
 # PSNR shown up to here: above it only the codecs' best qualities lie, far from the learned codes.
-PSNR_TOP = {"mnist": 40, "photos": 42}
+PSNR_TOP = {"mnist": 40, "photos": 42, "wholes": 42}
 COLOURS = {"JPEG": "C0", "WebP": "C1", "AVIF": "C2", "PCA": "0.55", "AE": "C4", "RD-AE": "C3", "CompressAI": "k"}
 
 
@@ -31,7 +35,9 @@ def style(curve: str) -> dict:
         line.update(linewidth=0.8, marker={8: "v", 16: "^", 32: "s", 64: "v", 256: "s"}.get(code, "d"))
     elif method in ("RD-AE", "CompressAI"):
         line.update(linewidth=2.2, marker="D" if method == "RD-AE" else "s")
-        if "bench/rate_distortion.py" not in curve and method == "RD-AE":
+        if "fully-conv" in curve:
+            line.update(color="C6")
+        elif "bench/rate_distortion.py" not in curve and method == "RD-AE":
             line.update(linestyle="--")
     return line
 

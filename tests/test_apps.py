@@ -6,7 +6,6 @@ import re
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_codec import with_crc
 
 from aekit import apps, codec, runs
 from aekit.cli import main
@@ -78,10 +78,6 @@ def test_more_bits_give_smaller_errors_down_to_the_plain_reconstruction(digits, 
     assert errors[-1] == pytest.approx(plain, rel=1e-4)
 
 
-def _with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 @pytest.fixture(scope="module")
 def compressed(digits, ae):
     return apps.compress(ae, digits.x_test[:50], 6)
@@ -102,8 +98,8 @@ def test_a_corrupted_byte_fails_the_checksum(ae, compressed, position):
 
 
 def test_another_version_and_another_format_are_refused(ae, compressed):
-    other_version = _with_crc(compressed[:4] + struct.pack("<H", 4) + compressed[6:-4])
-    with pytest.raises(DataError, match="version 4 .* reads versions"):
+    other_version = with_crc(compressed[:4] + struct.pack("<H", 5) + compressed[6:-4])
+    with pytest.raises(DataError, match="version 5 .* reads versions"):
         apps.decompress(ae, other_version)
     with pytest.raises(DataError, match="not an aekit compressed file"):
         apps.decompress(ae, b"PK\x03\x04" + compressed[4:])
@@ -120,7 +116,7 @@ def test_a_file_made_by_another_run_is_refused(digits, ae, compressed):
     lows, highs = compressed[32 : 32 + 4 * 7], compressed[32 + 4 * 8 : 32 + 4 * 15]
     forged = header + lows + highs + bytes(-(-50 * 7 * 6 // 8))
     with pytest.raises(DataError, match="codes of 7 dimensions"):
-        apps.decompress(ae, _with_crc(forged))
+        apps.decompress(ae, with_crc(forged))
 
 
 @settings(
@@ -145,7 +141,7 @@ def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
             except (struct.error, OverflowError):
                 return
             if kind == "crc-fixed header":
-                blob = bytearray(_with_crc(bytes(blob[:-4])))
+                blob = bytearray(with_crc(bytes(blob[:-4])))
         blob = bytes(blob)
     try:
         out = apps.decompress(ae, blob)
@@ -267,7 +263,7 @@ def inputs(runs_dir, digits, tmp_path_factory):
     flipped = bytearray(good)
     flipped[100] ^= 1
     (folder / "flipped.aekc").write_bytes(bytes(flipped))
-    (folder / "v4.aekc").write_bytes(_with_crc(good[:4] + struct.pack("<H", 4) + good[6:-4]))
+    (folder / "v5.aekc").write_bytes(with_crc(good[:4] + struct.pack("<H", 5) + good[6:-4]))
     (folder / "other.aekc").write_bytes(apps.compress(_trained(digits, epochs=1, model="ae", code_dim=12), x, 8))
     return folder
 
@@ -279,7 +275,7 @@ def inputs(runs_dir, digits, tmp_path_factory):
         (lambda i, o, r: ["denoise", r / "dae", i / "small.npy", "--out", o / "o.npy"], "size 4x4 .* examples of 8x8"),
         (lambda i, o, r: ["decompress", r / "dae", i / "cut.aekc", "--out", o / "o.npy"], "truncated"),
         (lambda i, o, r: ["decompress", r / "dae", i / "flipped.aekc", "--out", o / "o"], "checksum"),
-        (lambda i, o, r: ["decompress", r / "dae", i / "v4.aekc", "--out", o / "o.npy"], "version 4"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "v5.aekc", "--out", o / "o.npy"], "version 5"),
         (lambda i, o, r: ["decompress", r / "dae", i / "other.aekc", "--out", o / "o.npy"], "different run"),
         (lambda i, o, r: ["compress", r / "dae", i / "x.npy", "--bits", 0, "--out", o / "o.aekc"], "--bits 0"),
         (lambda i, o, r: ["compress", r / "up", i / "x.npy", "--bits", 8, "--out", o / "o.aekc"], "trained to upscale"),

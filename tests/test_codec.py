@@ -16,7 +16,8 @@ from aekit.errors import DataError
 FINGERPRINT = bytes(range(16))
 
 
-def _with_crc(body: bytes) -> bytes:
+def with_crc(body: bytes) -> bytes:
+    """``body`` and its CRC-32, as a compressed file ends."""
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -30,7 +31,7 @@ def _bits_msb_first(values, bits: int) -> bytes:
 def test_a_version_1_file_is_laid_out_as_documented_and_still_decodes():
     q = np.array([[0, 5, 7], [3, 1, 6]], np.uint16)
     low, high = np.array([-1, 0, 2], np.float32), np.array([1, 0.5, 3], np.float32)
-    written = _with_crc(
+    written = with_crc(
         struct.pack("<4sHBB16sII", b"AEKC", 1, 3, 0, FINGERPRINT, 2, 3)
         + low.astype("<f4").tobytes()
         + high.astype("<f4").tobytes()
@@ -45,7 +46,7 @@ def test_a_version_1_file_is_laid_out_as_documented_and_still_decodes():
 
 def test_a_version_2_file_is_laid_out_as_documented():
     indices = np.array([[0, 9, 4], [7, 1, 2]])
-    written = _with_crc(
+    written = with_crc(
         struct.pack("<4sHBB16sIII", b"AEKC", 2, 4, 0, FINGERPRINT, 2, 3, 10) + _bits_msb_first(indices, 4)
     )
     assert codec.encode_indices(indices, 10, FINGERPRINT) == written
@@ -94,10 +95,11 @@ def index_file():
     return codec.encode_indices(np.random.default_rng(0).integers(0, 10, (50, 6)), 10, FINGERPRINT)
 
 
-def _header_set(data: bytes, offset: int, fmt: str, value) -> bytes:
+def set_field(data: bytes, offset: int, fmt: str, value) -> bytes:
+    """A compressed file with a field set and its checksum made right again."""
     blob = bytearray(data[:-4])
     struct.pack_into(fmt, blob, offset, value)
-    return _with_crc(bytes(blob))
+    return with_crc(bytes(blob))
 
 
 @pytest.mark.parametrize(
@@ -108,10 +110,10 @@ def _header_set(data: bytes, offset: int, fmt: str, value) -> bytes:
         (lambda b: b + b"\0", "1 bytes after"),
         (lambda b: b[:40] + bytes([b[40] ^ 4]) + b[41:], "checksum"),
         (lambda b: b"PK\x03\x04" + b[4:], "not an aekit compressed file"),
-        (lambda b: _header_set(b, 4, "<H", 4), "version 4 .* reads versions 1 .*, 2 .* and 3"),
-        (lambda b: _header_set(b, 32, "<I", 1), "a codebook of 1 codewords"),
-        (lambda b: _header_set(b, 32, "<I", 17), "a codebook of 17 codewords stored at 4 bits"),
-        (lambda b: _header_set(b, 32, "<I", 70000), "a codebook of 70000"),
+        (lambda b: set_field(b, 4, "<H", 5), "version 5 .* reads versions 1 .*, 2 .*, 3 .* and 4"),
+        (lambda b: set_field(b, 32, "<I", 1), "a codebook of 1 codewords"),
+        (lambda b: set_field(b, 32, "<I", 17), "a codebook of 17 codewords stored at 4 bits"),
+        (lambda b: set_field(b, 32, "<I", 70000), "a codebook of 70000"),
     ],
 )
 def test_a_malformed_index_file_is_one_data_error(index_file, damage, match):
@@ -124,13 +126,13 @@ def test_a_malformed_index_file_is_one_data_error(index_file, damage, match):
 def test_impossible_bits_are_refused(bits):
     empty = codec.encode_indices(np.zeros((0, 3), int), 10, FINGERPRINT)  # no payload: its size does not tell
     with pytest.raises(DataError, match=f"claims {bits} bits per value"):
-        codec.decode(_header_set(empty, 6, "<B", bits), "f")
+        codec.decode(set_field(empty, 6, "<B", bits), "f")
 
 
 def test_an_index_beyond_the_codebook_is_refused():
     # 4 bits hold 0..15 and a codebook of 10 has 0..9: a stored 15 (crc fixed) is a corrupted file.
     data = codec.encode_indices(np.array([[9, 3]]), 10, FINGERPRINT)
-    forged = _with_crc(data[:36] + bytes([0xF3]) + data[37:-4])
+    forged = with_crc(data[:36] + bytes([0xF3]) + data[37:-4])
     with pytest.raises(DataError, match="holds index 15 of a codebook of 10"):
         codec.decode(forged, "f")
 
@@ -145,7 +147,7 @@ def test_fuzzed_index_files_give_data_errors_only(index_file, data):
     else:
         offset, fmt = data.draw(st.sampled_from([(4, "<H"), (6, "<B"), (24, "<I"), (28, "<I"), (32, "<I")]))
         blob = bytearray(
-            _header_set(bytes(blob), offset, fmt, data.draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1)))
+            set_field(bytes(blob), offset, fmt, data.draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1)))
         )
     try:
         read, _ = codec.decode(bytes(blob), "f")

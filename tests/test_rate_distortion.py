@@ -5,13 +5,13 @@ file is one line, and the older versions still decode."""
 
 import math
 import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_codec import set_field, with_crc
 
 import aekit
 from aekit import apps, codec, runs
@@ -24,17 +24,6 @@ from aekit.workflow import train_run
 
 SMALL = {"code_dim": 8, "hidden": (64, 32), "epochs": 15, "batch_size": 64}
 HEADER = 40  # version 3: the shared 32 bytes, the tables' checksum and the number of words
-
-
-def _with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def _set(data: bytes, offset: int, fmt: str, value) -> bytes:
-    """``data`` with a header field set and its checksum made right again."""
-    body = bytearray(data[:-4])
-    struct.pack_into(fmt, body, offset, value)
-    return _with_crc(bytes(body))
 
 
 def test_the_prior_is_a_distribution_and_its_tables_sum_to_one():
@@ -166,13 +155,16 @@ def coded(trained, digits):
         (lambda b: b[:30], "truncated: 30 bytes"),
         (lambda b: b + b"\0", "1 bytes after"),
         (lambda b: b[:HEADER] + bytes([b[HEADER] ^ 1]) + b[HEADER + 1 :], "checksum"),
-        (lambda b: _set(b, 4, "<H", 4), r"version 4 .* reads versions 1 .*, 2 .* and 3 \(entropy-coded codes\)"),
-        (lambda b: _set(b, 6, "<B", 2), "written by coder 2"),
-        (lambda b: _set(b, 28, "<I", 9), "codes of 9 dimensions but the run's have 8"),
-        (lambda b: _set(b, 32, "<I", 12345), "other probability tables"),
-        (lambda b: _set(b, 24, "<I", 2**32 - 1), "claims 4294967295 examples, more than its"),
-        (lambda b: _set(b, 24, "<I", 1), "coded words that its codes do not use"),
-        (lambda b: _with_crc(b[:36] + struct.pack("<I", 2**31) + b[40:-4]), "truncated: its header promises"),
+        (
+            lambda b: set_field(b, 4, "<H", 5),
+            r"version 5 .* reads versions 1 .*, 2 .*, 3 .* and 4 \(entropy-coded code maps\)",
+        ),
+        (lambda b: set_field(b, 6, "<B", 2), "written by coder 2"),
+        (lambda b: set_field(b, 28, "<I", 9), "codes of 9 dimensions but the run's have 8"),
+        (lambda b: set_field(b, 32, "<I", 12345), "other probability tables"),
+        (lambda b: set_field(b, 24, "<I", 2**32 - 1), "claims 4294967295 codes, more than its"),
+        (lambda b: set_field(b, 24, "<I", 1), "coded words that its codes do not use"),
+        (lambda b: with_crc(b[:36] + struct.pack("<I", 2**31) + b[40:-4]), "truncated: its header promises"),
     ],
 )
 def test_a_damaged_version_3_file_is_one_line(coded, damage, match):
@@ -185,7 +177,7 @@ def test_a_damaged_version_3_file_is_one_line(coded, damage, match):
 def test_a_version_3_file_given_to_a_run_without_an_entropy_model_is_refused(digits, coded):
     torch.manual_seed(0)
     ae = build_model(model_config("ae", digits.shape, code_dim=8, hidden=(16,))).eval()
-    forged = _with_crc(coded[1][:8] + runs.fingerprint(ae) + coded[1][24:-4])
+    forged = with_crc(coded[1][:8] + runs.fingerprint(ae) + coded[1][24:-4])
     with pytest.raises(DataError, match="has no entropy model"):
         apps.decompress(ae, forged)
 
@@ -199,9 +191,7 @@ def test_version_1_files_still_decompress(digits):
     payload = bytes([0b00111001])  # 0, 3, 2, 1 at 2 bits each, most significant first
     body = struct.pack("<4sHBB16sII", b"AEKC", 1, 2, 0, runs.fingerprint(ae), 2, 2) + low.tobytes() + high.tobytes()
     restored = low + q * (high - low) / 3
-    np.testing.assert_array_equal(
-        apps.decompress(ae, _with_crc(body + payload)), ae.decode(restored.astype(np.float32))
-    )
+    np.testing.assert_array_equal(apps.decompress(ae, with_crc(body + payload)), ae.decode(restored.astype(np.float32)))
 
 
 @settings(
@@ -218,10 +208,12 @@ def test_fuzzed_version_3_files_give_data_errors_only(coded, data):
     elif kind == "header":
         offset = data.draw(st.sampled_from([4, 6, 24, 28, 32, 36]))
         fmt = "<H" if offset == 4 else "<B" if offset == 6 else "<I"
-        blob = bytearray(_set(bytes(blob), offset, fmt, data.draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1))))
+        blob = bytearray(
+            set_field(bytes(blob), offset, fmt, data.draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1)))
+        )
     else:  # other words with a right checksum: what the range decoder makes of them
         words = data.draw(st.binary(min_size=4, max_size=64).filter(lambda b: len(b) % 4 == 0))
-        blob = bytearray(_with_crc(bytes(blob[:36]) + struct.pack("<I", len(words) // 4) + words))
+        blob = bytearray(with_crc(bytes(blob[:36]) + struct.pack("<I", len(words) // 4) + words))
     try:
         out = apps.decompress(model, bytes(blob))
     except DataError as error:

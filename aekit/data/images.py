@@ -60,11 +60,7 @@ def scan_images(folder: Path) -> tuple[list[Path], tuple[int, int, int]]:
     """The images :func:`read_images` reads from ``folder`` and the (channels, height, width) it gives each, with its
     checks made on the headers alone: nothing is decoded, so a folder of any size can then be read a block at a time
     (:func:`read_image_block`)."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(
-            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or JPEG files"
-        )
+    files = image_files(folder)
     sizes, modes = zip(*(header(file) for file in files))
     for file, size in zip(files, sizes):
         if size != sizes[0]:
@@ -74,6 +70,16 @@ def scan_images(folder: Path) -> tuple[list[Path], tuple[int, int, int]]:
             )
     width, height = sizes[0]
     return files, (1 if all(mode in GRAY_MODES for mode in modes) else 3, height, width)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The PNG and JPEG files under ``folder`` (recursively, in sorted order), at least one."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or JPEG files"
+        )
+    return files
 
 
 def read_image_block(files: list[Path], channels: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -107,10 +108,13 @@ def takes_codes(method):
         if isinstance(z, torch.Tensor):
             return method(self, z, *args, **kwargs)
         codes = as_float(z, f"the codes given to {type(self).__name__}.{method.__name__}")
-        if codes.ndim != 2 or (self.code_dim is not None and codes.shape[1] != self.code_dim):
+        shape = self.code_shape
+        if shape and codes.ndim == 2 and codes.shape[1] == math.prod(shape):
+            codes = codes.reshape(len(codes), *shape)  # flat codes (a probe's, a projector's) of a code map
+        if codes.ndim < 2 or (shape is not None and codes.shape[1:] != shape):
             raise DataError(
                 f"codes of shape {codes.shape} were given to {type(self).__name__}.{method.__name__}, "
-                f"which takes (n, {self.code_dim}); give one code of {self.code_dim} values per row"
+                f"which takes (n, {', '.join(map(str, shape or ['...']))}); give one code per row"
             )
         with torch.no_grad():
             return method(self, torch.from_numpy(codes).to(device_of(self)), *args, **kwargs).cpu().numpy()
@@ -126,7 +130,8 @@ class AutoEncoder(nn.Module):
     units. ``binarize`` turns on dynamic binarization: while training, every loss sees a fresh draw
     x_b ~ Bernoulli(x) of the [0, 1] intensities instead of x. ``upscale_factor`` says the encoder first averages
     f x f pixel blocks: the loss is then -log p(x | decoder(encoder(downsample(x)))), a super-resolution model.
-    ``code_dim`` and ``example_shape`` (where given) are what decode and encode check their inputs against.
+    ``code_dim``, ``code_shape`` (default (code_dim,); a code map's (channels, h, w)) and ``example_shape`` (where
+    given) are what decode and encode check their inputs against.
     ``config`` is the :class:`aekit.models.config.ModelConfig` the model was built from (None for one built by
     hand).
     """
@@ -145,6 +150,7 @@ class AutoEncoder(nn.Module):
         likelihood,
         *,
         code_dim: int | None = None,
+        code_shape: tuple[int, ...] | None = None,
         example_shape: tuple[int, ...] | None = None,
         binarize: bool = False,
         upscale_factor: int | None = None,
@@ -155,6 +161,7 @@ class AutoEncoder(nn.Module):
         self.likelihood = likelihood
         self.standardize = Standardize()
         self.code_dim, self.example_shape = code_dim, example_shape
+        self.code_shape = code_shape or (None if code_dim is None else (code_dim,))
         self.binarize, self.upscale_factor = binarize, upscale_factor
 
     def training_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from aekit.errors import AekitError
 from aekit.models.likelihood import LIKELIHOODS
 from aekit.models.standardize import Standardize
 
-NET_NAMES = ("mlp", "conv")
+NET_NAMES = ("mlp", "conv", "fully-conv")
 TASKS = ("reconstruct", "upscale")
 
 
@@ -56,6 +56,11 @@ class ModelConfig:
         problems = self.problems()
         if problems:
             raise AekitError("; ".join(problems))
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The shape of one example's code."""
+        return (self.code_dim,)
 
     def problems(self) -> list[str]:
         """What is wrong with the fields, each in words that name the fix; a family adds its own to these."""
@@ -111,9 +116,18 @@ class NetConfig(ModelConfig):
     for the MLP (default 256, 128) or channels for the conv net (default 32, 64). ``task`` upscale (super-resolution)
     makes the encoder see each image averaged over ``factor`` x ``factor`` pixel blocks, so the model learns to
     restore the full-size image from its downsampled version. ``binarize`` trains on a fresh Bernoulli draw of the
-    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data."""
+    [0, 1] intensities every step (dynamic binarization) and evaluates on one seeded draw of the data.
+    ``code_maps`` says whether the family takes ``net`` fully-conv, whose code is a map (:attr:`code_shape`)."""
 
-    net: str = option("mlp", "encoder/decoder: mlp, or conv for images", choices=NET_NAMES)
+    code_maps: ClassVar[bool] = False
+
+    net: str = option(
+        "mlp",
+        "encoder/decoder: mlp, or conv for images, or fully-conv (rd-ae): convolutions only, the code a map of "
+        "--code-dim channels at 1/2^L of the image's height and width (L = the number of --hidden channels), so "
+        "that images of any size are coded whole",
+        choices=NET_NAMES,
+    )
     hidden: tuple[int, ...] | None = option(
         None,
         "hidden layer widths (mlp) or channels (conv), comma-separated; default 256,128 for mlp and 32,64 for conv",
@@ -140,7 +154,9 @@ class NetConfig(ModelConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         if self.net not in NET_NAMES:
-            problems.append(f"unknown network {self.net!r}; use mlp or conv")
+            problems.append(f"unknown network {self.net!r}; use one of {', '.join(NET_NAMES)}")
+        if self.net == "fully-conv":
+            problems += self._code_map_problems()
         if any(h < 1 for h in self.hidden):
             problems.append(f"hidden sizes {list(self.hidden)} must all be at least 1")
         if self.binarize and self.likelihood != "bernoulli":
@@ -148,6 +164,21 @@ class NetConfig(ModelConfig):
                 "binarize needs [0, 1] intensities modelled by the cross-entropy; use --loss bce or drop --binarize"
             )
         return problems + self._task_problems()
+
+    def _code_map_problems(self) -> list[str]:
+        if not self.code_maps:
+            return [
+                f"--net fully-conv (a code map for images of any size) is for --model rd-ae, not {self.family}; "
+                "use --net conv"
+            ]
+        if len(self.shape) != 3:
+            return [f"--net fully-conv needs images (channels, height, width), not examples of shape {self.shape}"]
+        if self.standardize or self.task != "reconstruct":
+            return [
+                "--net fully-conv codes images of any size, which --standardize and --task upscale (fitted at one "
+                "size) cannot follow; drop them or use --net conv"
+            ]
+        return []
 
     def _task_problems(self) -> list[str]:
         if self.task not in TASKS:
@@ -185,15 +216,27 @@ class NetConfig(ModelConfig):
         if self.net == "mlp":
             encoder = nets.mlp_encoder(seen, self.hidden, out, dropout, input_dropout)
             decoder = nets.mlp_decoder(self.code_dim, self.hidden, self.shape, dropout)
+        elif self.net == "fully-conv":
+            encoder = nets.fully_conv_encoder(self.shape[0], self.hidden, out)
+            decoder = nets.fully_conv_decoder(self.code_dim, self.hidden, self.shape)
         else:
             encoder = nets.conv_encoder(seen, self.hidden, out, dropout, input_dropout)
             decoder = nets.conv_decoder(self.code_dim, self.hidden, self.shape, dropout)
         return (nn.Sequential(nn.AvgPool2d(factor), encoder) if factor else encoder), decoder
 
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The shape of one example's code: (code_dim,), or with --net fully-conv the code map (code_dim, h, w) of
+        an example of the training size."""
+        if self.net != "fully-conv":
+            return super().code_shape
+        return (self.code_dim, *nets.code_map_size(*self.shape[1:], len(self.hidden)))
+
     def model_settings(self) -> dict:
         """What every auto-encoder's constructor takes beside its networks and likelihood."""
         return {
             "code_dim": self.code_dim,
+            "code_shape": self.code_shape,
             "example_shape": tuple(self.shape),
             "binarize": self.binarize,
             "upscale_factor": self.upscale_factor,

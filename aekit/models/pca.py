@@ -37,6 +37,7 @@ class PCA(nn.Module):
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()
         self.shape, self.code_dim = tuple(shape), code_dim
+        self.code_shape = (code_dim,)
         self.example_shape = self.shape
         self.standardize = Standardize()
         features = math.prod(self.shape)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aekit import codec
+from aekit import codec, nets
 from aekit.models.base import AutoEncoder, Loss, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
@@ -89,8 +89,11 @@ class FactorizedPrior(nn.Module):
         return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
 
     def rate_bits(self, y: torch.Tensor) -> torch.Tensor:
-        """R(y) = -sum_j log2 p_j(y_j) per code of y (n, d), bits; each p at least PROBABILITY_BOUND."""
-        return -torch.log2(_bounded(self.mass(y.t()).t())).sum(-1)
+        """R(y) = -sum log2 p_j(value) per code of y, bits, each p at least PROBABILITY_BOUND: y (n, d) a code
+        vector, dimension j under density j, or (n, d, h, w) a code map, every value of channel j under density j."""
+        values = y.movedim(1, 0).reshape(y.shape[1], -1)
+        bits = -torch.log2(_bounded(self.mass(values)))
+        return bits.reshape(y.shape[1], len(y), -1).sum((0, 2))
 
     def _support(self) -> tuple[torch.Tensor, int]:
         """low (d,) and K: each dimension's table lists the integers low_j .. low_j + K - 1. low_j is the largest
@@ -152,6 +155,10 @@ class RateDistortionAE(AutoEncoder):
     ``encoder`` is the network followed by the rounding, so ``encode`` gives the integer code as floats (n, code_dim)
     and ``decode`` of it what decompression gives. ``code_symbols`` gives it as int64, ``rate_bits`` its bits per
     example, and ``probability_tables`` the coder's tables (:class:`aekit.codec.Tables`).
+
+    With fully convolutional networks (``--net fully-conv``) the code is a map (n, code_dim, h, w), code_dim
+    channels each under its own density, and the model codes images of any size: ``map_symbols`` and ``decode_map``
+    take batches of any height and width.
     """
 
     def __init__(self, network, decoder, likelihood, prior: FactorizedPrior, rate_lambda: float = 0.03, **settings):
@@ -180,6 +187,27 @@ class RateDistortionAE(AutoEncoder):
         """-log2 p(round(encoder(x))) under the prior, bits per example (n,)."""
         return self.prior.rate_bits(self.encode(x))
 
+    @property
+    def fully_convolutional(self) -> bool:
+        """Whether the code is a map, and images of any size can be coded (``map_symbols``, ``decode_map``)."""
+        return len(self.code_shape) == 3
+
+    def map_size(self, height: int, width: int) -> tuple[int, int]:
+        """The height and width of the code map of an image of ``height`` x ``width`` (fully convolutional)."""
+        return nets.code_map_size(height, width, len(self.config.hidden))
+
+    @torch.no_grad()
+    def map_symbols(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer code maps of images of any one size (n, channels, H, W) in [0, 1], fully convolutional model:
+        int64 (n, code_dim, ceil(H / 2^L), ceil(W / 2^L)), the image padded by repeating its last row and column."""
+        return self.encoder(x).long()
+
+    @torch.no_grad()
+    def decode_map(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The images of ``height`` x ``width`` that integer code maps (n, code_dim, h, w) decode to: the decoder's
+        mean at the padded size, cropped (what ``decode`` gives at the training size)."""
+        return self.likelihood.mean(self.decoder[0](y.float()))[..., :height, :width]
+
     def probability_tables(self) -> codec.Tables:
         """The tables the entropy coder codes the integer codes under (:meth:`FactorizedPrior.tables`)."""
         return self.prior.tables()
@@ -193,6 +221,7 @@ class RateDistortionConfig(NetConfig):
     family = "rd-ae"
     label = "RD-AE"
     model_class = RateDistortionAE
+    code_maps = True
 
     rate_lambda: float = option(
         0.03,

@@ -1,0 +1,184 @@
+"""Fully convolutional rate-distortion models (``--net fully-conv``): the code is a map, images of any size are coded
+whole (codec version 4, each image's size and its code map's in the header), and decompression gives the model's
+decoding of each map at its image's size, bit for bit; a damaged version 4 file is one line."""
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from test_codec import set_field
+
+import aekit
+from aekit import apps, codec, runs
+from aekit.cli import main
+from aekit.errors import AekitError, DataError
+from aekit.evaluate import codes as codes_of
+from aekit.models import build_model, model_config
+from aekit.workflow import train_run
+
+SIZES = [(8, 8), (13, 5), (1, 1), (30, 17), (8, 8)]
+LISTING = 40  # version 4: the shared 32 bytes, the tables' checksum and the number of words, then the sizes
+
+
+def _images(digits) -> list[np.ndarray]:
+    """Images of several sizes made of the digits (tiled and cut), intensities in [0, 1]."""
+    mosaic = np.block([[digits.x_test[5 * i + j, 0] for j in range(5)] for i in range(5)])
+    return [mosaic[None, i : i + h, i : i + w].copy() for i, (h, w) in enumerate(SIZES)]
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    run = tmp_path_factory.mktemp("maps") / "run"
+    options = {"model": "rd-ae", "net": "fully-conv", "code_dim": 4, "hidden": (16,), "rate_lambda": 0.1}
+    model, metrics = train_run(run, {**options, "epochs": 12, "batch_size": 64}, device="cpu", progress=False)
+    return run, model.eval(), metrics
+
+
+def test_the_code_is_a_map_at_half_the_size_and_its_rate_counts_every_position(digits, trained):
+    _, model, metrics = trained
+    x = torch.from_numpy(digits.x_test[:16])
+    assert model.fully_convolutional and model.code_shape == (4, 4, 4)
+    codes = model.encode(x).detach()
+    assert codes.shape == (16, 4, 4, 4) and torch.equal(codes, codes.round())
+    with torch.no_grad():  # channel j's values, wherever they lie in the map, under density j
+        values = codes.movedim(1, 0).reshape(4, -1)
+        expected = -torch.log2(model.prior.mass(values)).reshape(4, 16, 16).sum((0, 2))
+    np.testing.assert_allclose(model.rate_bits(digits.x_test[:16]), expected.numpy(), rtol=1e-5)
+    assert metrics["rate_bits_per_example"] < 0.5 * 64 * 8  # learned: well under a byte a pixel
+    flat = codes_of(model, digits.x_test[:16])
+    assert flat.shape == (16, 64)  # probes, projector and figures take one vector an example
+    np.testing.assert_array_equal(model.decode(flat), model.decode(codes.numpy()))
+
+
+def test_images_of_any_size_are_coded_whole_and_decode_bit_for_bit(digits, trained):
+    _, model, _ = trained
+    images = _images(digits)
+    data = apps.compress_images(model, images)
+    assert data[4:6] == struct.pack("<H", codec.MAPS)
+    n, d = struct.unpack_from("<II", data, 24)
+    sizes = np.frombuffer(data, "<u4", 4 * n, LISTING).reshape(n, 4)
+    assert (n, d) == (5, 4)
+    assert sizes.tolist() == [[h, w, -(-h // 2), -(-w // 2)] for h, w in SIZES]
+    restored = apps.decompress_images(model, data)
+    for image, back in zip(images, restored):
+        with torch.no_grad():
+            y = model.map_symbols(torch.from_numpy(image)[None])
+            expected = model.decode_map(y, *image.shape[1:])[0].numpy()
+        assert back.shape == image.shape
+        np.testing.assert_array_equal(back, expected)
+    with torch.no_grad():
+        promised = sum(float(model.prior.rate_bits(model.map_symbols(torch.from_numpy(i)[None]))) for i in images)
+    coded = 8 * (len(data) - LISTING - 16 * n - 4)
+    assert promised <= coded <= 1.05 * promised + 64, (coded, promised)
+    # At the training size the map file is the same as the array path's, and decompresses to one array.
+    same = apps.compress(model, digits.x_test[:3])
+    assert same == apps.compress_images(model, list(digits.x_test[:3]))
+    np.testing.assert_array_equal(apps.decompress(model, same), model.reconstruct(digits.x_test[:3]))
+    with pytest.raises(DataError, match="holds images of other sizes than the run's 8x8"):
+        apps.decompress(model, data)
+
+
+def test_the_command_line_codes_a_folder_of_odd_sized_images(digits, trained, tmp_path, capsys):
+    run, _, _ = trained
+    model = aekit.load(run)
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    images = _images(digits)
+    files = [folder / ("more/" if i == 3 else "") / f"{i}.png" for i in range(len(images))]
+    for image, file in zip(images, files):
+        Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(file)
+    out = tmp_path / "photos.aekc"
+    assert main(["compress", str(run), str(folder), "--out", str(out)]) == 0
+    assert main(["decompress", str(run), str(out), "--out", str(tmp_path / "back")]) == 0
+    written = sorted((tmp_path / "back").glob("*.png"))
+    for file, back in zip(sorted(files), written):  # the folder's images in sorted order
+        pixels = np.asarray(Image.open(file), np.float32)[None] / 255
+        with torch.no_grad():
+            y = model.map_symbols(torch.from_numpy(pixels)[None])
+            expected = model.decode_map(y, *pixels.shape[1:])[0].numpy()
+        np.testing.assert_array_equal(np.asarray(Image.open(back))[None], (expected * 255).round().astype(np.uint8))
+    capsys.readouterr()
+    assert main(["decompress", str(run), str(out), "--out", str(tmp_path / "back.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "images of 4 sizes" in err and "name a new folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "back.npy").exists()
+    assert main(["compress", str(run), str(files[3]), "--out", str(tmp_path / "one.aekc")]) == 0
+    assert apps.decompress_images(model, (tmp_path / "one.aekc").read_bytes())[0].shape == (1, 30, 17)
+
+
+def test_fully_convolutional_nets_are_refused_where_they_cannot_work(digits, trained):
+    with pytest.raises(AekitError, match="--net fully-conv .* is for --model rd-ae, not ae"):
+        model_config("ae", digits.shape, net="fully-conv")
+    with pytest.raises(AekitError, match="--net fully-conv needs images"):
+        model_config("rd-ae", (64,), net="fully-conv")
+    with pytest.raises(AekitError, match="drop them or use --net conv"):
+        model_config("rd-ae", digits.shape, net="fully-conv", likelihood="gaussian", standardize=True)
+    vector = build_model(model_config("rd-ae", digits.shape, code_dim=4, hidden=(16,)))
+    with pytest.raises(AekitError, match="only a fully convolutional rate-distortion run codes images of any size"):
+        apps.compress_images(vector, _images(digits))
+    _, model, _ = trained
+    with pytest.raises(DataError, match=r"image 0 has shape \(3, 8, 8\); the run codes images of 1 channel"):
+        apps.compress_images(model, [np.zeros((3, 8, 8), np.float32)])
+    with pytest.raises(DataError, match="image 0 .* intensities"):
+        apps.compress_images(model, [np.full((1, 5, 5), 2.0, np.float32)])
+
+
+@pytest.fixture(scope="module")
+def coded(trained, digits):
+    _, model, _ = trained
+    return model, apps.compress_images(model, _images(digits))
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda b: b[:-1], "truncated: its header promises"),
+        (lambda b: b[: LISTING + 8], "truncated: its header promises"),
+        (lambda b: set_field(b, 24, "<I", 2**32 - 1), "truncated: its header promises"),
+        (lambda b: set_field(b, LISTING + 8, "<I", 3), "code map of 3x4 for an image of 8x8, not the run's 4x4"),
+        (lambda b: set_field(b, LISTING + 4, "<I", 0), "an image or code map of no pixels"),
+        (lambda b: set_field(b, LISTING, "<I", 2**31), "more than 16777216 a side"),
+        (
+            lambda b: set_field(set_field(b, LISTING, "<I", 2000), LISTING + 8, "<I", 1000),
+            "claims .* codes, more than its",
+        ),
+        (lambda b: set_field(b, 32, "<I", 12345), "other probability tables"),
+        (lambda b: set_field(b, 28, "<I", 9), "codes of 9 dimensions but the run's have 4"),
+    ],
+)
+def test_a_damaged_version_4_file_is_one_line(coded, damage, match):
+    model, data = coded
+    with pytest.raises(DataError, match=match) as error:
+        apps.decompress_images(model, damage(data))
+    assert "\n" not in str(error.value)
+
+
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzzed_version_4_files_give_data_errors_only(coded, data):
+    model, valid = coded
+    blob = bytearray(valid)
+    if data.draw(st.booleans()):
+        for _ in range(data.draw(st.integers(1, 4))):
+            blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    else:  # a header or listing field set to anything, the checksum made right
+        offset = data.draw(st.sampled_from([24, 28, 32, 36, *range(LISTING, LISTING + 16 * 5, 4)]))
+        blob = bytearray(set_field(bytes(blob), offset, "<I", data.draw(st.integers(0, 2**32 - 1))))
+    try:
+        out = apps.decompress_images(model, bytes(blob))
+    except DataError as error:
+        assert "\n" not in str(error)
+    else:
+        assert all(np.isfinite(image).all() for image in out)
+
+
+def test_a_map_run_saves_loads_and_keeps_its_code_shape(trained):
+    run, model, _ = trained
+    again = runs.load(run)
+    assert again.code_shape == model.code_shape and runs.fingerprint(again) == runs.fingerprint(model)
