@@ -10,6 +10,10 @@ codec version 3: 44 bytes of header and checksum a file) divided by 10,000, deco
 estimate, -log2 p(code) / 8 under its learned prior; ``p5_p95_bytes`` the spread of that estimate over the images:
 the bytes follow the content.
 
+Beside it, in the same run and trained alike (same MLP, loss, epochs and seed), the fixed-bit AE of ``aekit compress
+--bits B`` at the code sizes and bit depths of ``--fixed-bit`` (default: the issue's two, AE-16 at 4 bits and AE-32 at
+8 bits), and for each the RD-AE's bytes at the same squared error (interpolated between its lambdas).
+
     python -m bench.rate_distortion --data-dir ../shared/data/mnist
 """
 
@@ -30,6 +34,7 @@ from bench.mnist_runs import Bench, parser
 HEADING = "## Rate-distortion auto-encoder on MNIST"
 JSON = Path(__file__).with_name("rate_distortion_mnist.json")
 LAMBDAS = (0.03, 0.3, 1.0)
+FIXED_BIT = "16:4,32:8"  # code size:bits of the fixed-bit AE set beside it
 
 
 def sse(output: np.ndarray, clean: np.ndarray) -> float:
@@ -49,6 +54,7 @@ def rd_rows(bench: Bench, hidden: tuple[int, ...], code_dim: int) -> list[dict]:
         estimate = in_batches(model, "rate_bits", clean) / 8
         row = {
             "method": "RD-AE",
+            "setting": f"lambda {rate_lambda}",
             "lambda": rate_lambda,
             "code": code_dim,
             "bytes_per_image": len(data) / len(clean),
@@ -62,6 +68,54 @@ def rd_rows(bench: Bench, hidden: tuple[int, ...], code_dim: int) -> list[dict]:
     return rows
 
 
+def fixed_bit_rows(bench: Bench, hidden: tuple[int, ...], points: list[tuple[int, int]]) -> list[dict]:
+    """The fixed-bit AE trained alike, one row per (code size, bits) of ``points``: bytes per image of its compressed
+    file of the test images, and the squared error and PSNR of what comes back."""
+    clean, rows, models = bench.data.x_test, [], {}
+    for code_dim, bits in points:
+        if code_dim not in models:
+            models[code_dim] = bench.fit(model_config("ae", bench.data.shape, code_dim=code_dim, hidden=hidden))
+        restored = decompress(models[code_dim], data := compress(models[code_dim], clean, bits))
+        rows.append(
+            {
+                "method": "AE (fixed bits)",
+                "setting": f"{bits} bits",
+                "code": code_dim,
+                "bytes_per_image": len(data) / len(clean),
+                "sse_per_image": sse(restored, clean),
+                "psnr_db": psnr(restored, clean),
+            }
+        )
+        bench.say(
+            f"  AE-{code_dim} at {bits} bits: {rows[-1]['bytes_per_image']:.2f} B, sse {rows[-1]['sse_per_image']:.3f}"
+        )
+    return rows
+
+
+def verdict(rd: list[dict], fixed: list[dict]) -> str:
+    """For each fixed-bit row, the RD-AE's bytes at its squared error: log bytes interpolated linearly in the error
+    between the two lambdas around it (none outside the lambdas' range)."""
+    ordered = sorted(rd, key=lambda row: row["sse_per_image"])
+    errors = np.array([row["sse_per_image"] for row in ordered])
+    log_bytes = np.log([row["bytes_per_image"] for row in ordered])
+    lines = []
+    for row in fixed:
+        error, nbytes = row["sse_per_image"], row["bytes_per_image"]
+        head = (
+            f"- AE-{row['code']} at {row['setting']}: {nbytes:.2f} bytes an image at a squared error of {error:.2f}; "
+        )
+        if not errors[0] <= error <= errors[-1]:
+            lines.append(head + f"outside the RD-AE's errors ({errors[0]:.2f} to {errors[-1]:.2f}).")
+            continue
+        needed = float(np.exp(np.interp(error, errors, log_bytes)))
+        lines.append(head + f"the RD-AE reaches that error at {needed:.2f} bytes, {needed / nbytes:.2f} of them.")
+    return "\n".join(lines)
+
+
+def _points(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in point.split(":")) for point in text.split(",") if point]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.split("\n\n")[0], epochs=10)
     args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")
@@ -70,12 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.add_argument("--lambdas", type=lambda text: [float(v) for v in text.split(",")], default=list(LAMBDAS))
     args.add_argument("--json", type=Path, default=JSON, help="where the rows go, for bench/compress.py's curves")
+    args.add_argument(
+        "--fixed-bit",
+        type=_points,
+        default=_points(FIXED_BIT),
+        help=f"code:bits of the fixed-bit AE (default {FIXED_BIT})",
+    )
     args = args.parse_args(argv)
     bench = Bench(args)
     hidden = tuple(int(h) for h in args.hidden.split(","))
-    rows = rd_rows(bench, hidden, args.code_dim)
+    rd = rd_rows(bench, hidden, args.code_dim)
+    fixed = fixed_bit_rows(bench, hidden, args.fixed_bit)
+    rows = rd + fixed
     args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    columns = ["method", "lambda", "code", "bytes_per_image", "model_bytes_per_image", "p5_p95_bytes"]
+    columns = ["method", "setting", "code", "bytes_per_image", "model_bytes_per_image", "p5_p95_bytes"]
     formats = {"bytes_per_image": ".2f", "model_bytes_per_image": ".2f", "sse_per_image": ".3f", "psnr_db": ".2f"}
     text = "\n".join(
         [
@@ -85,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             "rate, uniform noise in training, rounding at test, Balle's factorized prior; lambda in nats of "
             "cross-entropy per bit) on the 10,000 MNIST test images, its integer codes entropy-coded by "
             f"`aekit compress` (codec version 3, constriction's range coder). An MLP {'-'.join(map(str, hidden))} and "
-            "the cross-entropy loss, as the fixed-bit AE of the Compression section. Bytes per image: one compressed "
+            "the cross-entropy loss; beside it the fixed-bit AE (`aekit compress --bits B`) trained alike in the same "
+            "run. Bytes per image: one compressed "
             "file of all the test images / 10,000, headers included; `model_bytes_per_image`: the RD-AE's "
             "-log2 p(code) / 8 under its prior, and `p5_p95_bytes` its spread over the images. Squared error per "
             "image: the sum over the 784 pixels of intensities in [0, 1] of what comes back. JSON rows for the "
@@ -93,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             "",
             bench.settings_line(),
             markdown_table(rows, columns + ["sse_per_image", "psnr_db"], formats).rstrip(),
+            "",
+            "At equal squared error, against the fixed-bit AE trained alike:",
+            "",
+            verdict(rd, fixed),
             "",
         ]
     )

@@ -218,3 +218,16 @@ def test_batched_ssim_equals_scikit_images_structural_similarity():
         )
         assert ssim(noisy, clean) == pytest.approx(expected, abs=1e-10)
     assert ssim(clean, clean) == pytest.approx(1)
+
+
+def test_the_rd_ae_bytes_at_a_fixed_bit_error_are_interpolated_on_a_log_scale():
+    from bench.rate_distortion import verdict
+
+    rd = [{"sse_per_image": 9.0, "bytes_per_image": 4.0}, {"sse_per_image": 6.0, "bytes_per_image": 16.0}]
+    fixed = [
+        {"code": 16, "setting": "4 bits", "sse_per_image": 7.5, "bytes_per_image": 16.0},
+        {"code": 32, "setting": "8 bits", "sse_per_image": 5.0, "bytes_per_image": 32.0},
+    ]
+    inside, outside = verdict(rd, fixed).splitlines()
+    assert inside.endswith("the RD-AE reaches that error at 8.00 bytes, 0.50 of them.")  # halfway: sqrt(4 x 16)
+    assert outside.endswith("outside the RD-AE's errors (6.00 to 9.00).")
