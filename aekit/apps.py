@@ -89,57 +89,76 @@ def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
 
 
 def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None) -> bytes:
-    """The compressed file (:mod:`aekit.codec`) of the examples' codes: a model with an entropy model (the
-    rate-distortion auto-encoder) entropy-codes its integer codes under it, about -log2 p(code) bits an example; a
-    model with a codebook (the VQ-VAE) stores its codebook indices losslessly, ceil(log2 K) bits each; any other
-    stores its code (the posterior mean for a VAE) quantized to ``bits`` bits per dimension."""
+    """The compressed file (:mod:`aekit.codec`) of the examples' codes, stored as the model's ``code_storage`` says
+    (:data:`STORAGES`): a rate-distortion model entropy-codes its integer codes (or code maps) under its learned
+    prior, about -log2 p(code) bits an example; a model with a codebook (the VQ-VAE) stores its codebook indices
+    losslessly, ceil(log2 K) bits each; any other stores its code (the posterior mean for a VAE) quantized to
+    ``bits`` bits per dimension."""
     _check_bits(model, bits)
     _reconstructing(model, "compress")
-    return _compressed(model, _batched(model, _code_method(model), x), bits)
+    return _compressed(model, _batched(model, _storage(model).method, x), bits)
+
+
+class Storage(NamedTuple):
+    """How a kind of model's codes go into a compressed file: the model's ``method`` that gives what is kept of an
+    example, what a user who gives --bits is told (``lossless``; None: the codes are real, quantized to --bits),
+    and the function of (model, kept, bits) that makes the file's bytes."""
+
+    method: str
+    lossless: Callable[[torch.nn.Module], str] | None
+    write: Callable[[torch.nn.Module, np.ndarray, int | None], bytes]
+
+
+def _entropy_coded(model: torch.nn.Module) -> str:
+    return "entropy-codes its integer codes under its learned prior, each value at the bits its probability asks"
+
+
+STORAGES = {
+    "quantized": Storage(
+        "encode", None, lambda model, codes, bits: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
+    ),
+    "indices": Storage(
+        "code_indices",
+        lambda model: (
+            f"stores the indices of its codebook of {model.codebook_size} losslessly, at "
+            f"{codec.index_bits(model.codebook_size)} bits each"
+        ),
+        lambda model, indices, _: codec.encode_indices(indices, model.codebook_size, runs.fingerprint(model)),
+    ),
+    "entropy": Storage(
+        "code_symbols",
+        _entropy_coded,
+        lambda model, codes, _: codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model)),
+    ),
+    "maps": Storage(
+        "code_symbols",
+        _entropy_coded,
+        lambda model, maps, _: _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps)),
+    ),
+}
+
+
+def _storage(model: torch.nn.Module) -> Storage:
+    return STORAGES[model.code_storage]
 
 
 def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
-    lossless = _lossless(model)
+    lossless = _storage(model).lossless
     if lossless is None:
         if bits is None:
             raise AekitError("the run's codes are real numbers: give --bits B, the bits each code value is kept at")
         codec.check_bits(bits)
     elif bits is not None:
-        raise AekitError(f"the run {lossless}; drop --bits")
+        raise AekitError(f"the run {lossless(model)}; drop --bits")
 
 
-def _lossless(model: torch.nn.Module) -> str | None:
-    """How a run whose codes need no --bits stores them (None: its codes are real, quantized to --bits)."""
-    if model.entropy_model is not None:
-        return "entropy-codes its integer codes under its learned prior, each value at the bits its probability asks"
-    if model.codebook_size is not None:
-        return (
-            f"stores the indices of its codebook of {model.codebook_size} losslessly, at "
-            f"{codec.index_bits(model.codebook_size)} bits each"
-        )
-    return None
-
-
-def _code_method(model: torch.nn.Module) -> str:
-    """What a compressed file keeps of an example: its integer code, its codebook indices, or its code."""
-    if model.entropy_model is not None:
-        return "code_symbols"
-    return "code_indices" if model.codebook_size is not None else "encode"
-
-
-def _compressed(model: torch.nn.Module, codes: np.ndarray, bits: int | None) -> bytes:
-    if _maps(model):
-        return _maps_file(model, list(codes), [model.example_shape[1:]] * len(codes))
-    if model.entropy_model is not None:
-        return codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model))
-    if model.codebook_size is not None:
-        return codec.encode_indices(codes, model.codebook_size, runs.fingerprint(model))
-    return codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
+def _compressed(model: torch.nn.Module, kept: np.ndarray, bits: int | None) -> bytes:
+    return _storage(model).write(model, kept, bits)
 
 
 def _maps(model: torch.nn.Module) -> bool:
     """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model)."""
-    return model.entropy_model is not None and model.fully_convolutional
+    return model.code_storage == "maps"
 
 
 def _maps_file(model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]]) -> bytes:
@@ -374,7 +393,7 @@ def compress_files(
         data = _compressed_photos(model, photos)
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
-        method = _code_method(model)
+        method = _storage(model).method
         data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
     atomic_write(out, data)
     return len(data)

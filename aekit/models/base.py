@@ -142,6 +142,9 @@ class AutoEncoder(nn.Module):
     codebook_size: int | None = None
     # The learned density its integer codes are entropy-coded under (None: it has none).
     entropy_model: nn.Module | None = None
+    # How `aekit compress` stores its codes (aekit.apps.STORAGES): real codes quantized to --bits; a codebook
+    # model's indices, "indices"; a rate-distortion model's integer codes, "entropy", or code maps, "maps".
+    code_storage = "quantized"
 
     def __init__(
         self,

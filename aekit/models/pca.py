@@ -33,6 +33,7 @@ class PCA(nn.Module):
     config = None
     codebook_size = None
     entropy_model = None
+    code_storage = "quantized"
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()

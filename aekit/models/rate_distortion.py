@@ -188,6 +188,11 @@ class RateDistortionAE(AutoEncoder):
         return self.prior.rate_bits(self.encode(x))
 
     @property
+    def code_storage(self) -> str:
+        """Integer codes entropy-coded ("entropy"), or code maps of images of any size ("maps")."""
+        return "maps" if self.fully_convolutional else "entropy"
+
+    @property
     def fully_convolutional(self) -> bool:
         """Whether the code is a map, and images of any size can be coded (``map_symbols``, ``decode_map``)."""
         return len(self.code_shape) == 3

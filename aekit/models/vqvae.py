@@ -124,6 +124,8 @@ class VQVAE(AutoEncoder):
     indices, (n, code_dim / embedding_dim), each worth log2(codebook_size) bits, and ``decode_indices`` decodes them.
     """
 
+    code_storage = "indices"
+
     def __init__(self, network, decoder, likelihood, quantizer: VectorQuantizer, commitment: float = 0.25, **settings):
         super().__init__(nn.Sequential(network, quantizer), decoder, likelihood, **settings)
         self.commitment = commitment
