@@ -391,6 +391,8 @@ def compress_files(
     photos = _image_files(source) if _maps(model) else None
     if photos is not None:
         data = _compressed_photos(model, photos)
+    elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
+        data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
         method = _storage(model).method
@@ -399,9 +401,33 @@ def compress_files(
     return len(data)
 
 
+def _any_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` holds images that a fully convolutional run codes at their own size: (n,
+    channels, h, w) with the run's channels, or (n, h, w) for a run of one channel, of another size than the run's."""
+    channels = trained[0]
+    images = len(shape) == 4 and shape[1] == channels or len(shape) == 3 and channels == 1
+    return images and tuple(shape[-2:]) != tuple(trained[1:])
+
+
+def _compressed_image_array(model: torch.nn.Module, rows, source: str) -> bytes:
+    """The version 4 file of an array of images of one size other than the run's, coded a chunk at a time."""
+    height, width = rows.shape[-2:]
+    size = _chunk_rows((model.example_shape[0], height, width))
+    maps = []
+    for start in range(0, len(rows), size):
+        x = np.asarray(rows[start : start + size], np.float32).reshape(-1, model.example_shape[0], height, width)
+        if model.config.likelihood == "bernoulli":
+            check_intensities(x, source)
+        model.eval()
+        for batch in range(0, len(x), BATCH_ROWS):
+            block = torch.from_numpy(np.ascontiguousarray(x[batch : batch + BATCH_ROWS])).to(device_of(model))
+            maps += list(model.map_symbols(block).cpu().numpy())
+    return _maps_file(model, maps, [(height, width)] * len(maps))
+
+
 def _image_files(source: str | Path) -> list[Path] | None:
-    """The images a fully convolutional run codes at their own sizes: those of a folder of images, or one image
-    file; None for any other input (arrays and stores, read at the training size)."""
+    """The image files a fully convolutional run codes at their own sizes: those of a folder of images, or one image
+    file; None for any other input (arrays and stores: see :func:`_any_size`)."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]

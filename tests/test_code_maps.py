@@ -182,3 +182,24 @@ def test_a_map_run_saves_loads_and_keeps_its_code_shape(trained):
     run, model, _ = trained
     again = runs.load(run)
     assert again.code_shape == model.code_shape and runs.fingerprint(again) == runs.fingerprint(model)
+
+
+def test_an_array_of_images_of_another_size_is_coded_at_its_own_size(digits, trained, tmp_path, capsys):
+    run, _, _ = trained
+    model = aekit.load(run)
+    images = np.stack([image[:, :13, :5] for image in _images(digits)[3:4] * 3])  # three 13x5 images, uint8 below
+    np.save(tmp_path / "small.npy", (images * 255).round().astype(np.uint8))
+    np.save(tmp_path / "flat.npy", (images * 255).round().astype(np.uint8)[:, 0])  # (n, h, w): one channel
+    for name in ("small.npy", "flat.npy"):
+        out = tmp_path / f"{name}.aekc"
+        assert main(["compress", str(run), str(tmp_path / name), "--out", str(out)]) == 0
+        back = apps.decompress_images(model, out.read_bytes())
+        assert [b.shape for b in back] == [(1, 13, 5)] * 3
+        pixels = torch.from_numpy(np.load(tmp_path / name).reshape(3, 1, 13, 5).astype(np.float32) / 255)
+        with torch.no_grad():  # coded as one batch, decoded an image at a time (as decompression does)
+            expected = [model.decode_map(code[None], 13, 5)[0].numpy() for code in model.map_symbols(pixels)]
+        np.testing.assert_array_equal(np.stack(back), np.stack(expected))
+    np.save(tmp_path / "wide.npy", np.full((2, 1, 9, 9), 2.0, np.float32))
+    capsys.readouterr()
+    assert main(["compress", str(run), str(tmp_path / "wide.npy"), "--out", str(tmp_path / "w.aekc")]) == 2
+    assert "intensities" in capsys.readouterr().err and not (tmp_path / "w.aekc").exists()
