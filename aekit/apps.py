@@ -109,7 +109,7 @@ class Storage(NamedTuple):
     write: Callable[[torch.nn.Module, np.ndarray, int | None], bytes]
 
 
-def _entropy_coded(model: torch.nn.Module) -> str:
+def _says_entropy_coded(model: torch.nn.Module) -> str:
     return "entropy-codes its integer codes under its learned prior, each value at the bits its probability asks"
 
 
@@ -127,12 +127,12 @@ STORAGES = {
     ),
     "entropy": Storage(
         "code_symbols",
-        _entropy_coded,
+        _says_entropy_coded,
         lambda model, codes, _: codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model)),
     ),
     "maps": Storage(
         "code_symbols",
-        _entropy_coded,
+        _says_entropy_coded,
         lambda model, maps, _: _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps)),
     ),
 }
@@ -171,8 +171,16 @@ def compress_images(model: torch.nn.Module, images) -> bytes:
     map, its size and the image's in the file's header."""
     _map_model(model)
     _some(images)
-    maps = [_code_map(model, image, f"image {i}") for i, image in enumerate(images)]
-    return _maps_file(model, maps, [tuple(image.shape[1:]) for image in images])
+    return _maps_of(model, ((f"image {i}", image) for i, image in enumerate(images)))
+
+
+def _maps_of(model: torch.nn.Module, named_images) -> bytes:
+    """The version 4 file of (source, image) pairs of any sizes, each image mapped and let go in turn."""
+    maps, sizes = [], []
+    for source, image in named_images:
+        maps.append(_code_map(model, image, source))
+        sizes.append(tuple(np.shape(image)[1:]))
+    return _maps_file(model, maps, sizes)
 
 
 def _map_model(model: torch.nn.Module) -> None:
@@ -192,11 +200,19 @@ def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndar
             f"{source} has shape {image.shape}; the run codes images of {channels} channel(s), "
             f"({channels}, height, width)"
         )
-    x = as_float(image, source)
+    return _code_maps(model, as_float(image, source)[None], source)[0]
+
+
+def _code_maps(model: torch.nn.Module, x: np.ndarray, source: str) -> list[np.ndarray]:
+    """The integer code maps of float images of one size (n, channels, height, width), a batch at a time."""
     if model.config.likelihood == "bernoulli":
         check_intensities(x, source)
     model.eval()
-    return model.map_symbols(torch.from_numpy(np.ascontiguousarray(x))[None].to(device_of(model)))[0].cpu().numpy()
+    maps = []
+    for start in range(0, len(x), BATCH_ROWS):
+        block = torch.from_numpy(np.ascontiguousarray(x[start : start + BATCH_ROWS])).to(device_of(model))
+        maps += list(model.map_symbols(block).cpu().numpy())
+    return maps
 
 
 def decompress_images(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> list[np.ndarray]:
@@ -390,7 +406,8 @@ def compress_files(
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
     photos = _image_files(source) if _maps(model) else None
     if photos is not None:
-        data = _compressed_photos(model, photos)
+        channels = model.example_shape[0]
+        data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos))
     elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
         data = _compressed_image_array(model, examples.x, str(source))
     else:
@@ -416,12 +433,7 @@ def _compressed_image_array(model: torch.nn.Module, rows, source: str) -> bytes:
     maps = []
     for start in range(0, len(rows), size):
         x = np.asarray(rows[start : start + size], np.float32).reshape(-1, model.example_shape[0], height, width)
-        if model.config.likelihood == "bernoulli":
-            check_intensities(x, source)
-        model.eval()
-        for batch in range(0, len(x), BATCH_ROWS):
-            block = torch.from_numpy(np.ascontiguousarray(x[batch : batch + BATCH_ROWS])).to(device_of(model))
-            maps += list(model.map_symbols(block).cpu().numpy())
+        maps += _code_maps(model, x, source)
     return _maps_file(model, maps, [(height, width)] * len(maps))
 
 
@@ -432,17 +444,6 @@ def _image_files(source: str | Path) -> list[Path] | None:
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
     return image_files(path) if path.is_dir() and not is_store(path) else None
-
-
-def _compressed_photos(model: torch.nn.Module, files: list[Path]) -> bytes:
-    """The version 4 file of image files of any sizes, each decoded, mapped and let go in turn."""
-    channels = model.example_shape[0]
-    maps, sizes = [], []
-    for file in files:
-        image = decoded(file, channels)
-        maps.append(_code_map(model, image, str(file)))
-        sizes.append(tuple(image.shape[1:]))
-    return _maps_file(model, maps, sizes)
 
 
 def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
