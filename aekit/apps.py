@@ -88,25 +88,30 @@ def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
     return _batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
-def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None) -> bytes:
+def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None, search: bool = False) -> bytes:
     """The compressed file (:mod:`aekit.codec`) of the examples' codes, stored as the model's ``code_storage`` says
     (:data:`STORAGES`): a rate-distortion model entropy-codes its integer codes (or code maps) under its learned
     prior, about -log2 p(code) bits an example; a model with a codebook (the VQ-VAE) stores its codebook indices
     losslessly, ceil(log2 K) bits each; any other stores its code (the posterior mean for a VAE) quantized to
-    ``bits`` bits per dimension."""
+    ``bits`` bits per dimension. With ``search``, a rate-distortion model's integer codes are searched for rather
+    than rounded (``RateDistortionAE.searched_symbols``): fewer bits at the same error, decoded alike."""
     _check_bits(model, bits)
+    method = _coding_method(model, search)
     _reconstructing(model, "compress")
-    return _compressed(model, _batched(model, _storage(model).method, x), bits)
+    return _compressed(model, _batched(model, method, x), bits)
 
 
 class Storage(NamedTuple):
     """How a kind of model's codes go into a compressed file: the model's ``method`` that gives what is kept of an
     example, what a user who gives --bits is told (``lossless``; None: the codes are real, quantized to --bits),
-    and the function of (model, kept, bits) that makes the file's bytes."""
+    the function of (model, kept, bits) that makes the file's bytes, and the method that searches for what is kept
+    (--search), or why none does."""
 
     method: str
     lossless: Callable[[torch.nn.Module], str] | None
     write: Callable[[torch.nn.Module, np.ndarray, int | None], bytes]
+    searched: str | None = None
+    no_search: str = "only a rate-distortion run (--model rd-ae) has integer codes and a rate to search among"
 
 
 def _says_entropy_coded(model: torch.nn.Module) -> str:
@@ -129,17 +134,29 @@ STORAGES = {
         "code_symbols",
         _says_entropy_coded,
         lambda model, codes, _: codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model)),
+        searched="searched_symbols",
     ),
     "maps": Storage(
         "code_symbols",
         _says_entropy_coded,
         lambda model, maps, _: _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps)),
+        no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
 }
 
 
 def _storage(model: torch.nn.Module) -> Storage:
     return STORAGES[model.code_storage]
+
+
+def _coding_method(model: torch.nn.Module, search: bool) -> str:
+    """The model's method that gives what is kept of each example: searched for with ``search``, where it can be."""
+    storage = _storage(model)
+    if not search:
+        return storage.method
+    if storage.searched is None:
+        raise AekitError(f"--search cannot be used with this run: {storage.no_search}; drop --search")
+    return storage.searched
 
 
 def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
@@ -161,26 +178,39 @@ def _maps(model: torch.nn.Module) -> bool:
     return model.code_storage == "maps"
 
 
-def _maps_file(model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]]) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model))
+def _maps_file(
+    model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]], names: list[str] | None = None
+) -> bytes:
+    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names)
 
 
-def compress_images(model: torch.nn.Module, images) -> bytes:
+def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
     """The compressed file (version 4: :mod:`aekit.codec`) of images of any sizes, each (channels, height, width)
     whole, not cut to the training size: a fully convolutional rate-distortion model codes each image's integer code
-    map, its size and the image's in the file's header."""
+    map, its size and the image's in the file's header. With ``names`` (relative paths, e.g. "cats/a.jpg"), version
+    5 keeps them, and :func:`compressed_names` gives them back."""
     _map_model(model)
     _some(images)
-    return _maps_of(model, ((f"image {i}", image) for i, image in enumerate(images)))
+    if names is not None:
+        codec.check_names(names)
+    return _maps_of(model, ((f"image {i}", image) for i, image in enumerate(images)), names)
 
 
-def _maps_of(model: torch.nn.Module, named_images) -> bytes:
-    """The version 4 file of (source, image) pairs of any sizes, each image mapped and let go in turn."""
+def _maps_of(model: torch.nn.Module, sourced_images, names: list[str] | None = None) -> bytes:
+    """The version 4 file of (source, image) pairs of any sizes (5 with ``names``), each image mapped and let go in
+    turn."""
     maps, sizes = [], []
-    for source, image in named_images:
+    for source, image in sourced_images:
         maps.append(_code_map(model, image, source))
         sizes.append(tuple(np.shape(image)[1:]))
-    return _maps_file(model, maps, sizes)
+    return _maps_file(model, maps, sizes, names)
+
+
+def compressed_names(data: bytes, source: str = "the compressed file") -> list[str] | None:
+    """The names of the images in a compressed file of code maps that keeps them (version 5), in order; None for
+    any other file."""
+    stored, _ = codec.decode(data, source)
+    return stored.names if isinstance(stored, codec.EntropyCoded) else None
 
 
 def _map_model(model: torch.nn.Module) -> None:
@@ -392,14 +422,21 @@ def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, devi
 
 
 def compress_files(
-    run_dir: str | Path, source: str | Path, bits: int | None, out: str | Path, device: str = "cpu"
+    run_dir: str | Path,
+    source: str | Path,
+    bits: int | None,
+    out: str | Path,
+    device: str = "cpu",
+    search: bool = False,
 ) -> int:
-    """Write the compressed file of the examples in ``source`` to ``out`` (see :func:`compress`); returns its size in
-    bytes. The codes (n x code size) are held whole; the examples are read a chunk at a time."""
+    """Write the compressed file of the examples in ``source`` to ``out`` (see :func:`compress`, and its
+    ``search``); returns its size in bytes. The codes (n x code size) are held whole; the examples are read a chunk
+    at a time."""
     if bits is not None:
         codec.check_bits(bits)
     model, config = _load(run_dir, device)
     _check_bits(model, bits)
+    method = _coding_method(model, search)
     _reconstructing(model, "compress")
     out = Path(out)
     if not out.parent.is_dir():
@@ -407,12 +444,13 @@ def compress_files(
     photos = _image_files(source) if _maps(model) else None
     if photos is not None:
         channels = model.example_shape[0]
-        data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos))
+        names = [file.relative_to(source).as_posix() if Path(source).is_dir() else file.name for file in photos]
+        codec.check_names(names)
+        data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos), names)
     elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
         data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
-        method = _storage(model).method
         data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
     atomic_write(out, data)
     return len(data)
@@ -477,7 +515,7 @@ def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str,
         raise DataError(f"{source} holds images of {len(shapes)} sizes, which one array cannot; name a new folder")
     height, width = next(iter(shapes))
     model.eval()
-    with writing_examples(out, (len(maps), model.example_shape[0], height, width)) as write:
+    with writing_examples(out, (len(maps), model.example_shape[0], height, width), stored.names) as write:
         for code, size in zip(maps, sizes):
             write(_decoded_map(model, code, size)[None])
     return len(maps)

@@ -394,6 +394,13 @@ def _compress(commands) -> None:
         help=f"bits per code value, 1 to {MAX_BITS}; not for a run with a codebook (vqvae), whose indices are "
         "stored losslessly, nor for a rate-distortion run (rd-ae), whose codes are entropy-coded",
     )
+    compress.add_argument(
+        "--search",
+        action="store_true",
+        help="rate-distortion runs (rd-ae, not fully convolutional): choose each example's integer code by a greedy "
+        "search that lowers the run's own loss (distortion + lambda x bits) below rounding's, one value +-1 at a "
+        "time: fewer bytes at the same error (MNIST: about 10%%), some 100 times slower; decompressing is unchanged",
+    )
     compress.add_argument("--out", required=True, metavar="FILE", help="the compressed file to write")
     _device(compress)
     decompress = commands.add_parser(
@@ -408,7 +415,8 @@ def _compress(commands) -> None:
         "--out",
         required=True,
         metavar="OUTPUT",
-        help="a .npy file, an IDX file or a new folder (of PNGs: images of several sizes need one)",
+        help="a .npy file, an IDX file or a new folder (of PNGs: images of several sizes need one; images "
+        "compressed from a folder or an image file come back under their names, photo.jpg as photo.png)",
     )
     _device(decompress)
 
@@ -594,7 +602,7 @@ def _run_use(args: argparse.Namespace) -> None:
 def _run_compress(args: argparse.Namespace) -> None:
     from aekit import apps
 
-    size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device)
+    size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device, search=args.search)
     print(f"{size} bytes written to {args.out}", file=sys.stderr)
 
 

@@ -1,20 +1,20 @@
 """The compressed-file format of ``aekit compress``: real codes quantized to B bits per dimension (version 1), a
 codebook model's codeword indices stored losslessly (version 2), the integer codes of a model with an entropy model,
 entropy-coded under its learned probabilities (version 3), or the integer code maps of a fully convolutional one,
-images of any sizes, coded alike (version 4).
+images of any sizes, coded alike (version 4; version 5 keeps the images' names as well).
 
 Each version is one layout; all integers are little-endian and all share the first 32 bytes:
 
     offset    size                 field
     0         4                    magic b"AEKC"
-    4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices), 3 (entropy-coded)
-                                   or 4 (entropy-coded code maps)
-    6         1                    B, bits per stored value (1 to 16); in versions 3 and 4 the coder (1, below)
+    4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices), 3 (entropy-coded),
+                                   4 (entropy-coded code maps) or 5 (entropy-coded code maps with names)
+    6         1                    B, bits per stored value (1 to 16); in versions 3 to 5 the coder (1, below)
     7         1                    reserved, 0
     8         16                   fingerprint of the model's weights (:func:`aekit.runs.fingerprint`)
-    24        4                    n, examples (images in version 4), uint32
+    24        4                    n, examples (images in versions 4 and 5), uint32
     28        4                    d, values per example, uint32: code dimensions (1, 3), indices (2) or the code
-                                   map's channels (4)
+                                   map's channels (4, 5)
 
 Version 1, quantized codes:
 
@@ -69,6 +69,17 @@ Every position of every map (image by image, row by row) is a row of d values, o
 rows are coded as version 3 codes its n: channel j's m symbols under table j, then its escapes. The file keeps no
 names: decompressing gives the images in the order they were compressed (a folder's in sorted order).
 
+Version 5, entropy-coded code maps with names: version 4 with each image's name (its path in the folder it was
+compressed from) between the listing and the payload:
+
+    40+16n    4                    N, bytes of the names, uint32
+    44+16n    N                    per image: L, uint16, then its name in L bytes of UTF-8
+    44+16n+N  4w                   payload: the coder's words, uint32
+
+A name is a relative path with "/" between its parts, 1 to 1024 bytes, no part empty, "." or "..", no control
+character or backslash, and no two names alike (:func:`name_problem`): decompressing writes each image under its
+name, so a file cannot name a place outside the folder it is decompressed into.
+
 Why constriction (0.5, checked against the alternatives on the registry): torchac 0.9.3 is a pure-Python wheel whose
 arithmetic coder is C++ compiled with ninja at its first import (a compiler on every machine that decompresses);
 range-coder 1.1 has binary wheels but writes to a file path, takes its frequency tables as Python lists and was last
@@ -91,24 +102,28 @@ import numpy as np
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
-# The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps.
-QUANTIZED, INDICES, ENTROPY, MAPS = 1, 2, 3, 4
+# The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps (with names).
+QUANTIZED, INDICES, ENTROPY, MAPS, NAMED_MAPS = 1, 2, 3, 4, 5
 VERSIONS = {
     QUANTIZED: "quantized codes",
     INDICES: "codeword indices",
     ENTROPY: "entropy-coded codes",
     MAPS: "entropy-coded code maps",
+    NAMED_MAPS: "entropy-coded code maps with names",
 }
 MAX_BITS = 16
 MAX_CODEBOOK = 1 << MAX_BITS
 RANGE_CODER = 1  # version 3's coder: constriction's range coder under the model's 16-bit frequency tables
 PRECISION = 16  # the frequencies of the tables are out of 2^PRECISION
 MAX_SUPPORT = 4096  # the most integers a table gives a symbol of its own (K), beside the escape
-MAX_SIDE = 1 << 24  # the most pixels a side of an image in a version 4 file
+MAX_SIDE = 1 << 24  # the most pixels a side of an image in a version 4 or 5 file
+MAX_NAME = 1024  # the most bytes of UTF-8 an image's name in a version 5 file
 _HEADER = struct.Struct("<4sHBB16sII")
 _CODEBOOK = struct.Struct("<I")
 _ENTROPY = struct.Struct("<II")  # the tables' checksum, the coded words
 _MAP_SIZE = struct.Struct("<IIII")  # an image's height and width, its code map's height and width
+_NAMES = struct.Struct("<I")  # the bytes of the names
+_NAME = struct.Struct("<H")  # the bytes of a name
 _CRC = struct.Struct("<I")
 
 
@@ -150,15 +165,17 @@ class Tables(NamedTuple):
 
 
 class EntropyCoded(NamedTuple):
-    """A version 3 or 4 file's coded words (uint32) for ``shape`` = (m, d) integer codes, coded under the tables
+    """A version 3 to 5 file's coded words (uint32) for ``shape`` = (m, d) integer codes, coded under the tables
     whose checksum is ``tables_checksum``; :func:`decode_entropy` decodes them. Version 3: m examples of d values.
-    Version 4: ``sizes`` (n, 4) holds each image's height and width and its code map's h and w, and the m = sum(h w)
-    rows are the maps' positions (image by image, row by row), each of d channels (:func:`code_maps` splits them)."""
+    Versions 4 and 5: ``sizes`` (n, 4) holds each image's height and width and its code map's h and w, and the m =
+    sum(h w) rows are the maps' positions (image by image, row by row), each of d channels (:func:`code_maps` splits
+    them); version 5 has the images' ``names`` too."""
 
     words: np.ndarray
     shape: tuple[int, int]
     tables_checksum: int
     sizes: np.ndarray | None = None
+    names: list[str] | None = None
 
 
 def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
@@ -275,12 +292,17 @@ def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes) -> byt
 
 
 def encode_maps(
-    maps: list[np.ndarray], image_sizes: list[tuple[int, int]], tables: Tables, fingerprint: bytes
+    maps: list[np.ndarray],
+    image_sizes: list[tuple[int, int]],
+    tables: Tables,
+    fingerprint: bytes,
+    names: list[str] | None = None,
 ) -> bytes:
-    """The bytes of a compressed file (version 4) holding integer code maps, one (d, h, w) per image (each its own
-    h and w), the images' heights and widths ``image_sizes``: every position of every map a row of d values, coded
-    column by column under ``tables`` as version 3 codes its rows."""
+    """The bytes of a compressed file (version 4, or 5 with the images' ``names``) holding integer code maps, one
+    (d, h, w) per image (each its own h and w), the images' heights and widths ``image_sizes``: every position of
+    every map a row of d values, coded column by column under ``tables`` as version 3 codes its rows."""
     d = len(tables.low)
+    named = b"" if names is None else _names_bytes(names, len(maps))
     if len(maps) != len(image_sizes) or any(np.ndim(m) != 3 or np.shape(m)[0] != d for m in maps):
         raise DataError(f"code maps must be (channels, h, w) arrays of {d} channels, one per image size given")
     rows = [np.asarray(m).reshape(d, -1).T for m in maps]
@@ -289,9 +311,64 @@ def encode_maps(
     if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
         raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
     words = _range_coded(codes, tables)
-    header = _HEADER.pack(MAGIC, MAPS, RANGE_CODER, 0, fingerprint, len(maps), d)
+    header = _HEADER.pack(MAGIC, MAPS if names is None else NAMED_MAPS, RANGE_CODER, 0, fingerprint, len(maps), d)
     listing = b"".join(_MAP_SIZE.pack(*map(int, size)) for size in sizes)
+    if names is not None:
+        listing += _NAMES.pack(len(named)) + named
     return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + listing + words.astype("<u4").tobytes())
+
+
+def name_problem(name: str) -> str | None:
+    """What keeps ``name`` from being an image's name in a version 5 file (see the module's docstring), or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_NAME:
+        return f"is {size} bytes long (1 to {MAX_NAME} bytes of UTF-8 can be stored)"
+    if any(ord(c) < 32 or c in "\\\x7f" or 0xD800 <= ord(c) < 0xE000 for c in name):
+        return "holds a control character, a backslash or an unpaired surrogate"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "is not a relative path of named parts ('/' at an end, '//', '.' or '..')"
+    return None
+
+
+def check_names(names: list[str]) -> None:
+    """A DataError unless every name can be an image's name in a version 5 file and no two are alike."""
+    for name in names:
+        if (problem := name_problem(name)) is not None:
+            raise DataError(f"the image name {name!r} {problem}; rename the file")
+    if len(set(names)) != len(names):
+        raise DataError("two images have the same name; give each image a name of its own")
+
+
+def _names_bytes(names: list[str], n: int) -> bytes:
+    """The names block of a version 5 file: each name's length (uint16) and UTF-8 bytes."""
+    if len(names) != n:
+        raise DataError(f"{len(names)} names given for {n} images; give one name an image")
+    check_names(names)
+    return b"".join(_NAME.pack(len(data := name.encode())) + data for name in names)
+
+
+def _names(block: bytes, n: int, source: str) -> list[str]:
+    """The n names of a version 5 file's names block, each checked (:func:`name_problem`), all of it used."""
+    names, offset = [], 0
+    for _ in range(n):
+        if offset + _NAME.size > len(block):
+            break
+        (size,) = _NAME.unpack_from(block, offset)
+        try:
+            name = block[offset + _NAME.size : offset + _NAME.size + size].decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{source} lists an image name that is not UTF-8; it is corrupted") from None
+        offset += _NAME.size + size
+        if offset > len(block) or (problem := name_problem(name)) is not None:
+            shown = f" {name!r} {problem}" if offset <= len(block) else "s past the end of their block"
+            raise DataError(f"{source} lists the image name{shown}; it is corrupted, compress the images again")
+        names.append(name)
+    if len(names) != n or offset != len(block) or len(set(names)) != n:
+        raise DataError(
+            f"{source} lists names for {len(names)} of {n} images in {offset} of {len(block)} bytes, or two alike; "
+            "it is corrupted, compress the images again"
+        )
+    return names
 
 
 def code_maps(codes: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
@@ -402,8 +479,8 @@ def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded
             f"{source} is a version {version} aekit compressed file and this aekit reads versions {known}; "
             "decompress it with the aekit that wrote it"
         )
-    if version in (ENTROPY, MAPS):
-        return _entropy_coded(data, source, bits, (n, d), version == MAPS), fingerprint
+    if version in (ENTROPY, MAPS, NAMED_MAPS):
+        return _entropy_coded(data, source, bits, (n, d), version), fingerprint
     extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
     _check_size_and_crc(data, source, _HEADER.size + extra + math.ceil(n * d * bits / 8) + _CRC.size)
     if not 1 <= bits <= MAX_BITS:
@@ -461,12 +538,18 @@ def _indices(data: bytes, source: str, bits: int, shape: tuple[int, int]) -> Ind
     return Indices(indices, codebook_size)
 
 
-def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int], maps: bool) -> EntropyCoded:
-    """The coded words of a version 3 file (``maps``: 4, with its listing of sizes), its size, checksum and coder
-    checked."""
+def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int], version: int) -> EntropyCoded:
+    """The coded words of a version 3 file (4: with its listing of sizes; 5: and of names), its size, checksum and
+    coder checked."""
+    maps = version in (MAPS, NAMED_MAPS)
     listing = _MAP_SIZE.size * shape[0] if maps else 0
     empty = _HEADER.size + _ENTROPY.size + _CRC.size
     checksum, words = _ENTROPY.unpack_from(data, _HEADER.size) if len(data) >= empty else (0, 0)
+    named = 0
+    if version == NAMED_MAPS:
+        at = _HEADER.size + _ENTROPY.size + listing
+        listing += _NAMES.size + (_NAMES.unpack_from(data, at)[0] if len(data) >= at + _NAMES.size + _CRC.size else 0)
+        named = listing - _MAP_SIZE.size * shape[0]
     _check_size_and_crc(data, source, empty + listing + 4 * words)
     if coder != RANGE_CODER:
         raise DataError(
@@ -483,4 +566,8 @@ def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int],
             f"{source} lists an image or code map of no pixels or more than {MAX_SIDE} a side; it is corrupted, "
             "compress the images again"
         )
-    return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes)
+    names = None
+    if named:
+        block = data[start + _MAP_SIZE.size * shape[0] + _NAMES.size : start + listing]
+        names = _names(block, shape[0], source)
+    return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes, names)

@@ -305,15 +305,16 @@ def mnist_part(bench: Bench, args) -> tuple[list[dict], dict]:
 
 
 def rate_distortion_json(notes: dict) -> list[dict]:
-    """The RD-AE rows of bench/rate_distortion.py as it last ran (no SSIM there), or none, with a note saying so."""
+    """The RD-AE rows of bench/rate_distortion.py as it last ran (no SSIM there), codes rounded and searched for
+    (``--search``), or none, with a note saying so."""
     if not RD_JSON.exists():
         notes["rate_distortion_json"] = f"bench/{RD_JSON.name} is absent: run python -m bench.rate_distortion"
         return []
-    rows = [r for r in json.loads(RD_JSON.read_text()) if r["method"] == "RD-AE"]
+    rows = [r for r in json.loads(RD_JSON.read_text()) if r["method"].startswith("RD-AE")]
     notes["rate_distortion_json"] = f"{len(rows)} RD-AE points from bench/{RD_JSON.name}"
     return [
         {
-            "curve": "RD-AE (bench/rate_distortion.py)",
+            "curve": f"{r['method']} (bench/rate_distortion.py)",
             "setting": f"lambda {r['lambda']}",
             "bytes_per_image": r["bytes_per_image"],
             "bpp": r["bytes_per_image"] * 8 / 784,
@@ -488,7 +489,9 @@ PART_INTRO = {
         "value at B bits between its dimension's minimum and maximum). RD-AE: `--model rd-ae` (MLP 512-256, code 32, "
         "cross-entropy + lambda x bits), entropy-coded; CompressAI's `FactorizedPrior(N, M)` (its 3-channel first and "
         "last layers replaced by 1-channel ones, the digits padded with zeros to 32 x 32 and cut back), trained on the "
-        "squared error + lambda x bits; both on the 60,000 training images for the same steps."
+        "squared error + lambda x bits; both on the 60,000 training images for the same steps. The curves marked "
+        "(bench/rate_distortion.py) are that benchmark's RD-AE (its own MLP and epochs, in its section), its codes "
+        "rounded and searched for (`aekit compress --search`)."
     ),
     "photos": (
         f"64 x 64 colour tiles of held-out photos ({', '.join(TEST_PHOTOS)}: 148 tiles, scikit-learn's two are JPEGs "

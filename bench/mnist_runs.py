@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import re
 import sys
 import time
@@ -33,6 +34,12 @@ def parser(description: str, epochs: int) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file whose section is rewritten")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        help="keep each model's training checkpoint in a folder of its own here, and go on from one found there "
+        "(a rerun, or runs of parts of a benchmark side by side, train each model once)",
+    )
     return parser
 
 
@@ -64,10 +71,16 @@ class Bench:
 
     def fit(self, spec: ModelConfig) -> torch.nn.Module:
         """A freshly seeded model of ``spec`` trained on the training images, in evaluation mode, on the CPU."""
-        model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed)
+        out = None if self.args.checkpoints is None else self.args.checkpoints / self.checkpoint_name(spec)
+        model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed, out)
         task = f", task {spec.task}" if hasattr(spec, "task") else ""
         self.say(f"fitted {spec.family} (code {spec.code_dim}{task}) in {seconds:.0f} s")
         return model.cpu().eval()
+
+    def checkpoint_name(self, spec: ModelConfig) -> str:
+        """A folder name that differs with the model's settings, the training's and the data's size."""
+        key = repr((spec, dataclasses.replace(self.settings, compile=False), len(self.data.x_train)))
+        return f"{spec.family}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     def settings_line(self) -> str:
         return (

@@ -8,32 +8,40 @@ Bytes per image are the size of one compressed file holding all 10,000 test imag
 codec version 3: 44 bytes of header and checksum a file) divided by 10,000, decoded by
 :func:`aekit.apps.decompress`. ``model_bytes_per_image`` is the RD-AE's own
 estimate, -log2 p(code) / 8 under its learned prior; ``p5_p95_bytes`` the spread of that estimate over the images:
-the bytes follow the content.
+the bytes follow the content. Each lambda gives two rows: its codes rounded (``aekit compress``) and searched for
+(``aekit compress --search``: rate-distortion optimized quantization, the same model and decoder), with the images
+each compresses a second (one thread where ``OMP_NUM_THREADS=1``).
 
 Beside it, in the same run and trained alike (same MLP, loss, epochs and seed), the fixed-bit AE of ``aekit compress
 --bits B`` at the code sizes and bit depths of ``--fixed-bit`` (default: the issue's two, AE-16 at 4 bits and AE-32 at
 8 bits), and for each the RD-AE's bytes at the same squared error (interpolated between its lambdas).
 
     python -m bench.rate_distortion --data-dir ../shared/data/mnist
+
+Training the seven models takes about 90 minutes on one CPU thread; ``--checkpoints DIR`` lets runs of parts of it
+(``--lambdas``, ``--fixed-bit``) go side by side and a last run of the whole train nothing again.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from aekit import codec
 from aekit.apps import compress, decompress
-from aekit.evaluate import in_batches, psnr
+from aekit.evaluate import psnr
 from aekit.models import model_config
 from aekit.report import markdown_table
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Rate-distortion auto-encoder on MNIST"
 JSON = Path(__file__).with_name("rate_distortion_mnist.json")
-LAMBDAS = (0.03, 0.3, 1.0)
+LAMBDAS = (0.03, 0.3, 0.5, 0.7, 1.0)
 FIXED_BIT = "16:4,32:8"  # code size:bits of the fixed-bit AE set beside it
 
 
@@ -42,29 +50,37 @@ def sse(output: np.ndarray, clean: np.ndarray) -> float:
 
 
 def rd_rows(bench: Bench, hidden: tuple[int, ...], code_dim: int) -> list[dict]:
-    """One row a lambda: bytes per image of one compressed file of the test images, the squared error and PSNR of
-    its decompression, and the model's own estimate of the bytes."""
+    """Two rows a lambda, its codes rounded and searched for (``aekit compress --search``): bytes per image of one
+    compressed file of the test images, the squared error and PSNR of its decompression, the model's own estimate
+    of the bytes, and the images compressed a second (one file of them all, whole)."""
     clean, rows = bench.data.x_test, []
     for rate_lambda in bench.args.lambdas:
         model = bench.fit(
             model_config("rd-ae", bench.data.shape, code_dim=code_dim, hidden=hidden, rate_lambda=rate_lambda)
         )
-        data = compress(model, clean)
-        restored = decompress(model, data)
-        estimate = in_batches(model, "rate_bits", clean) / 8
-        row = {
-            "method": "RD-AE",
-            "setting": f"lambda {rate_lambda}",
-            "lambda": rate_lambda,
-            "code": code_dim,
-            "bytes_per_image": len(data) / len(clean),
-            "sse_per_image": sse(restored, clean),
-            "psnr_db": psnr(restored, clean),
-            "model_bytes_per_image": float(estimate.mean()),
-            "p5_p95_bytes": "{:.1f}-{:.1f}".format(*np.percentile(estimate, [5, 95])),
-        }
-        rows.append(row)
-        bench.say(f"  lambda {rate_lambda}: {row['bytes_per_image']:.2f} B, sse {row['sse_per_image']:.3f}")
+        for search in (False, True):
+            started = time.perf_counter()
+            data = compress(model, clean, search=search)
+            seconds = time.perf_counter() - started
+            restored = decompress(model, data)
+            codes = codec.decode_entropy(codec.decode(data, "file")[0], model.probability_tables(), "file")
+            estimate = model.prior.rate_bits(torch.from_numpy(codes).float()).numpy() / 8
+            row = {
+                "method": "RD-AE, searched" if search else "RD-AE",
+                "setting": f"lambda {rate_lambda}",
+                "lambda": rate_lambda,
+                "code": code_dim,
+                "bytes_per_image": len(data) / len(clean),
+                "sse_per_image": sse(restored, clean),
+                "psnr_db": psnr(restored, clean),
+                "model_bytes_per_image": float(estimate.mean()),
+                "p5_p95_bytes": "{:.1f}-{:.1f}".format(*np.percentile(estimate, [5, 95])),
+                "images_per_second": len(clean) / seconds,
+            }
+            rows.append(row)
+            bench.say(
+                f"  {row['method']} {row['setting']}: {row['bytes_per_image']:.2f} B, sse {row['sse_per_image']:.3f}"
+            )
     return rows
 
 
@@ -75,7 +91,10 @@ def fixed_bit_rows(bench: Bench, hidden: tuple[int, ...], points: list[tuple[int
     for code_dim, bits in points:
         if code_dim not in models:
             models[code_dim] = bench.fit(model_config("ae", bench.data.shape, code_dim=code_dim, hidden=hidden))
-        restored = decompress(models[code_dim], data := compress(models[code_dim], clean, bits))
+        started = time.perf_counter()
+        data = compress(models[code_dim], clean, bits)
+        seconds = time.perf_counter() - started
+        restored = decompress(models[code_dim], data)
         rows.append(
             {
                 "method": "AE (fixed bits)",
@@ -84,6 +103,7 @@ def fixed_bit_rows(bench: Bench, hidden: tuple[int, ...], points: list[tuple[int
                 "bytes_per_image": len(data) / len(clean),
                 "sse_per_image": sse(restored, clean),
                 "psnr_db": psnr(restored, clean),
+                "images_per_second": len(clean) / seconds,
             }
         )
         bench.say(
@@ -92,23 +112,34 @@ def fixed_bit_rows(bench: Bench, hidden: tuple[int, ...], points: list[tuple[int
     return rows
 
 
-def verdict(rd: list[dict], fixed: list[dict]) -> str:
-    """For each fixed-bit row, the RD-AE's bytes at its squared error: log bytes interpolated linearly in the error
-    between the two lambdas around it (none outside the lambdas' range)."""
-    ordered = sorted(rd, key=lambda row: row["sse_per_image"])
+# The issue's figures for the fixed-bit AE as it was (10 epochs): (bytes per image, squared error per image).
+FIXED_BIT_BEFORE = ((8.0, 8.9), (32.0, 6.0))
+
+
+def bytes_at(rows: list[dict], error: float) -> float | None:
+    """The bytes per image a curve of rows needs at a squared error: log bytes interpolated linearly in the error
+    between the two rows around it; None outside the rows' range."""
+    ordered = sorted(rows, key=lambda row: row["sse_per_image"])
     errors = np.array([row["sse_per_image"] for row in ordered])
-    log_bytes = np.log([row["bytes_per_image"] for row in ordered])
+    if not errors[0] <= error <= errors[-1]:
+        return None
+    return float(np.exp(np.interp(error, errors, np.log([row["bytes_per_image"] for row in ordered]))))
+
+
+def verdict(rd: list[dict], fixed: list[dict]) -> str:
+    """For each fixed-bit point (trained alike, and the issue's figures), the bytes each RD-AE curve needs at its
+    squared error, and their fraction of the fixed-bit bytes."""
+    points = [(f"AE-{row['code']} at {row['setting']}", row["bytes_per_image"], row["sse_per_image"]) for row in fixed]
+    points += [(f"the issue's fixed-bit AE (10 epochs), {b:.0f} bytes", b, e) for b, e in FIXED_BIT_BEFORE]
     lines = []
-    for row in fixed:
-        error, nbytes = row["sse_per_image"], row["bytes_per_image"]
-        head = (
-            f"- AE-{row['code']} at {row['setting']}: {nbytes:.2f} bytes an image at a squared error of {error:.2f}; "
-        )
-        if not errors[0] <= error <= errors[-1]:
-            lines.append(head + f"outside the RD-AE's errors ({errors[0]:.2f} to {errors[-1]:.2f}).")
-            continue
-        needed = float(np.exp(np.interp(error, errors, log_bytes)))
-        lines.append(head + f"the RD-AE reaches that error at {needed:.2f} bytes, {needed / nbytes:.2f} of them.")
+    for label, nbytes, error in points:
+        parts = []
+        for method in dict.fromkeys(row["method"] for row in rd):
+            needed = bytes_at([row for row in rd if row["method"] == method], error)
+            parts.append(
+                f"{method} outside its errors" if needed is None else f"{method} {needed:.2f} ({needed / nbytes:.2f})"
+            )
+        lines.append(f"- {label}: {nbytes:.2f} bytes at a squared error of {error:.2f}; " + "; ".join(parts) + ".")
     return "\n".join(lines)
 
 
@@ -117,8 +148,8 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0], epochs=10)
-    args.add_argument("--hidden", default="512,256", help="MLP hidden widths, comma-separated")
+    args = parser(__doc__.split("\n\n")[0], epochs=30)
+    args.add_argument("--hidden", default="1024,512", help="MLP hidden widths, comma-separated")
     args.add_argument(
         "--code-dim", type=int, default=32, help="the RD-AE's code size (the rate prunes what it needs not)"
     )
@@ -138,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = rd + fixed
     args.json.write_text(json.dumps(rows, indent=2) + "\n")
     columns = ["method", "setting", "code", "bytes_per_image", "model_bytes_per_image", "p5_p95_bytes"]
-    formats = {"bytes_per_image": ".2f", "model_bytes_per_image": ".2f", "sse_per_image": ".3f", "psnr_db": ".2f"}
+    formats = {
+        "bytes_per_image": ".2f",
+        "model_bytes_per_image": ".2f",
+        "sse_per_image": ".3f",
+        "psnr_db": ".2f",
+        "images_per_second": ".0f",
+    }
     text = "\n".join(
         [
             HEADING,
@@ -146,18 +183,20 @@ def main(argv: list[str] | None = None) -> int:
             "`bench/rate_distortion.py`: the rate-distortion auto-encoder (`--model rd-ae`: distortion + lambda x "
             "rate, uniform noise in training, rounding at test, Balle's factorized prior; lambda in nats of "
             "cross-entropy per bit) on the 10,000 MNIST test images, its integer codes entropy-coded by "
-            f"`aekit compress` (codec version 3, constriction's range coder). An MLP {'-'.join(map(str, hidden))} and "
-            "the cross-entropy loss; beside it the fixed-bit AE (`aekit compress --bits B`) trained alike in the same "
-            "run. Bytes per image: one compressed "
-            "file of all the test images / 10,000, headers included; `model_bytes_per_image`: the RD-AE's "
-            "-log2 p(code) / 8 under its prior, and `p5_p95_bytes` its spread over the images. Squared error per "
-            "image: the sum over the 784 pixels of intensities in [0, 1] of what comes back. JSON rows for the "
+            "`aekit compress` (codec version 3, constriction's range coder), rounded or searched for (`--search`). "
+            f"An MLP {'-'.join(map(str, hidden))} and the cross-entropy loss; beside it the fixed-bit AE (`aekit "
+            "compress --bits B`) trained alike in the same run. Bytes per image: one compressed file of all the test "
+            "images / 10,000, headers included; `model_bytes_per_image`: the RD-AE's -log2 p(code) / 8 under its "
+            "prior, and `p5_p95_bytes` its spread over the images. Squared error per image: the sum over the 784 "
+            "pixels of intensities in [0, 1] of what comes back. `images_per_second`: of compressing them. JSON rows "
+            "for the "
             f"curves: `bench/{args.json.name}`.",
             "",
             bench.settings_line(),
-            markdown_table(rows, columns + ["sse_per_image", "psnr_db"], formats).rstrip(),
+            markdown_table(rows, columns + ["sse_per_image", "psnr_db", "images_per_second"], formats).rstrip(),
             "",
-            "At equal squared error, against the fixed-bit AE trained alike:",
+            "At equal squared error, the bytes per image each RD-AE curve needs (and their fraction of the fixed-bit "
+            "bytes), against the fixed-bit AE trained alike and against the issue's figures for it as it was:",
             "",
             verdict(rd, fixed),
             "",

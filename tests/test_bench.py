@@ -223,11 +223,20 @@ def test_batched_ssim_equals_scikit_images_structural_similarity():
 def test_the_rd_ae_bytes_at_a_fixed_bit_error_are_interpolated_on_a_log_scale():
     from bench.rate_distortion import verdict
 
-    rd = [{"sse_per_image": 9.0, "bytes_per_image": 4.0}, {"sse_per_image": 6.0, "bytes_per_image": 16.0}]
+    rd = [
+        {"method": "RD-AE", "sse_per_image": 9.0, "bytes_per_image": 4.0},
+        {"method": "RD-AE", "sse_per_image": 6.0, "bytes_per_image": 16.0},
+        {"method": "RD-AE, searched", "sse_per_image": 10.0, "bytes_per_image": 2.0},
+        {"method": "RD-AE, searched", "sse_per_image": 5.0, "bytes_per_image": 8.0},
+    ]
     fixed = [
         {"code": 16, "setting": "4 bits", "sse_per_image": 7.5, "bytes_per_image": 16.0},
         {"code": 32, "setting": "8 bits", "sse_per_image": 5.0, "bytes_per_image": 32.0},
     ]
-    inside, outside = verdict(rd, fixed).splitlines()
-    assert inside.endswith("the RD-AE reaches that error at 8.00 bytes, 0.50 of them.")  # halfway: sqrt(4 x 16)
-    assert outside.endswith("outside the RD-AE's errors (6.00 to 9.00).")
+    inside, edge, before_8, before_32 = verdict(rd, fixed).splitlines()
+    # Halfway in the error is halfway on a log scale: sqrt(4 x 16) = 8 bytes; searched sqrt(2 x 8) = 4 at 7.5, and
+    # 8 x (2 / 8)^(1 / 5) = 6.06 at 6.0.
+    assert inside.endswith("RD-AE 8.00 (0.50); RD-AE, searched 4.00 (0.25).")
+    assert edge.endswith("RD-AE outside its errors; RD-AE, searched 8.00 (0.25).")
+    assert before_8.startswith("- the issue's fixed-bit AE (10 epochs), 8 bytes: 8.00 bytes at a squared error of 8.90")
+    assert before_32.endswith("RD-AE 16.00 (0.50); RD-AE, searched 6.06 (0.19).")

@@ -110,7 +110,7 @@ def set_field(data: bytes, offset: int, fmt: str, value) -> bytes:
         (lambda b: b + b"\0", "1 bytes after"),
         (lambda b: b[:40] + bytes([b[40] ^ 4]) + b[41:], "checksum"),
         (lambda b: b"PK\x03\x04" + b[4:], "not an aekit compressed file"),
-        (lambda b: set_field(b, 4, "<H", 5), "version 5 .* reads versions 1 .*, 2 .*, 3 .* and 4"),
+        (lambda b: set_field(b, 4, "<H", 6), "version 6 .* reads versions 1 .*, 2 .*, 3 .*, 4 .* and 5"),
         (lambda b: set_field(b, 32, "<I", 1), "a codebook of 1 codewords"),
         (lambda b: set_field(b, 32, "<I", 17), "a codebook of 17 codewords stored at 4 bits"),
         (lambda b: set_field(b, 32, "<I", 70000), "a codebook of 70000"),

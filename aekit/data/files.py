@@ -15,6 +15,7 @@ written a block at a time into a temporary file or folder that takes the output'
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import io
@@ -251,14 +252,24 @@ def _rows_file(path: Path, header: bytes, encode: Callable[[np.ndarray], np.ndar
             file.write(compressor.flush())
 
 
+def png_names(names: list[str]) -> list[Path]:
+    """The files of a folder of PNGs of images named ``names``: each name with its suffix made .png, or, where two
+    would then be one file (a.jpg and a.png), each of those its whole name with .png after it (a.jpg.png)."""
+    files = [Path(name).with_suffix(".png") for name in names]
+    clashes = collections.Counter(files)
+    files = [Path(name + ".png") if clashes[file] > 1 else file for name, file in zip(names, files)]
+    if len(set(files)) != len(files):
+        clash = next(file for file, count in collections.Counter(files).items() if count > 1)
+        raise DataError(f"two images would be written to {clash}; rename one of them")
+    return files
+
+
 @contextlib.contextmanager
 def _png_folder(path: Path, names: list[str] | None, n: int):
     """A new folder of 8-bit PNGs named like ``names`` (else 00000.png, ...); the block gets the function that
     writes a block of images and the position of its first."""
     width = max(5, len(str(n - 1)))
-    files = (
-        [Path(name).with_suffix(".png") for name in names] if names else [Path(f"{i:0{width}d}.png") for i in range(n)]
-    )
+    files = png_names(names) if names else [Path(f"{i:0{width}d}.png") for i in range(n)]
     with atomic_folder(path) as folder:
 
         def write(y: np.ndarray, start: int) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aekit import codec, nets
+from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
@@ -25,6 +26,13 @@ PROBABILITY_BOUND = 1e-9
 TAIL_MASS = 1e-6
 # The integers the search for the tails looks among: -2^30 .. 2^30.
 SEARCH_RANGE = 1 << 30
+# The search for integer codes (RateDistortionAE.searched_symbols): at most this many rounds (on MNIST it stops
+# after about 12, each example once no change lowers its loss); a change must lower the loss by more than the
+# tolerance, in nats, so that float noise between batches of another make-up is not taken for a gain; and at most
+# this many candidate codes are decoded at once.
+SEARCH_ROUNDS = 64
+SEARCH_TOLERANCE = 1e-4
+SEARCH_CANDIDATES = 8192
 
 
 def _bounded(p: torch.Tensor) -> torch.Tensor:
@@ -186,6 +194,48 @@ class RateDistortionAE(AutoEncoder):
     def rate_bits(self, x: torch.Tensor) -> torch.Tensor:
         """-log2 p(round(encoder(x))) under the prior, bits per example (n,)."""
         return self.prior.rate_bits(self.encode(x))
+
+    @torch.no_grad()
+    @takes_examples
+    def searched_symbols(self, x: torch.Tensor, rounds: int = SEARCH_ROUNDS) -> torch.Tensor:
+        """Integer codes that the model's own loss at integer codes, L(y) = -log p(x | decoder(y)) + lambda R(y),
+        finds better than rounding's (rate-distortion optimized quantization): from y = round(encoder(x)), each round
+        makes, in each example's code, the one change of one value by +-1 that lowers L most, until none lowers it
+        (or after ``rounds``). int64 (n, code_dim), decoded as any code; L(y) never rises above rounding's."""
+        if self.fully_convolutional:
+            raise AekitError(
+                "code maps are not searched: each image's map has too many values to try one at a time; "
+                "compress without --search"
+            )
+        target, y = self.standardize(x), self.encode(x)
+        moves = torch.cat([torch.eye(y.shape[1]), -torch.eye(y.shape[1])]).to(y)
+        loss = self._integer_loss(y, target)
+        active = torch.arange(len(y), device=y.device)
+        for _ in range(rounds):
+            best, move = self._best_moves(y[active], target[active], moves)
+            better = best < loss[active] - SEARCH_TOLERANCE
+            active = active[better]
+            if len(active) == 0:
+                break
+            y[active] += moves[move[better]]
+            loss[active] = best[better]
+        return y.long()
+
+    def _best_moves(self, y: torch.Tensor, target: torch.Tensor, moves: torch.Tensor):
+        """For each code of y, the least loss among its changes y + moves[k] and the k giving it."""
+        best, move = [], []
+        for start in range(0, len(y), step := max(1, SEARCH_CANDIDATES // len(moves))):
+            part = y[start : start + step]
+            candidates = (part[:, None] + moves).flatten(0, 1)
+            targets = target[start : start + step].repeat_interleave(len(moves), 0)
+            least = self._integer_loss(candidates, targets).view(len(part), len(moves)).min(1)
+            best.append(least.values)
+            move.append(least.indices)
+        return torch.cat(best), torch.cat(move)
+
+    def _integer_loss(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L(y) = -log p(target | decoder(y)) + lambda R(y) per code, nats: :meth:`loss` of rounded codes."""
+        return self.likelihood.nll(self.decoder(y), target) + self.rate_lambda * self.prior.rate_bits(y)
 
     @property
     def code_storage(self) -> str:
