@@ -4,8 +4,10 @@ the command line, and rewriting their own section of bench/RESULTS.md."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import re
 import sys
@@ -72,7 +74,8 @@ class Bench:
     def fit(self, spec: ModelConfig) -> torch.nn.Module:
         """A freshly seeded model of ``spec`` trained on the training images, in evaluation mode, on the CPU."""
         out = None if self.args.checkpoints is None else self.args.checkpoints / self.checkpoint_name(spec)
-        model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed, out)
+        with contextlib.nullcontext() if out is None else _waited_for(out.parent / f"{out.name}.lock"):
+            model, seconds = fit(spec, self.data, self.settings, self.device, self.args.seed, out)
         task = f", task {spec.task}" if hasattr(spec, "task") else ""
         self.say(f"fitted {spec.family} (code {spec.code_dim}{task}) in {seconds:.0f} s")
         return model.cpu().eval()
@@ -94,6 +97,16 @@ class Bench:
         """Print the results and make them the ``heading`` section of the results file."""
         print("\n" + text)
         write_section(self.args.results, heading, text)
+
+
+@contextlib.contextmanager
+def _waited_for(path: Path):
+    """An exclusive lock on ``path``, waited for: of two benchmark runs that train one model, the second goes on
+    from the first's finished checkpoint instead of training it at the same time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def fit(

@@ -18,8 +18,9 @@ Beside it, in the same run and trained alike (same MLP, loss, epochs and seed), 
 
     python -m bench.rate_distortion --data-dir ../shared/data/mnist
 
-Training the seven models takes about 90 minutes on one CPU thread; ``--checkpoints DIR`` lets runs of parts of it
-(``--lambdas``, ``--fixed-bit``) go side by side and a last run of the whole train nothing again.
+Training the seven models takes about two hours on one CPU thread (15 minutes a model); ``--checkpoints DIR`` lets
+runs of parts of it (``--lambdas``, ``--fixed-bit``) go side by side (one that comes to a model another is training
+waits for it) and a last run of the whole train nothing again.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def rd_rows(bench: Bench, hidden: tuple[int, ...], code_dim: int) -> list[dict]:
             seconds = time.perf_counter() - started
             restored = decompress(model, data)
             codes = codec.decode_entropy(codec.decode(data, "file")[0], model.probability_tables(), "file")
-            estimate = model.prior.rate_bits(torch.from_numpy(codes).float()).numpy() / 8
+            with torch.no_grad():
+                estimate = model.prior.rate_bits(torch.from_numpy(codes).float()).numpy() / 8
             row = {
                 "method": "RD-AE, searched" if search else "RD-AE",
                 "setting": f"lambda {rate_lambda}",
@@ -116,14 +118,17 @@ def fixed_bit_rows(bench: Bench, hidden: tuple[int, ...], points: list[tuple[int
 FIXED_BIT_BEFORE = ((8.0, 8.9), (32.0, 6.0))
 
 
-def bytes_at(rows: list[dict], error: float) -> float | None:
-    """The bytes per image a curve of rows needs at a squared error: log bytes interpolated linearly in the error
-    between the two rows around it; None outside the rows' range."""
+def bytes_at(rows: list[dict], error: float) -> tuple[float, float] | None:
+    """The bytes per image a curve of rows needs at a squared error, and the error it gives with them: inside the
+    rows' errors, log bytes interpolated linearly in the error between the two rows around it (and that error);
+    above them, the bytes of the row of the largest error, which meets it with less (a bound); None below them."""
     ordered = sorted(rows, key=lambda row: row["sse_per_image"])
     errors = np.array([row["sse_per_image"] for row in ordered])
-    if not errors[0] <= error <= errors[-1]:
+    if not len(errors) or error < errors[0]:
         return None
-    return float(np.exp(np.interp(error, errors, np.log([row["bytes_per_image"] for row in ordered]))))
+    if error > errors[-1]:
+        return ordered[-1]["bytes_per_image"], float(errors[-1])
+    return float(np.exp(np.interp(error, errors, np.log([row["bytes_per_image"] for row in ordered])))), error
 
 
 def verdict(rd: list[dict], fixed: list[dict]) -> str:
@@ -136,10 +141,20 @@ def verdict(rd: list[dict], fixed: list[dict]) -> str:
         parts = []
         for method in dict.fromkeys(row["method"] for row in rd):
             needed = bytes_at([row for row in rd if row["method"] == method], error)
-            parts.append(
-                f"{method} outside its errors" if needed is None else f"{method} {needed:.2f} ({needed / nbytes:.2f})"
-            )
-        lines.append(f"- {label}: {nbytes:.2f} bytes at a squared error of {error:.2f}; " + "; ".join(parts) + ".")
+            if needed is None:
+                parts.append(f"{method} outside its errors")
+            elif needed[1] < error:
+                parts.append(
+                    f"{method} at most {needed[0]:.2f} ({needed[0] / nbytes:.2f}: those bytes give a lower error, "
+                    f"{needed[1]:.2f})"
+                )
+            else:
+                parts.append(f"{method} {needed[0]:.2f} ({needed[0] / nbytes:.2f})")
+        lines.append(
+            f"- {label}: {nbytes:.2f} bytes at a squared error of {error:.2f}; "
+            + ("; ".join(parts) or "no RD-AE curve in this run")
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -153,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument(
         "--code-dim", type=int, default=32, help="the RD-AE's code size (the rate prunes what it needs not)"
     )
-    args.add_argument("--lambdas", type=lambda text: [float(v) for v in text.split(",")], default=list(LAMBDAS))
+    args.add_argument("--lambdas", type=lambda text: [float(v) for v in text.split(",") if v], default=list(LAMBDAS))
     args.add_argument("--json", type=Path, default=JSON, help="where the rows go, for bench/compress.py's curves")
     args.add_argument(
         "--fixed-bit",

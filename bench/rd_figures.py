@@ -25,7 +25,7 @@ COLOURS = {"JPEG": "C0", "WebP": "C1", "AVIF": "C2", "PCA": "0.55", "AE": "C4", 
 
 def style(curve: str) -> dict:
     """How a curve is drawn: a colour per method; the codecs' single files solid and their one file dotted, the
-    fixed-bit codes thin with a marker per code size, the rate-distortion models bold."""
+    fixed-bit codes thin with a marker per code size, the rate-distortion models bold (searched codes in dark red)."""
     method = curve.split(",")[0].split(" ")[0]
     line = {"color": COLOURS.get(method, "C5"), "markersize": 4, "linewidth": 1.2, "marker": "o"}
     if "one file of all" in curve:
@@ -37,6 +37,8 @@ def style(curve: str) -> dict:
         line.update(linewidth=2.2, marker="D" if method == "RD-AE" else "s")
         if "fully-conv" in curve:
             line.update(color="C6")
+        elif "searched" in curve:  # the same model, its codes searched for (aekit compress --search)
+            line.update(color="darkred", marker="*", markersize=7)
         elif "bench/rate_distortion.py" not in curve and method == "RD-AE":
             line.update(linestyle="--")
     return line

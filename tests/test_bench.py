@@ -232,11 +232,16 @@ def test_the_rd_ae_bytes_at_a_fixed_bit_error_are_interpolated_on_a_log_scale():
     fixed = [
         {"code": 16, "setting": "4 bits", "sse_per_image": 7.5, "bytes_per_image": 16.0},
         {"code": 32, "setting": "8 bits", "sse_per_image": 5.0, "bytes_per_image": 32.0},
+        {"code": 8, "setting": "2 bits", "sse_per_image": 9.5, "bytes_per_image": 2.0},
     ]
-    inside, edge, before_8, before_32 = verdict(rd, fixed).splitlines()
+    inside, edge, above, before_8, before_32 = verdict(rd, fixed).splitlines()
     # Halfway in the error is halfway on a log scale: sqrt(4 x 16) = 8 bytes; searched sqrt(2 x 8) = 4 at 7.5, and
     # 8 x (2 / 8)^(1 / 5) = 6.06 at 6.0.
     assert inside.endswith("RD-AE 8.00 (0.50); RD-AE, searched 4.00 (0.25).")
     assert edge.endswith("RD-AE outside its errors; RD-AE, searched 8.00 (0.25).")
+    # Above a curve's errors its last point bounds the bytes: 4 bytes give an error of 9, below 9.5.
+    assert above.endswith(
+        "RD-AE at most 4.00 (2.00: those bytes give a lower error, 9.00); RD-AE, searched 2.30 (1.15)."
+    )
     assert before_8.startswith("- the issue's fixed-bit AE (10 epochs), 8 bytes: 8.00 bytes at a squared error of 8.90")
     assert before_32.endswith("RD-AE 16.00 (0.50); RD-AE, searched 6.06 (0.19).")
