@@ -491,3 +491,16 @@ def test_a_uint8_or_float32_npy_is_memory_mapped_and_split_without_a_copy(tmp_pa
         np.testing.assert_array_equal(data.x_test[[2, 0, 1]], flat[test[[2, 0, 1]]])
     np.save(tmp_path / "f64.npy", rng.normal(size=(50, 6)))  # another type is read whole, as float32
     assert load_array_file(tmp_path / "f64.npy", seed=3, test_fraction=0.2).x_train.dtype == np.float32
+
+
+def test_a_folder_of_pngs_gives_images_whose_names_clash_their_whole_names(tmp_path):
+    from aekit.data.files import png_names, write_examples
+
+    assert png_names(["a.jpg", "sub/b.tif", "c"]) == [Path("a.png"), Path("sub/b.png"), Path("c.png")]
+    assert png_names(["a.jpg", "a.png", "b.jpg"]) == [Path("a.jpg.png"), Path("a.png.png"), Path("b.png")]
+    with pytest.raises(DataError, match=r"two images would be written to a.jpg.png; rename one"):
+        png_names(["a.jpg", "a.png", "a.jpg.png"])
+    x = np.stack([np.full((1, 4, 4), v, np.float32) for v in (0.0, 1.0)])
+    write_examples(tmp_path / "out", x, ["a.jpg", "a.png"])  # before, the second was written over the first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.png", "a.png.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "a.png.png")).max() == 255
