@@ -444,7 +444,8 @@ def compress_files(
     photos = _image_files(source) if _maps(model) else None
     if photos is not None:
         channels = model.example_shape[0]
-        names = [file.relative_to(source).as_posix() if Path(source).is_dir() else file.name for file in photos]
+        root = Path(source)
+        names = [file.relative_to(root).as_posix() for file in photos] if root.is_dir() else [root.name]
         codec.check_names(names)
         data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos), names)
     elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):

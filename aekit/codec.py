@@ -545,11 +545,11 @@ def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int],
     listing = _MAP_SIZE.size * shape[0] if maps else 0
     empty = _HEADER.size + _ENTROPY.size + _CRC.size
     checksum, words = _ENTROPY.unpack_from(data, _HEADER.size) if len(data) >= empty else (0, 0)
-    named = 0
+    names_size = 0  # version 5: the bytes of the names block, after its own length
     if version == NAMED_MAPS:
         at = _HEADER.size + _ENTROPY.size + listing
-        listing += _NAMES.size + (_NAMES.unpack_from(data, at)[0] if len(data) >= at + _NAMES.size + _CRC.size else 0)
-        named = listing - _MAP_SIZE.size * shape[0]
+        names_size = _NAMES.unpack_from(data, at)[0] if len(data) >= at + _NAMES.size + _CRC.size else 0
+        listing += _NAMES.size + names_size
     _check_size_and_crc(data, source, empty + listing + 4 * words)
     if coder != RANGE_CODER:
         raise DataError(
@@ -567,7 +567,6 @@ def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int],
             "compress the images again"
         )
     names = None
-    if named:
-        block = data[start + _MAP_SIZE.size * shape[0] + _NAMES.size : start + listing]
-        names = _names(block, shape[0], source)
+    if version == NAMED_MAPS:
+        names = _names(data[start + listing - names_size : start + listing], shape[0], source)
     return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes, names)

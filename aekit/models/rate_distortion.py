@@ -207,7 +207,8 @@ class RateDistortionAE(AutoEncoder):
                 "code maps are not searched: each image's map has too many values to try one at a time; "
                 "compress without --search"
             )
-        target, y = self.standardize(x), self.encode(x)
+        target = self.standardize(x)
+        y = self.encoder(target)
         moves = torch.cat([torch.eye(y.shape[1]), -torch.eye(y.shape[1])]).to(y)
         loss = self._integer_loss(y, target)
         active = torch.arange(len(y), device=y.device)
