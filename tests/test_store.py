@@ -401,6 +401,18 @@ def test_an_image_folder_lists_what_its_stores_were_listed_with(tmp_path):
     assert listing == [(name, s.st_size, s.st_mtime_ns) for name, s in zip(names, stats)]
 
 
+def test_a_photo_folder_holding_a_manifest_of_its_own_trains_and_packs(capsys, tmp_path, images):
+    # A web export or a downloaded data set: its manifest.json is not a store's, so the folder is a folder of images.
+    (images / "manifest.json").write_text(json.dumps({"name": "pets", "version": 1, "files": ["cats/00000.png"]}))
+    assert len(load_dataset(str(images)).x_train) == 19
+    summary, _ = pack(capsys, images, tmp_path / "store")
+    assert summary["n"] == 24
+    # A store's manifest damaged past reading is still a store's (it sits beside examples.npy): refused as one.
+    (tmp_path / "store" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="manifest.json is not valid JSON .*; delete it and pack it again"):
+        load_dataset(str(tmp_path / "store"))
+
+
 def test_bad_pack_commands_are_refused(capsys, tmp_path, images):
     store = tmp_path / "store"
     pack(capsys, images, store)

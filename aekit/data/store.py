@@ -29,10 +29,12 @@ sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns] 
 ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of the files' digests, see
 :func:`store_id`).
 
-Opening (:func:`open_store`) checks, without reading the whole array: every manifest field's type, each file's size,
-examples.npy's header against the manifest's shape and dtype, its sampled sha256, the other files' full sha256, the
-id, and the manifest's counts and bounds against split.npz and statistics.npz; a store whose source still exists but
-whose listing changed is refused too (a copy whose source is gone opens). Any failure is one :class:`DataError`
+A folder is a store when its manifest.json says ``"format": "aekit-store"`` (:func:`is_store`): a folder of images
+holding a manifest.json of its own (a web export, a downloaded data set) is not one. Opening (:func:`open_store`)
+checks, without reading the whole array: every manifest field's type, each file's size, examples.npy's header against
+the manifest's shape and dtype, its sampled sha256, the other files' full sha256, the id, and the manifest's counts
+and bounds against split.npz and statistics.npz; a store whose source still exists but whose listing changed is
+refused too (a copy whose source is gone opens). Any failure is one :class:`DataError`
 line naming the store and the fix. :func:`verify_store` also reads examples.npy whole to check its full sha256
 (``aekit pack --verify STORE``).
 """
@@ -231,9 +233,18 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 
 def is_store(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a store's manifest."""
+    """Whether ``path`` is a folder holding a store: its manifest.json says ``"format": "aekit-store"``, or, where
+    the manifest cannot be read as JSON (damaged), it lies beside examples.npy. A folder with a manifest.json of
+    another kind (a web export, a downloaded data set) is not a store."""
     path = Path(path)
-    return path.is_dir() and (path / MANIFEST).is_file()
+    if not (path / MANIFEST).is_file():
+        return False
+    try:
+        with (path / MANIFEST).open("rb") as file:
+            manifest = json.loads(file.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return (path / EXAMPLES).is_file()
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def open_store(path: str | Path) -> Dataset:
