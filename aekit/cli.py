@@ -457,7 +457,8 @@ def _pack(commands) -> None:
     pack.add_argument(
         "--skip-bad",
         action="store_true",
-        help="leave unreadable images out (listed on stderr and in the manifest) instead of refusing the folder",
+        help="leave unreadable images and subfolders out (listed on stderr and in the manifest) instead of refusing "
+        "the folder",
     )
     pack.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     pack.add_argument(

@@ -75,7 +75,8 @@ class Plan:
     rows: Callable[[np.ndarray], Iterator[np.ndarray]]  # sorted indices of one split -> chunks in the store's type
     labels: np.ndarray | None = None  # in source order
     label_names: list[str] | None = None
-    skipped: dict[str, str] = field(default_factory=dict)  # unreadable images left out: relative name -> reason
+    # Unreadable images and subfolders (their names end in "/") left out: relative name -> reason.
+    skipped: dict[str, str] = field(default_factory=dict)
     listing: str | None = None
     source_sha256: dict | None = None
     finish: Callable[[], None] = lambda: None  # called once every row is written
@@ -100,7 +101,7 @@ def pack(
 ) -> dict:
     """Pack ``source`` into the new store ``out``; returns its manifest (see :mod:`aekit.data.store`).
 
-    ``skip_bad`` leaves unreadable images out (listed in the manifest's ``skipped``, and each passed to
+    ``skip_bad`` leaves unreadable images and subfolders out (listed in the manifest's ``skipped``, and each passed to
     ``on_skip(relative name, reason)``) instead of refusing the folder.
     """
     if workers is None:
@@ -761,7 +762,8 @@ def _images_plan(
     naming the first image that differs, and under ``skip_bad`` unreadable headers are left out."""
     from aekit.data import images
 
-    entries = fmt.image_listing(folder)
+    unreadable = {}  # subfolders left out under skip_bad: relative name -> reason
+    entries = images.image_listing(folder, unreadable if skip_bad else None)
     if not entries:
         raise DataError(
             f"{folder} holds no images ({', '.join(images.IMAGE_SUFFIXES)}); point to a folder of PNG or JPEG files"
@@ -774,6 +776,7 @@ def _images_plan(
     careful = not isinstance(guess, tuple)  # a redo, or a first image whose header cannot be read
     headers = _headers(paths, skip_bad, pool, progress) if careful else [guess] * len(paths)
     skipped, good = _left_out(names, paths, headers, exclude)
+    skipped.update(unreadable)
     if not good:
         raise DataError(f"{folder}: no image in it can be read; replace them")
     names, paths, headers = (list(column) for column in zip(*good))

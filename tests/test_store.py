@@ -1,6 +1,7 @@
 """Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
 checked on open, and packed in bounded memory."""
 
+import errno
 import json
 import os
 import re
@@ -18,9 +19,9 @@ from test_cli import snapshot
 
 from aekit.cli import main
 from aekit.data import load_dataset
-from aekit.data import store as fmt
 from aekit.data.dataset import as_float32, split_indices
 from aekit.data.files import idx_bytes
+from aekit.data.images import image_listing
 from aekit.data.store import open_store
 from aekit.errors import DataError
 
@@ -394,7 +395,7 @@ def test_an_image_folder_lists_what_its_stores_were_listed_with(tmp_path):
     (folder / "linked").symlink_to(folder / "a")  # a linked folder is not followed
     (folder / "link.png").symlink_to(folder / "b.png")  # a link to an image is one
     (folder / "broken.png").symlink_to(folder / "gone.png")
-    listing = fmt.image_listing(folder)
+    listing = image_listing(folder)
     names = ["..png", ".hidden/d.jpeg", "a/c.PNG", "a-b.jpg", "b.png", "g.png/h.png", "link.png"]
     assert [name for name, _, _ in listing] == names
     stats = [os.stat(folder / name) for name in names]
@@ -411,6 +412,28 @@ def test_a_photo_folder_holding_a_manifest_of_its_own_trains_and_packs(capsys, t
     (tmp_path / "store" / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="manifest.json is not valid JSON .*; delete it and pack it again"):
         load_dataset(str(tmp_path / "store"))
+
+
+def test_a_subfolder_that_cannot_be_read_is_refused_or_skipped_and_listed(capsys, tmp_path, images, monkeypatch):
+    # os.scandir refuses the folder as it does for a user without the right to read it (tests may run as root, whom
+    # chmod does not stop).
+    make_images(images, n_per_class=2, classes=("birds",), seed=3)
+    locked, scandir = images / "birds", os.scandir
+
+    def refusing(path="."):
+        if isinstance(path, str) and os.path.normpath(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    store, run = tmp_path / "store", tmp_path / "run"
+    match = f"{locked} cannot be read (Permission denied); make it readable or move it out of {images}"
+    assert_refused(capsys, store, "pack", images, "--out", store, "--no-progress", "--workers", "1", match=match)
+    assert_refused(capsys, run, "train", "--dataset", images, "--out", run, *FAST, match=match)
+    summary, err = pack(capsys, images, store, "--skip-bad")
+    assert summary["skipped"] == ["birds/"] and summary["n"] == 24 and "skipped birds/ (Permission denied)" in err
+    assert json.loads((store / "manifest.json").read_text())["label_names"] == ["cats", "dogs"]
+    assert len(load_dataset(str(store)).x_train) == 19  # the listing leaves the folder out as the pack did
 
 
 def test_bad_pack_commands_are_refused(capsys, tmp_path, images):

@@ -21,13 +21,13 @@ stores. Its fields: ``format`` ("aekit-store"), ``version`` (1), ``name`` (the d
 example's), ``dtype`` ("uint8" or "float32"), ``binary`` (intensities in [0, 1], else real values), ``scale``
 (:data:`SCALES`), ``n``, ``n_train``, ``n_test``, ``split`` ("seeded" or "given"), ``seed`` and ``test_fraction``
 (null when given), ``bounds`` (the training split's smallest and largest value as models see them), ``labels``
-(whether labels.npy exists), ``label_names`` (class names by number, or null), ``skipped`` (unreadable images
-left out by ``--skip-bad``, relative names), ``source`` (``kind``, absolute ``path`` or null, ``listing_sha256``:
-sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns] of each file read, or null, and
-``sha256``: the published digests of mnist's four files, else null), ``files`` (for each file above but the manifest:
-``size`` in bytes and ``sha256``; examples.npy also ``sampled``: the sha256 of its header and of blocks of
-``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of the files' digests, see
-:func:`store_id`).
+(whether labels.npy exists), ``label_names`` (class names by number, or null), ``skipped`` (unreadable images and
+subfolders left out by ``--skip-bad``, relative names, a folder's ending in "/"), ``source`` (``kind``, absolute
+``path`` or null, ``listing_sha256``: sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns]
+of each file read, or null, and ``sha256``: the published digests of mnist's four files, else null), ``files`` (for
+each file above but the manifest: ``size`` in bytes and ``sha256``; examples.npy also ``sampled``: the sha256 of its
+header and of blocks of ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of the
+files' digests, see :func:`store_id`).
 
 A folder is a store when its manifest.json says ``"format": "aekit-store"`` (:func:`is_store`): a folder of images
 holding a manifest.json of its own (a web export, a downloaded data set) is not one. Opening (:func:`open_store`)
@@ -41,16 +41,13 @@ line naming the store and the fix. :func:`verify_store` also reads examples.npy 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
 import math
 import numbers
-import os
 import zipfile
 from pathlib import Path
-from stat import S_ISREG
 
 import numpy as np
 
@@ -128,45 +125,13 @@ def listing_sha256(entries: list[tuple[str, int, int]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def image_listing(folder: Path) -> list[tuple[str, int, int]]:
-    """The images of a folder as :mod:`aekit.data.images` reads them (``Path.rglob``'s: every regular file, or link
-    to one, with an image suffix, in subfolders that are not links), each as (relative name, size, mtime_ns), in
-    the order paths sort. One scandir a folder and one stat an image: cheap enough to list again at the end of a
-    pack."""
-    from aekit.data.images import IMAGE_SUFFIXES
-
-    entries, folders = [], [""]
-    while folders:
-        prefix = folders.pop()
-        try:
-            with os.scandir(os.path.join(folder, prefix)) as scan:
-                children = list(scan)
-        except PermissionError:  # left out, as rglob leaves it out
-            continue
-        for child in children:
-            name = child.name
-            dot = name.rfind(".")  # Path.suffix: none for ".png" or "x."
-            try:
-                if child.is_dir(follow_symlinks=False):
-                    folders.append(f"{prefix}{name}/")
-                    continue
-                if not 0 < dot < len(name) - 1 or name[dot:].lower() not in IMAGE_SUFFIXES:
-                    continue
-                stat = child.stat()
-            except OSError as error:  # gone, or a broken link: not a file, as Path.is_file says
-                if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
-                    raise
-                continue
-            if S_ISREG(stat.st_mode):
-                entries.append((prefix + name, stat.st_size, stat.st_mtime_ns))
-    entries.sort(key=lambda entry: entry[0].split("/"))
-    return entries
-
-
 def source_listing(kind: str, path: Path) -> str:
     """The listing digest of a source on disk now: an image folder's images, or the one file."""
     if kind == "images":
-        return listing_sha256(image_listing(path))
+        from aekit.data.images import image_listing
+
+        # A subfolder that cannot be read is left out, as a pack with --skip-bad left it out (without, it refused).
+        return listing_sha256(image_listing(path, unreadable={}))
     stat = path.stat()
     return listing_sha256([(path.name, stat.st_size, stat.st_mtime_ns)])
 
