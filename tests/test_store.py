@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from test_cli import snapshot
 
 from aekit.cli import main
 from aekit.data import load_dataset
+from aekit.data import store as fmt
 from aekit.data.dataset import as_float32, split_indices
 from aekit.data.files import idx_bytes
 from aekit.data.images import image_listing
@@ -26,7 +28,8 @@ from aekit.data.store import open_store
 from aekit.errors import DataError
 
 # What a store folder holds, sorted.
-STORE_FILES = ["examples.npy", "labels.npy", "manifest.json", "split.npz", "statistics.npz"]
+STORE_FILES = ["examples.npy", "labels.npy", "listing.json", "manifest.json", "split.npz", "statistics.npz"]
+OLD_STORE = Path(__file__).parent / "data" / "store_v1"  # packed by aekit before version 2 (from a .npz, since gone)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "16", "--code-dim", "2"]
 
@@ -321,6 +324,82 @@ def test_a_store_whose_source_changed_is_refused_and_a_copy_without_its_source_o
     assert len(load_dataset(str(store)).x_train) == 19  # the same listing again
     images.rename(tmp_path / "moved")
     assert len(load_dataset(str(store)).x_train) == 19
+
+
+def test_a_source_touched_or_copied_back_unchanged_opens_and_one_changed_in_place_is_refused(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    os.utime(images / "cats" / "00004.png", ns=(1, 1))  # `touch`: its time alone changes
+    assert len(load_dataset(str(store)).x_train) == 19
+    shutil.copytree(images, tmp_path / "backup", copy_function=shutil.copyfile)  # `cp -r`: every time changes
+    shutil.rmtree(images)
+    (tmp_path / "backup").rename(images)
+    assert len(load_dataset(str(store)).x_train) == 19
+    with (images / "dogs" / "00002.png").open("r+b") as file:  # changed in place: the same size, a new time
+        file.seek(60)
+        byte = file.read(1)
+        file.seek(60)
+        file.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(
+        DataError, match=f"its source {images} changed since it was packed \\(dogs/00002.png modified\\)"
+    ):
+        load_dataset(str(store))
+    # One file: a touched .npy opens; one edited in place (same size) is refused.
+    np.save(tmp_path / "x.npy", np.arange(40, dtype=np.float32).reshape(10, 4))
+    pack(capsys, tmp_path / "x.npy", tmp_path / "x.store")
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    assert len(load_dataset(str(tmp_path / "x.store")).x_test) == 2
+    np.save(tmp_path / "x.npy", np.arange(40, dtype=np.float32).reshape(10, 4)[::-1])
+    with pytest.raises(DataError, match="x.npy modified"):
+        load_dataset(str(tmp_path / "x.store"))
+
+
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    """digits packed: float32 intensities, a seeded split, labels and label names."""
+    from aekit.pack import pack as pack_store
+
+    store = tmp_path_factory.mktemp("digits") / "store"
+    pack_store("digits", store, workers=1, progress=False)
+    return store
+
+
+EDITS = {
+    "name": ("name", "digits-2"),
+    "binary": ("binary", False, "scale", fmt.SCALES["real"]),
+    "label_names": ("label_names", [str(9 - d) for d in range(10)]),
+    "seed": ("seed", 1),
+    "test_fraction": ("test_fraction", 0.25),
+    "split": ("split", "given", "seed", None, "test_fraction", None),
+    "skipped": ("skipped", ["7.png"]),
+    "source": ("source", {"kind": "npy", "path": "/elsewhere/x.npy", "listing_sha256": None, "sha256": None}),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_manifest_edited_in_any_field_is_refused(tmp_path, digits_store, edit):
+    store = tmp_path / "store"
+    shutil.copytree(digits_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    changes = EDITS[edit]
+    for key, value in zip(changes[::2], changes[1::2]):
+        assert manifest[key] != value
+        manifest[key] = value
+    (store / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    with pytest.raises(DataError, match=f"store {store}: manifest.json has id .*\\(the manifest was edited\\)"):
+        load_dataset(str(store))
+
+
+def test_a_store_packed_before_version_2_still_opens(tmp_path):
+    manifest = json.loads((OLD_STORE / "manifest.json").read_text())
+    assert manifest["version"] == 1 and "listing.json" not in manifest["files"]
+    data = load_dataset(str(OLD_STORE))
+    assert data.name == "table.npz" and len(data.x_train) == 8 and len(data.y_test) == 2 and not data.binary
+    store = tmp_path / "store"
+    shutil.copytree(OLD_STORE, store)
+    np.save(store / "labels.npy", 1 - np.load(store / "labels.npy"))  # its files are checked as before
+    with pytest.raises(DataError, match="labels.npy does not match its sha256"):
+        load_dataset(str(store))
 
 
 @pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
