@@ -284,6 +284,43 @@ def test_a_damaged_store_is_refused_in_one_line(capsys, tmp_path, images, damage
         open_store(store)
 
 
+def test_a_run_refuses_its_store_packed_again_with_other_data_and_follows_a_moved_one(capsys, tmp_path, images):
+    store, run = tmp_path / "store", tmp_path / "run"
+    summary, _ = pack(capsys, images, store)
+    status, _, err = run_cli(capsys, "train", "--dataset", store, "--out", run, *FAST)
+    assert status == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["store_id"] == summary["id"] and config["data"]["sha256"] is None
+    # A photo added and the store packed again, as its refusal says: the run is not resumed on other data.
+    shutil.copy(images / "cats" / "00000.png", images / "cats" / "extra.png")
+    shutil.rmtree(store)
+    repacked, _ = pack(capsys, images, store)
+    line = assert_refused(capsys, run, "train", "--resume", "--out", run, "--epochs", "2", "--no-progress", match="")
+    assert f"the data in {store} has 25 examples (20 training, 5 test) where the run was trained on 24" in line
+    assert_refused(capsys, run, "evaluate", run, match=f"the data in {store} has 25 examples")
+    (images / "cats" / "extra.png").unlink()
+    shutil.rmtree(store)
+    pack(capsys, images, store)  # the same source packed again: the same store, byte for byte
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+
+    # Moved: the refusal names where it was and how to point the run at the new place, which is then recorded.
+    store.rename(tmp_path / "moved")
+    line = assert_refused(capsys, run, "evaluate", run, match=f"{store}, the data the run in {run} was trained on")
+    assert f"store {summary['id']}" in line and f"`aekit evaluate {run} --dataset NEWPATH`" in line
+    other = tmp_path / "other"
+    pack(capsys, make_images(tmp_path / "others", seed=9), other)
+    assert_refused(capsys, run, "evaluate", run, "--dataset", other, match="is the store ")
+    status, _, err = run_cli(capsys, "evaluate", run, "--dataset", tmp_path / "moved")
+    assert status == 0 and f"now reads its data from {tmp_path / 'moved'}" in err, err
+    assert json.loads((run / "config.json").read_text())["options"]["dataset"] == str(tmp_path / "moved")
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+    (tmp_path / "moved").rename(store)
+    argv = ("train", "--resume", "--out", run, "--epochs", "2", "--no-progress", "--dataset", store)
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    assert json.loads((run / "config.json").read_text())["options"]["dataset"] == str(store)
+
+
 def test_full_verification_reads_every_byte(capsys, tmp_path):
     np.save(tmp_path / "big.npy", np.zeros((300, 64, 64), np.uint8))  # 1.2 MB, more than the 64 sampled blocks
     store = tmp_path / "store"

@@ -247,8 +247,8 @@ def is_store(path: str | Path) -> bool:
 
 def open_store(path: str | Path) -> Dataset:
     """The store in ``path`` as a :class:`Dataset`: memory-mapped slices of examples.npy (nothing copied), its
-    labels, ``bounds`` from the manifest and ``checked`` (its values were checked when it was packed), after the
-    checks in this module's docstring."""
+    labels, ``bounds`` and ``store_id`` from the manifest and ``checked`` (its values were checked when it was
+    packed), after the checks in this module's docstring."""
     store = Path(path)
     manifest = read_manifest(store)
     _check_files(store, manifest)
@@ -275,6 +275,7 @@ def open_store(path: str | Path) -> Dataset:
         binary=manifest["binary"],
         bounds=tuple(manifest["bounds"]),
         checked=True,
+        store_id=manifest["id"],
     )
 
 
