@@ -166,7 +166,12 @@ def _training_options(parser) -> None:
     )
     _option(parser, "--lr", "Adam learning rate", type=float)
     _option(parser, "--schedule", "learning-rate schedule", choices=SCHEDULES)
-    _option(parser, "--seed", "seeds the weights, the data order and the train/test split", type=int)
+    _option(
+        parser,
+        "--seed",
+        "seeds the weights, the data order and the train/test split (a store keeps the split it was packed with)",
+        type=int,
+    )
 
 
 def _train(commands) -> None:

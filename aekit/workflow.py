@@ -218,6 +218,7 @@ def train_run(
             dataset = _run_data(out, runs.read_config(out), options, f"aekit train --resume --out {out}")
         else:
             dataset = load_data(options)
+            _refuse_split_options(dict(given or {}), dataset)
         training = training_data(options, dataset)
         if not resume:
             options = fit_batch(options, dict(given or {}), training)
@@ -254,6 +255,16 @@ def train_run(
         if main:
             metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
+
+
+def _refuse_split_options(given: dict, dataset: Dataset) -> None:
+    """Refuse a test fraction given for a store, which keeps the split it was packed with (``seed`` still seeds the
+    weights and the data's order)."""
+    if "test_fraction" in given and dataset.store_id is not None:
+        raise AekitError(
+            f"--test-fraction {given['test_fraction']}: a store keeps the split it was packed with; drop "
+            "--test-fraction, or pack the source again with it (`aekit pack SOURCE --out STORE --test-fraction F`)"
+        )
 
 
 def _run_data(run_dir: Path, config: dict, options: dict, command: str) -> Dataset:

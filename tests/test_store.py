@@ -321,6 +321,15 @@ def test_a_run_refuses_its_store_packed_again_with_other_data_and_follows_a_move
     assert json.loads((run / "config.json").read_text())["options"]["dataset"] == str(store)
 
 
+def test_a_test_fraction_given_with_a_store_is_refused(capsys, tmp_path, images):
+    store, run = tmp_path / "store", tmp_path / "run"
+    pack(capsys, images, store)
+    line = assert_refused(
+        capsys, run, "train", "--dataset", store, "--out", run, "--test-fraction", "0.3", *FAST, match=""
+    )
+    assert "a store keeps the split it was packed with" in line and "--test-fraction" in line
+
+
 def test_full_verification_reads_every_byte(capsys, tmp_path):
     np.save(tmp_path / "big.npy", np.zeros((300, 64, 64), np.uint8))  # 1.2 MB, more than the 64 sampled blocks
     store = tmp_path / "store"
