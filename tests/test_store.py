@@ -290,7 +290,8 @@ def test_a_run_refuses_its_store_packed_again_with_other_data_and_follows_a_move
     status, _, err = run_cli(capsys, "train", "--dataset", store, "--out", run, *FAST)
     assert status == 0, err
     config = json.loads((run / "config.json").read_text())
-    assert config["data"]["store_id"] == summary["id"] and config["data"]["sha256"] is None
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert config["data"]["store_id"] == summary["id"] and config["data"]["sha256"] == fmt.data_digest(manifest)
     # A photo added and the store packed again, as its refusal says: the run is not resumed on other data.
     shutil.copy(images / "cats" / "00000.png", images / "cats" / "extra.png")
     shutil.rmtree(store)
@@ -301,6 +302,10 @@ def test_a_run_refuses_its_store_packed_again_with_other_data_and_follows_a_move
     (images / "cats" / "extra.png").unlink()
     shutil.rmtree(store)
     pack(capsys, images, store)  # the same source packed again: the same store, byte for byte
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+    os.utime(images / "cats" / "00001.png", ns=(5, 5))  # touched, then packed again: another store of the same data
+    shutil.rmtree(store)
+    assert pack(capsys, images, store)[0]["id"] != summary["id"]
     assert run_cli(capsys, "evaluate", run)[0] == 0
 
     # Moved: the refusal names where it was and how to point the run at the new place, which is then recorded.

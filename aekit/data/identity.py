@@ -1,9 +1,10 @@
 """The identity of a dataset: what a run records of the data it was trained on (config.json's ``data``), so that
 resuming, evaluating or exporting it on other data is refused, naming what changed.
 
-A store's identity is its id (:func:`aekit.data.store.store_id`, a digest of its whole manifest and so of every
-file). Any other source's is :func:`data_sha256`, a digest of the examples as loaded, i.e. of the split too. Both
-come with the counts and the example shape, which the messages name.
+What identifies the data is a digest of its examples, labels and split: a store's
+:func:`aekit.data.store.data_digest` (of its data files' sha256s, so the same store packed again from a source whose
+times changed still matches), any other source's :func:`data_sha256` (of the examples as loaded). A store's id comes
+with it, to name the store in messages, and so do the counts and the example shape.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ SAMPLED_ROWS = 1024
 
 
 def data_identity(dataset: Dataset) -> dict:
-    """What a run records of its data: ``store_id`` (a store's id, else null), ``sha256`` (:func:`data_sha256`, or
-    null for a store), ``n_train``, ``n_test`` and ``shape`` (one example's)."""
+    """What a run records of its data: ``store_id`` (a store's id, else null), ``sha256`` (the dataset's ``digest``
+    where its source knows one, a store's, else :func:`data_sha256`), ``n_train``, ``n_test`` and ``shape`` (one
+    example's)."""
     return {
         "store_id": dataset.store_id,
-        "sha256": None if dataset.store_id is not None else data_sha256(dataset),
+        "sha256": dataset.digest or data_sha256(dataset),
         "n_train": len(dataset.x_train),
         "n_test": len(dataset.x_test),
         "shape": list(dataset.shape),
@@ -57,10 +59,10 @@ def identity_problem(recorded) -> str | None:
     """What is wrong with a recorded identity (config.json's ``data``, any JSON value), or None."""
     if not isinstance(recorded, dict) or set(recorded) != {"store_id", "sha256", "n_train", "n_test", "shape"}:
         return "is not an object of store_id, sha256, n_train, n_test and shape"
-    if (recorded["store_id"] is None) == (recorded["sha256"] is None) or not all(
-        value is None or isinstance(value, str) for value in (recorded["store_id"], recorded["sha256"])
+    if not isinstance(recorded["sha256"], str) or not (
+        recorded["store_id"] is None or isinstance(recorded["store_id"], str)
     ):
-        return "does not hold one digest, a store's id or the data's sha256"
+        return "does not hold the data's sha256 and a store's id or null"
     counts = (recorded["n_train"], recorded["n_test"])
     if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in counts):
         return f"has counts {counts!r}, not whole numbers >= 1"
@@ -81,11 +83,11 @@ def identity_change(recorded: dict, now: dict) -> str | None:
         )
     if now["shape"] != recorded["shape"]:
         return f"has examples of shape {tuple(now['shape'])} where the run was trained on {tuple(recorded['shape'])}"
-    if recorded["store_id"] is not None and now["store_id"] != recorded["store_id"]:
-        found = f"is the store {now['store_id']}" if now["store_id"] else "is not a store"
-        return f"{found} where the run was trained on the store {recorded['store_id']}"
-    if recorded["sha256"] is not None and now["sha256"] != recorded["sha256"]:
-        if now["store_id"] is not None:
-            return f"is the store {now['store_id']} where the run was trained on data that is not a store"
+    if now["sha256"] == recorded["sha256"]:
+        return None
+    if recorded["store_id"] is None and now["store_id"] is None:
         return "holds other examples, labels or split than the run was trained on (in the same counts)"
-    return None
+    found = f"is the store {now['store_id']}" if now["store_id"] else "is not a store"
+    trained = f"the store {recorded['store_id']}" if recorded["store_id"] else "data that is not a store"
+    other = ", of other examples, labels or split," if recorded["store_id"] and now["store_id"] else ""
+    return f"{found}{other} where the run was trained on {trained}"

@@ -73,6 +73,8 @@ LABELS = "labels.npy"
 SPLIT = "split.npz"
 STATISTICS = "statistics.npz"
 LISTING = "listing.json"
+# The files that hold a store's data (see data_digest).
+DATA_FILES = (EXAMPLES, LABELS, SPLIT, STATISTICS)
 SCALES = {"uint8": "intensity: uint8 / 255", "binary": "intensity: values in [0, 1]", "real": "real values"}
 SOURCE_KINDS = ("images", "npy", "npz", "csv", "idx", "digits", "mnist")
 # Sampled digest of examples.npy: this many blocks of this many bytes, spread evenly over its values.
@@ -122,6 +124,14 @@ def sampled_sha256(path: Path, data_offset: int, offsets: list[int]) -> str:
             file.seek(offset)
             digest.update(file.read(BLOCK_SIZE))
     return digest.hexdigest()
+
+
+def data_digest(manifest: dict) -> str:
+    """What identifies a store's data: sha256 of its ``binary`` flag and the sha256 of each file that holds the data
+    (:data:`DATA_FILES`), as sorted JSON. Two stores of the same data in the same split share it whatever their
+    source's place, times or name (a source copied back and packed again), where their ids differ."""
+    fields = {name: entry["sha256"] for name, entry in manifest["files"].items() if name in DATA_FILES}
+    return hashlib.sha256(json.dumps({**fields, "binary": manifest["binary"]}, sort_keys=True).encode()).hexdigest()
 
 
 def store_id(manifest: dict) -> str:
@@ -264,8 +274,8 @@ def is_store(path: str | Path) -> bool:
 
 def open_store(path: str | Path) -> Dataset:
     """The store in ``path`` as a :class:`Dataset`: memory-mapped slices of examples.npy (nothing copied), its
-    labels, ``bounds`` and ``store_id`` from the manifest and ``checked`` (its values were checked when it was
-    packed), after the checks in this module's docstring."""
+    labels, ``bounds``, ``store_id`` and ``digest`` (:func:`data_digest`) from the manifest and ``checked`` (its
+    values were checked when it was packed), after the checks in this module's docstring."""
     store = Path(path)
     manifest = read_manifest(store)
     _check_files(store, manifest)
@@ -293,6 +303,7 @@ def open_store(path: str | Path) -> Dataset:
         bounds=tuple(manifest["bounds"]),
         checked=True,
         store_id=manifest["id"],
+        digest=data_digest(manifest),
     )
 
 
