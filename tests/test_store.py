@@ -405,6 +405,19 @@ def test_a_source_touched_or_copied_back_unchanged_opens_and_one_changed_in_plac
         load_dataset(str(tmp_path / "x.store"))
 
 
+def test_a_listing_changed_in_place_is_refused_where_it_is_read(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    listing = store / "listing.json"
+    listing.write_bytes(listing.read_bytes().replace(b'"cats/00000.png"', b'"cats/00000.PNG"'))  # the same size
+    assert len(load_dataset(str(store)).x_train) == 19  # opening reads it only where the source's listing changed
+    status, _, err = run_cli(capsys, "pack", "--verify", store)
+    assert status == 2 and "listing.json does not match its sha256" in err, err
+    os.utime(images / "cats" / "00003.png", ns=(1, 1))
+    with pytest.raises(DataError, match="listing.json does not match its sha256"):
+        load_dataset(str(store))
+
+
 @pytest.fixture(scope="module")
 def digits_store(tmp_path_factory):
     """digits packed: float32 intensities, a seeded split, labels and label names."""
