@@ -166,7 +166,12 @@ def _training_options(parser) -> None:
     )
     _option(parser, "--lr", "Adam learning rate", type=float)
     _option(parser, "--schedule", "learning-rate schedule", choices=SCHEDULES)
-    _option(parser, "--seed", "seeds the weights, the data order and the train/test split", type=int)
+    _option(
+        parser,
+        "--seed",
+        "seeds the weights, the data order and the train/test split (a store keeps the split it was packed with)",
+        type=int,
+    )
 
 
 def _train(commands) -> None:
@@ -181,7 +186,7 @@ def _train(commands) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out from its last checkpoint; "
-        "--epochs may be raised, other settings must stay as they were",
+        "--epochs may be raised, --dataset may name where its data moved, other settings must stay as they were",
     )
     _data_options(
         train.add_argument_group("data"),
@@ -245,6 +250,15 @@ def _run_argument(parser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
 
 
+def _new_place(parser) -> None:
+    parser.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="where the run's data now lies, if it moved: it must be the data the run was trained on, and the run "
+        "records the new place",
+    )
+
+
 def _evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
@@ -253,6 +267,7 @@ def _evaluate(commands) -> None:
         "as JSON and write them to RUN/metrics.json.",
     )
     _run_argument(evaluate)
+    _new_place(evaluate)
     evaluate.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     _device(evaluate)
     evaluate.add_argument(
@@ -310,6 +325,7 @@ def _export_projector(commands) -> None:
         metavar="N",
     )
     projector.add_argument("--out", help="folder to write (default: RUN/projector)", metavar="DIR")
+    _new_place(projector)
     projector.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     _device(projector)
 
@@ -457,7 +473,8 @@ def _pack(commands) -> None:
     pack.add_argument(
         "--skip-bad",
         action="store_true",
-        help="leave unreadable images out (listed on stderr and in the manifest) instead of refusing the folder",
+        help="leave unreadable images and subfolders out (listed on stderr and in the manifest) instead of refusing "
+        "the folder",
     )
     pack.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     pack.add_argument(
@@ -553,7 +570,9 @@ def _run_train(args: argparse.Namespace) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     from aekit import workflow
 
-    metrics = workflow.evaluate_run(args.run, data_dir=args.data_dir, device=args.device, nll_samples=args.nll_samples)
+    metrics = workflow.evaluate_run(
+        args.run, data_dir=args.data_dir, device=args.device, nll_samples=args.nll_samples, dataset=args.dataset
+    )
     print(json.dumps(metrics, indent=2))
 
 
@@ -587,7 +606,13 @@ def _run_export_projector(args: argparse.Namespace) -> None:
     from aekit import workflow
 
     folder = workflow.export_projector(
-        args.run, args.out, split=args.split, max_points=args.max_points, data_dir=args.data_dir, device=args.device
+        args.run,
+        args.out,
+        split=args.split,
+        max_points=args.max_points,
+        data_dir=args.data_dir,
+        device=args.device,
+        dataset=args.dataset,
     )
     print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`", file=sys.stderr)
 

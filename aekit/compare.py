@@ -22,13 +22,14 @@ import torch
 from aekit import runs
 from aekit.atomic import atomic_write, check_folder, make_folder
 from aekit.data import Dataset
+from aekit.data.identity import data_identity, identity_change
 from aekit.errors import AekitError, RunError
 from aekit.figures import FIGURES, showcase
 from aekit.metrics import columns, formatted, legend, lookup
 from aekit.models import FAMILIES, build_model, corrupt
 from aekit.options import defaults, for_family
 from aekit.report import markdown_table, save_lines, save_rows
-from aekit.workflow import evaluate_run, load_data, spec_for, train_run
+from aekit.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
 
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
 _SPLIT = ("dataset", "seed", "test_fraction", "normal_class")
@@ -56,7 +57,8 @@ def compare(
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
     models = tuple(FAMILIES) if models is None else tuple(models)
     given, dataset = _check(models, code_dims, dict(options or {}), nll_samples, (out, runs_dir))
-    plan = {(model, dim): _place(runs_dir, model, dim, given) for dim in code_dims for model in models}
+    identity = data_identity(dataset)
+    plan = {(model, dim): _place(runs_dir, model, dim, given, identity) for dim in code_dims for model in models}
     settings = {**defaults(), **given}
 
     rows, pictures = [], {}
@@ -152,11 +154,12 @@ def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> 
     return given, dataset
 
 
-def _place(runs_dir: Path, model: str, dim: int, given: dict) -> tuple[Path, bool]:
+def _place(runs_dir: Path, model: str, dim: int, given: dict, identity: dict) -> tuple[Path, bool]:
     """Where the run of ``model`` at code size ``dim`` lives and whether it is reused (already trained there).
 
     A run is reused when its model, code size and split match and so does every option asked for (PCA is fitted
-    in closed form, so for it only the split counts)."""
+    in closed form, so for it only the split counts); one that records other data than ``identity`` (the data's now,
+    :func:`aekit.data.identity.data_identity`) is refused."""
     known = defaults()
     wanted = {"model": model, "code_dim": dim, **{k: given.get(k, known[k]) for k in _SPLIT}}
     if model != "pca":
@@ -173,6 +176,13 @@ def _place(runs_dir: Path, model: str, dim: int, given: dict) -> tuple[Path, boo
         )
     if matches and not runs.holds_run(matches[0]):
         return matches[0], False  # what a run left that failed before its first checkpoint: train it there again
+    recorded = recorded_identity(matches[0]) if matches else None
+    change = None if recorded is None else identity_change(recorded, identity)
+    if change:
+        raise RunError(
+            f"{matches[0]} holds a {model} run of code size {dim} trained on other data: the data in "
+            f"{given.get('dataset', known['dataset'])} {change}; remove it or choose another --runs folder"
+        )
     if matches:
         if not (matches[0] / runs.METRICS).is_file():
             raise RunError(

@@ -19,8 +19,9 @@ import torch
 
 from aekit import __version__, distributed, runs
 from aekit.atomic import check_folder
-from aekit.data import Dataset, load_dataset
+from aekit.data import DATASET_NAMES, Dataset, load_dataset
 from aekit.data.dataset import as_float32, with_normal_training
+from aekit.data.identity import data_identity, identity_change, identity_problem
 from aekit.errors import AekitError, RunError
 from aekit.evaluate import codes, evaluate
 from aekit.figures import FIGURE_NAMES, FIGURES, image_grids, showcase, write_figures
@@ -42,6 +43,9 @@ MIN_STEPS_PER_EPOCH = 10
 _RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan", "data_on"}
 # The ways of capturing the step exclude each other: naming one on resume replaces the saved one.
 _CAPTURES = {"compile", "cuda_graph"}
+# Options that may change when a run is resumed to point it at its data's new place: the data there must be the
+# data the run was trained on (config.json's "data", see _run_data).
+_RELOCATABLE = {"dataset", "data_dir"}
 TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 
@@ -117,9 +121,7 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
         options = {**known, **given}
         family(options["model"])
         refuse_foreign(given, options["model"])
-        if options["data_dir"] is None and Path(options["dataset"]).exists():
-            options["dataset"] = str(Path(options["dataset"]).resolve())
-        return for_family(options)
+        return for_family(_absolute(options))
     saved = runs.read_config(out).get("options")
     if not runs.holds_run(out):
         raise runs.no_checkpoint(out)
@@ -134,7 +136,9 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
     # Options added to aekit after the run was made take what it was trained with.
     saved = for_family({**known, **BEFORE_THEIR_TIME, **saved})
     refuse_foreign({k: v for k, v in given.items() if k != "model"}, saved["model"])
-    changed = sorted(k for k, v in given.items() if k not in _RESUMABLE and _normal(v) != _normal(saved[k]))
+    changed = sorted(
+        k for k, v in given.items() if k not in _RESUMABLE | _RELOCATABLE and _normal(v) != _normal(saved[k])
+    )
     if changed:
         raise AekitError(
             f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
@@ -142,7 +146,15 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
         )
     if given.keys() & _CAPTURES:
         saved.update(dict.fromkeys(_CAPTURES, False))
-    return {**saved, **{k: given[k] for k in _RESUMABLE if k in given}}
+    options = {**saved, **{k: given[k] for k in _RESUMABLE | _RELOCATABLE if k in given}}
+    return _absolute(options) if "dataset" in given else options
+
+
+def _absolute(options: dict) -> dict:
+    """``options`` with the path of a dataset that exists made absolute, as config.json records it."""
+    if options["data_dir"] is None and Path(options["dataset"]).exists():
+        return {**options, "dataset": str(Path(options["dataset"]).resolve())}
+    return options
 
 
 def _mistyped(options: dict) -> list[str]:
@@ -202,7 +214,11 @@ def train_run(
         if restarted:
             resume = (out / runs.CHECKPOINT).exists()
         options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
-        dataset = load_data(options)
+        if resume:
+            dataset = _run_data(out, runs.read_config(out), options, f"aekit train --resume --out {out}")
+        else:
+            dataset = load_data(options)
+            _refuse_split_options(dict(given or {}), dataset)
         training = training_data(options, dataset)
         if not resume:
             options = fit_batch(options, dict(given or {}), training)
@@ -218,8 +234,15 @@ def train_run(
         if not resume and main:
             runs.write_json(
                 out / runs.CONFIG,
-                {"aekit_version": __version__, "options": _jsonable(options), "model": spec.to_dict()},
+                {
+                    "aekit_version": __version__,
+                    "options": _jsonable(options),
+                    "model": spec.to_dict(),
+                    "data": data_identity(dataset),
+                },
             )
+        elif main:
+            _record_place(out, options["dataset"])
         history = _trained(
             model, training, settings, dataset, board, out=out, device=torch_device, resume=resume, progress=progress
         )
@@ -232,6 +255,65 @@ def train_run(
         if main:
             metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
+
+
+def _refuse_split_options(given: dict, dataset: Dataset) -> None:
+    """Refuse a test fraction given for a store, which keeps the split it was packed with (``seed`` still seeds the
+    weights and the data's order)."""
+    if "test_fraction" in given and dataset.store_id is not None:
+        raise AekitError(
+            f"--test-fraction {given['test_fraction']}: a store keeps the split it was packed with; drop "
+            "--test-fraction, or pack the source again with it (`aekit pack SOURCE --out STORE --test-fraction F`)"
+        )
+
+
+def _run_data(run_dir: Path, config: dict, options: dict, command: str) -> Dataset:
+    """The data of the run in ``run_dir`` (read by ``options``: its saved ones, or with a new place given), refused
+    in one line where it is gone or is not the data config.json's ``data`` records, naming what changed. A run made
+    before aekit recorded its data's identity is read from where it was, unchecked. ``command`` (e.g. ``aekit
+    evaluate RUN``) is how the run is pointed at the data's new place, for the message where it is gone."""
+    recorded = recorded_identity(run_dir, config)
+    path, saved = options["dataset"], config["options"].get("dataset")
+    if recorded is None and path != saved:
+        raise RunError(
+            f"{run_dir / runs.CONFIG} does not record which data the run was trained on (it predates aekit doing "
+            f"so), so {path} cannot be checked against it; drop --dataset to use {saved}, or train a new run"
+        )
+    if path not in DATASET_NAMES and not Path(path).exists():
+        store = f" (store {recorded['store_id']})" if recorded and recorded["store_id"] else ""
+        raise RunError(
+            f"{path}, the data the run in {run_dir} was trained on{store}, is gone (moved or deleted); point the run "
+            f"at its new place with `{command} --dataset NEWPATH`"
+        )
+    dataset = load_data(options)
+    change = None if recorded is None else identity_change(recorded, data_identity(dataset))
+    if change:
+        raise RunError(
+            f"the data in {path} {change}; point the run at the data it was trained on with --dataset, or train a "
+            "new run on this data"
+        )
+    return dataset
+
+
+def recorded_identity(run_dir: Path, config: dict | None = None) -> dict | None:
+    """The identity of the data the run in ``run_dir`` was trained on (config.json's ``data``, see
+    :mod:`aekit.data.identity`), or None for a run made before aekit recorded one; ``config``: the run's, if read."""
+    config = runs.read_config(run_dir) if config is None else config
+    recorded = config.get("data")
+    problem = None if recorded is None else identity_problem(recorded)
+    if problem:
+        raise RunError(f"{run_dir / runs.CONFIG}: its data section {problem}; restore the file or train again")
+    return recorded
+
+
+def _record_place(run_dir: Path, path: str) -> None:
+    """Record in the run's config.json that its data (checked by :func:`_run_data`) now lies at ``path``, where that
+    changed, so later commands find it there; a line on stderr says so."""
+    config = runs.read_config(run_dir)
+    if config["options"].get("dataset") == path:
+        return
+    runs.write_json(run_dir / runs.CONFIG, {**config, "options": {**config["options"], "dataset": path}})
+    print(f"aekit: the run in {run_dir} now reads its data from {path}", file=sys.stderr)
 
 
 def _trained(model, training: Dataset, settings: TrainSettings, dataset: Dataset, board, **how) -> list[dict]:
@@ -304,16 +386,22 @@ def _exclusive(out: Path, create: bool):
 
 
 def evaluate_run(
-    run_dir: str | Path, *, data_dir: str | None = None, device: str = "cpu", nll_samples: int | None = None
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    nll_samples: int | None = None,
+    dataset: str | Path | None = None,
 ) -> dict:
     """The metrics of a trained run on its test split, also written to its metrics.json and report.html; with
     ``nll_samples`` = k also the VAE's importance-weighted NLL estimate ``nll_is_{k}``. The registered metrics that
     evaluation does not recompute are kept from its metrics.json (training's time, epochs and size; estimates of
-    earlier calls). A run that another process holds (a training) is refused; in a read-only run folder the metrics are
-    returned without writing, which a line on stderr says."""
+    earlier calls). ``dataset`` points the run at its data's new place (see :func:`_load_run`). A run that another
+    process holds (a training) is refused; in a read-only run folder the metrics are returned without writing, which
+    a line on stderr says."""
     run_dir = Path(run_dir)
     with runs.RunLock(run_dir, create=False) as lock:
-        model, dataset = _load_run(run_dir, data_dir, device)
+        model, dataset = _load_run(run_dir, data_dir, device, dataset, lock.writable, f"aekit evaluate {run_dir}")
         previous = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
         normal = normal_classes(runs.read_config(run_dir)["options"].get("normal_class"))
         metrics = kept(previous, evaluate(model, dataset, nll_samples, normal))
@@ -328,14 +416,23 @@ def evaluate_run(
     return metrics
 
 
-def _load_run(run_dir: Path, data_dir: str | None, device: str) -> tuple[torch.nn.Module, Dataset]:
-    """A trained run's model and the data it was trained on (``data_dir`` overriding where mnist is read from)."""
+def _load_run(
+    run_dir: Path, data_dir: str | None, device: str, place: str | Path | None, writable: bool, command: str
+) -> tuple[torch.nn.Module, Dataset]:
+    """A trained run's model and the data it was trained on (:func:`_run_data`; ``data_dir`` overriding where mnist
+    is read from). ``place`` points the run at its data's new place: the data there must be the run's, and where
+    ``writable`` the run's config.json records the place."""
     config = runs.read_config(run_dir)
     options = config.get("options")
     if not isinstance(options, dict) or not set(DATA_OPTIONS) | {"seed"} <= set(options):
         raise RunError(f"{run_dir / runs.CONFIG} does not say which data the run used; train it again")
     model = runs.load(run_dir, resolve_device(device))
-    dataset = load_data({**options, **({"data_dir": data_dir} if data_dir else {})})
+    options = {**options, **({"data_dir": data_dir} if data_dir else {})}
+    if place is not None:
+        options = _absolute({**options, "dataset": str(place)})
+    dataset = _run_data(run_dir, config, options, command)
+    if writable:
+        _record_place(run_dir, options["dataset"])
     expected = tuple(config["model"]["shape"])
     if dataset.shape != expected:
         raise RunError(f"the run expects examples of shape {expected} but the data has {dataset.shape}")
@@ -350,10 +447,12 @@ def export_projector(
     max_points: int = MAX_POINTS,
     data_dir: str | None = None,
     device: str = "cpu",
+    dataset: str | Path | None = None,
 ) -> Path:
     """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
-    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder. A run
-    that another process holds (a training) is refused."""
+    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder.
+    ``dataset`` points the run at its data's new place (see :func:`_load_run`). A run that another process holds (a
+    training) is refused."""
     run_dir = Path(run_dir)
     if split not in ("test", "train"):
         raise AekitError(f"unknown split {split!r}; use test or train")
@@ -361,8 +460,10 @@ def export_projector(
         raise AekitError(f"--max-points {max_points} must be at least 1")
     folder = run_dir / PROJECTOR if out is None else Path(out)
     check_folder(folder)
-    with runs.RunLock(run_dir, create=False):
-        model, dataset = _load_run(run_dir, data_dir, device)
+    with runs.RunLock(run_dir, create=False) as lock:
+        model, dataset = _load_run(
+            run_dir, data_dir, device, dataset, lock.writable, f"aekit export-projector {run_dir}"
+        )
         x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
         y = dataset.y_test if split == "test" else dataset.y_train
         return write_projector(

@@ -214,3 +214,18 @@ def test_the_table_states_the_batch_the_runs_used(tmp_path):
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "2 epochs of batch 18 for the neural models" in table
     assert read_rows(tmp_path / "cmp" / "comparison.csv")[1]["model"] == "AE"
+
+
+def test_a_run_trained_on_other_data_at_the_same_path_is_not_reused(capsys, tmp_path):
+    data, runs_dir = tmp_path / "table.npy", tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    np.save(data, rng.normal(size=(40, 6)).astype(np.float32))
+    argv = ["compare", "--models", "pca", "--code-dim", "2", "--dataset", str(data), "--runs", str(runs_dir)]
+    assert main([*argv, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    np.save(data, rng.normal(size=(40, 6)).astype(np.float32))  # other values, the same shape
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "two"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pca run of code size 2 trained on other data" in err[0], err
+    assert "holds other examples, labels or split than the run was trained on" in err[0]
+    assert not (tmp_path / "two").exists()

@@ -43,3 +43,14 @@ def test_a_run_from_before_the_registry_evaluates_and_resumes(tmp_path, capsys):
     history = (run / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + 3
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["neg_elbo"])
+
+
+def test_a_run_from_before_data_identities_is_not_pointed_at_other_data(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    assert "data" not in json.loads((run / "config.json").read_text())  # it records no identity of its data
+    np.save(tmp_path / "x.npy", np.zeros((20, 64), np.float32))
+    assert main(["evaluate", str(run), "--dataset", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "does not record which data the run was trained on" in err and len(err.strip().splitlines()) == 1, err
+    assert json.loads((run / "config.json").read_text())["options"]["dataset"] == "digits"

@@ -342,3 +342,33 @@ def test_a_signal_in_the_last_epoch_stops_and_resume_finishes_the_run(capsys, tm
     assert status == 0, err
     assert (out / runs.METRICS).is_file() and (out / "report.html").is_file() and (out / "figures").is_dir()
     same_weights(out, reference[1])
+
+
+# ---------------------------------------------------------------- the run's data
+
+
+def test_a_run_refuses_to_resume_evaluate_or_export_on_other_data(capsys, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(photos / f"{i:02d}.png")
+    run = tmp_path / "run"
+    assert cli(capsys, "train", "--dataset", photos, "--out", run, "--epochs", "1", *ARGS)[0] == 0
+    data = json.loads((run / runs.CONFIG).read_text())["data"]
+    assert data["n_train"] == 16 and data["n_test"] == 4 and data["shape"] == [1, 6, 5] and data["store_id"] is None
+    Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(photos / "20.png")  # one photo added
+    counts = "has 21 examples (17 training, 4 test) where the run was trained on 20 (16 training, 4 test)"
+    for argv in (
+        ("train", "--resume", "--out", run, "--epochs", "2", "--no-progress"),
+        ("evaluate", run),
+        ("export-projector", run, "--out", tmp_path / "projector"),
+    ):
+        refused(capsys, *argv, match=f"the data in {photos} {counts}")
+    assert len(json.loads((run / runs.CONFIG).read_text())["options"]) and not (tmp_path / "projector").exists()
+    (photos / "20.png").unlink()
+    assert cli(capsys, "evaluate", run)[0] == 0
+    Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(photos / "07.png")  # one photo replaced
+    refused(capsys, "evaluate", run, match="holds other examples, labels or split than the run was trained on")

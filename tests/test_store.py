@@ -1,6 +1,7 @@
 """Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
 checked on open, and packed in bounded memory."""
 
+import errno
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,13 @@ from aekit.data import load_dataset
 from aekit.data import store as fmt
 from aekit.data.dataset import as_float32, split_indices
 from aekit.data.files import idx_bytes
+from aekit.data.images import image_listing
 from aekit.data.store import open_store
 from aekit.errors import DataError
 
 # What a store folder holds, sorted.
-STORE_FILES = ["examples.npy", "labels.npy", "manifest.json", "split.npz", "statistics.npz"]
+STORE_FILES = ["examples.npy", "labels.npy", "listing.json", "manifest.json", "split.npz", "statistics.npz"]
+OLD_STORE = Path(__file__).parent / "data" / "store_v1"  # packed by aekit before version 2 (from a .npz, since gone)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "16", "--code-dim", "2"]
 
@@ -280,6 +284,57 @@ def test_a_damaged_store_is_refused_in_one_line(capsys, tmp_path, images, damage
         open_store(store)
 
 
+def test_a_run_refuses_its_store_packed_again_with_other_data_and_follows_a_moved_one(capsys, tmp_path, images):
+    store, run = tmp_path / "store", tmp_path / "run"
+    summary, _ = pack(capsys, images, store)
+    status, _, err = run_cli(capsys, "train", "--dataset", store, "--out", run, *FAST)
+    assert status == 0, err
+    config = json.loads((run / "config.json").read_text())
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert config["data"]["store_id"] == summary["id"] and config["data"]["sha256"] == fmt.data_digest(manifest)
+    # A photo added and the store packed again, as its refusal says: the run is not resumed on other data.
+    shutil.copy(images / "cats" / "00000.png", images / "cats" / "extra.png")
+    shutil.rmtree(store)
+    repacked, _ = pack(capsys, images, store)
+    line = assert_refused(capsys, run, "train", "--resume", "--out", run, "--epochs", "2", "--no-progress", match="")
+    assert f"the data in {store} has 25 examples (20 training, 5 test) where the run was trained on 24" in line
+    assert_refused(capsys, run, "evaluate", run, match=f"the data in {store} has 25 examples")
+    (images / "cats" / "extra.png").unlink()
+    shutil.rmtree(store)
+    pack(capsys, images, store)  # the same source packed again: the same store, byte for byte
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+    os.utime(images / "cats" / "00001.png", ns=(5, 5))  # touched, then packed again: another store of the same data
+    shutil.rmtree(store)
+    assert pack(capsys, images, store)[0]["id"] != summary["id"]
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+
+    # Moved: the refusal names where it was and how to point the run at the new place, which is then recorded.
+    store.rename(tmp_path / "moved")
+    line = assert_refused(capsys, run, "evaluate", run, match=f"{store}, the data the run in {run} was trained on")
+    assert f"store {summary['id']}" in line and f"`aekit evaluate {run} --dataset NEWPATH`" in line
+    other = tmp_path / "other"
+    pack(capsys, make_images(tmp_path / "others", seed=9), other)
+    assert_refused(capsys, run, "evaluate", run, "--dataset", other, match="is the store ")
+    status, _, err = run_cli(capsys, "evaluate", run, "--dataset", tmp_path / "moved")
+    assert status == 0 and f"now reads its data from {tmp_path / 'moved'}" in err, err
+    assert json.loads((run / "config.json").read_text())["options"]["dataset"] == str(tmp_path / "moved")
+    assert run_cli(capsys, "evaluate", run)[0] == 0
+    (tmp_path / "moved").rename(store)
+    argv = ("train", "--resume", "--out", run, "--epochs", "2", "--no-progress", "--dataset", store)
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    assert json.loads((run / "config.json").read_text())["options"]["dataset"] == str(store)
+
+
+def test_a_test_fraction_given_with_a_store_is_refused(capsys, tmp_path, images):
+    store, run = tmp_path / "store", tmp_path / "run"
+    pack(capsys, images, store)
+    line = assert_refused(
+        capsys, run, "train", "--dataset", store, "--out", run, "--test-fraction", "0.3", *FAST, match=""
+    )
+    assert "a store keeps the split it was packed with" in line and "--test-fraction" in line
+
+
 def test_full_verification_reads_every_byte(capsys, tmp_path):
     np.save(tmp_path / "big.npy", np.zeros((300, 64, 64), np.uint8))  # 1.2 MB, more than the 64 sampled blocks
     store = tmp_path / "store"
@@ -320,6 +375,95 @@ def test_a_store_whose_source_changed_is_refused_and_a_copy_without_its_source_o
     assert len(load_dataset(str(store)).x_train) == 19  # the same listing again
     images.rename(tmp_path / "moved")
     assert len(load_dataset(str(store)).x_train) == 19
+
+
+def test_a_source_touched_or_copied_back_unchanged_opens_and_one_changed_in_place_is_refused(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    os.utime(images / "cats" / "00004.png", ns=(1, 1))  # `touch`: its time alone changes
+    assert len(load_dataset(str(store)).x_train) == 19
+    shutil.copytree(images, tmp_path / "backup", copy_function=shutil.copyfile)  # `cp -r`: every time changes
+    shutil.rmtree(images)
+    (tmp_path / "backup").rename(images)
+    assert len(load_dataset(str(store)).x_train) == 19
+    with (images / "dogs" / "00002.png").open("r+b") as file:  # changed in place: the same size, a new time
+        file.seek(60)
+        byte = file.read(1)
+        file.seek(60)
+        file.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(
+        DataError, match=f"its source {images} changed since it was packed \\(dogs/00002.png modified\\)"
+    ):
+        load_dataset(str(store))
+    # One file: a touched .npy opens; one edited in place (same size) is refused.
+    np.save(tmp_path / "x.npy", np.arange(40, dtype=np.float32).reshape(10, 4))
+    pack(capsys, tmp_path / "x.npy", tmp_path / "x.store")
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    assert len(load_dataset(str(tmp_path / "x.store")).x_test) == 2
+    np.save(tmp_path / "x.npy", np.arange(40, dtype=np.float32).reshape(10, 4)[::-1])
+    with pytest.raises(DataError, match="x.npy modified"):
+        load_dataset(str(tmp_path / "x.store"))
+
+
+def test_a_listing_changed_in_place_is_refused_where_it_is_read(capsys, tmp_path, images):
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    listing = store / "listing.json"
+    listing.write_bytes(listing.read_bytes().replace(b'"cats/00000.png"', b'"cats/00000.PNG"'))  # the same size
+    assert len(load_dataset(str(store)).x_train) == 19  # opening reads it only where the source's listing changed
+    status, _, err = run_cli(capsys, "pack", "--verify", store)
+    assert status == 2 and "listing.json does not match its sha256" in err, err
+    os.utime(images / "cats" / "00003.png", ns=(1, 1))
+    with pytest.raises(DataError, match="listing.json does not match its sha256"):
+        load_dataset(str(store))
+
+
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    """digits packed: float32 intensities, a seeded split, labels and label names."""
+    from aekit.pack import pack as pack_store
+
+    store = tmp_path_factory.mktemp("digits") / "store"
+    pack_store("digits", store, workers=1, progress=False)
+    return store
+
+
+EDITS = {
+    "name": ("name", "digits-2"),
+    "binary": ("binary", False, "scale", fmt.SCALES["real"]),
+    "label_names": ("label_names", [str(9 - d) for d in range(10)]),
+    "seed": ("seed", 1),
+    "test_fraction": ("test_fraction", 0.25),
+    "split": ("split", "given", "seed", None, "test_fraction", None),
+    "skipped": ("skipped", ["7.png"]),
+    "source": ("source", {"kind": "npy", "path": "/elsewhere/x.npy", "listing_sha256": None, "sha256": None}),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_manifest_edited_in_any_field_is_refused(tmp_path, digits_store, edit):
+    store = tmp_path / "store"
+    shutil.copytree(digits_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    changes = EDITS[edit]
+    for key, value in zip(changes[::2], changes[1::2]):
+        assert manifest[key] != value
+        manifest[key] = value
+    (store / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    with pytest.raises(DataError, match=f"store {store}: manifest.json has id .*\\(the manifest was edited\\)"):
+        load_dataset(str(store))
+
+
+def test_a_store_packed_before_version_2_still_opens(tmp_path):
+    manifest = json.loads((OLD_STORE / "manifest.json").read_text())
+    assert manifest["version"] == 1 and "listing.json" not in manifest["files"]
+    data = load_dataset(str(OLD_STORE))
+    assert data.name == "table.npz" and len(data.x_train) == 8 and len(data.y_test) == 2 and not data.binary
+    store = tmp_path / "store"
+    shutil.copytree(OLD_STORE, store)
+    np.save(store / "labels.npy", 1 - np.load(store / "labels.npy"))  # its files are checked as before
+    with pytest.raises(DataError, match="labels.npy does not match its sha256"):
+        load_dataset(str(store))
 
 
 @pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
@@ -394,11 +538,45 @@ def test_an_image_folder_lists_what_its_stores_were_listed_with(tmp_path):
     (folder / "linked").symlink_to(folder / "a")  # a linked folder is not followed
     (folder / "link.png").symlink_to(folder / "b.png")  # a link to an image is one
     (folder / "broken.png").symlink_to(folder / "gone.png")
-    listing = fmt.image_listing(folder)
+    listing = image_listing(folder)
     names = ["..png", ".hidden/d.jpeg", "a/c.PNG", "a-b.jpg", "b.png", "g.png/h.png", "link.png"]
     assert [name for name, _, _ in listing] == names
     stats = [os.stat(folder / name) for name in names]
     assert listing == [(name, s.st_size, s.st_mtime_ns) for name, s in zip(names, stats)]
+
+
+def test_a_photo_folder_holding_a_manifest_of_its_own_trains_and_packs(capsys, tmp_path, images):
+    # A web export or a downloaded data set: its manifest.json is not a store's, so the folder is a folder of images.
+    (images / "manifest.json").write_text(json.dumps({"name": "pets", "version": 1, "files": ["cats/00000.png"]}))
+    assert len(load_dataset(str(images)).x_train) == 19
+    summary, _ = pack(capsys, images, tmp_path / "store")
+    assert summary["n"] == 24
+    # A store's manifest damaged past reading is still a store's (it sits beside examples.npy): refused as one.
+    (tmp_path / "store" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="manifest.json is not valid JSON .*; delete it and pack it again"):
+        load_dataset(str(tmp_path / "store"))
+
+
+def test_a_subfolder_that_cannot_be_read_is_refused_or_skipped_and_listed(capsys, tmp_path, images, monkeypatch):
+    # os.scandir refuses the folder as it does for a user without the right to read it (tests may run as root, whom
+    # chmod does not stop).
+    make_images(images, n_per_class=2, classes=("birds",), seed=3)
+    locked, scandir = images / "birds", os.scandir
+
+    def refusing(path="."):
+        if isinstance(path, str) and os.path.normpath(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    store, run = tmp_path / "store", tmp_path / "run"
+    match = f"{locked} cannot be read (Permission denied); make it readable or move it out of {images}"
+    assert_refused(capsys, store, "pack", images, "--out", store, "--no-progress", "--workers", "1", match=match)
+    assert_refused(capsys, run, "train", "--dataset", images, "--out", run, *FAST, match=match)
+    summary, err = pack(capsys, images, store, "--skip-bad")
+    assert summary["skipped"] == ["birds/"] and summary["n"] == 24 and "skipped birds/ (Permission denied)" in err
+    assert json.loads((store / "manifest.json").read_text())["label_names"] == ["cats", "dogs"]
+    assert len(load_dataset(str(store)).x_train) == 19  # the listing leaves the folder out as the pack did
 
 
 def test_bad_pack_commands_are_refused(capsys, tmp_path, images):

@@ -25,8 +25,8 @@ def load_dataset(
     """Load a named dataset or a file/folder of data.
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
-    A folder holding a store's ``manifest.json`` (``aekit pack``) opens as that store, memory-mapped, with the split it
-    was packed with (:mod:`aekit.data.store`).
+    A folder that is a store (``aekit pack``; :func:`aekit.data.store.is_store`) opens memory-mapped, with the split
+    it was packed with (:mod:`aekit.data.store`).
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
@@ -49,9 +49,9 @@ def load_dataset(
 
         return load_mnist(data_dir=data_dir)
     path = Path(name_or_path)
-    if path.is_dir() and (path / "manifest.json").is_file():
-        from aekit.data.store import open_store
+    from aekit.data.store import is_store, open_store
 
+    if is_store(path):
         return open_store(path)
     if path.is_dir():
         from aekit.data.images import load_image_folder

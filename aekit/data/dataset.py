@@ -66,7 +66,10 @@ class Dataset:
     ``binary`` says the values are [0, 1] intensities (Bernoulli likelihood) rather than real values (Gaussian).
     Labels are int64 arrays, or None where the source has none. ``bounds`` gives the training split's smallest and
     largest value (as models see them) where the source knows them (a store's manifest), sparing a scan; ``checked``
-    says the values were already checked to be finite (and in [0, 1] where binary) when the store was packed.
+    says the values were already checked to be finite (and in [0, 1] where binary) when the store was packed;
+    ``store_id`` is the id of the store they were opened from, else None, and ``digest`` a digest that identifies
+    the examples, labels and split where the source knows one (a store's :func:`aekit.data.store.data_digest`; else
+    :func:`aekit.data.identity.data_sha256` computes one).
     """
 
     name: str
@@ -77,6 +80,8 @@ class Dataset:
     binary: bool
     bounds: tuple[float, float] | None = None
     checked: bool = False
+    store_id: str | None = None
+    digest: str | None = None
 
     def __post_init__(self):
         for split, x in (("train", self.x_train), ("test", self.x_test)):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 from PIL import Image
@@ -73,13 +76,55 @@ def scan_images(folder: Path) -> tuple[list[Path], tuple[int, int, int]]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The PNG and JPEG files under ``folder`` (recursively, in sorted order), at least one."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The PNG and JPEG files under ``folder`` (:func:`image_listing`'s), at least one."""
+    files = [folder / name for name, _, _ in image_listing(folder)]
     if not files:
         raise DataError(
             f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of PNG or JPEG files"
         )
     return files
+
+
+def image_listing(folder: Path, unreadable: dict[str, str] | None = None) -> list[tuple[str, int, int]]:
+    """The images of a folder: every regular file, or link to one, with an image suffix, in it and in its subfolders
+    that are not links (``Path.rglob``'s choice, which the stores packed before were listed with), each as
+    (relative name, size, mtime_ns), in the order paths sort. A folder that cannot be read is refused in one line
+    naming it, or, a subfolder, with ``unreadable`` left out and recorded there (relative name ending in "/" -> the
+    reason). One scandir a folder and one stat an image: cheap enough to list again at the end of a pack."""
+    entries, folders = [], [""]
+    while folders:
+        prefix = folders.pop()
+        try:
+            with os.scandir(os.path.join(folder, prefix)) as scan:
+                children = list(scan)
+        except OSError as error:
+            if prefix and error.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # removed while the folder was listed
+            if unreadable is None or not prefix:
+                raise DataError(
+                    f"{os.path.join(folder, prefix.rstrip('/'))} cannot be read ({error.strerror or error}); "
+                    f"make it readable{f' or move it out of {folder}' if prefix else ''}"
+                ) from None
+            unreadable[prefix] = error.strerror or str(error)
+            continue
+        for child in children:
+            name = child.name
+            dot = name.rfind(".")  # Path.suffix: none for ".png" or "x."
+            try:
+                if child.is_dir(follow_symlinks=False):
+                    folders.append(f"{prefix}{name}/")
+                    continue
+                if not 0 < dot < len(name) - 1 or name[dot:].lower() not in IMAGE_SUFFIXES:
+                    continue
+                stat = child.stat()
+            except OSError as error:  # gone, or a broken link: not a file, as Path.is_file says
+                if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+                    raise
+                continue
+            if S_ISREG(stat.st_mode):
+                entries.append((prefix + name, stat.st_size, stat.st_mtime_ns))
+    entries.sort(key=lambda entry: entry[0].split("/"))
+    return entries
 
 
 def read_image_block(files: list[Path], channels: int) -> np.ndarray:

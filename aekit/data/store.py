@@ -1,6 +1,6 @@
 """A store: any source packed once (``aekit pack``, :mod:`aekit.pack`) into one memory-mapped array and a manifest.
 
-Format ``aekit-store``, version 1: a folder ``STORE/`` holding
+Format ``aekit-store``, version 2: a folder ``STORE/`` holding
 
     file              content
     examples.npy      every example, one .npy array of shape (n, *shape), C order, in the data's natural type:
@@ -14,32 +14,40 @@ Format ``aekit-store``, version 1: a folder ``STORE/`` holding
                       mnist and .npz with x_train/x_test, count x_train's rows then x_test's).
     statistics.npz    float64 arrays of one example's shape over the training split, as models see the values
                       (uint8 / 255): ``mean``, ``std`` (population, ddof 0), ``min``, ``max``.
+    listing.json      the source's files as packed, one a line: [relative name, size, mtime_ns, CRC-32 of the
+                      content as 8 hex digits, or null where it could not be read]; only where the source is files
+                      (not digits or mnist). The CRC (zlib's, as PNG and zip use) tells whether a file whose time
+                      changed holds what it held; it takes a third of sha256's time, and a pack computes it for
+                      every source file.
     manifest.json     written last (see below).
 
 ``manifest.json`` is JSON with sorted keys and no timestamps, so one source packed twice gives byte-identical
-stores. Its fields: ``format`` ("aekit-store"), ``version`` (1), ``name`` (the dataset's name), ``shape`` (one
+stores. Its fields: ``format`` ("aekit-store"), ``version`` (2), ``name`` (the dataset's name), ``shape`` (one
 example's), ``dtype`` ("uint8" or "float32"), ``binary`` (intensities in [0, 1], else real values), ``scale``
 (:data:`SCALES`), ``n``, ``n_train``, ``n_test``, ``split`` ("seeded" or "given"), ``seed`` and ``test_fraction``
 (null when given), ``bounds`` (the training split's smallest and largest value as models see them), ``labels``
-(whether labels.npy exists), ``label_names`` (class names by number, or null), ``skipped`` (unreadable images
-left out by ``--skip-bad``, relative names), ``source`` (``kind``, absolute ``path`` or null, ``listing_sha256``:
-sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns] of each file read, or null, and
-``sha256``: the published digests of mnist's four files, else null), ``files`` (for each file above but the manifest:
-``size`` in bytes and ``sha256``; examples.npy also ``sampled``: the sha256 of its header and of blocks of
-``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of the files' digests, see
-:func:`store_id`).
+(whether labels.npy exists), ``label_names`` (class names by number, or null), ``skipped`` (unreadable images and
+subfolders left out by ``--skip-bad``, relative names, a folder's ending in "/"), ``source`` (``kind``, absolute
+``path`` or null, ``listing_sha256``: sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns]
+of each file read, or null, and ``sha256``: the published digests of mnist's four files, else null), ``files`` (for
+each file above but the manifest: ``size`` in bytes and ``sha256``; examples.npy also ``sampled``: the sha256 of its
+header and of blocks of ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of every
+other field, see :func:`store_id`). A version 1 store (before listing.json) still opens: its id covers its files'
+digests alone, so an edit of its other fields goes unseen, and a source that changed in time alone is taken as changed.
 
-Opening (:func:`open_store`) checks, without reading the whole array: every manifest field's type, each file's size,
-examples.npy's header against the manifest's shape and dtype, its sampled sha256, the other files' full sha256, the
-id, and the manifest's counts and bounds against split.npz and statistics.npz; a store whose source still exists but
-whose listing changed is refused too (a copy whose source is gone opens). Any failure is one :class:`DataError`
-line naming the store and the fix. :func:`verify_store` also reads examples.npy whole to check its full sha256
-(``aekit pack --verify STORE``).
+A folder is a store when its manifest.json says ``"format": "aekit-store"`` (:func:`is_store`): a folder of images
+holding a manifest.json of its own (a web export, a downloaded data set) is not one. Opening (:func:`open_store`)
+checks, without reading the whole array: every manifest field's type, each file's size, examples.npy's header against
+the manifest's shape and dtype, its sampled sha256, the other files' full sha256 (listing.json's where it is read),
+the manifest's counts and bounds against split.npz and statistics.npz, and the id. A store whose source still exists
+but has changed (files added or removed, a file of another size or content) is refused too; a file whose time alone
+changed (``touch``, ``cp -r`` of a backup) is read again and compared with listing.json, and a copy whose source is
+gone opens. Any failure is one :class:`DataError` line naming the store and the fix. :func:`verify_store` also reads
+examples.npy and listing.json whole to check their full sha256 (``aekit pack --verify STORE``).
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -47,8 +55,8 @@ import math
 import numbers
 import os
 import zipfile
+import zlib
 from pathlib import Path
-from stat import S_ISREG
 
 import numpy as np
 
@@ -56,12 +64,17 @@ from aekit.data.dataset import Dataset
 from aekit.errors import DataError
 
 FORMAT = "aekit-store"
-VERSION = 1
+VERSION = 2
+# Versions read: 1, written before the id covered the whole manifest and before listing.json (see store_id).
+VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.npy"
 LABELS = "labels.npy"
 SPLIT = "split.npz"
 STATISTICS = "statistics.npz"
+LISTING = "listing.json"
+# The files that hold a store's data (see data_digest).
+DATA_FILES = (EXAMPLES, LABELS, SPLIT, STATISTICS)
 SCALES = {"uint8": "intensity: uint8 / 255", "binary": "intensity: values in [0, 1]", "real": "real values"}
 SOURCE_KINDS = ("images", "npy", "npz", "csv", "idx", "digits", "mnist")
 # Sampled digest of examples.npy: this many blocks of this many bytes, spread evenly over its values.
@@ -113,10 +126,24 @@ def sampled_sha256(path: Path, data_offset: int, offsets: list[int]) -> str:
     return digest.hexdigest()
 
 
-def store_id(files: dict) -> str:
-    """The store's id: sha256 of the sorted {file name: sha256} of its files."""
-    digests = {name: entry["sha256"] for name, entry in files.items()}
-    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+def data_digest(manifest: dict) -> str:
+    """What identifies a store's data: sha256 of its ``binary`` flag and the sha256 of each file that holds the data
+    (:data:`DATA_FILES`), as sorted JSON. Two stores of the same data in the same split share it whatever their
+    source's place, times or name (a source copied back and packed again), where their ids differ."""
+    fields = {name: entry["sha256"] for name, entry in manifest["files"].items() if name in DATA_FILES}
+    return hashlib.sha256(json.dumps({**fields, "binary": manifest["binary"]}, sort_keys=True).encode()).hexdigest()
+
+
+def store_id(manifest: dict) -> str:
+    """The store's id: sha256 of every other field of its manifest as compact JSON with sorted keys, so an edit of any
+    field (its files' digests among them) changes it. A version 1 store's id is the sha256 of the sorted {file name:
+    sha256} of its files alone: its other fields are taken as written."""
+    if manifest["version"] == 1:
+        digests = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+        return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    fields = {key: value for key, value in manifest.items() if key != "id"}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def listing_sha256(entries: list[tuple[str, int, int]]) -> str:
@@ -126,47 +153,47 @@ def listing_sha256(entries: list[tuple[str, int, int]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def image_listing(folder: Path) -> list[tuple[str, int, int]]:
-    """The images of a folder as :mod:`aekit.data.images` reads them (``Path.rglob``'s: every regular file, or link
-    to one, with an image suffix, in subfolders that are not links), each as (relative name, size, mtime_ns), in
-    the order paths sort. One scandir a folder and one stat an image: cheap enough to list again at the end of a
-    pack."""
-    from aekit.data.images import IMAGE_SUFFIXES
-
-    entries, folders = [], [""]
-    while folders:
-        prefix = folders.pop()
-        try:
-            with os.scandir(os.path.join(folder, prefix)) as scan:
-                children = list(scan)
-        except PermissionError:  # left out, as rglob leaves it out
-            continue
-        for child in children:
-            name = child.name
-            dot = name.rfind(".")  # Path.suffix: none for ".png" or "x."
-            try:
-                if child.is_dir(follow_symlinks=False):
-                    folders.append(f"{prefix}{name}/")
-                    continue
-                if not 0 < dot < len(name) - 1 or name[dot:].lower() not in IMAGE_SUFFIXES:
-                    continue
-                stat = child.stat()
-            except OSError as error:  # gone, or a broken link: not a file, as Path.is_file says
-                if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
-                    raise
-                continue
-            if S_ISREG(stat.st_mode):
-                entries.append((prefix + name, stat.st_size, stat.st_mtime_ns))
-    entries.sort(key=lambda entry: entry[0].split("/"))
-    return entries
-
-
-def source_listing(kind: str, path: Path) -> str:
-    """The listing digest of a source on disk now: an image folder's images, or the one file."""
+def source_entries(kind: str, path: Path) -> list[tuple[str, int, int]]:
+    """A source's files on disk now, as (relative name, size, mtime_ns): an image folder's images, or the one file."""
     if kind == "images":
-        return listing_sha256(image_listing(path))
+        from aekit.data.images import image_listing
+
+        # A subfolder that cannot be read is left out, as a pack with --skip-bad left it out (without, it refused).
+        return image_listing(path, unreadable={})
     stat = path.stat()
-    return listing_sha256([(path.name, stat.st_size, stat.st_mtime_ns)])
+    return [(path.name, stat.st_size, stat.st_mtime_ns)]
+
+
+def source_files(kind: str, path: Path, names: list[str]) -> list[str]:
+    """The files of a source's entries ``names``: the images of those names in the folder ``path``, or the file
+    ``path``."""
+    folder = os.path.join(path, "")
+    return [folder + name if kind == "images" else str(path) for name in names]
+
+
+def content_crc32(path: str | Path) -> str | None:
+    """The CRC-32 of a source file's bytes as 8 hex digits, or None where it cannot be read."""
+    # os.read without a file object: about 10 us less a small image, of which a pack reads thousands.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    crc = 0
+    try:
+        while block := os.read(fd, _READ):
+            crc = zlib.crc32(block, crc)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return f"{crc:08x}"
+
+
+def listing_bytes(listing: list[list]) -> bytes:
+    """listing.json: the [relative name, size, mtime_ns, CRC-32 or null] of each source file, one a line."""
+    # Each line is json.dumps(entry) without spaces, written out: a third of the time.
+    lines = (f"[{json.dumps(name)},{size},{mtime},{json.dumps(crc)}]" for name, size, mtime, crc in listing)
+    return ("[\n" + ",\n".join(lines) + "\n]\n").encode()
 
 
 # --- .npy headers and deterministic .npz ---------------------------------------------------------------------------
@@ -231,19 +258,32 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 
 def is_store(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a store's manifest."""
+    """Whether ``path`` is a folder holding a store: its manifest.json says ``"format": "aekit-store"``, or, where
+    the manifest cannot be read as JSON (damaged), it lies beside examples.npy. A folder with a manifest.json of
+    another kind (a web export, a downloaded data set) is not a store."""
     path = Path(path)
-    return path.is_dir() and (path / MANIFEST).is_file()
+    if not (path / MANIFEST).is_file():
+        return False
+    try:
+        with (path / MANIFEST).open("rb") as file:
+            manifest = json.loads(file.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return (path / EXAMPLES).is_file()
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def open_store(path: str | Path) -> Dataset:
     """The store in ``path`` as a :class:`Dataset`: memory-mapped slices of examples.npy (nothing copied), its
-    labels, ``bounds`` from the manifest and ``checked`` (its values were checked when it was packed), after the
-    checks in this module's docstring."""
+    labels, ``bounds``, ``store_id`` and ``digest`` (:func:`data_digest`) from the manifest and ``checked`` (its
+    values were checked when it was packed), after the checks in this module's docstring."""
     store = Path(path)
     manifest = read_manifest(store)
     _check_files(store, manifest)
     _check_contents(store, manifest)
+    # After the files and contents, whose checks name what differs: an edit they cannot see changes the id.
+    if manifest["id"] != store_id(manifest):
+        what = "its files' digests" if manifest["version"] == 1 else "its other fields"
+        raise _refuse(store, f"{MANIFEST} has id {manifest['id']}, not the digest of {what} (the manifest was edited)")
     _check_source(store, manifest)
     examples = np.load(store / EXAMPLES, mmap_mode="r")
     n_train = manifest["n_train"]
@@ -262,15 +302,19 @@ def open_store(path: str | Path) -> Dataset:
         binary=manifest["binary"],
         bounds=tuple(manifest["bounds"]),
         checked=True,
+        store_id=manifest["id"],
+        digest=data_digest(manifest),
     )
 
 
 def verify_store(path: str | Path) -> dict:
-    """:func:`open_store`'s checks and the full sha256 of examples.npy (which reads it whole); returns the
-    manifest."""
+    """:func:`open_store`'s checks, listing.json's and the full sha256 of examples.npy (which reads it whole);
+    returns the manifest."""
     store = Path(path)
     open_store(store)
     manifest = read_manifest(store)
+    if LISTING in manifest["files"]:
+        _listing(store, manifest)
     digest = file_sha256(store / EXAMPLES)
     if digest != manifest["files"][EXAMPLES]["sha256"]:
         raise _refuse(
@@ -313,8 +357,8 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_hex(value) -> bool:
-    return type(value) is str and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+def _is_hex(value, digits: int = 64) -> bool:
+    return type(value) is str and len(value) == digits and all(c in "0123456789abcdef" for c in value)
 
 
 _KEYS = {
@@ -348,8 +392,8 @@ def _manifest_problem(m) -> str | None:
         return "is not a JSON object"
     if m.get("format") != FORMAT:
         return f"has format {m.get('format')!r}, not {FORMAT!r}"
-    if m.get("version") != VERSION:
-        return f"has version {m.get('version')!r}; this aekit reads version {VERSION}"
+    if m.get("version") not in VERSIONS:
+        return f"has version {m.get('version')!r}; this aekit reads versions {', '.join(map(str, VERSIONS))}"
     if set(m) != _KEYS:
         missing, extra = sorted(_KEYS - set(m)), sorted(set(m) - _KEYS)
         return f"lacks {missing}" if missing else f"has unknown fields {extra}"
@@ -423,7 +467,8 @@ def _source_problem(source) -> str | None:
 def _files_problem(m: dict) -> str | None:
     """What is wrong with a manifest's list of files and their digests, and its id, or None."""
     files = m["files"]
-    expected = {EXAMPLES, SPLIT, STATISTICS} | ({LABELS} if m["labels"] else set())
+    listed = m["version"] >= 2 and m["source"]["listing_sha256"] is not None
+    expected = {EXAMPLES, SPLIT, STATISTICS} | ({LABELS} if m["labels"] else set()) | ({LISTING} if listed else set())
     if not isinstance(files, dict) or set(files) != expected:
         return f"lists files {sorted(files) if isinstance(files, dict) else files!r}, not {sorted(expected)}"
     for name, entry in files.items():
@@ -445,13 +490,14 @@ def _files_problem(m: dict) -> str | None:
         or not all(_is_int(o) for o in sampled["offsets"])
     ):
         return f"has sampled digest {sampled!r}, not a sha256, block size {BLOCK_SIZE} and offsets"
-    if not _is_hex(m["id"]) or m["id"] != store_id(files):
-        return f"has id {m['id']!r}, not the digest of its files' digests (the manifest was edited)"
+    if not _is_hex(m["id"]):
+        return f"has id {m['id']!r}, not a sha256"
     return None
 
 
 def _check_files(store: Path, manifest: dict) -> None:
-    """Each file's size, examples.npy's header and sampled digest, and the other files' digests."""
+    """Each file's size, examples.npy's header and sampled digest, and the other files' digests but listing.json's
+    (one line a source file, so as large as the source is many: checked where it is read, see :func:`_listing`)."""
     for name, entry in sorted(manifest["files"].items()):
         path = store / name
         if not path.is_file():
@@ -491,7 +537,7 @@ def _check_files(store: Path, manifest: dict) -> None:
             f"{EXAMPLES} does not match its sampled sha256: its values were changed or damaged, "
             "or the manifest belongs to another store",
         )
-    for name in sorted(set(manifest["files"]) - {EXAMPLES}):
+    for name in sorted(set(manifest["files"]) - {EXAMPLES, LISTING}):
         if file_sha256(store / name) != manifest["files"][name]["sha256"]:
             raise _refuse(
                 store,
@@ -546,7 +592,10 @@ def _check_contents(store: Path, manifest: dict) -> None:
 
 
 def _check_source(store: Path, manifest: dict) -> None:
-    """Refuse a store whose source still lies where it was packed from but has changed since."""
+    """Refuse a store whose source still lies where it was packed from but has changed since: files added or removed,
+    or a file of another size or content. The listing's digest tells in one scandir that nothing did; where it
+    differs, a file whose time alone changed (``touch``, ``cp -r``) is read again and compared with listing.json's
+    CRC-32 (a version 1 store, which has none, is refused as changed)."""
     source = manifest["source"]
     if source["path"] is None or source["listing_sha256"] is None:
         return
@@ -554,11 +603,63 @@ def _check_source(store: Path, manifest: dict) -> None:
     if not path.exists():
         return  # a copy of the store on another machine, or the source moved: the store stands on its own
     try:
-        now = source_listing(source["kind"], path)
-    except OSError:
+        now = source_entries(source["kind"], path)
+    except (OSError, DataError):
         now = None
-    if now != source["listing_sha256"]:
+    if now is not None and listing_sha256(now) == source["listing_sha256"]:
+        return
+    if now is None or manifest["version"] == 1:
+        changes = "files added, removed or modified"
+    else:
+        changes = _changes(source["kind"], path, now, _listing(store, manifest))
+    if changes:
         raise DataError(
-            f"store {store}: its source {path} changed since it was packed (files added, removed or "
-            f"modified); delete the store and pack it again with `aekit pack {path} --out {store}`"
+            f"store {store}: its source {path} changed since it was packed ({changes}); delete the store and pack it "
+            f"again with `aekit pack {path} --out {store}`"
         )
+
+
+def _changes(kind: str, path: Path, now: list[tuple[str, int, int]], packed: list[list]) -> str:
+    """What differs between a source's files ``now`` and as ``packed`` (listing.json's entries), named ("a.png
+    added, b.png modified and 3 more"), or "" where the files hold what they held: a file whose time alone changed
+    is read again and compared with its packed CRC-32."""
+    then = {name: (size, mtime, digest) for name, size, mtime, digest in packed}
+    found = {name: (size, mtime) for name, size, mtime in now}
+    changes = []
+    for name in sorted(then.keys() | found.keys(), key=lambda name: name.split("/")):
+        if name not in then or name not in found:
+            changes.append(f"{name} {'added' if name in found else 'removed'}")
+            continue
+        (size, mtime), (old_size, old_mtime, digest) = found[name], then[name]
+        if size != old_size or (
+            mtime != old_mtime and (digest is None or content_crc32(source_files(kind, path, [name])[0]) != digest)
+        ):
+            changes.append(f"{name} modified")
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return ", ".join(changes[:3]) + more
+
+
+def _listing(store: Path, manifest: dict) -> list[list]:
+    """listing.json's entries, its sha256 and form checked."""
+    path = store / LISTING
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise _refuse(store, f"{LISTING} cannot be read ({error.strerror or error})") from None
+    if hashlib.sha256(data).hexdigest() != manifest["files"][LISTING]["sha256"]:
+        raise _refuse(store, f"{LISTING} does not match its sha256: it was changed or replaced")
+    try:
+        listing = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        listing = None
+    if type(listing) is not list or not all(
+        type(entry) is list
+        and len(entry) == 4
+        and type(entry[0]) is str
+        and _is_int(entry[1])
+        and type(entry[2]) is int
+        and (entry[3] is None or _is_hex(entry[3], 8))
+        for entry in listing
+    ):
+        raise _refuse(store, f"{LISTING} is not a list of [name, size, mtime_ns, CRC-32] entries")
+    return listing
