@@ -23,6 +23,7 @@ a score against known anomalies.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -57,7 +58,7 @@ def check_score(model: torch.nn.Module, score: str, samples: int = SAMPLES) -> N
             f"unknown anomaly score {score!r} for a {type(model).__name__}{extra}; use one of "
             f"{', '.join(score_names(model))}"
         )
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
         raise AekitError(f"the number of posterior draws per example ({samples!r}) must be a whole number >= 1")
 
 

@@ -36,6 +36,7 @@ from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
 from aekit.models import Phase
 from aekit.models.base import device_of, float_batch
+from aekit.naming import option as named
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
@@ -68,10 +69,11 @@ class TrainSettings:
     data_on: str = "auto"
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise AekitError("epochs, batch size and logging interval must be at least 1")
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise AekitError(f"{named(name, getattr(self, name))} must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise AekitError(f"learning rate {self.lr} must be a positive number, e.g. 1e-3")
+            raise AekitError(f"{named('lr', self.lr)} must be a positive number, e.g. 1e-3")
         if self.schedule not in SCHEDULES:
             raise AekitError(f"unknown schedule {self.schedule!r}; use constant or cosine")
         if self.precision not in PRECISIONS:
@@ -99,10 +101,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise AekitError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    instead = f"use {named('device', 'cpu')} or {named('device', 'auto')}"
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise AekitError(f"{named('device', name)} was asked for but no CUDA GPU is available; {instead}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise AekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+        raise AekitError(f"{named('device', name)} was asked for but MPS is not available; {instead}")
     return device
 
 
@@ -490,7 +493,7 @@ class _Loop:
             if not math.isfinite(record["test_loss"]):
                 raise TrainingDiverged(
                     f"the test loss became {record['test_loss']} after epoch {epoch}; "
-                    f"{_last_good(self.sink)}; lower --lr or check the data"
+                    f"{_last_good(self.sink)}; lower {named('lr')} or check the data"
                 )
         record["seconds"] = spent + time.perf_counter() - started
         self.history.append(record)
@@ -549,7 +552,7 @@ def _likely_cause(model: torch.nn.Module, dataset: Dataset) -> str:
         return ""
     return (
         f" (likely cause: the data span [{low:.3g}, {high:.3g}] and the model does not standardize them; drop "
-        "--no-standardize, or rescale the data)"
+        f"{named('standardize', False)}, or rescale the data)"
     )
 
 
@@ -604,7 +607,8 @@ def _check_finite(first_bad_step: torch.Tensor, epoch: int, sink: RunSink | None
     if step >= 0:
         raise TrainingDiverged(
             f"the training loss became NaN or infinite at step {step} of epoch {epoch}; "
-            f"{_last_good(sink)}; lower --lr or check the data, or pass --on-nan skip"
+            f"{_last_good(sink)}; lower {named('lr')} or check the data"
+            + (f", or pass {skip}" if (skip := named("on_nan", "skip")) else "")
         )
 
 
