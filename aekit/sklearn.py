@@ -36,7 +36,7 @@ from aekit.errors import AekitError
 from aekit.evaluate import batches, evaluating
 from aekit.models import VAE, ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
 from aekit.models.base import device_of
-from aekit.models.config import family
+from aekit.models.config import FAMILIES, family, register
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.naming import ANY, Words, speaking
 from aekit.trainer import TrainSettings, resolve_device, train
@@ -368,6 +368,12 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
         return words
 
+    def __reduce__(self):
+        # Pickled by the family's config class rather than by this class: estimator(name) makes a class of no name
+        # in this module for any family but the five above, and unpickling the config class imports its family.
+        detector = isinstance(self, _OutlierDetection)
+        return _unpickled, (family(self._model), detector), self.__getstate__()
+
     def __getstate__(self):
         state = dict(super().__getstate__())
         if "model_" in state:
@@ -472,6 +478,26 @@ def estimator(name: str) -> type[_BaseAutoEncoder]:
         )
         _ESTIMATORS[name] = (config, made)
     return _ESTIMATORS[name][1]
+
+
+def __getattr__(name: str) -> type:
+    # The classes estimator() and outlier_detector() make, by their names: where pickle looks for a class it saved.
+    if not name.startswith("_"):
+        for config in list(FAMILIES.values()):
+            if issubclass(config, NetConfig):
+                for made in (estimator(config.family), outlier_detector(config.family)):
+                    if made.__name__ == name:
+                        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _unpickled(config: type[ModelConfig], detector: bool) -> _BaseAutoEncoder:
+    """A blank estimator of ``config``'s family (its outlier detector with ``detector``) for pickle to fill: the
+    family is registered where it is not yet (a family a joblib worker got by value, e.g. one made in a function)."""
+    if config.family not in FAMILIES:
+        register(config)
+    cls = (outlier_detector if detector else estimator)(config.family)
+    return cls.__new__(cls)
 
 
 class _OutlierDetection(OutlierMixin):

@@ -28,6 +28,7 @@ from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError
 from aekit.evaluate import importance_weighted_nll
+from aekit.models import FAMILIES, NetConfig
 from aekit.sklearn import (
     AdversarialAutoEncoder,
     AutoEncoder,
@@ -36,6 +37,7 @@ from aekit.sklearn import (
     ParameterError,
     VariationalAutoEncoder,
     VariationalAutoEncoderOutlierDetector,
+    outlier_detector,
 )
 from aekit.sklearn import (
     estimator as estimator_of,
@@ -420,3 +422,32 @@ def test_errors_name_the_estimators_parameters_not_the_command_lines_flags(wine,
     fitted = small(AutoEncoder, loss="bce").fit(wine / wine.max())
     with pytest.raises(ValueError, match=re.escape("use loss='mse' or rescale the data")):
         fitted.score(wine)
+
+
+NET_FAMILIES = [name for name, config in FAMILIES.items() if issubclass(config, NetConfig)]
+
+
+@pytest.mark.parametrize("name", NET_FAMILIES)
+def test_every_familys_estimator_and_detector_pickle_fitted_or_not(name, wine):
+    for cls in (estimator_of(name), outlier_detector(name)):
+        assert pickle.loads(pickle.dumps(cls)) is cls
+        unfitted = small(cls, n_components=2, random_state=0)
+        assert pickle.loads(pickle.dumps(unfitted)).get_params() == unfitted.get_params()
+        fitted = unfitted.fit(wine)
+        loaded = pickle.loads(pickle.dumps(fitted))
+        assert type(loaded) is cls and np.array_equal(loaded.transform(wine), fitted.transform(wine))
+
+
+def _fitted_codes(model, x):
+    return model.fit(x).transform(x)
+
+
+@pytest.mark.slow
+def test_the_estimators_of_families_without_a_class_here_go_to_joblibs_worker_processes(wine):
+    models = [
+        small(estimator_of("vqvae"), n_components=2, random_state=0),
+        small(outlier_detector("rd-ae"), random_state=0),
+    ]
+    codes = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_fitted_codes)(model, wine) for model in models)
+    for model, there in zip(models, codes):
+        np.testing.assert_allclose(there, _fitted_codes(model, wine), rtol=1e-5, atol=1e-6)
