@@ -39,7 +39,7 @@ from aekit.models.base import device_of
 from aekit.models.config import FAMILIES, family, register
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.naming import ANY, Words, speaking
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.trainer import TrainSettings, check_model_fits, resolve_device, train
 
 __all__ = [
     "AutoEncoder",
@@ -271,6 +271,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         spec = self._spec(X.shape[1], likelihood)
         try:
             device = resolve_device(self.device)
+            check_model_fits(spec, device)
             settings = TrainSettings(
                 epochs=_whole(self.max_iter, "max_iter"),
                 batch_size=_whole(self.batch_size, "batch_size"),

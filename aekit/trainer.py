@@ -14,6 +14,7 @@ a checkpoint of the position inside the epoch, so even a stop mid-epoch resumes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 import sys
@@ -29,13 +30,14 @@ import torch
 from tqdm.auto import tqdm
 
 from aekit import distributed, runs
-from aekit.batches import DATA_ON, BatchSource, make_source
+from aekit.batches import DATA_ON, BatchSource, free_memory, make_source
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
 from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
-from aekit.models import Phase
+from aekit.models import ModelConfig, Phase
 from aekit.models.base import device_of, float_batch
+from aekit.models.config import on_meta
 from aekit.naming import option as named
 
 SCHEDULES = ("constant", "cosine")
@@ -107,6 +109,32 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise AekitError(f"{named('device', name)} was asked for but MPS is not available; {instead}")
     return device
+
+
+# The float32 copies of its weights that training holds: the weights, their gradients and Adam's two moments.
+TRAINING_COPIES = 4
+
+
+def check_model_fits(config: ModelConfig, device: torch.device) -> None:
+    """Refuse, before any of it is allocated, the model of ``config`` where it cannot be trained on ``device``: its
+    parameters (counted on the meta device) as :data:`TRAINING_COPIES` float32 copies take more than the device's free
+    memory (or, for another device, one copy more than the host's, where it is built first). The message names the
+    sizes the model takes from (hidden layers, code) and the memory they need; activations come on top."""
+    sizes = " and ".join(named(name, getattr(config, name)) for name in ("hidden", "code_dim") if hasattr(config, name))
+    try:
+        model = on_meta(config)
+    except (RuntimeError, OverflowError, ValueError, TypeError):  # sizes past what torch can even shape
+        raise AekitError(f"{sizes} make a model larger than PyTorch can hold; use smaller sizes") from None
+    count = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
+    cpu = torch.device("cpu")
+    for where, copies in ((device, TRAINING_COPIES), *(((cpu, 1),) if device.type != "cpu" else ())):
+        need, free = count * 4 * copies, free_memory(where)
+        if free is not None and need > free:
+            what = "to train it (weights, gradients and Adam's two moments)" if copies > 1 else "to build it"
+            raise AekitError(
+                f"{sizes} make a model of {count:,} parameters, {need / 2**30:,.1f} GiB of float32 on {where} "
+                f"{what}, more than the {free / 2**30:,.1f} GiB free there; use smaller sizes"
+            )
 
 
 @torch.no_grad()

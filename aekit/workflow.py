@@ -32,7 +32,7 @@ from aekit.options import ANOMALY_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, defaults
 from aekit.projector import MAX_POINTS, write_projector
 from aekit.report import markdown_table, save_rows
 from aekit.tensorboard import TensorBoardLog
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.trainer import TrainSettings, check_model_fits, resolve_device, train
 
 # What a run made before an option existed was trained with, where that differs from the option's default now.
 BEFORE_THEIR_TIME = {"standardize": False}
@@ -209,6 +209,7 @@ def train_run(
         spec = _checked_spec(out, options, training, resume)
         settings = _settings(options)
         torch_device = _joined(resolve_device(device))
+        check_model_fits(spec, torch_device)
         main = distributed.is_main()
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)

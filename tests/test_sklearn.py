@@ -451,3 +451,14 @@ def test_the_estimators_of_families_without_a_class_here_go_to_joblibs_worker_pr
     codes = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_fitted_codes)(model, wine) for model in models)
     for model, there in zip(models, codes):
         np.testing.assert_allclose(there, _fitted_codes(model, wine), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_too_large_to_train_is_refused_naming_the_parameters_and_the_memory(wine):
+    estimator = small(AutoEncoder, hidden_layer_sizes=(10**6, 10**6), device="cpu")
+    with pytest.raises(
+        ParameterError, match=r"^hidden_layer_sizes=\(1000000, 1000000\) and n_components=2 make a model "
+    ):
+        estimator.fit(wine)
+    with pytest.raises(ParameterError, match=r"GiB of float32 on cpu to train it .*; use smaller sizes$"):
+        estimator.fit(wine)
+    assert not hasattr(estimator, "model_")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import assert_refused
 
 import aekit
 from aekit import runs
@@ -205,3 +206,14 @@ def test_the_mean_test_loss_builds_no_autograd_graph(digits):
     model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.requires_grad))
     assert mean_loss(model, digits.x_test, batch_size=100)["loss"] > 0
     assert seen and not any(seen)
+
+
+def test_a_model_too_large_to_train_is_refused_naming_its_sizes_and_the_memory_before_allocating(capsys, tmp_path):
+    out = tmp_path / "run"
+    message = (
+        "--hidden 1000000,1000000 and --code-dim 10 make a model of 2,000,152,000,074 parameters, 29,804.6 GiB of "
+        "float32 on cpu to train it (weights, gradients and Adam's two moments), more than the"
+    )
+    for hidden, match in (("1000000,1000000", message), (str(10**20), "larger than PyTorch can hold")):
+        assert_refused(capsys, tmp_path, "train", "--hidden", hidden, "--device", "cpu", "--out", str(out), match=match)
+    assert not out.exists()

@@ -14,9 +14,11 @@ import functools
 import math
 import numbers
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from aekit import nets
@@ -365,6 +367,13 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.standardize:
         model.standardize = Standardize(tuple(config.shape))
     return model
+
+
+def on_meta(config: ModelConfig) -> nn.Module:
+    """The model of ``config`` built on PyTorch's meta device: its tensors' shapes and no memory, however large."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. that a zero-sized layer has nothing to initialise
+        return build_model(config)
 
 
 def option_defaults() -> dict:
