@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from aekit import runs
-from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.anomaly import SAMPLES, anomaly_scores, score_key
 from aekit.atomic import atomic_file
-from aekit.data.files import check_intensities, read_examples
-from aekit.data.layout import to_shape
+from aekit.data.files import read_examples
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.report import save_histogram
@@ -43,18 +42,8 @@ def score_file(
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
     model = runs.load(run_dir, resolve_device(device))
-    check_score(model, score, samples)
-    shape, bernoulli = model.config.shape, model.likelihood.name == "bernoulli"
-    examples, what = read_examples(source), "the run scores examples of"
-    to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)  # checked before any work
-
-    def shaped(rows: np.ndarray) -> np.ndarray:
-        x, _ = to_shape(rows, shape, source, what)
-        if bernoulli:
-            check_intensities(x, source)
-        return x
-
-    scores = anomaly_scores(model, examples.x, score, samples=samples, prepare=shaped)
+    examples = read_examples(source)
+    scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
     labels = _store_labels(source)
     key = score_key(score, samples)
     columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, key: scores}

@@ -4,6 +4,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -104,6 +105,29 @@ def test_the_vaes_scores_depend_on_the_example_alone_and_the_estimate_is_below_t
         anomaly_scores(trained("ae", zeros_only, epochs=1), x, "neg_elbo")
     with pytest.raises(AekitError, match="whole number >= 1"):
         anomaly_scores(vae, x, "nll_is", samples=0)
+
+
+def test_anomaly_scores_take_any_layout_of_the_models_size_and_refuse_what_the_apps_refuse(zeros_only):
+    ae = trained("ae", zeros_only, epochs=1)
+    x = zeros_only.x_test[:6]  # (6, 1, 8, 8) intensities in [0, 1]
+    expected = anomaly_scores(ae, x)
+    for layout in (x[:, 0], x.reshape(6, 64), x.transpose(0, 2, 3, 1), x.tolist()):
+        np.testing.assert_allclose(anomaly_scores(ae, layout), expected, rtol=1e-6)
+    pixels = (x * 255).round().astype(np.uint8)  # 8-bit intensities, divided by 255
+    np.testing.assert_allclose(anomaly_scores(ae, pixels), anomaly_scores(ae, pixels / 255), rtol=1e-6)
+    nan = x.copy()
+    nan[2, 0, 3, 3] = np.nan
+    for bad, message in (
+        (x[:, 0, :4], "x holds examples of size 4x8 but the model takes 8x8 (1 channel)"),
+        (pixels.astype(np.float32), "x holds values in [0, 255] but the run models [0, 1] intensities"),
+        (nan, "x holds NaN or infinite values"),
+        (x[:0], "x holds no examples"),
+        (np.full((6, 64), "a"), "x holds <U1 values, not numbers"),
+    ):
+        with pytest.raises(DataError, match=re.escape(message)):
+            anomaly_scores(ae, bad)
+    with pytest.raises(DataError, match=re.escape("photos.npy holds NaN")):
+        anomaly_scores(trained("vae", zeros_only, epochs=1), nan, "nll_is", samples=2, source="photos.npy")
 
 
 # Every check check_estimator runs for an outlier detector (and the transformer checks: they transform too).
