@@ -54,7 +54,7 @@ class PCA(nn.Module):
         if self.code_dim > min(flat.shape):
             raise DataError(
                 f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
-                f"{flat.shape[1]} features; use a code size of at most {min(flat.shape)}"
+                f"{flat.shape[1]} features; set {named('code_dim')} to at most {min(flat.shape)}"
             )
         fitted = SklearnPCA(n_components=self.code_dim, svd_solver="full").fit(flat)
         self.mean.copy_(torch.from_numpy(fitted.mean_.astype(np.float32)))
