@@ -240,6 +240,72 @@ def test_normal_class_is_refused_on_unlabelled_data_and_for_unknown_classes(caps
         with_normal_training(Dataset("x", digits.x_train, digits.x_test, None, None, binary=True), (0,))
 
 
+def test_a_normal_class_the_test_split_lacks_is_refused_before_training_and_such_a_run_says_what_to_do(
+    capsys, tmp_path
+):
+    x = np.random.default_rng(0).uniform(size=(60, 6)).astype(np.float32)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=x[:40], y_train=np.arange(40) % 3, x_test=x[40:], y_test=np.arange(20) % 2)
+    out, train = tmp_path / "run", ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), *FAST]
+    lacking = "--normal-class 2: data.npz's test split has no examples of that class, so no AUROC can be measured; "
+    assert_refused(
+        capsys, tmp_path, *train, "--normal-class", "2", match=lacking + "name a class its test split holds: 0, 1"
+    )
+    assert not out.exists()
+    # A run an older aekit trained so, which failed at its end: neither evaluate nor --resume trains or fails late.
+    assert run_cli(capsys, *train, "--normal-class", "0")[0] == 0
+    config = json.loads((out / "config.json").read_text())
+    config["options"]["normal_class"] = [2]
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "metrics.json").unlink()
+    message = f"{out} cannot be finished or evaluated: {lacking}"
+    assert_refused(capsys, tmp_path, "evaluate", str(out), match=message)
+    assert_refused(capsys, tmp_path, "train", "--resume", "--out", str(out), "--no-progress", match=message)
+
+
+@pytest.fixture(scope="module")
+def animals(tmp_path_factory):
+    """A folder of 8x8 images in subfolders cats, dogs and owls (12 each): classes with names."""
+    folder = tmp_path_factory.mktemp("data") / "animals"
+    rng = np.random.default_rng(0)
+    for number, name in enumerate(("cats", "dogs", "owls")):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(60 + 70 * number, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    return folder
+
+
+def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives(animals, capsys, tmp_path):
+    from aekit.pack import pack
+
+    out = tmp_path / "dogs"
+    train = ["train", "--dataset", str(animals), "--out", str(out), *FAST]
+    assert_refused(capsys, tmp_path, *train, "--normal-class", "wolves", match="its classes are cats, dogs, owls")
+    assert run_cli(capsys, *train, "--normal-class", "dogs")[0] == 0
+    assert json.loads((out / "config.json").read_text())["options"]["normal_class"] == [1]  # recorded by number
+    assert 0 <= json.loads((out / "metrics.json").read_text())["auroc_reconstruction_nll"] <= 1
+    for same in ("dogs", "1"):  # a name, or the number it stands for
+        assert run_cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "4", "--normal-class", same)[0] == 0
+    refusal = "was trained with other settings for normal_class"
+    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--normal-class", "cats", match=refusal)
+
+    store = tmp_path / "animals.store"
+    pack(str(animals), store, workers=1, progress=False)
+    assert aekit.load_dataset(str(store)).label_names == ("cats", "dogs", "owls")
+    assert (
+        run_cli(
+            capsys, "train", "--dataset", str(store), "--out", str(tmp_path / "s"), *FAST, "--normal-class", "owls"
+        )[0]
+        == 0
+    )
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["options"]["normal_class"] == [2]
+    compare = ["compare", "--models", "pca", "--dataset", str(animals), "--out", str(tmp_path / "c"), "--no-progress"]
+    for reused in ("False", "True"):  # the second reuses the first's run: its classes recorded by number
+        assert run_cli(capsys, *compare, "--normal-class", "dogs", "--code-dims", "4")[0] == 0
+        assert [row["reused"] for row in csv.DictReader((tmp_path / "c" / "comparison.csv").open())] == [reused]
+
+
 def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogram(zero_run, capsys, tmp_path):
     from aekit.pack import pack
 
