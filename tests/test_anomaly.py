@@ -276,7 +276,7 @@ def animals(tmp_path_factory):
     return folder
 
 
-def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives(animals, capsys, tmp_path):
+def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives_and_score_writes_them(animals, capsys, tmp_path):
     from aekit.pack import pack
 
     out = tmp_path / "dogs"
@@ -304,6 +304,14 @@ def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives(animals, c
     for reused in ("False", "True"):  # the second reuses the first's run: its classes recorded by number
         assert run_cli(capsys, *compare, "--normal-class", "dogs", "--code-dims", "4")[0] == 0
         assert [row["reused"] for row in csv.DictReader((tmp_path / "c" / "comparison.csv").open())] == [reused]
+    for source in (store, animals):
+        assert run_cli(capsys, "score", str(out), str(source), "--out", str(tmp_path / "scores.csv"))[0] == 0
+        rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+        assert len(rows) == 36 and {(row["label"], row["label_name"]) for row in rows} == {
+            ("0", "cats"),
+            ("1", "dogs"),
+            ("2", "owls"),
+        }
 
 
 def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogram(zero_run, capsys, tmp_path):
@@ -314,7 +322,8 @@ def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogr
     status, _, err = run_cli(capsys, "score", str(zero_run), str(tmp_path / "digits.store"), "--out", str(out))
     assert status == 0 and "1797 scores written" in err
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["index", "label", "reconstruction_nll"] and len(rows) == 1797
+    assert list(rows[0]) == ["index", "label", "label_name", "reconstruction_nll"] and len(rows) == 1797
+    assert all(row["label_name"] == row["label"] for row in rows)  # digits' classes are named by their digit
     scores, labels = np.array([float(r["reconstruction_nll"]) for r in rows]), np.array([int(r["label"]) for r in rows])
     assert np.median(scores[labels != 0]) > np.median(scores[labels == 0])
     assert (tmp_path / "scores.png").is_file()
