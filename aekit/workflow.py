@@ -84,6 +84,30 @@ def training_data(options: dict, dataset: Dataset) -> Dataset:
     return dataset if classes is None else with_normal_training(dataset, classes)
 
 
+def _numbered(out: Path, options: dict, given: dict, dataset: Dataset, resume: bool) -> dict:
+    """``options`` with ``normal_class`` as label numbers of ``dataset`` (names numbered, see :func:`class_numbers`),
+    as config.json records them. A resumed run keeps its saved classes, which a given ``normal_class`` must name too,
+    and is refused before any training where they cannot be measured on its data (:func:`_finishable`)."""
+    if not resume:
+        classes = normal_classes(options["normal_class"])
+        return options if classes is None else {**options, "normal_class": class_numbers(dataset, classes)}
+    saved = normal_classes(options["normal_class"])
+    asked = normal_classes(given.get("normal_class"))
+    if asked is not None and class_numbers(dataset, asked) != saved:
+        raise _changed(out, ["normal_class"])
+    _finishable(out, dataset, saved)
+    return options
+
+
+def _finishable(run_dir: Path, dataset: Dataset, classes: tuple[int, ...] | None) -> None:
+    """Refuse, in one line saying what to do, a run trained on ``classes`` whose AUROC cannot be measured on
+    ``dataset`` (:func:`normal_class_problem`): a run made before aekit checked that before training trained to its
+    end and failed there, and can be neither finished nor evaluated."""
+    problem = None if classes is None else normal_class_problem(dataset, classes)
+    if problem:
+        raise RunError(f"{run_dir} cannot be finished or evaluated: {problem} (in a new run, in another --out)")
+
+
 def spec_for(options: dict, dataset: Dataset) -> ModelConfig:
     """The model config of resolved ``options`` on ``dataset`` (validated; raises AekitError)."""
     likelihood = choose_likelihood(options["loss"], dataset.binary, *dataset.value_range)
@@ -252,30 +276,6 @@ def train_run(
         if main:
             metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
-
-
-def _numbered(out: Path, options: dict, given: dict, dataset: Dataset, resume: bool) -> dict:
-    """``options`` with ``normal_class`` as label numbers of ``dataset`` (names numbered, see :func:`class_numbers`),
-    as config.json records them. A resumed run keeps its saved classes, which a given ``normal_class`` must name too,
-    and is refused before any training where they cannot be measured on its data (:func:`_finishable`)."""
-    if not resume:
-        classes = normal_classes(options["normal_class"])
-        return options if classes is None else {**options, "normal_class": class_numbers(dataset, classes)}
-    saved = normal_classes(options["normal_class"])
-    asked = normal_classes(given.get("normal_class"))
-    if asked is not None and class_numbers(dataset, asked) != saved:
-        raise _changed(out, ["normal_class"])
-    _finishable(out, dataset, saved)
-    return options
-
-
-def _finishable(run_dir: Path, dataset: Dataset, classes: tuple[int, ...] | None) -> None:
-    """Refuse, in one line saying what to do, a run trained on ``classes`` whose AUROC cannot be measured on
-    ``dataset`` (:func:`normal_class_problem`): a run made before aekit checked that before training trained to its
-    end and failed there, and can be neither finished nor evaluated."""
-    problem = None if classes is None else normal_class_problem(dataset, classes)
-    if problem:
-        raise RunError(f"{run_dir} cannot be finished or evaluated: {problem} (in a new run, in another --out)")
 
 
 def _trained(model, training: Dataset, settings: TrainSettings, dataset: Dataset, board, **how) -> list[dict]:
