@@ -23,15 +23,19 @@ a score against known anomalies.
 
 from __future__ import annotations
 
+import itertools
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from aekit.errors import AekitError
+from aekit.data.files import check_intensities
+from aekit.data.layout import as_float, to_shape
+from aekit.errors import AekitError, DataError
 from aekit.evaluate import batches, evaluating, importance_weighted_nll
-from aekit.models import PCA, VAE
+from aekit.models import PCA, VAE, Bernoulli
 
 RECONSTRUCTION, ELBO, NLL = "reconstruction_nll", "neg_elbo", "nll_is"
 SCORES = (RECONSTRUCTION, ELBO, NLL)
@@ -57,7 +61,7 @@ def check_score(model: torch.nn.Module, score: str, samples: int = SAMPLES) -> N
             f"unknown anomaly score {score!r} for a {type(model).__name__}{extra}; use one of "
             f"{', '.join(score_names(model))}"
         )
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
         raise AekitError(f"the number of posterior draws per example ({samples!r}) must be a whole number >= 1")
 
 
@@ -87,15 +91,51 @@ def anomaly_scores(
     samples: int = SAMPLES,
     seed: int = 0,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    source: str = "x",
 ) -> np.ndarray:
     """The anomaly score ``score`` (:data:`SCORES`) of each example of ``x`` (an array, memory-mapped or not, or
     anything sliced by rows), in nats, higher for what is more anomalous; ``samples`` = k posterior draws per example
-    for the VAE's scores, drawn from a generator seeded with ``seed``."""
+    for the VAE's scores, drawn from a generator seeded with ``seed``.
+
+    ``x`` is checked as the apps check their input, a block of rows at a time: in any layout of the model's example
+    shape (:func:`aekit.data.layout.to_shape`), numbers (uint8: 8-bit intensities), neither NaN nor infinite, and in
+    [0, 1] for a model of intensities (the cross-entropy); each problem is a one-line DataError naming ``source``.
+    ``prepare`` is applied to each checked block (see :func:`aekit.evaluate.batches`)."""
     check_score(model, score, samples)
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    checked = _checked(model, x, source, prepare)
     if score == RECONSTRUCTION:
-        return reconstruction_nll(model, x, prepare=prepare)
-    estimate = importance_weighted_nll(model, x, samples, seed=seed, same_draws=True, prepare=prepare)
+        return reconstruction_nll(model, x, prepare=checked)
+    estimate = importance_weighted_nll(model, x, samples, seed=seed, same_draws=True, prepare=checked)
     return estimate.neg_elbo if score == ELBO else estimate.nll
+
+
+def _checked(
+    model: torch.nn.Module, x, source: str, prepare: Callable[[np.ndarray], np.ndarray] | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that makes a block of rows of ``x`` what ``model`` takes, checked (see :func:`anomaly_scores`),
+    then ``prepare``d; the layout of the whole of ``x`` is checked first, before any work."""
+    shape, what = model.example_shape, "the model takes"
+    if len(x) == 0:
+        raise DataError(f"{source} holds no examples; give at least one")
+    if shape is not None:
+        to_shape(np.broadcast_to(np.float32(0), x.shape), shape, source, what)
+    # The float type the model computes in: a float64 copy (the scikit-learn estimators') keeps float64 input.
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    dtype = np.float64 if any(t.dtype == torch.float64 for t in tensors) else np.float32
+    bernoulli = model.likelihood is Bernoulli
+
+    def check(block) -> np.ndarray:
+        if isinstance(block, torch.Tensor):
+            block = block.detach().cpu().numpy()
+        values = as_float(block, source, dtype)
+        if shape is not None:
+            values, _ = to_shape(values, shape, source, what)
+        if bernoulli:
+            check_intensities(values, source)
+        return values if prepare is None else prepare(values)
+
+    return check
 
 
 def anomalous(labels: np.ndarray, normal_classes) -> np.ndarray:

@@ -48,16 +48,14 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _classes(text: str) -> tuple[int, ...]:
-    try:
-        labels = tuple(int(part) for part in text.split(","))
-    except ValueError:
+def _classes(text: str) -> tuple[str, ...]:
+    """Classes as written: names or label numbers, which the data tells apart (aekit.data.dataset.class_numbers)."""
+    classes = tuple(part.strip() for part in text.split(","))
+    if not all(classes) or len(set(classes)) != len(classes):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of class labels, e.g. 3 or 3,5"
-        ) from None
-    if min(labels) < 0 or len(set(labels)) != len(labels):
-        raise argparse.ArgumentTypeError(f"{text!r}: the labels must be distinct whole numbers >= 0")
-    return labels
+            f"{text!r} is not a comma-separated list of distinct classes (label numbers or names), e.g. 3,5 or cats"
+        )
+    return classes
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -139,9 +137,9 @@ def _data_options(parser, dataset_help: str) -> None:
     _option(
         parser,
         "--normal-class",
-        "train on the training examples of these classes of a labelled source only (labels, comma-separated), as "
-        "a model of normal data; the test split keeps every class, and the report shows how well the anomaly "
-        "scores tell the others apart (AUROC, ROC curve)",
+        "train on the training examples of these classes of a labelled source only (comma-separated label numbers, "
+        "or names: a folder's subfolders, a store's label names), as a model of normal data; the test split keeps "
+        "every class, and the report shows how well the anomaly scores tell the others apart (AUROC, ROC curve)",
         type=_classes,
         metavar="K[,K...]",
     )

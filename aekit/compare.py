@@ -22,6 +22,7 @@ import torch
 from aekit import runs
 from aekit.atomic import atomic_write, check_folder, make_folder
 from aekit.data import Dataset
+from aekit.data.dataset import class_numbers
 from aekit.data.identity import data_identity, identity_change
 from aekit.errors import AekitError, RunError
 from aekit.figures import FIGURES, showcase
@@ -29,7 +30,7 @@ from aekit.metrics import columns, formatted, legend, lookup
 from aekit.models import FAMILIES, build_model, corrupt
 from aekit.options import defaults, for_family
 from aekit.report import markdown_table, save_lines, save_rows
-from aekit.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
+from aekit.workflow import evaluate_run, load_data, normal_classes, recorded_identity, spec_for, train_run
 
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
 _SPLIT = ("dataset", "seed", "test_fraction", "normal_class")
@@ -146,6 +147,8 @@ def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> 
         given["dataset"] = str(Path(given["dataset"]).resolve())  # as train_run stores it, so runs can be matched
     options = {**known, **given}
     dataset = load_data(options)
+    if given.get("normal_class") is not None:  # numbered on the data, as train_run records them
+        given["normal_class"] = list(class_numbers(dataset, normal_classes(given["normal_class"])))
     for dim in code_dims:
         for model in models:
             build_model(spec_for(for_family({**options, "model": model, "code_dim": dim}), dataset))

@@ -21,7 +21,7 @@ from aekit.data import Dataset
 from aekit.data.binarize import binarized
 from aekit.data.dataset import chunks
 from aekit.errors import AekitError
-from aekit.metrics import REGISTRY, Subject
+from aekit.metrics import NEIGHBOURS, REGISTRY, Subject
 from aekit.models import VAE, Bernoulli, log_importance_weights
 from aekit.models.base import device_of, float_batch, rows_tensor
 
@@ -122,13 +122,14 @@ def _r2(sse: np.ndarray, sst: np.ndarray) -> float:
 def probe_accuracies(
     train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray, y_test: np.ndarray
 ) -> dict[str, float]:
-    """Test accuracy of a 5-nearest-neighbour and a logistic-regression classifier fitted on the training codes."""
+    """Test accuracy of a k-nearest-neighbour (k = NEIGHBOURS) and a logistic-regression classifier fitted on the
+    training codes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    knn = KNeighborsClassifier(n_neighbors=5).fit(train_codes, y_train)
+    knn = KNeighborsClassifier(n_neighbors=NEIGHBOURS).fit(train_codes, y_train)
     logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y_train)
     return {
         "knn_accuracy": float(knn.score(test_codes, y_test)),

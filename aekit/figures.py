@@ -11,7 +11,7 @@ import torch
 from aekit.anomaly import ELBO, RECONSTRUCTION, anomalous, anomaly_scores, roc, score_names
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
-from aekit.data.dataset import as_float32
+from aekit.data.dataset import as_float32, describe_classes
 from aekit.evaluate import codes, downsample, upsample
 from aekit.metrics import ELBO_DRAWS
 from aekit.models import Bernoulli, DenoisingAE
@@ -172,8 +172,8 @@ def _save_roc(path: Path, model: torch.nn.Module, dataset: Dataset, label: str, 
     save_roc(
         path,
         curves,
-        f"{label} on {dataset.name}: class{'es' if len(normal) > 1 else ''} {','.join(map(str, normal))} normal, "
-        f"the other {int(truth.sum())} test examples anomalies",
+        f"{label} on {dataset.name}: class{'es' if len(normal) > 1 else ''} "
+        f"{describe_classes(dataset, normal, ',')} normal, the other {int(truth.sum())} test examples anomalies",
     )
 
 

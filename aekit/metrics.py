@@ -203,8 +203,15 @@ def _upscaler(s: Subject) -> bool:
     return bool(s.model.upscale_factor)
 
 
-def _labelled(s: Subject) -> bool:
-    return s.dataset.y_train is not None and s.dataset.y_test is not None
+# The neighbours that vote in the k-nearest-neighbour probe.
+NEIGHBOURS = 5
+
+
+def _probed(s: Subject) -> bool:
+    """Whether the probes can be fitted on the training codes: labels of two classes or more, and as many examples
+    as the neighbours that vote."""
+    y = s.dataset.y_train
+    return y is not None and s.dataset.y_test is not None and len(y) >= NEIGHBOURS and len(set(y.tolist())) >= 2
 
 
 def _one_class(s: Subject) -> bool:
@@ -292,8 +299,15 @@ register(
         _anomaly_detection,
         lambda s: _one_class(s) and _vae(s) and s.nll_samples is not None,
     ),
-    Metric("knn_accuracy", "accuracy of a 5-nearest-neighbour probe on the codes", ".3f", True, _probes, _labelled),
-    Metric("logreg_accuracy", "accuracy of a logistic-regression probe on the codes", ".3f", True, _probes, _labelled),
+    Metric(
+        "knn_accuracy",
+        f"accuracy of a {NEIGHBOURS}-nearest-neighbour probe on the codes (labelled data of two classes or more)",
+        ".3f",
+        True,
+        _probes,
+        _probed,
+    ),
+    Metric("logreg_accuracy", "accuracy of a logistic-regression probe on the codes", ".3f", True, _probes, _probed),
     # Recorded by training; evaluation keeps them.
     Metric("train_seconds", "training time, s", ".1f", False),
     Metric("parameters", "count of trained parameters (PCA: its components and mean)", "d", False),

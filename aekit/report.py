@@ -146,6 +146,8 @@ def save_codes(path: Path, codes: np.ndarray, labels: np.ndarray | None, title: 
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, n)
     if dim == 2:
         x, y, axes, how = codes[:, 0], codes[:, 1], ("code 1", "code 2"), "the 2-D code itself"
+    elif dim > 2 and n < 2:  # one point has no principal components
+        x, y, axes, how = codes[:, 0], codes[:, 1], ("code 1", "code 2"), f"the first 2 values of the {dim}-D code"
     elif dim == 1:
         x, y = codes[:, 0], (labels if labels is not None else 0) + jitter
         axes = ("code", "label (jittered)" if labels is not None else "random jitter, for legibility")

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import socket
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from safetensors.torch import load_file, save
 from aekit.atomic import READ_ONLY, atomic_write, make_folder, storage_error
 from aekit.errors import AekitError, RunError
 from aekit.models import ModelConfig, build_model, config_from_dict
+from aekit.models.config import on_meta
+from aekit.naming import ANY, speaking
 
 CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
     "config.json",
@@ -194,13 +195,18 @@ def read_config(run_dir: Path) -> dict:
 
 
 def run_config(config: dict, run_dir: Path) -> ModelConfig:
-    """The model config in a run's config.json (read by :func:`read_config`)."""
+    """The model config in a run's config.json (read by :func:`read_config`); a problem names the field, e.g.
+    ``model.code_dim``."""
     try:
-        return config_from_dict(config["model"])
+        with speaking(_config_words):
+            return config_from_dict(config["model"])
     except (TypeError, ValueError, AekitError) as error:
-        raise RunError(
-            f"{Path(run_dir) / CONFIG}: invalid model settings ({error}); restore it or train again"
-        ) from None
+        raise RunError(f"{Path(run_dir) / CONFIG}: {error}; restore it or train again") from None
+
+
+def _config_words(name: str, value=ANY) -> str:
+    """config.json's words for a model setting (see :mod:`aekit.naming`): its field in the model section."""
+    return f"model.{name}" if value is ANY else f"model.{name} {json.dumps(value)}"
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -220,9 +226,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     except (SafetensorError, OSError, ValueError) as error:
         raise RunError(f"{weights} is corrupt ({error}); restore it or train again") from None
     try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. that a zero-sized layer has nothing to initialise
-            expected = {k: v.shape for k, v in build_model(spec).state_dict().items()}
+        expected = {k: v.shape for k, v in on_meta(spec).state_dict().items()}
     except (TypeError, ValueError, RuntimeError, OverflowError) as error:
         raise RunError(
             f"{run_dir / CONFIG}: invalid model settings ({type(error).__name__}); restore it or train again"

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from aekit import runs
-from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.anomaly import SAMPLES, anomaly_scores, score_key
 from aekit.atomic import atomic_file
-from aekit.data.files import check_intensities, read_examples
-from aekit.data.layout import to_shape
+from aekit.data.files import read_examples
+from aekit.data.images import label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.report import save_histogram
@@ -35,31 +35,27 @@ def score_file(
 ) -> np.ndarray:
     """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
-    label for a labelled store, then the score, named for what it is) and their histogram (one outline per label
-    where there are labels) to ``out`` with the suffix .png; returns the scores."""
+    label for a labelled store or a folder of subfolders and label_name where these name their classes, then the
+    score, named for what it is) and their histogram (one outline per label where there are labels) to ``out`` with
+    the suffix .png; returns the scores."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
     model = runs.load(run_dir, resolve_device(device))
-    check_score(model, score, samples)
-    shape, bernoulli = model.config.shape, model.likelihood.name == "bernoulli"
-    examples, what = read_examples(source), "the run scores examples of"
-    to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)  # checked before any work
-
-    def shaped(rows: np.ndarray) -> np.ndarray:
-        x, _ = to_shape(rows, shape, source, what)
-        if bernoulli:
-            check_intensities(x, source)
-        return x
-
-    scores = anomaly_scores(model, examples.x, score, samples=samples, prepare=shaped)
-    labels = _store_labels(source)
+    examples = read_examples(source)
+    scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
+    labels, classes = _labels(source, examples.names)
     key = score_key(score, samples)
-    columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, key: scores}
-    _write_csv(out, {name: values for name, values in columns.items() if values is not None})
-    groups = {"all": scores} if labels is None or len(np.unique(labels)) > _MAX_GROUPS else _by_label(scores, labels)
+    named = None if labels is None or classes is None else np.asarray(classes)[labels]
+    columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, "label_name": named}
+    _write_csv(out, {name: values for name, values in {**columns, key: scores}.items() if values is not None})
+    groups = (
+        {"all": scores}
+        if labels is None or len(np.unique(labels)) > _MAX_GROUPS
+        else _by_label(scores, labels if named is None else named)
+    )
     save_histogram(
         out.with_suffix(".png"),
         groups,
@@ -69,15 +65,20 @@ def score_file(
     return scores
 
 
-def _store_labels(source: str) -> np.ndarray | None:
-    """A store's labels in its examples' order (its training split's, then its test split's), or None."""
+def _labels(source: str, names: list[str] | None) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+    """The labels of the examples of ``source`` in their order and the names of their classes by number, each None
+    where the data has none: a store's (its training split's, then its test split's), or those of a folder's images
+    (``names``) by subfolder, numbered as training on the folder numbers them."""
+    if names is not None:
+        return name_labels(names), label_names(names)
     if not is_store(Path(source)):
-        return None
+        return None, None
     store = open_store(source)
-    return None if store.y_train is None else np.concatenate([store.y_train, store.y_test])
+    return (None if store.y_train is None else np.concatenate([store.y_train, store.y_test])), store.label_names
 
 
 def _by_label(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The scores of each label (a number or a name)."""
     return {f"label {label}": scores[labels == label] for label in np.unique(labels)}
 
 

@@ -19,6 +19,7 @@ estimator with scikit-learn's ``OutlierMixin`` API, ``score_samples`` being minu
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import numbers
 
@@ -35,9 +36,10 @@ from aekit.errors import AekitError
 from aekit.evaluate import batches, evaluating
 from aekit.models import VAE, ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
 from aekit.models.base import device_of
-from aekit.models.config import family
+from aekit.models.config import FAMILIES, family, register
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.naming import ANY, Words, speaking
+from aekit.trainer import TrainSettings, check_model_fits, resolve_device, train
 
 __all__ = [
     "AutoEncoder",
@@ -70,6 +72,8 @@ SHARED = {
 }
 # Those that set the data and the training rather than the model.
 TRAINING = ("loss", "standardize", "max_iter", "batch_size", "learning_rate", "random_state", "device")
+# The run options (aekit.options) that training parameters set under another name, by their parameters' names.
+_TRAINING_OPTIONS = {"epochs": "max_iter", "lr": "learning_rate", "seed": "random_state"}
 LIKELIHOOD_TO_LOSS = {likelihood: loss for loss, likelihood in LOSS_TO_LIKELIHOOD.items()}
 
 
@@ -79,6 +83,24 @@ class ParameterError(AekitError, ValueError):
 
 def _sklearn_name(f) -> str:
     return f.metadata["sklearn"] or f.name
+
+
+def _whole(value, name: str) -> int:
+    """A parameter that takes a whole number >= 1 (any integer type, numpy's too), as a plain int; refused as
+    scikit-learn refuses one."""
+    check_scalar(value, name, numbers.Integral, min_val=1)
+    return int(value)
+
+
+def _in_own_words(method):
+    """Let the messages made inside ``method`` name options as the estimator's parameters (:meth:`_words`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with speaking(self._words()):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _family_parameters(config: type[ModelConfig]) -> dict:
@@ -240,6 +262,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             else "\n\n    Parameters: those of :class:`_BaseAutoEncoder`.\n"
         )
 
+    @_in_own_words
     def fit(self, X, y=None):
         """Train on the rows of X (y is ignored) and return self."""
         X = validate_data(self, X, dtype=[np.float64, np.float32])
@@ -248,9 +271,10 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         spec = self._spec(X.shape[1], likelihood)
         try:
             device = resolve_device(self.device)
+            check_model_fits(spec, device)
             settings = TrainSettings(
-                epochs=self.max_iter,
-                batch_size=self.batch_size,
+                epochs=_whole(self.max_iter, "max_iter"),
+                batch_size=_whole(self.batch_size, "batch_size"),
                 lr=self.learning_rate,
                 seed=int(check_random_state(self.random_state).randint(2**31 - 1)),
             )
@@ -309,7 +333,8 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """X checked for scoring by the fitted model (the cross-entropy refuses values outside [0, 1])."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))
+        with speaking(self._words()):
+            choose_likelihood(self.loss_, False, float(X.min()), float(X.max()))
         return X
 
     def _log_scale(self) -> float:
@@ -329,6 +354,26 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+    def _words(self) -> Words:
+        """The estimator's words for the options that messages name (see :mod:`aekit.naming`): its parameters, e.g.
+        ``n_components=3`` for a code size of 3; None for an option it does not have."""
+        names = {**_TRAINING_OPTIONS, **{f.name: _sklearn_name(f) for f in family(self._model).options()}}
+        parameters = set(self._get_param_names())
+
+        def words(name: str, value=ANY) -> str | None:
+            parameter = names.get(name, name)
+            if parameter not in parameters:
+                return None
+            return parameter if value is ANY else f"{parameter}={value!r}"
+
+        return words
+
+    def __reduce__(self):
+        # Pickled by the family's config class rather than by this class: estimator(name) makes a class of no name
+        # in this module for any family but the five above, and unpickling the config class imports its family.
+        detector = isinstance(self, _OutlierDetection)
+        return _unpickled, (family(self._model), detector), self.__getstate__()
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -350,14 +395,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         super().__setstate__(state)
 
     def _spec(self, n_features: int, likelihood: str) -> ModelConfig:
-        check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
-        if self.n_components > n_features:  # the config refuses it too, in the command line's words
-            raise ParameterError(
-                f"n_components={self.n_components} is more than the {n_features} features of X; "
-                f"use an n_components of at most {n_features}, as for PCA"
-            )
-        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
-        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        _whole(self.n_components, "n_components")
         config = family(self._model)
         names, types = _config_fields(config), config.types()
         fields = {}
@@ -365,9 +403,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             if name in TRAINING or name in self._own_parameters(config):
                 continue
             if types[names[name]] is tuple:
-                value = tuple(np.atleast_1d(value).tolist())
-                for size in value:
-                    check_scalar(size, name, numbers.Integral, min_val=1)
+                value = tuple(_whole(size, name) for size in np.atleast_1d(value).tolist())
             fields[names[name]] = value
         try:
             return model_config(self._model, (n_features,), likelihood=likelihood, **fields)
@@ -445,6 +481,26 @@ def estimator(name: str) -> type[_BaseAutoEncoder]:
     return _ESTIMATORS[name][1]
 
 
+def __getattr__(name: str) -> type:
+    # The classes estimator() and outlier_detector() make, by their names: where pickle looks for a class it saved.
+    if not name.startswith("_"):
+        for config in list(FAMILIES.values()):
+            if issubclass(config, NetConfig):
+                for made in (estimator(config.family), outlier_detector(config.family)):
+                    if made.__name__ == name:
+                        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _unpickled(config: type[ModelConfig], detector: bool) -> _BaseAutoEncoder:
+    """A blank estimator of ``config``'s family (its outlier detector with ``detector``) for pickle to fill: the
+    family is registered where it is not yet (a family a joblib worker got by value, e.g. one made in a function)."""
+    if config.family not in FAMILIES:
+        register(config)
+    cls = (outlier_detector if detector else estimator)(config.family)
+    return cls.__new__(cls)
+
+
 class _OutlierDetection(OutlierMixin):
     """An outlier detector made of an auto-encoder, as scikit-learn's ``IsolationForest`` is one: ``fit`` trains the
     model on (mostly) normal rows and sets ``offset_``; ``score_samples`` gives each row's log-likelihood under the
@@ -480,6 +536,7 @@ class _OutlierDetection(OutlierMixin):
         own = {"anomaly_score": RECONSTRUCTION, "contamination": "auto"}
         return {**own, "nll_samples": SAMPLES} if issubclass(config.model_class, VAE) else own
 
+    @_in_own_words
     def fit(self, X, y=None):
         """Train on the rows of X (y is ignored), set offset_ from their scores and return self."""
         self._check_detection()
@@ -505,7 +562,7 @@ class _OutlierDetection(OutlierMixin):
         ):
             raise ParameterError(f"contamination {self.contamination!r} must be 'auto' or a fraction in (0, 0.5]")
         if hasattr(self, "nll_samples"):
-            check_scalar(self.nll_samples, "nll_samples", numbers.Integral, min_val=1)
+            _whole(self.nll_samples, "nll_samples")
 
     def score_samples(self, X):
         """log p(x) of each row in nats, in the units of X (minus its anomaly score): higher is more normal."""

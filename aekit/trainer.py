@@ -14,6 +14,7 @@ a checkpoint of the position inside the epoch, so even a stop mid-epoch resumes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 import sys
@@ -29,13 +30,15 @@ import torch
 from tqdm.auto import tqdm
 
 from aekit import distributed, runs
-from aekit.batches import DATA_ON, BatchSource, make_source
+from aekit.batches import DATA_ON, BatchSource, free_memory, make_source
 from aekit.data import Dataset
 from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
 from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
-from aekit.models import Phase
+from aekit.models import ModelConfig, Phase
 from aekit.models.base import device_of, float_batch
+from aekit.models.config import on_meta
+from aekit.naming import option as named
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
@@ -68,10 +71,11 @@ class TrainSettings:
     data_on: str = "auto"
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise AekitError("epochs, batch size and logging interval must be at least 1")
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise AekitError(f"{named(name, getattr(self, name))} must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise AekitError(f"learning rate {self.lr} must be a positive number, e.g. 1e-3")
+            raise AekitError(f"{named('lr', self.lr)} must be a positive number, e.g. 1e-3")
         if self.schedule not in SCHEDULES:
             raise AekitError(f"unknown schedule {self.schedule!r}; use constant or cosine")
         if self.precision not in PRECISIONS:
@@ -99,11 +103,38 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise AekitError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    instead = f"use {named('device', 'cpu')} or {named('device', 'auto')}"
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise AekitError(f"{named('device', name)} was asked for but no CUDA GPU is available; {instead}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise AekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+        raise AekitError(f"{named('device', name)} was asked for but MPS is not available; {instead}")
     return device
+
+
+# The float32 copies of its weights that training holds: the weights, their gradients and Adam's two moments.
+TRAINING_COPIES = 4
+
+
+def check_model_fits(config: ModelConfig, device: torch.device) -> None:
+    """Refuse, before any of it is allocated, the model of ``config`` where it cannot be trained on ``device``: its
+    parameters (counted on the meta device) as :data:`TRAINING_COPIES` float32 copies take more than the device's free
+    memory (or, for another device, one copy more than the host's, where it is built first). The message names the
+    sizes the model takes from (hidden layers, code) and the memory they need; activations come on top."""
+    sizes = " and ".join(named(name, getattr(config, name)) for name in ("hidden", "code_dim") if hasattr(config, name))
+    try:
+        model = on_meta(config)
+    except (RuntimeError, OverflowError, ValueError, TypeError):  # sizes past what torch can even shape
+        raise AekitError(f"{sizes} make a model larger than PyTorch can hold; use smaller sizes") from None
+    count = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
+    cpu = torch.device("cpu")
+    for where, copies in ((device, TRAINING_COPIES), *(((cpu, 1),) if device.type != "cpu" else ())):
+        need, free = count * 4 * copies, free_memory(where)
+        if free is not None and need > free:
+            what = "to train it (weights, gradients and Adam's two moments)" if copies > 1 else "to build it"
+            raise AekitError(
+                f"{sizes} make a model of {count:,} parameters, {need / 2**30:,.1f} GiB of float32 on {where} "
+                f"{what}, more than the {free / 2**30:,.1f} GiB free there; use smaller sizes"
+            )
 
 
 @torch.no_grad()
@@ -490,7 +521,7 @@ class _Loop:
             if not math.isfinite(record["test_loss"]):
                 raise TrainingDiverged(
                     f"the test loss became {record['test_loss']} after epoch {epoch}; "
-                    f"{_last_good(self.sink)}; lower --lr or check the data"
+                    f"{_last_good(self.sink)}; lower {named('lr')} or check the data"
                 )
         record["seconds"] = spent + time.perf_counter() - started
         self.history.append(record)
@@ -549,7 +580,7 @@ def _likely_cause(model: torch.nn.Module, dataset: Dataset) -> str:
         return ""
     return (
         f" (likely cause: the data span [{low:.3g}, {high:.3g}] and the model does not standardize them; drop "
-        "--no-standardize, or rescale the data)"
+        f"{named('standardize', False)}, or rescale the data)"
     )
 
 
@@ -604,7 +635,8 @@ def _check_finite(first_bad_step: torch.Tensor, epoch: int, sink: RunSink | None
     if step >= 0:
         raise TrainingDiverged(
             f"the training loss became NaN or infinite at step {step} of epoch {epoch}; "
-            f"{_last_good(sink)}; lower --lr or check the data, or pass --on-nan skip"
+            f"{_last_good(sink)}; lower {named('lr')} or check the data"
+            + (f", or pass {skip}" if (skip := named("on_nan", "skip")) else "")
         )
 
 

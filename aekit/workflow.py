@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import shutil
 import sys
@@ -20,7 +21,7 @@ import torch
 from aekit import __version__, distributed, runs
 from aekit.atomic import check_folder
 from aekit.data import DATASET_NAMES, Dataset, load_dataset
-from aekit.data.dataset import as_float32, with_normal_training
+from aekit.data.dataset import as_float32, class_numbers, normal_class_problem, with_normal_training
 from aekit.data.identity import data_identity, identity_change, identity_problem
 from aekit.errors import AekitError, RunError
 from aekit.evaluate import codes, evaluate
@@ -33,7 +34,7 @@ from aekit.options import ANOMALY_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, defaults
 from aekit.projector import MAX_POINTS, write_projector
 from aekit.report import markdown_table, save_rows
 from aekit.tensorboard import TensorBoardLog
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.trainer import TrainSettings, check_model_fits, resolve_device, train
 
 # What a run made before an option existed was trained with, where that differs from the option's default now.
 BEFORE_THEIR_TIME = {"standardize": False}
@@ -55,19 +56,29 @@ def load_data(options: dict) -> Dataset:
     )
 
 
-def normal_classes(value) -> tuple[int, ...] | None:
-    """The ``normal_class`` option as a tuple of distinct labels (a label, or a list of them; None: every class)."""
+def normal_classes(value) -> tuple[int | str, ...] | None:
+    """The ``normal_class`` option as a tuple of distinct classes (a class, or a list of them; None: every class):
+    label numbers (any integer type, as ints), or names (strings) that :func:`aekit.data.dataset.class_numbers`
+    numbers on the data."""
     if value is None:
         return None
-    labels = [value] if isinstance(value, int) else value
+    labels = [value] if isinstance(value, (numbers.Integral, str)) else value
     if (
         not isinstance(labels, (list, tuple))
         or not labels
-        or not all(type(label) is int and label >= 0 for label in labels)
+        or not all(_is_class(label) for label in labels)
         or len(set(labels)) != len(labels)
     ):
-        raise AekitError(f"--normal-class {value!r} must be distinct whole numbers >= 0, e.g. 3 or 3,5")
-    return tuple(labels)
+        raise AekitError(
+            f"--normal-class {value!r} must be distinct classes, label numbers >= 0 or names: e.g. 3 or 3,5 or cats"
+        )
+    return tuple(label if isinstance(label, str) else int(label) for label in labels)
+
+
+def _is_class(label) -> bool:
+    if isinstance(label, str):
+        return label != ""
+    return isinstance(label, numbers.Integral) and not isinstance(label, bool) and label >= 0
 
 
 def training_data(options: dict, dataset: Dataset) -> Dataset:
@@ -75,6 +86,30 @@ def training_data(options: dict, dataset: Dataset) -> Dataset:
     (the test split keeps them all)."""
     classes = normal_classes(options["normal_class"])
     return dataset if classes is None else with_normal_training(dataset, classes)
+
+
+def _numbered(out: Path, options: dict, given: dict, dataset: Dataset, resume: bool) -> dict:
+    """``options`` with ``normal_class`` as label numbers of ``dataset`` (names numbered, see :func:`class_numbers`),
+    as config.json records them. A resumed run keeps its saved classes, which a given ``normal_class`` must name too,
+    and is refused before any training where they cannot be measured on its data (:func:`_finishable`)."""
+    if not resume:
+        classes = normal_classes(options["normal_class"])
+        return options if classes is None else {**options, "normal_class": class_numbers(dataset, classes)}
+    saved = normal_classes(options["normal_class"])
+    asked = normal_classes(given.get("normal_class"))
+    if asked is not None and class_numbers(dataset, asked) != saved:
+        raise _changed(out, ["normal_class"])
+    _finishable(out, dataset, saved)
+    return options
+
+
+def _finishable(run_dir: Path, dataset: Dataset, classes: tuple[int, ...] | None) -> None:
+    """Refuse, in one line saying what to do, a run trained on ``classes`` whose AUROC cannot be measured on
+    ``dataset`` (:func:`normal_class_problem`): a run made before aekit checked that before training trained to its
+    end and failed there, and can be neither finished nor evaluated."""
+    problem = None if classes is None else normal_class_problem(dataset, classes)
+    if problem:
+        raise RunError(f"{run_dir} cannot be finished or evaluated: {problem} (in a new run, in another --out)")
 
 
 def spec_for(options: dict, dataset: Dataset) -> ModelConfig:
@@ -113,7 +148,9 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
     if unknown:
         raise AekitError(f"unknown options {sorted(unknown)}; known: {', '.join(sorted(known))}")
     if given.get("normal_class") is not None:
-        given = {**given, "normal_class": normal_classes(given["normal_class"])}
+        normal_classes(given["normal_class"])  # checked before anything; numbered on the data by _numbered
+    if resume:  # the classes given are compared with the saved ones once the data has numbered them
+        given = {k: v for k, v in given.items() if k != "normal_class"}
     if not resume:
         # A folder with no checkpoint holds nothing to resume (see runs.holds_run): the run starts there again.
         if runs.holds_run(out) and not replace_config:
@@ -140,10 +177,7 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
         k for k, v in given.items() if k not in _RESUMABLE | _RELOCATABLE and _normal(v) != _normal(saved[k])
     )
     if changed:
-        raise AekitError(
-            f"the run in {out} was trained with other settings for {', '.join(changed)}; drop those "
-            "options to resume it, or start a new run in another --out"
-        )
+        raise _changed(out, changed)
     if given.keys() & _CAPTURES:
         saved.update(dict.fromkeys(_CAPTURES, False))
     options = {**saved, **{k: given[k] for k in _RESUMABLE | _RELOCATABLE if k in given}}
@@ -155,6 +189,14 @@ def _absolute(options: dict) -> dict:
     if options["data_dir"] is None and Path(options["dataset"]).exists():
         return {**options, "dataset": str(Path(options["dataset"]).resolve())}
     return options
+
+
+def _changed(out: Path, names: list[str]) -> AekitError:
+    """The refusal to resume the run in ``out`` with other values of the options ``names`` than it was trained with."""
+    return AekitError(
+        f"the run in {out} was trained with other settings for {', '.join(names)}; drop those options to resume it, "
+        "or start a new run in another --out"
+    )
 
 
 def _mistyped(options: dict) -> list[str]:
@@ -219,12 +261,14 @@ def train_run(
         else:
             dataset = load_data(options)
             _refuse_split_options(dict(given or {}), dataset)
+        options = _numbered(out, options, dict(given or {}), dataset, resume)
         training = training_data(options, dataset)
         if not resume:
             options = fit_batch(options, dict(given or {}), training)
         spec = _checked_spec(out, options, training, resume)
         settings = _settings(options)
         torch_device = _joined(resolve_device(device))
+        check_model_fits(spec, torch_device)
         main = distributed.is_main()
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
@@ -404,6 +448,7 @@ def evaluate_run(
         model, dataset = _load_run(run_dir, data_dir, device, dataset, lock.writable, f"aekit evaluate {run_dir}")
         previous = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
         normal = normal_classes(runs.read_config(run_dir)["options"].get("normal_class"))
+        _finishable(run_dir, dataset, normal)
         metrics = kept(previous, evaluate(model, dataset, nll_samples, normal))
         if lock.writable:
             runs.write_json(run_dir / runs.METRICS, metrics)

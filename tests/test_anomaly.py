@@ -4,6 +4,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -104,6 +105,29 @@ def test_the_vaes_scores_depend_on_the_example_alone_and_the_estimate_is_below_t
         anomaly_scores(trained("ae", zeros_only, epochs=1), x, "neg_elbo")
     with pytest.raises(AekitError, match="whole number >= 1"):
         anomaly_scores(vae, x, "nll_is", samples=0)
+
+
+def test_anomaly_scores_take_any_layout_of_the_models_size_and_refuse_what_the_apps_refuse(zeros_only):
+    ae = trained("ae", zeros_only, epochs=1)
+    x = zeros_only.x_test[:6]  # (6, 1, 8, 8) intensities in [0, 1]
+    expected = anomaly_scores(ae, x)
+    for layout in (x[:, 0], x.reshape(6, 64), x.transpose(0, 2, 3, 1), x.tolist()):
+        np.testing.assert_allclose(anomaly_scores(ae, layout), expected, rtol=1e-6)
+    pixels = (x * 255).round().astype(np.uint8)  # 8-bit intensities, divided by 255
+    np.testing.assert_allclose(anomaly_scores(ae, pixels), anomaly_scores(ae, pixels / 255), rtol=1e-6)
+    nan = x.copy()
+    nan[2, 0, 3, 3] = np.nan
+    for bad, message in (
+        (x[:, 0, :4], "x holds examples of size 4x8 but the model takes 8x8 (1 channel)"),
+        (pixels.astype(np.float32), "x holds values in [0, 255] but the run models [0, 1] intensities"),
+        (nan, "x holds NaN or infinite values"),
+        (x[:0], "x holds no examples"),
+        (np.full((6, 64), "a"), "x holds <U1 values, not numbers"),
+    ):
+        with pytest.raises(DataError, match=re.escape(message)):
+            anomaly_scores(ae, bad)
+    with pytest.raises(DataError, match=re.escape("photos.npy holds NaN")):
+        anomaly_scores(trained("vae", zeros_only, epochs=1), nan, "nll_is", samples=2, source="photos.npy")
 
 
 # Every check check_estimator runs for an outlier detector (and the transformer checks: they transform too).
@@ -216,6 +240,80 @@ def test_normal_class_is_refused_on_unlabelled_data_and_for_unknown_classes(caps
         with_normal_training(Dataset("x", digits.x_train, digits.x_test, None, None, binary=True), (0,))
 
 
+def test_a_normal_class_the_test_split_lacks_is_refused_before_training_and_such_a_run_says_what_to_do(
+    capsys, tmp_path
+):
+    x = np.random.default_rng(0).uniform(size=(60, 6)).astype(np.float32)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=x[:40], y_train=np.arange(40) % 3, x_test=x[40:], y_test=np.arange(20) % 2)
+    out, train = tmp_path / "run", ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), *FAST]
+    lacking = "--normal-class 2: data.npz's test split has no examples of that class, so no AUROC can be measured; "
+    assert_refused(
+        capsys, tmp_path, *train, "--normal-class", "2", match=lacking + "name a class its test split holds: 0, 1"
+    )
+    assert not out.exists()
+    # A run an older aekit trained so, which failed at its end: neither evaluate nor --resume trains or fails late.
+    assert run_cli(capsys, *train, "--normal-class", "0")[0] == 0
+    config = json.loads((out / "config.json").read_text())
+    config["options"]["normal_class"] = [2]
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "metrics.json").unlink()
+    message = f"{out} cannot be finished or evaluated: {lacking}"
+    assert_refused(capsys, tmp_path, "evaluate", str(out), match=message)
+    assert_refused(capsys, tmp_path, "train", "--resume", "--out", str(out), "--no-progress", match=message)
+
+
+@pytest.fixture(scope="module")
+def animals(tmp_path_factory):
+    """A folder of 8x8 images in subfolders cats, dogs and owls (12 each): classes with names."""
+    folder = tmp_path_factory.mktemp("data") / "animals"
+    rng = np.random.default_rng(0)
+    for number, name in enumerate(("cats", "dogs", "owls")):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(60 + 70 * number, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    return folder
+
+
+def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives_and_score_writes_them(animals, capsys, tmp_path):
+    from aekit.pack import pack
+
+    out = tmp_path / "dogs"
+    train = ["train", "--dataset", str(animals), "--out", str(out), *FAST]
+    assert_refused(capsys, tmp_path, *train, "--normal-class", "wolves", match="its classes are cats, dogs, owls")
+    assert run_cli(capsys, *train, "--normal-class", "dogs")[0] == 0
+    assert json.loads((out / "config.json").read_text())["options"]["normal_class"] == [1]  # recorded by number
+    assert 0 <= json.loads((out / "metrics.json").read_text())["auroc_reconstruction_nll"] <= 1
+    for same in ("dogs", "1"):  # a name, or the number it stands for
+        assert run_cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "4", "--normal-class", same)[0] == 0
+    refusal = "was trained with other settings for normal_class"
+    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--normal-class", "cats", match=refusal)
+
+    store = tmp_path / "animals.store"
+    pack(str(animals), store, workers=1, progress=False)
+    assert aekit.load_dataset(str(store)).label_names == ("cats", "dogs", "owls")
+    assert (
+        run_cli(
+            capsys, "train", "--dataset", str(store), "--out", str(tmp_path / "s"), *FAST, "--normal-class", "owls"
+        )[0]
+        == 0
+    )
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["options"]["normal_class"] == [2]
+    compare = ["compare", "--models", "pca", "--dataset", str(animals), "--out", str(tmp_path / "c"), "--no-progress"]
+    for reused in ("False", "True"):  # the second reuses the first's run: its classes recorded by number
+        assert run_cli(capsys, *compare, "--normal-class", "dogs", "--code-dims", "4")[0] == 0
+        assert [row["reused"] for row in csv.DictReader((tmp_path / "c" / "comparison.csv").open())] == [reused]
+    for source in (store, animals):
+        assert run_cli(capsys, "score", str(out), str(source), "--out", str(tmp_path / "scores.csv"))[0] == 0
+        rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+        assert len(rows) == 36 and {(row["label"], row["label_name"]) for row in rows} == {
+            ("0", "cats"),
+            ("1", "dogs"),
+            ("2", "owls"),
+        }
+
+
 def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogram(zero_run, capsys, tmp_path):
     from aekit.pack import pack
 
@@ -224,7 +322,8 @@ def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogr
     status, _, err = run_cli(capsys, "score", str(zero_run), str(tmp_path / "digits.store"), "--out", str(out))
     assert status == 0 and "1797 scores written" in err
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["index", "label", "reconstruction_nll"] and len(rows) == 1797
+    assert list(rows[0]) == ["index", "label", "label_name", "reconstruction_nll"] and len(rows) == 1797
+    assert all(row["label_name"] == row["label"] for row in rows)  # digits' classes are named by their digit
     scores, labels = np.array([float(r["reconstruction_nll"]) for r in rows]), np.array([int(r["label"]) for r in rows])
     assert np.median(scores[labels != 0]) > np.median(scores[labels == 0])
     assert (tmp_path / "scores.png").is_file()

@@ -146,7 +146,7 @@ def test_bad_names_and_options_are_refused(capsys, tmp_path):
         capsys, out, "train", "--dataset", str(tmp_path / "missing.npy"), "--out", str(out), match="missing.npy"
     )
     assert_refused(capsys, out, "train", "--hidden", "12,x", "--out", str(out), match="comma-separated")
-    assert_refused(capsys, out, "train", "--lr", "-1", "--out", str(out), match="learning rate")
+    assert_refused(capsys, out, "train", "--lr", "-1", "--out", str(out), match="--lr -1.0 must be a positive number")
     assert_refused(capsys, out, "train", "--resume", "--out", str(out), match="not a run folder")
     assert_refused(capsys, out, "evaluate", str(out), match="not a run folder")
 

@@ -683,8 +683,8 @@ def test_checkpoint(run_dir, small, data):
     "setting, value, message",
     [
         ("hidden", [10**12], "does not match"),  # torch tried to allocate 256 TB
-        ("code_dim", 1.5, "invalid model settings"),  # a TypeError from nn.Linear
-        ("shape", ["a", 8, 8], "invalid model settings"),
+        ("code_dim", 1.5, "model.code_dim is 1.5 (a decimal number); it must be a whole number"),
+        ("shape", ["a", 8, 8], "model.shape is ['a', 8, 8] (a list); it must be a list of whole numbers"),
     ],
 )
 def test_a_config_describing_an_impossible_model_is_refused_before_building_it(run_dir, setting, value, message):

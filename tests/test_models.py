@@ -1,4 +1,6 @@
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -197,9 +199,9 @@ def test_every_model_maps_any_image_shape_back_to_itself(model_name, net):
 def test_model_spec_rejects_bad_settings_with_one_clear_message():
     with pytest.raises(AekitError, match="unknown model 'gan'"):
         model_config("gan", (4,))
-    with pytest.raises(AekitError, match="code size 0"):
+    with pytest.raises(AekitError, match="^--code-dim 0 must be at least 1$"):
         model_config("ae", (4,), code_dim=0)
-    with pytest.raises(AekitError, match="noise level"):
+    with pytest.raises(AekitError, match=r"--noise-level 1.5 must be >= 0 \(and <= 1 for masking\)"):
         model_config("dae", (4,), noise="masking", noise_level=1.5)
     with pytest.raises(DataError, match="images"):
         build_model(model_config("ae", (64,), net="conv"))
@@ -215,10 +217,26 @@ def test_model_spec_rejects_bad_settings_with_one_clear_message():
     }, "a VAE's config holds its own fields, not the other families'"
 
 
+def test_a_config_takes_any_whole_number_as_a_plain_int_and_names_a_field_of_the_wrong_kind():
+    spec = model_config("vae", (np.int64(64),), code_dim=np.int64(3), hidden=(np.int32(8),), iw_samples=np.int16(2))
+    assert spec == model_config("vae", (64,), code_dim=3, hidden=(8,), iw_samples=2)
+    assert json.loads(json.dumps(spec.to_dict()))["code_dim"] == 3  # plain ints: JSON takes them
+    assert all(type(v) is int for v in (spec.code_dim, spec.iw_samples, *spec.hidden, *spec.shape))
+    for field, value, message in (
+        ("code_dim", "10", "--code-dim is '10' (a string); it must be a whole number"),
+        ("code_dim", 2.0, "--code-dim is 2.0 (a decimal number); it must be a whole number"),
+        ("hidden", (8, "4"), "--hidden is (8, '4') (a list); it must be a list of whole numbers"),
+        ("beta", "1", "--beta is '1' (a string); it must be a number"),
+        ("binarize", 1, "--binarize is 1 (a whole number); it must be true or false"),
+    ):
+        with pytest.raises(AekitError, match=f"^{re.escape(message)}$"):
+            model_config("vae", (64,), **{field: value})
+
+
 @pytest.mark.parametrize("shape", [(12,), (1, 3, 4)], ids=["flat", "image"])
 @pytest.mark.parametrize("model_name", ["ae", "vae", "pca"])
 def test_a_code_larger_than_one_example_is_refused_naming_both_sizes_and_the_fix(model_name, shape):
-    with pytest.raises(AekitError, match=r"^[^;]*\b13\b[^;]*\b12\b[^;]*; use a --code-dim of at most 12$"):
+    with pytest.raises(AekitError, match=r"^[^;]*\b13\b[^;]*\b12\b[^;]*; set --code-dim to at most 12$"):
         model_config(model_name, shape, code_dim=13)
     spec = model_config(model_name, shape, code_dim=12)  # as large as the input: accepted, as PCA keeps all components
     model = build_model(spec)
@@ -230,7 +248,7 @@ def test_a_code_larger_than_one_example_is_refused_naming_both_sizes_and_the_fix
 
 def test_pca_refuses_more_components_than_features_as_every_family_does():
     with pytest.raises(
-        AekitError, match="^PCA cannot keep 65 components of 64 features; use a --code-dim of at most 64$"
+        AekitError, match="^PCA cannot keep 65 components of 64 features; set --code-dim to at most 64$"
     ):
         model_config("pca", (1, 8, 8), code_dim=65)
     with pytest.raises(AekitError, match="a code of 65 values is larger than the 64 values of one example"):

@@ -152,7 +152,7 @@ def test_iwae_objective_is_tighter_than_the_elbo_and_trains(trained_vae, digits)
         ({"model": "ae", "objective": "iwae"}, "--objective is an option of vae, not of ae"),
         ({"model": "vae", "objective": "iwae", "beta": 0.5}, "beta"),
         ({"model": "vae", "objective": "bound"}, "unknown objective"),
-        ({"model": "vae", "iw_samples": 0}, "iw_samples"),
+        ({"model": "vae", "iw_samples": 0}, "--iw-samples 0 must be at least 1"),
         ({"model": "pca", "binarize": True}, "--binarize is an option of ae, dae, dropout-ae, aae, vae, .*not of pca"),
         ({"model": "vae", "binarize": True, "likelihood": "gaussian"}, "binarize"),
     ],

@@ -5,6 +5,7 @@ import csv
 import json
 from dataclasses import dataclass
 
+import joblib
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ import aekit
 from aekit.cli import main
 from aekit.models import FAMILIES, AutoEncoder, Loss, NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
-from aekit.sklearn import estimator
+from aekit.sklearn import estimator, outlier_detector
 
 NAME = "shrunk-ae"
 FAST = ["--code-dim", "4", "--hidden", "32", "--epochs", "2", "--no-progress"]
@@ -82,3 +83,18 @@ def test_a_family_registered_in_a_test_goes_through_every_front_door(family, tmp
     fitted = estimator(NAME)(n_components=3, shrink=0.1, hidden_layer_sizes=(32,), max_iter=2, random_state=0)
     codes = fitted.fit_transform(x)
     assert codes.shape == (300, 3) and fitted.model_.shrink == 0.1 and fitted.get_params()["shrink"] == 0.1
+
+
+def _codes(model, x):
+    return model.fit(x).transform(x)
+
+
+@pytest.mark.slow
+def test_a_family_registered_in_a_test_goes_to_joblibs_worker_processes(family, digits):
+    """joblib sends the family's config class by value to processes where it was never registered."""
+    x = digits.x_train.reshape(len(digits.x_train), -1)[:200].astype(np.float64)
+    settings = {"n_components": 3, "shrink": 0.1, "hidden_layer_sizes": (16,), "max_iter": 2, "random_state": 0}
+    models = [estimator(NAME)(**settings), outlier_detector(NAME)(**settings)]
+    codes = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_codes)(model, x) for model in models)
+    for model, there in zip(models, codes):
+        np.testing.assert_allclose(there, _codes(model, x), rtol=1e-5, atol=1e-6)

@@ -290,7 +290,7 @@ def test_evaluate_on_a_read_only_run_prints_the_metrics_without_writing(tmp_path
 @pytest.mark.parametrize(
     "section,key,value,match",
     [
-        ("model", "code_dim", "x", "invalid model settings"),
+        ("model", "code_dim", "x", "config.json: model.code_dim is 'x' (a string); it must be a whole number;"),
         ("model", "code_dim", 3, "do not match its options"),
         ("options", "lr", "fast", "lr 'fast' (not a number)"),
         ("options", "epochs", "3", "epochs '3' (not a whole number)"),

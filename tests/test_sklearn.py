@@ -28,6 +28,7 @@ from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError
 from aekit.evaluate import importance_weighted_nll
+from aekit.models import FAMILIES, NetConfig
 from aekit.sklearn import (
     AdversarialAutoEncoder,
     AutoEncoder,
@@ -35,6 +36,11 @@ from aekit.sklearn import (
     DropoutAutoEncoder,
     ParameterError,
     VariationalAutoEncoder,
+    VariationalAutoEncoderOutlierDetector,
+    outlier_detector,
+)
+from aekit.sklearn import (
+    estimator as estimator_of,
 )
 from aekit.trainer import mean_loss
 
@@ -342,7 +348,7 @@ def test_bad_codes_and_sparse_input():
         ({"n_components": 2.5}, TypeError, r"n_components must be an instance of int"),
         ({"max_iter": 0}, ValueError, r"max_iter == 0, must be >= 1"),
         ({"hidden_layer_sizes": (8, 0)}, ValueError, r"hidden_layer_sizes == 0, must be >= 1"),
-        ({"learning_rate": -1.0}, ParameterError, r"learning rate -1.0 must be a positive number"),
+        ({"learning_rate": -1.0}, ParameterError, r"learning_rate=-1.0 must be a positive number"),
         ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'; use auto, bce or mse"),
         ({"device": "tpu"}, ParameterError, r"unknown device 'tpu'"),
         ({"noise": "pink"}, ParameterError, r"unknown noise 'pink'; use one of gaussian, masking, salt-and-pepper"),
@@ -364,8 +370,7 @@ def test_more_components_than_features_is_refused_at_fit_as_pca_refuses_it(cls):
     estimator = small(cls, n_components=4)
     with pytest.raises(
         ParameterError,
-        match=r"n_components=4 is more than the 3 features of X; use an n_components "
-        r"of at most 3",
+        match=r"a code of 4 values is larger than the 3 values of one example; set n_components to at most 3",
     ):
         estimator.fit(X3)
     assert not hasattr(estimator, "model_")
@@ -379,3 +384,81 @@ def test_a_rows_code_does_not_depend_on_its_batch(wine):
     one_by_one = np.concatenate([ae.transform(row[None]) for row in wine])
     np.testing.assert_allclose(one_by_one, ae.transform(wine), rtol=1e-12, atol=1e-12)
     assert ae.model_.encoder[1].weight.dtype == torch.float32  # while the model itself stays float32
+
+
+def test_numpys_integers_are_taken_wherever_an_int_is(wine):
+    plain = small(VariationalAutoEncoder, n_components=2, batch_size=32, iw_samples=2, random_state=0).fit(wine)
+    numpys = small(
+        VariationalAutoEncoder,
+        n_components=np.int64(2),
+        max_iter=np.int32(2),
+        batch_size=np.int64(32),
+        hidden_layer_sizes=np.array([8]),
+        iw_samples=np.int16(2),
+        random_state=np.int64(0),
+    ).fit(wine)
+    assert numpys.spec_ == plain.spec_ and type(numpys.spec_.code_dim) is int and type(numpys.spec_.iw_samples) is int
+    assert np.array_equal(numpys.transform(wine), plain.transform(wine))
+    search = GridSearchCV(small(AutoEncoder, random_state=0), {"n_components": np.arange(1, 3)}, cv=2).fit(wine)
+    assert search.best_estimator_.transform(wine).shape[1] == search.best_params_["n_components"]
+    detector = small(VariationalAutoEncoderOutlierDetector, anomaly_score="nll_is", nll_samples=np.int64(3))
+    assert detector.fit(wine).score_samples(wine[:4]).shape == (4,)
+
+
+@pytest.mark.parametrize(
+    "make, fit_on, words",
+    [
+        (lambda: small(AutoEncoder, loss="bce"), 3, "use loss='mse' or rescale the data"),
+        (lambda: small(VariationalAutoEncoder, beta=2.0, objective="iwae"), 1, "leave it at 1 or use objective='elbo'"),
+        (lambda: small(estimator_of("vqvae"), n_components=3, embedding_dim=2), 1, "use embedding_dim=1 or a divisor"),
+        (lambda: small(AutoEncoder, max_iter=1, n_components=20), 1, "set n_components to at most 13"),
+        (lambda: small(DenoisingAutoEncoder, noise_level=-1.0), 1, "noise_level=-1.0 must be >= 0"),
+    ],
+)
+def test_errors_name_the_estimators_parameters_not_the_command_lines_flags(wine, make, fit_on, words):
+    with pytest.raises(ValueError, match=re.escape(words)) as raised:
+        make().fit(wine / wine.max() * fit_on)
+    assert "--" not in str(raised.value)
+    fitted = small(AutoEncoder, loss="bce").fit(wine / wine.max())
+    with pytest.raises(ValueError, match=re.escape("use loss='mse' or rescale the data")):
+        fitted.score(wine)
+
+
+NET_FAMILIES = [name for name, config in FAMILIES.items() if issubclass(config, NetConfig)]
+
+
+@pytest.mark.parametrize("name", NET_FAMILIES)
+def test_every_familys_estimator_and_detector_pickle_fitted_or_not(name, wine):
+    for cls in (estimator_of(name), outlier_detector(name)):
+        assert pickle.loads(pickle.dumps(cls)) is cls
+        unfitted = small(cls, n_components=2, random_state=0)
+        assert pickle.loads(pickle.dumps(unfitted)).get_params() == unfitted.get_params()
+        fitted = unfitted.fit(wine)
+        loaded = pickle.loads(pickle.dumps(fitted))
+        assert type(loaded) is cls and np.array_equal(loaded.transform(wine), fitted.transform(wine))
+
+
+def _fitted_codes(model, x):
+    return model.fit(x).transform(x)
+
+
+@pytest.mark.slow
+def test_the_estimators_of_families_without_a_class_here_go_to_joblibs_worker_processes(wine):
+    models = [
+        small(estimator_of("vqvae"), n_components=2, random_state=0),
+        small(outlier_detector("rd-ae"), random_state=0),
+    ]
+    codes = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_fitted_codes)(model, wine) for model in models)
+    for model, there in zip(models, codes):
+        np.testing.assert_allclose(there, _fitted_codes(model, wine), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_too_large_to_train_is_refused_naming_the_parameters_and_the_memory(wine):
+    estimator = small(AutoEncoder, hidden_layer_sizes=(10**6, 10**6), device="cpu")
+    with pytest.raises(
+        ParameterError, match=r"^hidden_layer_sizes=\(1000000, 1000000\) and n_components=2 make a model "
+    ):
+        estimator.fit(wine)
+    with pytest.raises(ParameterError, match=r"GiB of float32 on cpu to train it .*; use smaller sizes$"):
+        estimator.fit(wine)
+    assert not hasattr(estimator, "model_")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import assert_refused
 
 import aekit
 from aekit import runs
@@ -11,6 +12,7 @@ from aekit.errors import TrainingDiverged
 from aekit.evaluate import evaluate, reconstruction_metrics
 from aekit.models import FAMILIES, build_model, model_config
 from aekit.trainer import TrainSettings, mean_loss, train
+from aekit.workflow import train_run
 
 
 def _model(name, dataset, **options):
@@ -205,3 +207,42 @@ def test_the_mean_test_loss_builds_no_autograd_graph(digits):
     model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.requires_grad))
     assert mean_loss(model, digits.x_test, batch_size=100)["loss"] > 0
     assert seen and not any(seen)
+
+
+def test_a_model_too_large_to_train_is_refused_naming_its_sizes_and_the_memory_before_allocating(capsys, tmp_path):
+    out = tmp_path / "run"
+    message = (
+        "--hidden 1000000,1000000 and --code-dim 10 make a model of 2,000,152,000,074 parameters, 29,804.6 GiB of "
+        "float32 on cpu to train it (weights, gradients and Adam's two moments), more than the"
+    )
+    for hidden, match in (("1000000,1000000", message), (str(10**20), "larger than PyTorch can hold")):
+        assert_refused(capsys, tmp_path, "train", "--hidden", hidden, "--device", "cpu", "--out", str(out), match=match)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["ae", "pca"])
+def test_the_end_of_a_run_does_not_fail_on_one_class_few_examples_or_one_test_example(model, tmp_path):
+    """The probes need two classes and five training examples, the codes' plane two test examples: a run without
+    them is finished without the probes, its codes drawn by their first two values, where before it failed after
+    training."""
+    rng = np.random.default_rng(0)
+    for name, y_train, x_test, y_test in (
+        ("one-class", np.zeros(30, np.int64), rng.uniform(size=(6, 1, 8, 8)), np.zeros(6, np.int64)),
+        ("few", np.arange(4) % 2, rng.uniform(size=(3, 1, 8, 8)), np.arange(3) % 2),
+        ("one-test", np.arange(30) % 2, rng.uniform(size=(1, 1, 8, 8)), np.zeros(1, np.int64)),
+    ):
+        data = tmp_path / f"{name}.npz"
+        x_train = rng.uniform(size=(len(y_train), 1, 8, 8))
+        np.savez(
+            data, x_train=x_train.astype(np.float32), y_train=y_train, x_test=x_test.astype(np.float32), y_test=y_test
+        )
+        options = {
+            "dataset": str(data),
+            "model": model,
+            "code_dim": 3,
+            "epochs": 1,
+            **({} if model == "pca" else {"hidden": [8]}),
+        }
+        _, metrics = train_run(tmp_path / name / model, options, progress=False, device="cpu")
+        assert ("knn_accuracy" in metrics) == (name == "one-test"), name
+        assert (tmp_path / name / model / "figures" / "codes.png").is_file()

@@ -160,9 +160,9 @@ def test_the_command_line_trains_and_evaluates_it(tmp_path, capsys):
 
 
 def test_a_code_size_the_codewords_do_not_divide_is_refused():
-    with pytest.raises(AekitError, match="embedding dim 3 must divide the code size 10"):
+    with pytest.raises(AekitError, match="--embedding-dim 3 must divide --code-dim 10"):
         model_config("vqvae", (64,), embedding_dim=3)
-    with pytest.raises(AekitError, match="codebook size 1 must be from 2"):
+    with pytest.raises(AekitError, match="--codebook-size 1 must be from 2"):
         model_config("vqvae", (64,), codebook_size=1)
 
 

@@ -64,7 +64,8 @@ class Dataset:
 
     Images are (n, channels, height, width) with intensities in [0, 1]; tabular data is (n, features).
     ``binary`` says the values are [0, 1] intensities (Bernoulli likelihood) rather than real values (Gaussian).
-    Labels are int64 arrays, or None where the source has none. ``bounds`` gives the training split's smallest and
+    Labels are int64 arrays, or None where the source has none; ``label_names`` names the classes by number where
+    the source does (a folder's subfolders, a store), else None. ``bounds`` gives the training split's smallest and
     largest value (as models see them) where the source knows them (a store's manifest), sparing a scan; ``checked``
     says the values were already checked to be finite (and in [0, 1] where binary) when the store was packed;
     ``store_id`` is the id of the store they were opened from, else None, and ``digest`` a digest that identifies
@@ -78,6 +79,7 @@ class Dataset:
     y_train: np.ndarray | None
     y_test: np.ndarray | None
     binary: bool
+    label_names: tuple[str, ...] | None = None
     bounds: tuple[float, float] | None = None
     checked: bool = False
     store_id: str | None = None
@@ -148,25 +150,70 @@ def split_indices(n: int, *, seed: int, test_fraction: float) -> tuple[np.ndarra
     return order[n_test:], order[:n_test]
 
 
-def with_normal_training(dataset: Dataset, classes: tuple[int, ...]) -> Dataset:
-    """``dataset`` with a training split of the examples of ``classes`` only (one-class training: a model of the
-    normal data); the test split keeps every class, so that the others can be scored as the anomalies. Memory-mapped
-    rows stay memory-mapped (an :class:`IndexedRows` view, nothing copied). Refused, in one line, for unlabelled data,
-    for a class with no training examples and for classes that leave no other class in the test split."""
+def class_numbers(dataset: Dataset, classes) -> tuple[int, ...]:
+    """``classes`` (``--normal-class``'s values) as label numbers of ``dataset``: an int is a label number; a string
+    is the name of a class where the data names one so (a folder's subfolder, a store's label_names), else a label
+    number written out ("3"). Refused in one line where a string is neither, or where two values are one class."""
+    names = dataset.label_names or ()
+    labels = []
+    for value in classes:
+        if isinstance(value, str) and value in names:
+            labels.append(names.index(value))
+        elif isinstance(value, str) and not value.isdecimal():
+            raise DataError(
+                f"--normal-class {value!r}: {dataset.name} has no class of that name; "
+                f"its classes are {describe_classes(dataset)}"
+            )
+        else:
+            labels.append(int(value))
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise DataError(f"--normal-class names class {describe_classes(dataset, repeated)} twice; name it once")
+    return tuple(labels)
+
+
+def describe_classes(dataset: Dataset, labels=None, separator: str = ", ") -> str:
+    """The classes ``labels`` (default: those of the training split) as a user names them: their names where the data
+    has them, else their numbers."""
+    labels = np.unique(dataset.y_train) if labels is None else labels
+    names = dataset.label_names
+    return separator.join(names[label] if names and 0 <= label < len(names) else str(label) for label in labels)
+
+
+def normal_class_problem(dataset: Dataset, classes: tuple[int, ...]) -> str | None:
+    """Why a model of the training examples of ``classes`` (label numbers) cannot be trained on ``dataset`` and
+    measured on its test split, in one sentence naming the fix (None: it can): the data must be labelled, the training
+    split hold every class named, and the test split hold examples of them and of another class, the normal and the
+    anomalous examples of the AUROC."""
     if dataset.y_train is None or dataset.y_test is None:
-        raise DataError(f"--normal-class needs labelled data, and {dataset.name} has no labels; drop --normal-class")
-    known = np.unique(dataset.y_train)
-    missing = sorted(set(classes) - set(known.tolist()))
+        return f"--normal-class needs labelled data, and {dataset.name} has no labels; drop --normal-class"
+    missing = sorted(set(classes) - set(np.unique(dataset.y_train).tolist()))
     if missing:
-        raise DataError(
-            f"--normal-class {','.join(map(str, missing))}: {dataset.name} has no training examples of that class; "
-            f"its classes are {', '.join(map(str, known))}"
+        return (
+            f"--normal-class {describe_classes(dataset, missing, ',')}: {dataset.name} has no training examples "
+            f"of that class; its classes are {describe_classes(dataset)}"
         )
-    if np.isin(dataset.y_test, classes).all():
-        raise DataError(
-            f"--normal-class {','.join(map(str, classes))} names every class of {dataset.name}'s test split; leave "
-            "at least one out, as the anomalies"
+    given = f"--normal-class {describe_classes(dataset, classes, ',')}"
+    tested = np.unique(dataset.y_test)
+    normal = np.isin(tested, classes)
+    if not normal.any():
+        return (
+            f"{given}: {dataset.name}'s test split has no examples of that class, so no AUROC can be measured; "
+            f"name a class its test split holds: {describe_classes(dataset, tested)}"
         )
+    if normal.all():
+        return f"{given} names every class of {dataset.name}'s test split; leave at least one out, as the anomalies"
+    return None
+
+
+def with_normal_training(dataset: Dataset, classes: tuple[int, ...]) -> Dataset:
+    """``dataset`` with a training split of the examples of ``classes`` (label numbers) only (one-class training: a
+    model of the normal data); the test split keeps every class, so that the others can be scored as the anomalies.
+    Memory-mapped rows stay memory-mapped (an :class:`IndexedRows` view, nothing copied). Refused, in one line, where
+    :func:`normal_class_problem` finds a problem."""
+    problem = normal_class_problem(dataset, classes)
+    if problem:
+        raise DataError(problem)
     keep = np.flatnonzero(np.isin(dataset.y_train, classes))
     x = dataset.x_train
     if isinstance(x, IndexedRows):

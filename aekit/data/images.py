@@ -31,9 +31,10 @@ def load_image_folder(path: str | Path, *, seed: int, test_fraction: float) -> D
     """
     folder = Path(path)
     x, files = read_images(folder)
-    y = folder_labels(folder, files)
+    names = [file.relative_to(folder).as_posix() for file in files]
+    y = name_labels(names)
     x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-    return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True)
+    return Dataset(folder.name, x_train, x_test, y_train, y_test, binary=True, label_names=label_names(names))
 
 
 def read_images(folder: Path) -> tuple[np.ndarray, list[Path]]:
@@ -181,15 +182,19 @@ def _unreadable(file: Path, error: Exception) -> DataError:
     return DataError(f"{file} cannot be read as an image ({error}); delete or replace it")
 
 
-def folder_labels(folder: Path, files: list[Path]) -> np.ndarray | None:
-    """Class numbers from the top-level subfolder of each file, or None when some file lies directly in folder."""
-    return name_labels([file.relative_to(folder).as_posix() for file in files])
-
-
 def name_labels(names: list[str]) -> np.ndarray | None:
-    """:func:`folder_labels` from the files' relative names ("cats/0001.png"), without a path object each."""
-    classes = [name.split("/", 1)[0] for name in names if "/" in name]
-    if len(classes) < len(names):
+    """Class numbers of images named ``names`` ("cats/0001.png", relative to their folder): the number of each one's
+    top-level subfolder among :func:`label_names`; None where some image lies directly in the folder."""
+    classes = label_names(names)
+    if classes is None:
         return None
-    number = {name: i for i, name in enumerate(sorted(set(classes)))}
-    return np.array([number[name] for name in classes], dtype=np.int64)
+    number = {name: i for i, name in enumerate(classes)}
+    return np.array([number[name.split("/", 1)[0]] for name in names], dtype=np.int64)
+
+
+def label_names(names: list[str]) -> tuple[str, ...] | None:
+    """The classes of images named ``names``, by number: their top-level subfolders, sorted; None where some image
+    lies directly in the folder (no labels)."""
+    if not all("/" in name for name in names):
+        return None
+    return tuple(sorted({name.split("/", 1)[0] for name in names}))

@@ -17,23 +17,24 @@ import numpy as np
 from aekit.errors import DataError
 
 
-def as_float(values: np.ndarray, source: str) -> np.ndarray:
-    """``values`` as float32 in the scale models see: uint8 / 255, booleans as 0/1, other numbers as they are."""
-    values = np.asarray(values)
+def as_float(values: np.ndarray, source: str, dtype=np.float32) -> np.ndarray:
+    """``values`` as float32 (or ``dtype``, float64 for a model that computes in it) in the scale models see: uint8 /
+    255, booleans as 0/1, other numbers as they are."""
+    values, dtype = np.asarray(values), np.dtype(dtype)
     if values.dtype.kind not in "biuf":
         raise DataError(
             f"{source} holds {values.dtype} values, not numbers; give a numeric array (uint8 pixels, or floats)"
         )
     if values.dtype == np.uint8:
-        x = values.astype(np.float32)
+        x = values.astype(dtype)
         x /= 255
         return x
     with np.errstate(over="ignore"):
-        x = values.astype(np.float32)
+        x = values.astype(dtype)
     if x.size and not np.isfinite(x).all():
         raise DataError(
-            f"{source} holds NaN or infinite values (or values beyond float32's range, about 3.4e38); "
-            "clean or impute them first"
+            f"{source} holds NaN or infinite values (or values beyond {dtype}'s range, about "
+            f"{np.finfo(dtype).max:.1e}); clean or impute them first"
         )
     return x
 

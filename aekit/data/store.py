@@ -300,6 +300,7 @@ def open_store(path: str | Path) -> Dataset:
         y_train,
         y_test,
         binary=manifest["binary"],
+        label_names=None if manifest["label_names"] is None else tuple(manifest["label_names"]),
         bounds=tuple(manifest["bounds"]),
         checked=True,
         store_id=manifest["id"],

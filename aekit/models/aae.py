@@ -14,6 +14,7 @@ from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, Phase, device_of
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
+from aekit.naming import option as named
 
 PRIORS = ("gaussian", "mixture", "uniform")
 
@@ -111,7 +112,9 @@ class AAEConfig(NetConfig):
         if self.prior not in PRIORS:
             problems.append(f"unknown prior {self.prior!r}; use one of {', '.join(PRIORS)}")
         if any(h < 1 for h in self.discriminator_hidden):
-            problems.append(f"discriminator sizes {list(self.discriminator_hidden)} must all be at least 1")
+            problems.append(
+                f"every size of {named('discriminator_hidden', self.discriminator_hidden)} must be at least 1"
+            )
         return problems
 
     def build(self) -> AdversarialAE:

@@ -10,6 +10,7 @@ from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
+from aekit.naming import option as named
 
 NOISE_KINDS = ("gaussian", "masking", "salt-and-pepper")
 
@@ -91,7 +92,7 @@ class DAEConfig(NetConfig):
         if self.noise not in NOISE_KINDS:
             problems.append(f"unknown noise {self.noise!r}; use one of {', '.join(NOISE_KINDS)}")
         if not self.noise_level >= 0 or (self.noise != "gaussian" and self.noise_level > 1):
-            problems.append(f"noise level {self.noise_level} must be >= 0 (and <= 1 for {self.noise})")
+            problems.append(f"{named('noise_level', self.noise_level)} must be >= 0 (and <= 1 for {self.noise})")
         return problems
 
     def build(self) -> DenoisingAE:
@@ -115,7 +116,9 @@ class DropoutAEConfig(NetConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
-            problems.append("dropout rates must be in [0, 1)")
+            problems.append(
+                f"{named('dropout', self.dropout)} and {named('input_dropout', self.input_dropout)} must be in [0, 1)"
+            )
         return problems
 
     def build(self) -> DropoutAE:

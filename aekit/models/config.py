@@ -10,17 +10,22 @@ generated from them (name, type, default, help text), so a new field appears eve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from aekit import nets
 from aekit.errors import AekitError
 from aekit.models.likelihood import LIKELIHOODS
 from aekit.models.standardize import Standardize
+from aekit.naming import option as named
 
 NET_NAMES = ("mlp", "conv", "fully-conv")
 TASKS = ("reconstruct", "upscale")
@@ -49,11 +54,19 @@ class ModelConfig:
     code_dim: int = option(10, "size of the code", sklearn="n_components")
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # read back from JSON
-                object.__setattr__(self, f.name, tuple(value))
-        problems = self.problems()
+        # Each field in its plain type (numpy's integers as int, a list read back from JSON as a tuple) before the
+        # checks of its value, which may then take the types for granted.
+        wrong = []
+        for name, kind in self.types().items():
+            value = getattr(self, name)
+            plain = _plain(value, kind)
+            if plain is _WRONG:
+                wrong.append(
+                    f"{named(name) or name} is {value!r:.40} ({_kind_of(value)}); it must be {_EXPECTED[kind]}"
+                )
+            else:
+                object.__setattr__(self, name, plain)
+        problems = wrong or self.problems()
         if problems:
             raise AekitError("; ".join(problems))
 
@@ -70,14 +83,14 @@ class ModelConfig:
         elif self.standardize and self.likelihood != "gaussian":
             problems.append(
                 "standardize rescales real values modelled by the squared error, and the cross-entropy "
-                "models [0, 1] intensities; use --loss mse or --no-standardize"
+                f"models [0, 1] intensities; use {named('loss', 'mse')} or {named('standardize', False)}"
             )
-        if not isinstance(self.code_dim, int) or self.code_dim < 1:
-            problems.append(f"code size {self.code_dim} must be at least 1")
+        if self.code_dim < 1:
+            problems.append(f"{named('code_dim', self.code_dim)} must be at least 1")
         elif self.code_dim > (values := math.prod(self.shape)):
             problems.append(
                 f"a code of {self.code_dim} values is larger than the {values} values of one example; "
-                f"use a --code-dim of at most {values}"
+                f"set {named('code_dim')} to at most {values}"
             )
         return problems
 
@@ -98,8 +111,13 @@ class ModelConfig:
     @classmethod
     def types(cls) -> dict[str, type]:
         """Each field's type: int, float, str, bool or tuple (of ints)."""
-        hints = typing.get_type_hints(cls)
-        return {f.name: _plain_type(hints[f.name]) for f in dataclasses.fields(cls)}
+        return dict(_field_types(cls))
+
+
+@functools.cache
+def _field_types(cls: type[ModelConfig]) -> tuple[tuple[str, type], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, _plain_type(hints[f.name])) for f in dataclasses.fields(cls))
 
 
 def _plain_type(hint) -> type:
@@ -108,6 +126,46 @@ def _plain_type(hint) -> type:
         if origin in (bool, int, float, str, tuple):
             return origin
     raise TypeError(f"config fields are bool, int, float, str or tuple[int, ...], not {hint}")
+
+
+_WRONG = object()
+_EXPECTED = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    tuple: "a list of whole numbers",
+}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _plain(value, kind: type):
+    """``value`` as a plain ``kind`` (any whole number as int, any real number as float, a list or tuple of whole
+    numbers as a tuple of ints), or _WRONG where it is not of that kind."""
+    if kind is int:
+        return int(value) if _whole(value) else _WRONG
+    if kind is float:
+        return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else _WRONG
+    if kind is tuple:
+        fits = isinstance(value, (list, tuple)) and all(map(_whole, value))
+        return tuple(int(v) for v in value) if fits else _WRONG
+    return value if isinstance(value, kind) else _WRONG
+
+
+def _kind_of(value) -> str:
+    """What ``value`` is, in words."""
+    if value is None:
+        return "no value"
+    if isinstance(value, bool):
+        return "true or false"
+    if _whole(value):
+        return "a whole number"
+    if isinstance(value, numbers.Real):
+        return "a decimal number" if math.isfinite(value) else "not a finite number"
+    return {str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -158,25 +216,28 @@ class NetConfig(ModelConfig):
         if self.net == "fully-conv":
             problems += self._code_map_problems()
         if any(h < 1 for h in self.hidden):
-            problems.append(f"hidden sizes {list(self.hidden)} must all be at least 1")
+            problems.append(f"every size of {named('hidden', self.hidden)} must be at least 1")
         if self.binarize and self.likelihood != "bernoulli":
             problems.append(
-                "binarize needs [0, 1] intensities modelled by the cross-entropy; use --loss bce or drop --binarize"
+                f"{named('binarize')} needs [0, 1] intensities modelled by the cross-entropy; use "
+                f"{named('loss', 'bce')} or drop {named('binarize')}"
             )
         return problems + self._task_problems()
 
     def _code_map_problems(self) -> list[str]:
+        fully_conv = named("net", "fully-conv")
         if not self.code_maps:
             return [
-                f"--net fully-conv (a code map for images of any size) is for --model rd-ae, not {self.family}; "
-                "use --net conv"
+                f"{fully_conv} (a code map for images of any size) is for {named('model', 'rd-ae')}, not "
+                f"{self.family}; use {named('net', 'conv')}"
             ]
         if len(self.shape) != 3:
-            return [f"--net fully-conv needs images (channels, height, width), not examples of shape {self.shape}"]
+            return [f"{fully_conv} needs images (channels, height, width), not examples of shape {self.shape}"]
         if self.standardize or self.task != "reconstruct":
             return [
-                "--net fully-conv codes images of any size, which --standardize and --task upscale (fitted at one "
-                "size) cannot follow; drop them or use --net conv"
+                f"{fully_conv} codes images of any size, which {named('standardize')} and "
+                f"{named('task', 'upscale')} (fitted at one size) cannot follow; drop them or use "
+                f"{named('net', 'conv')}"
             ]
         return []
 
@@ -186,7 +247,7 @@ class NetConfig(ModelConfig):
         if self.task == "reconstruct":
             return []
         if self.factor < 2:
-            return [f"upscale factor {self.factor} must be at least 2, e.g. 2 or 4"]
+            return [f"{named('factor', self.factor)} must be at least 2, e.g. 2 or 4"]
         if len(self.shape) != 3:
             return [
                 f"upscale needs images (channels, height, width), not examples of shape {tuple(self.shape)}; "
@@ -196,7 +257,8 @@ class NetConfig(ModelConfig):
         if height % self.factor or width % self.factor or min(height, width) < 2 * self.factor:
             return [
                 f"upscale by {self.factor} needs images whose height and width are multiples of {self.factor} "
-                f"(and at least {2 * self.factor}), not {height}x{width}; use another --factor or resize the images"
+                f"(and at least {2 * self.factor}), not {height}x{width}; use another {named('factor')} or resize "
+                "the images"
             ]
         return []
 
@@ -275,9 +337,11 @@ def model_config(name: str, shape: tuple[int, ...], **fields) -> ModelConfig:
 
 def _not_an_option(name: str, key: str) -> str:
     owners = [n for n, c in FAMILIES.items() if key in {f.name for f in dataclasses.fields(c)}]
-    flag = "--" + key.replace("_", "-")
     if owners:
-        return f"{flag} is an option of {', '.join(owners)}, not of {name}; drop it or use --model {owners[0]}"
+        return (
+            f"{named(key)} is an option of {', '.join(owners)}, not of {name}; drop it or use "
+            f"{named('model', owners[0])}"
+        )
     return f"unknown model setting {key!r}"
 
 
@@ -303,6 +367,13 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.standardize:
         model.standardize = Standardize(tuple(config.shape))
     return model
+
+
+def on_meta(config: ModelConfig) -> nn.Module:
+    """The model of ``config`` built on PyTorch's meta device: its tensors' shapes and no memory, however large."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. that a zero-sized layer has nothing to initialise
+        return build_model(config)
 
 
 def option_defaults() -> dict:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from aekit.errors import DataError
+from aekit.naming import option as named
 
 
 class Bernoulli:
@@ -78,6 +79,6 @@ def choose_likelihood(loss: str, binary: bool, x_min: float, x_max: float) -> st
     if loss == "bce" and (x_min < 0.0 or x_max > 1.0):
         raise DataError(
             f"the cross-entropy loss needs values in [0, 1] but the data spans [{x_min:g}, {x_max:g}]; "
-            "use --loss mse or rescale the data"
+            f"use {named('loss', 'mse')} or rescale the data"
         )
     return LOSS_TO_LIKELIHOOD[loss]

@@ -15,6 +15,7 @@ from aekit.models.base import Loss, takes_codes, takes_examples
 from aekit.models.config import ModelConfig, register
 from aekit.models.likelihood import Gaussian
 from aekit.models.standardize import Standardize
+from aekit.naming import option as named
 
 
 class PCA(nn.Module):
@@ -53,7 +54,7 @@ class PCA(nn.Module):
         if self.code_dim > min(flat.shape):
             raise DataError(
                 f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
-                f"{flat.shape[1]} features; use a code size of at most {min(flat.shape)}"
+                f"{flat.shape[1]} features; set {named('code_dim')} to at most {min(flat.shape)}"
             )
         fitted = SklearnPCA(n_components=self.code_dim, svd_solver="full").fit(flat)
         self.mean.copy_(torch.from_numpy(fitted.mean_.astype(np.float32)))
@@ -100,9 +101,10 @@ class PCAConfig(ModelConfig):
 
     def problems(self) -> list[str]:
         values = math.prod(self.shape)
-        if isinstance(self.code_dim, int) and self.code_dim > values:
+        if self.code_dim > values:
             return [
-                f"PCA cannot keep {self.code_dim} components of {values} features; use a --code-dim of at most {values}"
+                f"PCA cannot keep {self.code_dim} components of {values} features; set {named('code_dim')} to at "
+                f"most {values}"
             ]
         return super().problems()
 

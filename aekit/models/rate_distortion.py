@@ -18,6 +18,7 @@ from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
+from aekit.naming import option as named
 
 # The least probability a code value is counted at: -log2 of it (30 bits) bounds the rate of one value.
 PROBABILITY_BOUND = 1e-9
@@ -289,7 +290,7 @@ class RateDistortionConfig(NetConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         if not 0 <= self.rate_lambda < math.inf:  # also refuses NaN
-            problems.append(f"rate lambda {self.rate_lambda} must be a finite number >= 0, e.g. 0.03")
+            problems.append(f"{named('rate_lambda', self.rate_lambda)} must be a finite number >= 0, e.g. 0.03")
         return problems
 
     def build(self) -> RateDistortionAE:

@@ -12,6 +12,7 @@ from aekit.errors import AekitError
 from aekit.models.base import AutoEncoder, Loss, device_of, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
+from aekit.naming import option as named
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -135,16 +136,16 @@ class VAEConfig(NetConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         if not self.beta >= 0:  # also refuses NaN
-            problems.append(f"beta {self.beta} must be >= 0")
+            problems.append(f"{named('beta', self.beta)} must be >= 0")
         if self.objective not in OBJECTIVES:
             problems.append(f"unknown objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
         elif self.objective == "iwae" and self.beta != 1:
             problems.append(
-                f"beta {self.beta} weighs the KL term of the elbo objective and the iwae bound has "
-                "none; leave beta at 1 or use --objective elbo"
+                f"{named('beta', self.beta)} weighs the KL term of the elbo objective and the iwae bound has "
+                f"none; leave it at 1 or use {named('objective', 'elbo')}"
             )
         if self.iw_samples < 1:
-            problems.append(f"iw_samples {self.iw_samples} must be at least 1")
+            problems.append(f"{named('iw_samples', self.iw_samples)} must be at least 1")
         return problems
 
     def build(self) -> VAE:

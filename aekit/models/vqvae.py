@@ -15,6 +15,7 @@ from aekit.errors import DataError
 from aekit.models.base import AutoEncoder, Loss, device_of, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS
+from aekit.naming import option as named
 
 # The largest codebook: indices of at most 16 bits, and a (K, embedding_dim) table that stays small.
 MAX_CODEBOOK = 1 << 16
@@ -200,18 +201,19 @@ class VQVAEConfig(NetConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         if not 2 <= self.codebook_size <= MAX_CODEBOOK:
-            problems.append(f"codebook size {self.codebook_size} must be from 2 to {MAX_CODEBOOK}, e.g. 256")
+            problems.append(f"{named('codebook_size', self.codebook_size)} must be from 2 to {MAX_CODEBOOK}, e.g. 256")
         if self.embedding_dim < 1 or self.code_dim % self.embedding_dim:
             problems.append(
-                f"embedding dim {self.embedding_dim} must divide the code size {self.code_dim} (the code is cut "
-                "into vectors of that many values); use --embedding-dim 1 or a divisor of --code-dim"
+                f"{named('embedding_dim', self.embedding_dim)} must divide {named('code_dim', self.code_dim)} (the "
+                f"code is cut into vectors of that many values); use {named('embedding_dim', 1)} or a divisor of "
+                f"{named('code_dim')}"
             )
         if not self.commitment >= 0:  # also refuses NaN
-            problems.append(f"commitment {self.commitment} must be >= 0")
+            problems.append(f"{named('commitment', self.commitment)} must be >= 0")
         if not 0 <= self.ema_decay < 1:
-            problems.append(f"ema decay {self.ema_decay} must be in [0, 1), e.g. 0.99")
+            problems.append(f"{named('ema_decay', self.ema_decay)} must be in [0, 1), e.g. 0.99")
         if not 0 <= self.restart_below < 1:
-            problems.append(f"restart_below {self.restart_below} must be in [0, 1), e.g. 0.1")
+            problems.append(f"{named('restart_below', self.restart_below)} must be in [0, 1), e.g. 0.1")
         return problems
 
     def build(self) -> VQVAE:
