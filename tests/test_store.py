@@ -477,6 +477,19 @@ def test_a_size_mismatch_found_late_names_the_first_image_that_differs(capsys, t
     assert "00000.png and every image before it is 6x5" in line
 
 
+@pytest.mark.slow
+def test_a_pca_on_a_float32_store_says_only_where_its_run_went(capsys, tmp_path):
+    # Its fit once handed the store's read-only map to torch.from_numpy, and PyTorch warned on stderr.
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32))
+    store, run = tmp_path / "x.store", tmp_path / "run"
+    pack(capsys, tmp_path / "x.npy", store)
+    command = ["train", "--dataset", store, "--model", "pca", "--code-dim", "2", "--out", run, "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "aekit", *map(str, command)], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert result.returncode == 0 and result.stderr.splitlines() == [f"run written to {run}"], result.stderr
+
+
 def test_uint8_statistics_are_exact(capsys, tmp_path):
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (50, 12), dtype=np.uint8)
