@@ -25,14 +25,18 @@ STORE on the same machine removes it once its process is gone.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import math
 import mmap
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -59,6 +63,8 @@ CHUNK_VALUES = 1 << 21
 SPAN_BYTES = 64 << 20
 # Bytes of the store written between fsyncs in the background (see _Flushing).
 FLUSH_BYTES = 64 << 20
+# prctl's option that has the kernel send a signal to a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -994,7 +1000,9 @@ class _Pool:
             yield from map(function, tasks)
             return
         if self.executor is None:
-            self.executor = ProcessPoolExecutor(self.workers)
+            # The workers' parent: this process, unless a fork server starts them (it ends when this process does).
+            parent = None if multiprocessing.get_start_method() == "forkserver" else os.getpid()
+            self.executor = ProcessPoolExecutor(self.workers, initializer=_worker_start, initargs=(parent,))
         slots = _Slots(self.scratch, 2 * self.workers + 1, array_bytes) if array_bytes else None
         pending = deque()
         try:
@@ -1044,6 +1052,18 @@ class _Slots:
         # Unlinked, not closed: views of the map may outlive the map call; it goes with the last of them.
         with writing(self.path):
             os.unlink(self.path)
+
+
+def _worker_start(parent: int | None) -> None:
+    """Worker: signals are the pack's process's to handle (Ctrl-C or SIGTERM sent to the whole process group stops it,
+    and it then shuts the pool down), and the worker dies with its parent, even one SIGKILLed (Linux: the kernel's
+    parent-death signal), rather than wait on its pipe for ever holding the scratch file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _into_slot(function, task, path: str, offset: int, size: int) -> tuple:

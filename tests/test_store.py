@@ -1,6 +1,7 @@
 """Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
 checked on open, and packed in bounded memory."""
 
+import contextlib
 import io
 import json
 import os
@@ -238,6 +239,73 @@ def test_a_killed_pack_leaves_no_store_and_packing_again_succeeds(capsys, tmp_pa
     pack(capsys, source, store, "--workers", "1")
     assert len(load_dataset(str(store)).x_train) == 1600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the stale partial was removed
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes in /proc; the parent-death signal")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.slow
+def test_a_signalled_pack_leaves_no_worker_and_sigterm_nothing_at_all(tmp_path, how):
+    # SIGTERM (timeout, schedulers, docker stop) is taken as Ctrl-C: the workers stop, the partial folder with its
+    # scratch file goes, exit 143. A SIGKILLed pack's workers die with it (they once waited for ever, holding the
+    # scratch file); what it leaves the next pack removes (test_a_killed_pack_leaves_no_store_...).
+    source = tmp_path / "many"
+    source.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(source / "0.png")
+    for i in range(1, 2000):  # links to one image: a pack of seconds, at no cost to make
+        os.link(source / "0.png", source / f"{i}.png")
+    command = [sys.executable, "-m", "aekit", "pack", str(source), "--out", str(tmp_path / "s"), "--workers", "2"]
+    process = subprocess.Popen(
+        [*command, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := children(process.pid)) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.005)
+        time.sleep(0.2)  # chunks in flight
+        assert process.poll() is None, "the pack ended before it was signalled"
+        process.send_signal(getattr(signal, how))
+        status = process.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived the pack"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left, should the test fail
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if how == "SIGTERM":
+        assert status == 128 + signal.SIGTERM and process.stderr.read() == "aekit: interrupted by SIGTERM\n"
+        assert left == ["many"]
+    else:
+        assert status == -signal.SIGKILL and len(left) == 2 and left[0].startswith(".s.partial-")
 
 
 DAMAGES = ("truncated", "byte changed", "shape edited", "split edited", "manifest of another store", "labels replaced")
