@@ -2,16 +2,21 @@
 a run's codes (denoise, upscale, compress, decompress).
 
 A user mistake (an :class:`AekitError`, a missing file, a bad option, a write the file system refuses) ends in one
-line on stderr and exit status 2; an interrupt ends with 130 after saying how to resume, where there is something to
-resume. The parser is built from the model registry (PyTorch, then); each command imports what it runs (matplotlib,
-scikit-learn, the readers) only when it runs: `tests/test_cli.py` checks that building the parser loads none of them.
+line on stderr and exit status 2; an interrupt (Ctrl-C, or SIGTERM, which every command takes as it takes Ctrl-C) ends
+with 128 + the signal's number (130, 143) after removing what was half written and saying how to resume, where there
+is something to resume. The parser is built from the model registry (PyTorch, then); each command imports what it
+runs (matplotlib, scikit-learn, the readers) only when it runs: `tests/test_cli.py` checks that building the parser
+loads none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from aekit import distributed
@@ -19,7 +24,7 @@ from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.codec import MAX_BITS
 from aekit.data import DATASET_NAMES
 from aekit.data.files import FORMATS
-from aekit.errors import AekitError, TrainingStopped
+from aekit.errors import AekitError, Interrupted, TrainingStopped
 from aekit.models import FAMILIES
 from aekit.options import defaults
 from aekit.projector import MAX_POINTS
@@ -500,7 +505,8 @@ def _demo(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _run(args)
+        with _terminated_as_interrupted():
+            _run(args)
     except AekitError as error:
         print(f"aekit: error: {error}", file=sys.stderr)
         return 2
@@ -515,15 +521,35 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as stop:
         print(f"aekit: {stop}", file=sys.stderr)
         return 128 + stop.signal_number
-    except KeyboardInterrupt:
-        print(f"aekit: interrupted{_resume_hint(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        number = getattr(interrupt, "signal_number", signal.SIGINT)
+        by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
+        print(f"aekit: interrupted{by}{_resume_hint(args)}", file=sys.stderr)
+        return 128 + number
     else:
         # A rank that tore its gloo group down while another still used it could abort the other (SIGABRT).
         distributed.wait_for_all()
     finally:
         distributed.shutdown()
     return 0
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted():
+    """SIGTERM (what `timeout`, schedulers and `docker stop` send) interrupts the command inside the block as Ctrl-C
+    does, so that it removes what it half wrote (training stops after a checkpoint on either, by itself)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(number: int, frame) -> None:
+    raise Interrupted(number)
 
 
 def _run(args: argparse.Namespace) -> None:

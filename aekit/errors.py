@@ -1,5 +1,7 @@
 """The library's own exceptions: a user mistake is one of these, and the CLI turns it into one line and exit 2."""
 
+import signal
+
 
 class AekitError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
@@ -25,4 +27,13 @@ class TrainingStopped(Exception):
 
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
+        self.signal_number = signal_number
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that interrupts a command at once, as Ctrl-C does (SIGTERM; in training, a second SIGINT or
+    SIGTERM): what was half written is removed on the way out, and the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
         self.signal_number = signal_number

@@ -11,10 +11,12 @@ folder below rather than pickled; a plain ``.npy`` or IDX file is read a window 
 whole); chunks are written in order with plain writes, hashed and summed (the statistics) on the way. ``.npz``,
 ``.csv``, gzipped IDX, digits and mnist are read whole, as ``load_dataset`` reads them.
 
-An image folder is decoded once: its first image's size and layout are taken for all, and each image is checked
-against them as it is decoded. A folder where that guess fails (another size, colour after gray, 16 bits after 8, an
-unreadable image) is packed again the careful way: every header read first, so that a size mismatch names the first
-image that differs and ``--skip-bad`` leaves out unreadable headers, then the pixels.
+An image folder is decoded once: its first image is decoded first and its size and layout taken for all, and each
+image is checked against them as it is decoded. A folder where that guess fails (another size, colour after gray, 16
+bits after 8, an unreadable image) is packed again the careful way: every header read first, so that a size mismatch
+names the first image that differs and ``--skip-bad`` leaves out unreadable headers, then the pixels. Nothing is sized
+from headers before an image has decoded (a forged header costs no memory or disk), and no row is written once an
+image has failed to decode, as the split is then drawn again without it.
 
 Atomic: everything is written into a hidden folder beside STORE, ``.STORE.partial-HOST-PID-XXXXXXXX``, renamed onto
 STORE once complete (the manifest is written last). A killed pack leaves only that folder; the next pack of the same
@@ -23,14 +25,18 @@ STORE on the same machine removes it once its process is gone.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import math
 import mmap
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -57,6 +63,8 @@ CHUNK_VALUES = 1 << 21
 SPAN_BYTES = 64 << 20
 # Bytes of the store written between fsyncs in the background (see _Flushing).
 FLUSH_BYTES = 64 << 20
+# prctl's option that has the kernel send a signal to a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -783,10 +791,11 @@ def _images_plan(
     progress: bool,
     redo: _Redo | None,
 ) -> Plan:
-    """An image folder's plan. The first try reads the first image's header alone and takes its size and layout
-    for every image, each checked as it is decoded: any image that does not fit, or cannot be read, ends the try
+    """An image folder's plan. The first try decodes the first image here and takes its size and layout for every
+    image, each checked as it is decoded: any image that does not fit, or cannot be read, ends the try
     (:class:`_Redo`). A redo first reads every header, as ``aekit.data.images`` does: a size mismatch is reported
-    naming the first image that differs, and under ``skip_bad`` unreadable headers are left out."""
+    naming the first image that differs, and under ``skip_bad`` unreadable headers are left out. Either way the
+    store is sized from an image that decoded, never from headers alone: they are only claims."""
     from aekit.data import images
 
     unreadable = {}  # subfolders left out under skip_bad: relative name -> reason
@@ -797,17 +806,17 @@ def _images_plan(
         )
     names = [name for name, _, _ in entries]
     paths = [os.path.join(folder, name) for name in names]
-    exclude = {} if redo is None else redo.bad
-    # The first image's header, or under skip_bad the reason it cannot be read.
-    guess = None if redo is not None else _read_headers(((paths[0],), skip_bad))[0]
-    careful = not isinstance(guess, tuple)  # a redo, or a first image whose header cannot be read
-    headers = _headers(paths, skip_bad, pool, progress) if careful else [guess] * len(paths)
-    skipped, good = _left_out(names, paths, headers, exclude)
+    exclude = {} if redo is None else dict(redo.bad)
+    # The first image's pixels, or under skip_bad the reason they cannot be decoded.
+    first = None if redo is not None else _trial(paths[0], skip_bad)
+    careful = not isinstance(first, np.ndarray)  # a redo, or a first image that cannot be read
+    if careful:
+        if isinstance(first, str):
+            exclude[paths[0]] = first
+        skipped, names, paths, (shape, dtype) = _read_carefully(folder, names, paths, skip_bad, pool, progress, exclude)
+    else:
+        skipped, shape, dtype = {}, first.shape, first.dtype
     skipped.update(unreadable)
-    if not good:
-        raise DataError(f"{folder}: no image in it can be read; replace them")
-    names, paths, headers = (list(column) for column in zip(*good))
-    shape, dtype = _layout(paths, headers)
     try:
         train, test = _seeded(len(paths), seed, test_fraction)
     except DataError:  # too few images: read every header first, as a bad or mismatched one is named before this
@@ -845,6 +854,36 @@ def _left_out(names: list[str], paths: list[str], headers: list, exclude: dict[s
     return skipped, good
 
 
+def _trial(path: str, skip_bad: bool) -> np.ndarray | str:
+    """An image's pixels as :func:`_decode` gives them (gray as one channel), or under ``skip_bad`` the reason they
+    cannot be decoded."""
+    from aekit.data.images import decoded
+
+    try:
+        return decoded(path, 1)
+    except DataError as error:
+        if not skip_bad:
+            raise
+        return _reason(error)
+
+
+def _read_carefully(
+    folder: Path, names: list[str], paths: list[str], skip_bad: bool, pool: _Pool, progress: bool, exclude: dict
+) -> tuple[dict[str, str], list[str], list[str], tuple]:
+    """The careful way: every header read, then the images from the first whose pixels decode (the store is sized
+    from it, not from headers alone). Returns the images left out (name -> reason: under ``skip_bad``, those whose
+    header cannot be read, those of ``exclude`` and those whose pixels cannot be read before the first that decodes,
+    which are added to ``exclude``), the names and paths of the others and their :func:`_layout`."""
+    skipped, good = _left_out(names, paths, _headers(paths, skip_bad, pool, progress), exclude)
+    for k, (name, path, _) in enumerate(good):
+        trial = _trial(path, skip_bad)
+        if isinstance(trial, np.ndarray):
+            names, paths, headers = (list(column) for column in zip(*good[k:]))
+            return skipped, names, paths, _layout(paths, headers)
+        skipped[name] = exclude[path] = trial
+    raise DataError(f"{folder}: no image in it can be read; replace them")
+
+
 def _layout(paths: list[str], headers: list) -> tuple[tuple[int, int, int], np.dtype]:
     """The (channels, height, width) and type of the store of images with these headers ((width, height), mode):
     one channel when every image is grayscale, float32 when some image has 16 bits. All must have one size."""
@@ -872,8 +911,9 @@ def _decoding(
     exclude: dict[str, str],
 ) -> dict:
     """A plan's ``rows`` and ``finish`` for these images, decoded by the pool a chunk at a time. Not ``careful`` (the
-    layout guessed from the first image), an image that does not fit or cannot be read raises :class:`_Redo`;
-    careful, the images unreadable under ``skip_bad`` are gathered and raise one once all are known."""
+    layout taken from the first image), an image that does not fit or cannot be read raises :class:`_Redo`;
+    careful, the images unreadable under ``skip_bad`` are gathered and raise one once all are known, and no row is
+    written from the first of them on."""
     per_chunk = max(1, min(IMAGES_PER_CHUNK, CHUNK_BYTES // (math.prod(shape) * dtype.itemsize)))
     bad = {}
 
@@ -886,7 +926,8 @@ def _decoding(
             if not fits:
                 raise _Redo({})
             bad.update(failures)
-            yield chunk
+            if not bad:  # once an image failed, the split is drawn again without it: nothing more is written
+                yield chunk
 
     def finish() -> None:
         if bad:
@@ -989,7 +1030,9 @@ class _Pool:
             yield from map(function, tasks)
             return
         if self.executor is None:
-            self.executor = ProcessPoolExecutor(self.workers)
+            # The workers' parent: this process, unless a fork server starts them (it ends when this process does).
+            parent = None if multiprocessing.get_start_method() == "forkserver" else os.getpid()
+            self.executor = ProcessPoolExecutor(self.workers, initializer=_worker_start, initargs=(parent,))
         slots = _Slots(self.scratch, 2 * self.workers + 1, array_bytes) if array_bytes else None
         pending = deque()
         try:
@@ -1039,6 +1082,18 @@ class _Slots:
         # Unlinked, not closed: views of the map may outlive the map call; it goes with the last of them.
         with writing(self.path):
             os.unlink(self.path)
+
+
+def _worker_start(parent: int | None) -> None:
+    """Worker: signals are the pack's process's to handle (Ctrl-C or SIGTERM sent to the whole process group stops it,
+    and it then shuts the pool down), and the worker dies with its parent, even one SIGKILLed (Linux: the kernel's
+    parent-death signal), rather than wait on its pipe for ever holding the scratch file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _into_slot(function, task, path: str, offset: int, size: int) -> tuple:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from aekit import distributed, runs
 from aekit.batches import DATA_ON, BatchSource, free_memory, make_source
 from aekit.data import Dataset
-from aekit.errors import AekitError, TrainingDiverged, TrainingStopped
+from aekit.errors import AekitError, Interrupted, TrainingDiverged, TrainingStopped
 from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
 from aekit.models import ModelConfig, Phase
@@ -219,7 +219,7 @@ class _StopRequest:
 
     def _handle(self, number, frame):
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(number)
         self.signal_number = number
 
 

@@ -31,8 +31,9 @@ OMP_NUM_THREADS=1), one campaign per kind:
   have the input's dtype and shape and agree with the Python API's reconstruct (0..255 units); the same images saved
   as float 0..255 values, given to denoise and compress with that run, must be refused in one line.
 - headers: IDX files (plain and .gz) and .npy files whose headers claim 137 GB (of any shape, and of the run's 8x8
-  images), given to denoise and compress under a --memory-cap address-space limit: refused in one line that does not
-  blame memory; the peak resident memory of each is reported.
+  images), given to denoise and compress, and a folder of 100-byte PNGs whose headers claim 12000 x 12000 and 9000 x
+  9000 pixels, packed (--skip-bad --workers 2) and trained on, under a --memory-cap address-space limit: refused in
+  one line that does not blame memory; the peak resident memory of each is reported.
 - tables: a CSV of rank 3 plus 1% noise whose nine columns span 1e-3 to 1e5 (as tests/test_scale.py makes it) trained
   by PCA, AE and VAE, and AE and VAE with --no-standardize; prints the r2 of each.
 
@@ -752,10 +753,13 @@ def scale_campaign(fixtures: dict, folder: Path) -> Kind:
 
 
 def headers_campaign(cap: int, fixtures: dict, folder: Path) -> Kind:
-    """IDX (plain, .gz) and .npy inputs whose headers claim 137 GB, given to denoise and compress under a memory cap."""
+    """IDX (plain, .gz) and .npy inputs whose headers claim 137 GB, given to denoise and compress, and a folder of PNGs
+    whose headers claim 12000 x 12000 and 9000 x 9000 pixels, packed (--skip-bad --workers 2) and trained on, under a
+    memory cap."""
     import gzip
+    import io
 
-    kind, peak = Kind("lying headers in the apps' inputs"), 0
+    kind, peak = Kind("lying headers in the apps' inputs and image folders"), 0
     idx_any = bytes([0, 0, 8, 2]) + (10**9).to_bytes(4, "big") + (137).to_bytes(4, "big") + bytes(64)
     n_8x8 = 137 * 10**9 // 64  # 8x8 images, the run's size: 137 GB
     idx_8x8 = bytes([0, 0, 8, 3]) + n_8x8.to_bytes(4, "big") + (8).to_bytes(4, "big") * 2 + bytes(64)
@@ -770,17 +774,34 @@ def headers_campaign(cap: int, fixtures: dict, folder: Path) -> Kind:
     trial = folder / "headers"
     trial.mkdir()
     run = _copy(fixtures["run"], trial / "run")
+    trials = []
     for name, data in files.items():
         (trial / name).write_bytes(data)
         for command, extra, output in (("denoise", [], "out.npy"), ("compress", ["--bits", "8"], "out.aekc")):
-            done = aekit(command, run, trial / name, *extra, "--out", trial / output, address_space=cap)
-            peak = max(peak, done.peak_kib)
-            wrong = _still_finished(run, done, again=False) or (
-                f"{output} was written" if (trial / output).exists() else None
-            )
-            kind.trial(f"{command} {name}", done, REFUSED, wrong)
-            if done.outcome == REFUSED and any(w in done.err.lower() for w in ("memory", "allocate")):
-                kind.miss(f"{command} {name}: the refusal blames memory, so the claim was believed: {done.err}")
+            trials.append((f"{command} {name}", [command, run, trial / name, *extra, "--out", trial / output], output))
+    pngs, png = trial / "forged-pngs", io.BytesIO()
+    pngs.mkdir()
+    Image.new("RGB", (2, 2)).save(png, format="PNG")
+    for i, side in enumerate((12000, 12000, 12000, 9000, 9000, 9000)):  # over Pillow's limit, and under it
+        (pngs / f"{i}.png").write_bytes(fuzz.resized_png(png.getvalue(), side, side))
+    store, images_run = trial / "forged.store", trial / "forged-run"
+    trials += [
+        ("pack forged-pngs", ["pack", pngs, "--out", store, "--skip-bad", "--workers", "2", "--no-progress"], store),
+        (
+            "train forged-pngs",
+            ["train", "--dataset", pngs, "--out", images_run, "--epochs", "1", "--no-progress"],
+            images_run,
+        ),
+    ]
+    for label, argv, output in trials:
+        done = aekit(*argv, address_space=cap)
+        peak = max(peak, done.peak_kib)
+        wrong = _still_finished(run, done, again=False) or (
+            f"{output} was written" if (trial / output).exists() else None
+        )
+        kind.trial(label, done, REFUSED, wrong)
+        if done.outcome == REFUSED and any(w in done.err.lower() for w in ("memory", "allocate")):
+            kind.miss(f"{label}: the refusal blames memory, so the claim was believed: {done.err}")
     kind.target = (
         f"refused in one line: {kind.counts[REFUSED]} of {kind.counts['trials']}; peak resident "
         f"{peak / 1024:.0f} MiB under a {_named(cap)} address-space cap"

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from aekit.data import load_dataset
 from aekit.data.arrays import load_array_file
 from aekit.data.dataset import IndexedRows, as_float32, split_indices
 from aekit.data.idx import read_idx, read_idx_file
-from aekit.data.images import load_image_folder
+from aekit.data.images import load_image_folder, read_images, scan_images
 from aekit.data.mnist import SHA256, load_mnist
 from aekit.errors import DataError
 
@@ -454,6 +455,82 @@ def test_folder_without_images(tmp_path):
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(DataError, match="holds no images"):
         load_image_folder(tmp_path, seed=0, test_fraction=0.5)
+
+
+# Stored pixels (height, width) turned upright as each EXIF orientation says, independently of Pillow.
+UPRIGHT = {
+    1: lambda a: a,
+    2: np.fliplr,
+    3: lambda a: np.rot90(a, 2),
+    4: np.flipud,
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def save_oriented(path: Path, pixels: np.ndarray, orientation: int, **options) -> None:
+    """``pixels`` saved as they are, tagged with an EXIF orientation (tag 0x0112), as a phone saves its photos."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif, **options)
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_images_are_read_upright_by_their_exif_orientation(tmp_path, orientation):
+    stored = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    save_oriented(tmp_path / "a.png", stored, orientation)
+    upright = UPRIGHT[orientation](stored)
+    Image.fromarray(upright).save(tmp_path / "b.png")  # the same picture, stored upright
+    assert scan_images(tmp_path)[1] == (1, *upright.shape)  # from the headers alone
+    x, _ = read_images(tmp_path)
+    np.testing.assert_array_equal(x[0, 0], upright / np.float32(255))
+    np.testing.assert_array_equal(x[0], x[1])
+
+
+def test_a_phones_photos_turned_sideways_are_one_size_upright(tmp_path):
+    # A photo taken upright is stored 60x40 with orientation 6 ("turn 90 degrees clockwise"); beside it one taken
+    # sideways (40x60 stored, no tag). Upright, both are 40 wide and 60 high: one size.
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = 255  # the left half white: upright, the top half
+    save_oriented(tmp_path / "upright.jpg", stored, 6, quality=95)
+    Image.new("RGB", (40, 60)).save(tmp_path / "sideways.jpg")
+    data = load_image_folder(tmp_path, seed=0, test_fraction=0.5)
+    assert data.shape == (3, 60, 40)
+    photo = next(x for x in np.concatenate([data.x_train, data.x_test]) if x.max() > 0.5)
+    assert photo[:, :28].min() > 0.9 and photo[:, 32:].max() < 0.1
+
+
+def test_an_image_over_pillows_pixel_limit_is_refused_in_one_line_and_pillow_says_nothing(tmp_path, monkeypatch):
+    Image.new("L", (12, 10)).save(tmp_path / "a.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning of Pillow's that would reach the user fails the test
+        for limit in (100, 50):  # 120 pixels: over the limit (Pillow warns), over twice the limit (Pillow refuses)
+            monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+            with pytest.raises(
+                DataError, match=rf"a.png cannot be read as an image \(more pixels than Pillow's limit of {limit}"
+            ):
+                load_image_folder(tmp_path, seed=0, test_fraction=0.5)
+
+
+def test_odd_images_read_as_documented_and_pillow_says_nothing(tmp_path):
+    # A palette with transparency (Pillow warns converting it to RGB), gray with alpha, CMYK, 16-bit gray: the
+    # alpha and transparency are dropped, CMYK becomes RGB, 16 bits keep their scale; any colour makes three channels.
+    palette = Image.new("P", (4, 3))
+    palette.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    palette.save(tmp_path / "a.png", transparency=bytes([128, 255]))  # entry 0 half transparent
+    Image.new("LA", (4, 3), (51, 7)).save(tmp_path / "b.png")
+    Image.new("CMYK", (4, 3), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)
+    Image.fromarray(np.full((3, 4), 13107, dtype=np.uint16)).save(tmp_path / "d.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x, files = read_images(tmp_path)
+    assert x.shape == (4, 3, 3, 4) and [f.name for f in files] == ["a.png", "b.png", "c.jpg", "d.png"]
+    np.testing.assert_array_equal(x[0, :, 0, 0], [1, 0, 0])  # palette entry 0, red, its transparency dropped
+    np.testing.assert_allclose(x[1], 0.2)
+    np.testing.assert_allclose(x[2, :, 0, 0], [1, 0, 0], atol=0.02)
+    np.testing.assert_allclose(x[3], 0.2, rtol=1e-6)
 
 
 def test_a_gzipped_idx_file_is_inflated_no_further_than_its_header_promises(tmp_path):

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import _PoisonedAE
 
 from aekit import runs
-from aekit.errors import RunError
+from aekit.cli import main
+from aekit.errors import Interrupted, RunError
 from aekit.models import build_model, model_config
 from aekit.trainer import TrainSettings, train
 
@@ -78,7 +80,9 @@ def test_a_stopped_or_killed_run_resumes_to_the_same_weights_bit_for_bit(how, tm
 
 
 class _SignalAt(_PoisonedAE):
-    """Sends this process SIGTERM from inside the loss at a chosen call, i.e. at a known step."""
+    """Sends this process SIGTERM (``times`` times) from inside the loss at a chosen call, i.e. at a known step."""
+
+    times = 1
 
     def phases(self):
         phase = self.inner.phases()[0]
@@ -87,7 +91,8 @@ class _SignalAt(_PoisonedAE):
         def loss(x):
             self.calls += 1
             if self.calls == self.poison_at:
-                signal.raise_signal(signal.SIGTERM)
+                for _ in range(self.times):
+                    signal.raise_signal(signal.SIGTERM)
             return original(x)
 
         phase.loss = loss
@@ -116,6 +121,61 @@ def test_a_mid_epoch_stop_checkpoints_its_position_and_resumes_exactly(digits, t
     assert len(history) == 2
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_second_sigterm_interrupts_training_at_once_as_sigterm(digits, tmp_path):
+    model = _SignalAt(build_model(model_config("ae", digits.shape, code_dim=2, hidden=(8,))), poison_at=5)
+    model.times = 2
+    settings = TrainSettings(epochs=1, batch_size=64)
+    with pytest.raises(Interrupted) as interrupted:  # a KeyboardInterrupt, that the CLI ends with 128 + 15
+        train(model, digits, settings, out=tmp_path, device="cpu", progress=False)
+    assert interrupted.value.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_outside_the_training_loop_interrupts_as_ctrl_c_does(capsys, tmp_path, monkeypatch):
+    # SIGTERM while the run is set up, before the loop takes the signal itself: nothing kept, as after Ctrl-C.
+    from aekit import workflow
+
+    def unhandled(number, frame):
+        raise AssertionError("SIGTERM was left to its default action, which kills the process where it stands")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(workflow, "train", lambda *args, **kwargs: signal.raise_signal(signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        status = main(["train", "--out", str(out), "--epochs", "2", "--hidden", "8", "--no-progress"])
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert status == 128 + signal.SIGTERM and err.startswith("aekit: interrupted by SIGTERM; ") and "again" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_use_stopped_by_sigterm_writes_nothing(tmp_path, digits):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--epochs", "1", "--hidden", "8", "--code-dim", "2", "--no-progress"]) == 0
+    np.save(tmp_path / "noisy.npy", np.tile(np.asarray(digits.x_train, np.float32), (40, 1, 1, 1)))  # 57,520 rows
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aekit", "denoise", str(run), str(tmp_path / "noisy.npy"), "--out", str(out / "x.npy")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.iterdir()):  # the output's hidden temporary file: denoising has begun
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM and err == "aekit: interrupted by SIGTERM\n", err
+    assert list(out.iterdir()) == []
 
 
 def test_skip_policy_drops_non_finite_updates_and_counts_them(digits):

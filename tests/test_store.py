@@ -1,15 +1,21 @@
 """Stores (`aekit pack`, aekit.data.store): the same data as the source, memory-mapped; deterministic, atomic,
 checked on open, and packed in bounded memory."""
 
+import contextlib
 import errno
+import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ from conftest import MNIST_DIR, needs_mnist
 from PIL import Image
 from test_cli import snapshot
 
+import aekit.pack
 from aekit.cli import main
 from aekit.data import load_dataset
 from aekit.data import store as fmt
@@ -236,6 +243,73 @@ def test_a_killed_pack_leaves_no_store_and_packing_again_succeeds(capsys, tmp_pa
     pack(capsys, source, store, "--workers", "1")
     assert len(load_dataset(str(store)).x_train) == 1600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the stale partial was removed
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes in /proc; the parent-death signal")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.slow
+def test_a_signalled_pack_leaves_no_worker_and_sigterm_nothing_at_all(tmp_path, how):
+    # SIGTERM (timeout, schedulers, docker stop) is taken as Ctrl-C: the workers stop, the partial folder with its
+    # scratch file goes, exit 143. A SIGKILLed pack's workers die with it (they once waited for ever, holding the
+    # scratch file); what it leaves the next pack removes (test_a_killed_pack_leaves_no_store_...).
+    source = tmp_path / "many"
+    source.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(source / "0.png")
+    for i in range(1, 2000):  # links to one image: a pack of seconds, at no cost to make
+        os.link(source / "0.png", source / f"{i}.png")
+    command = [sys.executable, "-m", "aekit", "pack", str(source), "--out", str(tmp_path / "s"), "--workers", "2"]
+    process = subprocess.Popen(
+        [*command, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := children(process.pid)) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.005)
+        time.sleep(0.2)  # chunks in flight
+        assert process.poll() is None, "the pack ended before it was signalled"
+        process.send_signal(getattr(signal, how))
+        status = process.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived the pack"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left, should the test fail
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if how == "SIGTERM":
+        assert status == 128 + signal.SIGTERM and process.stderr.read() == "aekit: interrupted by SIGTERM\n"
+        assert left == ["many"]
+    else:
+        assert status == -signal.SIGKILL and len(left) == 2 and left[0].startswith(".s.partial-")
 
 
 DAMAGES = ("truncated", "byte changed", "shape edited", "split edited", "manifest of another store", "labels replaced")
@@ -484,6 +558,109 @@ def test_broken_images_are_refused_or_skipped_and_listed(capsys, tmp_path, image
     assert snapshot(good)["examples.npy"] == snapshot(store)["examples.npy"]
 
 
+def forged_png(width: int, height: int) -> bytes:
+    """A 2x2 PNG whose header claims ``width`` x ``height`` RGB pixels (its checksum fixed: only the size lies)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    return data[:16] + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + data[33:]
+
+
+def test_headers_that_lie_size_nothing_before_an_image_decodes(capsys, tmp_path):
+    # PNGs of 70 bytes whose headers claim 3000 x 3000 pixels (27 MB each), and 12000 x 12000 (over Pillow's limit,
+    # which it only warns of): nothing is sized from their headers before one has decoded (none does), so a pack
+    # with --skip-bad refuses the folder having written nothing, under a file-size limit of 1 MiB.
+    folder = tmp_path / "forged"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(forged_png(3000, 3000))
+        (folder / f"{i + 3}.png").write_bytes(forged_png(12000, 12000))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's warning of an image over its limit would fail the test
+            line = assert_refused(
+                capsys, folder, "pack", folder, "--out", tmp_path / "s", "--skip-bad", "--workers", "1", match=""
+            )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert line == f"aekit: error: {folder}: no image in it can be read; replace them"
+
+
+@pytest.mark.slow
+def test_worker_processes_pass_on_nothing_of_pillows_to_stderr(tmp_path):
+    # Two PNGs over Pillow's limit among good images, met by worker processes: skipped in a line each, and nothing
+    # else on stderr (Pillow warned of them from the workers, and each one's pixels were allocated before failing).
+    folder = make_images(tmp_path / "photos", n_per_class=6, size=(6, 5), classes=("a",))
+    for name in ("a/00002x.png", "a/00004x.png"):
+        (folder / name).write_bytes(forged_png(12000, 12000))
+    command = [sys.executable, "-m", "aekit", "pack", str(folder), "--out", str(tmp_path / "s"), "--workers", "2"]
+    result = subprocess.run([*command, "--skip-bad", "--no-progress"], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    limit = f"more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS}, PIL.Image.MAX_IMAGE_PIXELS"
+    assert result.stderr.splitlines() == [
+        f"aekit: skipped a/00002x.png ({limit})",
+        f"aekit: skipped a/00004x.png ({limit})",
+        f"store written to {tmp_path / 's'}",
+    ]
+
+
+def test_no_row_of_an_image_that_fails_to_decode_is_written(capsys, tmp_path, images, monkeypatch):
+    # Its header reads, its pixels do not: the split is drawn again without it, and its row (zeros) never reaches
+    # the store, nor does any row after it in that try.
+    whole = (images / "dogs" / "00003.png").read_bytes()
+    (images / "dogs" / "00003.png").write_bytes(whole[: len(whole) // 2])
+    written = []
+    write_examples = aekit.pack._write_examples
+
+    def spied(folder, plan, progress):
+        rows = plan.rows
+
+        def recorded(indices):
+            for chunk in rows(indices):
+                written.append(np.array(chunk))
+                yield chunk
+
+        plan.rows = recorded
+        return write_examples(folder, plan, progress)
+
+    monkeypatch.setattr(aekit.pack, "_write_examples", spied)
+    summary, _ = pack(capsys, images, tmp_path / "store", "--skip-bad")
+    assert summary["skipped"] == ["dogs/00003.png"] and summary["n"] == 23
+    assert written and all(row.any() for chunk in written for row in chunk)  # noise images: no row is all zeros
+
+
+def test_odd_images_pack_as_training_reads_them_and_pillow_says_nothing(capsys, tmp_path):
+    # A palette with transparency, gray with alpha, CMYK, 16-bit gray, a phone's photo stored sideways with its EXIF
+    # orientation (upright it is 4 wide and 3 high, as the others), a truncated JPEG (skipped).
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    palette = Image.new("P", (4, 3))
+    palette.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    palette.save(folder / "a.png", transparency=bytes([128, 255]))
+    Image.new("LA", (4, 3), (51, 7)).save(folder / "b.png")
+    Image.new("CMYK", (4, 3), (0, 255, 255, 0)).save(folder / "c.jpg")
+    Image.fromarray(np.full((3, 4), 13107, dtype=np.uint16)).save(folder / "d.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4, 3, 3), dtype=np.uint8)).save(
+        folder / "e.jpg", exif=exif
+    )
+    whole = (folder / "e.jpg").read_bytes()
+    (folder / "f.jpg").write_bytes(whole[: len(whole) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning of Pillow's would reach the user: it fails the test
+        summary, err = pack(capsys, folder, tmp_path / "odd.store", "--skip-bad")
+        assert summary["shape"] == [3, 3, 4] and summary["dtype"] == "float32" and summary["skipped"] == ["f.jpg"]
+        skip, written = err.splitlines()
+        assert skip.startswith("aekit: skipped f.jpg (") and written.startswith("store written to"), err
+        store = load_dataset(str(tmp_path / "odd.store"))
+        (folder / "f.jpg").unlink()  # training on the folder refuses it
+        assert_same_data(store, load_dataset(str(folder)))
+
+
 @pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_a_folder_unlike_its_first_image_is_packed_again_as_read(capsys, tmp_path, monkeypatch, workers):
     # The first image's header is taken for every image's: gray 8-bit here, then colour and 16-bit images, seen a
@@ -510,6 +687,19 @@ def test_a_size_mismatch_found_late_names_the_first_image_that_differs(capsys, t
     argv = ("pack", folder, "--out", store, "--no-progress", "--workers", workers)
     line = assert_refused(capsys, store, *argv, match="00030.png is 7x5 pixels but ")  # nothing left behind
     assert "00000.png and every image before it is 6x5" in line
+
+
+@pytest.mark.slow
+def test_a_pca_on_a_float32_store_says_only_where_its_run_went(capsys, tmp_path):
+    # Its fit once handed the store's read-only map to torch.from_numpy, and PyTorch warned on stderr.
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32))
+    store, run = tmp_path / "x.store", tmp_path / "run"
+    pack(capsys, tmp_path / "x.npy", store)
+    command = ["train", "--dataset", store, "--model", "pca", "--code-dim", "2", "--out", run, "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "aekit", *map(str, command)], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert result.returncode == 0 and result.stderr.splitlines() == [f"run written to {run}"], result.stderr
 
 
 def test_uint8_statistics_are_exact(capsys, tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aekit.data.dataset import as_float32
+from aekit.data.dataset import CHUNK_ROWS, as_float32
 from aekit.errors import DataError
-from aekit.models.base import Loss, takes_codes, takes_examples
+from aekit.models.base import Loss, rows_tensor, takes_codes, takes_examples
 from aekit.models.config import ModelConfig, register
 from aekit.models.likelihood import Gaussian
 from aekit.models.standardize import Standardize
@@ -49,14 +49,19 @@ class PCA(nn.Module):
     def fit(self, x: np.ndarray) -> PCA:
         from sklearn.decomposition import PCA as SklearnPCA
 
-        with torch.no_grad():
-            flat = self.standardize(torch.from_numpy(as_float32(x))).flatten(1).numpy()
+        # One float32 copy of the examples, filled a block at a time (a store's map is read-only: each block is copied
+        # before PyTorch sees it), that scikit-learn then centres in place.
+        flat = np.empty((len(x), math.prod(self.shape)), np.float32)
         if self.code_dim > min(flat.shape):
             raise DataError(
                 f"PCA cannot keep {self.code_dim} components of {flat.shape[0]} examples with "
                 f"{flat.shape[1]} features; set {named('code_dim')} to at most {min(flat.shape)}"
             )
-        fitted = SklearnPCA(n_components=self.code_dim, svd_solver="full").fit(flat)
+        with torch.no_grad():
+            for start in range(0, len(x), CHUNK_ROWS):
+                block = rows_tensor(as_float32(x[start : start + CHUNK_ROWS]))
+                flat[start : start + len(block)] = self.standardize(block).flatten(1).numpy()
+        fitted = SklearnPCA(n_components=self.code_dim, svd_solver="full", copy=False).fit(flat)
         self.mean.copy_(torch.from_numpy(fitted.mean_.astype(np.float32)))
         self.components.copy_(torch.from_numpy(fitted.components_.astype(np.float32)))
         return self
