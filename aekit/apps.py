@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from aekit import codec, runs
-from aekit.atomic import atomic_write
+from aekit.atomic import atomic_write, check_output
 from aekit.data.files import (
     Examples,
     check_intensities,
@@ -384,12 +384,14 @@ def _chunks(given: _Input, out_shape: tuple[int, ...] = ()):
         yield given.shaped(rows[start : start + size])
 
 
-def _map_file(given: _Input, out: str | Path, out_shape: tuple[int, ...], function) -> int:
+def _map_file(given: _Input, out: str | Path, out_shape: tuple[int, ...], function, overwrite: bool) -> int:
     """Write ``function`` of each chunk of the input (examples of ``out_shape`` each) to ``out``, in the input's
     layout and type; returns how many examples there were."""
     examples = given.examples
     n = len(examples.x)
-    with writing_examples(out, (n, *out_shape), examples.names, layout=given.layout, dtype=examples.dtype) as write:
+    with writing_examples(
+        out, (n, *out_shape), examples.names, layout=given.layout, dtype=examples.dtype, overwrite=overwrite
+    ) as write:
         for x in _chunks(given, out_shape):
             write(function(x))
     return n
@@ -400,25 +402,31 @@ def _images_out(config: ModelConfig) -> bool:
     return len(config.shape) == 3 and not config.standardize
 
 
-def denoise_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
+def denoise_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
     """Write the run's denoising of the examples in ``source`` to ``out`` (see :mod:`aekit.data.files` for the
-    formats); returns how many examples there were."""
+    formats; an existing ``out`` is replaced only with ``overwrite``, the input or run never: see
+    :func:`aekit.atomic.check_output`); returns how many examples there were."""
     model, config = _load(run_dir, device)
     _reconstructing(model, "denoise")
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     given = _input(config, source, config.shape, "the run denoises examples of")
-    return _map_file(given, out, config.shape, lambda x: denoise(model, x))
+    return _map_file(given, out, config.shape, lambda x: denoise(model, x), overwrite)
 
 
-def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
-    """Write the run's full-size versions of the small images in ``source`` to ``out``; returns their number."""
+def upscale_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
+    """Write the run's full-size versions of the small images in ``source`` to ``out`` (``overwrite``: as
+    :func:`denoise_files`); returns their number."""
     model, config = _load(run_dir, device)
     factor = _upscaler(model)
     channels, height, width = config.shape
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     small = (channels, height // factor, width // factor)
     given = _input(config, source, small, f"the run upscales (to {height}x{width}) images of")
-    return _map_file(given, out, config.shape, lambda x: upscale(model, x))
+    return _map_file(given, out, config.shape, lambda x: upscale(model, x), overwrite)
 
 
 def compress_files(
@@ -428,19 +436,26 @@ def compress_files(
     out: str | Path,
     device: str = "cpu",
     search: bool = False,
+    overwrite: bool = False,
 ) -> int:
-    """Write the compressed file of the examples in ``source`` to ``out`` (see :func:`compress`, and its
-    ``search``); returns its size in bytes. The codes (n x code size) are held whole; the examples are read a chunk
-    at a time."""
+    """Write the compressed file of the examples in ``source`` to ``out``, a name ending in .aekc (see
+    :func:`compress`, and its ``search``; ``overwrite``: as :func:`denoise_files`); returns its size in bytes. The
+    codes (n x code size) are held whole; the examples are read a chunk at a time."""
     if bits is not None:
         codec.check_bits(bits)
+    out = Path(out)
+    if out.suffix.lower() != codec.COMPRESSED_SUFFIX:
+        raise DataError(
+            f"{out}: a compressed file's name ends in {codec.COMPRESSED_SUFFIX}, so that it passes for nothing else; "
+            f"name it e.g. {out.stem or 'codes'}{codec.COMPRESSED_SUFFIX}"
+        )
+    if not out.parent.is_dir():
+        raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
+    check_output(out, overwrite, inputs=(source,), may_hold=(run_dir,))
     model, config = _load(run_dir, device)
     _check_bits(model, bits)
     method = _coding_method(model, search)
     _reconstructing(model, "compress")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
     photos = _image_files(source) if _maps(model) else None
     if photos is not None:
         channels = model.example_shape[0]
@@ -485,29 +500,31 @@ def _image_files(source: str | Path) -> list[Path] | None:
     return image_files(path) if path.is_dir() and not is_store(path) else None
 
 
-def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
-    """Write the examples that the compressed file ``source`` stands for to ``out``, decoded a chunk at a time;
-    returns their number."""
+def decompress_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
+    """Write the examples that the compressed file ``source`` stands for to ``out``, decoded a chunk at a time
+    (``overwrite``: as :func:`denoise_files`); returns their number."""
     model, config = _load(run_dir, device)
     _reconstructing(model, "decompress")
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     try:
         data = Path(source).read_bytes()
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
     stored = _opened(model, data, str(source))
     if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
-        return _write_maps(model, stored, str(source), Path(out))
+        return _write_maps(model, stored, str(source), Path(out), overwrite)
     codes, method = _restored_codes(model, stored, str(source))
     _some(codes)
     size = _chunk_rows(codes.shape[1:], config.shape)
-    with writing_examples(out, (len(codes), *config.shape)) as write:
+    with writing_examples(out, (len(codes), *config.shape), overwrite=overwrite) as write:
         for start in range(0, len(codes), size):
             write(_batched(model, method, codes[start : start + size]))
     return len(codes)
 
 
-def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path) -> int:
+def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path, overwrite: bool) -> int:
     """Write the images of a file of code maps to ``out``, one at a time at its own size: a new folder of PNGs
     (or, when every image is the run's size, any output :func:`decompress_files` writes)."""
     maps, sizes = _restored_maps(model, stored, source)
@@ -516,7 +533,8 @@ def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str,
         raise DataError(f"{source} holds images of {len(shapes)} sizes, which one array cannot; name a new folder")
     height, width = next(iter(shapes))
     model.eval()
-    with writing_examples(out, (len(maps), model.example_shape[0], height, width), stored.names) as write:
+    shape = (len(maps), model.example_shape[0], height, width)
+    with writing_examples(out, shape, stored.names, overwrite=overwrite) as write:
         for code, size in zip(maps, sizes):
             write(_decoded_map(model, code, size)[None])
     return len(maps)

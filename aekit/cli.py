@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from aekit import distributed
 from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES
-from aekit.codec import MAX_BITS
+from aekit.codec import COMPRESSED_SUFFIX, MAX_BITS
 from aekit.data import DATASET_NAMES
 from aekit.data.files import FORMATS
 from aekit.errors import AekitError, TrainingStopped
@@ -241,6 +240,17 @@ def _how_to_train(group) -> None:
     )
 
 
+def _overwrite(parser) -> None:
+    """The one way to let a command replace an output that exists (every command that writes a file or folder other
+    than a new run or store, which it always refuses to write over)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out where it exists (a file by a file, a folder by a folder), still whole or not at all; "
+        "without it an existing output is refused. The command's own input and run are never written over",
+    )
+
+
 def _run_argument(parser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run folder written by `aekit train`")
 
@@ -277,6 +287,7 @@ def _score(commands) -> None:
     _run_argument(score)
     score.add_argument("input", metavar="INPUT", help="the examples to score: " + FORMATS)
     score.add_argument("--out", required=True, metavar="CSV", help="the .csv file to write")
+    _overwrite(score)
     score.add_argument(
         "--score", choices=SCORES, default=RECONSTRUCTION, help=f"the anomaly score (default: {RECONSTRUCTION})"
     )
@@ -310,6 +321,7 @@ def _export_projector(commands) -> None:
         metavar="N",
     )
     projector.add_argument("--out", help="folder to write (default: RUN/projector)", metavar="DIR")
+    _overwrite(projector)
     projector.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
     _device(projector)
 
@@ -371,6 +383,7 @@ def _uses(commands) -> None:
         _run_argument(use)
         use.add_argument("input", metavar="INPUT", help=source)
         use.add_argument("--out", required=True, metavar="OUTPUT", help="a .npy file, an IDX file or a new folder")
+        _overwrite(use)
         _device(use)
 
 
@@ -402,7 +415,10 @@ def _compress(commands) -> None:
         "time: at the same error 14 to 31%% fewer bytes on MNIST, hundreds of times slower; decompressing is "
         "unchanged",
     )
-    compress.add_argument("--out", required=True, metavar="FILE", help="the compressed file to write")
+    compress.add_argument(
+        "--out", required=True, metavar="FILE", help=f"the compressed file to write, named *{COMPRESSED_SUFFIX}"
+    )
+    _overwrite(compress)
     _device(compress)
     decompress = commands.add_parser(
         "decompress",
@@ -419,6 +435,7 @@ def _compress(commands) -> None:
         help="a .npy file, an IDX file or a new folder (of PNGs: images of several sizes need one; images "
         "compressed from a folder or an image file come back under their names, photo.jpg as photo.png)",
     )
+    _overwrite(decompress)
     _device(decompress)
 
 
@@ -558,10 +575,12 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    from aekit.scoring import score_file
+    from aekit.scoring import histogram_path, score_file
 
-    scores = score_file(args.run, args.input, args.out, args.score, args.nll_samples, device=args.device)
-    figure = Path(args.out).with_suffix(".png")
+    scores = score_file(
+        args.run, args.input, args.out, args.score, args.nll_samples, device=args.device, overwrite=args.overwrite
+    )
+    figure = histogram_path(args.out)
     print(f"{len(scores)} scores written to {args.out}, their histogram to {figure}", file=sys.stderr)
 
 
@@ -587,7 +606,13 @@ def _run_export_projector(args: argparse.Namespace) -> None:
     from aekit import workflow
 
     folder = workflow.export_projector(
-        args.run, args.out, split=args.split, max_points=args.max_points, data_dir=args.data_dir, device=args.device
+        args.run,
+        args.out,
+        split=args.split,
+        max_points=args.max_points,
+        data_dir=args.data_dir,
+        device=args.device,
+        overwrite=args.overwrite,
     )
     print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`", file=sys.stderr)
 
@@ -596,21 +621,23 @@ def _run_use(args: argparse.Namespace) -> None:
     from aekit import apps
 
     job = apps.denoise_files if args.command == "denoise" else apps.upscale_files
-    n = job(args.run, args.input, args.out, device=args.device)
+    n = job(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite)
     print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
 
 
 def _run_compress(args: argparse.Namespace) -> None:
     from aekit import apps
 
-    size = apps.compress_files(args.run, args.input, args.bits, args.out, device=args.device, search=args.search)
+    size = apps.compress_files(
+        args.run, args.input, args.bits, args.out, device=args.device, search=args.search, overwrite=args.overwrite
+    )
     print(f"{size} bytes written to {args.out}", file=sys.stderr)
 
 
 def _run_decompress(args: argparse.Namespace) -> None:
     from aekit import apps
 
-    n = apps.decompress_files(args.run, args.file, args.out, device=args.device)
+    n = apps.decompress_files(args.run, args.file, args.out, device=args.device, overwrite=args.overwrite)
     print(f"{n} examples written to {args.out}", file=sys.stderr)
 
 

@@ -102,6 +102,8 @@ import numpy as np
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
+# What the name of a compressed file ends in, so that it passes for nothing else (an array, an image).
+COMPRESSED_SUFFIX = ".aekc"
 # The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps (with names).
 QUANTIZED, INDICES, ENTROPY, MAPS, NAMED_MAPS = 1, 2, 3, 4, 5
 VERSIONS = {

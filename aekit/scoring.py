@@ -16,7 +16,7 @@ import numpy as np
 
 from aekit import runs
 from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
-from aekit.atomic import atomic_file
+from aekit.atomic import atomic_file, check_output
 from aekit.data.files import check_intensities, read_examples
 from aekit.data.layout import to_shape
 from aekit.data.store import is_store, open_store
@@ -31,17 +31,26 @@ _MAX_GROUPS = 10
 
 
 def score_file(
-    run_dir: str | Path, source: str | Path, out: str | Path, score: str, samples: int = SAMPLES, device: str = "cpu"
+    run_dir: str | Path,
+    source: str | Path,
+    out: str | Path,
+    score: str,
+    samples: int = SAMPLES,
+    device: str = "cpu",
+    overwrite: bool = False,
 ) -> np.ndarray:
     """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
     label for a labelled store, then the score, named for what it is) and their histogram (one outline per label
-    where there are labels) to ``out`` with the suffix .png; returns the scores."""
+    where there are labels) to ``out`` with the suffix .png; returns the scores. Either file that exists is replaced
+    only with ``overwrite``, and neither may be the input or the run (:func:`aekit.atomic.check_output`)."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
+    for path in (out, histogram_path(out)):
+        check_output(path, overwrite, inputs=(source,), may_hold=(run_dir,))
     model = runs.load(run_dir, resolve_device(device))
     check_score(model, score, samples)
     shape, bernoulli = model.config.shape, model.likelihood.name == "bernoulli"
@@ -61,12 +70,17 @@ def score_file(
     _write_csv(out, {name: values for name, values in columns.items() if values is not None})
     groups = {"all": scores} if labels is None or len(np.unique(labels)) > _MAX_GROUPS else _by_label(scores, labels)
     save_histogram(
-        out.with_suffix(".png"),
+        histogram_path(out),
         groups,
         f"{key}, nats (higher: more anomalous)",
         f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}",
     )
     return scores
+
+
+def histogram_path(out: str | Path) -> Path:
+    """Where :func:`score_file` draws the histogram of the scores it writes to ``out``: beside it, as .png."""
+    return Path(out).with_suffix(".png")
 
 
 def _store_labels(source: str) -> np.ndarray | None:

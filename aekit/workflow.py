@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from aekit import __version__, distributed, runs
-from aekit.atomic import check_folder
+from aekit.atomic import atomic_folder, check_folder, check_output, make_folder
 from aekit.data import Dataset, load_dataset
 from aekit.data.dataset import as_float32, with_normal_training
 from aekit.errors import AekitError, RunError
@@ -350,10 +350,12 @@ def export_projector(
     max_points: int = MAX_POINTS,
     data_dir: str | None = None,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> Path:
     """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
-    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder. A run
-    that another process holds (a training) is refused."""
+    (see :mod:`aekit.projector`) into the new folder ``out`` (default: the run's projector/ folder), whole or not
+    at all; returns that folder. An existing folder is replaced only with ``overwrite``, the run never
+    (:func:`aekit.atomic.check_output`). A run that another process holds (a training) is refused."""
     run_dir = Path(run_dir)
     if split not in ("test", "train"):
         raise AekitError(f"unknown split {split!r}; use test or train")
@@ -361,17 +363,23 @@ def export_projector(
         raise AekitError(f"--max-points {max_points} must be at least 1")
     folder = run_dir / PROJECTOR if out is None else Path(out)
     check_folder(folder)
+    options = runs.read_config(run_dir).get("options") or {}
+    data = [path for path in (options.get("dataset"), options.get("data_dir"), data_dir) if isinstance(path, str)]
+    check_output(folder, overwrite, folder=True, inputs=data, may_hold=(run_dir,))
     with runs.RunLock(run_dir, create=False):
         model, dataset = _load_run(run_dir, data_dir, device)
         x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
         y = dataset.y_test if split == "test" else dataset.y_train
-        return write_projector(
-            folder,
-            codes(model, x),
-            None if y is None else y[:max_points],
-            as_float32(x) if dataset.is_image else None,
-            name=f"{split}_codes",
-        )
+        make_folder(folder.parent)
+        with atomic_folder(folder, replace=overwrite) as filling:
+            write_projector(
+                filling,
+                codes(model, x),
+                None if y is None else y[:max_points],
+                as_float32(x) if dataset.is_image else None,
+                name=f"{split}_codes",
+            )
+        return folder
 
 
 def write_run_report(run_dir: Path, metrics: dict) -> Path:

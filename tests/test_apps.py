@@ -312,6 +312,128 @@ def test_an_idx_input_whose_header_lies_about_its_size_is_one_line_exit_2(runs_d
     assert set(tmp_path.iterdir()) == before
 
 
+# Outputs: an existing one is replaced only with --overwrite, and a command's input or run never.
+
+
+def _one_line_refusal(capsys, argv, *patterns):
+    capsys.readouterr()
+    assert _cli(*argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aekit: error: ") and "Traceback" not in err, err
+    for pattern in patterns:
+        assert re.search(pattern, err), (pattern, err)
+
+
+def _tree(folder):
+    """Every path under ``folder`` with a file's bytes (None for a folder or a link's target's kind)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def written(runs_dir, digits, tmp_path):
+    """A folder with 20 test digits (x.npy), their compressed file and their PNGs, written by the commands."""
+    np.save(tmp_path / "x.npy", digits.x_test[:20])
+    assert _cli("compress", runs_dir / "dae", tmp_path / "x.npy", "--bits", 6, "--out", tmp_path / "x.aekc") == 0
+    assert _cli("denoise", runs_dir / "dae", tmp_path / "x.npy", "--out", tmp_path / "pngs") == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "x.npy"], "is, or holds, .*x.npy"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "." / "x.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "link.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "hard.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "pngs", "--out", w / "pngs"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "pngs", "--out", w / "pngs" / "sub"], "lies in .*pngs"),
+        (lambda w, r: ["upscale", r / "up", w / "pngs", "--out", w / "pngs"], "is, or holds"),
+        (lambda w, r: ["compress", r / "dae", w / "link.aekc", "--bits", 6, "--out", w / "link.aekc"], "is, or holds"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc", "--out", r / "dae"], "is, or holds, .*dae"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc", "--out", r], "is, or holds, .*dae"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy", "--out", r / "dae" / "config.csv"], None),
+        (lambda w, r: ["export-projector", r / "dae", "--out", r / "dae"], "is, or holds, .*dae"),
+    ],
+)
+def test_no_command_writes_over_its_input_or_run_even_with_overwrite(runs_dir, written, capsys, argv, what):
+    (written / "link.npy").symlink_to(written / "x.npy")
+    os.link(written / "x.npy", written / "hard.npy")
+    (written / "link.aekc").symlink_to(written / "x.aekc")
+    (written / "pngs" / "sub").mkdir()
+    before, run_before = _tree(written), _tree(runs_dir)
+    argv = argv(written, runs_dir)
+    if what is None:  # not refused: the run folder may hold an output (it reads none of it)
+        assert _cli(*argv, "--overwrite") == 0
+        (runs_dir / "dae" / "config.csv").unlink()
+        (runs_dir / "dae" / "config.png").unlink()
+    else:
+        _one_line_refusal(capsys, [*argv, "--overwrite"], what, "choose an(other)? --out")
+    assert _tree(written) == before and _tree(runs_dir) == run_before
+
+
+@pytest.mark.parametrize(
+    "argv, out",
+    [
+        (lambda w, r: ["compress", r / "dae", w / "x.npy", "--bits", 4], "x.aekc"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc"], "new.npy"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc"], "pngs"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy"], "new.idx.gz"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy"], "pngs"),
+        (lambda w, r: ["upscale", r / "up", w / "small.npy"], "new.npy"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy"], "new.csv"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy"], "x.csv"),  # x.png alone exists: the histogram's
+        (lambda w, r: ["export-projector", r / "dae"], "pngs"),
+    ],
+)
+def test_an_existing_output_is_refused_unless_overwrite_then_replaced_whole(
+    runs_dir, written, digits, capsys, argv, out
+):
+    np.save(written / "small.npy", downsample(digits.x_test[:20], 2))
+    (written / "new.npy").write_bytes(b"mine")
+    (written / "new.idx.gz").write_bytes(b"mine")
+    (written / "new.csv").write_bytes(b"mine")
+    (written / "x.png").write_bytes(b"mine")
+    (written / "pngs" / "mine").write_bytes(b"mine")  # gone once the folder is replaced
+    taken = written / ("x.png" if out == "x.csv" else out)
+    kept = _tree(written)
+    argv = [*argv(written, runs_dir), "--out", written / out]
+    _one_line_refusal(capsys, argv, f"{re.escape(str(taken))} already exists; add --overwrite")
+    assert _tree(written) == kept
+    assert _cli(*argv, "--overwrite") == 0
+    after = _tree(written)
+    hidden = [name for name in after if any(part.startswith(".") for part in Path(name).parts)]
+    assert not hidden, hidden  # no temporary file or folder, nor the old output moved aside, is left
+    outputs = {out, str(Path(out).with_suffix(".png"))} if argv[0] == "score" else {out}
+    changed = {name for name in set(after) | set(kept) if after.get(name, 0) != kept.get(name, 0)}
+    assert changed and all(name in outputs or name.startswith(out + "/") for name in changed), changed
+    if taken.is_file():
+        assert taken.read_bytes() != b"mine"
+
+
+@pytest.mark.parametrize(
+    "argv, out, pattern",
+    [
+        (["compress", "dae", "x.npy", "--bits", 6], "codes.npy", r"ends in \.aekc.*e\.g\. codes\.aekc"),
+        (["compress", "dae", "x.npy", "--bits", 6], "x.npy", r"ends in \.aekc"),  # its input, too
+        (["compress", "dae", "x.npy", "--bits", 6], "codes.png", r"ends in \.aekc"),
+        (["compress", "dae", "x.npy", "--bits", 6], "codes", r"ends in \.aekc.*e\.g\. codes\.aekc"),
+        (["decompress", "dae", "x.aekc"], "back.png", r"named like a \.png file.*name a folder"),
+        (["decompress", "dae", "x.aekc"], "back.JPG", r"named like a \.JPG file"),
+        (["decompress", "dae", "x.aekc"], "back.aekc", r"named like a \.aekc file"),
+        (["denoise", "dae", "x.npy"], "clean.jpeg", r"named like a \.jpeg file"),
+        (["upscale", "up", "x.npy"], "big.png", r"named like a \.png file"),
+    ],
+)
+def test_an_output_is_named_for_what_it_holds(runs_dir, written, capsys, argv, out, pattern):
+    command, run, *rest = argv
+    kept = _tree(written)
+    argv = [command, runs_dir / run, *(written / a if str(a).startswith("x.") else a for a in rest)]
+    _one_line_refusal(capsys, [*argv, "--out", written / out], pattern)
+    _one_line_refusal(capsys, [*argv, "--out", written / out, "--overwrite"], pattern)
+    assert _tree(written) == kept
+
+
 # Chunks: the jobs on files read and write a chunk of examples at a time (aekit.apps.CHUNK_BYTES).
 
 # Batches of two examples, and three batches (six 8x8 examples) a chunk against one chunk for everything.
@@ -508,9 +630,9 @@ def test_a_codebook_run_compresses_its_indices_losslessly_from_the_command_line(
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected.detach().numpy())
     np.testing.assert_array_equal(apps.decompress(model, apps.compress(model, x)), np.load(tmp_path / "y.npy"))
     capsys.readouterr()
-    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z")]) == 2
-    assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z.aekc")]) == 2
+    assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z.aekc").exists()
     ae = tmp_path / "ae"
     train_run(ae, {"model": "ae", "code_dim": 4, "hidden": (16,), "epochs": 1}, device="cpu", progress=False)
-    assert main(["compress", str(ae), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z")]) == 2
-    assert "give --bits B" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    assert main(["compress", str(ae), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.aekc")]) == 2
+    assert "give --bits B" in capsys.readouterr().err and not (tmp_path / "z.aekc").exists()
