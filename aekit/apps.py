@@ -27,6 +27,7 @@ from aekit.data.files import (
     check_intensities,
     check_writable,
     is_idx,
+    png_names,
     read_examples,
     writing_examples,
 )
@@ -192,8 +193,14 @@ def compress_images(model: torch.nn.Module, images, names: list[str] | None = No
     _map_model(model)
     _some(images)
     if names is not None:
-        codec.check_names(names)
+        _check_image_names(names)
     return _maps_of(model, ((f"image {i}", image) for i, image in enumerate(images)), names)
+
+
+def _check_image_names(names: list[str]) -> None:
+    """Refuse, when compressing, names that a file cannot keep or that decompressing could not write as PNGs."""
+    codec.check_names(names)
+    png_names(names)
 
 
 def _maps_of(model: torch.nn.Module, sourced_images, names: list[str] | None = None) -> bytes:
@@ -461,7 +468,7 @@ def compress_files(
         channels = model.example_shape[0]
         root = Path(source)
         names = [file.relative_to(root).as_posix() for file in photos] if root.is_dir() else [root.name]
-        codec.check_names(names)
+        _check_image_names(names)
         data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos), names)
     elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
         data = _compressed_image_array(model, examples.x, str(source))

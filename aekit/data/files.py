@@ -43,6 +43,8 @@ FORMATS = (
     "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# The most bytes a part of a path may have on the usual file systems (ext4, XFS, APFS).
+_NAME_MAX = 255
 # Suffixes that name a file: an output named so is a mistake for the folder of PNGs that any other name gets.
 _FILE_SUFFIXES = frozenset(
     {*IMAGE_SUFFIXES, ".gif", ".bmp", ".tif", ".tiff", ".webp", ".npz", ".csv", ".gz", COMPRESSED_SUFFIX}
@@ -264,15 +266,25 @@ def _rows_file(path: Path, header: bytes, encode: Callable[[np.ndarray], np.ndar
 
 
 def png_names(names: list[str]) -> list[Path]:
-    """The files of a folder of PNGs of images named ``names``: each name with its suffix made .png, or, where two
-    would then be one file (a.jpg and a.png), each of those its whole name with .png after it (a.jpg.png)."""
+    """The files of a folder of PNGs of images named ``names`` (relative paths, "/" between parts): each name with
+    its suffix made .png, or, where two would then be one file (a.jpg and a.png) or one a folder of another (a.jpg
+    and a.png/b.jpg), each of those its whole name with .png after it (a.jpg.png). A DataError where that is still
+    not one file an image, or a part of a name would pass the 255 bytes a file system allows."""
     files = [Path(name).with_suffix(".png") for name in names]
-    clashes = collections.Counter(files)
-    files = [Path(name + ".png") if clashes[file] > 1 else file for name, file in zip(names, files)]
-    if len(set(files)) != len(files):
-        clash = next(file for file, count in collections.Counter(files).items() if count > 1)
-        raise DataError(f"two images would be written to {clash}; rename one of them")
+    clashes = _clashes(files)
+    files = [Path(name + ".png") if file in clashes else file for name, file in zip(names, files)]
+    if clashes := _clashes(files):
+        raise DataError(f"two images would be written to {next(iter(clashes))}; rename one of them")
+    for name, file in zip(names, files):
+        if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in file.parts):
+            raise DataError(f"the image {name!r} would be written to a name of over {_NAME_MAX} bytes; rename it")
     return files
+
+
+def _clashes(files: list[Path]) -> set[Path]:
+    """The files named twice, or named as well as the folder of another."""
+    folders = {folder for file in files for folder in file.parents}
+    return {file for file, count in collections.Counter(files).items() if count > 1 or file in folders}
 
 
 @contextlib.contextmanager
@@ -287,7 +299,8 @@ def _png_folder(path: Path, names: list[str] | None, n: int, replace: bool = Fal
             for image_pixels, file in zip(to_uint8(y), files[start : start + len(y)]):
                 (folder / file).parent.mkdir(parents=True, exist_ok=True)
                 mode_pixels = image_pixels[0] if image_pixels.shape[0] == 1 else image_pixels.transpose(1, 2, 0)
-                Image.fromarray(mode_pixels).save(folder / file)
+                # Said, not guessed from the name: Pillow takes no suffix from a name like "..png".
+                Image.fromarray(mode_pixels).save(folder / file, format="PNG")
 
         yield write
 
