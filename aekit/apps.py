@@ -32,7 +32,7 @@ from aekit.data.files import (
     writing_examples,
 )
 from aekit.data.images import IMAGE_SUFFIXES, decoded, image_files
-from aekit.data.layout import as_float, to_shape
+from aekit.data.layout import as_float, describe, to_shape
 from aekit.data.store import is_store
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
@@ -95,22 +95,23 @@ def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None, sea
     prior, about -log2 p(code) bits an example; a model with a codebook (the VQ-VAE) stores its codebook indices
     losslessly, ceil(log2 K) bits each; any other stores its code (the posterior mean for a VAE) quantized to
     ``bits`` bits per dimension. With ``search``, a rate-distortion model's integer codes are searched for rather
-    than rounded (``RateDistortionAE.searched_symbols``): fewer bits at the same error, decoded alike."""
+    than rounded (``RateDistortionAE.searched_symbols``): fewer bits at the same error, decoded alike. The file keeps
+    the layout of ``x`` (flat rows, channels last, ...), which :func:`decompress` gives back."""
     _check_bits(model, bits)
     method = _coding_method(model, search)
     _reconstructing(model, "compress")
-    return _compressed(model, _batched(model, method, x), bits)
+    return _compressed(model, _batched(model, method, x), bits, _layout(np.shape(x)[1:], model.example_shape))
 
 
 class Storage(NamedTuple):
     """How a kind of model's codes go into a compressed file: the model's ``method`` that gives what is kept of an
     example, what a user who gives --bits is told (``lossless``; None: the codes are real, quantized to --bits),
-    the function of (model, kept, bits) that makes the file's bytes, and the method that searches for what is kept
-    (--search), or why none does."""
+    the function of (model, kept, bits, layout) that makes the file's bytes, and the method that searches for what
+    is kept (--search), or why none does."""
 
     method: str
     lossless: Callable[[torch.nn.Module], str] | None
-    write: Callable[[torch.nn.Module, np.ndarray, int | None], bytes]
+    write: Callable[[torch.nn.Module, np.ndarray, int | None, int], bytes]
     searched: str | None = None
     no_search: str = "only a rate-distortion run (--model rd-ae) has integer codes and a rate to search among"
 
@@ -121,7 +122,9 @@ def _says_entropy_coded(model: torch.nn.Module) -> str:
 
 STORAGES = {
     "quantized": Storage(
-        "encode", None, lambda model, codes, bits: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
+        "encode",
+        None,
+        lambda model, codes, bits, layout: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model), layout),
     ),
     "indices": Storage(
         "code_indices",
@@ -129,18 +132,24 @@ STORAGES = {
             f"stores the indices of its codebook of {model.codebook_size} losslessly, at "
             f"{codec.index_bits(model.codebook_size)} bits each"
         ),
-        lambda model, indices, _: codec.encode_indices(indices, model.codebook_size, runs.fingerprint(model)),
+        lambda model, indices, _, layout: codec.encode_indices(
+            indices, model.codebook_size, runs.fingerprint(model), layout
+        ),
     ),
     "entropy": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, codes, _: codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model)),
+        lambda model, codes, _, layout: codec.encode_entropy(
+            codes, model.probability_tables(), runs.fingerprint(model), layout
+        ),
         searched="searched_symbols",
     ),
     "maps": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, maps, _: _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps)),
+        lambda model, maps, _, layout: _maps_file(
+            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
+        ),
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
 }
@@ -170,8 +179,39 @@ def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
         raise AekitError(f"the run {lossless(model)}; drop --bits")
 
 
-def _compressed(model: torch.nn.Module, kept: np.ndarray, bits: int | None) -> bytes:
-    return _storage(model).write(model, kept, bits)
+def _compressed(model: torch.nn.Module, kept: np.ndarray, bits: int | None, layout: int) -> bytes:
+    return _storage(model).write(model, kept, bits, layout)
+
+
+def _laid_out(shape: tuple[int, ...], layout: int) -> tuple[int, ...] | None:
+    """The shape of an example of ``shape`` (a model's) in ``layout`` (:data:`aekit.codec.LAYOUTS`; the layouts
+    :func:`aekit.data.layout.to_shape` reads), or None where it has no such layout."""
+    images = len(shape) == 3
+    return {
+        codec.AS_MODEL: tuple(shape),
+        codec.FLAT: (math.prod(shape),),
+        codec.NO_CHANNEL: tuple(shape[1:]) if images and shape[0] == 1 else None,
+        codec.CHANNELS_LAST: (*shape[1:], shape[0]) if images else None,
+    }[layout]
+
+
+def _layout(given: tuple[int, ...], shape: tuple[int, ...] | None) -> int:
+    """The layout (:data:`aekit.codec.LAYOUTS`) of examples of ``given`` shape each, for a model of ``shape``."""
+    if shape is None:
+        return codec.AS_MODEL
+    return next((layout for layout in codec.LAYOUTS if _laid_out(shape, layout) == tuple(given)), codec.AS_MODEL)
+
+
+def _giving_back(shape: tuple[int, ...], layout: int, source: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that puts examples (n, *shape) in ``layout``, as a compressed file ``source`` says they were
+    given; a DataError where examples of ``shape`` have no such layout (the file is corrupted)."""
+    laid_out = _laid_out(shape, layout)
+    if laid_out is None:
+        raise DataError(
+            f"{source} says its examples were laid out {codec.LAYOUTS[layout]}, which examples of {describe(shape)} "
+            "cannot be; it is corrupted, compress the examples again"
+        )
+    return to_shape(np.broadcast_to(np.float32(0), (1, *laid_out)), shape, source)[1]
 
 
 def _maps(model: torch.nn.Module) -> bool:
@@ -180,9 +220,13 @@ def _maps(model: torch.nn.Module) -> bool:
 
 
 def _maps_file(
-    model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]], names: list[str] | None = None
+    model: torch.nn.Module,
+    maps: list[np.ndarray],
+    sizes: list[tuple[int, int]],
+    names: list[str] | None = None,
+    layout: int = codec.AS_MODEL,
 ) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names)
+    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names, layout)
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
@@ -282,10 +326,12 @@ def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np
 def decompress(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> np.ndarray:
     """The examples a compressed file stands for: the model's decoding of its restored codes, exactly as
     ``model.decode(quantized.restore())`` (``model.decode_indices(indices)`` for a codebook, ``model.decode`` of the
-    integer codes for an entropy model). The file must have been made by this model (same weights)."""
+    integer codes for an entropy model), in the layout the examples were compressed in. The file must have been
+    made by this model (same weights)."""
     _reconstructing(model, "decompress")
-    codes, method = _restored_codes(model, _opened(model, data, source), source)
-    return _batched(model, method, codes)
+    stored = _opened(model, data, source)
+    codes, method = _restored_codes(model, stored, source)
+    return _giving_back(model.example_shape, stored.layout, source)(_batched(model, method, codes))
 
 
 def _opened(model: torch.nn.Module, data: bytes, source: str):
@@ -474,7 +520,8 @@ def compress_files(
         data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
-        data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
+        kept = np.concatenate([_batched(model, method, x) for x in _chunks(given)])
+        data = _compressed(model, kept, bits, _layout(given.examples.x.shape[1:], config.shape))
     atomic_write(out, data)
     return len(data)
 
@@ -490,12 +537,13 @@ def _any_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
 def _compressed_image_array(model: torch.nn.Module, rows, source: str) -> bytes:
     """The version 4 file of an array of images of one size other than the run's, coded a chunk at a time."""
     height, width = rows.shape[-2:]
-    size = _chunk_rows((model.example_shape[0], height, width))
+    shape = (model.example_shape[0], height, width)
+    size = _chunk_rows(shape)
     maps = []
     for start in range(0, len(rows), size):
-        x = np.asarray(rows[start : start + size], np.float32).reshape(-1, model.example_shape[0], height, width)
+        x = np.asarray(rows[start : start + size], np.float32).reshape(-1, *shape)
         maps += _code_maps(model, x, source)
-    return _maps_file(model, maps, [(height, width)] * len(maps))
+    return _maps_file(model, maps, [(height, width)] * len(maps), layout=_layout(rows.shape[1:], shape))
 
 
 def _image_files(source: str | Path) -> list[Path] | None:
@@ -525,7 +573,8 @@ def decompress_files(
     codes, method = _restored_codes(model, stored, str(source))
     _some(codes)
     size = _chunk_rows(codes.shape[1:], config.shape)
-    with writing_examples(out, (len(codes), *config.shape), overwrite=overwrite) as write:
+    layout = _giving_back(config.shape, stored.layout, str(source))
+    with writing_examples(out, (len(codes), *config.shape), layout=layout, overwrite=overwrite) as write:
         for start in range(0, len(codes), size):
             write(_batched(model, method, codes[start : start + size]))
     return len(codes)
@@ -540,8 +589,9 @@ def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str,
         raise DataError(f"{source} holds images of {len(shapes)} sizes, which one array cannot; name a new folder")
     height, width = next(iter(shapes))
     model.eval()
-    shape = (len(maps), model.example_shape[0], height, width)
-    with writing_examples(out, shape, stored.names, overwrite=overwrite) as write:
+    shape = (model.example_shape[0], height, width)
+    layout = _giving_back(shape, stored.layout, source)
+    with writing_examples(out, (len(maps), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
         for code, size in zip(maps, sizes):
             write(_decoded_map(model, code, size)[None])
     return len(maps)

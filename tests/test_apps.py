@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_codec import with_crc
+from test_codec import set_field, with_crc
 
 from aekit import apps, codec, runs
 from aekit.cli import main
@@ -107,6 +107,40 @@ def test_another_version_and_another_format_are_refused(ae, compressed):
         apps.decompress(ae, compressed + b"\0")
 
 
+@pytest.mark.parametrize(
+    "layout, code",
+    [
+        (lambda x: x, codec.AS_MODEL),
+        (lambda x: x[:, 0], codec.NO_CHANNEL),
+        (lambda x: x.reshape(len(x), -1), codec.FLAT),
+        (lambda x: x.transpose(0, 2, 3, 1), codec.CHANNELS_LAST),
+    ],
+)
+def test_decompress_gives_back_the_layout_compress_was_given(digits, runs_dir, tmp_path, layout, code):
+    x, run = digits.x_test[:30], runs_dir / "dae"
+    model = runs.load(run)
+    data = apps.compress(model, layout(x), 8)
+    assert data[7] == code and codec.decode(data, "f")[0].layout == code
+    expected = apps.decompress(model, apps.compress(model, x, 8))  # the same codes, in the run's layout
+    np.testing.assert_array_equal(apps.decompress(model, data), layout(expected))
+    np.save(tmp_path / "x.npy", layout(x))
+    assert _cli("compress", run, tmp_path / "x.npy", "--bits", 8, "--out", tmp_path / "x.aekc") == 0
+    assert _cli("decompress", run, tmp_path / "x.aekc", "--out", tmp_path / "back.npy") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), layout(expected))
+    # A file of before the layout was kept (byte 7 reserved, 0) gives the run's layout, as it did.
+    np.testing.assert_array_equal(apps.decompress(model, set_field(data, 7, "<B", 0)), expected)
+
+
+def test_a_layout_the_run_cannot_have_is_a_corrupted_file(digits, ae):
+    data = apps.compress(ae, digits.x_test[:5], 8)
+    with pytest.raises(DataError, match="claims layout 4 .* it is corrupted"):
+        apps.decompress(ae, set_field(data, 7, "<B", 4))
+    flat = build_model(model_config("ae", (64,), code_dim=4, hidden=(16,))).eval()
+    data = apps.compress(flat, digits.x_test[:5].reshape(5, 64), 8)
+    with pytest.raises(DataError, match="laid out no channel axis, which examples of 64 values cannot be"):
+        apps.decompress(flat, set_field(data, 7, "<B", codec.NO_CHANNEL))
+
+
 def test_a_file_made_by_another_run_is_refused(digits, ae, compressed):
     other = _trained(digits, epochs=1, seed=1, model="ae", code_dim=8)
     with pytest.raises(DataError, match="different run"):
@@ -133,7 +167,8 @@ def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
             for _ in range(data.draw(st.integers(1, 4))):
                 blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
         else:
-            field = data.draw(st.sampled_from([(4, "<H"), (6, "<B"), (24, "<I"), (28, "<I"), (32, "<f"), (36, "<f")]))
+            fields = [(4, "<H"), (6, "<B"), (7, "<B"), (24, "<I"), (28, "<I"), (32, "<f"), (36, "<f")]
+            field = data.draw(st.sampled_from(fields))
             value = data.draw(st.one_of(st.integers(0, 2**32 - 1), st.floats(allow_nan=True)))
             offset, fmt = field
             try:

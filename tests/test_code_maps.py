@@ -320,6 +320,11 @@ def test_an_array_of_images_of_another_size_is_coded_at_its_own_size(digits, tra
         with torch.no_grad():  # coded as one batch, decoded an image at a time (as decompression does)
             expected = [model.decode_map(code[None], 13, 5)[0].numpy() for code in model.map_symbols(pixels)]
         np.testing.assert_array_equal(np.stack(back), np.stack(expected))
+        # Decompressed to an array, in the layout it was given: (n, 13, 5) for flat.npy, not (n, 1, 13, 5).
+        assert main(["decompress", str(run), str(out), "--out", str(tmp_path / f"back-{name}")]) == 0
+        restored = np.load(tmp_path / f"back-{name}")
+        assert restored.shape == np.load(tmp_path / name).shape
+        np.testing.assert_array_equal(restored.reshape(3, 1, 13, 5), np.stack(expected))
     np.save(tmp_path / "wide.npy", np.full((2, 1, 9, 9), 2.0, np.float32))
     capsys.readouterr()
     assert main(["compress", str(run), str(tmp_path / "wide.npy"), "--out", str(tmp_path / "w.aekc")]) == 2
