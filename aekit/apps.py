@@ -214,7 +214,7 @@ def _giving_back(shape: tuple[int, ...], layout: int, source: str) -> Callable[[
     return to_shape(np.broadcast_to(np.float32(0), (1, *laid_out)), shape, source)[1]
 
 
-def _maps(model: torch.nn.Module) -> bool:
+def takes_any_size(model: torch.nn.Module) -> bool:
     """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model)."""
     return model.code_storage == "maps"
 
@@ -265,7 +265,7 @@ def compressed_names(data: bytes, source: str = "the compressed file") -> list[s
 
 
 def _map_model(model: torch.nn.Module) -> None:
-    if not _maps(model):
+    if not takes_any_size(model):
         raise AekitError(
             "only a fully convolutional rate-distortion run codes images of any size; train one with "
             "`aekit train --model rd-ae --net fully-conv`"
@@ -274,6 +274,12 @@ def _map_model(model: torch.nn.Module) -> None:
 
 def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:
     """The integer code map (code_dim, h, w) of one image (channels, height, width) of any size."""
+    return _code_maps(model, image_batch(model, image, source), source)[0]
+
+
+def image_batch(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:
+    """One image (channels, height, width) of any size as a batch of it that a fully convolutional model takes:
+    float32 (1, channels, height, width), its channels checked."""
     channels = model.example_shape[0]
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] != channels or 0 in image.shape:
@@ -281,7 +287,7 @@ def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndar
             f"{source} has shape {image.shape}; the run codes images of {channels} channel(s), "
             f"({channels}, height, width)"
         )
-    return _code_maps(model, as_float(image, source)[None], source)[0]
+    return as_float(image, source)[None]
 
 
 def _code_maps(model: torch.nn.Module, x: np.ndarray, source: str) -> list[np.ndarray]:
@@ -509,14 +515,14 @@ def compress_files(
     _check_bits(model, bits)
     method = _coding_method(model, search)
     _reconstructing(model, "compress")
-    photos = _image_files(source) if _maps(model) else None
+    photos = image_files_in(source) if takes_any_size(model) else None
     if photos is not None:
         channels = model.example_shape[0]
         root = Path(source)
         names = [file.relative_to(root).as_posix() for file in photos] if root.is_dir() else [root.name]
         _check_image_names(names)
         data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos), names)
-    elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
+    elif takes_any_size(model) and of_another_size((examples := read_examples(source)).x.shape, config.shape):
         data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
@@ -526,7 +532,7 @@ def compress_files(
     return len(data)
 
 
-def _any_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
+def of_another_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` holds images that a fully convolutional run codes at their own size: (n,
     channels, h, w) with the run's channels, or (n, h, w) for a run of one channel, of another size than the run's."""
     channels = trained[0]
@@ -546,9 +552,9 @@ def _compressed_image_array(model: torch.nn.Module, rows, source: str) -> bytes:
     return _maps_file(model, maps, [(height, width)] * len(maps), layout=_layout(rows.shape[1:], shape))
 
 
-def _image_files(source: str | Path) -> list[Path] | None:
+def image_files_in(source: str | Path) -> list[Path] | None:
     """The image files a fully convolutional run codes at their own sizes: those of a folder of images, or one image
-    file; None for any other input (arrays and stores: see :func:`_any_size`)."""
+    file; None for any other input (arrays and stores: see :func:`of_another_size`)."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]

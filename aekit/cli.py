@@ -282,7 +282,8 @@ def _score(commands) -> None:
         "anomalous), in nats: reconstruction_nll, -log p(x | decoder(encoder(x))) under the run's likelihood; for a "
         "VAE also neg_elbo, the negative ELBO, or nll_is, the importance-weighted estimate of -log p(x). Writes OUT "
         "(a CSV file: index, name for a folder's images, label for a labelled store, the score) and the histogram "
-        "of the scores beside it (OUT with the suffix .png).",
+        "of the scores beside it (OUT with the suffix .png). A fully convolutional run (rd-ae --net fully-conv) "
+        "scores images of any size, each whole: a folder of mixed sizes, one image file or an array of another size.",
     )
     _run_argument(score)
     score.add_argument("input", metavar="INPUT", help="the examples to score: " + FORMATS)

@@ -3,7 +3,9 @@ to a CSV file with a histogram beside it.
 
 The input is anything the apps read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
-example) are held. Every check is made before anything is written, and the CSV appears complete or not at all.
+example) are held. A fully convolutional run scores images of any size as it compresses them, each whole
+(:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
+Every check is made before anything is written, and the CSV appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aekit import runs
 from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.apps import BATCH_ROWS, image_batch, image_files_in, of_another_size, takes_any_size
 from aekit.atomic import atomic_file, check_output
 from aekit.data.files import check_intensities, read_examples
+from aekit.data.images import decoded
 from aekit.data.layout import to_shape
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
+from aekit.models.base import device_of
 from aekit.report import save_histogram
 from aekit.trainer import resolve_device
 
@@ -54,19 +60,28 @@ def score_file(
     model = runs.load(run_dir, resolve_device(device))
     check_score(model, score, samples)
     shape, bernoulli = model.config.shape, model.likelihood.name == "bernoulli"
-    examples, what = read_examples(source), "the run scores examples of"
-    to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)  # checked before any work
+    files = image_files_in(source) if takes_any_size(model) else None
+    if files is not None:
+        root = Path(source)
+        names = [str(file.relative_to(root)) if root.is_dir() else root.name for file in files]
+        batches = ((str(file), image_batch(model, decoded(file, shape[0]), str(file))) for file in files)
+        scores = _scores_at_own_size(model, batches)
+    elif takes_any_size(model) and of_another_size((examples := read_examples(source)).x.shape, shape):
+        scores, names = _scores_at_own_size(model, _image_chunks(examples.x, shape[0], source)), examples.names
+    else:
+        examples, what = read_examples(source), "the run scores examples of"
+        to_shape(np.broadcast_to(np.float32(0), examples.x.shape), shape, source, what)  # checked before any work
 
-    def shaped(rows: np.ndarray) -> np.ndarray:
-        x, _ = to_shape(rows, shape, source, what)
-        if bernoulli:
-            check_intensities(x, source)
-        return x
+        def shaped(rows: np.ndarray) -> np.ndarray:
+            x, _ = to_shape(rows, shape, source, what)
+            if bernoulli:
+                check_intensities(x, source)
+            return x
 
-    scores = anomaly_scores(model, examples.x, score, samples=samples, prepare=shaped)
+        scores, names = anomaly_scores(model, examples.x, score, samples=samples, prepare=shaped), examples.names
     labels = _store_labels(source)
     key = score_key(score, samples)
-    columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, key: scores}
+    columns = {"index": np.arange(len(scores)), "name": names, "label": labels, key: scores}
     _write_csv(out, {name: values for name, values in columns.items() if values is not None})
     groups = {"all": scores} if labels is None or len(np.unique(labels)) > _MAX_GROUPS else _by_label(scores, labels)
     save_histogram(
@@ -76,6 +91,26 @@ def score_file(
         f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}",
     )
     return scores
+
+
+def _scores_at_own_size(model, batches) -> np.ndarray:
+    """The reconstruction NLL (nats) of each image of (source, images) batches of a fully convolutional run, each
+    batch (n, channels, height, width) of any one size, each image scored whole at its size."""
+    bernoulli, scores = model.likelihood.name == "bernoulli", []
+    model.eval()
+    for source, x in batches:
+        if bernoulli:
+            check_intensities(x, source)
+        scores.append(model.map_nll(torch.from_numpy(np.ascontiguousarray(x)).to(device_of(model))).double().cpu())
+    return torch.cat(scores).numpy()
+
+
+def _image_chunks(rows, channels: int, source: str):
+    """(source, images) batches of an array of images of one size, (n, channels, h, w) or (n, h, w), a chunk of
+    :data:`aekit.apps.BATCH_ROWS` at a time."""
+    for start in range(0, len(rows), BATCH_ROWS):
+        block = np.asarray(rows[start : start + BATCH_ROWS], np.float32)
+        yield source, block.reshape(len(block), channels, *block.shape[-2:])
 
 
 def histogram_path(out: str | Path) -> Path:

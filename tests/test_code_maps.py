@@ -217,6 +217,40 @@ def test_names_given_in_python_decompress_or_are_refused_when_compressing(digits
             apps.compress_images(model, _images(digits)[:3], refused)
 
 
+def test_score_takes_images_of_any_size_each_scored_whole(digits, trained, tmp_path, capsys):
+    import csv
+
+    from aekit.anomaly import anomaly_scores
+
+    run, model, _ = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = _images(digits)
+    for i, image in enumerate(images):
+        Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    pixels = [np.asarray(Image.open(folder / f"{i}.png"), np.float32)[None, None] / 255 for i in range(len(images))]
+    with torch.no_grad():
+        expected = [float(model.map_nll(torch.from_numpy(p))[0]) for p in pixels]
+    # At the training size it is the reconstruction NLL that every run scores.
+    np.testing.assert_allclose(expected[0], anomaly_scores(model, pixels[0][0][None]), rtol=1e-5)
+    assert main(["score", str(run), str(folder), "--out", str(tmp_path / "s.csv")]) == 0, capsys.readouterr().err
+    with open(tmp_path / "s.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["name"] for row in rows] == [f"{i}.png" for i in range(len(images))]
+    np.testing.assert_allclose([float(row["reconstruction_nll"]) for row in rows], expected, rtol=1e-5)
+    np.save(tmp_path / "small.npy", np.concatenate([pixels[1][:, 0]] * 3))  # three 13x5 images, (n, h, w)
+    assert main(["score", str(run), str(tmp_path / "small.npy"), "--out", str(tmp_path / "a.csv")]) == 0
+    with open(tmp_path / "a.csv") as file:
+        np.testing.assert_allclose(
+            [float(row["reconstruction_nll"]) for row in csv.DictReader(file)], [expected[1]] * 3, rtol=1e-5
+        )
+    assert main(["score", str(run), str(folder / "3.png"), "--out", str(tmp_path / "one.csv")]) == 0
+    # One image file, scored beside itself: its histogram would be the image, which is never written over.
+    capsys.readouterr()
+    assert main(["score", str(run), str(folder / "3.png"), "--out", str(folder / "3.csv"), "--overwrite"]) == 2
+    assert "is, or holds" in capsys.readouterr().err and not (folder / "3.csv").exists()
+
+
 def test_fully_convolutional_nets_are_refused_where_they_cannot_work(digits, trained):
     with pytest.raises(AekitError, match="--net fully-conv .* is for --model rd-ae, not ae"):
         model_config("ae", digits.shape, net="fully-conv")

@@ -262,7 +262,19 @@ class RateDistortionAE(AutoEncoder):
     def decode_map(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The images of ``height`` x ``width`` that integer code maps (n, code_dim, h, w) decode to: the decoder's
         mean at the padded size, cropped (what ``decode`` gives at the training size)."""
-        return self.likelihood.mean(self.decoder[0](y.float()))[..., :height, :width]
+        return self.likelihood.mean(self._map_output(y, height, width))
+
+    @torch.no_grad()
+    def map_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x | decoding of round(encoder(x))) per image, nats (n,), of images of any one size (n, channels, H,
+        W) in [0, 1], each whole: :func:`aekit.anomaly.reconstruction_nll` at their own size (a fully convolutional
+        model standardizes nothing)."""
+        return -self.likelihood.log_prob(self._map_output(self.map_symbols(x), *x.shape[-2:]), x)
+
+    def _map_output(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The likelihood's parameters (logits, or the Gaussian's mean) of integer code maps' images, cropped to
+        ``height`` x ``width``."""
+        return self.decoder[0](y.float())[..., :height, :width]
 
     def probability_tables(self) -> codec.Tables:
         """The tables the entropy coder codes the integer codes under (:meth:`FactorizedPrior.tables`)."""
