@@ -38,17 +38,18 @@ from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelConfig
 from aekit.models.base import device_of
+from aekit.models.rate_distortion import SEARCH_RATE_SLACK
 from aekit.trainer import resolve_device
 
 # Examples the model takes at a time.
 BATCH_ROWS = 1024
 
 
-def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
-    """``model.method`` of every example, in evaluation mode; no examples is a DataError."""
+def _batched(model: torch.nn.Module, method: str, x: np.ndarray, **options) -> np.ndarray:
+    """``model.method`` of every example (given its ``options``), in evaluation mode; no examples is a DataError."""
     _some(x)
     model.eval()
-    return in_batches(model, method, x, BATCH_ROWS)
+    return in_batches(model, method, x, BATCH_ROWS, **options)
 
 
 def _some(x: np.ndarray) -> None:
@@ -89,18 +90,26 @@ def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
     return _batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
-def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None, search: bool = False) -> bytes:
+def compress(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    bits: int | None = None,
+    search: bool = False,
+    search_rate_slack: float = SEARCH_RATE_SLACK,
+) -> bytes:
     """The compressed file (:mod:`aekit.codec`) of the examples' codes, stored as the model's ``code_storage`` says
     (:data:`STORAGES`): a rate-distortion model entropy-codes its integer codes (or code maps) under its learned
     prior, about -log2 p(code) bits an example; a model with a codebook (the VQ-VAE) stores its codebook indices
     losslessly, ceil(log2 K) bits each; any other stores its code (the posterior mean for a VAE) quantized to
     ``bits`` bits per dimension. With ``search``, a rate-distortion model's integer codes are searched for rather
-    than rounded (``RateDistortionAE.searched_symbols``): fewer bits at the same error, decoded alike. The file keeps
-    the layout of ``x`` (flat rows, channels last, ...), which :func:`decompress` gives back."""
+    than rounded (``RateDistortionAE.searched_symbols``): a lower loss, each code within (1 + ``search_rate_slack``)
+    times the bits of its rounded one (inf: any), decoded alike. The file keeps the layout of ``x`` (flat rows,
+    channels last, ...), which :func:`decompress` gives back."""
     _check_bits(model, bits)
-    method = _coding_method(model, search)
+    method, options = _coding(model, search, search_rate_slack)
     _reconstructing(model, "compress")
-    return _compressed(model, _batched(model, method, x), bits, _layout(np.shape(x)[1:], model.example_shape))
+    kept = _batched(model, method, x, **options)
+    return _compressed(model, kept, bits, _layout(np.shape(x)[1:], model.example_shape))
 
 
 class Storage(NamedTuple):
@@ -159,14 +168,15 @@ def _storage(model: torch.nn.Module) -> Storage:
     return STORAGES[model.code_storage]
 
 
-def _coding_method(model: torch.nn.Module, search: bool) -> str:
-    """The model's method that gives what is kept of each example: searched for with ``search``, where it can be."""
+def _coding(model: torch.nn.Module, search: bool, rate_slack: float) -> tuple[str, dict]:
+    """The model's method that gives what is kept of each example, and its options: searched for with ``search``,
+    where it can be, each code within (1 + ``rate_slack``) times its rounded code's bits."""
     storage = _storage(model)
     if not search:
-        return storage.method
+        return storage.method, {}
     if storage.searched is None:
         raise AekitError(f"--search cannot be used with this run: {storage.no_search}; drop --search")
-    return storage.searched
+    return storage.searched, {"rate_slack": rate_slack}
 
 
 def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
@@ -496,10 +506,11 @@ def compress_files(
     device: str = "cpu",
     search: bool = False,
     overwrite: bool = False,
+    search_rate_slack: float = SEARCH_RATE_SLACK,
 ) -> int:
     """Write the compressed file of the examples in ``source`` to ``out``, a name ending in .aekc (see
-    :func:`compress`, and its ``search``; ``overwrite``: as :func:`denoise_files`); returns its size in bytes. The
-    codes (n x code size) are held whole; the examples are read a chunk at a time."""
+    :func:`compress`, and its ``search`` and ``search_rate_slack``; ``overwrite``: as :func:`denoise_files`);
+    returns its size in bytes. The codes (n x code size) are held whole; the examples are read a chunk at a time."""
     if bits is not None:
         codec.check_bits(bits)
     out = Path(out)
@@ -513,7 +524,7 @@ def compress_files(
     check_output(out, overwrite, inputs=(source,), may_hold=(run_dir,))
     model, config = _load(run_dir, device)
     _check_bits(model, bits)
-    method = _coding_method(model, search)
+    method, options = _coding(model, search, search_rate_slack)
     _reconstructing(model, "compress")
     photos = image_files_in(source) if takes_any_size(model) else None
     if photos is not None:
@@ -526,7 +537,7 @@ def compress_files(
         data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
-        kept = np.concatenate([_batched(model, method, x) for x in _chunks(given)])
+        kept = np.concatenate([_batched(model, method, x, **options) for x in _chunks(given)])
         data = _compressed(model, kept, bits, _layout(given.examples.x.shape[1:], config.shape))
     atomic_write(out, data)
     return len(data)
