@@ -435,7 +435,8 @@ def _compress(commands) -> None:
         "decompress",
         help="restore examples from a compressed file",
         description="Decode the codes in FILE (written by `aekit compress` with the same run) and write the "
-        "examples to OUTPUT. " + OUTPUTS,
+        "examples to OUTPUT; a .npy OUTPUT has the layout compress was given (flat rows, (n, height, width), "
+        "channels last, ...). " + OUTPUTS,
     )
     decompress.add_argument("run", metavar="RUN", help="the run folder that compressed FILE")
     decompress.add_argument("file", metavar="FILE", help="a file written by `aekit compress`")
