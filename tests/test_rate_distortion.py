@@ -133,10 +133,10 @@ def test_the_command_line_trains_compresses_and_decompresses_bit_for_bit(trained
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model.decode(model.encode(x)))
     assert (tmp_path / "x.aekc").read_bytes() == apps.compress(model, x)
     capsys.readouterr()
-    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z")]) == 2
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z.aekc")]) == 2
     err = capsys.readouterr().err
     assert "entropy-codes" in err and "drop --bits" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "z").exists()
+    assert not (tmp_path / "z.aekc").exists()
     with pytest.raises(AekitError, match="drop --bits"):
         apps.compress(model, x, 6)
 
