@@ -95,20 +95,9 @@ def check_folder(path: str | Path) -> None:
 def check_output(path: str | Path, overwrite: bool, *, folder: bool = False, inputs=(), may_hold=()) -> None:
     """Refuse, before any work, an output ``path`` (a file, or a ``folder``) whose writing would destroy what the
     user has not given up: one that exists, unless ``overwrite`` (and then only a file by a file, a folder by a
-    folder), and always one that is one of ``inputs`` or ``may_hold`` (the same file by any path, link or hard link),
-    holds one of them, or lies in one of ``inputs`` (read whole: a file, or a folder of examples; ``may_hold``, e.g.
-    a run folder, may hold the output)."""
+    folder), and always one :func:`check_not_input` refuses."""
+    check_not_input(path, inputs, may_hold)
     path = Path(path)
-    target = path.resolve()
-    for given, inside_refused in [(p, True) for p in inputs] + [(p, False) for p in may_hold]:
-        source = Path(given).resolve()
-        if target == source or _same_file(target, source) or target in source.parents:
-            raise DataError(
-                f"{path} is, or holds, {given}, which this command reads; writing there would destroy it (even with "
-                "--overwrite), choose another --out"
-            )
-        if inside_refused and source in target.parents:
-            raise DataError(f"{path} lies in {given}, which this command reads; choose an --out outside it")
     if not os.path.lexists(path):
         return
     if not overwrite:
@@ -118,6 +107,22 @@ def check_output(path: str | Path, overwrite: bool, *, folder: bool = False, inp
     if path.is_dir() != folder:
         kind, other = ("folder", "file") if path.is_dir() else ("file", "folder")
         raise DataError(f"{path} is a {kind} and the output is a {other}; remove it first or choose another --out")
+
+
+def check_not_input(path: str | Path, inputs=(), may_hold=()) -> None:
+    """Refuse, whatever the options, an output ``path`` that is one of ``inputs`` or ``may_hold`` (the same file by
+    any path, link or hard link), holds one of them, or lies in one of ``inputs`` (read whole: a file, or a folder
+    of examples; ``may_hold``, e.g. a run folder, may hold the output)."""
+    target = Path(path).resolve()
+    for given, inside_refused in [(p, True) for p in inputs] + [(p, False) for p in may_hold]:
+        source = Path(given).resolve()
+        if target == source or _same_file(target, source) or target in source.parents:
+            raise DataError(
+                f"{path} is, or holds, {given}, which this command reads; writing there would destroy it whatever "
+                "the options, choose another --out"
+            )
+        if inside_refused and source in target.parents:
+            raise DataError(f"{path} lies in {given}, which this command reads; choose an --out outside it")
 
 
 def _same_file(a: Path, b: Path) -> bool:

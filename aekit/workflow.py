@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from aekit import __version__, distributed, runs
-from aekit.atomic import atomic_folder, check_folder, check_output, make_folder
+from aekit.atomic import atomic_folder, check_folder, check_not_input, check_output, make_folder
 from aekit.data import Dataset, load_dataset
 from aekit.data.dataset import as_float32, with_normal_training
 from aekit.errors import AekitError, RunError
@@ -195,6 +195,9 @@ def train_run(
     writes the metrics, figures and report, so it also finishes a run whose epochs were done when it failed.
     """
     out = Path(out)
+    if not resume:  # before the lock, which writes a file into the folder
+        given_data = given or {}
+        check_not_input(out, _data_paths(given_data.get("dataset"), given_data.get("data_dir")))
     with _exclusive(out, create=not resume):
         # torchrun relaunched the workers after a failure: continue from the last checkpoint, or start again if the
         # failed attempt finished no epoch (its config.json is then ours to replace).
@@ -364,7 +367,7 @@ def export_projector(
     folder = run_dir / PROJECTOR if out is None else Path(out)
     check_folder(folder)
     options = runs.read_config(run_dir).get("options") or {}
-    data = [path for path in (options.get("dataset"), options.get("data_dir"), data_dir) if isinstance(path, str)]
+    data = _data_paths(options.get("dataset"), options.get("data_dir"), data_dir)
     check_output(folder, overwrite, folder=True, inputs=data, may_hold=(run_dir,))
     with runs.RunLock(run_dir, create=False):
         model, dataset = _load_run(run_dir, data_dir, device)
@@ -380,6 +383,11 @@ def export_projector(
                 name=f"{split}_codes",
             )
         return folder
+
+
+def _data_paths(*given) -> list[str]:
+    """The files and folders of data among the options ``given`` (not a dataset's name, "digits" or "mnist")."""
+    return [path for path in given if isinstance(path, (str, Path)) and Path(path).exists()]
 
 
 def write_run_report(run_dir: Path, metrics: dict) -> Path:
