@@ -247,8 +247,9 @@ def _overwrite(parser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace --out where it exists (a file by a file, a folder by a folder), still whole or not at all; "
-        "without it an existing output is refused. The command's own input and run are never written over",
+        help="replace what --out names where it exists (score: the CSV and the histogram beside it), a file by a "
+        "file and a folder by a folder, still whole or not at all; without it an existing output is refused. The "
+        "command's own input, run and data are never written over",
     )
 
 
