@@ -21,33 +21,35 @@ import numpy as np
 import torch
 
 from aekit import codec, runs
-from aekit.atomic import atomic_write
+from aekit.atomic import atomic_write, check_output
 from aekit.data.files import (
     Examples,
     check_intensities,
     check_writable,
     is_idx,
+    png_names,
     read_examples,
     writing_examples,
 )
 from aekit.data.images import IMAGE_SUFFIXES, decoded, image_files
-from aekit.data.layout import as_float, to_shape
+from aekit.data.layout import as_float, describe, to_shape
 from aekit.data.store import is_store
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelConfig
 from aekit.models.base import device_of
+from aekit.models.rate_distortion import SEARCH_RATE_SLACK
 from aekit.trainer import resolve_device
 
 # Examples the model takes at a time.
 BATCH_ROWS = 1024
 
 
-def _batched(model: torch.nn.Module, method: str, x: np.ndarray) -> np.ndarray:
-    """``model.method`` of every example, in evaluation mode; no examples is a DataError."""
+def _batched(model: torch.nn.Module, method: str, x: np.ndarray, **options) -> np.ndarray:
+    """``model.method`` of every example (given its ``options``), in evaluation mode; no examples is a DataError."""
     _some(x)
     model.eval()
-    return in_batches(model, method, x, BATCH_ROWS)
+    return in_batches(model, method, x, BATCH_ROWS, **options)
 
 
 def _some(x: np.ndarray) -> None:
@@ -88,28 +90,37 @@ def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
     return _batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
-def compress(model: torch.nn.Module, x: np.ndarray, bits: int | None = None, search: bool = False) -> bytes:
+def compress(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    bits: int | None = None,
+    search: bool = False,
+    search_rate_slack: float = SEARCH_RATE_SLACK,
+) -> bytes:
     """The compressed file (:mod:`aekit.codec`) of the examples' codes, stored as the model's ``code_storage`` says
     (:data:`STORAGES`): a rate-distortion model entropy-codes its integer codes (or code maps) under its learned
     prior, about -log2 p(code) bits an example; a model with a codebook (the VQ-VAE) stores its codebook indices
     losslessly, ceil(log2 K) bits each; any other stores its code (the posterior mean for a VAE) quantized to
     ``bits`` bits per dimension. With ``search``, a rate-distortion model's integer codes are searched for rather
-    than rounded (``RateDistortionAE.searched_symbols``): fewer bits at the same error, decoded alike."""
+    than rounded (``RateDistortionAE.searched_symbols``): a lower loss, each code within (1 + ``search_rate_slack``)
+    times the bits of its rounded one (inf: any), decoded alike. The file keeps the layout of ``x`` (flat rows,
+    channels last, ...), which :func:`decompress` gives back."""
     _check_bits(model, bits)
-    method = _coding_method(model, search)
+    method, options = _coding(model, search, search_rate_slack)
     _reconstructing(model, "compress")
-    return _compressed(model, _batched(model, method, x), bits)
+    kept = _batched(model, method, x, **options)
+    return _compressed(model, kept, bits, _layout(np.shape(x)[1:], model.example_shape))
 
 
 class Storage(NamedTuple):
     """How a kind of model's codes go into a compressed file: the model's ``method`` that gives what is kept of an
     example, what a user who gives --bits is told (``lossless``; None: the codes are real, quantized to --bits),
-    the function of (model, kept, bits) that makes the file's bytes, and the method that searches for what is kept
-    (--search), or why none does."""
+    the function of (model, kept, bits, layout) that makes the file's bytes, and the method that searches for what
+    is kept (--search), or why none does."""
 
     method: str
     lossless: Callable[[torch.nn.Module], str] | None
-    write: Callable[[torch.nn.Module, np.ndarray, int | None], bytes]
+    write: Callable[[torch.nn.Module, np.ndarray, int | None, int], bytes]
     searched: str | None = None
     no_search: str = "only a rate-distortion run (--model rd-ae) has integer codes and a rate to search among"
 
@@ -120,7 +131,9 @@ def _says_entropy_coded(model: torch.nn.Module) -> str:
 
 STORAGES = {
     "quantized": Storage(
-        "encode", None, lambda model, codes, bits: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model))
+        "encode",
+        None,
+        lambda model, codes, bits, layout: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model), layout),
     ),
     "indices": Storage(
         "code_indices",
@@ -128,18 +141,24 @@ STORAGES = {
             f"stores the indices of its codebook of {model.codebook_size} losslessly, at "
             f"{codec.index_bits(model.codebook_size)} bits each"
         ),
-        lambda model, indices, _: codec.encode_indices(indices, model.codebook_size, runs.fingerprint(model)),
+        lambda model, indices, _, layout: codec.encode_indices(
+            indices, model.codebook_size, runs.fingerprint(model), layout
+        ),
     ),
     "entropy": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, codes, _: codec.encode_entropy(codes, model.probability_tables(), runs.fingerprint(model)),
+        lambda model, codes, _, layout: codec.encode_entropy(
+            codes, model.probability_tables(), runs.fingerprint(model), layout
+        ),
         searched="searched_symbols",
     ),
     "maps": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, maps, _: _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps)),
+        lambda model, maps, _, layout: _maps_file(
+            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
+        ),
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
 }
@@ -149,14 +168,15 @@ def _storage(model: torch.nn.Module) -> Storage:
     return STORAGES[model.code_storage]
 
 
-def _coding_method(model: torch.nn.Module, search: bool) -> str:
-    """The model's method that gives what is kept of each example: searched for with ``search``, where it can be."""
+def _coding(model: torch.nn.Module, search: bool, rate_slack: float) -> tuple[str, dict]:
+    """The model's method that gives what is kept of each example, and its options: searched for with ``search``,
+    where it can be, each code within (1 + ``rate_slack``) times its rounded code's bits."""
     storage = _storage(model)
     if not search:
-        return storage.method
+        return storage.method, {}
     if storage.searched is None:
         raise AekitError(f"--search cannot be used with this run: {storage.no_search}; drop --search")
-    return storage.searched
+    return storage.searched, {"rate_slack": rate_slack}
 
 
 def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
@@ -169,19 +189,54 @@ def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
         raise AekitError(f"the run {lossless(model)}; drop --bits")
 
 
-def _compressed(model: torch.nn.Module, kept: np.ndarray, bits: int | None) -> bytes:
-    return _storage(model).write(model, kept, bits)
+def _compressed(model: torch.nn.Module, kept: np.ndarray, bits: int | None, layout: int) -> bytes:
+    return _storage(model).write(model, kept, bits, layout)
 
 
-def _maps(model: torch.nn.Module) -> bool:
+def _laid_out(shape: tuple[int, ...], layout: int) -> tuple[int, ...] | None:
+    """The shape of an example of ``shape`` (a model's) in ``layout`` (:data:`aekit.codec.LAYOUTS`; the layouts
+    :func:`aekit.data.layout.to_shape` reads), or None where it has no such layout."""
+    images = len(shape) == 3
+    return {
+        codec.AS_MODEL: tuple(shape),
+        codec.FLAT: (math.prod(shape),),
+        codec.NO_CHANNEL: tuple(shape[1:]) if images and shape[0] == 1 else None,
+        codec.CHANNELS_LAST: (*shape[1:], shape[0]) if images else None,
+    }[layout]
+
+
+def _layout(given: tuple[int, ...], shape: tuple[int, ...] | None) -> int:
+    """The layout (:data:`aekit.codec.LAYOUTS`) of examples of ``given`` shape each, for a model of ``shape``."""
+    if shape is None:
+        return codec.AS_MODEL
+    return next((layout for layout in codec.LAYOUTS if _laid_out(shape, layout) == tuple(given)), codec.AS_MODEL)
+
+
+def _giving_back(shape: tuple[int, ...], layout: int, source: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that puts examples (n, *shape) in ``layout``, as a compressed file ``source`` says they were
+    given; a DataError where examples of ``shape`` have no such layout (the file is corrupted)."""
+    laid_out = _laid_out(shape, layout)
+    if laid_out is None:
+        raise DataError(
+            f"{source} says its examples were laid out {codec.LAYOUTS[layout]}, which examples of {describe(shape)} "
+            "cannot be; it is corrupted, compress the examples again"
+        )
+    return to_shape(np.broadcast_to(np.float32(0), (1, *laid_out)), shape, source)[1]
+
+
+def takes_any_size(model: torch.nn.Module) -> bool:
     """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model)."""
     return model.code_storage == "maps"
 
 
 def _maps_file(
-    model: torch.nn.Module, maps: list[np.ndarray], sizes: list[tuple[int, int]], names: list[str] | None = None
+    model: torch.nn.Module,
+    maps: list[np.ndarray],
+    sizes: list[tuple[int, int]],
+    names: list[str] | None = None,
+    layout: int = codec.AS_MODEL,
 ) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names)
+    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names, layout)
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
@@ -192,8 +247,14 @@ def compress_images(model: torch.nn.Module, images, names: list[str] | None = No
     _map_model(model)
     _some(images)
     if names is not None:
-        codec.check_names(names)
+        _check_image_names(names)
     return _maps_of(model, ((f"image {i}", image) for i, image in enumerate(images)), names)
+
+
+def _check_image_names(names: list[str]) -> None:
+    """Refuse, when compressing, names that a file cannot keep or that decompressing could not write as PNGs."""
+    codec.check_names(names)
+    png_names(names)
 
 
 def _maps_of(model: torch.nn.Module, sourced_images, names: list[str] | None = None) -> bytes:
@@ -214,7 +275,7 @@ def compressed_names(data: bytes, source: str = "the compressed file") -> list[s
 
 
 def _map_model(model: torch.nn.Module) -> None:
-    if not _maps(model):
+    if not takes_any_size(model):
         raise AekitError(
             "only a fully convolutional rate-distortion run codes images of any size; train one with "
             "`aekit train --model rd-ae --net fully-conv`"
@@ -223,6 +284,12 @@ def _map_model(model: torch.nn.Module) -> None:
 
 def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:
     """The integer code map (code_dim, h, w) of one image (channels, height, width) of any size."""
+    return _code_maps(model, image_batch(model, image, source), source)[0]
+
+
+def image_batch(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:
+    """One image (channels, height, width) of any size as a batch of it that a fully convolutional model takes:
+    float32 (1, channels, height, width), its channels checked."""
     channels = model.example_shape[0]
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] != channels or 0 in image.shape:
@@ -230,7 +297,7 @@ def _code_map(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndar
             f"{source} has shape {image.shape}; the run codes images of {channels} channel(s), "
             f"({channels}, height, width)"
         )
-    return _code_maps(model, as_float(image, source)[None], source)[0]
+    return as_float(image, source)[None]
 
 
 def _code_maps(model: torch.nn.Module, x: np.ndarray, source: str) -> list[np.ndarray]:
@@ -275,10 +342,12 @@ def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np
 def decompress(model: torch.nn.Module, data: bytes, source: str = "the compressed file") -> np.ndarray:
     """The examples a compressed file stands for: the model's decoding of its restored codes, exactly as
     ``model.decode(quantized.restore())`` (``model.decode_indices(indices)`` for a codebook, ``model.decode`` of the
-    integer codes for an entropy model). The file must have been made by this model (same weights)."""
+    integer codes for an entropy model), in the layout the examples were compressed in. The file must have been
+    made by this model (same weights)."""
     _reconstructing(model, "decompress")
-    codes, method = _restored_codes(model, _opened(model, data, source), source)
-    return _batched(model, method, codes)
+    stored = _opened(model, data, source)
+    codes, method = _restored_codes(model, stored, source)
+    return _giving_back(model.example_shape, stored.layout, source)(_batched(model, method, codes))
 
 
 def _opened(model: torch.nn.Module, data: bytes, source: str):
@@ -384,12 +453,14 @@ def _chunks(given: _Input, out_shape: tuple[int, ...] = ()):
         yield given.shaped(rows[start : start + size])
 
 
-def _map_file(given: _Input, out: str | Path, out_shape: tuple[int, ...], function) -> int:
+def _map_file(given: _Input, out: str | Path, out_shape: tuple[int, ...], function, overwrite: bool) -> int:
     """Write ``function`` of each chunk of the input (examples of ``out_shape`` each) to ``out``, in the input's
     layout and type; returns how many examples there were."""
     examples = given.examples
     n = len(examples.x)
-    with writing_examples(out, (n, *out_shape), examples.names, layout=given.layout, dtype=examples.dtype) as write:
+    with writing_examples(
+        out, (n, *out_shape), examples.names, layout=given.layout, dtype=examples.dtype, overwrite=overwrite
+    ) as write:
         for x in _chunks(given, out_shape):
             write(function(x))
     return n
@@ -400,25 +471,31 @@ def _images_out(config: ModelConfig) -> bool:
     return len(config.shape) == 3 and not config.standardize
 
 
-def denoise_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
+def denoise_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
     """Write the run's denoising of the examples in ``source`` to ``out`` (see :mod:`aekit.data.files` for the
-    formats); returns how many examples there were."""
+    formats; an existing ``out`` is replaced only with ``overwrite``, the input or run never: see
+    :func:`aekit.atomic.check_output`); returns how many examples there were."""
     model, config = _load(run_dir, device)
     _reconstructing(model, "denoise")
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     given = _input(config, source, config.shape, "the run denoises examples of")
-    return _map_file(given, out, config.shape, lambda x: denoise(model, x))
+    return _map_file(given, out, config.shape, lambda x: denoise(model, x), overwrite)
 
 
-def upscale_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
-    """Write the run's full-size versions of the small images in ``source`` to ``out``; returns their number."""
+def upscale_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
+    """Write the run's full-size versions of the small images in ``source`` to ``out`` (``overwrite``: as
+    :func:`denoise_files`); returns their number."""
     model, config = _load(run_dir, device)
     factor = _upscaler(model)
     channels, height, width = config.shape
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     small = (channels, height // factor, width // factor)
     given = _input(config, source, small, f"the run upscales (to {height}x{width}) images of")
-    return _map_file(given, out, config.shape, lambda x: upscale(model, x))
+    return _map_file(given, out, config.shape, lambda x: upscale(model, x), overwrite)
 
 
 def compress_files(
@@ -428,36 +505,45 @@ def compress_files(
     out: str | Path,
     device: str = "cpu",
     search: bool = False,
+    overwrite: bool = False,
+    search_rate_slack: float = SEARCH_RATE_SLACK,
 ) -> int:
-    """Write the compressed file of the examples in ``source`` to ``out`` (see :func:`compress`, and its
-    ``search``); returns its size in bytes. The codes (n x code size) are held whole; the examples are read a chunk
-    at a time."""
+    """Write the compressed file of the examples in ``source`` to ``out``, a name ending in .aekc (see
+    :func:`compress`, and its ``search`` and ``search_rate_slack``; ``overwrite``: as :func:`denoise_files`);
+    returns its size in bytes. The codes (n x code size) are held whole; the examples are read a chunk at a time."""
     if bits is not None:
         codec.check_bits(bits)
-    model, config = _load(run_dir, device)
-    _check_bits(model, bits)
-    method = _coding_method(model, search)
-    _reconstructing(model, "compress")
     out = Path(out)
+    if out.suffix.lower() != codec.COMPRESSED_SUFFIX:
+        raise DataError(
+            f"{out}: a compressed file's name ends in {codec.COMPRESSED_SUFFIX}, so that it passes for nothing else; "
+            f"name it e.g. {out.stem or 'codes'}{codec.COMPRESSED_SUFFIX}"
+        )
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
-    photos = _image_files(source) if _maps(model) else None
+    check_output(out, overwrite, inputs=(source,), may_hold=(run_dir,))
+    model, config = _load(run_dir, device)
+    _check_bits(model, bits)
+    method, options = _coding(model, search, search_rate_slack)
+    _reconstructing(model, "compress")
+    photos = image_files_in(source) if takes_any_size(model) else None
     if photos is not None:
         channels = model.example_shape[0]
         root = Path(source)
         names = [file.relative_to(root).as_posix() for file in photos] if root.is_dir() else [root.name]
-        codec.check_names(names)
+        _check_image_names(names)
         data = _maps_of(model, ((str(file), decoded(file, channels)) for file in photos), names)
-    elif _maps(model) and _any_size((examples := read_examples(source)).x.shape, config.shape):
+    elif takes_any_size(model) and of_another_size((examples := read_examples(source)).x.shape, config.shape):
         data = _compressed_image_array(model, examples.x, str(source))
     else:
         given = _input(config, source, config.shape, "the run compresses examples of")
-        data = _compressed(model, np.concatenate([_batched(model, method, x) for x in _chunks(given)]), bits)
+        kept = np.concatenate([_batched(model, method, x, **options) for x in _chunks(given)])
+        data = _compressed(model, kept, bits, _layout(given.examples.x.shape[1:], config.shape))
     atomic_write(out, data)
     return len(data)
 
 
-def _any_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
+def of_another_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` holds images that a fully convolutional run codes at their own size: (n,
     channels, h, w) with the run's channels, or (n, h, w) for a run of one channel, of another size than the run's."""
     channels = trained[0]
@@ -468,46 +554,50 @@ def _any_size(shape: tuple[int, ...], trained: tuple[int, ...]) -> bool:
 def _compressed_image_array(model: torch.nn.Module, rows, source: str) -> bytes:
     """The version 4 file of an array of images of one size other than the run's, coded a chunk at a time."""
     height, width = rows.shape[-2:]
-    size = _chunk_rows((model.example_shape[0], height, width))
+    shape = (model.example_shape[0], height, width)
+    size = _chunk_rows(shape)
     maps = []
     for start in range(0, len(rows), size):
-        x = np.asarray(rows[start : start + size], np.float32).reshape(-1, model.example_shape[0], height, width)
+        x = np.asarray(rows[start : start + size], np.float32).reshape(-1, *shape)
         maps += _code_maps(model, x, source)
-    return _maps_file(model, maps, [(height, width)] * len(maps))
+    return _maps_file(model, maps, [(height, width)] * len(maps), layout=_layout(rows.shape[1:], shape))
 
 
-def _image_files(source: str | Path) -> list[Path] | None:
+def image_files_in(source: str | Path) -> list[Path] | None:
     """The image files a fully convolutional run codes at their own sizes: those of a folder of images, or one image
-    file; None for any other input (arrays and stores: see :func:`_any_size`)."""
+    file; None for any other input (arrays and stores: see :func:`of_another_size`)."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
     return image_files(path) if path.is_dir() and not is_store(path) else None
 
 
-def decompress_files(run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu") -> int:
-    """Write the examples that the compressed file ``source`` stands for to ``out``, decoded a chunk at a time;
-    returns their number."""
+def decompress_files(
+    run_dir: str | Path, source: str | Path, out: str | Path, device: str = "cpu", overwrite: bool = False
+) -> int:
+    """Write the examples that the compressed file ``source`` stands for to ``out``, decoded a chunk at a time
+    (``overwrite``: as :func:`denoise_files`); returns their number."""
     model, config = _load(run_dir, device)
     _reconstructing(model, "decompress")
-    check_writable(out, image=_images_out(config))
+    check_writable(out, _images_out(config), overwrite, inputs=(source,), may_hold=(run_dir,))
     try:
         data = Path(source).read_bytes()
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
     stored = _opened(model, data, str(source))
     if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
-        return _write_maps(model, stored, str(source), Path(out))
+        return _write_maps(model, stored, str(source), Path(out), overwrite)
     codes, method = _restored_codes(model, stored, str(source))
     _some(codes)
     size = _chunk_rows(codes.shape[1:], config.shape)
-    with writing_examples(out, (len(codes), *config.shape)) as write:
+    layout = _giving_back(config.shape, stored.layout, str(source))
+    with writing_examples(out, (len(codes), *config.shape), layout=layout, overwrite=overwrite) as write:
         for start in range(0, len(codes), size):
             write(_batched(model, method, codes[start : start + size]))
     return len(codes)
 
 
-def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path) -> int:
+def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path, overwrite: bool) -> int:
     """Write the images of a file of code maps to ``out``, one at a time at its own size: a new folder of PNGs
     (or, when every image is the run's size, any output :func:`decompress_files` writes)."""
     maps, sizes = _restored_maps(model, stored, source)
@@ -516,7 +606,9 @@ def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str,
         raise DataError(f"{source} holds images of {len(shapes)} sizes, which one array cannot; name a new folder")
     height, width = next(iter(shapes))
     model.eval()
-    with writing_examples(out, (len(maps), model.example_shape[0], height, width), stored.names) as write:
+    shape = (model.example_shape[0], height, width)
+    layout = _giving_back(shape, stored.layout, source)
+    with writing_examples(out, (len(maps), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
         for code, size in zip(maps, sizes):
             write(_decoded_map(model, code, size)[None])
     return len(maps)

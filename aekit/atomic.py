@@ -2,7 +2,8 @@
 
 A write that the file system refuses (a full disk, a file-size limit, a read-only folder, a file where a folder
 should be, ...) raises :class:`StorageError`, one line naming the path, the system's reason and the fix; whatever
-was half written is removed first.
+was half written is removed first. :func:`check_output` is the one check every command makes of its output before
+any work: nothing that exists is replaced unless the user says so (``--overwrite``), and a command's own input never.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from aekit.errors import AekitError
+from aekit.errors import AekitError, DataError
 
 # What the user can do about each refusal; others get the generic advice.
 _FIXES = {
@@ -91,6 +92,47 @@ def check_folder(path: str | Path) -> None:
     raise storage_error(OSError(code, os.strerror(code)), path)
 
 
+def check_output(path: str | Path, overwrite: bool, *, folder: bool = False, inputs=(), may_hold=()) -> None:
+    """Refuse, before any work, an output ``path`` (a file, or a ``folder``) whose writing would destroy what the
+    user has not given up: one that exists, unless ``overwrite`` (and then only a file by a file, a folder by a
+    folder), and always one :func:`check_not_input` refuses."""
+    check_not_input(path, inputs, may_hold)
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise DataError(
+            f"{path} already exists; add --overwrite (overwrite=True in Python) to replace it, or choose another --out"
+        )
+    if path.is_dir() != folder:
+        kind, other = ("folder", "file") if path.is_dir() else ("file", "folder")
+        raise DataError(f"{path} is a {kind} and the output is a {other}; remove it first or choose another --out")
+
+
+def check_not_input(path: str | Path, inputs=(), may_hold=()) -> None:
+    """Refuse, whatever the options, an output ``path`` that is one of ``inputs`` or ``may_hold`` (the same file by
+    any path, link or hard link), holds one of them, or lies in one of ``inputs`` (read whole: a file, or a folder
+    of examples; ``may_hold``, e.g. a run folder, may hold the output)."""
+    target = Path(path).resolve()
+    for given, inside_refused in [(p, True) for p in inputs] + [(p, False) for p in may_hold]:
+        source = Path(given).resolve()
+        if target == source or _same_file(target, source) or target in source.parents:
+            raise DataError(
+                f"{path} is, or holds, {given}, which this command reads; writing there would destroy it whatever "
+                "the options, choose another --out"
+            )
+        if inside_refused and source in target.parents:
+            raise DataError(f"{path} lies in {given}, which this command reads; choose an --out outside it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (a hard link as well as a symbolic one)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _read_only_mount(folder: Path) -> bool:
     return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
 
@@ -124,20 +166,40 @@ def atomic_file(path: Path):
 
 
 @contextlib.contextmanager
-def atomic_folder(path: Path):
-    """Yield a temporary folder beside ``path`` to fill; it is renamed to ``path`` (which must not exist) when the
-    block finishes, and removed if the block fails. A write refused in the block, or of the folder itself, raises
-    :class:`StorageError` naming ``path``."""
+def atomic_folder(path: Path, replace: bool = False):
+    """Yield a temporary folder beside ``path`` to fill; it is renamed to ``path`` when the block finishes, and
+    removed if the block fails. ``path`` must not exist, unless ``replace``: then what is there is first renamed
+    aside (beside it, hidden) and removed once the new folder holds the name, so that a failure leaves the old one
+    (a crash between the two renames leaves it under the hidden name). A write refused in the block, or of the
+    folder itself, raises :class:`StorageError` naming ``path``."""
     path = Path(path)
     with writing(path):
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
             tmp.chmod(0o777 & ~umask())
             yield tmp
-            os.rename(tmp, path)
+            aside = tmp.with_name(tmp.name + ".old") if replace and os.path.lexists(path) else None
+            if aside is not None:
+                os.rename(path, aside)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                if aside is not None:
+                    os.rename(aside, path)
+                raise
+            if aside is not None:
+                _remove(aside)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a whole folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def umask() -> int:

@@ -10,7 +10,11 @@ Each version is one layout; all integers are little-endian and all share the fir
     4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices), 3 (entropy-coded),
                                    4 (entropy-coded code maps) or 5 (entropy-coded code maps with names)
     6         1                    B, bits per stored value (1 to 16); in versions 3 to 5 the coder (1, below)
-    7         1                    reserved, 0
+    7         1                    layout, uint8: how the examples were laid out when compressed, and are given
+                                   back (:data:`LAYOUTS`): 0 as the model's examples, 1 flat rows (n, values), 2
+                                   images without their channel axis (n, height, width), 3 channels last (n, height,
+                                   width, channels). Reserved and 0 before aekit kept it: those files read as 0,
+                                   and an older aekit reads a newer file as 0 (the model's layout) too
     8         16                   fingerprint of the model's weights (:func:`aekit.runs.fingerprint`)
     24        4                    n, examples (images in versions 4 and 5), uint32
     28        4                    d, values per example, uint32: code dimensions (1, 3), indices (2) or the code
@@ -102,6 +106,8 @@ import numpy as np
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
+# What the name of a compressed file ends in, so that it passes for nothing else (an array, an image).
+COMPRESSED_SUFFIX = ".aekc"
 # The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps (with names).
 QUANTIZED, INDICES, ENTROPY, MAPS, NAMED_MAPS = 1, 2, 3, 4, 5
 VERSIONS = {
@@ -111,6 +117,10 @@ VERSIONS = {
     MAPS: "entropy-coded code maps",
     NAMED_MAPS: "entropy-coded code maps with names",
 }
+# How the examples of a file were laid out (header byte 7), as (n, ...) per example of the model's shape (c, h, w)
+# or (values,): as it is, flattened, without the channel axis of one-channel images, or with the channels last.
+AS_MODEL, FLAT, NO_CHANNEL, CHANNELS_LAST = 0, 1, 2, 3
+LAYOUTS = {AS_MODEL: "as the model's", FLAT: "flat", NO_CHANNEL: "no channel axis", CHANNELS_LAST: "channels last"}
 MAX_BITS = 16
 MAX_CODEBOOK = 1 << MAX_BITS
 RANGE_CODER = 1  # version 3's coder: constriction's range coder under the model's 16-bit frequency tables
@@ -134,6 +144,7 @@ class Quantized(NamedTuple):
     low: np.ndarray
     high: np.ndarray
     bits: int
+    layout: int = AS_MODEL
 
     def restore(self) -> np.ndarray:
         """The codes the integers stand for, float32 (n, d)."""
@@ -142,10 +153,11 @@ class Quantized(NamedTuple):
 
 
 class Indices(NamedTuple):
-    """Codeword indices, int64 (n, d), each in [0, ``codebook_size``)."""
+    """Codeword indices, int64 (n, d), each in [0, ``codebook_size``), of examples laid out as ``layout`` said."""
 
     indices: np.ndarray
     codebook_size: int
+    layout: int = AS_MODEL
 
 
 class Tables(NamedTuple):
@@ -169,13 +181,14 @@ class EntropyCoded(NamedTuple):
     whose checksum is ``tables_checksum``; :func:`decode_entropy` decodes them. Version 3: m examples of d values.
     Versions 4 and 5: ``sizes`` (n, 4) holds each image's height and width and its code map's h and w, and the m =
     sum(h w) rows are the maps' positions (image by image, row by row), each of d channels (:func:`code_maps` splits
-    them); version 5 has the images' ``names`` too."""
+    them); version 5 has the images' ``names`` too. ``layout``: the header's (:data:`LAYOUTS`)."""
 
     words: np.ndarray
     shape: tuple[int, int]
     tables_checksum: int
     sizes: np.ndarray | None = None
     names: list[str] | None = None
+    layout: int = AS_MODEL
 
 
 def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
@@ -234,19 +247,26 @@ def _with_crc(body: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def encode(quantized: Quantized, fingerprint: bytes) -> bytes:
-    """The bytes of a compressed file (version 1) holding ``quantized`` made by the model with ``fingerprint``."""
+def _header(version: int, bits: int, layout: int, fingerprint: bytes, n: int, d: int) -> bytes:
+    if layout not in LAYOUTS:
+        raise DataError(f"layout {layout} cannot be stored; one of {', '.join(map(str, LAYOUTS))} can")
+    return _HEADER.pack(MAGIC, version, bits, layout, fingerprint, n, d)
+
+
+def encode(quantized: Quantized, fingerprint: bytes, layout: int = AS_MODEL) -> bytes:
+    """The bytes of a compressed file (version 1) holding ``quantized`` made by the model with ``fingerprint``, of
+    examples laid out as ``layout`` says (:data:`LAYOUTS`; the same in every ``encode_*``)."""
     q, bits = quantized.q, quantized.bits
     n, d = q.shape
     return _with_crc(
-        _HEADER.pack(MAGIC, QUANTIZED, bits, 0, fingerprint, n, d)
+        _header(QUANTIZED, bits, layout, fingerprint, n, d)
         + quantized.low.astype("<f4").tobytes()
         + quantized.high.astype("<f4").tobytes()
         + _packed(q, bits)
     )
 
 
-def encode_indices(indices: np.ndarray, codebook_size: int, fingerprint: bytes) -> bytes:
+def encode_indices(indices: np.ndarray, codebook_size: int, fingerprint: bytes, layout: int = AS_MODEL) -> bytes:
     """The bytes of a compressed file (version 2) holding the codeword ``indices`` (n, d), each in
     [0, ``codebook_size``), made by the model with ``fingerprint``: ceil(log2 codebook_size) bits an index."""
     if not 2 <= codebook_size <= MAX_CODEBOOK:
@@ -260,7 +280,7 @@ def encode_indices(indices: np.ndarray, codebook_size: int, fingerprint: bytes) 
         )
     bits = index_bits(codebook_size)
     n, d = indices.shape
-    header = _HEADER.pack(MAGIC, INDICES, bits, 0, fingerprint, n, d) + _CODEBOOK.pack(codebook_size)
+    header = _header(INDICES, bits, layout, fingerprint, n, d) + _CODEBOOK.pack(codebook_size)
     return _with_crc(header + _packed(indices, bits))
 
 
@@ -282,12 +302,12 @@ def _halves_model():
 _OFFSET = 1 << 31
 
 
-def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes) -> bytes:
+def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes, layout: int = AS_MODEL) -> bytes:
     """The bytes of a compressed file (version 3) holding the integer ``codes`` (n, d), entropy-coded column by
     column under ``tables`` (coder 1: see the module's docstring), made by the model with ``fingerprint``."""
     codes = _codes_to_code(codes, len(tables.low))
     words = _range_coded(codes, tables)
-    header = _HEADER.pack(MAGIC, ENTROPY, RANGE_CODER, 0, fingerprint, len(codes), codes.shape[1])
+    header = _header(ENTROPY, RANGE_CODER, layout, fingerprint, len(codes), codes.shape[1])
     return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + words.astype("<u4").tobytes())
 
 
@@ -297,6 +317,7 @@ def encode_maps(
     tables: Tables,
     fingerprint: bytes,
     names: list[str] | None = None,
+    layout: int = AS_MODEL,
 ) -> bytes:
     """The bytes of a compressed file (version 4, or 5 with the images' ``names``) holding integer code maps, one
     (d, h, w) per image (each its own h and w), the images' heights and widths ``image_sizes``: every position of
@@ -311,7 +332,7 @@ def encode_maps(
     if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
         raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
     words = _range_coded(codes, tables)
-    header = _HEADER.pack(MAGIC, MAPS if names is None else NAMED_MAPS, RANGE_CODER, 0, fingerprint, len(maps), d)
+    header = _header(MAPS if names is None else NAMED_MAPS, RANGE_CODER, layout, fingerprint, len(maps), d)
     listing = b"".join(_MAP_SIZE.pack(*map(int, size)) for size in sizes)
     if names is not None:
         listing += _NAMES.pack(len(named)) + named
@@ -456,7 +477,8 @@ def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) ->
 
 def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded, bytes]:
     """What a compressed file holds, and the fingerprint of the model that made it: :class:`Quantized` codes
-    (version 1), codeword :class:`Indices` (version 2) or :class:`EntropyCoded` codes (version 3).
+    (version 1), codeword :class:`Indices` (version 2) or :class:`EntropyCoded` codes (versions 3 to 5), each with
+    the examples' ``layout``.
 
     Every malformed file is a DataError naming ``source``: too short, not this format, another version, a size
     other than its header promises, a checksum that does not match, or impossible header values or indices.
@@ -466,7 +488,7 @@ def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded
             f"{source} is truncated: {len(data)} bytes, fewer than the {_HEADER.size + _CRC.size} of "
             "an empty aekit compressed file; compress the images again"
         )
-    magic, version, bits, _, fingerprint, n, d = _HEADER.unpack_from(data)
+    magic, version, bits, layout, fingerprint, n, d = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise DataError(
             f"{source} is not an aekit compressed file (it does not start with {MAGIC!r}); give a file "
@@ -480,13 +502,19 @@ def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded
             "decompress it with the aekit that wrote it"
         )
     if version in (ENTROPY, MAPS, NAMED_MAPS):
-        return _entropy_coded(data, source, bits, (n, d), version), fingerprint
-    extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
-    _check_size_and_crc(data, source, _HEADER.size + extra + math.ceil(n * d * bits / 8) + _CRC.size)
-    if not 1 <= bits <= MAX_BITS:
-        raise DataError(f"{source} claims {bits} bits per value (1 to {MAX_BITS} are possible); it is corrupted")
-    read = _quantized if version == QUANTIZED else _indices
-    return read(data, source, bits, (n, d)), fingerprint
+        stored = _entropy_coded(data, source, bits, (n, d), version)
+    else:
+        extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
+        _check_size_and_crc(data, source, _HEADER.size + extra + math.ceil(n * d * bits / 8) + _CRC.size)
+        if not 1 <= bits <= MAX_BITS:
+            raise DataError(f"{source} claims {bits} bits per value (1 to {MAX_BITS} are possible); it is corrupted")
+        stored = (_quantized if version == QUANTIZED else _indices)(data, source, bits, (n, d))
+    if layout not in LAYOUTS:
+        raise DataError(
+            f"{source} claims layout {layout} for its examples ({', '.join(map(str, LAYOUTS))} are possible); it is "
+            "corrupted, compress the examples again"
+        )
+    return stored._replace(layout=layout), fingerprint
 
 
 def _check_size_and_crc(data: bytes, source: str, expected: int) -> None:

@@ -64,12 +64,12 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 @torch.no_grad()
-def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024, **options) -> np.ndarray:
     """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
-    device in evaluation mode, as a numpy array."""
+    device in evaluation mode (given the method's ``options``), as a numpy array."""
     function = getattr(model, method)
     with evaluating(model):
-        return np.concatenate([function(batch).cpu().numpy() for batch in batches(x, batch_size, model)])
+        return np.concatenate([function(batch, **options).cpu().numpy() for batch in batches(x, batch_size, model)])
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:

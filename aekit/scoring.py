@@ -3,7 +3,9 @@ to a CSV file with a histogram beside it.
 
 The input is anything the apps read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
-example) are held. Every check is made before anything is written, and the CSV appears complete or not at all.
+example) are held. A fully convolutional run scores images of any size as it compresses them, each whole
+(:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
+Every check is made before anything is written, and the CSV appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aekit import runs
-from aekit.anomaly import SAMPLES, anomaly_scores, score_key
-from aekit.atomic import atomic_file
-from aekit.data.files import read_examples
-from aekit.data.images import label_names, name_labels
+from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.apps import BATCH_ROWS, image_batch, image_files_in, of_another_size, takes_any_size
+from aekit.atomic import atomic_file, check_output
+from aekit.data.files import check_intensities, read_examples
+from aekit.data.images import decoded, label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
+from aekit.models.base import device_of
 from aekit.report import save_histogram
 from aekit.trainer import resolve_device
 
@@ -31,25 +36,46 @@ _MAX_GROUPS = 10
 
 
 def score_file(
-    run_dir: str | Path, source: str | Path, out: str | Path, score: str, samples: int = SAMPLES, device: str = "cpu"
+    run_dir: str | Path,
+    source: str | Path,
+    out: str | Path,
+    score: str,
+    samples: int = SAMPLES,
+    device: str = "cpu",
+    overwrite: bool = False,
 ) -> np.ndarray:
     """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
     label for a labelled store or a folder of subfolders and label_name where these name their classes, then the
     score, named for what it is) and their histogram (one outline per label where there are labels) to ``out`` with
-    the suffix .png; returns the scores."""
+    the suffix .png; returns the scores. Either file that exists is replaced only with ``overwrite``, and neither
+    may be the input or the run (:func:`aekit.atomic.check_output`)."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
     if not out.parent.is_dir():
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
+    for path in (out, histogram_path(out)):
+        check_output(path, overwrite, inputs=(source,), may_hold=(run_dir,))
     model = runs.load(run_dir, resolve_device(device))
-    examples = read_examples(source)
-    scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
-    labels, classes = _labels(source, examples.names)
+    check_score(model, score, samples)
+    shape = model.config.shape
+    files = image_files_in(source) if takes_any_size(model) else None
+    if files is not None:
+        root = Path(source)
+        names = [file.relative_to(root).as_posix() if root.is_dir() else root.name for file in files]
+        batches = ((str(file), image_batch(model, decoded(file, shape[0]), str(file))) for file in files)
+        scores = _scores_at_own_size(model, batches)
+    elif takes_any_size(model) and of_another_size((examples := read_examples(source)).x.shape, shape):
+        scores, names = _scores_at_own_size(model, _image_chunks(examples.x, shape[0], source)), examples.names
+    else:
+        examples = read_examples(source)
+        scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
+        names = examples.names
+    labels, classes = _labels(source, names)
     key = score_key(score, samples)
     named = None if labels is None or classes is None else np.asarray(classes)[labels]
-    columns = {"index": np.arange(len(scores)), "name": examples.names, "label": labels, "label_name": named}
+    columns = {"index": np.arange(len(scores)), "name": names, "label": labels, "label_name": named}
     _write_csv(out, {name: values for name, values in {**columns, key: scores}.items() if values is not None})
     groups = (
         {"all": scores}
@@ -57,12 +83,37 @@ def score_file(
         else _by_label(scores, labels if named is None else named)
     )
     save_histogram(
-        out.with_suffix(".png"),
+        histogram_path(out),
         groups,
         f"{key}, nats (higher: more anomalous)",
         f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}",
     )
     return scores
+
+
+def _scores_at_own_size(model, batches) -> np.ndarray:
+    """The reconstruction NLL (nats) of each image of (source, images) batches of a fully convolutional run, each
+    batch (n, channels, height, width) of any one size, each image scored whole at its size."""
+    bernoulli, scores = model.likelihood.name == "bernoulli", []
+    model.eval()
+    for source, x in batches:
+        if bernoulli:
+            check_intensities(x, source)
+        scores.append(model.map_nll(torch.from_numpy(np.ascontiguousarray(x)).to(device_of(model))).double().cpu())
+    return torch.cat(scores).numpy()
+
+
+def _image_chunks(rows, channels: int, source: str):
+    """(source, images) batches of an array of images of one size, (n, channels, h, w) or (n, h, w), a chunk of
+    :data:`aekit.apps.BATCH_ROWS` at a time."""
+    for start in range(0, len(rows), BATCH_ROWS):
+        block = np.asarray(rows[start : start + BATCH_ROWS], np.float32)
+        yield source, block.reshape(len(block), channels, *block.shape[-2:])
+
+
+def histogram_path(out: str | Path) -> Path:
+    """Where :func:`score_file` draws the histogram of the scores it writes to ``out``: beside it, as .png."""
+    return Path(out).with_suffix(".png")
 
 
 def _labels(source: str, names: list[str] | None) -> tuple[np.ndarray | None, tuple[str, ...] | None]:

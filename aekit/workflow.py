@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from aekit import __version__, distributed, runs
-from aekit.atomic import check_folder
+from aekit.atomic import atomic_folder, check_folder, check_not_input, check_output, make_folder
 from aekit.data import DATASET_NAMES, Dataset, load_dataset
 from aekit.data.dataset import as_float32, class_numbers, normal_class_problem, with_normal_training
 from aekit.data.identity import data_identity, identity_change, identity_problem
@@ -249,6 +249,9 @@ def train_run(
     writes the metrics, figures and report, so it also finishes a run whose epochs were done when it failed.
     """
     out = Path(out)
+    if not resume:  # before the lock, which writes a file into the folder
+        given_data = given or {}
+        check_not_input(out, _data_paths(given_data.get("dataset"), given_data.get("data_dir")))
     with _exclusive(out, create=not resume):
         # torchrun relaunched the workers after a failure: continue from the last checkpoint, or start again if the
         # failed attempt finished no epoch (its config.json is then ours to replace).
@@ -493,11 +496,13 @@ def export_projector(
     data_dir: str | None = None,
     device: str = "cpu",
     dataset: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the codes of the first ``max_points`` examples of a run's ``split`` as Embedding Projector files
-    (see :mod:`aekit.projector`) into ``out`` (default: the run's projector/ folder); returns that folder.
-    ``dataset`` points the run at its data's new place (see :func:`_load_run`). A run that another process holds (a
-    training) is refused."""
+    (see :mod:`aekit.projector`) into the new folder ``out`` (default: the run's projector/ folder), whole or not
+    at all; returns that folder. An existing folder is replaced only with ``overwrite``, the run never
+    (:func:`aekit.atomic.check_output`). ``dataset`` points the run at its data's new place (see :func:`_load_run`).
+    A run that another process holds (a training) is refused."""
     run_dir = Path(run_dir)
     if split not in ("test", "train"):
         raise AekitError(f"unknown split {split!r}; use test or train")
@@ -505,19 +510,30 @@ def export_projector(
         raise AekitError(f"--max-points {max_points} must be at least 1")
     folder = run_dir / PROJECTOR if out is None else Path(out)
     check_folder(folder)
+    options = runs.read_config(run_dir).get("options") or {}
+    data = _data_paths(options.get("dataset"), options.get("data_dir"), data_dir, dataset)
+    check_output(folder, overwrite, folder=True, inputs=data, may_hold=(run_dir,))
     with runs.RunLock(run_dir, create=False) as lock:
         model, dataset = _load_run(
             run_dir, data_dir, device, dataset, lock.writable, f"aekit export-projector {run_dir}"
         )
         x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
         y = dataset.y_test if split == "test" else dataset.y_train
-        return write_projector(
-            folder,
-            codes(model, x),
-            None if y is None else y[:max_points],
-            as_float32(x) if dataset.is_image else None,
-            name=f"{split}_codes",
-        )
+        make_folder(folder.parent)
+        with atomic_folder(folder, replace=overwrite) as filling:
+            write_projector(
+                filling,
+                codes(model, x),
+                None if y is None else y[:max_points],
+                as_float32(x) if dataset.is_image else None,
+                name=f"{split}_codes",
+            )
+        return folder
+
+
+def _data_paths(*given) -> list[str]:
+    """The files and folders of data among the options ``given`` (not a dataset's name, "digits" or "mnist")."""
+    return [path for path in given if isinstance(path, (str, Path)) and Path(path).exists()]
 
 
 def write_run_report(run_dir: Path, metrics: dict) -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_codec import with_crc
+from test_codec import set_field, with_crc
 
 from aekit import apps, codec, runs
 from aekit.cli import main
@@ -107,6 +107,40 @@ def test_another_version_and_another_format_are_refused(ae, compressed):
         apps.decompress(ae, compressed + b"\0")
 
 
+@pytest.mark.parametrize(
+    "layout, code",
+    [
+        (lambda x: x, codec.AS_MODEL),
+        (lambda x: x[:, 0], codec.NO_CHANNEL),
+        (lambda x: x.reshape(len(x), -1), codec.FLAT),
+        (lambda x: x.transpose(0, 2, 3, 1), codec.CHANNELS_LAST),
+    ],
+)
+def test_decompress_gives_back_the_layout_compress_was_given(digits, runs_dir, tmp_path, layout, code):
+    x, run = digits.x_test[:30], runs_dir / "dae"
+    model = runs.load(run)
+    data = apps.compress(model, layout(x), 8)
+    assert data[7] == code and codec.decode(data, "f")[0].layout == code
+    expected = apps.decompress(model, apps.compress(model, x, 8))  # the same codes, in the run's layout
+    np.testing.assert_array_equal(apps.decompress(model, data), layout(expected))
+    np.save(tmp_path / "x.npy", layout(x))
+    assert _cli("compress", run, tmp_path / "x.npy", "--bits", 8, "--out", tmp_path / "x.aekc") == 0
+    assert _cli("decompress", run, tmp_path / "x.aekc", "--out", tmp_path / "back.npy") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), layout(expected))
+    # A file of before the layout was kept (byte 7 reserved, 0) gives the run's layout, as it did.
+    np.testing.assert_array_equal(apps.decompress(model, set_field(data, 7, "<B", 0)), expected)
+
+
+def test_a_layout_the_run_cannot_have_is_a_corrupted_file(digits, ae):
+    data = apps.compress(ae, digits.x_test[:5], 8)
+    with pytest.raises(DataError, match="claims layout 4 .* it is corrupted"):
+        apps.decompress(ae, set_field(data, 7, "<B", 4))
+    flat = build_model(model_config("ae", (64,), code_dim=4, hidden=(16,))).eval()
+    data = apps.compress(flat, digits.x_test[:5].reshape(5, 64), 8)
+    with pytest.raises(DataError, match="laid out no channel axis, which examples of 64 values cannot be"):
+        apps.decompress(flat, set_field(data, 7, "<B", codec.NO_CHANNEL))
+
+
 def test_a_file_made_by_another_run_is_refused(digits, ae, compressed):
     other = _trained(digits, epochs=1, seed=1, model="ae", code_dim=8)
     with pytest.raises(DataError, match="different run"):
@@ -133,7 +167,8 @@ def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
             for _ in range(data.draw(st.integers(1, 4))):
                 blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
         else:
-            field = data.draw(st.sampled_from([(4, "<H"), (6, "<B"), (24, "<I"), (28, "<I"), (32, "<f"), (36, "<f")]))
+            fields = [(4, "<H"), (6, "<B"), (7, "<B"), (24, "<I"), (28, "<I"), (32, "<f"), (36, "<f")]
+            field = data.draw(st.sampled_from(fields))
             value = data.draw(st.one_of(st.integers(0, 2**32 - 1), st.floats(allow_nan=True)))
             offset, fmt = field
             try:
@@ -310,6 +345,128 @@ def test_an_idx_input_whose_header_lies_about_its_size_is_one_line_exit_2(runs_d
     assert err.count("\n") == 1 and err.startswith("aekit: error: ") and "Traceback" not in err, err
     assert name in err and "137000000012 bytes" in err, err
     assert set(tmp_path.iterdir()) == before
+
+
+# Outputs: an existing one is replaced only with --overwrite, and a command's input or run never.
+
+
+def _one_line_refusal(capsys, argv, *patterns):
+    capsys.readouterr()
+    assert _cli(*argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aekit: error: ") and "Traceback" not in err, err
+    for pattern in patterns:
+        assert re.search(pattern, err), (pattern, err)
+
+
+def _tree(folder):
+    """Every path under ``folder`` with a file's bytes (None for a folder or a link's target's kind)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def written(runs_dir, digits, tmp_path):
+    """A folder with 20 test digits (x.npy), their compressed file and their PNGs, written by the commands."""
+    np.save(tmp_path / "x.npy", digits.x_test[:20])
+    assert _cli("compress", runs_dir / "dae", tmp_path / "x.npy", "--bits", 6, "--out", tmp_path / "x.aekc") == 0
+    assert _cli("denoise", runs_dir / "dae", tmp_path / "x.npy", "--out", tmp_path / "pngs") == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "x.npy"], "is, or holds, .*x.npy"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "." / "x.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "link.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w / "hard.npy"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy", "--out", w], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "pngs", "--out", w / "pngs"], "is, or holds"),
+        (lambda w, r: ["denoise", r / "dae", w / "pngs", "--out", w / "pngs" / "sub"], "lies in .*pngs"),
+        (lambda w, r: ["upscale", r / "up", w / "pngs", "--out", w / "pngs"], "is, or holds"),
+        (lambda w, r: ["compress", r / "dae", w / "link.aekc", "--bits", 6, "--out", w / "link.aekc"], "is, or holds"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc", "--out", r / "dae"], "is, or holds, .*dae"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc", "--out", r], "is, or holds, .*dae"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy", "--out", r / "dae" / "config.csv"], None),
+        (lambda w, r: ["export-projector", r / "dae", "--out", r / "dae"], "is, or holds, .*dae"),
+    ],
+)
+def test_no_command_writes_over_its_input_or_run_even_with_overwrite(runs_dir, written, capsys, argv, what):
+    (written / "link.npy").symlink_to(written / "x.npy")
+    os.link(written / "x.npy", written / "hard.npy")
+    (written / "link.aekc").symlink_to(written / "x.aekc")
+    (written / "pngs" / "sub").mkdir()
+    before, run_before = _tree(written), _tree(runs_dir)
+    argv = argv(written, runs_dir)
+    if what is None:  # not refused: the run folder may hold an output (it reads none of it)
+        assert _cli(*argv, "--overwrite") == 0
+        (runs_dir / "dae" / "config.csv").unlink()
+        (runs_dir / "dae" / "config.png").unlink()
+    else:
+        _one_line_refusal(capsys, [*argv, "--overwrite"], what, "choose an(other)? --out")
+    assert _tree(written) == before and _tree(runs_dir) == run_before
+
+
+@pytest.mark.parametrize(
+    "argv, out",
+    [
+        (lambda w, r: ["compress", r / "dae", w / "x.npy", "--bits", 4], "x.aekc"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc"], "new.npy"),
+        (lambda w, r: ["decompress", r / "dae", w / "x.aekc"], "pngs"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy"], "new.idx.gz"),
+        (lambda w, r: ["denoise", r / "dae", w / "x.npy"], "pngs"),
+        (lambda w, r: ["upscale", r / "up", w / "small.npy"], "new.npy"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy"], "new.csv"),
+        (lambda w, r: ["score", r / "dae", w / "x.npy"], "x.csv"),  # x.png alone exists: the histogram's
+        (lambda w, r: ["export-projector", r / "dae"], "pngs"),
+    ],
+)
+def test_an_existing_output_is_refused_unless_overwrite_then_replaced_whole(
+    runs_dir, written, digits, capsys, argv, out
+):
+    np.save(written / "small.npy", downsample(digits.x_test[:20], 2))
+    (written / "new.npy").write_bytes(b"mine")
+    (written / "new.idx.gz").write_bytes(b"mine")
+    (written / "new.csv").write_bytes(b"mine")
+    (written / "x.png").write_bytes(b"mine")
+    (written / "pngs" / "mine").write_bytes(b"mine")  # gone once the folder is replaced
+    taken = written / ("x.png" if out == "x.csv" else out)
+    kept = _tree(written)
+    argv = [*argv(written, runs_dir), "--out", written / out]
+    _one_line_refusal(capsys, argv, f"{re.escape(str(taken))} already exists; add --overwrite")
+    assert _tree(written) == kept
+    assert _cli(*argv, "--overwrite") == 0
+    after = _tree(written)
+    hidden = [name for name in after if any(part.startswith(".") for part in Path(name).parts)]
+    assert not hidden, hidden  # no temporary file or folder, nor the old output moved aside, is left
+    outputs = {out, str(Path(out).with_suffix(".png"))} if argv[0] == "score" else {out}
+    changed = {name for name in set(after) | set(kept) if after.get(name, 0) != kept.get(name, 0)}
+    assert changed and all(name in outputs or name.startswith(out + "/") for name in changed), changed
+    if taken.is_file():
+        assert taken.read_bytes() != b"mine"
+
+
+@pytest.mark.parametrize(
+    "argv, out, pattern",
+    [
+        (["compress", "dae", "x.npy", "--bits", 6], "codes.npy", r"ends in \.aekc.*e\.g\. codes\.aekc"),
+        (["compress", "dae", "x.npy", "--bits", 6], "x.npy", r"ends in \.aekc"),  # its input, too
+        (["compress", "dae", "x.npy", "--bits", 6], "codes.png", r"ends in \.aekc"),
+        (["compress", "dae", "x.npy", "--bits", 6], "codes", r"ends in \.aekc.*e\.g\. codes\.aekc"),
+        (["decompress", "dae", "x.aekc"], "back.png", r"named like a \.png file.*name a folder"),
+        (["decompress", "dae", "x.aekc"], "back.JPG", r"named like a \.JPG file"),
+        (["decompress", "dae", "x.aekc"], "back.aekc", r"named like a \.aekc file"),
+        (["denoise", "dae", "x.npy"], "clean.jpeg", r"named like a \.jpeg file"),
+        (["upscale", "up", "x.npy"], "big.png", r"named like a \.png file"),
+    ],
+)
+def test_an_output_is_named_for_what_it_holds(runs_dir, written, capsys, argv, out, pattern):
+    command, run, *rest = argv
+    kept = _tree(written)
+    argv = [command, runs_dir / run, *(written / a if str(a).startswith("x.") else a for a in rest)]
+    _one_line_refusal(capsys, [*argv, "--out", written / out], pattern)
+    _one_line_refusal(capsys, [*argv, "--out", written / out, "--overwrite"], pattern)
+    assert _tree(written) == kept
 
 
 # Chunks: the jobs on files read and write a chunk of examples at a time (aekit.apps.CHUNK_BYTES).
@@ -508,9 +665,9 @@ def test_a_codebook_run_compresses_its_indices_losslessly_from_the_command_line(
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected.detach().numpy())
     np.testing.assert_array_equal(apps.decompress(model, apps.compress(model, x)), np.load(tmp_path / "y.npy"))
     capsys.readouterr()
-    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z")]) == 2
-    assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z.aekc")]) == 2
+    assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z.aekc").exists()
     ae = tmp_path / "ae"
     train_run(ae, {"model": "ae", "code_dim": 4, "hidden": (16,), "epochs": 1}, device="cpu", progress=False)
-    assert main(["compress", str(ae), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z")]) == 2
-    assert "give --bits B" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    assert main(["compress", str(ae), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.aekc")]) == 2
+    assert "give --bits B" in capsys.readouterr().err and not (tmp_path / "z.aekc").exists()

@@ -151,6 +151,24 @@ def test_bad_names_and_options_are_refused(capsys, tmp_path):
     assert_refused(capsys, out, "evaluate", str(out), match="not a run folder")
 
 
+def test_train_never_writes_into_its_data(capsys, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(images / f"{i}.png")
+    np.save(tmp_path / "x.npy", np.zeros((20, 8), np.float32))
+    for data, out, match in [
+        (images, images, "is, or holds,"),
+        (images, images / "run", "lies in"),  # its figures would be images of the folder
+        (tmp_path / "x.npy", tmp_path, "is, or holds,"),
+    ]:
+        argv = ["train", "--dataset", str(data), "--out", str(out), *FAST]
+        assert_refused(capsys, tmp_path, *argv, match=f"{out} {match} {data}, which this command reads")
+    assert sorted(p.name for p in images.iterdir()) == [f"{i}.png" for i in range(4)]
+
+
 def test_nan_values_and_bce_outside_the_unit_interval_are_refused(capsys, tmp_path):
     out = tmp_path / "run"
     with_nan = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)

@@ -133,10 +133,10 @@ def test_the_command_line_trains_compresses_and_decompresses_bit_for_bit(trained
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model.decode(model.encode(x)))
     assert (tmp_path / "x.aekc").read_bytes() == apps.compress(model, x)
     capsys.readouterr()
-    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z")]) == 2
+    assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z.aekc")]) == 2
     err = capsys.readouterr().err
     assert "entropy-codes" in err and "drop --bits" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "z").exists()
+    assert not (tmp_path / "z.aekc").exists()
     with pytest.raises(AekitError, match="drop --bits"):
         apps.compress(model, x, 6)
 
@@ -152,7 +152,7 @@ def _loss_at(model, x: np.ndarray, codes: np.ndarray) -> torch.Tensor:
 def test_the_search_lowers_every_examples_loss_to_where_no_step_lowers_it(digits, trained):
     _, model, _ = trained[0.3]
     x = digits.x_test[:200]
-    rounded, searched = model.code_symbols(x), model.searched_symbols(x)
+    rounded, searched = model.code_symbols(x), model.searched_symbols(x, rate_slack=math.inf)
     before, after = _loss_at(model, x, rounded), _loss_at(model, x, searched)
     assert searched.dtype == np.int64 and searched.shape == rounded.shape
     assert (after <= before + 1e-4).all()
@@ -161,6 +161,51 @@ def test_the_search_lowers_every_examples_loss_to_where_no_step_lowers_it(digits
     for step in (np.eye(8, dtype=np.int64), -np.eye(8, dtype=np.int64)):  # no change of one value by 1 lowers it
         for j in range(8):
             assert (_loss_at(model, x, searched + step[j]) >= after - 1e-3).all()
+
+
+def _bits(model, codes: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.prior.rate_bits(torch.from_numpy(codes).float()).numpy()
+
+
+def test_by_default_the_search_keeps_each_code_within_its_bound_where_unbounded_it_grows(digits, tmp_path, capsys):
+    # One epoch: the prior is still poor, and the loss it lowers buys its lower error with many more bits.
+    run = tmp_path / "brief"
+    model, _ = train_run(
+        run, {"model": "rd-ae", "rate_lambda": 0.03, **SMALL, "epochs": 1}, device="cpu", progress=False
+    )
+    x = digits.x_test[:100]
+    rounded = model.code_symbols(x)
+    sizes, errors = {}, {}
+    for slack in (0, 0.02, math.inf):
+        searched = model.searched_symbols(x, rate_slack=slack)
+        assert (_bits(model, searched) <= (1 + slack) * _bits(model, rounded) + 1e-4).all(), slack
+        assert (_loss_at(model, x, searched) <= _loss_at(model, x, rounded) + 1e-4).all(), slack
+        data = apps.compress(model, x, search=True, search_rate_slack=slack)
+        sizes[slack], errors[slack] = len(data), ((apps.decompress(model, data) - x) ** 2).sum()
+    data = apps.compress(model, x)
+    sizes["rounded"], errors["rounded"] = len(data), ((apps.decompress(model, data) - x) ** 2).sum()
+    assert sizes[0.02] == len(apps.compress(model, x, search=True))  # the default
+    # The file follows the bits: within each bound (and a few bytes of the coder's), where unbounded it grows by
+    # 1.5 times and more (measured: 2.7 times); every bound still lowers the error.
+    for slack in (0, 0.02):
+        assert sizes[slack] <= (1 + slack) * sizes["rounded"] + 4, sizes
+        assert errors[slack] < errors["rounded"], errors
+    assert sizes[math.inf] > 1.5 * sizes["rounded"], sizes
+    np.save(tmp_path / "x.npy", x)
+    argv = ["compress", str(run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "x.aekc")]
+    assert main([*argv, "--search"]) == 0 and (tmp_path / "x.aekc").stat().st_size == sizes[0.02]
+    assert main([*argv, "--search", "--search-rate-slack", "inf", "--overwrite"]) == 0
+    assert (tmp_path / "x.aekc").stat().st_size == sizes[math.inf]
+    for extra, message in [
+        (["--search-rate-slack", "0.1"], "bounds the bits of --search's codes; add --search or drop it"),
+        (["--search", "--search-rate-slack", "-1"], "--search-rate-slack -1.0 must be a number >= 0"),
+        (["--search", "--search-rate-slack", "nan"], "--search-rate-slack nan must be a number >= 0"),
+    ]:
+        capsys.readouterr()
+        assert main([*argv, "--overwrite", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_searched_codes_round_trip_and_the_cli_refuses_search_where_there_is_none(digits, trained, tmp_path, capsys):

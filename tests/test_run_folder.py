@@ -202,10 +202,11 @@ def test_an_output_the_file_system_refuses_is_one_line_for_every_command(capsys,
         capsys, "compare", "--out", tmp_path / "comparison", "--runs", blocker, *small, match=f"cannot write {blocker}"
     )
     assert not (tmp_path / "comparison").exists()
-    taken = tmp_path / "taken.npy"  # a folder where the output file must go
-    taken.mkdir()
-    refused(capsys, "denoise", run, examples, "--out", taken, match=f"cannot write {taken}")
-    refused(capsys, "compress", run, examples, "--bits", "4", "--out", taken, match=f"cannot write {taken}")
+    for taken in (tmp_path / "taken.npy", tmp_path / "taken.aekc"):  # a folder where the output file must go
+        taken.mkdir()
+        job = ["denoise", run, examples] if taken.suffix == ".npy" else ["compress", run, examples, "--bits", "4"]
+        refused(capsys, *job, "--out", taken, match=f"{taken} already exists; add --overwrite")
+        refused(capsys, *job, "--out", taken, "--overwrite", match=f"{taken} is a folder and the output is a file")
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
     (broken / "report.html").unlink()

@@ -28,11 +28,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from aekit.atomic import atomic_file, atomic_folder
+from aekit.atomic import atomic_file, atomic_folder, check_output
+from aekit.codec import COMPRESSED_SUFFIX
 from aekit.data.arrays import read_numpy
 from aekit.data.dataset import CHUNK_ROWS
 from aekit.data.idx import IDX_CODES, map_idx_file
-from aekit.data.images import read_image_block, scan_images
+from aekit.data.images import IMAGE_SUFFIXES, read_image_block, scan_images
 from aekit.data.layout import as_float, to_uint8
 from aekit.data.store import EXAMPLES, is_store, open_store, read_npy_header
 from aekit.errors import DataError
@@ -42,6 +43,12 @@ FORMATS = (
     "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# The most bytes a part of a path may have on the usual file systems (ext4, XFS, APFS).
+_NAME_MAX = 255
+# Suffixes that name a file: an output named so is a mistake for the folder of PNGs that any other name gets.
+_FILE_SUFFIXES = frozenset(
+    {*IMAGE_SUFFIXES, ".gif", ".bmp", ".tif", ".tiff", ".webp", ".npz", ".csv", ".gz", COMPRESSED_SUFFIX}
+)
 
 
 def is_idx(path: Path) -> bool:
@@ -156,19 +163,21 @@ def check_intensities(x: np.ndarray, source: str) -> None:
         )
 
 
-def check_writable(path: str | Path, image: bool) -> None:
-    """Refuse, before any work, an output that cannot be written: see :func:`write_examples`."""
+def check_writable(path: str | Path, image: bool, overwrite: bool = False, inputs=(), may_hold=()) -> None:
+    """Refuse, before any work, an output that cannot be written (see :func:`write_examples`), or that
+    :func:`aekit.atomic.check_output` refuses (``overwrite``, ``inputs``, ``may_hold``: see there)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise DataError(f"the folder {path.parent} of {path} does not exist; create it first")
-    if path.suffix.lower() == ".npy":
-        return
-    if not image:
+    folder = path.suffix.lower() != ".npy" and not is_idx(path)
+    if folder and not image:
         raise DataError(f"{path}: these examples are not images, so they can only be written as a .npy file")
-    if is_idx(path):
-        return
-    if path.exists():
-        raise DataError(f"{path} already exists; name a new folder for the PNG images (or a .npy or IDX file)")
+    if folder and path.suffix.lower() in _FILE_SUFFIXES:
+        raise DataError(
+            f"{path} is named like a {path.suffix} file, but anything other than a .npy or IDX file is written as a "
+            "folder of PNG images; name a folder (e.g. out), a .npy or an IDX file"
+        )
+    check_output(path, overwrite, folder=folder, inputs=inputs, may_hold=may_hold)
 
 
 def _as_given(y: np.ndarray) -> np.ndarray:
@@ -182,12 +191,14 @@ def write_examples(
     *,
     layout: Callable[[np.ndarray], np.ndarray] = _as_given,
     dtype=np.float32,
+    overwrite: bool = False,
 ) -> None:
     """Write (n, ...) float32 examples to ``path`` atomically: ``.npy`` put in ``layout`` (a function of the array)
     and stored as ``dtype`` (uint8: 8-bit intensities, else float32 values as they are); IDX (``.idx`` or
-    ``-ubyte``, gzipped when it ends in ``.gz``) and a new folder of PNGs (named like ``names``, else 00000.png, ...)
-    as 8-bit images, which needs (n, channels, height, width) with 1 or 3 channels."""
-    with writing_examples(path, x.shape, names, layout=layout, dtype=dtype) as write:
+    ``-ubyte``, gzipped when it ends in ``.gz``) and a folder of PNGs (named like ``names``, else 00000.png, ...)
+    as 8-bit images, which needs (n, channels, height, width) with 1 or 3 channels. An existing ``path`` is refused
+    unless ``overwrite`` (:func:`aekit.atomic.check_output`)."""
+    with writing_examples(path, x.shape, names, layout=layout, dtype=dtype, overwrite=overwrite) as write:
         write(x)
 
 
@@ -199,13 +210,15 @@ def writing_examples(
     *,
     layout: Callable[[np.ndarray], np.ndarray] = _as_given,
     dtype=np.float32,
+    overwrite: bool = False,
 ):
     """:func:`write_examples` of ``shape[0]`` examples of shape ``shape[1:]``, handed over a block of rows at a
     time: the block gets the function that takes the next rows (float32, in order). The output appears, complete,
-    when the block ends with every row written; a failure in the block leaves nothing."""
+    when the block ends with every row written (replacing what was there, with ``overwrite``); a failure in the
+    block leaves nothing new."""
     path = Path(path)
     n = shape[0]
-    check_writable(path, image=len(shape) == 4 and shape[1] in (1, 3))
+    check_writable(path, image=len(shape) == 4 and shape[1] in (1, 3), overwrite=overwrite)
     if path.suffix.lower() == ".npy":
         stored = np.dtype(np.uint8 if np.dtype(dtype) == np.uint8 else np.float32)
         laid_out = layout(np.broadcast_to(np.float32(0), shape)).shape[1:]  # a stand-in of no memory
@@ -216,7 +229,7 @@ def writing_examples(
         header = idx_header(np.dtype(np.uint8), (n, *shape[2:]) if shape[1] == 1 else shape)
         sink = _rows_file(path, header, to_uint8, gzipped=path.suffix.lower() == ".gz")
     else:
-        sink = _png_folder(path, names, n)
+        sink = _png_folder(path, names, n, replace=overwrite)
     with sink as put:
         written = 0
 
@@ -253,30 +266,41 @@ def _rows_file(path: Path, header: bytes, encode: Callable[[np.ndarray], np.ndar
 
 
 def png_names(names: list[str]) -> list[Path]:
-    """The files of a folder of PNGs of images named ``names``: each name with its suffix made .png, or, where two
-    would then be one file (a.jpg and a.png), each of those its whole name with .png after it (a.jpg.png)."""
+    """The files of a folder of PNGs of images named ``names`` (relative paths, "/" between parts): each name with
+    its suffix made .png, or, where two would then be one file (a.jpg and a.png) or one a folder of another (a.jpg
+    and a.png/b.jpg), each of those its whole name with .png after it (a.jpg.png). A DataError where that is still
+    not one file an image, or a part of a name would pass the 255 bytes a file system allows."""
     files = [Path(name).with_suffix(".png") for name in names]
-    clashes = collections.Counter(files)
-    files = [Path(name + ".png") if clashes[file] > 1 else file for name, file in zip(names, files)]
-    if len(set(files)) != len(files):
-        clash = next(file for file, count in collections.Counter(files).items() if count > 1)
-        raise DataError(f"two images would be written to {clash}; rename one of them")
+    clashes = _clashes(files)
+    files = [Path(name + ".png") if file in clashes else file for name, file in zip(names, files)]
+    if clashes := _clashes(files):
+        raise DataError(f"two images would be written to {next(iter(clashes))}; rename one of them")
+    for name, file in zip(names, files):
+        if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in file.parts):
+            raise DataError(f"the image {name!r} would be written to a name of over {_NAME_MAX} bytes; rename it")
     return files
 
 
+def _clashes(files: list[Path]) -> set[Path]:
+    """The files named twice, or named as well as the folder of another."""
+    folders = {folder for file in files for folder in file.parents}
+    return {file for file, count in collections.Counter(files).items() if count > 1 or file in folders}
+
+
 @contextlib.contextmanager
-def _png_folder(path: Path, names: list[str] | None, n: int):
-    """A new folder of 8-bit PNGs named like ``names`` (else 00000.png, ...); the block gets the function that
-    writes a block of images and the position of its first."""
+def _png_folder(path: Path, names: list[str] | None, n: int, replace: bool = False):
+    """A folder of 8-bit PNGs named like ``names`` (else 00000.png, ...), new or ``replace``-ing the one there; the
+    block gets the function that writes a block of images and the position of its first."""
     width = max(5, len(str(n - 1)))
     files = png_names(names) if names else [Path(f"{i:0{width}d}.png") for i in range(n)]
-    with atomic_folder(path) as folder:
+    with atomic_folder(path, replace) as folder:
 
         def write(y: np.ndarray, start: int) -> None:
             for image_pixels, file in zip(to_uint8(y), files[start : start + len(y)]):
                 (folder / file).parent.mkdir(parents=True, exist_ok=True)
                 mode_pixels = image_pixels[0] if image_pixels.shape[0] == 1 else image_pixels.transpose(1, 2, 0)
-                Image.fromarray(mode_pixels).save(folder / file)
+                # Said, not guessed from the name: Pillow takes no suffix from a name like "..png".
+                Image.fromarray(mode_pixels).save(folder / file, format="PNG")
 
         yield write
 
