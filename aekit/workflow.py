@@ -258,16 +258,7 @@ def train_run(
         restarted = distributed.restarted()
         if restarted:
             resume = (out / runs.CHECKPOINT).exists()
-        options = _resolve_options(out, dict(given or {}), resume, replace_config=restarted)
-        if resume:
-            dataset = _run_data(out, runs.read_config(out), options, f"aekit train --resume --out {out}")
-        else:
-            dataset = load_data(options)
-            _refuse_split_options(dict(given or {}), dataset)
-        options = _numbered(out, options, dict(given or {}), dataset, resume)
-        training = training_data(options, dataset)
-        if not resume:
-            options = fit_batch(options, dict(given or {}), training)
+        options, dataset, training = _prepared(out, dict(given or {}), resume, restarted)
         spec = _checked_spec(out, options, training, resume)
         settings = _settings(options)
         torch_device = _joined(resolve_device(device))
@@ -279,15 +270,7 @@ def train_run(
         # Made (and refused where TensorBoard is missing) before anything is written; rank 0 alone logs.
         board = TensorBoardLog(out / TENSORBOARD) if tensorboard and main else None
         if not resume and main:
-            runs.write_json(
-                out / runs.CONFIG,
-                {
-                    "aekit_version": __version__,
-                    "options": _jsonable(options),
-                    "model": spec.to_dict(),
-                    "data": data_identity(dataset),
-                },
-            )
+            runs.write_json(out / runs.CONFIG, _config(options, spec, dataset))
         elif main:
             _record_place(out, options["dataset"])
         history = _trained(
@@ -302,6 +285,32 @@ def train_run(
         if main:
             metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
+
+
+def _config(options: dict, spec: ModelConfig, dataset: Dataset) -> dict:
+    """A new run's config.json: the version, its options, its model and the identity of its data."""
+    return {
+        "aekit_version": __version__,
+        "options": _jsonable(options),
+        "model": spec.to_dict(),
+        "data": data_identity(dataset),
+    }
+
+
+def _prepared(out: Path, given: dict, resume: bool, restarted: bool) -> tuple[dict, Dataset, Dataset]:
+    """The resolved options of the run in ``out``, its data and what it trains on, with every check of them that
+    can be made before training made."""
+    options = _resolve_options(out, given, resume, replace_config=restarted)
+    if resume:
+        dataset = _run_data(out, runs.read_config(out), options, f"aekit train --resume --out {out}")
+    else:
+        dataset = load_data(options)
+        _refuse_split_options(given, dataset)
+    options = _numbered(out, options, given, dataset, resume)
+    training = training_data(options, dataset)
+    if not resume:
+        options = fit_batch(options, given, training)
+    return options, dataset, training
 
 
 def _refuse_split_options(given: dict, dataset: Dataset) -> None:

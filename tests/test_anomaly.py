@@ -305,8 +305,9 @@ def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives_and_score_
         assert run_cli(capsys, *compare, "--normal-class", "dogs", "--code-dims", "4")[0] == 0
         assert [row["reused"] for row in csv.DictReader((tmp_path / "c" / "comparison.csv").open())] == [reused]
     for source in (store, animals):
-        assert run_cli(capsys, "score", str(out), str(source), "--out", str(tmp_path / "scores.csv"))[0] == 0
-        rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+        scores = tmp_path / f"scores-of-{source.name}.csv"
+        assert run_cli(capsys, "score", str(out), str(source), "--out", str(scores))[0] == 0
+        rows = list(csv.DictReader(scores.open()))
         assert len(rows) == 36 and {(row["label"], row["label_name"]) for row in rows} == {
             ("0", "cats"),
             ("1", "dogs"),

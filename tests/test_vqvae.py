@@ -125,7 +125,8 @@ def test_a_trained_run_loads_with_its_codebook_and_gives_the_same_outputs(run, d
     assert np.array_equal(loaded.decode_indices(indices), loaded.reconstruct(x))
     # Also through the batching helper that the apps use (which hands the indices over as float batches).
     assert np.array_equal(in_batches(loaded, "code_indices", x, 16), indices)
-    assert np.array_equal(in_batches(loaded, "decode_indices", indices, 16), loaded.reconstruct(x))
+    # Compared at one batch size: float kernels may round a batch of 16 and one of 50 differently.
+    assert np.array_equal(in_batches(loaded, "decode_indices", indices, 16), in_batches(loaded, "reconstruct", x, 16))
     config = json.loads((out / "config.json").read_text())["model"]
     assert config["model"] == "vqvae" and config["codebook_size"] == 16 and "beta" not in config
 
