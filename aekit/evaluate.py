@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -63,13 +63,28 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
+def filled(blocks: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """The ``n`` rows that ``blocks`` hold, in order, in one array made when the first block comes. Blocks kept to
+    the end and joined there would each pin heap memory between the batches' freed temporaries (glibc's malloc), and
+    the process would grow with the number of batches."""
+    out, done = None, 0
+    for block in blocks:
+        if out is None:
+            out = np.empty((n, *block.shape[1:]), block.dtype)
+        out[done : done + len(block)] = block
+        done += len(block)
+    if out is None:
+        raise ValueError("no examples to compute on")
+    return out
+
+
 @torch.no_grad()
 def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
     device in evaluation mode, as a numpy array."""
     function = getattr(model, method)
     with evaluating(model):
-        return np.concatenate([function(batch).cpu().numpy() for batch in batches(x, batch_size, model)])
+        return filled((function(batch).cpu().numpy() for batch in batches(x, batch_size, model)), len(x))
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -216,7 +231,8 @@ def importance_weighted_nll(
         )
     generator = torch.Generator(device_of(model)).manual_seed(seed)
     jacobian = float(model.standardize.log_scale_sum())
-    nll, neg_elbo, shared = [], [], None
+    # Filled in place (see filled()).
+    nll, neg_elbo, first, shared = np.empty(len(x)), np.empty(len(x)), 0, None
     with evaluating(model):
         for batch in batches(x, batch_size, model, prepare):
             batch = model.standardize(batch)
@@ -233,9 +249,10 @@ def importance_weighted_nll(
                 log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
                 weight_sum = weight_sum + log_w.sum(0)
             # Densities of standardized values made the data's own: log p(x) = log p(z) - sum log scale.
-            nll.append((math.log(k) - log_sum + jacobian).cpu())
-            neg_elbo.append((-weight_sum / k + jacobian).cpu())
-    return LikelihoodEstimate(torch.cat(nll).numpy(), torch.cat(neg_elbo).numpy())
+            nll[first : first + len(batch)] = (math.log(k) - log_sum + jacobian).cpu().numpy()
+            neg_elbo[first : first + len(batch)] = (-weight_sum / k + jacobian).cpu().numpy()
+            first += len(batch)
+    return LikelihoodEstimate(nll, neg_elbo)
 
 
 @torch.no_grad()
