@@ -34,7 +34,7 @@ import torch
 from aekit.data.files import check_intensities
 from aekit.data.layout import as_float, to_shape
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import batches, evaluating, importance_weighted_nll
+from aekit.evaluate import batches, evaluating, filled, importance_weighted_nll
 from aekit.models import PCA, VAE, Bernoulli
 
 RECONSTRUCTION, ELBO, NLL = "reconstruction_nll", "neg_elbo", "nll_is"
@@ -72,15 +72,17 @@ def reconstruction_nll(
     """-log p(x | decoder(encoder(x))) of each example of ``x`` in nats (float64), in the data's units (see the
     module's docstring). ``prepare`` is applied to each block of rows first (see :func:`aekit.evaluate.batches`)."""
     jacobian = float(model.standardize.log_scale_sum())
-    scores = []
-    with evaluating(model):
+
+    def scores():
         for batch in batches(x, batch_size, model, prepare):
             code = model.encode(batch)
             # The likelihood's parameters (logits, or the Gaussian's mean) in the standardized units.
             output = model.unproject(code) if isinstance(model, PCA) else model.decoder(code)
             log_p = model.likelihood.log_prob(output, model.standardize(batch))
-            scores.append((jacobian - log_p.double()).cpu())
-    return torch.cat(scores).numpy()
+            yield (jacobian - log_p.double()).cpu().numpy()
+
+    with evaluating(model):
+        return filled(scores(), len(x))
 
 
 def anomaly_scores(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
-from aekit.data.dataset import chunks
+from aekit.data.dataset import CHUNK_ROWS, chunks, rows_of, sample_index
 from aekit.errors import AekitError
-from aekit.metrics import NEIGHBOURS, REGISTRY, Subject
+from aekit.metrics import NEIGHBOURS, PROBE_EXAMPLES, REGISTRY, Subject
 from aekit.models import VAE, Bernoulli, log_importance_weights
 from aekit.models.base import device_of, float_batch, rows_tensor
 
@@ -63,13 +63,28 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
+def filled(blocks: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """The ``n`` rows that ``blocks`` hold, in order, in one array made when the first block comes. Blocks kept to
+    the end and joined there would each pin heap memory between the batches' freed temporaries (glibc's malloc), and
+    the process would grow with the number of batches."""
+    out, done = None, 0
+    for block in blocks:
+        if out is None:
+            out = np.empty((n, *block.shape[1:]), block.dtype)
+        out[done : done + len(block)] = block
+        done += len(block)
+    if out is None:
+        raise ValueError("no examples to compute on")
+    return out
+
+
 @torch.no_grad()
 def in_batches(model: torch.nn.Module, method: str, x: np.ndarray, batch_size: int = 1024, **options) -> np.ndarray:
     """``model.method`` (encode, decode, reconstruct) of every example, ``batch_size`` at a time on the model's
     device in evaluation mode (given the method's ``options``), as a numpy array."""
     function = getattr(model, method)
     with evaluating(model):
-        return np.concatenate([function(batch, **options).cpu().numpy() for batch in batches(x, batch_size, model)])
+        return filled((function(batch, **options).cpu().numpy() for batch in batches(x, batch_size, model)), len(x))
 
 
 def codes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -120,21 +135,32 @@ def _r2(sse: np.ndarray, sst: np.ndarray) -> float:
 
 
 def probe_accuracies(
-    train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray, y_test: np.ndarray
+    model: torch.nn.Module, dataset: Dataset, most: int = PROBE_EXAMPLES, seed: int = 0
 ) -> dict[str, float]:
     """Test accuracy of a k-nearest-neighbour (k = NEIGHBOURS) and a logistic-regression classifier fitted on the
-    training codes."""
+    codes of the training examples (of a seeded sample of ``most`` of them where there are more: memory and time stay
+    bounded whatever the data's size), scored on the codes of every test example, a chunk at a time."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    knn = KNeighborsClassifier(n_neighbors=NEIGHBOURS).fit(train_codes, y_train)
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y_train)
-    return {
-        "knn_accuracy": float(knn.score(test_codes, y_test)),
-        "logreg_accuracy": float(logreg.score(test_codes, y_test)),
+    x, y = dataset.x_train, dataset.y_train
+    index = sample_index(len(x), most, seed)
+    if index is not None:
+        x, y = rows_of(x, index), y[index]
+    train_codes = codes(model, x)
+    probes = {
+        "knn_accuracy": KNeighborsClassifier(n_neighbors=NEIGHBOURS).fit(train_codes, y),
+        "logreg_accuracy": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y),
     }
+    correct = dict.fromkeys(probes, 0)
+    for start in range(0, len(dataset.x_test), CHUNK_ROWS):
+        test_codes = codes(model, dataset.x_test[start : start + CHUNK_ROWS])
+        labels = dataset.y_test[start : start + CHUNK_ROWS]
+        for name, probe in probes.items():
+            correct[name] += int((probe.predict(test_codes) == labels).sum())
+    return {name: count / len(dataset.x_test) for name, count in correct.items()}
 
 
 def psnr(output: np.ndarray, clean: np.ndarray) -> float:
@@ -217,7 +243,8 @@ def importance_weighted_nll(
         )
     generator = torch.Generator(device_of(model)).manual_seed(seed)
     jacobian = float(model.standardize.log_scale_sum())
-    nll, neg_elbo, shared = [], [], None
+    # Filled in place (see filled()).
+    nll, neg_elbo, first, shared = np.empty(len(x)), np.empty(len(x)), 0, None
     with evaluating(model):
         for batch in batches(x, batch_size, model, prepare):
             batch = model.standardize(batch)
@@ -234,9 +261,10 @@ def importance_weighted_nll(
                 log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
                 weight_sum = weight_sum + log_w.sum(0)
             # Densities of standardized values made the data's own: log p(x) = log p(z) - sum log scale.
-            nll.append((math.log(k) - log_sum + jacobian).cpu())
-            neg_elbo.append((-weight_sum / k + jacobian).cpu())
-    return LikelihoodEstimate(torch.cat(nll).numpy(), torch.cat(neg_elbo).numpy())
+            nll[first : first + len(batch)] = (math.log(k) - log_sum + jacobian).cpu().numpy()
+            neg_elbo[first : first + len(batch)] = (-weight_sum / k + jacobian).cpu().numpy()
+            first += len(batch)
+    return LikelihoodEstimate(nll, neg_elbo)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import MultivariateNormal, Normal
 
 from aekit.cli import main
-from aekit.data.binarize import binarize, binarized
+from aekit.data.binarize import BinarizedRows, binarize, binarized
 from aekit.errors import AekitError, DataError
 from aekit.evaluate import evaluate, importance_weighted_nll, negative_elbo, reconstruction_metrics
 from aekit.models import Bernoulli, Gaussian, build_model, gaussian_kl, model_config
@@ -176,6 +176,25 @@ def test_dynamic_binarization_is_seeded_and_unbiased(digits):
     np.testing.assert_array_equal(once.x_test, twice.x_test)
     np.testing.assert_array_equal(once.y_test, digits.y_test)
     assert set(np.unique(once.x_train)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("shape", [(60, 7), (45, 1, 5, 5), (50, 64)], ids=["odd", "odd-image", "even"])
+def test_the_fixed_draw_is_made_a_block_of_rows_at_a_time_as_it_is_read_with_the_whole_draws_values(shape):
+    x = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    whole = (np.random.default_rng(9).random(shape, dtype=np.float32) < x / np.float32(255)).astype(np.float32)
+    rows = BinarizedRows(x, 9)
+    assert (rows.shape, rows.dtype, len(rows)) == (shape, np.float32, shape[0])
+    np.testing.assert_array_equal(binarize(x, 9), whole)
+    np.testing.assert_array_equal(np.asarray(rows), whole)
+    for start in range(0, shape[0], 7):
+        for stop in (start + 1, start + 4, start + 13, shape[0] + 5):
+            np.testing.assert_array_equal(rows[start:stop], whole[start:stop])
+    some = np.array([3, 4, 5, 40, 2, 2, 41, -1])
+    np.testing.assert_array_equal(rows[some], whole[some])
+    np.testing.assert_array_equal(rows[7], whole[7])
+    np.testing.assert_array_equal(rows[1::3], whole[1::3])
+    with pytest.raises(IndexError):
+        rows[np.array([shape[0]])]
 
 
 def test_binarize_option_draws_fresh_batches_while_training_and_scores_on_the_fixed_draw(digits):
