@@ -311,7 +311,14 @@ register(
         _probes,
         _probed,
     ),
-    Metric("logreg_accuracy", "the same of a logistic-regression probe", ".3f", True, _probes, _probed),
+    Metric(
+        "logreg_accuracy",
+        "accuracy of a logistic-regression probe on the codes (fitted on the same ones)",
+        ".3f",
+        True,
+        _probes,
+        _probed,
+    ),
     # Recorded by training; evaluation keeps them.
     Metric("train_seconds", "training time, s", ".1f", False),
     Metric("parameters", "count of trained parameters (PCA: its components and mean)", "d", False),
