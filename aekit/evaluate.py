@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
-from aekit.data.dataset import chunks
+from aekit.data.dataset import CHUNK_ROWS, chunks, rows_of, sample_index
 from aekit.errors import AekitError
-from aekit.metrics import REGISTRY, Subject
+from aekit.metrics import PROBE_EXAMPLES, REGISTRY, Subject
 from aekit.models import VAE, Bernoulli, log_importance_weights
 from aekit.models.base import device_of, float_batch, rows_tensor
 
@@ -135,20 +135,32 @@ def _r2(sse: np.ndarray, sst: np.ndarray) -> float:
 
 
 def probe_accuracies(
-    train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray, y_test: np.ndarray
+    model: torch.nn.Module, dataset: Dataset, most: int = PROBE_EXAMPLES, seed: int = 0
 ) -> dict[str, float]:
-    """Test accuracy of a 5-nearest-neighbour and a logistic-regression classifier fitted on the training codes."""
+    """Test accuracy of a 5-nearest-neighbour and a logistic-regression classifier fitted on the codes of the
+    training examples (of a seeded sample of ``most`` of them where there are more: memory and time stay bounded
+    whatever the data's size), scored on the codes of every test example, a chunk at a time."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    knn = KNeighborsClassifier(n_neighbors=5).fit(train_codes, y_train)
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y_train)
-    return {
-        "knn_accuracy": float(knn.score(test_codes, y_test)),
-        "logreg_accuracy": float(logreg.score(test_codes, y_test)),
+    x, y = dataset.x_train, dataset.y_train
+    index = sample_index(len(x), most, seed)
+    if index is not None:
+        x, y = rows_of(x, index), y[index]
+    train_codes = codes(model, x)
+    probes = {
+        "knn_accuracy": KNeighborsClassifier(n_neighbors=5).fit(train_codes, y),
+        "logreg_accuracy": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_codes, y),
     }
+    correct = dict.fromkeys(probes, 0)
+    for start in range(0, len(dataset.x_test), CHUNK_ROWS):
+        test_codes = codes(model, dataset.x_test[start : start + CHUNK_ROWS])
+        labels = dataset.y_test[start : start + CHUNK_ROWS]
+        for name, probe in probes.items():
+            correct[name] += int((probe.predict(test_codes) == labels).sum())
+    return {name: count / len(dataset.x_test) for name, count in correct.items()}
 
 
 def psnr(output: np.ndarray, clean: np.ndarray) -> float:

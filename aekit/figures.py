@@ -11,7 +11,7 @@ import torch
 from aekit.anomaly import ELBO, RECONSTRUCTION, anomalous, anomaly_scores, roc, score_names
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
-from aekit.data.dataset import as_float32
+from aekit.data.dataset import as_float32, rows_of, sample_index
 from aekit.evaluate import codes, downsample, upsample
 from aekit.metrics import ELBO_DRAWS
 from aekit.models import Bernoulli, DenoisingAE
@@ -20,6 +20,8 @@ from aekit.report import save_codes, save_curves, save_grid, save_manifold, save
 
 FIGURES = "figures"
 N_SHOWN = 10
+# The most test codes the codes figure draws (a seeded sample of them where there are more).
+CODES_SHOWN = 10_000
 # The figures of a run, in the order its report shows them (each where it applies).
 FIGURE_NAMES = (
     "reconstructions.png",
@@ -124,13 +126,18 @@ def _code_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label:
     if hasattr(model, "sample"):
         written.append(folder / "samples.png")
         save_grid(written[-1], _samples(model), f"{label}: decoded samples from the prior")
-    test_codes = codes(model, dataset.x_test)
+    x, labels, sample = dataset.x_test, dataset.y_test, sample_index(len(dataset.x_test), CODES_SHOWN)
+    if sample is not None:
+        x, labels = rows_of(x, sample), None if labels is None else labels[sample]
+    test_codes = codes(model, x)
     written.append(folder / "codes.png")
     save_codes(
         written[-1],
         test_codes,
-        dataset.y_test,
-        f"{dataset.name}: test codes of {label}" + (", coloured by label" if dataset.y_test is not None else ""),
+        labels,
+        f"{dataset.name}: test codes of {label}"
+        + ("" if sample is None else f" (a seeded sample of {len(sample)} of {len(dataset.x_test)})")
+        + (", coloured by label" if labels is not None else ""),
     )
     if test_codes.shape[1] == 2 and dataset.is_image:
         # A grid over the middle 96% of the test codes along each axis: where the decoder has seen codes.

@@ -14,14 +14,17 @@ from torch import nn
 from aekit import runs
 from aekit.compare import compare
 from aekit.data import Dataset
+from aekit.data.dataset import sample_index
 from aekit.evaluate import (
     batches,
     codebook_perplexity,
+    codes,
     evaluate,
     evaluating,
     importance_weighted_nll,
     in_batches,
     negative_elbo,
+    probe_accuracies,
     reconstruction_metrics,
 )
 from aekit.html_report import render_report
@@ -161,6 +164,31 @@ def test_evaluate_scores_codebook_usage_where_a_model_has_a_codebook():
     plain = AutoEncoder(nn.Linear(4, 2), nn.Linear(2, 4), Gaussian, code_dim=2, example_shape=(4,))
     assert "codebook_perplexity" not in evaluate(plain, data)
     assert "codebook_perplexity" in columns([metrics])
+
+
+def test_the_probes_are_fitted_on_a_seeded_sample_of_the_training_codes_where_there_are_more(digits):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    torch.manual_seed(0)
+    model = build_model(model_config("ae", digits.shape, code_dim=4, hidden=(16,)))
+    test_codes = codes(model, digits.x_test)
+
+    def fitted_on(x, y):  # fitted on all of the codes of x, scored on all of the test codes at once
+        knn = KNeighborsClassifier(n_neighbors=5).fit(codes(model, x), y)
+        logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(codes(model, x), y)
+        return {
+            name: probe.score(test_codes, digits.y_test)
+            for name, probe in (("knn_accuracy", knn), ("logreg_accuracy", logreg))
+        }
+
+    assert probe_accuracies(model, digits) == fitted_on(digits.x_train, digits.y_train)
+    index = sample_index(len(digits.x_train), 300)
+    assert len(index) == 300 and np.all(np.diff(index) > 0)
+    assert probe_accuracies(model, digits, most=300) == fitted_on(digits.x_train[index], digits.y_train[index])
+    assert probe_accuracies(model, digits, most=300, seed=1) != probe_accuracies(model, digits, most=300)
 
 
 # --- batches and the model's mode -----------------------------------------------------------------------------------

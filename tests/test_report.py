@@ -17,11 +17,14 @@ from conftest import MNIST_DIR, needs_mnist
 from PIL import Image
 from test_cli import run_cli
 
-from aekit import report
+from aekit import figures, report
 from aekit.cli import main
+from aekit.data.dataset import sample_index
 from aekit.errors import RunError
+from aekit.evaluate import codes
 from aekit.html_report import render_report, write_report
 from aekit.metrics import formatted
+from aekit.models import build_model, model_config
 
 FAST = ["--epochs", "2", "--no-progress", "--hidden", "32"]
 ALL_FIGURES = {"reconstructions", "denoising", "samples", "codes", "manifold", "interpolations", "loss"}
@@ -97,6 +100,20 @@ def test_what_the_figures_say(capsys, tmp_path, monkeypatch):
     assert any("the 2-D code itself" in title for title in titles)
     for name in ("denoising", "loss", "manifold"):
         assert_readable_png(tmp_path / ("dae" if name == "denoising" else "pca") / "figures" / f"{name}.png")
+
+
+def test_the_codes_figure_draws_a_seeded_sample_of_a_larger_test_split(tmp_path, monkeypatch, digits):
+    drawn = {}
+    monkeypatch.setattr(figures, "CODES_SHOWN", 100)
+    monkeypatch.setattr(
+        figures, "save_codes", lambda path, *given: drawn.update(zip(("codes", "labels", "title"), given))
+    )
+    model = build_model(model_config("ae", digits.shape, code_dim=3, hidden=(8,)))
+    figures.write_figures(model, digits, tmp_path, "AE")
+    index = sample_index(len(digits.x_test), 100)
+    np.testing.assert_array_equal(drawn["codes"], codes(model, digits.x_test[index]))
+    np.testing.assert_array_equal(drawn["labels"], digits.y_test[index])
+    assert f"(a seeded sample of 100 of {len(digits.x_test)})" in drawn["title"]
 
 
 def test_colour_non_square_images_and_vectors(capsys, tmp_path):

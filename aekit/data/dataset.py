@@ -50,6 +50,23 @@ class IndexedRows:
         return self[:] if dtype is None else self[:].astype(dtype)
 
 
+def rows_of(x, index: np.ndarray):
+    """The rows ``index`` of ``x``, in that order: an in-memory array's copied, those of anything else sliced by rows
+    (a memory map, an :class:`IndexedRows`, rows drawn when read) as an :class:`IndexedRows` view, nothing read."""
+    if isinstance(x, IndexedRows):
+        return IndexedRows(x.base, x.index[index])
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+        return x[index]
+    return IndexedRows(x, index)
+
+
+def sample_index(n: int, most: int, seed: int = 0) -> np.ndarray | None:
+    """A seeded sample of ``most`` of n row indices, in increasing order; None (every row) where n <= most."""
+    if n <= most:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, most, replace=False))
+
+
 def chunks(x: np.ndarray, rows: int = CHUNK_ROWS):
     """``x`` a block of rows at a time, as float32 (see :func:`as_float32`)."""
     for start in range(0, len(x), rows):
@@ -163,11 +180,4 @@ def with_normal_training(dataset: Dataset, classes: tuple[int, ...]) -> Dataset:
             "at least one out, as the anomalies"
         )
     keep = np.flatnonzero(np.isin(dataset.y_train, classes))
-    x = dataset.x_train
-    if isinstance(x, IndexedRows):
-        rows = IndexedRows(x.base, x.index[keep])
-    elif isinstance(x, np.memmap):
-        rows = IndexedRows(x, keep)
-    else:
-        rows = x[keep]
-    return dataclasses.replace(dataset, x_train=rows, y_train=dataset.y_train[keep])
+    return dataclasses.replace(dataset, x_train=rows_of(dataset.x_train, keep), y_train=dataset.y_train[keep])
