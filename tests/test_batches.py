@@ -5,12 +5,14 @@ Run as a script (``python tests/test_batches.py DATA.npy ...``, also under torch
 .npy the way the tests below need it: see :func:`_launch`.
 """
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from aekit import batches, runs
 from aekit.data import Dataset
 from aekit.errors import TrainingStopped
 from aekit.models import build_model, model_config
+from aekit.pack import pack
 from aekit.trainer import TrainSettings, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -274,12 +277,85 @@ def test_streaming_memory_does_not_grow_with_the_data(tmp_path):
     assert peaks[64, "device"] > peaks[64, "stream"] + 32, peaks  # the measure does see a copy of the data
 
 
-def _rss_anon_mib() -> float:
-    with open("/proc/self/status") as f:
+def _labelled_store(folder: Path, mib: int) -> Path:
+    """A store of ``mib`` MiB of uint8 rows of 784 values in ten classes, each class a pattern of its own plus noise
+    (something for the probes to find)."""
+    rng = np.random.default_rng(0)
+    n = mib * 2**20 // 784
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 192, (10, 784), dtype=np.uint8)[y] + rng.integers(0, 64, (n, 784), dtype=np.uint8)
+    source, store = folder / f"{mib}.npz", folder / f"{mib}.store"
+    np.savez(source, x=x, y=y)
+    del x
+    pack(str(source), store, workers=1, progress=False)
+    source.unlink()
+    return store
+
+
+def _peak_anon_mib(command: list[str]) -> float:
+    """The peak anonymous resident memory (RssAnon, polled every 10 ms) of ``command`` run to its end."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    peak = 0.0
+    while process.poll() is None:
+        with contextlib.suppress(OSError, RuntimeError):  # the process may end between the poll and the read
+            peak = max(peak, _rss_anon_mib(process.pid))
+        time.sleep(0.01)
+    assert process.returncode == 0, process.stderr.read()[-3000:]
+    return peak
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+@pytest.mark.slow
+def test_a_streamed_run_to_its_last_file_and_its_evaluation_do_not_grow_with_the_data(tmp_path):
+    """The whole of `aekit train --data-on stream` (training, then the test metrics, the figures, the report) and
+    `aekit evaluate` of the run, on a store and on one four times its size: a VAE on binarized data of five of ten
+    classes, so that every metric and figure that reads the data is made (the probes on labelled data, the anomaly
+    scores and their ROC curves, on the seeded binarization)."""
+    peaks = {}
+    for mib in (32, 128):
+        store, run = _labelled_store(tmp_path, mib), tmp_path / f"run-{mib}"
+        aekit = [sys.executable, "-m", "aekit"]
+        peaks["train", mib] = _peak_anon_mib(
+            [
+                *aekit,
+                "train",
+                "--dataset",
+                str(store),
+                "--model",
+                "vae",
+                "--binarize",
+                "--normal-class",
+                "0,1,2,3,4",
+                "--hidden",
+                "16",
+                "--code-dim",
+                "8",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "1024",
+                "--data-on",
+                "stream",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--out",
+                str(run),
+            ]
+        )
+        assert (run / runs.METRICS).is_file() and (run / "report.html").is_file()
+        peaks["evaluate", mib] = _peak_anon_mib([*aekit, "evaluate", str(run)])
+    print(f"peak anonymous memory (MiB): {peaks}")
+    for command in ("train", "evaluate"):
+        assert peaks[command, 128] < peaks[command, 32] + 48, peaks
+
+
+def _rss_anon_mib(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
+    raise RuntimeError(f"no RssAnon in /proc/{pid}/status")
 
 
 def _launch(argv: list[str]) -> None:
