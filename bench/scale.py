@@ -1,7 +1,8 @@
 """Data of any size, measured: `aekit pack` against Pillow's bare decode, streamed against device-resident batches,
-and the memory of a streamed training on a small store and on one larger than this machine's RAM.
+the memory of a streamed training on a small store and on one larger than this machine's RAM, and of whole streamed
+runs (training to its last file, then `aekit evaluate`) on stores of several sizes.
 
-Three parts (``--parts``), each on data generated here and removed afterwards:
+Four parts (``--parts``), each on data generated here and removed afterwards:
 
 - pack: a folder of ``--pngs`` generated PNGs (64x64 RGB: gradients and noise) is packed with ``--workers`` 1 and 2,
   ``--rounds`` times alternated; images per second per worker against Pillow's bare decode of the same files in one
@@ -15,8 +16,13 @@ Three parts (``--parts``), each on data generated here and removed afterwards:
   anonymous resident memory (RssAnon, polled: the store's pages are the page cache's, for the kernel to reclaim),
   its images per second against the disk's own random-read rate for rows of that size, and whether the machine
   swapped (pswpout in /proc/vmstat).
+- whole: a labelled uint8 store of each of ``--whole-gib`` (28x28 grey images, MNIST's size, so that a GiB holds
+  many examples; ten random labels, so that the end of a run fits its probes), the same MLP streamed for one epoch by
+  `aekit train` to its last file (the test metrics, the figures, the report), then `aekit evaluate` of the run; each
+  command's peak RssAnon (polled) and seconds.
 
-    python -m bench.scale [--parts pack,speed,memory] [--pngs 50000] [--big-gib 32] [--small-gib 0.5] [--rounds 3]
+    python -m bench.scale [--parts pack,speed,memory,whole] [--pngs 50000] [--big-gib 32] [--small-gib 0.5]
+        [--whole-gib 0.5,3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from PIL import Image
 AEKIT = [sys.executable, "-m", "aekit"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 SIDE = 64  # generated photos: SIDE x SIDE RGB
+# The model the memory parts stream: an MLP auto-encoder 256,128 -> 16, batch 128, on the CPU.
+STREAMED_MLP = ["--model", "ae", "--hidden", "256,128", "--code-dim", "16", "--batch-size", "128", "--device", "cpu"]
 
 
 def _photo(seed: int) -> np.ndarray:
@@ -153,10 +161,15 @@ def _uint8_npy(path: Path, n: int, shape: tuple[int, ...], seed: int = 0) -> Pat
     return path
 
 
-def _store_of(work: Path, name: str, n: int, shape: tuple[int, ...]) -> Path:
-    """A packed store of n generated uint8 examples; the .npy it was packed from is removed (a store whose source
-    is gone opens, as a copy on another machine does)."""
+def _store_of(work: Path, name: str, n: int, shape: tuple[int, ...], labelled: bool = False) -> Path:
+    """A packed store of n generated uint8 examples (``labelled``: with ten random labels, packed from an .npz of the
+    examples and labels); the file it was packed from is removed (a store whose source is gone opens, as a copy on
+    another machine does)."""
     source = _uint8_npy(work / f"{name}.npy", n, shape)
+    if labelled:
+        array, source = source, work / f"{name}.npz"
+        np.savez(source, x=np.load(array, mmap_mode="r"), y=np.random.default_rng(0).integers(0, 10, n))
+        array.unlink()
     store = work / f"{name}.store"
     subprocess.run([*AEKIT, "pack", str(source), "--out", str(store)], check=True, env=ENV, capture_output=True)
     source.unlink()
@@ -254,20 +267,11 @@ def _streamed_training(store: Path, run: Path, seconds: float) -> dict:
             "train",
             "--dataset",
             str(store),
-            "--model",
-            "ae",
-            "--hidden",
-            "256,128",
-            "--code-dim",
-            "16",
-            "--batch-size",
-            "128",
+            *STREAMED_MLP,
             "--epochs",
             "1000",
             "--data-on",
             "stream",
-            "--device",
-            "cpu",
             "--no-progress",
             "--out",
             str(run),
@@ -348,15 +352,59 @@ def bench_memory(work: Path, small_gib: float, big_gib: float, seconds: float) -
     return lines
 
 
+def _whole_command(command: list[str]) -> tuple[float, float]:
+    """(peak RssAnon MiB, polled every 50 ms, and seconds) of ``command`` run to its end."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak, started = 0.0, time.monotonic()
+    while process.poll() is None:
+        peak = max(peak, _rss_anon_mib(process.pid))
+        time.sleep(0.05)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read()[-2000:]}")
+    return peak, time.monotonic() - started
+
+
+def bench_whole(work: Path, sizes: list[float]) -> list[str]:
+    shape = (1, 28, 28)  # small rows: many examples (and batches) a GiB
+    row = int(np.prod(shape))
+    lines = [
+        "labelled uint8 stores of 28x28 grey images (ten random labels); an MLP auto-encoder (256,128 -> 16), batch "
+        "128, streamed for one epoch by `aekit train` to its last file (test metrics with the probes, figures, "
+        "report), then `aekit evaluate` of the run; each command's peak anonymous resident memory (RssAnon)",
+        "| store | images | train: peak RssAnon (MiB) | train: seconds | evaluate: peak RssAnon (MiB) | "
+        "evaluate: seconds |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    peaks = []
+    for gib in sizes:
+        n = int(gib * 2**30 / row)
+        store, run = _store_of(work, f"whole-{gib:g}", n, shape, labelled=True), work / f"whole-run-{gib:g}"
+        train = _whole_command(
+            [*AEKIT, "train", "--dataset", str(store), *STREAMED_MLP, "--epochs", "1", "--data-on", "stream"]
+            + ["--no-progress", "--out", str(run)]
+        )
+        evaluate = _whole_command([*AEKIT, "evaluate", str(run)])
+        peaks.append((train[0], evaluate[0]))
+        lines.append(f"| {gib:g} GiB | {n} | {train[0]:.0f} | {train[1]:.0f} | {evaluate[0]:.0f} | {evaluate[1]:.0f} |")
+        shutil.rmtree(store)
+        shutil.rmtree(run)
+    lines.append(
+        f"growth of the peak from the smallest store to the largest: train {peaks[-1][0] / peaks[0][0] - 1:+.1%}, "
+        f"evaluate {peaks[-1][1] / peaks[0][1] - 1:+.1%} (target under 10%)"
+    )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="pack,speed,memory")
+    parser.add_argument("--parts", default="pack,speed,memory,whole")
     parser.add_argument("--pngs", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mnist", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
     parser.add_argument("--small-gib", type=float, default=0.5)
     parser.add_argument("--big-gib", type=float, default=32.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--whole-gib", default="0.5,3", help="comma-separated store sizes of the whole part")
     parser.add_argument("--work", default=None, help="where to generate the data (default: a temporary folder)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="aekit-scale-", dir=args.work))
@@ -367,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pack": lambda: bench_pack(work, args.pngs, args.rounds),
                 "speed": lambda: bench_speed(work, args.rounds, args.mnist),
                 "memory": lambda: bench_memory(work, args.small_gib, args.big_gib, args.seconds),
+                "whole": lambda: bench_whole(work, [float(gib) for gib in args.whole_gib.split(",")]),
             }[part]()
             report[part] = lines
             print("\n".join([f"## {part}", *lines, ""]), flush=True)
