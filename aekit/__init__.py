@@ -1,7 +1,7 @@
 """aekit: auto-encoders that work, are fast, and tell the truth about how good they are.
 
-The public names are imported on first use (PEP 562), so that the modules that need no torch (``aekit.report``,
-``aekit.html_report``, ``aekit.projector``, ``aekit.atomic``) load without it.
+The public names are imported on first use (PEP 562), so that the modules that need no torch (``aekit.report.plots``,
+``aekit.report.html``, ``aekit.report.projector``, ``aekit.atomic``) load without it.
 """
 
 import importlib
@@ -20,9 +20,9 @@ _PUBLIC = {
     "RunError": "aekit.errors",
     "TrainingDiverged": "aekit.errors",
     "evaluate": "aekit.evaluate",
-    "load": "aekit.runs",
-    "TrainSettings": "aekit.trainer",
-    "train": "aekit.trainer",
+    "load": "aekit.training.run_folder",
+    "TrainSettings": "aekit.training.trainer",
+    "train": "aekit.training.trainer",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from aekit import codec, runs
+from aekit import codec
 from aekit.atomic import atomic_write, check_output
 from aekit.data.files import (
     Examples,
@@ -39,7 +39,8 @@ from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelConfig
 from aekit.models.base import device_of
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
-from aekit.trainer import resolve_device
+from aekit.training import run_folder
+from aekit.training.trainer import resolve_device
 
 # Examples the model takes at a time.
 BATCH_ROWS = 1024
@@ -133,7 +134,9 @@ STORAGES = {
     "quantized": Storage(
         "encode",
         None,
-        lambda model, codes, bits, layout: codec.encode(codec.quantize(codes, bits), runs.fingerprint(model), layout),
+        lambda model, codes, bits, layout: codec.encode(
+            codec.quantize(codes, bits), run_folder.fingerprint(model), layout
+        ),
     ),
     "indices": Storage(
         "code_indices",
@@ -142,14 +145,14 @@ STORAGES = {
             f"{codec.index_bits(model.codebook_size)} bits each"
         ),
         lambda model, indices, _, layout: codec.encode_indices(
-            indices, model.codebook_size, runs.fingerprint(model), layout
+            indices, model.codebook_size, run_folder.fingerprint(model), layout
         ),
     ),
     "entropy": Storage(
         "code_symbols",
         _says_entropy_coded,
         lambda model, codes, _, layout: codec.encode_entropy(
-            codes, model.probability_tables(), runs.fingerprint(model), layout
+            codes, model.probability_tables(), run_folder.fingerprint(model), layout
         ),
         searched="searched_symbols",
     ),
@@ -236,7 +239,7 @@ def _maps_file(
     names: list[str] | None = None,
     layout: int = codec.AS_MODEL,
 ) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), runs.fingerprint(model), names, layout)
+    return codec.encode_maps(maps, sizes, model.probability_tables(), run_folder.fingerprint(model), names, layout)
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
@@ -353,7 +356,7 @@ def decompress(model: torch.nn.Module, data: bytes, source: str = "the compresse
 def _opened(model: torch.nn.Module, data: bytes, source: str):
     """What the compressed file ``data`` holds (:func:`aekit.codec.decode`), once it is known to be this model's."""
     stored, fingerprint = codec.decode(data, source)
-    ours = runs.fingerprint(model)
+    ours = run_folder.fingerprint(model)
     if fingerprint != ours:
         raise DataError(
             f"{source} was made by a different run (its model fingerprint {fingerprint.hex()} is not "
@@ -416,7 +419,7 @@ def _chunk_rows(*shapes: tuple[int, ...]) -> int:
 
 
 def _load(run_dir: str | Path, device: str) -> tuple[torch.nn.Module, ModelConfig]:
-    model = runs.load(run_dir, resolve_device(device))
+    model = run_folder.load(run_dir, resolve_device(device))
     return model, model.config
 
 

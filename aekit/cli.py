@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 
-from aekit import distributed
 from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.codec import COMPRESSED_SUFFIX, MAX_BITS
 from aekit.data import DATASET_NAMES
@@ -27,8 +26,9 @@ from aekit.errors import AekitError, Interrupted, TrainingStopped
 from aekit.models import FAMILIES
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
 from aekit.options import defaults
-from aekit.projector import MAX_POINTS
-from aekit.trainer import DATA_ON, ON_NAN, PRECISIONS, SCHEDULES
+from aekit.report.projector import MAX_POINTS
+from aekit.training import distributed
+from aekit.training.trainer import DATA_ON, ON_NAN, PRECISIONS, SCHEDULES
 
 OUTPUTS = (
     "OUTPUT is a .npy file (float32, exact), an IDX file (.idx or -ubyte, optionally .gz; 8-bit) or a new "
@@ -606,7 +606,7 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from aekit import workflow
+    from aekit.jobs import workflow
 
     _, metrics = workflow.train_run(
         args.out,
@@ -622,7 +622,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from aekit import workflow
+    from aekit.jobs import workflow
 
     metrics = workflow.evaluate_run(
         args.run, data_dir=args.data_dir, device=args.device, nll_samples=args.nll_samples, dataset=args.dataset
@@ -641,7 +641,7 @@ def _run_score(args: argparse.Namespace) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from aekit.compare import compare
+    from aekit.jobs.compare import compare
 
     given = {k: v for k, v in _given(args).items() if k != "code_dim"}
     table = compare(
@@ -659,7 +659,7 @@ def _run_compare(args: argparse.Namespace) -> None:
 
 
 def _run_export_projector(args: argparse.Namespace) -> None:
-    from aekit import workflow
+    from aekit.jobs import workflow
 
     folder = workflow.export_projector(
         args.run,
@@ -711,7 +711,7 @@ def _run_decompress(args: argparse.Namespace) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from aekit import workflow
+    from aekit.jobs import workflow
 
     print(workflow.demo(args.out, code_dim=args.code_dim, epochs=args.epochs, progress=not args.no_progress))
     print(f"figure: {args.out}/reconstructions.png, table: {args.out}/results.md", file=sys.stderr)
@@ -750,7 +750,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
     """How to go on after an interrupted ``train``: resume where a checkpoint was written, else run it again."""
     if args.command != "train":
         return ""
-    from aekit.runs import holds_run
+    from aekit.training.run_folder import holds_run
 
     if holds_run(args.out):
         return f"; continue with `aekit train --resume --out {args.out}`"

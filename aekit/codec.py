@@ -15,7 +15,7 @@ Each version is one layout; all integers are little-endian and all share the fir
                                    images without their channel axis (n, height, width), 3 channels last (n, height,
                                    width, channels). Reserved and 0 before aekit kept it: those files read as 0,
                                    and an older aekit reads a newer file as 0 (the model's layout) too
-    8         16                   fingerprint of the model's weights (:func:`aekit.runs.fingerprint`)
+    8         16                   fingerprint of the model's weights (:func:`aekit.training.run_folder.fingerprint`)
     24        4                    n, examples (images in versions 4 and 5), uint32
     28        4                    d, values per example, uint32: code dimensions (1, 3), indices (2) or the code
                                    map's channels (4, 5)

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from aekit.models import model_config  # importing the package registers the families
 from aekit.models.config import family, option_defaults
-from aekit.trainer import TrainSettings
+from aekit.training.trainer import TrainSettings
 
 TRAIN_OPTIONS = {f.name: f.default for f in fields(TrainSettings)}
 DATA_OPTIONS = {"dataset": "digits", "data_dir": None, "test_fraction": 0.2}

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aekit import runs
 from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
 from aekit.apps import BATCH_ROWS, image_batch, image_files_in, of_another_size, takes_any_size
 from aekit.atomic import atomic_file, check_output
@@ -26,8 +25,9 @@ from aekit.data.images import decoded, label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.models.base import device_of
-from aekit.report import save_histogram
-from aekit.trainer import resolve_device
+from aekit.report.plots import save_histogram
+from aekit.training import run_folder
+from aekit.training.trainer import resolve_device
 
 # Rows a block of the CSV file.
 _ROWS = 65536
@@ -57,7 +57,7 @@ def score_file(
         raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
     for path in (out, histogram_path(out)):
         check_output(path, overwrite, inputs=(source,), may_hold=(run_dir,))
-    model = runs.load(run_dir, resolve_device(device))
+    model = run_folder.load(run_dir, resolve_device(device))
     check_score(model, score, samples)
     shape = model.config.shape
     files = image_files_in(source) if takes_any_size(model) else None

@@ -39,7 +39,7 @@ from aekit.models.base import device_of
 from aekit.models.config import FAMILIES, family, register
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.naming import ANY, Words, speaking
-from aekit.trainer import TrainSettings, check_model_fits, resolve_device, train
+from aekit.training.trainer import TrainSettings, check_model_fits, resolve_device, train
 
 __all__ = [
     "AutoEncoder",

@@ -45,8 +45,8 @@ from aekit.data import load_dataset
 from aekit.data.dataset import with_normal_training
 from aekit.evaluate import importance_weighted_nll
 from aekit.models import model_config
-from aekit.report import markdown_table
-from aekit.trainer import TrainSettings, resolve_device
+from aekit.report.plots import markdown_table
+from aekit.training.trainer import TrainSettings, resolve_device
 from bench.measure import device_name
 from bench.mnist_runs import RESULTS, fit, write_section
 

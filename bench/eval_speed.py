@@ -23,7 +23,7 @@ from aekit.data import load_dataset
 from aekit.data.binarize import binarized
 from aekit.evaluate import importance_weighted_nll
 from aekit.models import build_model, model_config
-from aekit.trainer import resolve_device
+from aekit.training.trainer import resolve_device
 from bench.measure import MIB, PeakMemory, device_name
 
 TEST_IMAGES, K = 10_000, 5000

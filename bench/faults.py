@@ -1,20 +1,21 @@
 """Faults, measured: a fuzz campaign over every reader of outside bytes, a kill campaign over real training runs, and
 campaigns of real `python -m aekit` commands at the edges of a run folder.
 
-Fuzzing: the strategies and checks of tests/test_fuzz.py, run for --cases cases per reader with a seeded (not
+Fuzzing: the strategies and checks of tests/uses/test_fuzz.py, run for --cases cases per reader with a seeded (not
 derandomized) Hypothesis, so each seed explores new cases. A case passes when the reader returns a valid result or
 raises an AekitError with a one-line message, within the time and memory caps of the tests (no other exception, no
 hang, no allocation beyond 1 GiB). Readers: IDX bytes and files, an MNIST folder, .npy, .npz, .csv, image folders,
 JSON files, config.json, model.safetensors and checkpoint.pt of a run folder (and resuming from what is accepted), and
 the dataset options a config.json holds.
 
-Killing: a real `python -m aekit train` on the digits (a small VAE on the CPU, the settings of tests/test_faults.py)
-is SIGKILLed at a seeded random moment (anywhere from start-up to the last figure), resumed with --resume and killed
-again, up to --kills-per-trial times, then resumed to the end; new runs until --kills kills have landed. After each
-kill: every file of the run folder must read completely (none half-written), no finished epoch may be missing from
-the checkpoint (history.csv is watched while the run lives; the checkpoint's history must be at least as long), and
-leftover `.*.tmp` files are counted. A run killed before its first epoch has no checkpoint: `--resume` must refuse in
-one line, and the folder is started again. Each run's final weights must equal an uninterrupted run's, bit for bit.
+Killing: a real `python -m aekit train` on the digits (a small VAE on the CPU, the settings of
+tests/training/test_faults.py) is SIGKILLed at a seeded random moment (anywhere from start-up to the last figure),
+resumed with --resume and killed again, up to --kills-per-trial times, then resumed to the end; new runs until --kills
+kills have landed. After each kill: every file of the run folder must read completely (none half-written), no finished
+epoch may be missing from the checkpoint (history.csv is watched while the run lives; the checkpoint's history must be
+at least as long), and leftover `.*.tmp` files are counted. A run killed before its first epoch has no checkpoint:
+`--resume` must refuse in one line, and the folder is started again. Each run's final weights must equal an
+uninterrupted run's, bit for bit.
 
 The edges (a tiny AE, 2 epochs, on the digits unless said otherwise; every trial a real `python -m aekit` process with
 OMP_NUM_THREADS=1), one campaign per kind:
@@ -26,7 +27,7 @@ OMP_NUM_THREADS=1), one campaign per kind:
   compress and evaluate (RUN a file), all to be refused in one line; and a file-size limit (RLIMIT_FSIZE, each of
   --fsize-limits) on train (a first run and a resume), evaluate, export-projector, compare --runs (a first run and
   one reusing finished runs), denoise and compress. Read-only folders are not tried: we run as root, whom chmod does
-  not stop (tests/test_run_folder.py uses a read-only bind mount instead).
+  not stop (tests/training/test_run_folder.py uses a read-only bind mount instead).
 - scale: uint8 .npy images of (n, h, w), (n, 1, h, w) and (n, h, w, 3) trained on, then denoised: the output must
   have the input's dtype and shape and agree with the Python API's reconstruct (0..255 units); the same images saved
   as float 0..255 values, given to denoise and compress with that run, must be refused in one line.
@@ -34,8 +35,8 @@ OMP_NUM_THREADS=1), one campaign per kind:
   images), given to denoise and compress, and a folder of 100-byte PNGs whose headers claim 12000 x 12000 and 9000 x
   9000 pixels, packed (--skip-bad --workers 2) and trained on, under a --memory-cap address-space limit: refused in
   one line that does not blame memory; the peak resident memory of each is reported.
-- tables: a CSV of rank 3 plus 1% noise whose nine columns span 1e-3 to 1e5 (as tests/test_scale.py makes it) trained
-  by PCA, AE and VAE, and AE and VAE with --no-standardize; prints the r2 of each.
+- tables: a CSV of rank 3 plus 1% noise whose nine columns span 1e-3 to 1e5 (as tests/data/test_scale.py makes it)
+  trained by PCA, AE and VAE, and AE and VAE with --no-standardize; prints the r2 of each.
 
 Each trial is classified as proceeded (exit 0), refused in one line (exit 2, stderr exactly one line starting
 "aekit: error:"), traceback ("Traceback" in stderr, or an exit status other than 0, 2 or 128+signal) or other (exit
@@ -74,9 +75,9 @@ from hypothesis import HealthCheck, given, seed, settings
 from PIL import Image
 from safetensors.torch import load_file
 
-from aekit import runs
 from aekit.data import load_dataset
 from aekit.errors import AekitError
+from aekit.training import run_folder
 from tests import test_fuzz as fuzz  # the strategies and checks live with the tests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
     """(name, strategy, check) for every reader; a check takes one drawn case."""
     compressor, valid_compressed = fuzz.compressor(small)
     config, weights, checkpoint = (
-        (run_dir / name).read_bytes() for name in (runs.CONFIG, runs.WEIGHTS, runs.CHECKPOINT)
+        (run_dir / name).read_bytes() for name in (run_folder.CONFIG, run_folder.WEIGHTS, run_folder.CHECKPOINT)
     )
     return [
         ("IDX bytes", fuzz.IDX_CASES, fuzz.check_idx),
@@ -108,12 +109,12 @@ def readers(run_dir: Path, small) -> list[tuple[str, object, object]]:
         (
             "config.json (aekit.load)",
             fuzz.config_texts(config),
-            lambda text: fuzz.check_run(run_dir, {runs.CONFIG: text}),
+            lambda text: fuzz.check_run(run_dir, {run_folder.CONFIG: text}),
         ),
         (
             "model.safetensors (aekit.load)",
             fuzz.weights_files(weights),
-            lambda data: fuzz.check_run(run_dir, {runs.WEIGHTS: data}),
+            lambda data: fuzz.check_run(run_dir, {run_folder.WEIGHTS: data}),
         ),
         (
             "checkpoint.pt (load_checkpoint, resume)",
@@ -194,7 +195,7 @@ def _train(out: Path, resume: bool) -> subprocess.Popen:
 
 def _epochs_in_history_csv(out: Path) -> int | None:
     """Rows in history.csv, or None when it is absent; a file that does not parse raises."""
-    path = out / runs.HISTORY
+    path = out / run_folder.HISTORY
     if not path.exists():
         return None
     with path.open(newline="") as file:
@@ -229,11 +230,11 @@ def _html(path: Path) -> None:
 def _half_written(out: Path) -> list[str]:
     """The files of the run folder that do not read completely (there should be none: every write is atomic)."""
     checks = {
-        runs.CONFIG: lambda path: runs.read_config(path.parent),
-        runs.METRICS: runs.read_json,
-        runs.WEIGHTS: load_file,
-        runs.CHECKPOINT: runs.load_checkpoint,
-        runs.HISTORY: lambda path: _epochs_in_history_csv(path.parent),
+        run_folder.CONFIG: lambda path: run_folder.read_config(path.parent),
+        run_folder.METRICS: run_folder.read_json,
+        run_folder.WEIGHTS: load_file,
+        run_folder.CHECKPOINT: run_folder.load_checkpoint,
+        run_folder.HISTORY: lambda path: _epochs_in_history_csv(path.parent),
         "report.html": _html,
     }
     present = [(out / name, check) for name, check in checks.items() if (out / name).exists()]
@@ -263,7 +264,7 @@ def _timings(folder: Path) -> dict:
     first, last = min(k for k in finished if k > 0), max(finished)
     per_epoch = (finished[last] - finished[first]) / max(last - first, 1)
     return {
-        "weights": load_file(out / runs.WEIGHTS),
+        "weights": load_file(out / run_folder.WEIGHTS),
         "startup": max(finished[first] - first * per_epoch, 0),
         "per_epoch": per_epoch,
         "tail": total - finished[last],
@@ -285,7 +286,7 @@ def _trial(out: Path, kills: int, rng: random.Random, reference: dict, tally: Co
     returns the kills that landed (a run may finish before its moment comes)."""
     resume, landed = False, 0
     while True:
-        done = len(runs.load_checkpoint(out / runs.CHECKPOINT)["history"]) if resume else 0
+        done = len(run_folder.load_checkpoint(out / run_folder.CHECKPOINT)["history"]) if resume else 0
         # Anywhere in this process's expected life: start-up, the epochs left, evaluation and figures.
         expected = reference["startup"] + (EPOCHS - done) * reference["per_epoch"] + reference["tail"]
         process = _train(out, resume)
@@ -301,13 +302,15 @@ def _trial(out: Path, kills: int, rng: random.Random, reference: dict, tally: Co
         problems += [f"{out.parent.name}: half-written {name}" for name in broken]
         tally["leftover .tmp files"] += len(list(out.glob(".*.tmp")))
         tally["epochs finished before a kill"] += seen
-        if (out / runs.CHECKPOINT).exists():
-            tally["lost epochs"] += max(0, seen - len(runs.load_checkpoint(out / runs.CHECKPOINT)["history"]))
+        if (out / run_folder.CHECKPOINT).exists():
+            tally["lost epochs"] += max(
+                0, seen - len(run_folder.load_checkpoint(out / run_folder.CHECKPOINT)["history"])
+            )
             resume = True
             continue
         tally["lost epochs"] += seen
         tally["killed before the first epoch"] += 1
-        if (out / runs.CONFIG).exists() and not _refuses_to_resume(out):
+        if (out / run_folder.CONFIG).exists() and not _refuses_to_resume(out):
             problems.append(f"{out.parent.name}: --resume without a checkpoint did not refuse in one line")
         shutil.rmtree(out, ignore_errors=True)
         resume = False
@@ -328,7 +331,7 @@ def kill_campaign(kills: int, kills_per_trial: int, rng: random.Random, folder: 
         out.parent.mkdir()
         before = len(problems)
         landed = _trial(out, min(kills_per_trial, kills - tally["kills"]), rng, reference, tally, problems)
-        weights = load_file(out / runs.WEIGHTS)
+        weights = load_file(out / run_folder.WEIGHTS)
         same = weights.keys() == reference["weights"].keys() and all(
             torch.equal(weights[k], v) for k, v in reference["weights"].items()
         )
@@ -360,7 +363,7 @@ COMPARE = [
 PROCEEDED, REFUSED, TRACEBACK, OTHER = "proceeded", "refused in one line", "traceback", "other exit"
 COMMAND_SECONDS = 300  # a command taking longer is a hang
 GO = """import os, sys, time
-from aekit import workflow  # the slow imports first, so that every process reaches the lock at the same moment
+from aekit.jobs import workflow
 from aekit.cli import main
 open(f"{sys.argv[1]}.{os.getpid()}", "w").close()  # ready
 while not os.path.exists(sys.argv[1]):
@@ -454,14 +457,18 @@ def _finished(out: Path) -> str | None:
     report.html are there); else what is wrong."""
     if not out.is_dir():
         return f"{out.name} is not a folder"
-    missing = [name for name in (runs.CONFIG, runs.WEIGHTS, runs.METRICS, "report.html") if not (out / name).is_file()]
+    missing = [
+        name
+        for name in (run_folder.CONFIG, run_folder.WEIGHTS, run_folder.METRICS, "report.html")
+        if not (out / name).is_file()
+    ]
     if missing:
         return f"{out.name} lacks {', '.join(missing)}"
     broken = _half_written(out)
     if broken:
         return f"{out.name}: half-written {', '.join(broken)}"
     try:
-        runs.load(out)
+        run_folder.load(out)
     except Exception as error:  # noqa: BLE001 (whatever it is, the folder is not usable)
         return f"{out.name} does not load: {type(error).__name__}: {error}"
     return None
@@ -474,7 +481,7 @@ def _recovered(out: Path, argv: list) -> str | None:
     if wrong is None:
         return None
     tried = [wrong]
-    if runs.holds_run(out):
+    if run_folder.holds_run(out):
         done = aekit("train", "--resume", "--out", out, "--no-progress")
         if done.status == 0 and _finished(out) is None:
             return None
@@ -854,7 +861,7 @@ def tables_campaign(folder: Path) -> Kind:
             r2.append(f"{label} refused")
             wrong = (
                 None
-                if not out.exists() or runs.holds_run(out)
+                if not out.exists() or run_folder.holds_run(out)
                 else f"left {sorted(p.name for p in out.iterdir())} without a checkpoint"
             )
         kind.trial(label, done, expect, wrong)

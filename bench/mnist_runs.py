@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 import aekit
-from aekit import runs
 from aekit.data import Dataset, load_dataset
 from aekit.models import ModelConfig, build_model
-from aekit.trainer import TrainSettings, resolve_device, train
+from aekit.training import run_folder
+from aekit.training.trainer import TrainSettings, resolve_device, train
 from bench.measure import device_name
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -118,7 +118,7 @@ def fit(
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = build_model(spec)
-    resume = out is not None and (out / runs.CHECKPOINT).exists()
+    resume = out is not None and (out / run_folder.CHECKPOINT).exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     history = train(model, data, settings, out=out, resume=resume, device=device, progress=False, test_each_epoch=False)

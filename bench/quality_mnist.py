@@ -47,8 +47,8 @@ from aekit.data import Dataset, load_dataset
 from aekit.data.binarize import binarized
 from aekit.evaluate import evaluate, importance_weighted_nll
 from aekit.models import model_config
-from aekit.report import markdown_table
-from aekit.trainer import TrainSettings, resolve_device
+from aekit.report.plots import markdown_table
+from aekit.training.trainer import TrainSettings, resolve_device
 from bench.measure import STEPS, device_name
 from bench.mnist_runs import fit, write_section
 

@@ -37,7 +37,7 @@ from aekit import codec
 from aekit.apps import compress, decompress
 from aekit.evaluate import psnr
 from aekit.models import model_config
-from aekit.report import markdown_table
+from aekit.report.plots import markdown_table
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Rate-distortion auto-encoder on MNIST"

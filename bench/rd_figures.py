@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aekit.report import tile  # noqa: E402
+from aekit.report.plots import tile  # noqa: E402
 
 TITLES = {
     "mnist": "MNIST, 10,000 test digits (28 x 28 grey)",

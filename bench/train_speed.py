@@ -43,7 +43,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from aekit.data import load_dataset
 from aekit.models import FAMILIES, ModelConfig, build_model, model_config
-from aekit.trainer import TrainSettings, mean_loss, resolve_device, train
+from aekit.training.trainer import TrainSettings, mean_loss, resolve_device, train
 from bench.measure import MIB, STEPS, PeakMemory, device_name
 
 BATCH = 128

@@ -14,7 +14,7 @@ import sys
 from aekit.apps import upscale
 from aekit.evaluate import downsample, psnr, upsample
 from aekit.models import model_config
-from aekit.report import markdown_table, save_rows
+from aekit.report.plots import markdown_table, save_rows
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Super-resolution"

@@ -19,11 +19,12 @@ import sys
 
 import numpy as np
 
-from aekit import codec, runs
+from aekit import codec
 from aekit.apps import compress, decompress
 from aekit.evaluate import codebook_perplexity
 from aekit.models import model_config
-from aekit.report import markdown_table
+from aekit.report.plots import markdown_table
+from aekit.training import run_folder
 from bench.mnist_runs import Bench, fit, parser
 
 HEADING = "## VQ-VAE against the AE at equal bytes (MNIST)"
@@ -68,7 +69,7 @@ def vqvae_rows(bench: Bench, hidden: tuple[int, ...]) -> list[dict]:
     clean, rows = bench.data.x_test, []
     for code_dim, embedding_dim in VQVAES:
         model = trained(bench, "vqvae", code_dim, hidden, embedding_dim=embedding_dim, codebook_size=CODEBOOK)
-        data = codec.encode_indices(model.code_indices(clean), CODEBOOK, runs.fingerprint(model))
+        data = codec.encode_indices(model.code_indices(clean), CODEBOOK, run_folder.fingerprint(model))
         stored, _ = codec.decode(data, "the index file")
         perplexity = codebook_perplexity(model, clean)
         per_image = code_dim // embedding_dim

@@ -12,7 +12,7 @@ from conftest import MNIST_DIR, needs_mnist
 from torch.utils.data import DataLoader
 
 from aekit.models import build_model, model_config
-from aekit.trainer import TrainSettings, train
+from aekit.training.trainer import TrainSettings, train
 from bench import quality_mnist, train_speed
 from bench.codecs import bd_rate, overlap, rate_at, ssim
 from bench.mnist_runs import fit, write_section

@@ -1,5 +1,4 @@
 import gzip
-import hashlib
 import json
 import shutil
 import subprocess
@@ -8,43 +7,12 @@ import sys
 import numpy as np
 import pytest
 from conftest import MNIST_DIR, needs_mnist
+from helpers import assert_refused, run_cli
 
 import aekit
-from aekit import runs
-from aekit.cli import main
+from aekit.training import run_folder
 
 FAST = ["--epochs", "1", "--no-progress", "--hidden", "32", "--code-dim", "4"]
-
-
-def run_cli(capsys, *argv):
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def snapshot(folder):
-    """Every file under ``folder`` with its content hash: to check that a failed command changed nothing."""
-    if not folder.exists():
-        return None
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def assert_refused(capsys, folder, *argv, match):
-    before = snapshot(folder)
-    status, out, err = run_cli(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2, (status, err)
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
-    assert snapshot(folder) == before
 
 
 @pytest.mark.slow
@@ -246,9 +214,9 @@ def test_weights_that_do_not_match_the_config_are_refused(capsys, tmp_path):
 def test_a_corrupt_checkpoint_or_weights_file_is_refused(capsys, tmp_path):
     out = tmp_path / "run"
     assert run_cli(capsys, "train", "--model", "ae", "--out", str(out), *FAST)[0] == 0
-    (out / runs.CHECKPOINT).write_bytes(b"not a checkpoint at all")
+    (out / run_folder.CHECKPOINT).write_bytes(b"not a checkpoint at all")
     assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--epochs", "2", match="corrupt")
-    (out / runs.WEIGHTS).write_bytes(b"\x00" * 40)
+    (out / run_folder.WEIGHTS).write_bytes(b"\x00" * 40)
     assert_refused(capsys, out, "evaluate", str(out), match="corrupt")
 
 
@@ -256,8 +224,8 @@ def test_a_corrupt_checkpoint_or_weights_file_is_refused(capsys, tmp_path):
 def test_building_the_parser_loads_no_figures_no_scikit_learn_and_no_workflow():
     code = (
         "import sys; from aekit.cli import build_parser; build_parser(); "
-        "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.workflow', 'aekit.figures', 'aekit.apps') "
-        "if m in sys.modules))"
+        "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.jobs.workflow', 'aekit.report.figures', "
+        "'aekit.apps') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"the parser loaded {loaded}"

@@ -1,6 +1,6 @@
-"""What aekit 0.1.0 wrote still reads the same (tests/data/artifacts-0.1.0/README.md says what each file is): its run
-folders load and decode their compressed files of every version to what they decoded to then, bit for bit; its store
-opens to the same examples; its pickled estimators transform as they did."""
+"""What aekit 0.1.0 wrote still reads the same (tests/fixtures/artifacts-0.1.0/README.md says what each file is): its
+run folders load and decode their compressed files of every version to what they decoded to then, bit for bit; its
+store opens to the same examples; its pickled estimators transform as they did."""
 
 import pickle
 import shutil
@@ -13,7 +13,7 @@ from PIL import Image
 import aekit
 from aekit.cli import main
 
-OLD = Path(__file__).parent / "data" / "artifacts-0.1.0"
+OLD = Path(__file__).resolve().parents[1] / "fixtures" / "artifacts-0.1.0"
 # They were written with one torch thread: float kernels round otherwise with another count.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FILES = {"v1": "run-ae", "v2": "run-vqvae", "v3": "run-rd", "v4": "run-map"}

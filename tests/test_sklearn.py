@@ -42,7 +42,7 @@ from aekit.sklearn import (
 from aekit.sklearn import (
     estimator as estimator_of,
 )
-from aekit.trainer import mean_loss
+from aekit.training.trainer import mean_loss
 
 CLASSES = (AutoEncoder, DenoisingAutoEncoder, DropoutAutoEncoder, AdversarialAutoEncoder, VariationalAutoEncoder)
 

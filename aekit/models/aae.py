@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aekit import nets
 from aekit.errors import AekitError
+from aekit.models import nets
 from aekit.models.base import AutoEncoder, Loss, Phase, device_of
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS

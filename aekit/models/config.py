@@ -21,8 +21,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from aekit import nets
 from aekit.errors import AekitError
+from aekit.models import nets
 from aekit.models.likelihood import LIKELIHOODS
 from aekit.models.standardize import Standardize
 from aekit.naming import option as named

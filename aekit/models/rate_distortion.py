@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aekit import codec, nets
+from aekit import codec
 from aekit.errors import AekitError
+from aekit.models import nets
 from aekit.models.base import AutoEncoder, Loss, takes_examples
 from aekit.models.config import NetConfig, option, register
 from aekit.models.likelihood import LIKELIHOODS

@@ -1,0 +1,1 @@
+"""Whole jobs on a run folder: train, resume, evaluate, export the projector, the demo, compare."""

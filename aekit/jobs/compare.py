@@ -1,0 +1,275 @@
+"""``aekit compare``: one model of each kind on the same split and at the same code size, side by side.
+
+For every code size and model, a run folder in the runs folder (``OUT/runs`` unless ``runs_dir`` names another) is
+trained through :func:`aekit.jobs.workflow.train_run`, or reused when the runs folder already holds a finished run of
+that model and code size on the same split (and with every option asked for here). Then OUT gets:
+
+- ``comparison.md`` and ``comparison.csv``: one row per model (and code size) with the metrics of DESIGN.md; the best
+  of each column (lowest error, time and size, highest probe accuracy) is bold in the Markdown and named in the
+  CSV's ``best_in`` column;
+- ``figures/comparison.png``: the same test examples as originals and as each model's reconstruction and, for
+  images, a noisy copy of them and each model's output for it; with several code sizes, one
+  ``figures/comparison-N.png`` per size and ``figures/sweep.png``, the reconstruction error against the code size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aekit.atomic import atomic_write, check_folder, make_folder
+from aekit.data import Dataset
+from aekit.data.dataset import class_numbers
+from aekit.data.identity import data_identity, identity_change
+from aekit.errors import AekitError, RunError
+from aekit.jobs.workflow import evaluate_run, load_data, normal_classes, recorded_identity, spec_for, train_run
+from aekit.metrics import columns, formatted, legend, lookup
+from aekit.models import FAMILIES, build_model, corrupt
+from aekit.options import defaults, for_family
+from aekit.report.figures import FIGURES, showcase
+from aekit.report.plots import markdown_table, save_lines, save_rows
+from aekit.training import run_folder
+
+# The options that fix the split: a reused run must agree on them (and on its model and code size).
+_SPLIT = ("dataset", "seed", "test_fraction", "normal_class")
+
+
+def compare(
+    out: str | Path,
+    *,
+    models: tuple[str, ...] | None = None,
+    code_dims: tuple[int, ...] = (10,),
+    options: dict | None = None,
+    runs_dir: str | Path | None = None,
+    nll_samples: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> str:
+    """Train (or reuse) each of ``models`` (default: every registered family) at each of ``code_dims`` with the
+    ``options`` (as for ``aekit train``: dataset, epochs, hidden, ...; a model option applies to the families that
+    have it), write the comparison into ``out`` and return its Markdown.
+
+    Everything is checked before anything is trained or written. ``nll_samples`` = k adds the VAE's
+    importance-weighted NLL estimate ``nll_is_{k}``.
+    """
+    out = Path(out)
+    runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
+    models = tuple(FAMILIES) if models is None else tuple(models)
+    given, dataset = _check(models, code_dims, dict(options or {}), nll_samples, (out, runs_dir))
+    identity = data_identity(dataset)
+    plan = {(model, dim): _place(runs_dir, model, dim, given, identity) for dim in code_dims for model in models}
+    settings = {**defaults(), **given}
+
+    rows, pictures = [], {}
+    originals = showcase(dataset)
+    noisy = _noisy(originals, settings["noise"], settings["noise_level"]) if dataset.is_image else None
+    for dim in code_dims:
+        shown, shown_noisy = {"original": originals}, {} if noisy is None else {"noisy input": noisy}
+        for model_name in models:
+            folder, reuse = plan[model_name, dim]
+            label = FAMILIES[model_name].label
+            metrics = _metrics_of(
+                folder, reuse, {**given, "model": model_name, "code_dim": dim}, nll_samples, device, progress
+            )
+            model = run_folder.load(folder)
+            shown[label] = model.reconstruct(originals)
+            if noisy is not None:
+                shown_noisy[f"{label} (noisy in)"] = model.reconstruct(noisy)
+            # A model fitted in closed form has no epochs and no batches to speak of.
+            unbatched = {"epochs": None, "batch_size": None} if model.closed_form else {}
+            rows.append({"model": label, "code_dim": dim, **metrics, **unbatched, "run": str(folder), "reused": reuse})
+        pictures[dim] = {**shown, **shown_noisy}
+
+    make_folder(out)
+    for dim, shown in pictures.items():
+        name = "comparison.png" if len(code_dims) == 1 else f"comparison-{dim}.png"
+        title = f"{dataset.name} test set, code size {dim}: originals and each model's reconstruction" + (
+            f"; then the same with {settings['noise']} noise ({settings['noise_level']:g}) added"
+            if noisy is not None
+            else ""
+        )
+        save_rows(out / FIGURES / name, shown, title)
+    if len(code_dims) > 1:
+        _save_sweep(out / FIGURES / "sweep.png", rows, models, sorted(code_dims), dataset.name)
+    return _write_tables(out, rows, dataset, settings, code_dims)
+
+
+def _save_sweep(path: Path, rows: list[dict], models, dims: list[int], data_name: str) -> None:
+    """The figure of each model's squared error per test example against the code size."""
+    by = {(row["model"], row["code_dim"]): row["sse_per_example"] for row in rows}
+    save_lines(
+        path,
+        dims,
+        {FAMILIES[m].label: [by[FAMILIES[m].label, d] for d in dims] for m in models},
+        "code size",
+        "squared error per test example",
+        f"{data_name}: reconstruction error against code size",
+    )
+
+
+def _metrics_of(folder: Path, reuse: bool, given: dict, nll_samples: int | None, device: str, progress: bool) -> dict:
+    """The metrics of the run in ``folder`` of the ``given`` options (model and code size included): those it
+    holds where it is reused, else those of training it there; with ``nll_samples`` = k and a VAE, evaluated again
+    where they lack ``nll_is_{k}``."""
+    if reuse:
+        metrics = run_folder.read_json(folder / run_folder.METRICS)
+    else:
+        if progress:
+            print(f"training {given['model']}, code size {given['code_dim']} ...", flush=True)
+        _, metrics = train_run(folder, for_family(given), device=device, progress=progress)
+    if nll_samples is not None and given["model"] == "vae" and f"nll_is_{nll_samples}" not in metrics:
+        metrics = evaluate_run(folder, data_dir=given.get("data_dir"), device=device, nll_samples=nll_samples)
+    return metrics
+
+
+def _check(models, code_dims, given: dict, nll_samples: int | None, folders) -> tuple[dict, Dataset]:
+    """The options with the dataset path made absolute, and the data; raises before anything is written, also where
+    one of the ``folders`` to write cannot be."""
+    problems = []
+    unknown = [m for m in models if m not in FAMILIES]
+    if not models or unknown:
+        problems.append(f"unknown models {unknown}" if unknown else "no models to compare")
+    if len(set(models)) != len(models):
+        problems.append(f"models {list(models)} name one twice")
+    if not code_dims or min(code_dims) < 1 or len(set(code_dims)) != len(code_dims):
+        problems.append(f"code sizes {list(code_dims)} must be distinct positive integers")
+    if nll_samples is not None and nll_samples < 1:
+        problems.append(f"--nll-samples {nll_samples} must be at least 1")
+    known = defaults()
+    not_options = set(given) - set(known) | set(given) & {"model", "code_dim"}
+    if not_options:
+        problems.append(f"options {sorted(not_options)} cannot be set for a comparison")
+    if problems:
+        raise AekitError("; ".join(problems) + f"; compare any of {', '.join(FAMILIES)} at distinct code sizes")
+    if given.get("data_dir") is None and Path(given.get("dataset", known["dataset"])).exists():
+        given["dataset"] = str(Path(given["dataset"]).resolve())  # as train_run stores it, so runs can be matched
+    options = {**known, **given}
+    dataset = load_data(options)
+    if given.get("normal_class") is not None:  # numbered on the data, as train_run records them
+        given["normal_class"] = list(class_numbers(dataset, normal_classes(given["normal_class"])))
+    for dim in code_dims:
+        for model in models:
+            build_model(spec_for(for_family({**options, "model": model, "code_dim": dim}), dataset))
+    for folder in folders:
+        check_folder(folder)
+    return given, dataset
+
+
+def _place(runs_dir: Path, model: str, dim: int, given: dict, identity: dict) -> tuple[Path, bool]:
+    """Where the run of ``model`` at code size ``dim`` lives and whether it is reused (already trained there).
+
+    A run is reused when its model, code size and split match and so does every option asked for (PCA is fitted
+    in closed form, so for it only the split counts); one that records other data than ``identity`` (the data's now,
+    :func:`aekit.data.identity.data_identity`) is refused."""
+    known = defaults()
+    wanted = {"model": model, "code_dim": dim, **{k: given.get(k, known[k]) for k in _SPLIT}}
+    if model != "pca":
+        wanted.update({k: v for k, v in for_family({**given, "model": model}).items() if k != "data_dir"})
+    matches = []
+    for config_path in sorted(runs_dir.glob(f"*/{run_folder.CONFIG}")) if runs_dir.is_dir() else []:
+        saved = run_folder.read_config(config_path.parent).get("options") or {}
+        if all(_plain(saved.get(k)) == _plain(v) for k, v in wanted.items()):
+            matches.append(config_path.parent)
+    if len(matches) > 1:
+        raise RunError(
+            f"{', '.join(map(str, matches))} all hold a {model} run of code size {dim} on this split; "
+            "keep one of them in the runs folder"
+        )
+    if matches and not run_folder.holds_run(matches[0]):
+        return matches[0], False  # what a run left that failed before its first checkpoint: train it there again
+    recorded = recorded_identity(matches[0]) if matches else None
+    change = None if recorded is None else identity_change(recorded, identity)
+    if change:
+        raise RunError(
+            f"{matches[0]} holds a {model} run of code size {dim} trained on other data: the data in "
+            f"{given.get('dataset', known['dataset'])} {change}; remove it or choose another --runs folder"
+        )
+    if matches:
+        if not (matches[0] / run_folder.METRICS).is_file():
+            raise RunError(
+                f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
+                f"--out {matches[0]}` or remove it"
+            )
+        return matches[0], True
+    folder = runs_dir / f"{model}-{dim}"
+    if run_folder.holds_run(folder):
+        raise RunError(
+            f"{folder} already holds something other than a {model} run of code size {dim} with these "
+            "settings; remove it or choose another --runs folder"
+        )
+    return folder, False
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _noisy(originals: np.ndarray, noise: str, level: float) -> np.ndarray:
+    """The shown test examples with the denoising auto-encoder's corruption, drawn with a fixed seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return corrupt(torch.from_numpy(originals), noise, level).numpy()
+
+
+def _write_tables(out: Path, rows: list[dict], dataset: Dataset, options: dict, code_dims) -> str:
+    """Write comparison.csv and comparison.md: a column per registered metric some row has (:mod:`aekit.metrics`),
+    the best of each marked; returns the Markdown."""
+    metrics = columns(rows)
+    best = _best(rows, metrics)
+    keys = ["model", "code_dim", *metrics, "run", "reused"]
+    run_folder.write_csv(
+        out / "comparison.csv",
+        [{**{k: row.get(k) for k in keys}, "best_in": ";".join(marked)} for row, marked in zip(rows, best)],
+    )
+    table = _markdown(rows, metrics, best, dataset, options, code_dims)
+    atomic_write(out / "comparison.md", table.encode())
+    return table
+
+
+def _best(rows: list[dict], metrics: list[str]) -> list[list[str]]:
+    """For each row, the metrics in which it is best among the rows of its code size, by which way each metric is
+    better (only where two or more rows have a value, so a metric only one model has marks nothing; an unranked
+    metric, such as epochs, marks nothing)."""
+    best: list[list[str]] = [[] for _ in rows]
+    for name in metrics:
+        larger = lookup(name).higher_is_better
+        for dim in {row["code_dim"] for row in rows}:
+            values = {
+                i: row[name] for i, row in enumerate(rows) if row["code_dim"] == dim and row.get(name) is not None
+            }
+            if larger is None or len(values) < 2:
+                continue
+            target = (max if larger else min)(values.values())
+            for i, value in values.items():
+                if value == target:
+                    best[i].append(name)
+    return best
+
+
+def _markdown(rows, metrics: list[str], best, dataset: Dataset, options: dict, code_dims) -> str:
+    cells = []
+    for row, marked in zip(rows, best):
+        line = {"model": row["model"], "code_dim": str(row["code_dim"])}
+        for name in metrics:
+            text = formatted(name, row.get(name))
+            line[name] = f"**{text}**" if name in marked else text
+        cells.append(line)
+    reused = [row["run"] for row in rows if row["reused"]]
+    sizes = ", ".join(map(str, code_dims))
+    # The batch each run used (a default one is fitted to small data), not the option's default.
+    batches = sorted({row["batch_size"] for row in rows if row.get("batch_size")})
+    batch = ", ".join(map(str, batches)) or options["batch_size"]
+    header = (
+        f"{dataset.name}: {len(dataset.x_train)} training and {len(dataset.x_test)} test examples of shape "
+        f"{'x'.join(map(str, dataset.shape))}; code size {sizes}; {options['net']} networks, "
+        f"{options['epochs']} epochs of batch {batch} for the neural models (seed {options['seed']}).\n\n"
+        "Metrics on the test split, in the data's own units; the best of each column (per code size) in bold:\n\n"
+        + legend(metrics)
+        + "\n"
+    )
+    if reused:
+        header += f"Reused runs (trained earlier, their own settings): {', '.join(reused)}.\n\n"
+    names = ["model"] + (["code_dim"] if len(code_dims) > 1 else []) + metrics
+    return header + markdown_table(cells, names)

@@ -1,0 +1,1 @@
+"""Pictures and pages: plots and tables, a run's figures, report.html, the Embedding Projector, TensorBoard."""

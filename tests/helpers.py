@@ -1,0 +1,51 @@
+"""What several test files share: running the command line in the test's process, checking that a refusal is one
+line and changed nothing, and editing a compressed file's fields with its checksum kept right."""
+
+import hashlib
+import struct
+import zlib
+
+from aekit.cli import main
+
+
+def run_cli(capsys, *argv):
+    """Run the CLI in this process; return (exit status, stdout, stderr)."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its content hash: to check that a failed command changed nothing."""
+    if not folder.exists():
+        return None
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_refused(capsys, folder, *argv, match):
+    before = snapshot(folder)
+    status, out, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, (status, err)
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+    assert snapshot(folder) == before
+
+
+def with_crc(body: bytes) -> bytes:
+    """``body`` and its CRC-32, as a compressed file ends."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def set_field(data: bytes, offset: int, fmt: str, value) -> bytes:
+    """A compressed file with a field set and its checksum made right again."""
+    blob = bytearray(data[:-4])
+    struct.pack_into(fmt, blob, offset, value)
+    return with_crc(bytes(blob))
