@@ -17,6 +17,7 @@ import io
 import json
 import os
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -302,7 +303,7 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                holder = self._read()
+                holder = self._holder()
                 raise RunError(
                     f"{folder} is in use by {f'process {holder}' if holder else 'another process'}; "
                     "wait for it to finish or choose another --out"
@@ -359,6 +360,16 @@ class RunLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
                 os.pwrite(self._fd, (self.owner + "\n").encode(), 0)
+
+    def _holder(self) -> str | None:
+        """The holder's "host pid", waited for up to half a second: a process that has just taken the lock writes it
+        next (:meth:`_claim`), and under load a refused process can look in between."""
+        for _ in range(50):
+            holder = self._read()
+            if holder:
+                return holder
+            time.sleep(0.01)
+        return None
 
     def _read(self) -> str | None:
         """The holder's "host pid", as one short line, or None where unknown."""

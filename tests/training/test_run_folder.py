@@ -1,6 +1,7 @@
 """The run folder at its edges: one writer at a time, every refused write a one-line user error (exit 2), and what a
 failure leaves either resumed with --resume or started again by the same command, to the same weights bit for bit."""
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -93,6 +95,21 @@ def _contender(folder, index, rounds, start, tried, results, holders, most, seco
         if index == 0:  # removal ends its hold (the others may already be making the folder again)
             shutil.rmtree(folder, ignore_errors=True)
         lock.__exit__(None, None, None)
+
+
+def test_a_refusal_names_the_holder_that_has_just_taken_the_lock(tmp_path):
+    # The holder writes its "host pid" just after it takes the lock; a process refused in between waits for it.
+    (tmp_path / run_folder.LOCK).touch()
+    held = os.open(tmp_path / run_folder.LOCK, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    claim = threading.Timer(0.1, os.pwrite, (held, b"elsewhere 4242\n", 0))
+    claim.start()
+    try:
+        with pytest.raises(RunError, match=f"{tmp_path} is in use by process elsewhere 4242;"):
+            run_folder.RunLock(tmp_path).__enter__()
+    finally:
+        claim.join()
+        os.close(held)
 
 
 @pytest.mark.slow
