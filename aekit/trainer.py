@@ -33,11 +33,11 @@ from aekit import distributed, runs
 from aekit.batches import DATA_ON, BatchSource, free_memory, make_source
 from aekit.data import Dataset
 from aekit.errors import AekitError, Interrupted, TrainingDiverged, TrainingStopped
-from aekit.evaluate import batches, evaluating
 from aekit.graphed import GraphedStep
 from aekit.models import ModelConfig, Phase
 from aekit.models.base import device_of, float_batch
 from aekit.models.config import on_meta
+from aekit.models.inference import batches, evaluating
 from aekit.naming import option as named
 
 SCHEDULES = ("constant", "cosine")

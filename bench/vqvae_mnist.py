@@ -21,7 +21,7 @@ import numpy as np
 
 from aekit import codec, runs
 from aekit.apps import compress, decompress
-from aekit.evaluate import codebook_perplexity
+from aekit.evaluation.measures import codebook_perplexity
 from aekit.models import model_config
 from aekit.report import markdown_table
 from bench.mnist_runs import Bench, fit, parser

@@ -21,10 +21,10 @@ from aekit import figures, report
 from aekit.cli import main
 from aekit.data.dataset import sample_index
 from aekit.errors import RunError
-from aekit.evaluate import codes
+from aekit.evaluation.metrics import formatted
 from aekit.html_report import render_report, write_report
-from aekit.metrics import formatted
 from aekit.models import build_model, model_config
+from aekit.models.inference import codes
 
 FAST = ["--epochs", "2", "--no-progress", "--hidden", "32"]
 ALL_FIGURES = {"reconstructions", "denoising", "samples", "codes", "manifold", "interpolations", "loss"}

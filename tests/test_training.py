@@ -9,7 +9,8 @@ from test_cli import assert_refused
 import aekit
 from aekit import runs
 from aekit.errors import TrainingDiverged
-from aekit.evaluate import evaluate, reconstruction_metrics
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import reconstruction_metrics
 from aekit.models import FAMILIES, build_model, model_config
 from aekit.trainer import TrainSettings, mean_loss, train
 from aekit.workflow import train_run
