@@ -121,9 +121,7 @@ def _aekit_scores(method: str, data, seed: int, args, device) -> dict[str, np.nd
     model, _ = fit(spec, data, settings, device, seed)
     model.eval()
     scores = {RECONSTRUCTION: anomaly_scores(model, data.x_test)}
-    if (
-        family == "vae"
-    ):  # both estimates from the same draws, each image's the same (as aekit.evaluation.anomaly scores them)
+    if model.variational:  # both estimates from the same draws, each image's the same (as aekit's scores take them)
         estimate = importance_weighted_nll(model, data.x_test, args.samples, same_draws=True)
         scores.update({ELBO: estimate.neg_elbo, f"{NLL}_{args.samples}": estimate.nll})
     return scores
