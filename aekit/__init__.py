@@ -5,8 +5,6 @@ The public names are imported on first use (PEP 562), so that the modules that n
 """
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -19,7 +17,7 @@ _PUBLIC = {
     "DataError": "aekit.errors",
     "RunError": "aekit.errors",
     "TrainingDiverged": "aekit.errors",
-    "evaluate": "aekit.evaluate",
+    "evaluate": "aekit.evaluation",
     "load": "aekit.training.run_folder",
     "TrainSettings": "aekit.training.trainer",
     "train": "aekit.training.trainer",
@@ -43,15 +41,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_PUBLIC})
-
-
-class _Package(types.ModuleType):
-    """The package's own module type: importing the submodule ``aekit.evaluate`` would bind that name on the package,
-    over the function ``aekit.evaluate`` it exports; the function is kept."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if not (name == "evaluate" and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

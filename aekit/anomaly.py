@@ -1,167 +1,33 @@
-"""Anomaly scores: how badly a trained model explains each example, in nats per example; higher is more anomalous.
+"""Kept for one release, then removed: the anomaly scores live now in :mod:`aekit.evaluation.anomaly`."""
 
-A model trained on normal data explains it well and the rest badly, so its negative log-likelihood of an example is
-a score of how unusual the example is. Every score is a -log of a proper density (normalising constant included) of
-the example in the data's own units, so the scores of one model are comparable across examples and inputs:
+from aekit.evaluation.anomaly import (
+    ELBO,
+    NLL,
+    RECONSTRUCTION,
+    ROC,
+    SAMPLES,
+    SCORES,
+    anomalous,
+    anomaly_scores,
+    check_score,
+    reconstruction_nll,
+    roc,
+    score_key,
+    score_names,
+)
 
-- ``reconstruction_nll`` (every family): -log p(x | decoder(encoder(x))), the likelihood of x given its own code
-  (the VAE's code is its posterior mean). Under the Bernoulli likelihood it is the cross-entropy
-  -sum x log m + (1 - x) log(1 - m), m the decoder's mean; under the Gaussian it is
-  sum (x' - m)^2 + (D/2) log(pi), a Gaussian of variance 1/2 per element around the reconstruction m of the
-  standardized x' = (x - center) / scale, plus sum log(scale) where the model standardizes (the change of variables
-  back to x's units: the density of x is that of x' divided by prod(scale)). PCA is the Gaussian case.
-- ``neg_elbo`` (VAE): -(1/k) sum_s log w_s, w_s = p(x|z_s) p(z_s) / q(z_s|x), z_s ~ q(z|x): the negative ELBO, an
-  upper bound on -log p(x), averaged over k posterior draws.
-- ``nll_is_{k}`` (VAE): -log (1/k) sum_s w_s over the same draws: the importance-weighted estimate of -log p(x)
-  (Burda et al. 2015), tighter than the ELBO and exact as k grows.
-
-The VAE's scores give every example the same k standard normal draws (z_s = mu(x) + sigma(x) eps_s), so an
-example's score depends on it alone, not on the examples it is scored with. Examples go through the model a batch at
-a time (:func:`aekit.evaluate.batches`; memory bounded whatever their number). :func:`roc` and :func:`auroc` measure
-a score against known anomalies.
-"""
-
-from __future__ import annotations
-
-import itertools
-import numbers
-from collections.abc import Callable
-from typing import NamedTuple
-
-import numpy as np
-import torch
-
-from aekit.data.files import check_intensities
-from aekit.data.layout import as_float, to_shape
-from aekit.errors import AekitError, DataError
-from aekit.evaluate import batches, evaluating, filled, importance_weighted_nll
-from aekit.models import PCA, VAE, Bernoulli
-
-RECONSTRUCTION, ELBO, NLL = "reconstruction_nll", "neg_elbo", "nll_is"
-SCORES = (RECONSTRUCTION, ELBO, NLL)
-# Posterior draws per example for the VAE's scores where none are asked for.
-SAMPLES = 100
-
-
-def score_names(model: torch.nn.Module) -> tuple[str, ...]:
-    """The scores ``model`` has: the reconstruction NLL, and for a VAE the negative ELBO and the NLL estimate."""
-    return SCORES if isinstance(model, VAE) else (RECONSTRUCTION,)
-
-
-def score_key(score: str, samples: int = SAMPLES) -> str:
-    """The name a score's values go by: ``nll_is`` with k samples is ``nll_is_{k}``, the others their own."""
-    return f"{NLL}_{samples}" if score == NLL else score
-
-
-def check_score(model: torch.nn.Module, score: str, samples: int = SAMPLES) -> None:
-    """Refuse a score ``model`` does not have, or fewer than one posterior draw, naming the fix."""
-    if score not in score_names(model):
-        extra = "" if isinstance(model, VAE) else f" ({ELBO} and {NLL} need a VAE)"
-        raise AekitError(
-            f"unknown anomaly score {score!r} for a {type(model).__name__}{extra}; use one of "
-            f"{', '.join(score_names(model))}"
-        )
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-        raise AekitError(f"the number of posterior draws per example ({samples!r}) must be a whole number >= 1")
-
-
-@torch.no_grad()
-def reconstruction_nll(
-    model: torch.nn.Module, x, batch_size: int = 1024, prepare: Callable[[np.ndarray], np.ndarray] | None = None
-) -> np.ndarray:
-    """-log p(x | decoder(encoder(x))) of each example of ``x`` in nats (float64), in the data's units (see the
-    module's docstring). ``prepare`` is applied to each block of rows first (see :func:`aekit.evaluate.batches`)."""
-    jacobian = float(model.standardize.log_scale_sum())
-
-    def scores():
-        for batch in batches(x, batch_size, model, prepare):
-            code = model.encode(batch)
-            # The likelihood's parameters (logits, or the Gaussian's mean) in the standardized units.
-            output = model.unproject(code) if isinstance(model, PCA) else model.decoder(code)
-            log_p = model.likelihood.log_prob(output, model.standardize(batch))
-            yield (jacobian - log_p.double()).cpu().numpy()
-
-    with evaluating(model):
-        return filled(scores(), len(x))
-
-
-def anomaly_scores(
-    model: torch.nn.Module,
-    x,
-    score: str = RECONSTRUCTION,
-    *,
-    samples: int = SAMPLES,
-    seed: int = 0,
-    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-    source: str = "x",
-) -> np.ndarray:
-    """The anomaly score ``score`` (:data:`SCORES`) of each example of ``x`` (an array, memory-mapped or not, or
-    anything sliced by rows), in nats, higher for what is more anomalous; ``samples`` = k posterior draws per example
-    for the VAE's scores, drawn from a generator seeded with ``seed``.
-
-    ``x`` is checked as the apps check their input, a block of rows at a time: in any layout of the model's example
-    shape (:func:`aekit.data.layout.to_shape`), numbers (uint8: 8-bit intensities), neither NaN nor infinite, and in
-    [0, 1] for a model of intensities (the cross-entropy); each problem is a one-line DataError naming ``source``.
-    ``prepare`` is applied to each checked block (see :func:`aekit.evaluate.batches`)."""
-    check_score(model, score, samples)
-    x = x if hasattr(x, "shape") else np.asarray(x)
-    checked = _checked(model, x, source, prepare)
-    if score == RECONSTRUCTION:
-        return reconstruction_nll(model, x, prepare=checked)
-    estimate = importance_weighted_nll(model, x, samples, seed=seed, same_draws=True, prepare=checked)
-    return estimate.neg_elbo if score == ELBO else estimate.nll
-
-
-def _checked(
-    model: torch.nn.Module, x, source: str, prepare: Callable[[np.ndarray], np.ndarray] | None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The function that makes a block of rows of ``x`` what ``model`` takes, checked (see :func:`anomaly_scores`),
-    then ``prepare``d; the layout of the whole of ``x`` is checked first, before any work."""
-    shape, what = model.example_shape, "the model takes"
-    if len(x) == 0:
-        raise DataError(f"{source} holds no examples; give at least one")
-    if shape is not None:
-        to_shape(np.broadcast_to(np.float32(0), x.shape), shape, source, what)
-    # The float type the model computes in: a float64 copy (the scikit-learn estimators') keeps float64 input.
-    tensors = itertools.chain(model.parameters(), model.buffers())
-    dtype = np.float64 if any(t.dtype == torch.float64 for t in tensors) else np.float32
-    bernoulli = model.likelihood is Bernoulli
-
-    def check(block) -> np.ndarray:
-        if isinstance(block, torch.Tensor):
-            block = block.detach().cpu().numpy()
-        values = as_float(block, source, dtype)
-        if shape is not None:
-            values, _ = to_shape(values, shape, source, what)
-        if bernoulli:
-            check_intensities(values, source)
-        return values if prepare is None else prepare(values)
-
-    return check
-
-
-def anomalous(labels: np.ndarray, normal_classes) -> np.ndarray:
-    """Whether each example is an anomaly: its label is none of ``normal_classes``."""
-    return ~np.isin(np.asarray(labels), np.asarray(normal_classes))
-
-
-class ROC(NamedTuple):
-    """A receiver operating characteristic: the share of anomalies flagged (``tpr``) against the share of normal
-    examples flagged (``fpr``) as the threshold on the score falls, and the area under it (``auroc``: the chance
-    that a random anomaly scores above a random normal example, ties counting half)."""
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    auroc: float
-
-
-def roc(scores: np.ndarray, is_anomaly: np.ndarray) -> ROC:
-    """The ROC of anomaly ``scores`` (higher: more anomalous) against the truth ``is_anomaly``; both kinds of example
-    must be present."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    is_anomaly = np.asarray(is_anomaly, bool)
-    if is_anomaly.all() or not is_anomaly.any():
-        raise AekitError("an ROC needs both normal and anomalous examples; these are all of one kind")
-    fpr, tpr, _ = roc_curve(is_anomaly, scores)
-    return ROC(fpr, tpr, float(roc_auc_score(is_anomaly, scores)))
+__all__ = [
+    "ELBO",
+    "NLL",
+    "RECONSTRUCTION",
+    "ROC",
+    "SAMPLES",
+    "SCORES",
+    "anomalous",
+    "anomaly_scores",
+    "check_score",
+    "reconstruction_nll",
+    "roc",
+    "score_key",
+    "score_names",
+]

@@ -2,7 +2,7 @@
 
 Each use takes examples shaped as the model expects (see :func:`aekit.data.layout.to_shape`), in the data's own
 units (a run that standardizes does so inside its model), goes through the model in batches without gradients, and
-returns numpy arrays; :func:`aekit.evaluate.psnr` measures them against clean images. The jobs on files
+returns numpy arrays; :func:`aekit.evaluation.measures.psnr` measures them against clean images. The jobs on files
 (``*_files``, the commands) read their input in the one scale of :mod:`aekit.data.layout` and write outputs back in
 the input's layout and type, a chunk of examples at a time (:data:`CHUNK_BYTES`): a memory-mapped ``.npy`` file or
 store goes through in bounded memory whatever its size, never copied whole as floats. A fully convolutional
@@ -35,10 +35,11 @@ from aekit.data.images import IMAGE_SUFFIXES, decoded, image_files
 from aekit.data.layout import as_float, describe, to_shape
 from aekit.data.store import is_store
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import in_batches, upsample
 from aekit.models import ModelConfig
 from aekit.models.base import device_of
+from aekit.models.inference import in_batches
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
+from aekit.models.resample import upsample
 from aekit.training import run_folder
 from aekit.training.trainer import resolve_device
 

@@ -18,11 +18,11 @@ import signal
 import sys
 import threading
 
-from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.codec import COMPRESSED_SUFFIX, MAX_BITS
 from aekit.data import DATASET_NAMES
 from aekit.data.files import FORMATS
 from aekit.errors import AekitError, Interrupted, TrainingStopped
+from aekit.evaluation.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.models import FAMILIES
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
 from aekit.options import defaults

@@ -21,7 +21,7 @@ def defaults() -> dict:
     names the family), the loss and standardization, the data's and the training's. standardize: real-valued data
     is standardized per feature inside the model (see aekit.models.standardize). normal_class: train on the
     examples of these classes only (a list of labels), as the model of normal data whose anomaly scores
-    (:mod:`aekit.anomaly`) the test split's other classes measure."""
+    (:mod:`aekit.evaluation.anomaly`) the test split's other classes measure."""
     return {
         **option_defaults(),
         "loss": "auto",

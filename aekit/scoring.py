@@ -1,5 +1,5 @@
-"""``aekit score``: the anomaly scores (:mod:`aekit.anomaly`) of the examples in a file under a trained run, written
-to a CSV file with a histogram beside it.
+"""``aekit score``: the anomaly scores (:mod:`aekit.evaluation.anomaly`) of the examples in a file under a trained
+run, written to a CSV file with a histogram beside it.
 
 The input is anything the apps read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aekit.anomaly import SAMPLES, anomaly_scores, check_score, score_key
 from aekit.apps import BATCH_ROWS, image_batch, image_files_in, of_another_size, takes_any_size
 from aekit.atomic import atomic_file, check_output
 from aekit.data.files import check_intensities, read_examples
 from aekit.data.images import decoded, label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
+from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, check_score, score_key
 from aekit.models.base import device_of
 from aekit.report.plots import save_histogram
 from aekit.training import run_folder

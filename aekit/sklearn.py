@@ -13,7 +13,7 @@ counts alike; ``inverse_transform`` undoes it.
 
 Each has an outlier detector beside it (``AutoEncoderOutlierDetector``, ...; :func:`outlier_detector`): the same
 estimator with scikit-learn's ``OutlierMixin`` API, ``score_samples`` being minus each row's anomaly score
-(:mod:`aekit.anomaly`) and ``predict`` -1 for the rows below ``offset_`` (see :class:`_OutlierDetection`).
+(:mod:`aekit.evaluation.anomaly`) and ``predict`` -1 for the rows below ``offset_`` (see :class:`_OutlierDetection`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
 
-from aekit.anomaly import RECONSTRUCTION, SAMPLES, SCORES, anomaly_scores, reconstruction_nll
 from aekit.data import Dataset
 from aekit.errors import AekitError
-from aekit.evaluate import batches, evaluating
-from aekit.models import VAE, ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
+from aekit.evaluation.anomaly import RECONSTRUCTION, SAMPLES, SCORES, anomaly_scores, reconstruction_nll
+from aekit.models import ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
 from aekit.models.base import device_of
 from aekit.models.config import FAMILIES, family, register
+from aekit.models.inference import batches, evaluating
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.naming import ANY, Words, speaking
 from aekit.training.trainer import TrainSettings, check_model_fits, resolve_device, train
@@ -190,7 +190,7 @@ def _mean_log_likelihood(model: torch.nn.Module, x: torch.Tensor, batch_size: in
     log-density (``log_prob``, normalising constant included): log p(x | decoder(encoder(x))) for the deterministic
     auto-encoders; for the VAE the ELBO, E_q[log p(x|z)] - KL(q(z|x) || N(0, I)), a lower bound on log p(x), with
     one z per row drawn from a generator seeded with ``seed`` (the draw ``trainer.mean_loss`` makes)."""
-    if not isinstance(model, VAE):
+    if not model.variational:
         return -float(reconstruction_nll(model, x, batch_size).mean())
     generator = torch.Generator(device_of(model)).manual_seed(seed)
     total = 0.0
@@ -504,9 +504,10 @@ def _unpickled(config: type[ModelConfig], detector: bool) -> _BaseAutoEncoder:
 class _OutlierDetection(OutlierMixin):
     """An outlier detector made of an auto-encoder, as scikit-learn's ``IsolationForest`` is one: ``fit`` trains the
     model on (mostly) normal rows and sets ``offset_``; ``score_samples`` gives each row's log-likelihood under the
-    model in nats in the units of X, i.e. minus its anomaly score (:mod:`aekit.anomaly`), so higher is more normal;
-    ``decision_function`` = score_samples - offset_, negative for outliers; ``predict`` is +1 for an inlier and -1
-    for an outlier (decision_function < 0). transform, inverse_transform and score are those of the auto-encoder.
+    model in nats in the units of X, i.e. minus its anomaly score (:mod:`aekit.evaluation.anomaly`), so higher is
+    more normal; ``decision_function`` = score_samples - offset_, negative for outliers; ``predict`` is +1 for an
+    inlier and -1 for an outlier (decision_function < 0). transform, inverse_transform and score are those of the
+    auto-encoder.
 
     Parameters (detection)
     ----------------------
@@ -534,7 +535,7 @@ class _OutlierDetection(OutlierMixin):
     @classmethod
     def _own_parameters(cls, config: type[ModelConfig]) -> dict:
         own = {"anomaly_score": RECONSTRUCTION, "contamination": "auto"}
-        return {**own, "nll_samples": SAMPLES} if issubclass(config.model_class, VAE) else own
+        return {**own, "nll_samples": SAMPLES} if config.model_class.variational else own
 
     @_in_own_words
     def fit(self, X, y=None):

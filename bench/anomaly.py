@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 import aekit
-from aekit.anomaly import ELBO, NLL, RECONSTRUCTION, anomaly_scores, roc
 from aekit.data import load_dataset
 from aekit.data.dataset import with_normal_training
-from aekit.evaluate import importance_weighted_nll
+from aekit.evaluation.anomaly import ELBO, NLL, RECONSTRUCTION, anomaly_scores, roc
+from aekit.evaluation.measures import importance_weighted_nll
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from aekit.training.trainer import TrainSettings, resolve_device
@@ -121,7 +121,7 @@ def _aekit_scores(method: str, data, seed: int, args, device) -> dict[str, np.nd
     model, _ = fit(spec, data, settings, device, seed)
     model.eval()
     scores = {RECONSTRUCTION: anomaly_scores(model, data.x_test)}
-    if family == "vae":  # both estimates from the same draws, each image's the same (as aekit.anomaly scores them)
+    if model.variational:  # both estimates from the same draws, each image's the same (as aekit's scores take them)
         estimate = importance_weighted_nll(model, data.x_test, args.samples, same_draws=True)
         scores.update({ELBO: estimate.neg_elbo, f"{NLL}_{args.samples}": estimate.nll})
     return scores

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter
 
-from aekit.evaluate import psnr
+from aekit.evaluation.measures import psnr
 
 # Pillow's format names and the qualities swept: each codec's own scale (JPEG 1-95, WebP and AVIF 0-100), dense at
 # the low end, where the learned codes lie.

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from aekit.apps import denoise
-from aekit.evaluate import psnr
+from aekit.evaluation.measures import psnr
 from aekit.models import corrupt, model_config
 from aekit.report.plots import markdown_table, save_rows
 from bench.mnist_runs import Bench, parser

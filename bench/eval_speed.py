@@ -1,5 +1,5 @@
-"""Speed of the importance-weighted NLL estimate (aekit.evaluate.importance_weighted_nll) with k=5000 on the 10,000
-MNIST test images, binarized once with aekit's fixed evaluation seed, for the VAE 784-200-200-50 of Burda et al.
+"""Speed of the importance-weighted NLL estimate (aekit.evaluation.measures.importance_weighted_nll) with k=5000 on the
+10,000 MNIST test images, binarized once with aekit's fixed evaluation seed, for the VAE 784-200-200-50 of Burda et al.
 (2015), as bench/quality_mnist.py runs it (examples 100 at a time; 2^18 decoded rows per chunk on CUDA, 2^15 on CPU).
 
 The weights are freshly initialised (seed 0): the work (encoder, k decoder passes per image, log-sum-exp) does not
@@ -21,7 +21,7 @@ import torch
 
 from aekit.data import load_dataset
 from aekit.data.binarize import binarized
-from aekit.evaluate import importance_weighted_nll
+from aekit.evaluation.measures import importance_weighted_nll
 from aekit.models import build_model, model_config
 from aekit.training.trainer import resolve_device
 from bench.measure import MIB, PeakMemory, device_name

@@ -45,7 +45,8 @@ import aekit
 from aekit.atomic import atomic_write
 from aekit.data import Dataset, load_dataset
 from aekit.data.binarize import binarized
-from aekit.evaluate import evaluate, importance_weighted_nll
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import importance_weighted_nll
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from aekit.training.trainer import TrainSettings, resolve_device

@@ -35,7 +35,7 @@ import torch
 
 from aekit import codec
 from aekit.apps import compress, decompress
-from aekit.evaluate import psnr
+from aekit.evaluation.measures import psnr
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from bench.mnist_runs import Bench, parser

@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 
 from aekit.apps import upscale
-from aekit.evaluate import downsample, psnr, upsample
+from aekit.evaluation.measures import psnr
 from aekit.models import model_config
+from aekit.models.resample import downsample, upsample
 from aekit.report.plots import markdown_table, save_rows
 from bench.mnist_runs import Bench, parser
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from aekit import codec
 from aekit.apps import compress, decompress
-from aekit.evaluate import codebook_perplexity
+from aekit.evaluation.measures import codebook_perplexity
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from aekit.training import run_folder

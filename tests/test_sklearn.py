@@ -27,7 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch.distributions import Normal, kl_divergence
 
 from aekit.errors import AekitError
-from aekit.evaluate import importance_weighted_nll
+from aekit.evaluation.measures import importance_weighted_nll
 from aekit.models import FAMILIES, NetConfig
 from aekit.sklearn import (
     AdversarialAutoEncoder,

@@ -24,9 +24,10 @@ from aekit.data import Dataset
 from aekit.data.dataset import class_numbers
 from aekit.data.identity import data_identity, identity_change
 from aekit.errors import AekitError, RunError
+from aekit.evaluation.metrics import columns, formatted, legend, lookup
 from aekit.jobs.workflow import evaluate_run, load_data, normal_classes, recorded_identity, spec_for, train_run
-from aekit.metrics import columns, formatted, legend, lookup
 from aekit.models import FAMILIES, build_model, corrupt
+from aekit.models.config import family
 from aekit.options import defaults, for_family
 from aekit.report.figures import FIGURES, showcase
 from aekit.report.plots import markdown_table, save_lines, save_rows
@@ -119,7 +120,11 @@ def _metrics_of(folder: Path, reuse: bool, given: dict, nll_samples: int | None,
         if progress:
             print(f"training {given['model']}, code size {given['code_dim']} ...", flush=True)
         _, metrics = train_run(folder, for_family(given), device=device, progress=progress)
-    if nll_samples is not None and given["model"] == "vae" and f"nll_is_{nll_samples}" not in metrics:
+    if (
+        nll_samples is not None
+        and family(given["model"]).model_class.variational
+        and f"nll_is_{nll_samples}" not in metrics
+    ):
         metrics = evaluate_run(folder, data_dir=given.get("data_dir"), device=device, nll_samples=nll_samples)
     return metrics
 
@@ -165,7 +170,7 @@ def _place(runs_dir: Path, model: str, dim: int, given: dict, identity: dict) ->
     :func:`aekit.data.identity.data_identity`) is refused."""
     known = defaults()
     wanted = {"model": model, "code_dim": dim, **{k: given.get(k, known[k]) for k in _SPLIT}}
-    if model != "pca":
+    if not family(model).model_class.closed_form:
         wanted.update({k: v for k, v in for_family({**given, "model": model}).items() if k != "data_dir"})
     matches = []
     for config_path in sorted(runs_dir.glob(f"*/{run_folder.CONFIG}")) if runs_dir.is_dir() else []:
@@ -214,8 +219,8 @@ def _noisy(originals: np.ndarray, noise: str, level: float) -> np.ndarray:
 
 
 def _write_tables(out: Path, rows: list[dict], dataset: Dataset, options: dict, code_dims) -> str:
-    """Write comparison.csv and comparison.md: a column per registered metric some row has (:mod:`aekit.metrics`),
-    the best of each marked; returns the Markdown."""
+    """Write comparison.csv and comparison.md: a column per registered metric some row has
+    (:mod:`aekit.evaluation.metrics`), the best of each marked; returns the Markdown."""
     metrics = columns(rows)
     best = _best(rows, metrics)
     keys = ["model", "code_dim", *metrics, "run", "reused"]

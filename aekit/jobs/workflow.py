@@ -24,10 +24,11 @@ from aekit.data import DATASET_NAMES, Dataset, load_dataset
 from aekit.data.dataset import as_float32, class_numbers, normal_class_problem, with_normal_training
 from aekit.data.identity import data_identity, identity_change, identity_problem
 from aekit.errors import AekitError, RunError
-from aekit.evaluate import codes, evaluate
-from aekit.metrics import columns, formatted, kept, legend
+from aekit.evaluation import evaluate
+from aekit.evaluation.metrics import columns, formatted, kept, legend
 from aekit.models import FAMILIES, ModelConfig, build_model, choose_likelihood, model_config
 from aekit.models.config import family
+from aekit.models.inference import codes
 from aekit.options import ANOMALY_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, defaults, for_family, refuse_foreign
 from aekit.report.figures import FIGURE_NAMES, FIGURES, image_grids, showcase, write_figures
 from aekit.report.html import REPORT, write_report

@@ -145,6 +145,13 @@ class AutoEncoder(nn.Module):
     # How `aekit compress` stores its codes (aekit.apps.STORAGES): real codes quantized to --bits; a codebook
     # model's indices, "indices"; a rate-distortion model's integer codes, "entropy", or code maps, "maps".
     code_storage = "quantized"
+    # What else it can do, asked by evaluation, the figures and the estimators instead of its class. ``variational``:
+    # it has an approximate posterior q(z|x) beside the prior N(0, I) (``posterior(x) -> (mu, logvar)`` and
+    # ``elbo_terms``), hence a variational bound on log p(x): the negative ELBO and the importance-weighted likelihood
+    # estimate. ``noise``: the corruption it learns to undo (with ``noise_level`` and ``corrupt(x)``), None for one
+    # trained on clean input.
+    variational = False
+    noise: str | None = None
 
     def __init__(
         self,
@@ -182,7 +189,12 @@ class AutoEncoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's mean for each code (sigmoid output for Bernoulli, linear for Gaussian), in the data's
         units."""
-        return self.standardize.inverse(self.likelihood.mean(self.decoder(z)))
+        return self.standardize.inverse(self.likelihood.mean(self.decoder_output(z)))
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters for each code (Bernoulli logits, the Gaussian's mean) in the networks'
+        standardized units: what ``decode`` takes the likelihood's mean of, and what log p(x | z) is measured with."""
+        return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

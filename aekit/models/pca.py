@@ -35,6 +35,8 @@ class PCA(nn.Module):
     codebook_size = None
     entropy_model = None
     code_storage = "quantized"
+    variational = False
+    noise = None
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()
@@ -73,6 +75,10 @@ class PCA(nn.Module):
     def unproject(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction, in standardized units, of a code."""
         return (z @ self.components + self.mean).unflatten(1, self.shape)
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The Gaussian's mean for each code in standardized units (see :meth:`AutoEncoder.decoder_output`)."""
+        return self.unproject(z)
 
     @takes_examples
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -288,8 +288,8 @@ class RateDistortionAE(AutoEncoder):
     @torch.no_grad()
     def map_nll(self, x: torch.Tensor) -> torch.Tensor:
         """-log p(x | decoding of round(encoder(x))) per image, nats (n,), of images of any one size (n, channels, H,
-        W) in [0, 1], each whole: :func:`aekit.anomaly.reconstruction_nll` at their own size (a fully convolutional
-        model standardizes nothing)."""
+        W) in [0, 1], each whole: :func:`aekit.evaluation.anomaly.reconstruction_nll` at their own size (a fully
+        convolutional model standardizes nothing)."""
         return -self.likelihood.log_prob(self._map_output(self.map_symbols(x), *x.shape[-2:]), x)
 
     def _map_output(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:

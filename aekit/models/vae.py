@@ -70,6 +70,8 @@ class VAE(AutoEncoder):
     The encoder outputs 2 * code_dim values: the mean, then the log-variance.
     """
 
+    variational = True
+
     def __init__(
         self,
         encoder,

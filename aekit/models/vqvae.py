@@ -155,7 +155,7 @@ class VQVAE(AutoEncoder):
     def decode_indices(self, indices) -> torch.Tensor | np.ndarray:
         """The decoding of codeword indices (n, code_dim / embedding_dim): ``decode`` of the codes they stand for.
         Tensors in, tensors out, unchecked (of any type that holds the whole numbers, e.g. the float batches of
-        :func:`aekit.evaluate.in_batches`); numpy in, numpy out, checked with one-line DataErrors."""
+        :func:`aekit.models.inference.in_batches`); numpy in, numpy out, checked with one-line DataErrors."""
         if isinstance(indices, torch.Tensor):
             return self.decode(self.quantizer.lookup(indices.long()))
         array = np.asarray(indices)

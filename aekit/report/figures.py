@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aekit.anomaly import ELBO, RECONSTRUCTION, anomalous, anomaly_scores, roc, score_names
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
 from aekit.data.dataset import as_float32, describe_classes, rows_of, sample_index
-from aekit.evaluate import codes, downsample, upsample
-from aekit.metrics import ELBO_DRAWS
-from aekit.models import Bernoulli, DenoisingAE
+from aekit.evaluation.anomaly import ELBO, RECONSTRUCTION, anomalous, anomaly_scores, roc, score_names
+from aekit.evaluation.metrics import ELBO_DRAWS
+from aekit.models import Bernoulli
 from aekit.models.base import device_of
+from aekit.models.inference import codes
+from aekit.models.resample import downsample, upsample
 from aekit.report.plots import save_codes, save_curves, save_grid, save_manifold, save_roc, save_rows
 
 FIGURES = "figures"
@@ -108,7 +109,7 @@ def _example_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, lab
             },
             f"{dataset.name}: test examples downsampled by {factor}, enlarged by bicubic interpolation and by {label}",
         )
-    if isinstance(model, DenoisingAE):
+    if model.noise is not None:
         noisy = _corrupted(model, shown)
         written.append(folder / "denoising.png")
         save_rows(
@@ -211,7 +212,7 @@ def _samples(model: torch.nn.Module, n: int = 64) -> np.ndarray:
         return model.sample(n, generator=torch.Generator(device_of(model)).manual_seed(0)).cpu().numpy()
 
 
-def _corrupted(model: DenoisingAE, x: np.ndarray) -> np.ndarray:
+def _corrupted(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     """``x`` with the model's own corruption from a fixed seed, on a forked RNG so training's stream is untouched."""
     device = device_of(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aekit.atomic import atomic_write
 from aekit.errors import RunError
-from aekit.metrics import lookup
+from aekit.evaluation.metrics import lookup
 
 REPORT = "report.html"
 
@@ -36,8 +36,8 @@ def write_report(path: str | Path, title: str, config: dict, metrics: list[dict]
     ``config`` is shown as a table (nested dicts as nested tables), ``metrics`` as one table with a row per dict
     (columns in order of first appearance, a dash where a row has no value; a single dict is shown as a column of
     name-value lines), and each PNG of ``figures`` inline, in order, captioned by its file name. A registered metric
-    (:mod:`aekit.metrics`) is written in its format and described (beside it, or in its header's tooltip); other
-    numbers to 4 significant digits.
+    (:mod:`aekit.evaluation.metrics`) is written in its format and described (beside it, or in its header's
+    tooltip); other numbers to 4 significant digits.
     """
     path = Path(path)
     atomic_write(path, render_report(title, config, metrics, figures).encode())

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from aekit.data import Dataset
 from aekit.errors import AekitError, Interrupted, TrainingDiverged, TrainingStopped
-from aekit.evaluate import batches, evaluating
 from aekit.models import ModelConfig, Phase
 from aekit.models.base import device_of, float_batch
 from aekit.models.config import on_meta
+from aekit.models.inference import batches, evaluating
 from aekit.naming import option as named
 from aekit.training import distributed, run_folder
 from aekit.training.batches import DATA_ON, BatchSource, free_memory, make_source

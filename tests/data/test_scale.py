@@ -15,7 +15,7 @@ import aekit
 from aekit.cli import main
 from aekit.data import load_dataset
 from aekit.errors import DataError
-from aekit.evaluate import reconstruction_metrics
+from aekit.evaluation.measures import reconstruction_metrics
 from aekit.models import build_model, model_config
 from aekit.models.standardize import Standardize
 from aekit.training import run_folder

@@ -1,4 +1,4 @@
-"""Anomaly scores (aekit.anomaly), the scikit-learn outlier detectors, `aekit score` and one-class training
+"""Anomaly scores (aekit.evaluation.anomaly), the scikit-learn outlier detectors, `aekit score` and one-class training
 (`--normal-class`) with the AUROC in the report."""
 
 import csv
@@ -18,11 +18,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch.distributions import Normal
 
 import aekit
-from aekit.anomaly import anomalous, anomaly_scores, roc, score_names
 from aekit.cli import main
 from aekit.data import Dataset
 from aekit.data.dataset import with_normal_training
 from aekit.errors import AekitError, DataError
+from aekit.evaluation.anomaly import anomalous, anomaly_scores, roc, score_names
 from aekit.models import build_model, model_config
 from aekit.sklearn import (
     AdversarialAutoEncoderOutlierDetector,

@@ -1,5 +1,5 @@
-"""The metric registry (aekit.metrics): one declaration per metric, drawn on by evaluate, compare, the demo table,
-evaluate_run and the HTML report; the chunked batching helper and the context that puts the model's mode back."""
+"""The metric registry (aekit.evaluation.metrics): one declaration per metric, drawn on by evaluate, compare, the demo
+table, evaluate_run and the HTML report; the chunked batching helper and the context that puts the model's mode back."""
 
 import csv
 import math
@@ -13,22 +13,30 @@ from torch import nn
 
 from aekit.data import Dataset
 from aekit.data.dataset import sample_index
-from aekit.evaluate import (
-    batches,
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import (
     codebook_perplexity,
-    codes,
-    evaluate,
-    evaluating,
     importance_weighted_nll,
-    in_batches,
     negative_elbo,
     probe_accuracies,
     reconstruction_metrics,
 )
+from aekit.evaluation.metrics import (
+    NEIGHBOURS,
+    PROBE_EXAMPLES,
+    REGISTRY,
+    Metric,
+    columns,
+    formatted,
+    kept,
+    legend,
+    lookup,
+    register,
+)
 from aekit.jobs.compare import compare
 from aekit.jobs.workflow import demo, evaluate_run
-from aekit.metrics import REGISTRY, Metric, columns, formatted, kept, legend, lookup, register
 from aekit.models import AutoEncoder, Gaussian, build_model, model_config
+from aekit.models.inference import batches, codes, evaluating, in_batches
 from aekit.report.html import render_report
 from aekit.training import run_folder
 from aekit.training.trainer import mean_loss
@@ -110,7 +118,7 @@ def test_the_report_titles_each_metric_column_with_its_description():
 
 @pytest.mark.slow
 def test_the_registry_and_the_report_load_without_torch():
-    code = "import sys, aekit.metrics, aekit.report.html; assert 'torch' not in sys.modules, 'torch loaded'"
+    code = "import sys, aekit.evaluation.metrics, aekit.report.html; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -177,18 +185,18 @@ def test_the_probes_are_fitted_on_a_seeded_sample_of_the_training_codes_where_th
     test_codes = codes(model, digits.x_test)
 
     def fitted_on(x, y):  # fitted on all of the codes of x, scored on all of the test codes at once
-        knn = KNeighborsClassifier(n_neighbors=5).fit(codes(model, x), y)
+        knn = KNeighborsClassifier(n_neighbors=NEIGHBOURS).fit(codes(model, x), y)
         logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(codes(model, x), y)
         return {
             name: probe.score(test_codes, digits.y_test)
             for name, probe in (("knn_accuracy", knn), ("logreg_accuracy", logreg))
         }
 
-    assert probe_accuracies(model, digits) == fitted_on(digits.x_train, digits.y_train)
+    assert probe_accuracies(model, digits, PROBE_EXAMPLES, NEIGHBOURS) == fitted_on(digits.x_train, digits.y_train)
     index = sample_index(len(digits.x_train), 300)
     assert len(index) == 300 and np.all(np.diff(index) > 0)
-    assert probe_accuracies(model, digits, most=300) == fitted_on(digits.x_train[index], digits.y_train[index])
-    assert probe_accuracies(model, digits, most=300, seed=1) != probe_accuracies(model, digits, most=300)
+    assert probe_accuracies(model, digits, 300, NEIGHBOURS) == fitted_on(digits.x_train[index], digits.y_train[index])
+    assert probe_accuracies(model, digits, 300, NEIGHBOURS, seed=1) != probe_accuracies(model, digits, 300, NEIGHBOURS)
 
 
 # --- batches and the model's mode -----------------------------------------------------------------------------------

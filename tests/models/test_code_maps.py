@@ -17,9 +17,9 @@ import aekit
 from aekit import apps, codec
 from aekit.cli import main
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import codes as codes_of
 from aekit.jobs.workflow import train_run
 from aekit.models import build_model, model_config
+from aekit.models.inference import codes as codes_of
 from aekit.training import run_folder
 
 SIZES = [(8, 8), (13, 5), (1, 1), (30, 17), (8, 8)]
@@ -221,7 +221,7 @@ def test_names_given_in_python_decompress_or_are_refused_when_compressing(digits
 def test_score_takes_images_of_any_size_each_scored_whole(digits, trained, tmp_path, capsys):
     import csv
 
-    from aekit.anomaly import anomaly_scores
+    from aekit.evaluation.anomaly import anomaly_scores
 
     run, model, _ = trained
     folder = tmp_path / "photos"

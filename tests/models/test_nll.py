@@ -13,7 +13,8 @@ from torch.distributions import MultivariateNormal, Normal
 from aekit.cli import main
 from aekit.data.binarize import BinarizedRows, binarize, binarized
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import evaluate, importance_weighted_nll, negative_elbo, reconstruction_metrics
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import importance_weighted_nll, negative_elbo, reconstruction_metrics
 from aekit.models import Bernoulli, Gaussian, build_model, gaussian_kl, model_config
 from aekit.models.standardize import Standardize
 from aekit.training.trainer import TrainSettings, mean_loss, train
@@ -252,7 +253,7 @@ def test_cli_trains_iwae_on_binarized_data_and_estimates_the_nll(capsys, tmp_pat
     before = (ae / "metrics.json").read_bytes()
     assert main(["evaluate", str(ae), "--nll-samples", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "needs a VAE" in err[0]
+    assert len(err) == 1 and "needs a model with a variational bound" in err[0]
     assert (ae / "metrics.json").read_bytes() == before
     assert main(["train", "--model", "ae", "--objective", "iwae", "--out", str(tmp_path / "no")]) == 2
     assert "--objective is an option of vae" in capsys.readouterr().err and not (tmp_path / "no").exists()

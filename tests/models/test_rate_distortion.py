@@ -17,7 +17,7 @@ import aekit
 from aekit import apps, codec
 from aekit.cli import main
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import evaluate
+from aekit.evaluation import evaluate
 from aekit.jobs.workflow import train_run
 from aekit.models import build_model, model_config
 from aekit.models.rate_distortion import TAIL_MASS, FactorizedPrior

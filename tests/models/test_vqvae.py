@@ -10,9 +10,9 @@ import torch
 import aekit
 from aekit.cli import main
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import in_batches
 from aekit.jobs.workflow import train_run
 from aekit.models import build_model, model_config
+from aekit.models.inference import in_batches
 from aekit.models.vqvae import VQVAE, VectorQuantizer
 from aekit.sklearn import estimator
 

@@ -20,9 +20,9 @@ from PIL import Image
 from aekit.cli import main
 from aekit.data.dataset import sample_index
 from aekit.errors import RunError
-from aekit.evaluate import codes
-from aekit.metrics import formatted
+from aekit.evaluation.metrics import formatted
 from aekit.models import build_model, model_config
+from aekit.models.inference import codes
 from aekit.report import figures, plots
 from aekit.report.html import render_report, write_report
 

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 import aekit
 from aekit.errors import TrainingDiverged
-from aekit.evaluate import evaluate, reconstruction_metrics
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import reconstruction_metrics
 from aekit.jobs.workflow import train_run
 from aekit.models import FAMILIES, build_model, model_config
 from aekit.training import run_folder

@@ -20,9 +20,11 @@ from aekit.cli import main
 from aekit.data.files import idx_bytes, read_examples, write_examples
 from aekit.data.layout import to_shape
 from aekit.errors import AekitError, DataError
-from aekit.evaluate import downsample, evaluate, psnr, upsample
+from aekit.evaluation import evaluate
+from aekit.evaluation.measures import psnr
 from aekit.jobs.workflow import train_run
 from aekit.models import build_model, corrupt, model_config
+from aekit.models.resample import downsample, upsample
 from aekit.training import run_folder
 from aekit.training.trainer import TrainSettings, train
 

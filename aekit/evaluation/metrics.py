@@ -3,8 +3,10 @@ table and the HTML report all draw.
 
 A :class:`Metric` names its key in metrics.json, what it measures (with its unit), how it is formatted, whether a
 larger value is better, the function that computes it (None for what training records and evaluation keeps) and
-which models and data it applies to. The registry loads without torch (the HTML report reads it): a metric's
-function imports what it computes with (:mod:`aekit.evaluate`) when it is first called. A metric registered
+which models and data it applies to (asked of the model's capabilities, never of its class). The registry loads
+without torch (the HTML report reads it): a metric's function imports what it computes with
+(:mod:`aekit.evaluation.measures`, :mod:`aekit.evaluation.anomaly`) when it is first called; those modules never
+import this one, so the imports stay one way. A metric registered
 anywhere else (a new model family's module, say) appears everywhere too.
 """
 
@@ -119,25 +121,25 @@ def kept(previous: dict, fresh: dict) -> dict:
 
 
 def _reconstruction(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import reconstruction_metrics
+    from aekit.evaluation.measures import reconstruction_metrics
 
     return reconstruction_metrics(s.model, s.dataset.x_test)
 
 
 def _upscaling(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import upscaling_psnr
+    from aekit.evaluation.measures import upscaling_psnr
 
     return upscaling_psnr(s.model, s.dataset.x_test)
 
 
 def _elbo(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import negative_elbo
+    from aekit.evaluation.measures import negative_elbo
 
     return {"neg_elbo": negative_elbo(s.model, s.dataset.x_test)}
 
 
 def _likelihood(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import importance_weighted_nll
+    from aekit.evaluation.measures import importance_weighted_nll
 
     estimate = importance_weighted_nll(s.model, s.dataset.x_test, s.nll_samples)
     return {f"nll_is_{s.nll_samples}": float(estimate.nll.mean())}
@@ -148,11 +150,11 @@ ELBO_DRAWS = 10
 
 
 def _anomaly_detection(s: Subject) -> dict[str, float]:
-    from aekit.anomaly import ELBO, NLL, RECONSTRUCTION, anomalous, anomaly_scores, roc
+    from aekit.evaluation.anomaly import ELBO, NLL, RECONSTRUCTION, anomalous, anomaly_scores, roc
 
     truth = anomalous(s.dataset.y_test, s.normal_classes)
     wanted = {f"auroc_{RECONSTRUCTION}": (RECONSTRUCTION, 1)}
-    if _vae(s):
+    if _variational(s):
         wanted[f"auroc_{ELBO}"] = (ELBO, ELBO_DRAWS)
         if s.nll_samples is not None:
             wanted[f"auroc_{NLL}_{s.nll_samples}"] = (NLL, s.nll_samples)
@@ -161,13 +163,13 @@ def _anomaly_detection(s: Subject) -> dict[str, float]:
 
 
 def _codebook(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import codebook_perplexity
+    from aekit.evaluation.measures import codebook_perplexity
 
     return {"codebook_perplexity": codebook_perplexity(s.model, s.dataset.x_test)}
 
 
 def _rate(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import in_batches
+    from aekit.models.inference import in_batches
 
     bits = float(in_batches(s.model, "rate_bits", s.dataset.x_test).mean())
     shape = s.dataset.shape
@@ -179,19 +181,17 @@ PROBE_EXAMPLES = 60_000
 
 
 def _probes(s: Subject) -> dict[str, float]:
-    from aekit.evaluate import probe_accuracies
+    from aekit.evaluation.measures import probe_accuracies
 
-    return probe_accuracies(s.model, s.dataset)
+    return probe_accuracies(s.model, s.dataset, PROBE_EXAMPLES, NEIGHBOURS)
 
 
 def _bernoulli(s: Subject) -> bool:
     return s.model.likelihood.name == "bernoulli"
 
 
-def _vae(s: Subject) -> bool:
-    from aekit.models import VAE
-
-    return isinstance(s.model, VAE)
+def _variational(s: Subject) -> bool:
+    return s.model.variational
 
 
 def _entropy_coded(s: Subject) -> bool:
@@ -243,14 +243,14 @@ register(
     Metric("psnr_db", "PSNR of the upscaled test images, dB (upscalers)", ".2f", True, _upscaling, _upscaler),
     Metric("psnr_bicubic_db", "PSNR of their bicubic enlargement, dB", ".2f", True, _upscaling, _upscaler),
     Metric("psnr_nearest_db", "PSNR of their nearest-neighbour enlargement, dB", ".2f", True, _upscaling, _upscaler),
-    Metric("neg_elbo", "negative ELBO per example, nats (VAE)", ".2f", False, _elbo, _vae),
+    Metric("neg_elbo", "negative ELBO per example, nats (VAE)", ".2f", False, _elbo, _variational),
     Metric(
         "nll_is_{k}",
         "importance-weighted NLL estimate per example with {k} samples, nats (VAE)",
         ".2f",
         False,
         _likelihood,
-        lambda s: _vae(s) and s.nll_samples is not None,
+        lambda s: _variational(s) and s.nll_samples is not None,
     ),
     Metric(
         "codebook_perplexity",
@@ -292,7 +292,7 @@ register(
         ".4f",
         True,
         _anomaly_detection,
-        lambda s: _one_class(s) and _vae(s),
+        lambda s: _one_class(s) and _variational(s),
     ),
     Metric(
         "auroc_nll_is_{k}",
@@ -300,7 +300,7 @@ register(
         ".4f",
         True,
         _anomaly_detection,
-        lambda s: _one_class(s) and _vae(s) and s.nll_samples is not None,
+        lambda s: _one_class(s) and _variational(s) and s.nll_samples is not None,
     ),
     Metric(
         "knn_accuracy",
