@@ -728,7 +728,7 @@ def _run_pack(args: argparse.Namespace) -> None:
     else:
         if args.out is None:
             raise AekitError("pack needs --out STORE, the new folder to write the store to")
-        from aekit.pack import pack
+        from aekit.data.store.writer import pack
 
         manifest = pack(
             args.source,

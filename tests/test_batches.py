@@ -22,9 +22,9 @@ from conftest import TORCHRUN_2
 
 from aekit import batches, runs
 from aekit.data import Dataset
+from aekit.data.store.writer import pack
 from aekit.errors import TrainingStopped
 from aekit.models import build_model, model_config
-from aekit.pack import pack
 from aekit.trainer import TrainSettings, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -8,6 +8,7 @@ import math
 import tokenize
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,55 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     ``test_fraction``.
     """
     path = Path(path)
-    if not path.is_file():
+    found = read_array_file(path)
+    if found.given:
+        (x_train, x_test), (y_train, y_test) = found.xs, found.ys
+        binary = _intensities(x_train)
+        x_train, x_test = (_examples(x, name) for x, name in zip(found.xs, found.names))
+        return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
+    return split_examples(path.name, found.xs[0], found.ys[0], found.names[0], seed=seed, test_fraction=test_fraction)
+
+
+def split_examples(name: str, x: np.ndarray, y: np.ndarray | None, source: str, *, seed: int, test_fraction: float):
+    """A :class:`Dataset` named ``name`` of the stored examples ``x`` (labels ``y`` or None) split with ``seed`` and
+    ``test_fraction``, in the scale and layout of :func:`load_array_file`."""
+    binary = _intensities(x)
+    x = _examples(x, source)
+    if isinstance(x, np.memmap):  # the split as views of the file, read where used
+        train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
+        x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
+        y_train, y_test = (None, None) if y is None else (y[train], y[test])
+    else:
+        x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+    return Dataset(name, x_train, x_test, y_train, y_test, binary=binary)
+
+
+@dataclass
+class ArrayFile:
+    """The examples of an array file as stored, checked (:func:`check_examples`, :func:`checked_labels`): ``xs`` is
+    (x,), to be split, or (x_train, x_test) where the file comes split (``given``); ``ys`` their labels (int64) or
+    None; ``names`` each one's name in messages."""
+
+    xs: tuple[np.ndarray, ...]
+    ys: tuple[np.ndarray | None, ...]
+    names: tuple[str, ...]
+
+    @property
+    def given(self) -> bool:
+        return len(self.xs) == 2
+
+
+def existing_file(path: str | Path) -> Path:
+    """``path``, once it is a file."""
+    if not Path(path).is_file():
         raise DataError(f"{path} does not exist or is not a file; check the path")
+    return Path(path)
+
+
+def read_array_file(path: Path) -> ArrayFile:
+    """The examples of a ``.npy``, ``.npz`` or ``.csv`` file, read (a plain ``.npy`` of uint8 or float32 memory-mapped)
+    and checked; see :func:`load_array_file` for the arrays a file may hold."""
+    existing_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         arrays = {"x": read_csv(path)}
@@ -44,7 +92,6 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
         arrays = read_numpy(path)
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
-
     keys = set(arrays)
     if {"x_train", "x_test"} <= keys <= SPLIT_KEYS:
         if len(keys & {"y_train", "y_test"}) == 1:
@@ -52,28 +99,29 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
                 f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
                 "store both y_train and y_test, or neither"
             )
-        if arrays["x_train"].dtype != arrays["x_test"].dtype:
+        x_train, x_test = arrays["x_train"], arrays["x_test"]
+        if x_train.dtype != x_test.dtype:
             raise DataError(
-                f"{path} stores x_train as {arrays['x_train'].dtype} and x_test as "
-                f"{arrays['x_test'].dtype}; store both splits in one type"
+                f"{path} stores x_train as {x_train.dtype} and x_test as {x_test.dtype}; store both splits in one type"
             )
-        x_train = _examples(arrays["x_train"], f"{path}[x_train]")
-        x_test = _examples(arrays["x_test"], f"{path}[x_test]")
-        binary = _intensities(arrays["x_train"])
-        y_train = checked_labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
-        y_test = checked_labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
-    else:
-        x_name = examples_name(keys, path)
-        x = _examples(arrays[x_name], f"{path}[{x_name}]" if suffix == ".npz" else str(path))
-        y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
-        if isinstance(x, np.memmap):  # the split as views of the file, read where used
-            train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
-            x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
-            y_train, y_test = (None, None) if y is None else (y[train], y[test])
-        else:
-            x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-        binary = _intensities(arrays[x_name])
-    return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
+        names = (f"{path}[x_train]", f"{path}[x_test]")
+        for x, name in zip((x_train, x_test), names):
+            check_examples(x.shape, x.dtype, name)
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(
+                f"{path}: train examples have shape {x_train.shape[1:]} but test examples {x_test.shape[1:]}"
+            )
+        labels = tuple(
+            checked_labels(arrays.get(k), len(x), f"{path}[{k}]")
+            for k, x in zip(("y_train", "y_test"), (x_train, x_test))
+        )
+        return ArrayFile((x_train, x_test), labels, names)
+    x_name = examples_name(keys, path)
+    x = arrays[x_name]
+    name = f"{path}[{x_name}]" if suffix == ".npz" else str(path)
+    check_examples(x.shape, x.dtype, name)
+    y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+    return ArrayFile((x,), (y,), (name,))
 
 
 def examples_name(keys: set[str], path: Path) -> str:
@@ -240,21 +288,27 @@ def _number(cell: str) -> float | None:
 def _examples(values: np.ndarray, source: str) -> np.ndarray:
     """Examples as float32 in one scale (uint8 / 255), images as (n, channels, height, width) and anything else as
     (n, features); see :func:`load_array_file`."""
-    if values.dtype.kind not in "biuf":
-        raise DataError(f"{source} has dtype {values.dtype}, not numbers; store a float or integer array")
-    if values.ndim < 2:
-        raise DataError(
-            f"{source} has shape {values.shape} but examples must be the rows of an array of shape "
-            "(n, features); reshape it, e.g. to (n, 1) for a single feature"
-        )
-    if values.size == 0:
-        raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
+    check_examples(values.shape, values.dtype, source)
     shape, channels_last = image_layout(values.shape[1:])
     if isinstance(values, np.memmap) and not channels_last:
         return values.reshape(len(values), *shape)  # a view of the file: uint8 or float32, as models take them
     if channels_last:
         values = values.transpose(0, 3, 1, 2)
     return as_float(values.reshape(len(values), *shape), source)
+
+
+def check_examples(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
+    """Examples of this ``shape`` and ``dtype`` (read, or claimed by a header) are numbers, at least one value in each
+    row of an array of at least two dimensions."""
+    if dtype.kind not in "biuf":
+        raise DataError(f"{source} has dtype {dtype}, not numbers; store a float or integer array")
+    if len(shape) < 2:
+        raise DataError(
+            f"{source} has shape {shape} but examples must be the rows of an array of shape "
+            "(n, features); reshape it, e.g. to (n, 1) for a single feature"
+        )
+    if math.prod(shape) == 0:
+        raise DataError(f"{source} is empty (shape {shape}); it needs at least one value per example")
 
 
 def checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:

@@ -1,0 +1,51 @@
+"""Stores: any source packed once into one memory-mapped array and a manifest, the format's reader and writer side by
+side.
+
+    format.py     the files, the manifest (versions 1 and 2), digests, the id, listing.json, SOURCE_KINDS
+    reader.py     is_store, open_store (a Dataset of memory-mapped slices, after the checks), verify_store
+    writer.py     pack (``aekit pack SOURCE --out STORE``): a source's plan written atomically
+    plans.py      how each source is packed (its rows, split, labels); the table of sources is aekit.data.sources
+    decoding.py   an image folder's plan, its images decoded in parallel
+    pool.py       the worker processes that decode them
+"""
+
+from aekit.data.store.format import (
+    DATA_FILES,
+    EXAMPLES,
+    FORMAT,
+    LABELS,
+    LISTING,
+    MANIFEST,
+    SCALES,
+    SOURCE_KINDS,
+    SPLIT,
+    STATISTICS,
+    VERSION,
+    VERSIONS,
+    data_digest,
+    read_npy_header,
+    store_id,
+)
+from aekit.data.store.reader import is_store, open_store, read_manifest, verify_store
+
+__all__ = [
+    "DATA_FILES",
+    "EXAMPLES",
+    "FORMAT",
+    "LABELS",
+    "LISTING",
+    "MANIFEST",
+    "SCALES",
+    "SOURCE_KINDS",
+    "SPLIT",
+    "STATISTICS",
+    "VERSION",
+    "VERSIONS",
+    "data_digest",
+    "read_npy_header",
+    "store_id",
+    "is_store",
+    "open_store",
+    "read_manifest",
+    "verify_store",
+]
