@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import lzma
 import math
+import os
 import tokenize
 import zipfile
 import zlib
@@ -153,7 +154,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         with path.open("rb") as file:
             if file.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
                 file.seek(0)
-                return {"x": _read_array(file, path.stat().st_size, str(path), mapped=path)}
+                return {"x": _read_array(file, path.stat().st_size, mapped=path)}
         arrays = {}
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
@@ -164,7 +165,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
                         "with numpy.savez"
                     )
                 with archive.open(member) as stream:
-                    arrays[name] = _read_array(stream, member.file_size, f"{path}[{name}]")
+                    arrays[name] = _read_array(stream, member.file_size)
         return arrays
     except DataError:
         raise
@@ -190,43 +191,63 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _read_array(stream, size: int, source: str, mapped: Path | None = None) -> np.ndarray:
-    """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes.
+def _read_array(stream, size: int, mapped: Path | None = None) -> np.ndarray:
+    """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes
+    (:func:`read_npy_header`; its ValueError is :func:`read_numpy`'s one-line error); memory-mapped from the file
+    ``mapped`` where models take its type as it is."""
+    header = read_npy_header(stream, size)
+    if mapped is not None and header.dtype in _MAPPED and not header.fortran and header.shape:
+        # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
+        return np.load(mapped, mmap_mode="r", allow_pickle=False)
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+class NpyHeader:
+    """What an .npy file's header says: ``shape``, ``dtype``, ``fortran`` order and where the values start."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, fortran: bool, offset: int):
+        self.shape, self.dtype, self.fortran, self.offset = shape, dtype, fortran, offset
+
+
+def read_npy_header(file, size: int) -> NpyHeader:
+    """The header of the .npy file open in ``file`` (``size`` bytes), checked against the bytes that follow it
+    before anything of the size it claims is allocated; a damaged or lying header raises ValueError with the reason.
 
     Layout: magic and version (8 bytes), the header's length (2 bytes in version 1, else 4), the header (a dict
     literal of dtype, order and shape), then the values. NumPy reads as many bytes as the length field says before
     judging the header, and allocates the array before reading the values: both claims are checked here first.
     """
-    version = np.lib.format.read_magic(stream)
-    if version not in ((1, 0), (2, 0), (3, 0)):
-        raise DataError(
-            f"{source} is an .npy file of unknown version {version[0]}.{version[1]}; save it again with numpy.save"
-        )
-    header_size = int.from_bytes(stream.read(2 if version == (1, 0) else 4), "little")
-    if header_size > size - stream.tell():
-        raise DataError(
-            f"{source} is truncated or forged: its header length field claims {header_size} bytes but "
-            f"{size - stream.tell()} follow; save it again with numpy.save"
-        )
-    stream.seek(0)
-    np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(stream)
+    try:
+        version = np.lib.format.read_magic(file)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
+        header_size = int.from_bytes(file.read(2 if version == (1, 0) else 4), "little")
+        if header_size > size - file.tell():
+            raise ValueError(f"its header length field claims {header_size} bytes but {size - file.tell()} follow")
+        file.seek(0)
+        np.lib.format.read_magic(file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(file)
+    except ValueError:
+        raise
+    except (OSError, EOFError, SyntaxError, TypeError, KeyError, RuntimeError) as error:
+        raise ValueError(" ".join(str(error).split()) or type(error).__name__) from None
     if any(type(d) is not int or d < 0 for d in shape):
-        raise DataError(
-            f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with numpy.save"
+        raise ValueError(f"its header gives shape {shape}, not whole numbers >= 0")
+    offset = file.tell()
+    if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size - offset:
+        raise ValueError(
+            f"its header promises shape {shape} of {dtype} ({math.prod(shape) * dtype.itemsize} bytes) "
+            f"but {size - offset} bytes follow"
         )
-    claimed, left = math.prod(shape) * dtype.itemsize, size - stream.tell()
-    if not dtype.hasobject and claimed > left:
-        raise DataError(
-            f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
-            f"bytes) but {left} bytes follow; save it again with numpy.save"
-        )
-    if mapped is not None and dtype in _MAPPED and not fortran and shape:
-        # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
-        return np.load(mapped, mmap_mode="r", allow_pickle=False)
-    stream.seek(0)
-    return np.lib.format.read_array(stream, allow_pickle=False)
+    return NpyHeader(tuple(shape), dtype, bool(fortran), offset)
+
+
+def npy_file_header(path: Path) -> NpyHeader:
+    """:func:`read_npy_header` of the .npy file ``path``."""
+    with path.open("rb") as file:
+        return read_npy_header(file, os.fstat(file.fileno()).st_size)
 
 
 # The types models take as they are stored (8-bit intensities, float32 values): a .npy of these is memory-mapped.

@@ -23,7 +23,6 @@ from aekit.data.store.format import (
     VERSION,
     VERSIONS,
     data_digest,
-    read_npy_header,
     store_id,
 )
 from aekit.data.store.reader import is_store, open_store, read_manifest, verify_store
@@ -42,7 +41,6 @@ __all__ = [
     "VERSION",
     "VERSIONS",
     "data_digest",
-    "read_npy_header",
     "store_id",
     "is_store",
     "open_store",

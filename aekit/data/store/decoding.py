@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from aekit.data import images
+from aekit.data.store.format import crc32_text
 from aekit.data.store.plans import Packing, Plan, seeded
 from aekit.data.store.pool import Pool, progress_bar
 from aekit.errors import DataError
@@ -160,15 +162,21 @@ def _decoding(
     written from the first of them on."""
     per_chunk = max(1, min(IMAGES_PER_CHUNK, CHUNK_BYTES // (math.prod(shape) * dtype.itemsize)))
     bad = {}
+    # Each image's CRC-32, taken of the bytes it was decoded from, and whether it was read.
+    crcs, read = np.zeros(len(paths), np.uint32), np.zeros(len(paths), bool)
 
     def rows(indices: np.ndarray) -> Iterator[np.ndarray]:
+        starts = range(0, len(indices), per_chunk)
         tasks = (
             (tuple(paths[i] for i in indices[start : start + per_chunk]), shape, dtype.str, skip_bad, careful)
-            for start in range(0, len(indices), per_chunk)
+            for start in starts
         )
-        for chunk, failures, fits in pool.map(_decode, tasks, per_chunk * math.prod(shape) * dtype.itemsize):
+        results = pool.map(_decode, tasks, per_chunk * math.prod(shape) * dtype.itemsize)
+        for start, (chunk, failures, fits, chunk_crcs, chunk_read) in zip(starts, results):
             if not fits:
                 raise Redo({})
+            crcs[indices[start : start + per_chunk]] = chunk_crcs
+            read[indices[start : start + per_chunk]] = chunk_read
             bad.update(failures)
             if not bad:  # once an image failed, the split is drawn again without it: nothing more is written
                 yield chunk
@@ -177,7 +185,18 @@ def _decoding(
         if bad:
             raise Redo({**exclude, **bad})
 
-    return {"rows": rows, "finish": finish}
+    def crc32s(wanted: list[str]) -> list[str | None]:
+        # ``paths`` are those of ``wanted`` left in, in the same order.
+        found, k = [], 0
+        for path in wanted:
+            if k < len(paths) and paths[k] == path:
+                found.append(crc32_text(int(crcs[k])) if read[k] else None)
+                k += 1
+            else:
+                found.append(None)
+        return found
+
+    return {"rows": rows, "finish": finish, "crc32s": crc32s}
 
 
 def _headers(paths: list[str], skip_bad: bool, pool: Pool, progress: bool) -> list:
@@ -210,17 +229,21 @@ def _read_headers(task) -> list:
     return out
 
 
-def _decode(task) -> tuple[np.ndarray, dict[str, str], bool]:
+def _decode(task) -> tuple[np.ndarray, dict[str, str], bool, np.ndarray, np.ndarray]:
     """Worker: a chunk of images as (n, channels, height, width) in the store's type, decoded by
     :func:`aekit.data.images.decoded` (8-bit pixels as they are); under ``skip_bad`` the reason of each image that
-    could not be decoded, by path (its row left zero); and whether each image fit. Not ``careful`` (the layout was
-    guessed), the chunk stops at the first image that does not fit or cannot be read."""
+    could not be decoded, by path (its row left zero); whether each image fit; and the CRC-32 of each file's bytes
+    (listing.json's) and whether they were read. Not ``careful`` (the layout was guessed), the chunk stops at the
+    first image that does not fit or cannot be read."""
     paths, shape, dtype, skip_bad, careful = task
     out = np.zeros((len(paths), *shape), np.dtype(dtype))
     bad = {}
+    crcs, read = np.zeros(len(paths), np.uint32), np.zeros(len(paths), bool)
     for i, path in enumerate(paths):
         try:
-            pixels = images.decoded(path, shape[0])
+            data = images.image_bytes(path)
+            crcs[i], read[i] = zlib.crc32(data), True
+            pixels = images.decoded(path, shape[0], data)
             if pixels.shape != tuple(shape) or not np.can_cast(pixels.dtype, out.dtype):
                 raise DataError(
                     f"{path} decodes to {_kind(pixels.shape, pixels.dtype)} but its header said "
@@ -228,7 +251,7 @@ def _decode(task) -> tuple[np.ndarray, dict[str, str], bool]:
                 )
         except DataError as error:
             if not careful:
-                return out, bad, False
+                return out, bad, False, crcs, read
             if not skip_bad:
                 raise
             bad[path] = _reason(error)
@@ -237,7 +260,7 @@ def _decode(task) -> tuple[np.ndarray, dict[str, str], bool]:
             out[i] = pixels
         else:  # 8-bit and 16-bit images in one folder: the store is float32, in [0, 1]
             out[i] = pixels / 255
-    return out, bad, True
+    return out, bad, True, crcs, read
 
 
 def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:

@@ -176,6 +176,11 @@ def content_crc32(path: str | Path) -> str | None:
         return None
     finally:
         os.close(fd)
+    return crc32_text(crc)
+
+
+def crc32_text(crc: int) -> str:
+    """A CRC-32 as listing.json writes it: 8 hex digits."""
     return f"{crc:08x}"
 
 
@@ -186,44 +191,7 @@ def listing_bytes(listing: list[list]) -> bytes:
     return ("[\n" + ",\n".join(lines) + "\n]\n").encode()
 
 
-# --- .npy headers and deterministic .npz ---------------------------------------------------------------------------
-
-
-class NpyHeader:
-    """What an .npy file's header says: ``shape``, ``dtype``, ``fortran`` order and where the values start."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, fortran: bool, offset: int):
-        self.shape, self.dtype, self.fortran, self.offset = shape, dtype, fortran, offset
-
-
-def read_npy_header(file, size: int) -> NpyHeader:
-    """The header of the .npy file open in ``file`` (``size`` bytes), checked against the bytes that follow it
-    before anything of the size it claims is allocated (as :func:`aekit.data.arrays.read_numpy` does); a damaged or
-    lying header raises ValueError with the reason."""
-    try:
-        version = np.lib.format.read_magic(file)
-        if version not in ((1, 0), (2, 0), (3, 0)):
-            raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
-        header_size = int.from_bytes(file.read(2 if version == (1, 0) else 4), "little")
-        if header_size > size - file.tell():
-            raise ValueError(f"its header length field claims {header_size} bytes but {size - file.tell()} follow")
-        file.seek(0)
-        np.lib.format.read_magic(file)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(file)
-    except ValueError:
-        raise
-    except (OSError, EOFError, SyntaxError, TypeError, KeyError, RuntimeError) as error:
-        raise ValueError(" ".join(str(error).split()) or type(error).__name__) from None
-    if any(type(d) is not int or d < 0 for d in shape):
-        raise ValueError(f"its header gives shape {shape}, not whole numbers >= 0")
-    offset = file.tell()
-    if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size - offset:
-        raise ValueError(
-            f"its header promises shape {shape} of {dtype} ({math.prod(shape) * dtype.itemsize} bytes) "
-            f"but {size - offset} bytes follow"
-        )
-    return NpyHeader(tuple(shape), dtype, bool(fortran), offset)
+# --- deterministic .npz -----------------------------------------------------------------------------------------------
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 
 from aekit.data.dataset import split_indices
 from aekit.data.layout import as_float, image_layout
-from aekit.data.store.format import read_npy_header, source_entries
+from aekit.data.store.format import source_entries
 from aekit.errors import DataError
 
 # Values per chunk of an array source, and the most bytes of a source file read at once for one chunk.
@@ -49,6 +49,8 @@ class Plan:
     sources: list[tuple[str, int, int]] | None = None  # the source's files: (relative name, size, mtime_ns)
     source_sha256: dict | None = None
     finish: Callable[[], None] = lambda: None  # called once every row is written
+    # The CRC-32 (format.crc32_text) of each source file of these paths that the rows read whole, or None.
+    crc32s: Callable[[list[str]], list[str | None]] = lambda paths: [None] * len(paths)
     close: Callable[[], None] = lambda: None
 
     @property
@@ -210,12 +212,10 @@ def array_file_plan(path: Path, packing: Packing) -> Plan:
 
 def _npy_plan(path: Path, *, seed: int, test_fraction: float) -> Plan:
     """A plain .npy file, its header checked against its size, then read a window of rows at a time."""
-    from aekit.data.arrays import check_examples
+    from aekit.data.arrays import check_examples, npy_file_header
 
-    size = path.stat().st_size
     try:
-        with path.open("rb") as file:
-            header = read_npy_header(file, size)
+        header = npy_file_header(path)
     except ValueError as error:
         raise DataError(
             f"{path} is truncated, forged or not a NumPy file ({error}); save plain numeric arrays with numpy.save"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aekit.data.arrays import npy_file_header, read_npy_header
 from aekit.data.dataset import Dataset
 from aekit.data.store.format import (
     EXAMPLES,
@@ -40,7 +41,6 @@ from aekit.data.store.format import (
     file_sha256,
     listing_sha256,
     manifest_problem,
-    read_npy_header,
     sampled_offsets,
     sampled_sha256,
     source_entries,
@@ -156,8 +156,7 @@ def _check_files(store: Path, manifest: dict) -> None:
     path = store / EXAMPLES
     size = path.stat().st_size
     try:
-        with path.open("rb") as file:
-            header = read_npy_header(file, size)
+        header = npy_file_header(path)
     except ValueError as error:
         raise _refuse(store, f"{EXAMPLES} is damaged ({error})") from None
     shape = (manifest["n"], *manifest["shape"])
