@@ -478,6 +478,20 @@ def test_a_source_touched_or_copied_back_unchanged_opens_and_one_changed_in_plac
         load_dataset(str(tmp_path / "x.store"))
 
 
+def test_each_image_is_read_once_its_crc_taken_of_the_bytes_decoded(capsys, tmp_path, images, monkeypatch):
+    """listing.json's CRC-32 of an image comes from the bytes its worker decoded: no image is read again for it, and
+    the CRCs are those of the files."""
+    hashed = []
+    monkeypatch.setattr("aekit.data.store.format.content_crc32", lambda path: hashed.append(path))
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    assert hashed == []
+    listing = json.loads((store / "listing.json").read_text())
+    assert len(listing) == 24 and all(
+        crc == f"{zlib.crc32((images / name).read_bytes()):08x}" for name, _, _, crc in listing
+    )
+
+
 def test_a_listing_changed_in_place_is_refused_where_it_is_read(capsys, tmp_path, images):
     store = tmp_path / "store"
     pack(capsys, images, store)

@@ -9,39 +9,14 @@ side.
     pool.py       the worker processes that decode them
 """
 
-from aekit.data.store.format import (
-    DATA_FILES,
-    EXAMPLES,
-    FORMAT,
-    LABELS,
-    LISTING,
-    MANIFEST,
-    SCALES,
-    SOURCE_KINDS,
-    SPLIT,
-    STATISTICS,
-    VERSION,
-    VERSIONS,
-    data_digest,
-    store_id,
-)
+from aekit.data.store.format import EXAMPLES, SCALES, SOURCE_KINDS, data_digest
 from aekit.data.store.reader import is_store, open_store, read_manifest, verify_store
 
 __all__ = [
-    "DATA_FILES",
     "EXAMPLES",
-    "FORMAT",
-    "LABELS",
-    "LISTING",
-    "MANIFEST",
     "SCALES",
     "SOURCE_KINDS",
-    "SPLIT",
-    "STATISTICS",
-    "VERSION",
-    "VERSIONS",
     "data_digest",
-    "store_id",
     "is_store",
     "open_store",
     "read_manifest",
