@@ -166,17 +166,19 @@ def _decoding(
     crcs, read = np.zeros(len(paths), np.uint32), np.zeros(len(paths), bool)
 
     def rows(indices: np.ndarray) -> Iterator[np.ndarray]:
-        starts = range(0, len(indices), per_chunk)
         tasks = (
             (tuple(paths[i] for i in indices[start : start + per_chunk]), shape, dtype.str, skip_bad, careful)
-            for start in starts
+            for start in range(0, len(indices), per_chunk)
         )
-        results = pool.map(_decode, tasks, per_chunk * math.prod(shape) * dtype.itemsize)
-        for start, (chunk, failures, fits, chunk_crcs, chunk_read) in zip(starts, results):
+        # pool.map is iterated, not kept in a variable, so that a Redo raised here closes it at once: its scratch file
+        # is removed before anything renames the folder it lies in.
+        for k, (chunk, failures, fits, chunk_crcs, chunk_read) in enumerate(
+            pool.map(_decode, tasks, per_chunk * math.prod(shape) * dtype.itemsize)
+        ):
             if not fits:
                 raise Redo({})
-            crcs[indices[start : start + per_chunk]] = chunk_crcs
-            read[indices[start : start + per_chunk]] = chunk_read
+            crcs[indices[k * per_chunk : (k + 1) * per_chunk]] = chunk_crcs
+            read[indices[k * per_chunk : (k + 1) * per_chunk]] = chunk_read
             bad.update(failures)
             if not bad:  # once an image failed, the split is drawn again without it: nothing more is written
                 yield chunk
