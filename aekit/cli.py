@@ -193,7 +193,7 @@ def _train(commands) -> None:
     )
     _data_options(
         train.add_argument_group("data"),
-        f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row), "
+        f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row), an IDX file, "
         "a folder of PNG/JPEG images, or a store made by `aekit pack` (it keeps the split it was packed with)",
     )
     group = train.add_argument_group("model")
@@ -728,7 +728,7 @@ def _run_pack(args: argparse.Namespace) -> None:
     else:
         if args.out is None:
             raise AekitError("pack needs --out STORE, the new folder to write the store to")
-        from aekit.pack import pack
+        from aekit.data.store.writer import pack
 
         manifest = pack(
             args.source,

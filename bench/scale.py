@@ -98,7 +98,7 @@ def _pack_seconds(folder: Path, store: Path, workers: int) -> tuple[float, float
     seconds, the CPU seconds of it and its workers, and the peak resident MiB of the largest of them; the store is
     removed afterwards."""
     timed = (
-        "import os, sys, time; from aekit.pack import pack; cpu = lambda: sum(os.times()[:4]); "
+        "import os, sys, time; from aekit.data.store.writer import pack; cpu = lambda: sum(os.times()[:4]); "
         "start, used = time.perf_counter(), cpu(); "
         "pack(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False); "
         "print(time.perf_counter() - start, cpu() - used)"

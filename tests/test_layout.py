@@ -25,7 +25,7 @@ LAYERS = (
     # aekit.evaluate and aekit.anomaly: the old paths, kept for one release (re-exports of aekit.evaluation).
     ("aekit.evaluation.", "aekit.evaluate", "aekit.anomaly"),
     ("aekit.report.", "aekit.html_report"),
-    ("aekit.jobs.", "aekit.workflow", "aekit.pack"),
+    ("aekit.jobs.", "aekit.workflow"),
     ("aekit.apps", "aekit.scoring"),
     ("aekit.sklearn", "aekit.cli", "aekit.__main__"),
 )

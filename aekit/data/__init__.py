@@ -2,7 +2,7 @@
 
 Sources: ``digits`` (scikit-learn's bundled 8x8 digits, the default, no network), ``mnist`` (IDX files, downloaded
 with sha256 checks into a cache or read from ``data_dir``), ``.npy``/``.npz``/``.csv`` arrays (real-valued, one
-example per row) and a folder of PNG/JPEG images.
+example per row), a single IDX file, a folder of PNG/JPEG images and a store (:mod:`aekit.data.sources`).
 """
 
 from __future__ import annotations
@@ -12,21 +12,22 @@ import os
 from pathlib import Path
 
 from aekit.data.dataset import Dataset
+from aekit.data.sources import NAMES, find
 from aekit.errors import DataError
 
 __all__ = ["Dataset", "load_dataset", "DATASET_NAMES"]
 
-DATASET_NAMES = ("digits", "mnist")
+DATASET_NAMES = NAMES
 
 
 def load_dataset(
     name_or_path: str, *, data_dir: str | Path | None = None, seed: int = 0, test_fraction: float = 0.2
 ) -> Dataset:
-    """Load a named dataset or a file/folder of data.
+    """Load a named dataset or a file/folder of data, read by its entry in :data:`aekit.data.sources.SOURCES`.
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
     A folder that is a store (``aekit pack``; :func:`aekit.data.store.is_store`) opens memory-mapped, with the split
-    it was packed with (:mod:`aekit.data.store`).
+    it was packed with (:mod:`aekit.data.store.reader`).
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
@@ -40,30 +41,5 @@ def load_dataset(
         raise DataError(f"seed {seed!r} is not a whole number >= 0; pass e.g. 0")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
-    if name_or_path == "digits":
-        from aekit.data.digits import load_digits
-
-        return load_digits(seed=seed, test_fraction=test_fraction)
-    if name_or_path == "mnist":
-        from aekit.data.mnist import load_mnist
-
-        return load_mnist(data_dir=data_dir)
-    path = Path(name_or_path)
-    from aekit.data.store import is_store, open_store
-
-    if is_store(path):
-        return open_store(path)
-    if path.is_dir():
-        from aekit.data.images import load_image_folder
-
-        return load_image_folder(path, seed=seed, test_fraction=test_fraction)
-    if path.suffix.lower() in (".npy", ".npz", ".csv"):
-        from aekit.data.arrays import load_array_file
-
-        return load_array_file(path, seed=seed, test_fraction=test_fraction)
-    if path.exists():
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz, .csv or a folder of images")
-    raise DataError(
-        f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)}, "
-        "a .npy/.npz/.csv file or a folder of PNG/JPEG images"
-    )
+    source = find(name_or_path, "dataset")
+    return source.load(name_or_path, data_dir=data_dir, seed=seed, test_fraction=test_fraction)

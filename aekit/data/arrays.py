@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import lzma
 import math
+import os
 import tokenize
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,55 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     ``test_fraction``.
     """
     path = Path(path)
-    if not path.is_file():
+    found = read_array_file(path)
+    if found.given:
+        (x_train, x_test), (y_train, y_test) = found.xs, found.ys
+        binary = _intensities(x_train)
+        x_train, x_test = (_examples(x, name) for x, name in zip(found.xs, found.names))
+        return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
+    return split_examples(path.name, found.xs[0], found.ys[0], found.names[0], seed=seed, test_fraction=test_fraction)
+
+
+def split_examples(name: str, x: np.ndarray, y: np.ndarray | None, source: str, *, seed: int, test_fraction: float):
+    """A :class:`Dataset` named ``name`` of the stored examples ``x`` (labels ``y`` or None) split with ``seed`` and
+    ``test_fraction``, in the scale and layout of :func:`load_array_file`."""
+    binary = _intensities(x)
+    x = _examples(x, source)
+    if isinstance(x, np.memmap):  # the split as views of the file, read where used
+        train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
+        x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
+        y_train, y_test = (None, None) if y is None else (y[train], y[test])
+    else:
+        x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
+    return Dataset(name, x_train, x_test, y_train, y_test, binary=binary)
+
+
+@dataclass
+class ArrayFile:
+    """The examples of an array file as stored, checked (:func:`check_examples`, :func:`checked_labels`): ``xs`` is
+    (x,), to be split, or (x_train, x_test) where the file comes split (``given``); ``ys`` their labels (int64) or
+    None; ``names`` each one's name in messages."""
+
+    xs: tuple[np.ndarray, ...]
+    ys: tuple[np.ndarray | None, ...]
+    names: tuple[str, ...]
+
+    @property
+    def given(self) -> bool:
+        return len(self.xs) == 2
+
+
+def existing_file(path: str | Path) -> Path:
+    """``path``, once it is a file."""
+    if not Path(path).is_file():
         raise DataError(f"{path} does not exist or is not a file; check the path")
+    return Path(path)
+
+
+def read_array_file(path: Path) -> ArrayFile:
+    """The examples of a ``.npy``, ``.npz`` or ``.csv`` file, read (a plain ``.npy`` of uint8 or float32 memory-mapped)
+    and checked; see :func:`load_array_file` for the arrays a file may hold."""
+    existing_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         arrays = {"x": read_csv(path)}
@@ -44,7 +93,6 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
         arrays = read_numpy(path)
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
-
     keys = set(arrays)
     if {"x_train", "x_test"} <= keys <= SPLIT_KEYS:
         if len(keys & {"y_train", "y_test"}) == 1:
@@ -52,28 +100,29 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
                 f"{path} has labels for only one split ({', '.join(sorted(keys))}); "
                 "store both y_train and y_test, or neither"
             )
-        if arrays["x_train"].dtype != arrays["x_test"].dtype:
+        x_train, x_test = arrays["x_train"], arrays["x_test"]
+        if x_train.dtype != x_test.dtype:
             raise DataError(
-                f"{path} stores x_train as {arrays['x_train'].dtype} and x_test as "
-                f"{arrays['x_test'].dtype}; store both splits in one type"
+                f"{path} stores x_train as {x_train.dtype} and x_test as {x_test.dtype}; store both splits in one type"
             )
-        x_train = _examples(arrays["x_train"], f"{path}[x_train]")
-        x_test = _examples(arrays["x_test"], f"{path}[x_test]")
-        binary = _intensities(arrays["x_train"])
-        y_train = checked_labels(arrays.get("y_train"), len(x_train), f"{path}[y_train]")
-        y_test = checked_labels(arrays.get("y_test"), len(x_test), f"{path}[y_test]")
-    else:
-        x_name = examples_name(keys, path)
-        x = _examples(arrays[x_name], f"{path}[{x_name}]" if suffix == ".npz" else str(path))
-        y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
-        if isinstance(x, np.memmap):  # the split as views of the file, read where used
-            train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
-            x_train, x_test = IndexedRows(x, train), IndexedRows(x, test)
-            y_train, y_test = (None, None) if y is None else (y[train], y[test])
-        else:
-            x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-        binary = _intensities(arrays[x_name])
-    return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
+        names = (f"{path}[x_train]", f"{path}[x_test]")
+        for x, name in zip((x_train, x_test), names):
+            check_examples(x.shape, x.dtype, name)
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(
+                f"{path}: train examples have shape {x_train.shape[1:]} but test examples {x_test.shape[1:]}"
+            )
+        labels = tuple(
+            checked_labels(arrays.get(k), len(x), f"{path}[{k}]")
+            for k, x in zip(("y_train", "y_test"), (x_train, x_test))
+        )
+        return ArrayFile((x_train, x_test), labels, names)
+    x_name = examples_name(keys, path)
+    x = arrays[x_name]
+    name = f"{path}[{x_name}]" if suffix == ".npz" else str(path)
+    check_examples(x.shape, x.dtype, name)
+    y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
+    return ArrayFile((x,), (y,), (name,))
 
 
 def examples_name(keys: set[str], path: Path) -> str:
@@ -105,7 +154,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         with path.open("rb") as file:
             if file.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
                 file.seek(0)
-                return {"x": _read_array(file, path.stat().st_size, str(path), mapped=path)}
+                return {"x": _read_array(file, path.stat().st_size, mapped=path)}
         arrays = {}
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
@@ -116,7 +165,7 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
                         "with numpy.savez"
                     )
                 with archive.open(member) as stream:
-                    arrays[name] = _read_array(stream, member.file_size, f"{path}[{name}]")
+                    arrays[name] = _read_array(stream, member.file_size)
         return arrays
     except DataError:
         raise
@@ -142,43 +191,63 @@ def read_numpy(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _read_array(stream, size: int, source: str, mapped: Path | None = None) -> np.ndarray:
-    """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes.
+def _read_array(stream, size: int, mapped: Path | None = None) -> np.ndarray:
+    """The .npy array in ``stream`` (``size`` bytes), once its header's claims fit in those bytes
+    (:func:`read_npy_header`; its ValueError is :func:`read_numpy`'s one-line error); memory-mapped from the file
+    ``mapped`` where models take its type as it is."""
+    header = read_npy_header(stream, size)
+    if mapped is not None and header.dtype in _MAPPED and not header.fortran and header.shape:
+        # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
+        return np.load(mapped, mmap_mode="r", allow_pickle=False)
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+class NpyHeader:
+    """What an .npy file's header says: ``shape``, ``dtype``, ``fortran`` order and where the values start."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, fortran: bool, offset: int):
+        self.shape, self.dtype, self.fortran, self.offset = shape, dtype, fortran, offset
+
+
+def read_npy_header(file, size: int) -> NpyHeader:
+    """The header of the .npy file open in ``file`` (``size`` bytes), checked against the bytes that follow it
+    before anything of the size it claims is allocated; a damaged or lying header raises ValueError with the reason.
 
     Layout: magic and version (8 bytes), the header's length (2 bytes in version 1, else 4), the header (a dict
     literal of dtype, order and shape), then the values. NumPy reads as many bytes as the length field says before
     judging the header, and allocates the array before reading the values: both claims are checked here first.
     """
-    version = np.lib.format.read_magic(stream)
-    if version not in ((1, 0), (2, 0), (3, 0)):
-        raise DataError(
-            f"{source} is an .npy file of unknown version {version[0]}.{version[1]}; save it again with numpy.save"
-        )
-    header_size = int.from_bytes(stream.read(2 if version == (1, 0) else 4), "little")
-    if header_size > size - stream.tell():
-        raise DataError(
-            f"{source} is truncated or forged: its header length field claims {header_size} bytes but "
-            f"{size - stream.tell()} follow; save it again with numpy.save"
-        )
-    stream.seek(0)
-    np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(stream)
+    try:
+        version = np.lib.format.read_magic(file)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
+        header_size = int.from_bytes(file.read(2 if version == (1, 0) else 4), "little")
+        if header_size > size - file.tell():
+            raise ValueError(f"its header length field claims {header_size} bytes but {size - file.tell()} follow")
+        file.seek(0)
+        np.lib.format.read_magic(file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(file)
+    except ValueError:
+        raise
+    except (OSError, EOFError, SyntaxError, TypeError, KeyError, RuntimeError) as error:
+        raise ValueError(" ".join(str(error).split()) or type(error).__name__) from None
     if any(type(d) is not int or d < 0 for d in shape):
-        raise DataError(
-            f"{source} has shape {shape} in its header, not whole numbers >= 0; save it again with numpy.save"
+        raise ValueError(f"its header gives shape {shape}, not whole numbers >= 0")
+    offset = file.tell()
+    if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size - offset:
+        raise ValueError(
+            f"its header promises shape {shape} of {dtype} ({math.prod(shape) * dtype.itemsize} bytes) "
+            f"but {size - offset} bytes follow"
         )
-    claimed, left = math.prod(shape) * dtype.itemsize, size - stream.tell()
-    if not dtype.hasobject and claimed > left:
-        raise DataError(
-            f"{source} is truncated or forged: its header promises shape {shape} of {dtype} ({claimed} "
-            f"bytes) but {left} bytes follow; save it again with numpy.save"
-        )
-    if mapped is not None and dtype in _MAPPED and not fortran and shape:
-        # Memory-mapped: a split is read a block at a time where it is used, never the whole file at once.
-        return np.load(mapped, mmap_mode="r", allow_pickle=False)
-    stream.seek(0)
-    return np.lib.format.read_array(stream, allow_pickle=False)
+    return NpyHeader(tuple(shape), dtype, bool(fortran), offset)
+
+
+def npy_file_header(path: Path) -> NpyHeader:
+    """:func:`read_npy_header` of the .npy file ``path``."""
+    with path.open("rb") as file:
+        return read_npy_header(file, os.fstat(file.fileno()).st_size)
 
 
 # The types models take as they are stored (8-bit intensities, float32 values): a .npy of these is memory-mapped.
@@ -240,21 +309,27 @@ def _number(cell: str) -> float | None:
 def _examples(values: np.ndarray, source: str) -> np.ndarray:
     """Examples as float32 in one scale (uint8 / 255), images as (n, channels, height, width) and anything else as
     (n, features); see :func:`load_array_file`."""
-    if values.dtype.kind not in "biuf":
-        raise DataError(f"{source} has dtype {values.dtype}, not numbers; store a float or integer array")
-    if values.ndim < 2:
-        raise DataError(
-            f"{source} has shape {values.shape} but examples must be the rows of an array of shape "
-            "(n, features); reshape it, e.g. to (n, 1) for a single feature"
-        )
-    if values.size == 0:
-        raise DataError(f"{source} is empty (shape {values.shape}); it needs at least one value per example")
+    check_examples(values.shape, values.dtype, source)
     shape, channels_last = image_layout(values.shape[1:])
     if isinstance(values, np.memmap) and not channels_last:
         return values.reshape(len(values), *shape)  # a view of the file: uint8 or float32, as models take them
     if channels_last:
         values = values.transpose(0, 3, 1, 2)
     return as_float(values.reshape(len(values), *shape), source)
+
+
+def check_examples(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
+    """Examples of this ``shape`` and ``dtype`` (read, or claimed by a header) are numbers, at least one value in each
+    row of an array of at least two dimensions."""
+    if dtype.kind not in "biuf":
+        raise DataError(f"{source} has dtype {dtype}, not numbers; store a float or integer array")
+    if len(shape) < 2:
+        raise DataError(
+            f"{source} has shape {shape} but examples must be the rows of an array of shape "
+            "(n, features); reshape it, e.g. to (n, 1) for a single feature"
+        )
+    if math.prod(shape) == 0:
+        raise DataError(f"{source} is empty (shape {shape}); it needs at least one value per example")
 
 
 def checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:

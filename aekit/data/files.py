@@ -30,15 +30,14 @@ from PIL import Image
 
 from aekit.atomic import atomic_file, atomic_folder, check_output
 from aekit.codec import COMPRESSED_SUFFIX
-from aekit.data.arrays import read_numpy
+from aekit.data.arrays import read_npy_header, read_numpy
 from aekit.data.dataset import CHUNK_ROWS
-from aekit.data.idx import IDX_CODES, map_idx_file
+from aekit.data.idx import IDX_CODES, is_idx, map_idx_file
 from aekit.data.images import IMAGE_SUFFIXES, read_image_block, scan_images
 from aekit.data.layout import as_float, to_uint8
-from aekit.data.store import EXAMPLES, is_store, open_store, read_npy_header
+from aekit.data.store import EXAMPLES, is_store, open_store
 from aekit.errors import DataError
 
-_IDX_ENDINGS = (".idx", "-ubyte", ".idx.gz", "-ubyte.gz")
 FORMATS = (
     "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
 )
@@ -49,10 +48,6 @@ _NAME_MAX = 255
 _FILE_SUFFIXES = frozenset(
     {*IMAGE_SUFFIXES, ".gif", ".bmp", ".tif", ".tiff", ".webp", ".npz", ".csv", ".gz", COMPRESSED_SUFFIX}
 )
-
-
-def is_idx(path: Path) -> bool:
-    return path.name.lower().endswith(_IDX_ENDINGS)
 
 
 class Rows:

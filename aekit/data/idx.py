@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aekit.data.dataset import Dataset
 from aekit.errors import DataError
 
 # NumPy 1.x arrays have at most 32 dimensions (2.x: 64); a header claiming more is damaged.
@@ -27,6 +28,9 @@ MAX_DEFLATE_RATIO = 1032
 # Bytes asked of the decompressor at a time, so no request is ever the size a header claims.
 CHUNK_SIZE = 1 << 20
 
+# The endings of an IDX file's name: MNIST's ("-ubyte") or ".idx", either gzipped.
+_IDX_ENDINGS = (".idx", "-ubyte", ".idx.gz", "-ubyte.gz")
+
 # IDX type code -> element type; IDX stores every multi-byte value big-endian.
 IDX_CODES = {
     0x08: np.dtype(">u1"),
@@ -36,6 +40,24 @@ IDX_CODES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+
+def is_idx(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(_IDX_ENDINGS)
+
+
+def load_idx_file(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
+    """A :class:`Dataset` of the examples of a single IDX file (the first dimension counts them; no labels), split
+    with ``seed`` and ``test_fraction``, in the scale and layout of :func:`aekit.data.arrays.load_array_file`: 8-bit
+    values are intensities (a plain file's memory-mapped), others real values."""
+    from aekit.data.arrays import check_examples, existing_file, split_examples
+
+    path = existing_file(path)
+    x = map_idx_file(path)
+    check_examples(x.shape, x.dtype, str(path))
+    if x.dtype != np.uint8:  # other types are converted, so read (a memory map is kept for 8-bit values alone)
+        x = np.array(x)
+    return split_examples(path.name, x, None, str(path), seed=seed, test_fraction=test_fraction)
 
 
 def read_idx(data: bytes, source: str) -> np.ndarray:

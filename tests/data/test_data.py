@@ -581,3 +581,87 @@ def test_a_folder_of_pngs_gives_images_whose_names_clash_their_whole_names(tmp_p
     write_examples(tmp_path / "out", x, ["a.jpg", "a.png"])  # before, the second was written over the first
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.png", "a.png.png"]
     assert np.asarray(Image.open(tmp_path / "out" / "a.png.png")).max() == 255
+
+
+# ---------------------------------------------------------------- one table of sources
+
+
+def _one_of_each_source(folder: Path) -> dict[str, str]:
+    """A small source of each kind in aekit.data.sources.SOURCES but mnist (70,000 examples: tests/data/test_store.py
+    packs it), by kind."""
+    from aekit.data.files import idx_bytes as write_idx
+    from aekit.data.store.writer import pack
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 5, 4), dtype=np.uint8)
+    for label in ("a", "b"):
+        (folder / "images" / label).mkdir(parents=True)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / "images" / "ab"[i % 2] / f"{i:02d}.png")
+    real = rng.normal(size=(10, 3)).astype(np.float32)
+    np.save(folder / "x.npy", real)
+    np.savez(folder / "x.npz", x_train=pixels[:8], x_test=pixels[8:], y_train=np.arange(8) % 3, y_test=np.arange(4))
+    np.savetxt(folder / "x.csv", real, delimiter=",")
+    (folder / "x-ubyte").write_bytes(write_idx(pixels))
+    pack(str(folder / "x.npy"), folder / "x.store", workers=1, seed=1, test_fraction=0.3, progress=False)
+    found = {kind: str(folder / name) for kind, name in (("images", "images"), ("store", "x.store"))}
+    found.update({kind: str(folder / f"x.{kind}") for kind in ("npy", "npz", "csv")})
+    found.update(idx=str(folder / "x-ubyte"), digits="digits")
+    return found
+
+
+def test_every_source_in_the_table_loads_and_packs_to_the_same_examples(tmp_path):
+    """load_dataset and aekit pack draw on one table (aekit.data.sources): every kind in it is read by both, the
+    store holding the loaded examples, labels and split; a store is refused by the packer and loaded as it was
+    packed."""
+    from aekit.data.sources import SOURCES
+    from aekit.data.store import SOURCE_KINDS, read_manifest
+    from aekit.data.store.writer import pack
+
+    sources = _one_of_each_source(tmp_path)
+    assert set(sources) | {"mnist"} == {source.kind for source in SOURCES}
+    assert {source.kind for source in SOURCES} - {"store"} <= set(SOURCE_KINDS)
+    for kind, source in sources.items():
+        options = {"seed": 1, "test_fraction": 0.3}
+        if kind == "store":  # refused by the packer; loaded as the store of x.npy it is
+            with pytest.raises(DataError, match="already a store"):
+                pack(source, tmp_path / "again.store", workers=1, progress=False, **options)
+            store, loaded = Path(source), load_dataset(str(tmp_path / "x.npy"), **options)
+        else:
+            store, loaded = tmp_path / f"{kind}.store", load_dataset(source, **options)
+            pack(source, store, workers=1, progress=False, **options)
+        packed, manifest = load_dataset(str(store)), read_manifest(store)
+        assert packed.shape == loaded.shape and packed.binary == loaded.binary, kind
+        # A store holds each split in increasing source order, the loader in the order of the seeded split.
+        seeded = split_indices(manifest["n"], seed=1, test_fraction=0.3) if manifest["split"] == "seeded" else None
+        for k, split in enumerate(("train", "test")):
+            order = slice(None) if seeded is None else np.argsort(seeded[k])
+            np.testing.assert_allclose(
+                as_float32(getattr(packed, f"x_{split}")),
+                as_float32(getattr(loaded, f"x_{split}"))[order],
+                rtol=1e-6,
+                err_msg=kind,
+            )
+            labels = getattr(loaded, f"y_{split}")
+            assert (labels is None) == (getattr(packed, f"y_{split}") is None), kind
+            if labels is not None:
+                np.testing.assert_array_equal(getattr(packed, f"y_{split}"), labels[order], err_msg=kind)
+
+
+def test_a_source_added_to_the_table_is_loaded_and_packed(tmp_path, monkeypatch):
+    """One entry of the table serves both: a kind added to SOURCES is loaded by load_dataset and packed by aekit
+    pack, with no other change."""
+    from aekit.data import sources
+    from aekit.data.store.writer import pack
+
+    digits = next(source for source in sources.SOURCES if source.kind == "digits")
+    added = sources.Source("digits", lambda source: source == "my-digits", digits.load, digits.plan)
+    monkeypatch.setattr(sources, "SOURCES", (added, *sources.SOURCES))
+    loaded = load_dataset("my-digits", seed=2, test_fraction=0.25)
+    manifest = pack("my-digits", tmp_path / "d.store", workers=1, seed=2, test_fraction=0.25, progress=False)
+    assert manifest["source"]["kind"] == "digits" and manifest["n_test"] == len(loaded.x_test)
+    order = np.argsort(split_indices(manifest["n"], seed=2, test_fraction=0.25)[1])
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "d.store")).x_test, loaded.x_test[order])
+    with pytest.raises(DataError, match="unknown dataset 'my-digits'"):
+        monkeypatch.undo()
+        load_dataset("my-digits")

@@ -24,14 +24,13 @@ from conftest import MNIST_DIR, needs_mnist
 from helpers import snapshot
 from PIL import Image
 
-import aekit.pack
 from aekit.cli import main
 from aekit.data import load_dataset
 from aekit.data import store as fmt
 from aekit.data.dataset import as_float32, split_indices
 from aekit.data.files import idx_bytes
 from aekit.data.images import image_listing
-from aekit.data.store import open_store
+from aekit.data.store import decoding, open_store, writer
 from aekit.errors import DataError
 
 # What a store folder holds, sorted.
@@ -481,6 +480,20 @@ def test_a_source_touched_or_copied_back_unchanged_opens_and_one_changed_in_plac
         load_dataset(str(tmp_path / "x.store"))
 
 
+def test_each_image_is_read_once_its_crc_taken_of_the_bytes_decoded(capsys, tmp_path, images, monkeypatch):
+    """listing.json's CRC-32 of an image comes from the bytes its worker decoded: no image is read again for it, and
+    the CRCs are those of the files."""
+    hashed = []
+    monkeypatch.setattr("aekit.data.store.format.content_crc32", lambda path: hashed.append(path))
+    store = tmp_path / "store"
+    pack(capsys, images, store)
+    assert hashed == []
+    listing = json.loads((store / "listing.json").read_text())
+    assert len(listing) == 24 and all(
+        crc == f"{zlib.crc32((images / name).read_bytes()):08x}" for name, _, _, crc in listing
+    )
+
+
 def test_a_listing_changed_in_place_is_refused_where_it_is_read(capsys, tmp_path, images):
     store = tmp_path / "store"
     pack(capsys, images, store)
@@ -497,7 +510,7 @@ def test_a_listing_changed_in_place_is_refused_where_it_is_read(capsys, tmp_path
 @pytest.fixture(scope="module")
 def digits_store(tmp_path_factory):
     """digits packed: float32 intensities, a seeded split, labels and label names."""
-    from aekit.pack import pack as pack_store
+    from aekit.data.store.writer import pack as pack_store
 
     store = tmp_path_factory.mktemp("digits") / "store"
     pack_store("digits", store, workers=1, progress=False)
@@ -615,7 +628,7 @@ def test_no_row_of_an_image_that_fails_to_decode_is_written(capsys, tmp_path, im
     whole = (images / "dogs" / "00003.png").read_bytes()
     (images / "dogs" / "00003.png").write_bytes(whole[: len(whole) // 2])
     written = []
-    write_examples = aekit.pack._write_examples
+    write_examples = writer._write_examples
 
     def spied(folder, plan, progress):
         rows = plan.rows
@@ -628,7 +641,7 @@ def test_no_row_of_an_image_that_fails_to_decode_is_written(capsys, tmp_path, im
         plan.rows = recorded
         return write_examples(folder, plan, progress)
 
-    monkeypatch.setattr(aekit.pack, "_write_examples", spied)
+    monkeypatch.setattr(writer, "_write_examples", spied)
     summary, _ = pack(capsys, images, tmp_path / "store", "--skip-bad")
     assert summary["skipped"] == ["dogs/00003.png"] and summary["n"] == 23
     assert written and all(row.any() for chunk in written for row in chunk)  # noise images: no row is all zeros
@@ -667,7 +680,7 @@ def test_odd_images_pack_as_training_reads_them_and_pillow_says_nothing(capsys, 
 def test_a_folder_unlike_its_first_image_is_packed_again_as_read(capsys, tmp_path, monkeypatch, workers):
     # The first image's header is taken for every image's: gray 8-bit here, then colour and 16-bit images, seen a
     # few chunks in (several in flight), make the pack start again reading every header.
-    monkeypatch.setattr("aekit.pack.IMAGES_PER_CHUNK", 4)
+    monkeypatch.setattr(decoding, "IMAGES_PER_CHUNK", 4)
     folder = make_images(tmp_path / "mixed", n_per_class=20, size=(6, 5), classes=("a",), mode="L")
     make_images(folder, n_per_class=3, size=(6, 5), classes=("b",), seed=1)
     Image.fromarray(np.arange(30, dtype=np.uint16).reshape(5, 6) * 2000).save(folder / "b" / "deep.png")
@@ -681,7 +694,7 @@ def test_a_folder_unlike_its_first_image_is_packed_again_as_read(capsys, tmp_pat
 
 @pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_a_size_mismatch_found_late_names_the_first_image_that_differs(capsys, tmp_path, monkeypatch, workers):
-    monkeypatch.setattr("aekit.pack.IMAGES_PER_CHUNK", 4)
+    monkeypatch.setattr(decoding, "IMAGES_PER_CHUNK", 4)
     folder = make_images(tmp_path / "photos", n_per_class=40, size=(6, 5), classes=("a",))
     for late in ("00030.png", "00035.png"):
         Image.new("RGB", (7, 5)).save(folder / "a" / late)
@@ -791,7 +804,7 @@ def test_bad_pack_commands_are_refused(capsys, tmp_path, images):
 # forked test process's pages before the exec).
 _PEAK = """
 import sys
-from aekit.pack import pack
+from aekit.data.store.writer import pack
 pack(sys.argv[1], sys.argv[2], workers=1, progress=False)
 print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """

@@ -277,7 +277,7 @@ def animals(tmp_path_factory):
 
 
 def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives_and_score_writes_them(animals, capsys, tmp_path):
-    from aekit.pack import pack
+    from aekit.data.store.writer import pack
 
     out = tmp_path / "dogs"
     train = ["train", "--dataset", str(animals), "--out", str(out), *FAST]
@@ -316,7 +316,7 @@ def test_normal_class_takes_the_class_names_a_folder_or_a_store_gives_and_score_
 
 
 def test_score_writes_one_score_per_example_with_the_stores_labels_and_a_histogram(zero_run, capsys, tmp_path):
-    from aekit.pack import pack
+    from aekit.data.store.writer import pack
 
     pack("digits", tmp_path / "digits.store", workers=1, progress=False)
     out = tmp_path / "scores.csv"

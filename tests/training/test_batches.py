@@ -21,9 +21,9 @@ import torch
 from conftest import TORCHRUN_2
 
 from aekit.data import Dataset
+from aekit.data.store.writer import pack
 from aekit.errors import TrainingStopped
 from aekit.models import build_model, model_config
-from aekit.pack import pack
 from aekit.training import batches, run_folder
 from aekit.training.trainer import TrainSettings, train
 

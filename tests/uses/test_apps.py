@@ -488,7 +488,7 @@ def _contents(path):
 @pytest.fixture(scope="module")
 def every_input(digits, tmp_path_factory):
     """40 test digits in each input form: float32 and uint8 .npy, IDX plain and gzipped, PNGs and a store."""
-    from aekit.pack import pack
+    from aekit.data.store.writer import pack
 
     folder = tmp_path_factory.mktemp("every-input")
     x = digits.x_test[:40]
