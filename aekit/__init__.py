@@ -21,7 +21,7 @@ _PUBLIC = {
     "TrainingDiverged": "aekit.errors",
     "evaluate": "aekit.evaluate",
     "load": "aekit.runs",
-    "TrainSettings": "aekit.trainer",
+    "TrainSettings": "aekit.training.settings",
     "train": "aekit.trainer",
 }
 

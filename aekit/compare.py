@@ -28,9 +28,9 @@ from aekit.errors import AekitError, RunError
 from aekit.figures import FIGURES, showcase
 from aekit.metrics import columns, formatted, legend, lookup
 from aekit.models import FAMILIES, build_model, corrupt
-from aekit.options import defaults, for_family
 from aekit.report import markdown_table, save_lines, save_rows
-from aekit.workflow import evaluate_run, load_data, normal_classes, recorded_identity, spec_for, train_run
+from aekit.training.settings import defaults, for_family, normal_classes
+from aekit.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
 
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
 _SPLIT = ("dataset", "seed", "test_fraction", "normal_class")

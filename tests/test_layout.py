@@ -19,7 +19,7 @@ LAYERS = (
     ("aekit", "aekit.errors", "aekit.naming", "aekit.atomic", "aekit.codec", "aekit.distributed", "aekit.graphed"),
     ("aekit.data.",),
     ("aekit.nets", "aekit.models."),
-    ("aekit.options", "aekit.batches", "aekit.trainer", "aekit.runs"),
+    ("aekit.training.", "aekit.batches", "aekit.trainer", "aekit.runs"),
     ("aekit.evaluate", "aekit.metrics", "aekit.anomaly"),
     ("aekit.report", "aekit.figures", "aekit.html_report", "aekit.projector", "aekit.tensorboard"),
     ("aekit.workflow", "aekit.pack", "aekit.apps", "aekit.scoring", "aekit.compare"),
