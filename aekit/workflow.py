@@ -50,11 +50,9 @@ from aekit.training.settings import (
 
 # The fewest optimizer steps an epoch should have: a default batch larger than the data allows is made smaller.
 MIN_STEPS_PER_EPOCH = 10
-TENSORBOARD, PROJECTOR = "tensorboard", "projector"
-
-
 # The options that say where a run's data is and how it is split.
 _READ_DATA = ("dataset", "data_dir", "seed", "test_fraction")
+TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 
 def load_data(options: dict) -> Dataset:
