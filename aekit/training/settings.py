@@ -245,9 +245,15 @@ class TrainSettings(_Settings):
 CAPTURES = ("compile", "cuda_graph")
 
 
+def _declaring() -> tuple[type[_Settings], ...]:
+    """The settings classes, in the order config.json's options section lists their options (looked up at each call,
+    so that a test may declare an option on a class of its own in place of one)."""
+    return LossSettings, DataSettings, TrainSettings
+
+
 def declared() -> list[dataclasses.Field]:
     """Every run option's declaration, in the order config.json's options section lists them."""
-    return [f for settings in (LossSettings, DataSettings, TrainSettings) for f in fields(settings)]
+    return [f for settings in _declaring() for f in fields(settings)]
 
 
 def defaults() -> dict:
@@ -263,7 +269,7 @@ def older_run_defaults() -> dict:
 
 def kinds() -> dict[str, type]:
     """Each run option's type: int, float, str, bool or tuple (of classes); the ones that may be None too."""
-    hints = _hints((LossSettings, DataSettings, TrainSettings))
+    hints = _hints(_declaring())
     return {f.name: _kind(hints[f.name]) for f in declared()}
 
 
@@ -283,7 +289,7 @@ def _kind(hint) -> type:
 def checked(options: dict) -> None:
     """Refuse, in one line naming each, the values of resolved ``options`` that their declarations do not allow."""
     problems = []
-    for settings in (LossSettings, DataSettings, TrainSettings):
+    for settings in _declaring():
         try:
             settings(**{f.name: options[f.name] for f in fields(settings)})
         except AekitError as error:
