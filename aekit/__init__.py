@@ -19,7 +19,7 @@ _PUBLIC = {
     "TrainingDiverged": "aekit.errors",
     "evaluate": "aekit.evaluation",
     "load": "aekit.training.run_folder",
-    "TrainSettings": "aekit.training.trainer",
+    "TrainSettings": "aekit.training.settings",
     "train": "aekit.training.trainer",
 }
 

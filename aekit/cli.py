@@ -19,27 +19,19 @@ import sys
 import threading
 
 from aekit.codec import COMPRESSED_SUFFIX, MAX_BITS
-from aekit.data import DATASET_NAMES
 from aekit.data.files import FORMATS
 from aekit.errors import AekitError, Interrupted, TrainingStopped
 from aekit.evaluation.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.models import FAMILIES
+from aekit.models.config import option_defaults
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
-from aekit.options import defaults
 from aekit.report.projector import MAX_POINTS
 from aekit.training import distributed
-from aekit.training.trainer import DATA_ON, ON_NAN, PRECISIONS, SCHEDULES
+from aekit.training.settings import DATA, HOW, LOSS, TRAINING, declared, defaults, kinds
 
 OUTPUTS = (
     "OUTPUT is a .npy file (float32, exact), an IDX file (.idx or -ubyte, optionally .gz; 8-bit) or a new "
     "folder of PNG images (named like INPUT's images)."
-)
-
-
-_NO_STANDARDIZE = (
-    "train on real values as they are; by default each feature of real-valued data (the squared-error "
-    "loss) is standardized by its training-split mean and standard deviation inside the model, and "
-    "results are given back in the data's own units"
 )
 
 
@@ -67,15 +59,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _option(parser, flag: str, help: str, **kwargs) -> None:
-    """An option whose absence means 'not given' (None), so a resumed run can tell what the user asked to change."""
-    dest = flag.lstrip("-").replace("-", "_")
-    default = defaults()[dest]
-    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    parser.add_argument(flag, dest=dest, default=None, help=f"{help} (default: {shown})", **kwargs)
-
-
-# How a config field of each type is read from the command line.
+# How an option of each type is read from the command line; a run option's list is one of classes, a model option's
+# one of sizes.
 _READERS = {
     int: {"type": int},
     float: {"type": float},
@@ -83,6 +68,43 @@ _READERS = {
     tuple: {"type": _sizes},
     bool: {"action": "store_true"},
 }
+_RUN_READERS = {**_READERS, tuple: {"type": _classes}}
+
+
+def _flag(
+    parser, f, readers: dict, kind: type, help: str | None = None, defaulted: bool = False, shown: bool = True
+) -> None:
+    """The flag of the option declared by ``f`` (a model config's field or a run option, :mod:`aekit.training.settings`)
+    whose absence means 'not given' (None), so a resumed run can tell what the user asked to change, or with
+    ``defaulted`` the option's default; ``shown``: its help says the default. A switch that is on by default is
+    turned off by --no-NAME."""
+    dashed, help = f.name.replace("_", "-"), help or f.metadata["help"]
+    if kind is bool and f.default is True:
+        parser.add_argument(f"--no-{dashed}", dest=f.name, action="store_false", default=None, help=help)
+        return
+    arguments = dict(readers[kind])
+    if f.metadata["choices"]:
+        arguments["choices"] = f.metadata["choices"]
+    if f.metadata.get("metavar"):
+        arguments["metavar"] = f.metadata["metavar"]
+    if shown:
+        help += f" (default: {','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default})"
+    parser.add_argument(f"--{dashed}", dest=f.name, default=f.default if defaulted else None, help=help, **arguments)
+
+
+def _run_options(parser, groups: tuple[str, ...], helps: dict[str, str] | None = None) -> None:
+    """The run options of ``groups`` (:mod:`aekit.training.settings`); ``helps``: help texts of this command's own."""
+    types = kinds()
+    for f in declared():
+        if f.metadata["group"] in groups:
+            _flag(parser, f, _RUN_READERS, types[f.name], (helps or {}).get(f.name))
+
+
+def _run_option(parser, name: str, defaulted: bool = False, shown: bool = True) -> None:
+    """The flag of the run option ``name`` alone, e.g. --data-dir for a command that reads a run's data (see
+    :func:`_flag` for ``defaulted`` and ``shown``)."""
+    f = next(f for f in declared() if f.name == name)
+    _flag(parser, f, _RUN_READERS, kinds()[name], defaulted=defaulted, shown=shown)
 
 
 def _model_options(parser, skip: tuple[str, ...] = ()) -> None:
@@ -97,10 +119,7 @@ def _model_options(parser, skip: tuple[str, ...] = ()) -> None:
             continue
         config, f = having[0]
         prefix = "" if len(having) > 1 else f"{config.family}: "
-        kwargs = dict(_READERS[config.types()[name]])
-        if f.metadata["choices"]:
-            kwargs["choices"] = f.metadata["choices"]
-        _option(parser, "--" + name.replace("_", "-"), prefix + f.metadata["help"], **kwargs)
+        _flag(parser, f, _READERS, config.types()[name], prefix + f.metadata["help"])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,50 +152,6 @@ def _device(parser, default: str = "cpu") -> None:
     parser.add_argument("--device", default=default, help=shown)
 
 
-def _data_options(parser, dataset_help: str) -> None:
-    _option(parser, "--dataset", dataset_help)
-    _option(parser, "--data-dir", "for mnist: a folder holding the four IDX files instead of downloading them")
-    _option(
-        parser, "--test-fraction", "share of examples held out as the test split where the source has none", type=float
-    )
-    _option(
-        parser,
-        "--normal-class",
-        "train on the training examples of these classes of a labelled source only (comma-separated label numbers, "
-        "or names: a folder's subfolders, a store's label names), as a model of normal data; the test split keeps "
-        "every class, and the report shows how well the anomaly scores tell the others apart (AUROC, ROC curve)",
-        type=_classes,
-        metavar="K[,K...]",
-    )
-
-
-def _loss_options(parser) -> None:
-    _option(
-        parser,
-        "--loss",
-        "reconstruction loss: auto (bce for binary-valued data, mse for real-valued), bce or mse",
-        choices=("auto", "bce", "mse"),
-    )
-    parser.add_argument(
-        "--no-standardize", dest="standardize", action="store_false", default=None, help=_NO_STANDARDIZE
-    )
-
-
-def _training_options(parser) -> None:
-    _option(parser, "--epochs", "passes over the training split", type=int)
-    _option(
-        parser, "--batch-size", "examples per step; under torchrun the global batch, split over the processes", type=int
-    )
-    _option(parser, "--lr", "Adam learning rate", type=float)
-    _option(parser, "--schedule", "learning-rate schedule", choices=SCHEDULES)
-    _option(
-        parser,
-        "--seed",
-        "seeds the weights, the data order and the train/test split (a store keeps the split it was packed with)",
-        type=int,
-    )
-
-
 def _train(commands) -> None:
     train = commands.add_parser(
         "train",
@@ -191,18 +166,12 @@ def _train(commands) -> None:
         help="continue the run in --out from its last checkpoint; "
         "--epochs may be raised, --dataset may name where its data moved, other settings must stay as they were",
     )
-    _data_options(
-        train.add_argument_group("data"),
-        f"one of {', '.join(DATASET_NAMES)}, a .npy/.npz/.csv file (one example per row), an IDX file, "
-        "a folder of PNG/JPEG images, or a store made by `aekit pack` (it keeps the split it was packed with)",
-    )
+    _run_options(train.add_argument_group("data"), (DATA,))
     group = train.add_argument_group("model")
-    _option(group, "--model", "the model family", choices=tuple(FAMILIES))
+    _model_family(group)
     _model_options(group)
-    _loss_options(group)
-    group = train.add_argument_group("training")
-    _training_options(group)
-    _how_to_train(group)
+    _run_options(group, (LOSS,))
+    _run_options(train.add_argument_group("training"), (TRAINING, HOW))
     _device(train, "auto")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
     train.add_argument(
@@ -214,39 +183,9 @@ def _train(commands) -> None:
     )
 
 
-def _how_to_train(group) -> None:
-    """The options that change how, not what, is trained (they may change on --resume)."""
-    _option(group, "--log-every", "steps between reads of the running loss", type=int)
-    _option(
-        group,
-        "--compile",
-        "run each training step through torch.compile (CUDA graphs on a GPU); pays a compile time up front",
-        action="store_true",
-    )
-    _option(
-        group,
-        "--cuda-graph",
-        "capture each training step by hand as a CUDA graph (one process on a GPU; the "
-        "alternative to --compile, no compile time)",
-        action="store_true",
-    )
-    _option(group, "--precision", "fp32, or bf16 autocast for the forward and backward passes", choices=PRECISIONS)
-    _option(
-        group,
-        "--on-nan",
-        "when the loss turns NaN or infinite: stop (keeping the last good checkpoint) or skip "
-        "that update and count it (checks every step)",
-        choices=ON_NAN,
-    )
-    _option(
-        group,
-        "--data-on",
-        "where the data lives while training: device (both splits copied there, the fast "
-        "path), stream (batches read from the data's arrays, e.g. a memory-mapped store, by a background thread: "
-        "data of any size) or auto (device where both splits fit in half of its free memory); may change on "
-        "--resume",
-        choices=DATA_ON,
-    )
+def _model_family(parser) -> None:
+    default = option_defaults()["model"]
+    parser.add_argument("--model", choices=tuple(FAMILIES), help=f"the model family (default: {default})")
 
 
 def _overwrite(parser) -> None:
@@ -283,7 +222,7 @@ def _evaluate(commands) -> None:
     )
     _run_argument(evaluate)
     _new_place(evaluate)
-    evaluate.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    _run_option(evaluate, "data_dir", shown=False)
     _device(evaluate)
     evaluate.add_argument(
         "--nll-samples",
@@ -344,7 +283,7 @@ def _export_projector(commands) -> None:
     projector.add_argument("--out", help="folder to write (default: RUN/projector)", metavar="DIR")
     _new_place(projector)
     _overwrite(projector)
-    projector.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    _run_option(projector, "data_dir", shown=False)
     _device(projector)
 
 
@@ -376,10 +315,9 @@ def _compare(commands) -> None:
     compare.add_argument(
         "--nll-samples", type=int, metavar="K", help="vae: add the importance-weighted NLL estimate with K samples"
     )
-    _data_options(compare, "the dataset, as for train")
+    _run_options(compare, (DATA,), helps={"dataset": "the dataset, as for train"})
     _model_options(compare, skip=("code_dim",))
-    _loss_options(compare)
-    _training_options(compare)
+    _run_options(compare, (LOSS, TRAINING))
     _device(compare, "auto")
     compare.add_argument("--no-progress", action="store_true", help="print only the result")
 
@@ -496,20 +434,14 @@ def _pack(commands) -> None:
         default=defaults()["seed"],
         help=f"seeds the train/test split, as train's --seed does (default: {defaults()['seed']})",
     )
-    pack.add_argument(
-        "--test-fraction",
-        type=float,
-        default=defaults()["test_fraction"],
-        help="share of examples "
-        f"held out as the test split where the source has none (default: {defaults()['test_fraction']})",
-    )
+    _run_option(pack, "test_fraction", defaulted=True)
     pack.add_argument(
         "--skip-bad",
         action="store_true",
         help="leave unreadable images and subfolders out (listed on stderr and in the manifest) instead of refusing "
         "the folder",
     )
-    pack.add_argument("--data-dir", help="for mnist: a folder holding the four IDX files")
+    _run_option(pack, "data_dir", shown=False)
     pack.add_argument(
         "--verify",
         action="store_true",

@@ -39,7 +39,8 @@ from aekit.models.config import FAMILIES, family, register
 from aekit.models.inference import batches, evaluating
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
 from aekit.naming import ANY, Words, speaking
-from aekit.training.trainer import TrainSettings, check_model_fits, resolve_device, train
+from aekit.training.settings import TrainSettings, estimator_parameters, kinds, train_settings
+from aekit.training.trainer import check_model_fits, resolve_device, train
 
 __all__ = [
     "AutoEncoder",
@@ -57,23 +58,9 @@ __all__ = [
     "outlier_detector",
 ]
 
-# Hyper-parameters every estimator takes, with their defaults; each family adds its own options (those of its
-# config beyond the networks' shared ones: see ``_family_parameters``).
-SHARED = {
-    "n_components": 2,
-    "hidden_layer_sizes": (256, 128),
-    "loss": "auto",
-    "standardize": True,
-    "max_iter": 100,
-    "batch_size": 128,
-    "learning_rate": 1e-3,
-    "random_state": None,
-    "device": "auto",
-}
-# Those that set the data and the training rather than the model.
-TRAINING = ("loss", "standardize", "max_iter", "batch_size", "learning_rate", "random_state", "device")
-# The run options (aekit.options) that training parameters set under another name, by their parameters' names.
-_TRAINING_OPTIONS = {"epochs": "max_iter", "lr": "learning_rate", "seed": "random_state"}
+# The model's hyper-parameters that every estimator takes, with the estimators' defaults; each family adds its own
+# options (those of its config beyond the networks' shared ones: see ``_family_parameters``).
+MODEL = {"n_components": 2, "hidden_layer_sizes": (256, 128)}
 LIKELIHOOD_TO_LOSS = {likelihood: loss for loss, likelihood in LOSS_TO_LIKELIHOOD.items()}
 
 
@@ -85,10 +72,22 @@ def _sklearn_name(f) -> str:
     return f.metadata["sklearn"] or f.name
 
 
-def _whole(value, name: str) -> int:
-    """A parameter that takes a whole number >= 1 (any integer type, numpy's too), as a plain int; refused as
-    scikit-learn refuses one."""
-    check_scalar(value, name, numbers.Integral, min_val=1)
+def _shared() -> dict:
+    """The hyper-parameters every estimator takes, with their defaults: the model's, the run options that the
+    estimators take (:func:`aekit.training.settings.estimator_parameters`) and the device."""
+    training = {name: f.metadata["sklearn_default"] for name, f in estimator_parameters().items()}
+    return {**MODEL, **training, "device": "auto"}
+
+
+def _training() -> set[str]:
+    """The hyper-parameters that set the data and the training rather than the model."""
+    return {*estimator_parameters(), "device"}
+
+
+def _whole(value, name: str, minimum: int | None = 1) -> int:
+    """A parameter that takes a whole number >= ``minimum`` (any integer type, numpy's too), as a plain int;
+    refused as scikit-learn refuses one."""
+    check_scalar(value, name, numbers.Integral, min_val=minimum)
     return int(value)
 
 
@@ -252,7 +251,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         super().__init_subclass__(**kwargs)
         config = family(cls._model)
         cls.__init__ = _init_storing(
-            f"{cls.__name__}.__init__", {**SHARED, **_family_parameters(config), **cls._own_parameters(config)}
+            f"{cls.__name__}.__init__", {**_shared(), **_family_parameters(config), **cls._own_parameters(config)}
         )
         own = _parameter_doc(config)
         cls.__doc__ = (cls.__doc__ or "").rstrip() + (
@@ -272,12 +271,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         try:
             device = resolve_device(self.device)
             check_model_fits(spec, device)
-            settings = TrainSettings(
-                epochs=_whole(self.max_iter, "max_iter"),
-                batch_size=_whole(self.batch_size, "batch_size"),
-                lr=self.learning_rate,
-                seed=int(check_random_state(self.random_state).randint(2**31 - 1)),
-            )
+            settings = self._train_settings()
         except AekitError as error:
             raise ParameterError(str(error)) from None
         self.loss_ = LIKELIHOOD_TO_LOSS[likelihood]
@@ -341,6 +335,19 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """sum(log(scaler_.scale_)): the density of X is the density of the standardized X / prod(scale_)."""
         return 0.0 if self.scaler_ is None else float(np.log(self.scaler_.scale_).sum())
 
+    def _train_settings(self) -> TrainSettings:
+        """The trainer's settings of the training hyper-parameters: whole numbers checked as scikit-learn checks
+        them, and a seed drawn from ``random_state``, as scikit-learn's estimators draw theirs."""
+        types, values = kinds(), {}
+        for parameter, f in estimator_parameters().items():
+            value = getattr(self, parameter)
+            if parameter == "random_state":
+                value = int(check_random_state(value).randint(2**31 - 1))
+            elif types[f.name] is int:
+                value = _whole(value, parameter, f.metadata["minimum"])
+            values[f.name] = value
+        return train_settings(values)
+
     @classmethod
     def _own_parameters(cls, config: type[ModelConfig]) -> dict:
         """Hyper-parameters of a kind of estimator beyond the shared and the family's ones (none here)."""
@@ -358,7 +365,8 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def _words(self) -> Words:
         """The estimator's words for the options that messages name (see :mod:`aekit.naming`): its parameters, e.g.
         ``n_components=3`` for a code size of 3; None for an option it does not have."""
-        names = {**_TRAINING_OPTIONS, **{f.name: _sklearn_name(f) for f in family(self._model).options()}}
+        training = {f.name: name for name, f in estimator_parameters().items()}
+        names = {**training, **{f.name: _sklearn_name(f) for f in family(self._model).options()}}
         parameters = set(self._get_param_names())
 
         def words(name: str, value=ANY) -> str | None:
@@ -397,10 +405,10 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def _spec(self, n_features: int, likelihood: str) -> ModelConfig:
         _whole(self.n_components, "n_components")
         config = family(self._model)
-        names, types = _config_fields(config), config.types()
+        names, types, training = _config_fields(config), config.types(), _training()
         fields = {}
         for name, value in self.get_params(deep=False).items():
-            if name in TRAINING or name in self._own_parameters(config):
+            if name in training or name in self._own_parameters(config):
                 continue
             if types[names[name]] is tuple:
                 value = tuple(_whole(size, name) for size in np.atleast_1d(value).tolist())

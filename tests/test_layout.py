@@ -21,7 +21,7 @@ LAYERS = (
     ("aekit", "aekit.errors", "aekit.naming", "aekit.atomic", "aekit.codec"),
     ("aekit.data.",),
     ("aekit.models.",),
-    ("aekit.options", "aekit.training."),
+    ("aekit.training.",),
     # aekit.evaluate and aekit.anomaly: the old paths, kept for one release (re-exports of aekit.evaluation).
     ("aekit.evaluation.", "aekit.evaluate", "aekit.anomaly"),
     ("aekit.report.", "aekit.html_report"),

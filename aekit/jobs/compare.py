@@ -25,13 +25,13 @@ from aekit.data.dataset import class_numbers
 from aekit.data.identity import data_identity, identity_change
 from aekit.errors import AekitError, RunError
 from aekit.evaluation.metrics import columns, formatted, legend, lookup
-from aekit.jobs.workflow import evaluate_run, load_data, normal_classes, recorded_identity, spec_for, train_run
+from aekit.jobs.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
 from aekit.models import FAMILIES, build_model, corrupt
 from aekit.models.config import family
-from aekit.options import defaults, for_family
 from aekit.report.figures import FIGURES, showcase
 from aekit.report.plots import markdown_table, save_lines, save_rows
 from aekit.training import run_folder
+from aekit.training.settings import defaults, for_family, normal_classes
 
 # The options that fix the split: a reused run must agree on them (and on its model and code size).
 _SPLIT = ("dataset", "seed", "test_fraction", "normal_class")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import shutil
 import sys
@@ -29,26 +28,32 @@ from aekit.evaluation.metrics import columns, formatted, kept, legend
 from aekit.models import FAMILIES, ModelConfig, build_model, choose_likelihood, model_config
 from aekit.models.config import family
 from aekit.models.inference import codes
-from aekit.options import ANOMALY_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, defaults, for_family, refuse_foreign
 from aekit.report.figures import FIGURE_NAMES, FIGURES, image_grids, showcase, write_figures
 from aekit.report.html import REPORT, write_report
 from aekit.report.plots import markdown_table, save_rows
 from aekit.report.projector import MAX_POINTS, write_projector
 from aekit.report.tensorboard import TensorBoardLog
 from aekit.training import distributed, run_folder
-from aekit.training.trainer import TrainSettings, check_model_fits, resolve_device, train
+from aekit.training.settings import (
+    TrainSettings,
+    as_saved,
+    changed_on_resume,
+    checked,
+    defaults,
+    for_family,
+    mistyped,
+    normal_classes,
+    older_run_defaults,
+    refuse_foreign,
+    resumed,
+    train_settings,
+)
+from aekit.training.trainer import check_model_fits, resolve_device, train
 
-# What a run made before an option existed was trained with, where that differs from the option's default now.
-BEFORE_THEIR_TIME = {"standardize": False}
 # The fewest optimizer steps an epoch should have: a default batch larger than the data allows is made smaller.
 MIN_STEPS_PER_EPOCH = 10
-# Options that may change when a run is resumed: they change how, not what, is trained.
-_RESUMABLE = {"epochs", "compile", "cuda_graph", "precision", "log_every", "on_nan", "data_on"}
-# The ways of capturing the step exclude each other: naming one on resume replaces the saved one.
-_CAPTURES = {"compile", "cuda_graph"}
-# Options that may change when a run is resumed to point it at its data's new place: the data there must be the
-# data the run was trained on (config.json's "data", see _run_data).
-_RELOCATABLE = {"dataset", "data_dir"}
+# The options that say where a run's data is and how it is split.
+_READ_DATA = ("dataset", "data_dir", "seed", "test_fraction")
 TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 
@@ -56,31 +61,6 @@ def load_data(options: dict) -> Dataset:
     return load_dataset(
         options["dataset"], data_dir=options["data_dir"], seed=options["seed"], test_fraction=options["test_fraction"]
     )
-
-
-def normal_classes(value) -> tuple[int | str, ...] | None:
-    """The ``normal_class`` option as a tuple of distinct classes (a class, or a list of them; None: every class):
-    label numbers (any integer type, as ints), or names (strings) that :func:`aekit.data.dataset.class_numbers`
-    numbers on the data."""
-    if value is None:
-        return None
-    labels = [value] if isinstance(value, (numbers.Integral, str)) else value
-    if (
-        not isinstance(labels, (list, tuple))
-        or not labels
-        or not all(_is_class(label) for label in labels)
-        or len(set(labels)) != len(labels)
-    ):
-        raise AekitError(
-            f"--normal-class {value!r} must be distinct classes, label numbers >= 0 or names: e.g. 3 or 3,5 or cats"
-        )
-    return tuple(label if isinstance(label, str) else int(label) for label in labels)
-
-
-def _is_class(label) -> bool:
-    if isinstance(label, str):
-        return label != ""
-    return isinstance(label, numbers.Integral) and not isinstance(label, bool) and label >= 0
 
 
 def training_data(options: dict, dataset: Dataset) -> Dataset:
@@ -138,13 +118,10 @@ def fit_batch(options: dict, given: dict, dataset: Dataset) -> dict:
     return {**options, "batch_size": max(1, n // MIN_STEPS_PER_EPOCH)}
 
 
-def _settings(options: dict) -> TrainSettings:
-    return TrainSettings(**{k: options[k] for k in TRAIN_OPTIONS})
-
-
 def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool = False) -> dict:
     """The options of the run in ``out``: ``given`` over the defaults (of the family they name), or for a resume the
-    saved options with the ``given`` ones that may change on a resume (the others must equal the saved)."""
+    saved options with the ``given`` ones that may change on a resume (the others must equal the saved; the rules of
+    each option: :mod:`aekit.training.settings`)."""
     known = defaults()
     unknown = set(given) - set(known)
     if unknown:
@@ -160,29 +137,27 @@ def _resolve_options(out: Path, given: dict, resume: bool, replace_config: bool 
         options = {**known, **given}
         family(options["model"])
         refuse_foreign(given, options["model"])
+        checked(options)
         return for_family(_absolute(options))
     saved = run_folder.read_config(out).get("options")
     if not run_folder.holds_run(out):
         raise run_folder.no_checkpoint(out)
     if not isinstance(saved, dict) or not set(saved) <= set(known) or saved.get("model") not in FAMILIES:
         raise RunError(f"{out / run_folder.CONFIG} has no usable options section; train the run again without --resume")
-    mistyped = _mistyped(saved)
-    if mistyped:
+    wrong = mistyped(saved)
+    if wrong:
         raise RunError(
-            f"{out / run_folder.CONFIG}: saved options of the wrong kind: {', '.join(mistyped)}; restore the "
+            f"{out / run_folder.CONFIG}: saved options of the wrong kind: {', '.join(wrong)}; restore the "
             "file or train the run again without --resume"
         )
     # Options added to aekit after the run was made take what it was trained with.
-    saved = for_family({**known, **BEFORE_THEIR_TIME, **saved})
+    saved = for_family({**known, **older_run_defaults(), **saved})
     refuse_foreign({k: v for k, v in given.items() if k != "model"}, saved["model"])
-    changed = sorted(
-        k for k, v in given.items() if k not in _RESUMABLE | _RELOCATABLE and _normal(v) != _normal(saved[k])
-    )
+    changed = changed_on_resume(saved, given)
     if changed:
         raise _changed(out, changed)
-    if given.keys() & _CAPTURES:
-        saved.update(dict.fromkeys(_CAPTURES, False))
-    options = {**saved, **{k: given[k] for k in _RESUMABLE | _RELOCATABLE if k in given}}
+    options = resumed(saved, given)
+    checked(options)
     return _absolute(options) if "dataset" in given else options
 
 
@@ -199,38 +174,6 @@ def _changed(out: Path, names: list[str]) -> AekitError:
         f"the run in {out} was trained with other settings for {', '.join(names)}; drop those options to resume it, "
         "or start a new run in another --out"
     )
-
-
-def _mistyped(options: dict) -> list[str]:
-    """Each saved option whose value is not of its kind, as "name 'value' (not a KIND)"."""
-    wrong, known = [], defaults()
-    # The model options' types are their configs'; the others' are their defaults' (None: a path).
-    types = {name: kind for config in FAMILIES.values() for name, kind in config.types().items()}
-    for name, value in options.items():
-        default = known[name]
-        kind = types.get(name) or (tuple if name in ANOMALY_OPTIONS else type(default))
-        if value is None and default is None:
-            continue
-        if kind is tuple:
-            kind, fits = (
-                "list of labels" if name in ANOMALY_OPTIONS else "list of sizes",
-                (isinstance(value, list) and bool(value) and all(type(v) is int for v in value)),
-            )
-        elif kind is bool:
-            kind, fits = "true or false", isinstance(value, bool)
-        elif kind is float:
-            kind, fits = "number", type(value) in (int, float)
-        elif kind is int:
-            kind, fits = "whole number", type(value) is int
-        else:
-            kind, fits = ("path", isinstance(value, str)) if default is None else ("name", isinstance(value, str))
-        if not fits:
-            wrong.append(f"{name} {value!r:.40} (not a {kind})")
-    return wrong
-
-
-def _normal(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def train_run(
@@ -262,7 +205,7 @@ def train_run(
             resume = (out / run_folder.CHECKPOINT).exists()
         options, dataset, training = _prepared(out, dict(given or {}), resume, restarted)
         spec = _checked_spec(out, options, training, resume)
-        settings = _settings(options)
+        settings = train_settings(options)
         torch_device = _joined(resolve_device(device))
         check_model_fits(spec, torch_device)
         main = distributed.is_main()
@@ -484,7 +427,7 @@ def _load_run(
     ``writable`` the run's config.json records the place."""
     config = run_folder.read_config(run_dir)
     options = config.get("options")
-    if not isinstance(options, dict) or not set(DATA_OPTIONS) | {"seed"} <= set(options):
+    if not isinstance(options, dict) or not set(_READ_DATA) <= set(options):
         raise RunError(f"{run_dir / run_folder.CONFIG} does not say which data the run used; train it again")
     model = run_folder.load(run_dir, resolve_device(device))
     options = {**options, **({"data_dir": data_dir} if data_dir else {})}
@@ -612,7 +555,7 @@ def demo(out: str | Path, *, code_dim: int = 10, epochs: int = 100, progress: bo
 
 
 def _jsonable(options: dict) -> dict:
-    return {k: _normal(v) for k, v in options.items()}
+    return {k: as_saved(v) for k, v in options.items()}
 
 
 def _parameters(model: torch.nn.Module) -> int:

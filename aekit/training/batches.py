@@ -31,7 +31,6 @@ import torch
 from aekit.data import Dataset
 from aekit.models.base import rows_tensor
 
-DATA_ON = ("auto", "device", "stream")
 # auto: the data goes on the device where both splits take at most this share of its free memory.
 SHARE = 0.5
 # stream: batches gathered ahead of the step.

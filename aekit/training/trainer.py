@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -37,58 +36,9 @@ from aekit.models.config import on_meta
 from aekit.models.inference import batches, evaluating
 from aekit.naming import option as named
 from aekit.training import distributed, run_folder
-from aekit.training.batches import DATA_ON, BatchSource, free_memory, make_source
+from aekit.training.batches import BatchSource, free_memory, make_source
 from aekit.training.graphed import GraphedStep
-
-SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
-ON_NAN = ("stop", "skip")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """``batch_size`` is the global batch: under torchrun each of N ranks takes batch_size / N of it.
-    ``compile`` runs each training step through torch.compile (on CUDA in "reduce-overhead" mode, i.e. CUDA graphs);
-    ``cuda_graph`` captures it by hand as CUDA graphs instead (aekit.training.graphed; CUDA only, one process); both
-    together capture torch.compile's generated kernels by hand, without its own graphs' bookkeeping on every call;
-    ``precision="bf16"`` computes the losses under bfloat16 autocast (weights and optimizer stay float32).
-    ``on_nan="stop"`` ends the run when the loss turns NaN or infinite (read once per ``log_every`` steps);
-    ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss.
-    ``data_on`` says where the data lives while training (:mod:`aekit.training.batches`): "device" (both splits copied
-    there, each batch gathered inside the step), "stream" (batches gathered from the dataset's arrays, e.g. a memory
-    map, by a background thread) or "auto" (the device where both splits fit in half of its free memory)."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    schedule: str = "constant"
-    log_every: int = 50
-    compile: bool = False
-    cuda_graph: bool = False
-    precision: str = "fp32"
-    on_nan: str = "stop"
-    data_on: str = "auto"
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise AekitError(f"{named(name, getattr(self, name))} must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise AekitError(f"{named('lr', self.lr)} must be a positive number, e.g. 1e-3")
-        if self.schedule not in SCHEDULES:
-            raise AekitError(f"unknown schedule {self.schedule!r}; use constant or cosine")
-        if self.precision not in PRECISIONS:
-            raise AekitError(f"unknown precision {self.precision!r}; use fp32 or bf16")
-        if self.on_nan not in ON_NAN:
-            raise AekitError(f"unknown NaN policy {self.on_nan!r}; use stop or skip")
-        if self.data_on not in DATA_ON:
-            raise AekitError(f"unknown data placement {self.data_on!r}; use auto, device or stream")
-        if self.cuda_graph and self.on_nan == "skip":
-            raise AekitError("--on-nan skip checks each step on the host, which a CUDA graph cannot; use --on-nan stop")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from aekit.training.settings import TrainSettings
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -1,18 +1,21 @@
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_refused
+from helpers import assert_refused, run_cli
 from safetensors.torch import load_file
+from test_cli import FAST
 
 import aekit
-from aekit.errors import TrainingDiverged
+from aekit.errors import AekitError, TrainingDiverged
 from aekit.evaluation import evaluate
 from aekit.evaluation.measures import reconstruction_metrics
 from aekit.jobs.workflow import train_run
 from aekit.models import FAMILIES, build_model, model_config
-from aekit.training import run_folder
+from aekit.training import run_folder, settings
 from aekit.training.trainer import TrainSettings, mean_loss, train
 
 
@@ -247,3 +250,70 @@ def test_the_end_of_a_run_does_not_fail_on_one_class_few_examples_or_one_test_ex
         _, metrics = train_run(tmp_path / name / model, options, progress=False, device="cpu")
         assert ("knn_accuracy" in metrics) == (name == "one-test"), name
         assert (tmp_path / name / model / "figures" / "codes.png").is_file()
+
+
+# ---------------------------------------------------------------- run options, declared once
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithWeightDecay(settings.TrainSettings):
+    """The trainer's settings with a training option aekit does not have, declared as every run option is."""
+
+    weight_decay: float = settings.option(
+        0.0, "L2 penalty on the weights", group=settings.TRAINING, positive=True, sklearn="weight_decay"
+    )
+
+
+def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_and_resume_rule(
+    capsys, tmp_path, monkeypatch
+):
+    # Nothing but the declaration: cli.py, workflow.py and sklearn.py learn of the option from it.
+    from aekit import sklearn
+    from aekit.cli import build_parser
+    from aekit.jobs import workflow
+
+    monkeypatch.setattr(settings, "TrainSettings", _WithWeightDecay)
+    handed = []  # the settings the trainer is given, by aekit train and by an estimator's fit
+
+    def recording(real):
+        return lambda model, data, given, **how: handed.append(given) or real(model, data, given, **how)
+
+    for module in (workflow, sklearn):
+        monkeypatch.setattr(module, "train", recording(module.train))
+
+    assert settings.defaults()["weight_decay"] == 0.0
+    shown = " ".join(run_cli(capsys, "train", "--help")[1].split())
+    assert "[--weight-decay WEIGHT_DECAY]" in shown
+    assert "--weight-decay WEIGHT_DECAY L2 penalty on the weights (default: 0.0)" in shown
+    assert build_parser().parse_args(["compare", "--out", "x", "--weight-decay", "0.5"]).weight_decay == 0.5
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--out", str(out), "--weight-decay", "0.5", *FAST)[0] == 0
+    assert json.loads((out / run_folder.CONFIG).read_text())["options"]["weight_decay"] == 0.5
+    assert handed[-1].weight_decay == 0.5
+    assert_refused(capsys, out, "train", "--resume", "--out", str(out), "--weight-decay", "0.1", match="weight_decay")
+    assert_refused(
+        capsys,
+        tmp_path / "bad",
+        "train",
+        "--out",
+        str(tmp_path / "bad"),
+        "--weight-decay",
+        "-1",
+        *FAST,
+        match="--weight-decay -1.0 must be a positive number",
+    )
+
+    class Probe(sklearn._BaseAutoEncoder):
+        _model = "ae"
+
+    assert Probe().get_params()["weight_decay"] == 0.0
+    Probe(hidden_layer_sizes=(8,), max_iter=1, weight_decay=0.25, random_state=0).fit(np.random.rand(40, 5))
+    assert handed[-1].weight_decay == 0.25
+
+
+def test_a_choice_is_checked_from_its_declaration():
+    with pytest.raises(AekitError, match=r"^unknown --schedule 'warm'; use constant or cosine$"):
+        TrainSettings(schedule="warm")
+    with pytest.raises(AekitError, match=r"^unknown --data-on 'disk'; use auto, device or stream$"):
+        TrainSettings(data_on="disk")

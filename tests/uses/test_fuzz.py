@@ -840,7 +840,7 @@ def test_a_real_process_exits_2_with_one_line_on_forged_weights(tmp_path, run_di
 
 def test_resuming_a_run_killed_before_its_first_epoch_says_to_start_again(capsys, tmp_path):
     # Before, --resume said "train without --resume first" and training without it "continue it with --resume".
-    from aekit.options import defaults, for_family
+    from aekit.training.settings import defaults, for_family
 
     out = tmp_path / "run"
     out.mkdir()
