@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from aekit.apps import upscale
 from aekit.evaluate import downsample, psnr, upsample
 from aekit.models import model_config
 from aekit.report import markdown_table, save_rows
+from aekit.uses.enhance import upscale
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Super-resolution"

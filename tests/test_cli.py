@@ -256,8 +256,8 @@ def test_a_corrupt_checkpoint_or_weights_file_is_refused(capsys, tmp_path):
 def test_building_the_parser_loads_no_figures_no_scikit_learn_and_no_workflow():
     code = (
         "import sys; from aekit.cli import build_parser; build_parser(); "
-        "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.workflow', 'aekit.figures', 'aekit.apps') "
-        "if m in sys.modules))"
+        "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.workflow', 'aekit.figures', "
+        "'aekit.uses.compress') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"the parser loaded {loaded}"

@@ -22,7 +22,8 @@ LAYERS = (
     ("aekit.options", "aekit.batches", "aekit.trainer", "aekit.runs"),
     ("aekit.evaluate", "aekit.metrics", "aekit.anomaly"),
     ("aekit.report", "aekit.figures", "aekit.html_report", "aekit.projector", "aekit.tensorboard"),
-    ("aekit.workflow", "aekit.pack", "aekit.apps", "aekit.scoring", "aekit.compare"),
+    ("aekit.workflow", "aekit.pack", "aekit.compare"),
+    ("aekit.uses.", "aekit.apps"),
     ("aekit.sklearn", "aekit.cli", "aekit.__main__"),
 )
 # Imports against the flow that the layout step (issue 26) is to remove; none may be added.
