@@ -43,9 +43,7 @@ def compress(
     than rounded (``RateDistortionAE.searched_symbols``): a lower loss, each code within (1 + ``search_rate_slack``)
     times the bits of its rounded one (inf: any), decoded alike. The file keeps the layout of ``x`` (flat rows,
     channels last, ...), which :func:`decompress` gives back."""
-    _check_bits(model, bits)
-    method, options = _coding(model, search, search_rate_slack)
-    jobs.check_reconstructs(model, "compress")
+    method, options = _coding(model, bits, search, search_rate_slack)
     kept = jobs.batched(model, method, x, **options)
     return _compressed(model, kept, bits, _layout(np.shape(x)[1:], model.example_shape))
 
@@ -106,15 +104,16 @@ def _storage(model: torch.nn.Module) -> Storage:
     return STORAGES[model.code_storage]
 
 
-def _coding(model: torch.nn.Module, search: bool, rate_slack: float) -> tuple[str, dict]:
+def _coding(model: torch.nn.Module, bits: int | None, search: bool, rate_slack: float) -> tuple[str, dict]:
     """The model's method that gives what is kept of each example, and its options: searched for with ``search``,
-    where it can be, each code within (1 + ``rate_slack``) times its rounded code's bits."""
+    where it can be, each code within (1 + ``rate_slack``) times its rounded code's bits; refused unless the model
+    compresses with ``bits`` (and ``search``)."""
+    _check_bits(model, bits)
     storage = _storage(model)
-    if not search:
-        return storage.method, {}
-    if storage.searched is None:
+    if search and storage.searched is None:
         raise AekitError(f"--search cannot be used with this run: {storage.no_search}; drop --search")
-    return storage.searched, {"rate_slack": rate_slack}
+    jobs.check_reconstructs(model, "compress")
+    return (storage.searched, {"rate_slack": rate_slack}) if search else (storage.method, {})
 
 
 def _check_bits(model: torch.nn.Module, bits: int | None) -> None:
@@ -342,9 +341,7 @@ def compress_files(
     jobs.check_out_file(out, run_dir, source, overwrite)
     model = jobs.load_run(run_dir, device)
     config = model.config
-    _check_bits(model, bits)
-    method, options = _coding(model, search, search_rate_slack)
-    jobs.check_reconstructs(model, "compress")
+    method, options = _coding(model, bits, search, search_rate_slack)
     own = jobs.at_own_size(model, source)
     if own is not None:
         if own.names is not None:
