@@ -563,7 +563,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    from aekit.scoring import histogram_path, score_file
+    from aekit.uses.scoring import histogram_path, score_file
 
     scores = score_file(
         args.run, args.input, args.out, args.score, args.nll_samples, device=args.device, overwrite=args.overwrite
@@ -607,22 +607,22 @@ def _run_export_projector(args: argparse.Namespace) -> None:
 
 
 def _run_use(args: argparse.Namespace) -> None:
-    from aekit import apps
+    from aekit.uses import enhance
 
-    job = apps.denoise_files if args.command == "denoise" else apps.upscale_files
+    job = enhance.denoise_files if args.command == "denoise" else enhance.upscale_files
     n = job(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite)
     print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
 
 
 def _run_compress(args: argparse.Namespace) -> None:
-    from aekit import apps
+    from aekit.uses import compress
 
     slack = {}
     if args.search_rate_slack is not None:
         if not args.search:
             raise AekitError("--search-rate-slack bounds the bits of --search's codes; add --search or drop it")
         slack = {"search_rate_slack": args.search_rate_slack}
-    size = apps.compress_files(
+    size = compress.compress_files(
         args.run,
         args.input,
         args.bits,
@@ -636,9 +636,9 @@ def _run_compress(args: argparse.Namespace) -> None:
 
 
 def _run_decompress(args: argparse.Namespace) -> None:
-    from aekit import apps
+    from aekit.uses import compress
 
-    n = apps.decompress_files(args.run, args.file, args.out, device=args.device, overwrite=args.overwrite)
+    n = compress.decompress_files(args.run, args.file, args.out, device=args.device, overwrite=args.overwrite)
     print(f"{n} examples written to {args.out}", file=sys.stderr)
 
 

@@ -451,15 +451,26 @@ def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarr
     decoder = constriction.stream.queue.RangeDecoder(coded.words)
     columns = []
     for j in range(d):
-        column = decoder.decode(_categorical(tables.freq[j]), n).astype(np.int64) + tables.low[j]
+        column = _decoded(decoder, _categorical(tables.freq[j]), n, source).astype(np.int64) + tables.low[j]
         escaped = column == tables.low[j] + width - 1
         if escaped.any():
-            halves = decoder.decode(_halves_model(), 2 * int(escaped.sum())).astype(np.int64).reshape(-1, 2)
-            column[escaped] = (halves[:, 0] << 16 | halves[:, 1]) - _OFFSET
+            halves = _decoded(decoder, _halves_model(), 2 * int(escaped.sum()), source).astype(np.int64)
+            column[escaped] = (halves[0::2] << 16 | halves[1::2]) - _OFFSET
         columns.append(column)
     if not decoder.maybe_exhausted():
         raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
     return np.stack(columns, 1) if d else np.zeros((n, 0), np.int64)
+
+
+def _decoded(decoder, model, n: int, source: str) -> np.ndarray:
+    """The next ``n`` symbols under ``model``; words that no symbols give (constriction's decoder asserts it) are a
+    corrupted file."""
+    try:
+        return decoder.decode(model, n)
+    except AssertionError:
+        raise DataError(
+            f"{source} holds coded words that no codes give under the run's tables; it is corrupted, compress again"
+        ) from None
 
 
 def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) -> None:

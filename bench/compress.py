@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 import aekit
-from aekit.apps import compress, compress_images, decompress, decompress_images
 from aekit.models import FAMILIES, model_config
 from aekit.report.plots import markdown_table, tile
 from aekit.training.trainer import TrainSettings
+from aekit.uses.compress import compress, compress_images, decompress, decompress_images
 from bench import compressai_peer, rd_figures
 from bench.codecs import QUALITIES, bd_rate, one_file, one_file_each, overlap, quality_of, rate_at
 from bench.measure import device_name

@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from aekit.apps import denoise
 from aekit.evaluation.measures import psnr
 from aekit.models import corrupt, model_config
 from aekit.report.plots import markdown_table, save_rows
+from aekit.uses.enhance import denoise
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Denoising"

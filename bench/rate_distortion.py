@@ -4,9 +4,9 @@ bench/rate_distortion_mnist.json (rows of method, lambda, bytes_per_image, sse_p
 bench/compress.py) and to bench/RESULTS.md ("## Rate-distortion auto-encoder on MNIST"), where it is set beside the
 fixed-bit AE of "## Compression" (trained with the same settings).
 
-Bytes per image are the size of one compressed file holding all 10,000 test images (:func:`aekit.apps.compress`,
-codec version 3: 44 bytes of header and checksum a file) divided by 10,000, decoded by
-:func:`aekit.apps.decompress`. ``model_bytes_per_image`` is the RD-AE's own
+Bytes per image are the size of one compressed file holding all 10,000 test images
+(:func:`aekit.uses.compress.compress`, codec version 3: 44 bytes of header and checksum a file) divided by 10,000,
+decoded by :func:`aekit.uses.compress.decompress`. ``model_bytes_per_image`` is the RD-AE's own
 estimate, -log2 p(code) / 8 under its learned prior; ``p5_p95_bytes`` the spread of that estimate over the images:
 the bytes follow the content. Each lambda gives two rows: its codes rounded (``aekit compress``) and searched for
 (``aekit compress --search``: rate-distortion optimized quantization, the same model and decoder), with the images
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from aekit import codec
-from aekit.apps import compress, decompress
 from aekit.evaluation.measures import psnr
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
+from aekit.uses.compress import compress, decompress
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Rate-distortion auto-encoder on MNIST"

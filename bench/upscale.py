@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from aekit.apps import upscale
 from aekit.evaluation.measures import psnr
 from aekit.models import model_config
 from aekit.models.resample import downsample, upsample
 from aekit.report.plots import markdown_table, save_rows
+from aekit.uses.enhance import upscale
 from bench.mnist_runs import Bench, parser
 
 HEADING = "## Super-resolution"

@@ -3,8 +3,8 @@ per image and the VQ-VAE's codebook perplexity; written to bench/RESULTS.md ("##
 bytes (MNIST)").
 
 Bytes per image are the size of one compressed file holding all 10,000 test images divided by 10,000: for the AE its
-code quantized to B bits per value (:func:`aekit.apps.compress`, codec version 1: header and per-dimension ranges
-included), for the VQ-VAE its codeword indices stored losslessly at log2 K bits each (:func:`aekit.codec.
+code quantized to B bits per value (:func:`aekit.uses.compress.compress`, codec version 1: header and per-dimension
+ranges included), for the VQ-VAE its codeword indices stored losslessly at log2 K bits each (:func:`aekit.codec.
 encode_indices`, version 2), decoded from that file. Perplexity: exp of the entropy of the test set's codeword
 indices; n log2(perplexity) / 8 bytes per image is what an entropy coder of the indices (one distribution for all of
 them) would approach.
@@ -20,11 +20,11 @@ import sys
 import numpy as np
 
 from aekit import codec
-from aekit.apps import compress, decompress
 from aekit.evaluation.measures import codebook_perplexity
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from aekit.training import run_folder
+from aekit.uses.compress import compress, decompress
 from bench.mnist_runs import Bench, fit, parser
 
 HEADING = "## VQ-VAE against the AE at equal bytes (MNIST)"

@@ -225,7 +225,7 @@ def test_building_the_parser_loads_no_figures_no_scikit_learn_and_no_workflow():
     code = (
         "import sys; from aekit.cli import build_parser; build_parser(); "
         "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.jobs.workflow', 'aekit.report.figures', "
-        "'aekit.apps') if m in sys.modules))"
+        "'aekit.uses.compress') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"the parser loaded {loaded}"

@@ -26,7 +26,7 @@ LAYERS = (
     ("aekit.evaluation.", "aekit.evaluate", "aekit.anomaly"),
     ("aekit.report.", "aekit.html_report"),
     ("aekit.jobs.", "aekit.workflow"),
-    ("aekit.apps", "aekit.scoring"),
+    ("aekit.uses.", "aekit.apps"),
     ("aekit.sklearn", "aekit.cli", "aekit.__main__"),
 )
 # Imports against the flow that the layout step (issue 26) is to remove; none may be added.

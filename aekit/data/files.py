@@ -158,12 +158,17 @@ def check_intensities(x: np.ndarray, source: str) -> None:
         )
 
 
+def check_folder_of(path: Path) -> None:
+    """Refuse an output ``path`` whose folder does not exist."""
+    if not path.parent.is_dir():
+        raise DataError(f"the folder {path.parent} of {path} does not exist; create it first")
+
+
 def check_writable(path: str | Path, image: bool, overwrite: bool = False, inputs=(), may_hold=()) -> None:
     """Refuse, before any work, an output that cannot be written (see :func:`write_examples`), or that
     :func:`aekit.atomic.check_output` refuses (``overwrite``, ``inputs``, ``may_hold``: see there)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise DataError(f"the folder {path.parent} of {path} does not exist; create it first")
+    check_folder_of(path)
     folder = path.suffix.lower() != ".npy" and not is_idx(path)
     if folder and not image:
         raise DataError(f"{path}: these examples are not images, so they can only be written as a .npy file")

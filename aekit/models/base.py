@@ -142,7 +142,7 @@ class AutoEncoder(nn.Module):
     codebook_size: int | None = None
     # The learned density its integer codes are entropy-coded under (None: it has none).
     entropy_model: nn.Module | None = None
-    # How `aekit compress` stores its codes (aekit.apps.STORAGES): real codes quantized to --bits; a codebook
+    # How `aekit compress` stores its codes (aekit.uses.compress.STORAGES): real codes quantized to --bits; a codebook
     # model's indices, "indices"; a rate-distortion model's integer codes, "entropy", or code maps, "maps".
     code_storage = "quantized"
     # What else it can do, asked by evaluation, the figures and the estimators instead of its class. ``variational``:

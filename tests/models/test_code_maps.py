@@ -14,13 +14,22 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import aekit
-from aekit import apps, codec
+from aekit import codec
 from aekit.cli import main
 from aekit.errors import AekitError, DataError
 from aekit.jobs.workflow import train_run
 from aekit.models import build_model, model_config
 from aekit.models.inference import codes as codes_of
 from aekit.training import run_folder
+from aekit.uses.compress import (
+    _entropy_decoded,
+    compress,
+    compress_images,
+    compressed_names,
+    decompress,
+    decompress_files,
+    decompress_images,
+)
 
 SIZES = [(8, 8), (13, 5), (1, 1), (30, 17), (8, 8)]
 LISTING = 40  # version 4: the shared 32 bytes, the tables' checksum and the number of words, then the sizes
@@ -59,13 +68,13 @@ def test_the_code_is_a_map_at_half_the_size_and_its_rate_counts_every_position(d
 def test_images_of_any_size_are_coded_whole_and_decode_bit_for_bit(digits, trained):
     _, model, _ = trained
     images = _images(digits)
-    data = apps.compress_images(model, images)
+    data = compress_images(model, images)
     assert data[4:6] == struct.pack("<H", codec.MAPS)
     n, d = struct.unpack_from("<II", data, 24)
     sizes = np.frombuffer(data, "<u4", 4 * n, LISTING).reshape(n, 4)
     assert (n, d) == (5, 4)
     assert sizes.tolist() == [[h, w, -(-h // 2), -(-w // 2)] for h, w in SIZES]
-    restored = apps.decompress_images(model, data)
+    restored = decompress_images(model, data)
     for image, back in zip(images, restored):
         with torch.no_grad():
             y = model.map_symbols(torch.from_numpy(image)[None])
@@ -77,11 +86,11 @@ def test_images_of_any_size_are_coded_whole_and_decode_bit_for_bit(digits, train
     coded = 8 * (len(data) - LISTING - 16 * n - 4)
     assert promised <= coded <= 1.05 * promised + 64, (coded, promised)
     # At the training size the map file is the same as the array path's, and decompresses to one array.
-    same = apps.compress(model, digits.x_test[:3])
-    assert same == apps.compress_images(model, list(digits.x_test[:3]))
-    np.testing.assert_array_equal(apps.decompress(model, same), model.reconstruct(digits.x_test[:3]))
+    same = compress(model, digits.x_test[:3])
+    assert same == compress_images(model, list(digits.x_test[:3]))
+    np.testing.assert_array_equal(decompress(model, same), model.reconstruct(digits.x_test[:3]))
     with pytest.raises(DataError, match="holds images of other sizes than the run's 8x8"):
-        apps.decompress(model, data)
+        decompress(model, data)
 
 
 def test_the_command_line_codes_a_folder_of_odd_sized_images(digits, trained, tmp_path, capsys):
@@ -95,7 +104,7 @@ def test_the_command_line_codes_a_folder_of_odd_sized_images(digits, trained, tm
         Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(file)
     out = tmp_path / "photos.aekc"
     assert main(["compress", str(run), str(folder), "--out", str(out)]) == 0
-    assert apps.compressed_names(out.read_bytes()) == ["0.png", "1.png", "2.png", "4.png", "more/3.png"]
+    assert compressed_names(out.read_bytes()) == ["0.png", "1.png", "2.png", "4.png", "more/3.png"]
     assert main(["decompress", str(run), str(out), "--out", str(tmp_path / "back")]) == 0
     for file in files:  # each image under its own name
         back = tmp_path / "back" / file.relative_to(folder)
@@ -110,22 +119,22 @@ def test_the_command_line_codes_a_folder_of_odd_sized_images(digits, trained, tm
     assert "images of 4 sizes" in err and "name a new folder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "back.npy").exists()
     assert main(["compress", str(run), str(files[3]), "--out", str(tmp_path / "one.aekc")]) == 0
-    assert apps.decompress_images(model, (tmp_path / "one.aekc").read_bytes())[0].shape == (1, 30, 17)
-    assert apps.compressed_names((tmp_path / "one.aekc").read_bytes()) == ["3.png"]
+    assert decompress_images(model, (tmp_path / "one.aekc").read_bytes())[0].shape == (1, 30, 17)
+    assert compressed_names((tmp_path / "one.aekc").read_bytes()) == ["3.png"]
 
 
 def test_names_are_kept_and_a_file_cannot_name_a_place_outside_the_output(digits, trained, tmp_path):
     _, model, _ = trained
     images = _images(digits)[:3]
     names = ["cat.jpg", "cat.png", "dogs/é 1.tif"]
-    data = apps.compress_images(model, images, names)
-    assert data[4:6] == struct.pack("<H", codec.NAMED_MAPS) and apps.compressed_names(data) == names
-    for image, back in zip(images, apps.decompress_images(model, data)):
+    data = compress_images(model, images, names)
+    assert data[4:6] == struct.pack("<H", codec.NAMED_MAPS) and compressed_names(data) == names
+    for image, back in zip(images, decompress_images(model, data)):
         assert back.shape == image.shape
-    assert apps.compressed_names(apps.compress_images(model, images)) is None  # version 4: no names
+    assert compressed_names(compress_images(model, images)) is None  # version 4: no names
     stored, _ = codec.decode(data, "f")
     sizes, tables = [image.shape[1:] for image in images], model.probability_tables()
-    maps = codec.code_maps(apps._entropy_decoded(model, stored, "f").astype(np.int64), stored.sizes)
+    maps = codec.code_maps(_entropy_decoded(model, stored, "f").astype(np.int64), stored.sizes)
     forged_files = {}
     for forged, problem in [
         (["../up", "b", "c"], "not a relative path"),
@@ -138,7 +147,7 @@ def test_names_are_kept_and_a_file_cannot_name_a_place_outside_the_output(digits
         (["b", "b", "c"], "same name"),
     ]:
         with pytest.raises(DataError, match=problem):
-            apps.compress_images(model, images, forged)
+            compress_images(model, images, forged)
         # The same names forged into a file (the coder's own checks passed by): refused on reading, in one line.
         block = b"".join(struct.pack("<H", len(n.encode())) + n.encode() for n in forged)
         good = codec.encode_maps(maps, sizes, tables, run_folder.fingerprint(model), ["a", "b", "c"])
@@ -146,22 +155,22 @@ def test_names_are_kept_and_a_file_cannot_name_a_place_outside_the_output(digits
         (size,) = struct.unpack_from("<I", good, at)
         bad = with_crc(good[:at] + struct.pack("<I", len(block)) + block + good[at + 4 + size : -4])
         with pytest.raises(DataError, match="lists the image name|two alike") as error:
-            apps.decompress_images(model, bad)
+            decompress_images(model, bad)
         assert "\n" not in str(error.value).replace("\\n", "")
         forged_files[forged[0]] = bad
     (tmp_path / "forged.aekc").write_bytes(forged_files["../up"])
     (tmp_path / "in").mkdir()
     run, _, _ = trained
     with pytest.raises(DataError, match="name '../up' is not a relative path"):
-        apps.decompress_files(run, tmp_path / "forged.aekc", tmp_path / "in" / "back")
+        decompress_files(run, tmp_path / "forged.aekc", tmp_path / "in" / "back")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["forged.aekc", "in"]
 
 
 def test_images_whose_names_clash_as_pngs_keep_their_whole_names(digits, trained, tmp_path):
     run, model, _ = trained
-    data = apps.compress_images(model, _images(digits)[:3], ["cat.jpg", "cat.png", "dog.jpg"])
+    data = compress_images(model, _images(digits)[:3], ["cat.jpg", "cat.png", "dog.jpg"])
     (tmp_path / "f.aekc").write_bytes(data)
-    assert apps.decompress_files(run, tmp_path / "f.aekc", tmp_path / "back") == 3
+    assert decompress_files(run, tmp_path / "f.aekc", tmp_path / "back") == 3
     written = sorted(str(f.relative_to(tmp_path / "back")) for f in (tmp_path / "back").rglob("*.png"))
     assert written == ["cat.jpg.png", "cat.png.png", "dog.png"]
 
@@ -190,7 +199,7 @@ def test_every_name_a_folder_compresses_under_decompresses(digits, trained, tmp_
         Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(folder / name, format="PNG")
     out = tmp_path / "photos.aekc"
     assert main(["compress", str(run), str(folder), "--out", str(out)]) == 0
-    assert sorted(apps.compressed_names(out.read_bytes())) == sorted(TRICKY)
+    assert sorted(compressed_names(out.read_bytes())) == sorted(TRICKY)
     assert main(["decompress", str(run), str(out), "--out", str(tmp_path / "back")]) == 0, capsys.readouterr().err
     written = sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("*") if p.is_file())
     assert written == sorted(TRICKY.values())
@@ -205,8 +214,8 @@ def test_every_name_a_folder_compresses_under_decompresses(digits, trained, tmp_
 def test_names_given_in_python_decompress_or_are_refused_when_compressing(digits, trained, tmp_path):
     run, model, _ = trained
     names = {".png": ".png.png", "a.": "a..png", "...": "....png", "t.jpg ": "t.png", "d/e": "d/e.png"}
-    (tmp_path / "f.aekc").write_bytes(apps.compress_images(model, _images(digits), list(names)))
-    assert apps.decompress_files(run, tmp_path / "f.aekc", tmp_path / "back") == 5
+    (tmp_path / "f.aekc").write_bytes(compress_images(model, _images(digits), list(names)))
+    assert decompress_files(run, tmp_path / "f.aekc", tmp_path / "back") == 5
     written = sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("*") if p.is_file())
     assert written == sorted(names.values())
     for refused, problem in [
@@ -215,7 +224,7 @@ def test_names_given_in_python_decompress_or_are_refused_when_compressing(digits
         (["a.jpg", "a.png/b.jpg", "a.jpg.png/c"], "two images would be written to a.jpg.png"),
     ]:
         with pytest.raises(DataError, match=problem):
-            apps.compress_images(model, _images(digits)[:3], refused)
+            compress_images(model, _images(digits)[:3], refused)
 
 
 def test_score_takes_images_of_any_size_each_scored_whole(digits, trained, tmp_path, capsys):
@@ -261,14 +270,14 @@ def test_fully_convolutional_nets_are_refused_where_they_cannot_work(digits, tra
         model_config("rd-ae", digits.shape, net="fully-conv", likelihood="gaussian", standardize=True)
     vector = build_model(model_config("rd-ae", digits.shape, code_dim=4, hidden=(16,)))
     with pytest.raises(AekitError, match="only a fully convolutional rate-distortion run codes images of any size"):
-        apps.compress_images(vector, _images(digits))
+        compress_images(vector, _images(digits))
     _, model, _ = trained
     with pytest.raises(DataError, match=r"image 0 has shape \(3, 8, 8\); the run codes images of 1 channel"):
-        apps.compress_images(model, [np.zeros((3, 8, 8), np.float32)])
+        compress_images(model, [np.zeros((3, 8, 8), np.float32)])
     with pytest.raises(DataError, match="image 0 .* intensities"):
-        apps.compress_images(model, [np.full((1, 5, 5), 2.0, np.float32)])
+        compress_images(model, [np.full((1, 5, 5), 2.0, np.float32)])
     with pytest.raises(AekitError, match="code maps have too many values to try one at a time; drop --search"):
-        apps.compress(model, digits.x_test[:4], search=True)
+        compress(model, digits.x_test[:4], search=True)
     with pytest.raises(AekitError, match="code maps are not searched"):
         model.searched_symbols(digits.x_test[:4])
 
@@ -276,13 +285,13 @@ def test_fully_convolutional_nets_are_refused_where_they_cannot_work(digits, tra
 @pytest.fixture(scope="module")
 def coded(trained, digits):
     _, model, _ = trained
-    return model, apps.compress_images(model, _images(digits))
+    return model, compress_images(model, _images(digits))
 
 
 @pytest.fixture(scope="module")
 def named(trained, digits):
     _, model, _ = trained
-    return model, apps.compress_images(model, _images(digits), ["a.png", "b/c.png", "d.jpg", "e", "ü.tif"])
+    return model, compress_images(model, _images(digits), ["a.png", "b/c.png", "d.jpg", "e", "ü.tif"])
 
 
 @pytest.mark.parametrize(
@@ -305,7 +314,7 @@ def named(trained, digits):
 def test_a_damaged_version_4_file_is_one_line(coded, damage, match):
     model, data = coded
     with pytest.raises(DataError, match=match) as error:
-        apps.decompress_images(model, damage(data))
+        decompress_images(model, damage(data))
     assert "\n" not in str(error.value)
 
 
@@ -327,7 +336,7 @@ def test_fuzzed_version_4_and_5_files_give_data_errors_only(coded, named, versio
         if version == 5 and data.draw(st.booleans()):
             blob = bytearray(set_field(bytes(blob), LISTING + 16 * 5 + 4, "<H", data.draw(st.integers(0, 2**16 - 1))))
     try:
-        out = apps.decompress_images(model, bytes(blob))
+        out = decompress_images(model, bytes(blob))
     except DataError as error:
         assert "\n" not in str(error)
     else:
@@ -349,7 +358,7 @@ def test_an_array_of_images_of_another_size_is_coded_at_its_own_size(digits, tra
     for name in ("small.npy", "flat.npy"):
         out = tmp_path / f"{name}.aekc"
         assert main(["compress", str(run), str(tmp_path / name), "--out", str(out)]) == 0
-        back = apps.decompress_images(model, out.read_bytes())
+        back = decompress_images(model, out.read_bytes())
         assert [b.shape for b in back] == [(1, 13, 5)] * 3
         pixels = torch.from_numpy(np.load(tmp_path / name).reshape(3, 1, 13, 5).astype(np.float32) / 255)
         with torch.no_grad():  # coded as one batch, decoded an image at a time (as decompression does)

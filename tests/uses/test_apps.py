@@ -15,7 +15,7 @@ from helpers import set_field, with_crc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aekit import apps, codec
+from aekit import codec
 from aekit.cli import main
 from aekit.data.files import idx_bytes, read_examples, write_examples
 from aekit.data.layout import to_shape
@@ -27,6 +27,9 @@ from aekit.models import build_model, corrupt, model_config
 from aekit.models.resample import downsample, upsample
 from aekit.training import run_folder
 from aekit.training.trainer import TrainSettings, train
+from aekit.uses import file_jobs
+from aekit.uses.compress import compress, decompress
+from aekit.uses.enhance import denoise, denoise_files, upscale
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -65,16 +68,16 @@ def models(digits, ae):
 def test_decompress_equals_the_decoding_of_the_quantized_code_exactly(digits, models, model_name, bits):
     model = models[model_name]
     x = digits.x_test
-    data = apps.compress(model, x, bits)
+    data = compress(model, x, bits)
     expected, q = _expected_decoding(model, x, bits)
     assert len(data) == 32 + 8 * 8 + -(-len(x) * 8 * bits // 8) + 4
     assert np.array_equal(codec.decode(data, "f")[0].q, q)
-    assert np.array_equal(apps.decompress(model, data), expected)
+    assert np.array_equal(decompress(model, data), expected)
 
 
 def test_more_bits_give_smaller_errors_down_to_the_plain_reconstruction(digits, ae):
     x = digits.x_test
-    errors = [((apps.decompress(ae, apps.compress(ae, x, b)) - x) ** 2).sum() for b in (1, 2, 4, 8, 16)]
+    errors = [((decompress(ae, compress(ae, x, b)) - x) ** 2).sum() for b in (1, 2, 4, 8, 16)]
     # Past 8 bits the quantization error is far below the model's own and may even cancel a little of it.
     assert errors[:4] == sorted(errors[:4], reverse=True)
     plain = ((ae.reconstruct(x) - x) ** 2).sum()
@@ -83,13 +86,13 @@ def test_more_bits_give_smaller_errors_down_to_the_plain_reconstruction(digits, 
 
 @pytest.fixture(scope="module")
 def compressed(digits, ae):
-    return apps.compress(ae, digits.x_test[:50], 6)
+    return compress(ae, digits.x_test[:50], 6)
 
 
 @pytest.mark.parametrize("cut", [0, 3, 20, 35, 60, 100, -1])
 def test_a_truncated_file_is_refused(ae, compressed, cut):
     with pytest.raises(DataError, match="truncated"):
-        apps.decompress(ae, compressed[:cut])
+        decompress(ae, compressed[:cut])
 
 
 @pytest.mark.parametrize("position", [7, 9, 40, 120, 200, -2])
@@ -97,17 +100,17 @@ def test_a_corrupted_byte_fails_the_checksum(ae, compressed, position):
     damaged = bytearray(compressed)
     damaged[position] ^= 0x10
     with pytest.raises(DataError, match="checksum"):
-        apps.decompress(ae, bytes(damaged))
+        decompress(ae, bytes(damaged))
 
 
 def test_another_version_and_another_format_are_refused(ae, compressed):
     other_version = with_crc(compressed[:4] + struct.pack("<H", 6) + compressed[6:-4])
     with pytest.raises(DataError, match="version 6 .* reads versions"):
-        apps.decompress(ae, other_version)
+        decompress(ae, other_version)
     with pytest.raises(DataError, match="not an aekit compressed file"):
-        apps.decompress(ae, b"PK\x03\x04" + compressed[4:])
+        decompress(ae, b"PK\x03\x04" + compressed[4:])
     with pytest.raises(DataError, match="bytes after"):
-        apps.decompress(ae, compressed + b"\0")
+        decompress(ae, compressed + b"\0")
 
 
 @pytest.mark.parametrize(
@@ -122,38 +125,38 @@ def test_another_version_and_another_format_are_refused(ae, compressed):
 def test_decompress_gives_back_the_layout_compress_was_given(digits, runs_dir, tmp_path, layout, code):
     x, run = digits.x_test[:30], runs_dir / "dae"
     model = run_folder.load(run)
-    data = apps.compress(model, layout(x), 8)
+    data = compress(model, layout(x), 8)
     assert data[7] == code and codec.decode(data, "f")[0].layout == code
-    expected = apps.decompress(model, apps.compress(model, x, 8))  # the same codes, in the run's layout
-    np.testing.assert_array_equal(apps.decompress(model, data), layout(expected))
+    expected = decompress(model, compress(model, x, 8))  # the same codes, in the run's layout
+    np.testing.assert_array_equal(decompress(model, data), layout(expected))
     np.save(tmp_path / "x.npy", layout(x))
     assert _cli("compress", run, tmp_path / "x.npy", "--bits", 8, "--out", tmp_path / "x.aekc") == 0
     assert _cli("decompress", run, tmp_path / "x.aekc", "--out", tmp_path / "back.npy") == 0
     np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), layout(expected))
     # A file of before the layout was kept (byte 7 reserved, 0) gives the run's layout, as it did.
-    np.testing.assert_array_equal(apps.decompress(model, set_field(data, 7, "<B", 0)), expected)
+    np.testing.assert_array_equal(decompress(model, set_field(data, 7, "<B", 0)), expected)
 
 
 def test_a_layout_the_run_cannot_have_is_a_corrupted_file(digits, ae):
-    data = apps.compress(ae, digits.x_test[:5], 8)
+    data = compress(ae, digits.x_test[:5], 8)
     with pytest.raises(DataError, match="claims layout 4 .* it is corrupted"):
-        apps.decompress(ae, set_field(data, 7, "<B", 4))
+        decompress(ae, set_field(data, 7, "<B", 4))
     flat = build_model(model_config("ae", (64,), code_dim=4, hidden=(16,))).eval()
-    data = apps.compress(flat, digits.x_test[:5].reshape(5, 64), 8)
+    data = compress(flat, digits.x_test[:5].reshape(5, 64), 8)
     with pytest.raises(DataError, match="laid out no channel axis, which examples of 64 values cannot be"):
-        apps.decompress(flat, set_field(data, 7, "<B", codec.NO_CHANNEL))
+        decompress(flat, set_field(data, 7, "<B", codec.NO_CHANNEL))
 
 
 def test_a_file_made_by_another_run_is_refused(digits, ae, compressed):
     other = _trained(digits, epochs=1, seed=1, model="ae", code_dim=8)
     with pytest.raises(DataError, match="different run"):
-        apps.decompress(other, compressed)
+        decompress(other, compressed)
     # Even with the right fingerprint, a header whose code size differs from the run's is refused cleanly.
     header = compressed[:28] + struct.pack("<I", 7)
     lows, highs = compressed[32 : 32 + 4 * 7], compressed[32 + 4 * 8 : 32 + 4 * 15]
     forged = header + lows + highs + bytes(-(-50 * 7 * 6 // 8))
     with pytest.raises(DataError, match="codes of 7 dimensions"):
-        apps.decompress(ae, with_crc(forged))
+        decompress(ae, with_crc(forged))
 
 
 @settings(
@@ -182,7 +185,7 @@ def test_fuzzed_compressed_files_give_data_errors_only(ae, compressed, data):
                 blob = bytearray(with_crc(bytes(blob[:-4])))
         blob = bytes(blob)
     try:
-        out = apps.decompress(ae, blob)
+        out = decompress(ae, blob)
     except DataError as error:
         assert "\n" not in str(error)
     else:
@@ -194,7 +197,7 @@ def test_denoising_raises_psnr_over_the_noisy_input(digits):
     clean = digits.x_test
     torch.manual_seed(1)
     noisy = corrupt(torch.from_numpy(clean), "gaussian", 0.3).numpy()
-    assert psnr(apps.denoise(dae, noisy), clean) > psnr(noisy, clean) + 3
+    assert psnr(denoise(dae, noisy), clean) > psnr(noisy, clean) + 3
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +209,7 @@ def test_upscaling_beats_nearest_upsampling_on_held_out_data(digits, upscaler):
     clean = digits.x_test
     low = downsample(clean, 2)
     assert low.shape[1:] == (1, 4, 4)
-    output = apps.upscale(upscaler, low)
+    output = upscale(upscaler, low)
     assert output.shape == clean.shape
     # The encoder sees only the block average, so upscaling the small image equals reconstructing the large one.
     np.testing.assert_allclose(output, upscaler.reconstruct(clean), atol=1e-6)
@@ -229,8 +232,8 @@ def test_upscale_settings_are_checked(digits):
 
 def test_each_use_refuses_the_wrong_kind_of_run(digits, ae, upscaler):
     with pytest.raises(AekitError, match="not trained to upscale"):
-        apps.upscale(ae, downsample(digits.x_test, 2))
-    for use in (lambda: apps.denoise(upscaler, digits.x_test), lambda: apps.compress(upscaler, digits.x_test, 8)):
+        upscale(ae, downsample(digits.x_test, 2))
+    for use in (lambda: denoise(upscaler, digits.x_test), lambda: compress(upscaler, digits.x_test, 8)):
         with pytest.raises(AekitError, match="trained to upscale"):
             use()
 
@@ -277,9 +280,9 @@ def test_the_commands_write_what_the_library_computes(runs_dir, digits, tmp_path
     np.save(tmp_path / "small.npy", downsample(x, 2))
     model = run_folder.load(runs_dir / "dae")
     assert _cli("denoise", runs_dir / "dae", tmp_path / "x.npy", "--out", tmp_path / "d.npy") == 0
-    assert np.array_equal(np.load(tmp_path / "d.npy"), apps.denoise(model, x))
+    assert np.array_equal(np.load(tmp_path / "d.npy"), denoise(model, x))
     assert _cli("compress", runs_dir / "dae", tmp_path / "x.npy", "--bits", 5, "--out", tmp_path / "c.aekc") == 0
-    assert (tmp_path / "c.aekc").read_bytes() == apps.compress(model, x, 5)
+    assert (tmp_path / "c.aekc").read_bytes() == compress(model, x, 5)
     assert _cli("decompress", runs_dir / "dae", tmp_path / "c.aekc", "--out", tmp_path / "r.npy") == 0
     assert np.array_equal(np.load(tmp_path / "r.npy"), _expected_decoding(model, x, 5)[0])
     assert _cli("upscale", runs_dir / "up", tmp_path / "small.npy", "--out", tmp_path / "big") == 0
@@ -296,13 +299,13 @@ def inputs(runs_dir, digits, tmp_path_factory):
     np.save(folder / "x.npy", x)
     np.save(folder / "small.npy", downsample(x, 2))
     (folder / "x.txt").write_text("1,2,3\n")
-    good = apps.compress(run_folder.load(runs_dir / "dae"), x, 8)
+    good = compress(run_folder.load(runs_dir / "dae"), x, 8)
     (folder / "cut.aekc").write_bytes(good[:-10])
     flipped = bytearray(good)
     flipped[100] ^= 1
     (folder / "flipped.aekc").write_bytes(bytes(flipped))
     (folder / "v6.aekc").write_bytes(with_crc(good[:4] + struct.pack("<H", 6) + good[6:-4]))
-    (folder / "other.aekc").write_bytes(apps.compress(_trained(digits, epochs=1, model="ae", code_dim=12), x, 8))
+    (folder / "other.aekc").write_bytes(compress(_trained(digits, epochs=1, model="ae", code_dim=12), x, 8))
     return folder
 
 
@@ -472,7 +475,7 @@ def test_an_output_is_named_for_what_it_holds(runs_dir, written, capsys, argv, o
     assert _tree(written) == kept
 
 
-# Chunks: the jobs on files read and write a chunk of examples at a time (aekit.apps.CHUNK_BYTES).
+# Chunks: the jobs on files read and write a chunk of examples at a time (aekit.uses.file_jobs.CHUNK_BYTES).
 
 # Batches of two examples, and three batches (six 8x8 examples) a chunk against one chunk for everything.
 TINY_BATCH, TINY_CHUNK, ONE_CHUNK = 2, 6 * 64 * 4, 1 << 40
@@ -504,12 +507,14 @@ def every_input(digits, tmp_path_factory):
 
 def _both_ways(monkeypatch, tmp_path, out_name, *argv):
     """The outputs of `aekit ARGV --out OUT` in one chunk and in chunks of six examples."""
-    outputs, batched, chunks = [], apps._batched, []
+    outputs, batched, chunks = [], file_jobs.batched, []
     # Models give the same row slightly different bits in batches of different sizes, so both use one size.
-    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
-    monkeypatch.setattr(apps, "_batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x))
+    monkeypatch.setattr(file_jobs, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(
+        file_jobs, "batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x)
+    )
     for chunk_bytes in (ONE_CHUNK, TINY_CHUNK):
-        monkeypatch.setattr(apps, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(file_jobs, "CHUNK_BYTES", chunk_bytes)
         out = tmp_path / ("whole" if chunk_bytes == ONE_CHUNK else "chunked") / out_name
         out.parent.mkdir(exist_ok=True)
         chunks.clear()
@@ -529,7 +534,7 @@ def test_denoising_in_chunks_writes_what_one_chunk_writes(
     if out_name == "o.npy":  # and that is what the library computes, in the input's type and layout
         examples = read_examples(every_input / source)
         x = np.asarray(examples.x)
-        expected = apps.denoise(run_folder.load(runs_dir / "dae"), x.reshape(len(x), 1, 8, 8)).reshape(x.shape)
+        expected = denoise(run_folder.load(runs_dir / "dae"), x.reshape(len(x), 1, 8, 8)).reshape(x.shape)
         if examples.dtype == np.uint8:
             expected = np.round(np.clip(expected, 0, 1) * 255).astype(np.uint8)
         assert np.array_equal(np.load(whole), expected)
@@ -560,10 +565,12 @@ def test_a_bad_value_in_the_last_chunk_leaves_no_output(runs_dir, digits, tmp_pa
     x = digits.x_test[:40].copy()
     x[-1, 0, 3, 3] = 1.5
     np.save(tmp_path / "x.npy", x)
-    batched, chunks = apps._batched, []
-    monkeypatch.setattr(apps, "_batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x))
-    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
-    monkeypatch.setattr(apps, "CHUNK_BYTES", TINY_CHUNK)
+    batched, chunks = file_jobs.batched, []
+    monkeypatch.setattr(
+        file_jobs, "batched", lambda model, method, x: chunks.append(len(x)) or batched(model, method, x)
+    )
+    monkeypatch.setattr(file_jobs, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(file_jobs, "CHUNK_BYTES", TINY_CHUNK)
     before = set(tmp_path.iterdir())
     capsys.readouterr()
     assert _cli("denoise", runs_dir / "dae", tmp_path / "x.npy", "--out", tmp_path / out_name) == 2
@@ -576,7 +583,7 @@ def test_a_bad_value_in_the_last_chunk_leaves_no_output(runs_dir, digits, tmp_pa
 @pytest.mark.parametrize("out_name", ["o.npy", "o-ubyte", "pngs"])
 def test_an_interrupted_job_leaves_no_output(runs_dir, digits, tmp_path, monkeypatch, out_name):
     np.save(tmp_path / "x.npy", digits.x_test[:40])
-    batched, chunks = apps._batched, []
+    batched, chunks = file_jobs.batched, []
 
     def interrupted(model, method, x):
         chunks.append(len(x))
@@ -584,12 +591,12 @@ def test_an_interrupted_job_leaves_no_output(runs_dir, digits, tmp_path, monkeyp
             raise KeyboardInterrupt
         return batched(model, method, x)
 
-    monkeypatch.setattr(apps, "_batched", interrupted)
-    monkeypatch.setattr(apps, "BATCH_ROWS", TINY_BATCH)
-    monkeypatch.setattr(apps, "CHUNK_BYTES", TINY_CHUNK)
+    monkeypatch.setattr(file_jobs, "batched", interrupted)
+    monkeypatch.setattr(file_jobs, "BATCH_ROWS", TINY_BATCH)
+    monkeypatch.setattr(file_jobs, "CHUNK_BYTES", TINY_CHUNK)
     before = set(tmp_path.iterdir())
     with pytest.raises(KeyboardInterrupt):
-        apps.denoise_files(runs_dir / "dae", tmp_path / "x.npy", tmp_path / out_name)
+        denoise_files(runs_dir / "dae", tmp_path / "x.npy", tmp_path / out_name)
     assert set(tmp_path.iterdir()) == before
 
 
@@ -666,7 +673,7 @@ def test_a_codebook_run_compresses_its_indices_losslessly_from_the_command_line(
     assert main(["decompress", str(run), str(tmp_path / "x.aekc"), "--out", str(tmp_path / "y.npy")]) == 0
     expected = model.decode_indices(model.code_indices(torch.from_numpy(x)))
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected.detach().numpy())
-    np.testing.assert_array_equal(apps.decompress(model, apps.compress(model, x)), np.load(tmp_path / "y.npy"))
+    np.testing.assert_array_equal(decompress(model, compress(model, x)), np.load(tmp_path / "y.npy"))
     capsys.readouterr()
     assert main(["compress", str(run), str(tmp_path / "x.npy"), "--bits", "4", "--out", str(tmp_path / "z.aekc")]) == 2
     assert "drop --bits" in capsys.readouterr().err and not (tmp_path / "z.aekc").exists()

@@ -854,11 +854,11 @@ def test_resuming_a_run_killed_before_its_first_epoch_says_to_start_again(capsys
 
 def compressor(small: Dataset) -> tuple[torch.nn.Module, bytes]:
     """A small untrained auto-encoder and a valid compressed file it made of ``small``'s test images."""
-    from aekit import apps
+    from aekit.uses import compress
 
     torch.manual_seed(0)
     model = build_model(model_config("ae", small.shape, code_dim=4, hidden=(16,))).eval()
-    return model, apps.compress(model, small.x_test, 6)
+    return model, compress.compress(model, small.x_test, 6)
 
 
 def compressed_files(valid: bytes):
@@ -872,9 +872,9 @@ def compressed_files(valid: bytes):
 
 
 def check_compressed(model: torch.nn.Module, data: bytes):
-    from aekit import apps
+    from aekit.uses import compress
 
-    return outcome(apps.decompress, model, data, "fuzz.aekc")
+    return outcome(compress.decompress, model, data, "fuzz.aekc")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """``aekit score``: the anomaly scores (:mod:`aekit.evaluation.anomaly`) of the examples in a file under a trained
 run, written to a CSV file with a histogram beside it.
 
-The input is anything the apps read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
+The input is anything the uses read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
 example) are held. A fully convolutional run scores images of any size as it compresses them, each whole
 (:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
@@ -17,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aekit.apps import BATCH_ROWS, image_batch, image_files_in, of_another_size, takes_any_size
-from aekit.atomic import atomic_file, check_output
-from aekit.data.files import check_intensities, read_examples
-from aekit.data.images import decoded, label_names, name_labels
+from aekit.atomic import atomic_file
+from aekit.data.files import read_examples
+from aekit.data.images import label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, check_score, score_key
 from aekit.models.base import device_of
 from aekit.report.plots import save_histogram
-from aekit.training import run_folder
-from aekit.training.trainer import resolve_device
+from aekit.uses import file_jobs
 
 # Rows a block of the CSV file.
 _ROWS = 65536
@@ -53,21 +51,12 @@ def score_file(
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
-    if not out.parent.is_dir():
-        raise DataError(f"the folder {out.parent} of {out} does not exist; create it first")
-    for path in (out, histogram_path(out)):
-        check_output(path, overwrite, inputs=(source,), may_hold=(run_dir,))
-    model = run_folder.load(run_dir, resolve_device(device))
+    file_jobs.check_out_file(out, run_dir, source, overwrite, histogram_path(out))
+    model = file_jobs.load_run(run_dir, device)
     check_score(model, score, samples)
-    shape = model.config.shape
-    files = image_files_in(source) if takes_any_size(model) else None
-    if files is not None:
-        root = Path(source)
-        names = [file.relative_to(root).as_posix() if root.is_dir() else root.name for file in files]
-        batches = ((str(file), image_batch(model, decoded(file, shape[0]), str(file))) for file in files)
-        scores = _scores_at_own_size(model, batches)
-    elif takes_any_size(model) and of_another_size((examples := read_examples(source)).x.shape, shape):
-        scores, names = _scores_at_own_size(model, _image_chunks(examples.x, shape[0], source)), examples.names
+    own = file_jobs.at_own_size(model, source)
+    if own is not None:
+        scores, names = _scores_at_own_size(model, own.batches), own.names
     else:
         examples = read_examples(source)
         scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
@@ -92,23 +81,14 @@ def score_file(
 
 
 def _scores_at_own_size(model, batches) -> np.ndarray:
-    """The reconstruction NLL (nats) of each image of (source, images) batches of a fully convolutional run, each
-    batch (n, channels, height, width) of any one size, each image scored whole at its size."""
-    bernoulli, scores = model.likelihood.name == "bernoulli", []
+    """The reconstruction NLL (nats) of each image of batches of images of a fully convolutional run
+    (:func:`aekit.uses.file_jobs.at_own_size`), each batch (n, channels, height, width) of any one size, each image
+    scored whole at its size."""
+    scores = []
     model.eval()
-    for source, x in batches:
-        if bernoulli:
-            check_intensities(x, source)
+    for x in batches:
         scores.append(model.map_nll(torch.from_numpy(np.ascontiguousarray(x)).to(device_of(model))).double().cpu())
     return torch.cat(scores).numpy()
-
-
-def _image_chunks(rows, channels: int, source: str):
-    """(source, images) batches of an array of images of one size, (n, channels, h, w) or (n, h, w), a chunk of
-    :data:`aekit.apps.BATCH_ROWS` at a time."""
-    for start in range(0, len(rows), BATCH_ROWS):
-        block = np.asarray(rows[start : start + BATCH_ROWS], np.float32)
-        yield source, block.reshape(len(block), channels, *block.shape[-2:])
 
 
 def histogram_path(out: str | Path) -> Path:
