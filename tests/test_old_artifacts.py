@@ -13,7 +13,7 @@ from PIL import Image
 import aekit
 from aekit.cli import main
 
-OLD = Path(__file__).resolve().parents[1] / "fixtures" / "artifacts-0.1.0"
+OLD = Path(__file__).parent / "fixtures" / "artifacts-0.1.0"
 # They were written with one torch thread: float kernels round otherwise with another count.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FILES = {"v1": "run-ae", "v2": "run-vqvae", "v3": "run-rd", "v4": "run-map"}
