@@ -27,8 +27,13 @@ from aekit.models import build_model, model_config
 from aekit.training import batches, run_folder
 from aekit.training.trainer import TrainSettings, train
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 HERE = Path(__file__).resolve()
+# Run as a script, this file imports conftest as pytest does: from tests/, put first on the path.
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
+}
 
 
 def _mapped(tmp_path, digits, name="digits.npy") -> Dataset:
