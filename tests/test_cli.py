@@ -1,3 +1,4 @@
+import argparse
 import gzip
 import json
 import shutil
@@ -38,6 +39,15 @@ def test_help_documents_every_command():
         "--data-dir",
     ):
         assert option in train_help
+
+
+def test_every_command_attaches_its_runner():
+    """Each builder in aekit.cli.COMMANDS adds its command with the runner beside it, which main calls."""
+    from aekit.cli import build_parser
+
+    (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    without = [name for name, parser in commands.choices.items() if not callable(parser.get_default("runner"))]
+    assert len(commands.choices) == 11 and not without, f"commands without a runner: {without}"
 
 
 def test_train_then_evaluate_writes_the_run_folder(capsys, tmp_path):

@@ -4,7 +4,7 @@ An option is a field made with :func:`option` on one of three frozen dataclasses
 :class:`LossSettings` (the loss and the standardization), :class:`DataSettings` (the data, and the classes to train
 on) and :class:`TrainSettings` (what the trainer takes). Its declaration carries its help text, type, default,
 choices and bounds, its group of flags, whether a resume may change it and the scikit-learn estimators' name for it.
-From the declarations follow the command line's flags (:mod:`aekit.cli`), config.json's options section and its
+From the declarations follow the command line's flags (:mod:`aekit.cli.flags`), config.json's options section and its
 defaults (:func:`defaults`), the estimators' parameters (:mod:`aekit.sklearn`), the checks of a value (each
 settings class checks its fields when it is made) and the rules of a resume (:func:`resumed`). The model families'
 options are declared the same way, in their configs (:mod:`aekit.models.config`).

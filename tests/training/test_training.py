@@ -267,7 +267,7 @@ class _WithWeightDecay(settings.TrainSettings):
 def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_and_resume_rule(
     capsys, tmp_path, monkeypatch
 ):
-    # Nothing but the declaration: cli.py, workflow.py and sklearn.py learn of the option from it.
+    # Nothing but the declaration: aekit/cli/flags.py, workflow.py and sklearn.py learn of the option from it.
     from aekit import sklearn
     from aekit.cli import build_parser
     from aekit.jobs import workflow
