@@ -1,10 +1,10 @@
 """``aekit compare``: every model on the same split, the tables, the figures, reuse of runs and the sweep."""
 
 import csv
-import hashlib
 
 import numpy as np
 import pytest
+from helpers import snapshot
 from PIL import Image
 from sklearn.decomposition import PCA
 
@@ -19,16 +19,6 @@ FAST = ["--epochs", "2", "--hidden", "32", "--no-progress"]
 def read_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def snapshot(folder):
-    if not folder.exists():
-        return None
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
