@@ -29,7 +29,7 @@ LAYERS = (
     ("aekit.uses.", "aekit.apps"),
     ("aekit.sklearn", "aekit.cli.", "aekit.__main__"),
 )
-# Imports against the flow that the layout step (issue 26) is to remove; none may be added.
+# Imports against the flow: none since the layout step (issue 26), and none may be added.
 AGAINST_THE_FLOW = set()
 # Modules that import each other, directly or around a loop; none may be added.
 CYCLES = []
