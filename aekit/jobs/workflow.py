@@ -63,7 +63,7 @@ def load_data(options: dict) -> Dataset:
         data_dir=options["data_dir"],
         seed=options["seed"],
         test_fraction=options["test_fraction"],
-        patch=options["patch"],
+        patch=options.get("patch"),  # a run's config.json from before --patch existed has none
     )
 
 

@@ -239,6 +239,7 @@ class TrainSettings(_Settings):
         "with --patch: the random crops an epoch draws from the training photos (the default: 100 steps of 128)",
         group=TRAINING,
         minimum=1,
+        metavar="N",
     )
     data_on: str = option(
         "auto",
