@@ -83,6 +83,14 @@ def test_a_patch_run_stopped_mid_epoch_resumes_to_the_same_weights_bit_for_bit(p
         assert torch.equal(resumed.state_dict()[key], value), key
 
 
+def test_the_default_batch_is_fitted_to_the_patches_of_an_epoch_not_the_photos(photos):
+    from aekit.jobs.workflow import fit_batch
+    from aekit.training.settings import defaults
+
+    # 640 patches an epoch at the default batch of 128 are 5 steps: made 10 of 64, not 10 of the 5 photos' 0.
+    assert fit_batch({**defaults(), "patch": P, "patches_per_epoch": 640}, {}, photos)["batch_size"] == 64
+
+
 def test_the_cli_trains_on_a_folder_of_mixed_sizes_and_records_the_patch(capsys, tmp_path):
     folder, out = photo_folder(tmp_path / "photos"), tmp_path / "run"
     argv = ["train", "--dataset", str(folder), "--patch", str(P), "--patches-per-epoch", "48", "--batch-size", "16"]
