@@ -49,3 +49,21 @@ def set_field(data: bytes, offset: int, fmt: str, value) -> bytes:
     blob = bytearray(data[:-4])
     struct.pack_into(fmt, blob, offset, value)
     return with_crc(bytes(blob))
+
+
+# Six sizes (width, height) of photos, from 20x17 to 33x29: a folder of mixed sizes for patch training.
+PHOTO_SIZES = ((20, 17), (33, 29), (25, 21), (30, 18), (22, 27), (28, 24))
+
+
+def photo_folder(folder, sizes=PHOTO_SIZES, colour=()):
+    """A folder of random 8-bit PNG photos of ``sizes`` (p0.png, p1.png, ...), grey but for the indices ``colour``
+    (RGB); returns the folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (width, height) in enumerate(sizes):
+        shape = (height, width, 3) if i in colour else (height, width)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder

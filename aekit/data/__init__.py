@@ -14,6 +14,7 @@ from pathlib import Path
 from aekit.data.dataset import Dataset
 from aekit.data.sources import NAMES, find
 from aekit.errors import DataError
+from aekit.naming import option as named
 
 __all__ = ["Dataset", "load_dataset", "DATASET_NAMES"]
 
@@ -21,13 +22,19 @@ DATASET_NAMES = NAMES
 
 
 def load_dataset(
-    name_or_path: str, *, data_dir: str | Path | None = None, seed: int = 0, test_fraction: float = 0.2
+    name_or_path: str,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    patch: int | None = None,
 ) -> Dataset:
     """Load a named dataset or a file/folder of data, read by its entry in :data:`aekit.data.sources.SOURCES`.
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
     A folder that is a store (``aekit pack``; :func:`aekit.data.store.is_store`) opens memory-mapped, with the split
-    it was packed with (:mod:`aekit.data.store.reader`).
+    it was packed with (:mod:`aekit.data.store.reader`). ``patch``: a folder of images of any sizes for patch
+    training, each photo's centre ``patch`` x ``patch`` crop its example (:mod:`aekit.data.photos`).
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
@@ -42,4 +49,14 @@ def load_dataset(
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     source = find(name_or_path, "dataset")
+    if patch is not None:
+        if source.kind != "images":
+            raise DataError(
+                f"{named('patch', patch)} crops the photos of a folder of images, and {name_or_path} is "
+                f"not one ({source.kind} data); point {named('dataset')} to a folder of PNG/JPEG images or drop "
+                f"{named('patch')}"
+            )
+        from aekit.data.photos import load_photo_folder
+
+        return load_photo_folder(name_or_path, patch=patch, seed=seed, test_fraction=test_fraction)
     return source.load(name_or_path, data_dir=data_dir, seed=seed, test_fraction=test_fraction)

@@ -87,7 +87,9 @@ class Dataset:
     says the values were already checked to be finite (and in [0, 1] where binary) when the store was packed;
     ``store_id`` is the id of the store they were opened from, else None, and ``digest`` a digest that identifies
     the examples, labels and split where the source knows one (a store's :func:`aekit.data.store.data_digest`; else
-    :func:`aekit.data.identity.data_sha256` computes one).
+    :func:`aekit.data.identity.data_sha256` computes one). ``photos``, for patch training only
+    (:mod:`aekit.data.photos`), are the training images whole, (channels, height, width) each of any size, that the
+    training crops its patches from; ``x_train[i]`` is the centre crop of ``photos[i]``. None for other data.
     """
 
     name: str
@@ -101,6 +103,7 @@ class Dataset:
     checked: bool = False
     store_id: str | None = None
     digest: str | None = None
+    photos: tuple[np.ndarray, ...] | None = None
 
     def __post_init__(self):
         for split, x in (("train", self.x_train), ("test", self.x_test)):
@@ -232,4 +235,7 @@ def with_normal_training(dataset: Dataset, classes: tuple[int, ...]) -> Dataset:
     if problem:
         raise DataError(problem)
     keep = np.flatnonzero(np.isin(dataset.y_train, classes))
-    return dataclasses.replace(dataset, x_train=rows_of(dataset.x_train, keep), y_train=dataset.y_train[keep])
+    photos = None if dataset.photos is None else tuple(dataset.photos[i] for i in keep)
+    return dataclasses.replace(
+        dataset, x_train=rows_of(dataset.x_train, keep), y_train=dataset.y_train[keep], photos=photos
+    )

@@ -86,8 +86,7 @@ def scan_images(folder: Path) -> tuple[list[Path], tuple[int, int, int]]:
     """The images :func:`read_images` reads from ``folder`` and the (channels, height, width) it gives each, with its
     checks made on the headers alone: nothing is decoded, so a folder of any size can then be read a block at a time
     (:func:`read_image_block`)."""
-    files = image_files(folder)
-    sizes, modes = zip(*(header(file) for file in files))
+    files, sizes, channels = scan_sizes(folder)
     for file, size in zip(files, sizes):
         if size != sizes[0]:
             raise DataError(
@@ -95,7 +94,15 @@ def scan_images(folder: Path) -> tuple[list[Path], tuple[int, int, int]]:
                 f"{sizes[0][0]}x{sizes[0][1]}; resize all images to one size"
             )
     width, height = sizes[0]
-    return files, (1 if all(mode in GRAY_MODES for mode in modes) else 3, height, width)
+    return files, (channels, height, width)
+
+
+def scan_sizes(folder: Path) -> tuple[list[Path], list[tuple[int, int]], int]:
+    """The images under ``folder`` (:func:`image_files`), each one's upright (width, height) by its header, and the
+    channels every one is given: one when all are grayscale, else three (RGB)."""
+    files = image_files(folder)
+    sizes, modes = zip(*(header(file) for file in files))
+    return files, list(sizes), 1 if all(mode in GRAY_MODES for mode in modes) else 3
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -59,7 +59,11 @@ TENSORBOARD, PROJECTOR = "tensorboard", "projector"
 
 def load_data(options: dict) -> Dataset:
     return load_dataset(
-        options["dataset"], data_dir=options["data_dir"], seed=options["seed"], test_fraction=options["test_fraction"]
+        options["dataset"],
+        data_dir=options["data_dir"],
+        seed=options["seed"],
+        test_fraction=options["test_fraction"],
+        patch=options.get("patch"),  # a run's config.json from before --patch existed has none
     )
 
 
@@ -111,8 +115,9 @@ def spec_for(options: dict, dataset: Dataset) -> ModelConfig:
 def fit_batch(options: dict, given: dict, dataset: Dataset) -> dict:
     """``options`` with a batch size that gives every epoch at least :data:`MIN_STEPS_PER_EPOCH` steps, where the
     batch was left at its default: 200 examples at a batch of 128 would make 2 steps an epoch, too few for the model
-    to learn more than the mean. A batch size the user gave is kept."""
-    n = len(dataset.x_train)
+    to learn more than the mean. A batch size the user gave is kept. Patch training draws ``patches_per_epoch``
+    crops an epoch."""
+    n = len(dataset.x_train) if dataset.photos is None else options["patches_per_epoch"]
     if "batch_size" in given or math.ceil(n / options["batch_size"]) >= MIN_STEPS_PER_EPOCH:
         return options
     return {**options, "batch_size": max(1, n // MIN_STEPS_PER_EPOCH)}

@@ -15,6 +15,12 @@ the step) may resume with either.
   receives the batch itself. The test loss goes over the test split a chunk at a time.
 
 ``--data-on auto`` (:func:`choose`) takes the device when both splits fit in half of its free memory, else streams.
+
+- :class:`PatchSource` (``--patch P``, a dataset of ``photos``): streamed as above, each batch cropped by the thread.
+  An epoch's order is a seeded draw of ``--patches-per-epoch`` crops, each a row (photo, top, left, transform; see
+  :func:`aekit.data.photos.crop`): a position uniform over every P x P crop of every training photo (a photo drawn by
+  its number of crops), and one of the 8 flips and quarter turns. The draw is the order: a stopped epoch resumes with
+  the same crops. The test split is the dataset's fixed crops.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 
 from aekit.data import Dataset
+from aekit.data.photos import TRANSFORMS, crop
 from aekit.models.base import rows_tensor
 
 # auto: the data goes on the device where both splits take at most this share of its free memory.
@@ -131,10 +138,17 @@ class BatchSource:
     def position_problem(self, position: dict) -> str | None:
         """What makes a stopped epoch's saved position impossible for this data and batch size, or None."""
         order, step, skipped = position["order"], position["step"], position["skipped"]
-        if len(order) != self.n or not torch.equal(order.sort().values, torch.arange(self.n)):
-            return f"its data order is not a permutation of the {self.n} training examples"
+        problem = self.order_problem(order)
+        if problem is not None:
+            return problem
         if not 0 < step < self.steps_per_epoch or not 0 <= skipped <= step:
             return f"it stopped at step {step} with {skipped} skipped, outside an epoch of {self.steps_per_epoch}"
+        return None
+
+    def order_problem(self, order: torch.Tensor) -> str | None:
+        """What makes ``order`` not an order of this source's epoch, or None."""
+        if len(order) != self.n or not torch.equal(order.sort().values, torch.arange(self.n)):
+            return f"its data order is not a permutation of the {self.n} training examples"
         return None
 
     def batches(self, order: torch.Tensor, first_step: int) -> Iterator[torch.Tensor]:
@@ -175,18 +189,26 @@ class StreamSource(BatchSource):
         world: int,
         test_each_epoch: bool,
         prefetch: int = PREFETCH,
+        n: int | None = None,
     ):
-        super().__init__(len(dataset.x_train), batch_size, rank, world)
+        super().__init__(len(dataset.x_train) if n is None else n, batch_size, rank, world)
         self.host = dataset.x_train
+        self.example, self.dtype = tuple(dataset.x_train.shape[1:]), dataset.x_train.dtype
         self.x_train = None
         self.x_test = dataset.x_test if test_each_epoch else None
         self.device, self.prefetch = device, prefetch
+
+    def fill(self, indices: np.ndarray, out: np.ndarray) -> None:
+        """Put the examples ``indices`` (a batch's rows of the order) into ``out``, in that order."""
+        # Rows read in increasing order (a memory map's pages in file order), put back in the batch's.
+        by_index = np.argsort(indices, kind="stable")
+        out[by_index] = self.host[indices[by_index]]
 
     def batches(self, order, first_step):
         steps = range(first_step, self.steps_per_epoch)
         pinned = self.device.type == "cuda"
         reader = _Reader(
-            self.host,
+            self,
             (self.indices(order, step).numpy() for step in steps),
             self.prefetch,
             self.device if pinned else None,
@@ -218,32 +240,73 @@ class StreamSource(BatchSource):
             reader.close()
 
 
+class PatchSource(StreamSource):
+    """Random crops of the dataset's training ``photos``, ``n`` an epoch, of the size of its examples; each step's
+    input is this rank's batch, cropped ahead by a thread."""
+
+    kind = "patches"
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        device: torch.device,
+        batch_size: int,
+        rank: int,
+        world: int,
+        test_each_epoch: bool,
+        n: int,
+    ):
+        super().__init__(dataset, device, batch_size, rank, world, test_each_epoch, n=n)
+        self.photos, self.size = dataset.photos, dataset.shape[-1]
+        # Each photo's number of crop positions down and across.
+        self.room = torch.tensor([[p.shape[1] - self.size + 1, p.shape[2] - self.size + 1] for p in self.photos])
+
+    def order(self, generator):
+        """``n`` crops drawn with ``generator``: rows of (photo, top, left, transform)."""
+        photo = torch.multinomial(self.room.prod(1).double(), self.n, replacement=True, generator=generator)
+        corner = (torch.rand(self.n, 2, generator=generator, dtype=torch.float64) * self.room[photo]).long()
+        transform = torch.randint(TRANSFORMS, (self.n, 1), generator=generator)
+        return torch.cat([photo[:, None], corner, transform], dim=1)
+
+    def order_problem(self, order):
+        if order.shape == (self.n, 4) and order.dtype == torch.int64:
+            photo, corner, transform = order[:, 0], order[:, 1:3], order[:, 3]
+            if bool(((photo >= 0) & (photo < len(self.photos))).all()):
+                inside = (corner >= 0) & (corner < self.room[photo])
+                if bool(inside.all()) and bool(((transform >= 0) & (transform < TRANSFORMS)).all()):
+                    return None
+        return f"its crops are not {self.n} crops of the {len(self.photos)} training photos"
+
+    def fill(self, indices, out):
+        for i, (photo, top, left, transform) in enumerate(indices.tolist()):
+            out[i] = crop(self.photos[photo], top, left, self.size, transform)
+
+
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
 
 
 class _Reader:
-    """A thread gathering the rows of each index array of ``steps`` from ``x`` into a tensor (pinned for ``device``,
-    a CUDA device), at most ``depth`` ahead of the consumer."""
+    """A thread filling, for each index array of ``steps``, a tensor (pinned for ``device``, a CUDA device) with
+    ``source``'s examples (:meth:`StreamSource.fill`), at most ``depth`` ahead of the consumer."""
 
-    def __init__(self, x: np.ndarray, steps: Iterator[np.ndarray], depth: int, device: torch.device | None):
+    def __init__(self, source: StreamSource, steps: Iterator[np.ndarray], depth: int, device: torch.device | None):
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(x, steps, device), name="aekit-batches", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, args=(source, steps, device), name="aekit-batches", daemon=True
+        )
         self.thread.start()
 
-    def _run(self, x, steps, device) -> None:
+    def _run(self, source, steps, device) -> None:
         try:
             if device is not None and device.index is not None:  # the consumer's device (else the default one)
                 torch.cuda.set_device(device)
-            dtype, shape = torch_dtype(x.dtype), x.shape[1:]
+            dtype = torch_dtype(source.dtype)
             for indices in steps:
-                # Rows read in increasing order (a memory map's pages in file order), put back in the batch's.
-                by_index = np.argsort(indices, kind="stable")
-                rows = x[indices[by_index]]
-                batch = torch.empty((len(indices), *shape), dtype=dtype, pin_memory=device is not None)
-                batch.numpy()[by_index] = rows
+                batch = torch.empty((len(indices), *source.example), dtype=dtype, pin_memory=device is not None)
+                source.fill(indices, batch.numpy())
                 if not self._put(batch):
                     return
         except BaseException as error:  # handed to the consumer, which raises it
@@ -278,8 +341,17 @@ def make_source(
     world: int,
     test_each_epoch: bool,
     say: Callable[[str], None] | None = None,
+    patches_per_epoch: int | None = None,
 ) -> BatchSource:
-    """The batch source ``data_on`` names; for "auto" the one :func:`choose` picks, said through ``say``."""
+    """The batch source ``data_on`` names; for "auto" the one :func:`choose` picks, said through ``say``. A dataset
+    of photos gets a :class:`PatchSource` of ``patches_per_epoch`` crops an epoch, whatever ``data_on`` says."""
+    if dataset.photos is not None:
+        if say is not None:
+            say(
+                f"{patches_per_epoch} patches of {dataset.shape[-1]}x{dataset.shape[-1]} an epoch, cropped from "
+                f"{len(dataset.photos)} training photos by a background thread"
+            )
+        return PatchSource(dataset, device, batch_size, rank, world, test_each_epoch, patches_per_epoch)
     if data_on == "auto":
         data_on, why = choose(dataset, device, test_each_epoch)
         if say is not None:

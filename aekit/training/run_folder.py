@@ -174,7 +174,7 @@ def _loop_state_problem(state) -> str | None:
         and isinstance(position.get("seconds"), (int, float))
         and isinstance(position.get("order"), torch.Tensor)
         and position["order"].dtype == torch.int64
-        and position["order"].dim() == 1
+        and position["order"].dim() in (1, 2)  # a permutation, or the rows of patch crops
         and isinstance(position.get("sums"), dict)
         and all(isinstance(v, torch.Tensor) for v in position["sums"].values())
     ):

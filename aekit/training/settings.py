@@ -84,7 +84,7 @@ class _Settings:
             value, rules = getattr(self, f.name), f.metadata
             if rules["choices"] and value not in rules["choices"]:
                 problems.append(f"unknown {named(f.name) or f.name} {value!r}; use {_either(rules['choices'])}")
-            elif rules["minimum"] is not None and value < rules["minimum"]:
+            elif rules["minimum"] is not None and value is not None and value < rules["minimum"]:
                 problems.append(f"{named(f.name, value)} must be at least {rules['minimum']}")
             elif rules["positive"] and not (value > 0 and math.isfinite(value)):
                 problems.append(f"{named(f.name, value)} must be a positive number, e.g. {f.default:g}")
@@ -148,6 +148,14 @@ class DataSettings(_Settings):
         group=DATA,
         metavar="K[,K...]",
     )
+    patch: int | None = option(
+        None,
+        "train on random P x P crops (flipped and turned by quarter turns) of a folder of images of any sizes, "
+        "each at least P pixels each way; the test split and the evaluation take each test photo's centre crop",
+        group=DATA,
+        minimum=1,
+        metavar="P",
+    )
 
     def problems(self) -> list[str]:
         try:
@@ -168,7 +176,9 @@ class TrainSettings(_Settings):
     ``"skip"`` checks every step (one device synchronisation each) and skips the update of a non-finite loss.
     ``data_on`` says where the data lives while training (:mod:`aekit.training.batches`): "device" (both splits copied
     there, each batch gathered inside the step), "stream" (batches gathered from the dataset's arrays, e.g. a memory
-    map, by a background thread) or "auto" (the device where both splits fit in half of its free memory)."""
+    map, by a background thread) or "auto" (the device where both splits fit in half of its free memory); data of
+    photos for patch training (``dataset.photos``) is always cropped by a background thread, ``patches_per_epoch``
+    crops an epoch."""
 
     epochs: int = option(
         20,
@@ -223,6 +233,13 @@ class TrainSettings(_Settings):
         group=HOW,
         choices=("stop", "skip"),
         resume=MAY_CHANGE,
+    )
+    patches_per_epoch: int = option(
+        12800,
+        "with --patch: the random crops an epoch draws from the training photos (the default: 100 steps of 128)",
+        group=TRAINING,
+        minimum=1,
+        metavar="N",
     )
     data_on: str = option(
         "auto",

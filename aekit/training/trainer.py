@@ -242,6 +242,7 @@ class _Loop:
             self.world,
             test_each_epoch,
             self.placement.append,
+            settings.patches_per_epoch,
         )
         self.phases = model.phases()
         self.steps_per_epoch = self.source.steps_per_epoch
