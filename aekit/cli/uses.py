@@ -13,6 +13,7 @@ from aekit.data.files import FORMATS
 from aekit.errors import AekitError
 from aekit.evaluation.anomaly import RECONSTRUCTION, SAMPLES, SCORES
 from aekit.models.rate_distortion import SEARCH_RATE_SLACK
+from aekit.uses.tiles import TILE
 
 # What the commands that write examples (denoise, upscale, decompress) write.
 OUTPUTS = (
@@ -65,7 +66,9 @@ def denoise(commands) -> None:
         commands,
         "denoise",
         "write a run's reconstructions of noisy examples",
-        "Apply a trained (denoising) auto-encoder to the examples in INPUT and write its outputs to OUTPUT.",
+        "Apply a trained (denoising) auto-encoder to the examples in INPUT and write its outputs to OUTPUT. A run "
+        "that takes images of any size (fully convolutional) denoises a folder of images of mixed sizes, or one "
+        "image file, each whole at its own size in overlapping tiles, to a new folder of PNGs.",
         "the examples to denoise: " + FORMATS,
     )
 
@@ -76,7 +79,9 @@ def upscale(commands) -> None:
         "upscale",
         "write full-size versions of small images",
         "Apply a run trained with --task upscale to the images in INPUT, which must be the run's image size "
-        "divided by its factor, and write the full-size images to OUTPUT.",
+        "divided by its factor, and write the full-size images to OUTPUT. A run that takes images of any size "
+        "upscales a folder of images of mixed sizes, or one image file, each by --factor at its own size in "
+        "overlapping tiles, to a new folder of PNGs.",
         "the small images: " + FORMATS,
     )
 
@@ -88,6 +93,22 @@ def _enhancement(commands, name: str, summary: str, description: str, source: st
     use.add_argument("input", metavar="INPUT", help=source)
     use.add_argument("--out", required=True, metavar="OUTPUT", help="a .npy file, an IDX file or a new folder")
     flags.overwrite(use)
+    if name == "upscale":
+        use.add_argument(
+            "--factor",
+            type=int,
+            metavar="F",
+            help="images of any size: upscale by F, one of the factors the run was trained for (default: its only "
+            "one; required where it has several)",
+        )
+    use.add_argument(
+        "--tile",
+        type=int,
+        metavar="T",
+        help=f"images of any size: take each in tiles of T x T (input) pixels, overlapping by the model's margin, so "
+        f"that memory stays bounded; 0: each image whole (default: {TILE} for a model that states its margin, "
+        "else whole)",
+    )
     flags.device(use)
     use.set_defaults(runner=_run_enhancement)
 
@@ -95,8 +116,11 @@ def _enhancement(commands, name: str, summary: str, description: str, source: st
 def _run_enhancement(args: argparse.Namespace) -> None:
     from aekit.uses import enhance
 
+    options = {"tile": args.tile}
+    if args.command == "upscale":
+        options["factor"] = args.factor
     job = enhance.denoise_files if args.command == "denoise" else enhance.upscale_files
-    n = job(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite)
+    n = job(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite, **options)
     print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
 
 

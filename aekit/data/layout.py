@@ -88,5 +88,7 @@ def describe(shape: tuple[int, ...]) -> str:
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[0, 1] intensities as 8-bit pixels (clipped, rounded)."""
+    """[0, 1] intensities as 8-bit pixels (clipped, rounded); 8-bit pixels as they are."""
+    if x.dtype == np.uint8:
+        return x
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)

@@ -152,6 +152,9 @@ class AutoEncoder(nn.Module):
     # trained on clean input.
     variational = False
     noise: str | None = None
+    # ``takes_any_size``: ``restore(x)`` takes images (n, C, H, W) of any H, W to the same shape (a fully
+    # convolutional model), so that whole photos are denoised at their own size (aekit.uses.enhance).
+    takes_any_size = False
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class PCA(nn.Module):
     codebook_size = None
     entropy_model = None
     code_storage = "quantized"
+    takes_any_size = False
     variational = False
     noise = None
 

@@ -269,6 +269,17 @@ class RateDistortionAE(AutoEncoder):
         """Whether the code is a map, and images of any size can be coded (``map_symbols``, ``decode_map``)."""
         return len(self.code_shape) == 3
 
+    @property
+    def takes_any_size(self) -> bool:
+        """Whether :meth:`restore` takes images of any size: a fully convolutional model's."""
+        return self.fully_convolutional
+
+    @torch.no_grad()
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of images of any one size (n, channels, H, W) in [0, 1], fully convolutional model: the
+        decoding of their integer code maps, as ``aekit decompress`` gives them back."""
+        return self.decode_map(self.map_symbols(x), *x.shape[-2:])
+
     def map_size(self, height: int, width: int) -> tuple[int, int]:
         """The height and width of the code map of an image of ``height`` x ``width`` (fully convolutional)."""
         return nets.code_map_size(height, width, len(self.config.hidden))

@@ -181,6 +181,13 @@ def image_files_in(source: str | Path) -> list[Path] | None:
     return image_files(path) if path.is_dir() and not is_store(path) else None
 
 
+def image_names(source: str | Path, files: list[Path]) -> list[str]:
+    """The names that the image files of ``source`` (:func:`image_files_in`) keep in an output: their paths relative
+    to the folder ``source``, or the name of the image file ``source``."""
+    root = Path(source)
+    return [file.relative_to(root).as_posix() if root.is_dir() else root.name for file in files]
+
+
 class AtOwnSize(NamedTuple):
     """The images of an input, each taken at its own size: ``batches`` of them, float32 (n, channels, height,
     width) of one size each, checked; the images' ``names`` (a folder's relative paths, an image file's
@@ -199,8 +206,8 @@ def at_own_size(model: torch.nn.Module, source: str | Path) -> AtOwnSize | None:
         return None
     files = image_files_in(source)
     if files is not None:
-        root, channels = Path(source), model.example_shape[0]
-        names = [file.relative_to(root).as_posix() if root.is_dir() else root.name for file in files]
+        channels = model.example_shape[0]
+        names = image_names(source, files)
         batches = (image_batch(model, decoded(file, channels), str(file)) for file in files)
         return AtOwnSize(batches, names, None)
     examples = read_examples(source)
