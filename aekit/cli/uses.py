@@ -78,11 +78,16 @@ def upscale(commands) -> None:
         "Apply a run trained with --task upscale to the images in INPUT, which must be the run's image size "
         "divided by its factor, and write the full-size images to OUTPUT.",
         "the small images: " + FORMATS,
+    ).add_argument(
+        "--factor",
+        type=int,
+        help="the factor to upscale by, for a run that learnt several (red --factors); default: the run's only one",
     )
 
 
-def _enhancement(commands, name: str, summary: str, description: str, source: str) -> None:
-    """A command that writes a run's outputs for the examples in INPUT (denoise, upscale: :mod:`aekit.uses.enhance`)."""
+def _enhancement(commands, name: str, summary: str, description: str, source: str) -> argparse.ArgumentParser:
+    """A command that writes a run's outputs for the examples in INPUT (denoise, upscale: :mod:`aekit.uses.enhance`);
+    returns its parser."""
     use = commands.add_parser(name, help=summary, description=description + " " + OUTPUTS)
     flags.run_argument(use)
     use.add_argument("input", metavar="INPUT", help=source)
@@ -90,13 +95,18 @@ def _enhancement(commands, name: str, summary: str, description: str, source: st
     flags.overwrite(use)
     flags.device(use)
     use.set_defaults(runner=_run_enhancement)
+    return use
 
 
 def _run_enhancement(args: argparse.Namespace) -> None:
     from aekit.uses import enhance
 
-    job = enhance.denoise_files if args.command == "denoise" else enhance.upscale_files
-    n = job(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite)
+    if args.command == "denoise":
+        n = enhance.denoise_files(args.run, args.input, args.out, device=args.device, overwrite=args.overwrite)
+    else:
+        n = enhance.upscale_files(
+            args.run, args.input, args.out, device=args.device, overwrite=args.overwrite, factor=args.factor
+        )
     print(f"{n} {args.command}d examples written to {args.out}", file=sys.stderr)
 
 

@@ -37,6 +37,8 @@ class PCA(nn.Module):
     code_storage = "quantized"
     variational = False
     noise = None
+    gives_codes = True
+    factors = ()
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()
