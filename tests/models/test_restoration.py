@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import assert_refused, run_cli
 from PIL import Image
 
 from aekit.errors import AekitError, DataError
@@ -13,7 +14,6 @@ from aekit.evaluation.measures import psnr
 from aekit.models import build_model, model_config
 from aekit.training import run_folder
 from aekit.uses import enhance
-from helpers import assert_refused, run_cli
 
 
 def red(shape=(1, 16, 16), **options):
@@ -111,7 +111,7 @@ def test_training_lowers_the_loss_and_beats_the_noisy_input(one_thread):
     model = red(sigma=(25,))
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     losses = []
-    for step in range(150):
+    for _ in range(150):
         loss = model.loss(clean[torch.randint(64, (16,))]).total
         optimizer.zero_grad()
         loss.backward()
