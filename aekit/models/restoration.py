@@ -150,14 +150,8 @@ class Restorer(AutoEncoder):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise AekitError("a restoration run's bottleneck cannot be decoded alone (its skips carry the detail)")
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``restore``, on tensors (of any size) or numpy arrays of the run's size."""
-        if isinstance(x, torch.Tensor):
-            return self.restore(x)
-        with torch.no_grad():
-            return self.restore(torch.from_numpy(x).to(next(self.parameters()).device)).cpu().numpy()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``restore``: what ``reconstruct`` gives of examples of the run's size, in any layout and type."""
         return self.restore(x)
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,13 @@ def test_restore_keeps_any_shape(channels):
         model.restore(torch.rand(1, channels, 3, 9))
 
 
+def test_reconstruct_takes_the_run_size_in_any_layout():
+    model = red()
+    flat = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)  # (n, h, w) of a 1-channel run
+    assert model.reconstruct(flat).shape == (3, 16, 16)
+    assert enhance.denoise(model, (flat * 255).astype(np.uint8)).shape == (3, 16, 16)
+
+
 def test_output_depends_on_no_pixel_beyond_the_margin():
     model = red((1, 64, 64), levels=3, blocks=2)
     x = torch.rand(1, 1, 128, 128, requires_grad=True)
