@@ -159,6 +159,8 @@ def test_cli_denoise_run(capsys, images, tmp_path, one_thread):
     assert status == 0 and len(list(out.glob("*.png"))) == 24, err
     x = smooth_images(3, 3)
     assert enhance.denoise(model, x).shape == x.shape
+    assert_refused(capsys, tmp_path, "train", "--model", "red", "--dataset", str(images), "--sigma", "0,300",
+                   "--out", str(tmp_path / "bad"), match="--sigma 0,300 must be one level or low,high")  # fmt: skip
     for command in (["compress", str(run), str(images), "--out", str(tmp_path / "x.aekc")],
                     ["export-projector", str(run)],
                     ["score", str(run), str(images), "--out", str(tmp_path / "s.csv")],
