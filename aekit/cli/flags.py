@@ -12,12 +12,14 @@ from aekit.training.settings import declared, defaults, kinds
 
 
 def sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers of at least 0 (a blind noise range starts at 0: red's --sigma 0,55); what each
+    option allows beyond that, its config checks (--hidden at least 1, --factors at least 2)."""
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 256,128") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be a whole number of at least 0")
     return values
 
 

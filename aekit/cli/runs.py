@@ -10,7 +10,7 @@ import sys
 
 from aekit.cli import flags
 from aekit.errors import AekitError
-from aekit.models import FAMILIES
+from aekit.models.config import coding_families
 from aekit.report.projector import MAX_POINTS
 from aekit.training import distributed
 from aekit.training.settings import DATA, HOW, LOSS, TRAINING, defaults
@@ -148,7 +148,7 @@ def compare(commands) -> None:
         "applies to the families that have it.",
     )
     compare.add_argument("--out", required=True, help="folder to write the comparison to")
-    every = ",".join(FAMILIES)
+    every = ",".join(coding_families())
     compare.add_argument("--models", type=flags.names, help=f"comma-separated (default: {every})")
     sizes = compare.add_mutually_exclusive_group()
     sizes.add_argument("--code-dim", type=int, default=10, help="code size (default: 10)")

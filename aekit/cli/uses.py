@@ -86,8 +86,9 @@ def upscale(commands) -> None:
     )
 
 
-def _enhancement(commands, name: str, summary: str, description: str, source: str) -> None:
-    """A command that writes a run's outputs for the examples in INPUT (denoise, upscale: :mod:`aekit.uses.enhance`)."""
+def _enhancement(commands, name: str, summary: str, description: str, source: str) -> argparse.ArgumentParser:
+    """A command that writes a run's outputs for the examples in INPUT (denoise, upscale: :mod:`aekit.uses.enhance`);
+    returns its parser."""
     use = commands.add_parser(name, help=summary, description=description + " " + OUTPUTS)
     flags.run_argument(use)
     use.add_argument("input", metavar="INPUT", help=source)
@@ -98,8 +99,8 @@ def _enhancement(commands, name: str, summary: str, description: str, source: st
             "--factor",
             type=int,
             metavar="F",
-            help="images of any size: upscale by F, one of the factors the run was trained for (default: its only "
-            "one; required where it has several)",
+            help="upscale by F, one of the factors the run was trained for (red --factors; default: its only one, "
+            "required where it has several)",
         )
     use.add_argument(
         "--tile",
@@ -111,6 +112,7 @@ def _enhancement(commands, name: str, summary: str, description: str, source: st
     )
     flags.device(use)
     use.set_defaults(runner=_run_enhancement)
+    return use
 
 
 def _run_enhancement(args: argparse.Namespace) -> None:

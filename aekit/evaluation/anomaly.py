@@ -57,6 +57,8 @@ def score_key(score: str, samples: int = SAMPLES) -> str:
 
 def check_score(model: torch.nn.Module, score: str, samples: int = SAMPLES) -> None:
     """Refuse a score ``model`` does not have, or fewer than one posterior draw, naming the fix."""
+    if not model.gives_codes:
+        raise AekitError("this run gives no codes to score anomalies with (its model restores images); use another run")
     if score not in score_names(model):
         extra = "" if model.variational else f" ({ELBO} and {NLL} need a VAE)"
         raise AekitError(

@@ -113,6 +113,43 @@ def upscaling_psnr(model: torch.nn.Module, x: np.ndarray) -> dict[str, float]:
     return dict(zip(("psnr_db", "psnr_bicubic_db", "psnr_nearest_db"), (totals / len(x)).tolist()))
 
 
+@torch.no_grad()
+def denoising_psnr(model: torch.nn.Module, x: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """For a model that undoes Gaussian noise: PSNR (dB) against ``x`` of its reconstruction of ``model.corrupt(x)``
+    (one seeded draw, on a forked RNG: training's stream is untouched) as ``psnr_denoised_db``, and of that noisy x
+    itself as ``psnr_noisy_db``; a chunk at a time."""
+    device, totals = device_of(model), np.zeros(2)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for block in chunks(x):
+            clean = torch.from_numpy(np.asarray(block, np.float32)).to(device)
+            noisy = model.corrupt(clean).cpu().numpy()
+            outputs = in_batches(model, "reconstruct", noisy), noisy
+            totals += [psnr(output, block) * len(block) for output in outputs]
+    return dict(zip(("psnr_denoised_db", "psnr_noisy_db"), (totals / len(x)).tolist()))
+
+
+@torch.no_grad()
+def enlarging_psnr(model: torch.nn.Module, x: np.ndarray) -> dict[str, float]:
+    """For a model that enlarges by its ``factors``: per factor f, PSNR (dB) of ``model.enlarge`` of the test images'
+    ``model.shrink`` against the images (cropped to multiples of f) as ``psnr_x{f}_db``, and of the bicubic
+    enlargement as ``psnr_bicubic_x{f}_db``; a chunk at a time."""
+    device, totals = device_of(model), {}
+    with evaluating(model):
+        for block in chunks(x):
+            clean = torch.from_numpy(np.asarray(block, np.float32)).to(device)
+            for factor in model.factors:
+                low = model.shrink(clean, factor)
+                target = clean[..., : low.shape[-2] * factor, : low.shape[-1] * factor].cpu().numpy()
+                bicubic = torch.nn.functional.interpolate(low, scale_factor=factor, mode="bicubic")
+                for key, output in (
+                    (f"psnr_x{factor}_db", model.enlarge(low, factor)),
+                    (f"psnr_bicubic_x{factor}_db", bicubic),
+                ):
+                    totals[key] = totals.get(key, 0.0) + psnr(output.clamp(0, 1).cpu().numpy(), target) * len(block)
+    return {key: total / len(x) for key, total in totals.items()}
+
+
 class LikelihoodEstimate(NamedTuple):
     """Per example, in nats: ``nll`` = -log (1/k) sum_s w_s, the importance-weighted estimate of -log p(x), and
     ``neg_elbo`` = -(1/k) sum_s log w_s from the same samples (so nll <= neg_elbo, by Jensen's inequality)."""

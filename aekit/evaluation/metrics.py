@@ -132,6 +132,18 @@ def _upscaling(s: Subject) -> dict[str, float]:
     return upscaling_psnr(s.model, s.dataset.x_test)
 
 
+def _denoising(s: Subject) -> dict[str, float]:
+    from aekit.evaluation.measures import denoising_psnr
+
+    return denoising_psnr(s.model, s.dataset.x_test)
+
+
+def _enlarging(s: Subject) -> dict[str, float]:
+    from aekit.evaluation.measures import enlarging_psnr
+
+    return enlarging_psnr(s.model, s.dataset.x_test)
+
+
 def _elbo(s: Subject) -> dict[str, float]:
     from aekit.evaluation.measures import negative_elbo
 
@@ -206,6 +218,15 @@ def _upscaler(s: Subject) -> bool:
     return bool(s.model.upscale_factor)
 
 
+def _denoiser(s: Subject) -> bool:
+    """Whether the model undoes Gaussian noise on images."""
+    return s.model.noise == "gaussian" and _images(s)
+
+
+def _enlarger(s: Subject) -> bool:
+    return bool(s.model.factors)
+
+
 # The neighbours that vote in the k-nearest-neighbour probe.
 NEIGHBOURS = 5
 
@@ -214,11 +235,17 @@ def _probed(s: Subject) -> bool:
     """Whether the probes can be fitted on the training codes: labels of two classes or more, and as many examples
     as the neighbours that vote."""
     y = s.dataset.y_train
-    return y is not None and s.dataset.y_test is not None and len(y) >= NEIGHBOURS and len(set(y.tolist())) >= 2
+    return (
+        s.model.gives_codes
+        and y is not None
+        and s.dataset.y_test is not None
+        and len(y) >= NEIGHBOURS
+        and len(set(y.tolist())) >= 2
+    )
 
 
 def _one_class(s: Subject) -> bool:
-    return s.normal_classes is not None and s.dataset.y_test is not None
+    return s.model.gives_codes and s.normal_classes is not None and s.dataset.y_test is not None
 
 
 register(
@@ -243,6 +270,25 @@ register(
     Metric("psnr_db", "PSNR of the upscaled test images, dB (upscalers)", ".2f", True, _upscaling, _upscaler),
     Metric("psnr_bicubic_db", "PSNR of their bicubic enlargement, dB", ".2f", True, _upscaling, _upscaler),
     Metric("psnr_nearest_db", "PSNR of their nearest-neighbour enlargement, dB", ".2f", True, _upscaling, _upscaler),
+    Metric(
+        "psnr_denoised_db",
+        "PSNR of the test images with the model's Gaussian noise (one seeded draw, the top of a blind range) once "
+        "denoised, dB (images; denoising models)",
+        ".2f",
+        True,
+        _denoising,
+        _denoiser,
+    ),
+    Metric("psnr_noisy_db", "PSNR of those noisy images, dB", ".2f", True, _denoising, _denoiser),
+    Metric(
+        "psnr_x{k}_db",
+        "PSNR of the test images restored from their bicubic downsampling by {k}, dB (red)",
+        ".2f",
+        True,
+        _enlarging,
+        _enlarger,
+    ),
+    Metric("psnr_bicubic_x{k}_db", "PSNR of their bicubic enlargement, dB", ".2f", True, _enlarging, _enlarger),
     Metric("neg_elbo", "negative ELBO per example, nats (VAE)", ".2f", False, _elbo, _variational),
     Metric(
         "nll_is_{k}",

@@ -27,7 +27,7 @@ from aekit.errors import AekitError, RunError
 from aekit.evaluation.metrics import columns, formatted, legend, lookup
 from aekit.jobs.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
 from aekit.models import FAMILIES, build_model, corrupt
-from aekit.models.config import family
+from aekit.models.config import coding_families, family
 from aekit.report.figures import FIGURES, showcase
 from aekit.report.plots import markdown_table, save_lines, save_rows
 from aekit.training import run_folder
@@ -48,16 +48,16 @@ def compare(
     device: str = "auto",
     progress: bool = True,
 ) -> str:
-    """Train (or reuse) each of ``models`` (default: every registered family) at each of ``code_dims`` with the
-    ``options`` (as for ``aekit train``: dataset, epochs, hidden, ...; a model option applies to the families that
-    have it), write the comparison into ``out`` and return its Markdown.
+    """Train (or reuse) each of ``models`` (default: every registered family that gives codes) at each of
+    ``code_dims`` with the ``options`` (as for ``aekit train``: dataset, epochs, hidden, ...; a model option applies to
+    the families that have it), write the comparison into ``out`` and return its Markdown.
 
     Everything is checked before anything is trained or written. ``nll_samples`` = k adds the VAE's
     importance-weighted NLL estimate ``nll_is_{k}``.
     """
     out = Path(out)
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
-    models = tuple(FAMILIES) if models is None else tuple(models)
+    models = coding_families() if models is None else tuple(models)
     given, dataset = _check(models, code_dims, dict(options or {}), nll_samples, (out, runs_dir))
     identity = data_identity(dataset)
     plan = {(model, dim): _place(runs_dir, model, dim, given, identity) for dim in code_dims for model in models}

@@ -477,6 +477,8 @@ def export_projector(
         model, dataset = _load_run(
             run_dir, data_dir, device, dataset, lock.writable, f"aekit export-projector {run_dir}"
         )
+        if not model.gives_codes:
+            raise AekitError(f"{run_dir} gives no codes to project (its model restores images); use another run")
         x = (dataset.x_test if split == "test" else dataset.x_train)[:max_points]
         y = dataset.y_test if split == "test" else dataset.y_train
         make_folder(folder.parent)
@@ -511,6 +513,8 @@ def _finish_board(board: TensorBoardLog, model: torch.nn.Module, dataset: Datase
         if model.closed_form:  # fitted without an epoch loop, so nothing called back
             board.log_epoch(history[-1], image_grids(model, dataset))
         x = dataset.x_test[:MAX_POINTS]
+        if not model.gives_codes:
+            return
         board.log_embedding(
             codes(model, x),
             None if dataset.y_test is None else dataset.y_test[:MAX_POINTS],

@@ -155,6 +155,12 @@ class AutoEncoder(nn.Module):
     # ``takes_any_size``: ``restore(x)`` takes images (n, C, H, W) of any H, W to the same shape (a fully
     # convolutional model), so that whole photos are denoised at their own size (aekit.uses.enhance).
     takes_any_size = False
+    # ``gives_codes``: its encode gives a code that stands for the example (what the probes, the codes figures, the
+    # projector, compression and anomaly scores use); False for one whose output does not pass through its code.
+    gives_codes = True
+    # ``factors``: those by which ``enlarge(low, factor)`` restores images from their bicubic ``shrink(x, factor)``
+    # (none for a model that does not; an upscaler of the net families has ``upscale_factor`` instead).
+    factors: tuple[int, ...] = ()
 
     def __init__(
         self,

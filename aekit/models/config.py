@@ -376,6 +376,12 @@ def on_meta(config: ModelConfig) -> nn.Module:
         return build_model(config)
 
 
+def coding_families() -> tuple[str, ...]:
+    """The families whose models give codes (``gives_codes``): those ``aekit compare`` sets side by side at a code
+    size by default."""
+    return tuple(name for name, config in FAMILIES.items() if config.model_class.gives_codes)
+
+
 def option_defaults() -> dict:
     """Every family's options and their defaults, and the family option itself (``model``, default ae)."""
     defaults = {"model": "ae"}

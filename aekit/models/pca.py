@@ -38,6 +38,8 @@ class PCA(nn.Module):
     takes_any_size = False
     variational = False
     noise = None
+    gives_codes = True
+    factors = ()
 
     def __init__(self, shape: tuple[int, ...], code_dim: int):
         super().__init__()

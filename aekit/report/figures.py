@@ -70,7 +70,7 @@ def write_figures(
     """
     folder = Path(folder)
     written = _example_figures(model, dataset, folder, label) + _code_figures(model, dataset, folder, label)
-    if normal_classes is not None and dataset.y_test is not None:
+    if model.gives_codes and normal_classes is not None and dataset.y_test is not None:
         written.append(folder / "roc.png")
         _save_roc(written[-1], model, dataset, label, normal_classes)
     if history:
@@ -109,6 +109,15 @@ def _example_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, lab
             },
             f"{dataset.name}: test examples downsampled by {factor}, enlarged by bicubic interpolation and by {label}",
         )
+    if model.factors:
+        written.append(folder / "upscaling.png")
+        factor = max(model.factors)
+        save_rows(
+            written[-1],
+            _enlargements(model, shown, factor, label),
+            f"{dataset.name}: test examples downsampled by {factor} (bicubic), enlarged by bicubic interpolation "
+            f"and by {label}",
+        )
     if model.noise is not None:
         noisy = _corrupted(model, shown)
         written.append(folder / "denoising.png")
@@ -124,6 +133,8 @@ def _example_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, lab
 def _code_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label: str) -> list[Path]:
     """The samples, codes, manifold and interpolations figures of :func:`write_figures`: the code space."""
     written = []
+    if not model.gives_codes:
+        return written
     if hasattr(model, "sample"):
         written.append(folder / "samples.png")
         save_grid(written[-1], _samples(model), f"{label}: decoded samples from the prior")
@@ -210,6 +221,21 @@ def _samples(model: torch.nn.Module, n: int = 64) -> np.ndarray:
     """Decoded draws from the model's prior, from a fixed seed."""
     with torch.no_grad():
         return model.sample(n, generator=torch.Generator(device_of(model)).manual_seed(0)).cpu().numpy()
+
+
+@torch.no_grad()
+def _enlargements(model: torch.nn.Module, x: np.ndarray, factor: int, label: str) -> dict[str, np.ndarray]:
+    """The rows of a restoration model's upscaling figure: ``x`` shrunk by ``factor`` (shown at full size), its
+    bicubic enlargement, the model's, and ``x`` (each cropped to multiples of ``factor``)."""
+    clean = torch.from_numpy(x).to(device_of(model))
+    low = model.shrink(clean, factor)
+    bicubic = torch.nn.functional.interpolate(low, scale_factor=factor, mode="bicubic")
+    nearest = torch.nn.functional.interpolate(low, scale_factor=factor)
+    rows = {f"1/{factor} size": nearest, "bicubic": bicubic, label: model.enlarge(low, factor), "original": clean}
+    return {
+        name: row[..., : low.shape[-2] * factor, : low.shape[-1] * factor].clamp(0, 1).cpu().numpy()
+        for name, row in rows.items()
+    }
 
 
 def _corrupted(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:

@@ -111,6 +111,8 @@ def _coding(model: torch.nn.Module, bits: int | None, search: bool, rate_slack: 
     """The model's method that gives what is kept of each example, and its options: searched for with ``search``,
     where it can be, each code within (1 + ``rate_slack``) times its rounded code's bits; refused unless the model
     compresses with ``bits`` (and ``search``)."""
+    if not model.gives_codes:
+        raise AekitError("this run gives no codes to compress (its model restores images); use another run")
     _check_bits(model, bits)
     storage = _storage(model)
     if search and storage.searched is None:

@@ -36,21 +36,31 @@ def denoise(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return file_jobs.batched(model, "reconstruct", x)
 
 
-def _upscaler(model: torch.nn.Module) -> int:
-    factor = model.upscale_factor
-    if not factor:
-        raise AekitError("this run was not trained to upscale; train one with `aekit train --task upscale --factor F`")
-    return factor
+def _upscaler(model: torch.nn.Module, factor: int | None = None) -> int:
+    """The factor the model upscales by: ``factor``, which must be one of its own, or its only one."""
+    factors = model.factors or ((model.upscale_factor,) if model.upscale_factor else ())
+    if not factors:
+        raise AekitError(
+            "this run was not trained to upscale; train one with `aekit train --task upscale --factor F` or "
+            "`aekit train --model red --restore upscale --factors F`"
+        )
+    if factor is None and len(factors) > 1:
+        raise AekitError(f"this run upscales by {', '.join(map(str, factors))}; choose one with --factor")
+    if factor is not None and factor not in factors:
+        raise AekitError(f"--factor {factor}: this run upscales by {', '.join(map(str, factors))}; give one of those")
+    return factors[0] if factor is None else factor
 
 
-def upscale(model: torch.nn.Module, low: np.ndarray) -> np.ndarray:
-    """Full-size images from images downsampled by the model's factor.
+def upscale(model: torch.nn.Module, low: np.ndarray, factor: int | None = None) -> np.ndarray:
+    """Images ``factor`` times larger (default: the model's only factor) from images downsampled by it.
 
-    The model reconstructs the nearest-neighbour enlargement of ``low``: its encoder's block average maps that
-    enlargement back to ``low`` itself, so the output is the model's restoration of the image whose downsampled
-    version is ``low``.
+    A restoration model (``model.factors``) restores their bicubic enlargement (``enlarge``). An upscaler of the net
+    families reconstructs their nearest-neighbour enlargement: its encoder's block average maps that enlargement back
+    to ``low`` itself, so the output is the model's restoration of the image whose downsampled version is ``low``.
     """
-    factor = _upscaler(model)
+    factor = _upscaler(model, factor)
+    if model.factors:
+        return file_jobs.batched(model, "enlarge", np.asarray(low, np.float32), factor=factor)
     return file_jobs.batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
@@ -77,7 +87,7 @@ def upscale_image(
 def tiling(model: torch.nn.Module, tile: int | None, factor: int = 1) -> tuple[int, int]:
     """The tile side and the overlap of each tile (:func:`aekit.uses.tiles.overlap`) for a model of any size: its
     ``margin`` (pixels an output pixel depends on beyond itself) and ``tile`` (None: :data:`aekit.uses.tiles.TILE`; 0:
-    whole images). A model that states no margin takes whole images only."""
+    whole images), each a multiple of its ``stride``. A model that states no margin takes whole images only."""
     margin = getattr(model, "margin", None)
     if margin is None:
         if tile:
@@ -86,7 +96,14 @@ def tiling(model: torch.nn.Module, tile: int | None, factor: int = 1) -> tuple[i
                 "into tiles; give --tile 0 to take each image whole"
             )
         return 0, 0
-    return (TILE if tile is None else tile), overlap(margin, factor)
+    # A model that samples its input on a grid of ``stride`` pixels (stride-2 levels) gives a tile the output it
+    # gives the whole image only where the tile starts on that grid: side and overlap are rounded up to it.
+    stride = getattr(model, "stride", 1)
+    return _on_grid(TILE if tile is None else tile, stride), _on_grid(overlap(margin, factor), stride)
+
+
+def _on_grid(pixels: int, stride: int) -> int:
+    return -(-pixels // stride) * stride
 
 
 def _check_any_size(model: torch.nn.Module, what: str) -> None:
@@ -100,22 +117,12 @@ def _check_any_size(model: torch.nn.Module, what: str) -> None:
 def _check_denoises(model: torch.nn.Module) -> None:
     _check_any_size(model, "denoise")
     file_jobs.check_reconstructs(model, "denoise")
-    if getattr(model, "task", None) == "upscale":
-        raise AekitError("this run was trained to upscale, so it cannot denoise; use a run trained to denoise")
 
 
 def _upscaling_factor(model: torch.nn.Module, factor: int | None) -> int:
     """``factor``, checked against the factors an upscaling model of any size was trained for (None: its only one)."""
     _check_any_size(model, "upscale")
-    if getattr(model, "task", None) != "upscale":
-        raise AekitError("this run was not trained to upscale images of any size; use a run trained to upscale")
-    factors = tuple(model.factors)
-    named = " or ".join(map(str, factors))
-    if factor is None and len(factors) > 1:
-        raise AekitError(f"this run upscales by {named}; choose one with --factor F")
-    if factor is not None and factor not in factors:
-        raise AekitError(f"this run upscales by {named}, not {factor}; give --factor {named}")
-    return factors[0] if factor is None else factor
+    return _upscaler(model, factor)
 
 
 def _one_image(model: torch.nn.Module, image: np.ndarray, source: str):
@@ -231,11 +238,10 @@ def upscale_files(
             return _upscaled(model, pixels, factor, tile, name, np.uint8)
 
         return _write_photos(model, source, files, out, overwrite, enhanced)
-    if factor not in (None, _upscaler(model)):
-        raise AekitError(f"this run upscales by {model.upscale_factor} only, not {factor}; drop --factor")
-    factor = _upscaler(model)
+    factor = _upscaler(model, factor)
     channels, height, width = config.shape
     file_jobs.check_examples_out(out, config, run_dir, source, overwrite)
     small = (channels, height // factor, width // factor)
-    given = file_jobs.read_input(config, source, small, f"the run upscales (to {height}x{width}) images of")
-    return file_jobs.map_file(given, out, config.shape, lambda x: upscale(model, x), overwrite)
+    big = (channels, small[1] * factor, small[2] * factor)
+    given = file_jobs.read_input(config, source, small, f"the run upscales (to {big[1]}x{big[2]}) images of")
+    return file_jobs.map_file(given, out, big, lambda x: upscale(model, x, factor), overwrite)

@@ -55,10 +55,10 @@ def check_some(x: np.ndarray) -> None:
 
 def check_reconstructs(model: torch.nn.Module, what: str) -> None:
     """Refuse to ``what`` (denoise, compress, ...) with a run trained to upscale."""
-    if model.upscale_factor:
+    if model.upscale_factor or model.factors:
         raise AekitError(
             f"this run was trained to upscale, so it cannot {what}; use a run trained with "
-            "--task reconstruct (the default)"
+            "--task reconstruct (the default; red: --restore denoise)"
         )
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from aekit.data.images import decoded
 from aekit.errors import AekitError, DataError
-from aekit.models import FAMILIES, AutoEncoder, Gaussian, ModelConfig, build_model, option, register
+from aekit.models import FAMILIES, AutoEncoder, Gaussian, ModelConfig, build_model, model_config, option, register
 from aekit.training.run_folder import CONFIG, WEIGHTS, weights_bytes
 from aekit.uses.enhance import denoise_image, upscale_image
 
@@ -34,7 +34,7 @@ class TinyRestorer(AutoEncoder):
             torch.nn.Conv2d(channels, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, channels, 3, padding=1)
         )
         super().__init__(net, torch.nn.Identity(), Gaussian, example_shape=tuple(shape))
-        self.task, self.factors = task, tuple(factors)
+        self.task, self.factors = task, tuple(factors) if task == "upscale" else ()
         self.seen = []  # the size of every input restore was given
 
     def restore(self, x):
@@ -144,9 +144,9 @@ def test_an_image_the_model_cannot_take_is_refused(family, image, match):
 def test_what_a_model_cannot_do_is_refused(family, digits):
     denoiser, upscaler = _model(family), _model(family, task="upscale", factors=(2, 3))
     image = np.zeros((3, 4, 4), np.uint8)
-    with pytest.raises(AekitError, match="upscales by 2 or 3; choose one with --factor"):
+    with pytest.raises(AekitError, match="upscales by 2, 3; choose one with --factor"):
         upscale_image(upscaler, image)
-    with pytest.raises(AekitError, match="upscales by 2 or 3, not 4"):
+    with pytest.raises(AekitError, match="--factor 4: this run upscales by 2, 3;"):
         upscale_image(upscaler, image, 4)
     with pytest.raises(AekitError, match="trained to upscale, so it cannot denoise"):
         denoise_image(upscaler, image)
@@ -226,7 +226,7 @@ def _copy(name, to, size=None):
         (_copy("holiday/b.jpg", "cut.jpg", 300), "denoise", "rgb", [], "clean", "cut.jpg"),
         (_copy("a.png", "empty.png", 0), "denoise", "rgb", [], "clean", "empty.png"),
         (None, "upscale", "x23", [], "big", "choose one with --factor"),
-        (None, "upscale", "x23", ["--factor", "4"], "big", "not 4"),
+        (None, "upscale", "x23", ["--factor", "4"], "big", "--factor 4: this run upscales by"),
         (None, "denoise", "rgb", ["--tile", "-2"], "clean", "--tile T > 0"),
         (None, "upscale", "rgb", ["--factor", "2"], "big", "not trained to upscale"),
         (None, "denoise", "rgb", [], "clean.npy", "written as a folder of PNGs"),
@@ -277,6 +277,31 @@ def test_a_run_of_its_training_size_upscales_by_its_own_factor_only(tmp_path, ca
     run = _run(tmp_path / "x2", build_model(FAMILIES["ae"](shape=(1, 8, 8), code_dim=4, task="upscale", factor=2)))
     np.save(tmp_path / "small.npy", np.zeros((3, 4, 4), np.float32))
     argv = ["upscale", str(run), str(tmp_path / "small.npy")]
-    assert_refused(capsys, tmp_path, *argv, "--out", str(tmp_path / "big.npy"), "--factor", "3", match="not 3")
+    assert_refused(
+        capsys,
+        tmp_path,
+        *argv,
+        "--out",
+        str(tmp_path / "big.npy"),
+        "--factor",
+        "3",
+        match="--factor 3: this run upscales by 2;",
+    )
     assert run_cli(capsys, *argv, "--out", str(tmp_path / "big.npy"), "--factor", "2")[0] == 0
     assert np.load(tmp_path / "big.npy").shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("task, factor", [("denoise", 1), ("upscale", 2), ("upscale", 3)])
+@pytest.mark.parametrize("tile", [5, 16])
+def test_tiles_of_the_restoration_family_equal_the_whole_image(task, factor, tile):
+    # Its stride-2 levels sample the input on a grid of 2^levels pixels: tiles must start on that grid.
+    torch.manual_seed(0)
+    shape = (3, 16, 16)
+    config = model_config("red", shape, restore=task, factors=(2, 3), width=4, levels=2, blocks=1)
+    model = build_model(config).eval()
+    image = _image(np.random.default_rng(tile), 3, 23, 29)
+    if task == "denoise":
+        whole, tiles = denoise_image(model, image, tile=0), denoise_image(model, image, tile=tile)
+    else:
+        whole, tiles = upscale_image(model, image, factor, tile=0), upscale_image(model, image, factor, tile=tile)
+    np.testing.assert_allclose(tiles, whole, atol=1e-5)
