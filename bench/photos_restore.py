@@ -16,8 +16,13 @@ of the published tables, though not bit for bit), then enlarged by Pillow's bicu
 
 aekit's rows come from run folders of the `red` family (``aekit.load``): ``--denoise-run 15,25,50=RUN`` (a grey
 denoiser, used at those sigmas), ``--colour-run 25=RUN`` (CBSD68), ``--upscale-run RUN`` (at its ``factors``), or
-``--train`` to train them first with ``aekit train`` (settings below). Every measured row replaces the row of the
-same task, set, level and method in the JSON file and keeps the others, so parts can run apart:
+``--train`` to train them first with ``aekit train`` into ``--runs`` (the commands it runs: :func:`train_commands`;
+a run already there is kept). A missing or unfit run is refused in one line before anything is measured.
+
+Each row has the seconds per image on the wall clock and in CPU time (the process's, all threads: the work done,
+whatever else the shared machine runs). Every measured row replaces the row of the same task, set, level and method
+in the JSON file and keeps the others, so parts can run apart; the baselines' figures of each image are kept in
+bench/results/photos_restore_images.jsonl as they come, so a run cut short goes on where it stopped:
 
     python -m bench.photos_restore --data-dir ../shared/data/photos --sets Set5,Set14
     python -m bench.photos_restore --data-dir ../shared/data/photos --sets Set12 --sigmas 25 --limit 2  # quick
@@ -29,7 +34,6 @@ import argparse
 import csv
 import datetime
 import fcntl
-import functools
 import json
 import subprocess
 import sys
@@ -49,7 +53,8 @@ from bench.measure import device_name
 from bench.mnist_runs import RESULTS, write_section
 
 HEADING = "## Photo restoration"
-JSON_NAME, FIGURE = "photos_restore.json", "photos_restore_{task}.png"
+JSON_NAME, RECORDS_NAME = "photos_restore.json", "photos_restore_images.jsonl"
+FIGURE = "photos_restore_{task}.png"
 # The set and level of each task's figure (its first image), so that runs of other parts leave it as it is.
 FIGURE_OF = {"denoise": ("BSD68", 25), "upscale": ("Set5", 4)}
 
@@ -111,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text: print(f"[{time.perf_counter() - started:7.1f} s] {text}", flush=True)  # noqa: E731
     bm3d = _bm3d(say)
     json_path = args.results.parent / "results" / JSON_NAME
+    records = ImageRecords(json_path.with_name(RECORDS_NAME))
     rows, crops = [], {}
     for name in args.sets:
         task = SETS[name].task
         for level in levels(args, name):
             methods = (denoisers if task == "denoise" else upscalers)(name, level, models, bm3d)
-            measured = measure(name, level, images[name], methods, crops)
+            measured = measure(name, level, images[name], methods, crops, records)
             say(f"{name} {LEVEL[task]} {level}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in measured))
             rows += measured
             save_json(json_path, rows)  # after each level, so a run cut short keeps what it measured
@@ -184,9 +190,8 @@ def train_commands(args: argparse.Namespace) -> dict[tuple, list[str]]:
         str(args.train_patches), "--epochs", str(args.train_epochs), "--no-progress",
     ]  # fmt: skip
     sigmas = args.sigmas or SETS["BSD68"].levels
-    commands = {
-        ("denoise", False, s): [*common, "--patch", str(TRAIN_PATCH["denoise"]), "--sigma", str(s)] for s in sigmas
-    }
+    denoise = [*common, "--patch", str(TRAIN_PATCH["denoise"]), "--task", "denoise", "--sigma"]
+    commands = {("denoise", False, s): [*denoise, str(s)] for s in sigmas}
     factors = ",".join(map(str, args.factors or SETS["Set5"].levels))
     upscale = [*common, "--patch", str(TRAIN_PATCH["upscale"]), "--task", "upscale", "--factors", factors]
     return commands | {("upscale", False, 0): upscale}
@@ -322,8 +327,11 @@ def upscalers(set_name: str, factor: int, models: dict, bm3d) -> dict:
     methods = {"bicubic": (lambda low, size: bicubic(low, *size), {})}
     for (task, _, _), restorer in models.items():
         if task == "upscale" and factor in restorer.model.factors:
-            enlarge = functools.partial(restorer.model.enlarge, factor=factor)
-            methods["aekit red"] = (lambda low, size, enlarge=enlarge: _restored(enlarge, low), restorer.extra())
+            enlarge = restorer.model.enlarge
+            methods["aekit red"] = (
+                lambda low, size, enlarge=enlarge: _restored(lambda x: enlarge(x, factor), low),
+                restorer.extra(),
+            )
     return methods
 
 
@@ -332,27 +340,59 @@ def _restored(restore, image: np.ndarray) -> np.ndarray:
         return _image(restore(_tensor(image)))
 
 
-def measure(set_name: str, level: int, images: dict[str, np.ndarray], methods: dict, crops: dict) -> list[dict]:
+class ImageRecords:
+    """The baselines' PSNR and times of each image, added to a JSON-lines file as they are measured: a run cut short
+    (BM3D takes minutes a set here) goes on where it stopped. aekit's are not kept: a run folder may be trained again.
+    Delete the file to measure everything anew."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.records = path, {}
+        if path is not None and path.exists():
+            self.records = {self._key(r): r for r in map(json.loads, path.read_text().splitlines())}
+
+    @staticmethod
+    def _key(record: dict) -> tuple:
+        return record["set"], record["level"], record["method"], record["image"]
+
+    def get(self, *key) -> dict | None:
+        return self.records.get(key)
+
+    def put(self, record: dict) -> None:
+        self.records[self._key(record)] = record
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def measure(
+    set_name: str, level: int, images: dict[str, np.ndarray], methods: dict, crops: dict, records: ImageRecords
+) -> list[dict]:
     """One row per method: mean PSNR over the images, wall-clock and CPU seconds per image (the process's CPU time,
     all its threads: the work done, whatever else the machine runs); the crops of the figure go to ``crops``."""
     task = SETS[set_name].task
-    scores = {method: [] for method in methods}
-    seconds, cpu_seconds = dict.fromkeys(methods, 0.0), dict.fromkeys(methods, 0.0)
+    measured = {method: [] for method in methods}
     for index, (name, clean) in enumerate(images.items()):
         if task == "denoise":
             given, target, border = noisy(clean, set_name, name, level), clean, 0
         else:
             target, given = low_resolution(clean, level)
             border = level
+        drawn = index == 0 and FIGURE_OF[task] == (set_name, level)
         shown = {}
-        for method, (run, _) in methods.items():
-            start, cpu_start = time.perf_counter(), time.process_time()
-            output = run(given) if task == "denoise" else run(given, (target.shape[1], target.shape[0]))
-            seconds[method] += time.perf_counter() - start
-            cpu_seconds[method] += time.process_time() - cpu_start
-            scores[method].append(psnr(output, target, border))
-            shown[method] = output
-        if index == 0:
+        for method, (run, extra) in methods.items():
+            record = None if extra or drawn else records.get(set_name, level, method, name)
+            if record is None:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                output = run(given) if task == "denoise" else run(given, (target.shape[1], target.shape[0]))
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+                record = {"set": set_name, "level": level, "method": method, "image": name}
+                record |= {"psnr": psnr(output, target, border), "seconds": seconds, "cpu_seconds": cpu_seconds}
+                if not extra:
+                    records.put(record)
+                shown[method] = output
+            measured[method].append(record)
+        if drawn:
             _keep_crops(crops, set_name, level, name, shown, target)
     return [
         {
@@ -360,9 +400,9 @@ def measure(set_name: str, level: int, images: dict[str, np.ndarray], methods: d
             "set": set_name,
             LEVEL[task]: level,
             "method": method,
-            "psnr": round(float(np.mean(scores[method])), 3),
-            "seconds_per_image": round(seconds[method] / len(images), 4),
-            "cpu_seconds_per_image": round(cpu_seconds[method] / len(images), 4),
+            "psnr": round(float(np.mean([r["psnr"] for r in measured[method]])), 3),
+            "seconds_per_image": round(float(np.mean([r["seconds"] for r in measured[method]])), 4),
+            "cpu_seconds_per_image": round(float(np.mean([r["cpu_seconds"] for r in measured[method]])), 4),
             "images": len(images),
             **extra,
         }
@@ -372,10 +412,8 @@ def measure(set_name: str, level: int, images: dict[str, np.ndarray], methods: d
 
 def _keep_crops(crops: dict, set_name: str, level: int, name: str, shown: dict, target: np.ndarray, size=96) -> None:
     """The centre ``size`` x ``size`` of each output and of the clean image, in [0, 1], as the row of the task's
-    figure, where ``set_name`` and ``level`` are the task's in FIGURE_OF."""
+    figure."""
     task = SETS[set_name].task
-    if FIGURE_OF[task] != (set_name, level):
-        return
     top, left = (target.shape[0] - size) // 2, (target.shape[1] - size) // 2
     cells = [*shown.values(), target]
     grey = [c if c.ndim == 2 else luma(c) for c in cells]

@@ -295,7 +295,7 @@ def test_the_noise_is_seeded_by_set_image_and_sigma_and_not_clipped():
 
 
 def test_every_method_gets_the_very_same_noisy_image():
-    from bench.photos_restore import measure, noisy
+    from bench.photos_restore import ImageRecords, measure, noisy
 
     seen = {"first": [], "second": []}
 
@@ -307,7 +307,7 @@ def test_every_method_gets_the_very_same_noisy_image():
         return run, {}
 
     images = {"a.png": np.full((8, 8), 50.0), "b.png": np.full((8, 8), 200.0)}
-    rows = measure("Set12", 25, images, {"first": method("first"), "second": method("second")}, {})
+    rows = measure("Set12", 25, images, {"first": method("first"), "second": method("second")}, {}, ImageRecords(None))
     for index, (name, clean) in enumerate(images.items()):
         np.testing.assert_array_equal(seen["first"][index], seen["second"][index])
         np.testing.assert_array_equal(seen["first"][index], noisy(clean, "Set12", name, 25))
@@ -380,3 +380,62 @@ def test_bm3d_denoises_the_very_same_noisy_image():
     given = noisy(clean, "Set12", "ramp.png", 25)
     run, _ = denoisers("Set12", 25, {}, bm3d)["BM3D"]
     assert psnr(run(given), clean) > psnr(given, clean) + 5
+
+
+class _Identity(torch.nn.Module):
+    """A stand-in for a `red` model (the contract: restore, enlarge, factors) that changes nothing."""
+
+    factors = (2,)
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+        self.seen = []
+
+    def restore(self, x):
+        self.seen.append(x)
+        return x
+
+    def enlarge(self, low, factor):
+        return self.restore(torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest"))
+
+
+def test_aekit_rows_give_the_model_intensities_and_name_the_run(tmp_path):
+    from bench.photos_restore import ImageRecords, Restorer, denoisers, measure, upscalers
+
+    (tmp_path / "history.csv").write_text("epoch,seconds\n1,60.5\n2,59.5\n")
+    restorer = Restorer(tmp_path, _Identity())
+    images = {"a.png": 51.0 + np.arange(48.0).reshape(8, 6)}
+    rows = measure(
+        "Set12", 25, images, denoisers("Set12", 25, {("denoise", False, 25): restorer}, None), {}, ImageRecords(None)
+    )
+    noisy_row, aekit_row = rows
+    assert aekit_row["method"] == "aekit red" and aekit_row["psnr"] == noisy_row["psnr"]  # the identity's output
+    assert (aekit_row["run"], aekit_row["parameters"], aekit_row["train_seconds"]) == (str(tmp_path), 3, 120.0)
+    given = restorer.model.seen[0]
+    assert given.shape == (1, 1, 8, 6) and given.dtype == torch.float32
+    assert abs(given.mean().item() - 75 / 255) < 0.05  # the image's mean, 74.5, with noise
+    rows = measure(
+        "Set5", 2, images, upscalers("Set5", 2, {("upscale", False, 0): restorer}, None), {}, ImageRecords(None)
+    )
+    assert [r["method"] for r in rows] == ["bicubic", "aekit red"] and restorer.model.seen[1].shape == (1, 1, 8, 6)
+    assert "aekit red" not in upscalers("Set5", 3, {("upscale", False, 0): restorer}, None)  # not one of its factors
+
+
+def test_a_baseline_measured_before_is_not_measured_again(tmp_path):
+    from bench.photos_restore import ImageRecords, measure
+
+    calls = []
+
+    def slow(image):
+        calls.append(image)
+        return image * 0.5
+
+    images = {"a.png": np.full((8, 8), 50.0), "b.png": np.full((8, 8), 200.0)}
+    path = tmp_path / "images.jsonl"
+    first = measure("Set12", 50, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))
+    assert len(calls) == 2 and len(path.read_text().splitlines()) == 2
+    again = measure("Set12", 50, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))  # as a rerun would
+    assert len(calls) == 2 and again == first
+    measure("Set12", 25, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))  # another level is measured
+    assert len(calls) == 4
