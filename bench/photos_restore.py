@@ -48,15 +48,15 @@ from PIL import Image
 
 import aekit
 from aekit.errors import AekitError
-from aekit.report.plots import markdown_table, save_rows
+from aekit.report.plots import markdown_table
 from bench.measure import device_name
 from bench.mnist_runs import RESULTS, write_section
 
 HEADING = "## Photo restoration"
 JSON_NAME, RECORDS_NAME = "photos_restore.json", "photos_restore_images.jsonl"
 FIGURE = "photos_restore_{task}.png"
-# The set and level of each task's figure (its first image), so that runs of other parts leave it as it is.
-FIGURE_OF = {"denoise": ("BSD68", 25), "upscale": ("Set5", 4)}
+# The set, level and image of each task's figure (runs of other parts leave it as it is).
+FIGURE_OF = {"denoise": ("BSD68", 25, "test001.png"), "upscale": ("Set5", 4, "butterfly.png")}
 
 
 class PhotoSet(NamedTuple):
@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += measured
             save_json(json_path, rows)  # after each level, so a run cut short keeps what it measured
     all_rows = save_json(json_path, rows)
-    for task, rows_of_crops in crops.items():
-        figure = args.results.parent / "figures" / FIGURE.format(task=task)
-        save_rows(figure, rows_of_crops, f"Centre crops ({task}): each method's output, then the clean image")
+    for task, (title, cells) in crops.items():
+        draw_crops(args.results.parent / "figures" / FIGURE.format(task=task), title, cells)
     text = section(all_rows, settings_line(args, started))
     print("\n" + text)
     write_section(args.results, HEADING, text)
@@ -372,13 +371,13 @@ def measure(
     all its threads: the work done, whatever else the machine runs); the crops of the figure go to ``crops``."""
     task = SETS[set_name].task
     measured = {method: [] for method in methods}
-    for index, (name, clean) in enumerate(images.items()):
+    for name, clean in images.items():
         if task == "denoise":
             given, target, border = noisy(clean, set_name, name, level), clean, 0
         else:
             target, given = low_resolution(clean, level)
             border = level
-        drawn = index == 0 and FIGURE_OF[task] == (set_name, level)
+        drawn = FIGURE_OF[task] == (set_name, level, name)
         shown = {}
         for method, (run, extra) in methods.items():
             record = None if extra or drawn else records.get(set_name, level, method, name)
@@ -410,16 +409,34 @@ def measure(
     ]
 
 
-def _keep_crops(crops: dict, set_name: str, level: int, name: str, shown: dict, target: np.ndarray, size=96) -> None:
-    """The centre ``size`` x ``size`` of each output and of the clean image, in [0, 1], as the row of the task's
-    figure."""
+def _keep_crops(crops: dict, set_name: str, level: int, name: str, shown: dict, target: np.ndarray, size=128) -> None:
+    """The centre ``size`` x ``size`` of each output and of the clean image (colour: its luminance), as the task's
+    figure: its title and each crop by its label."""
     task = SETS[set_name].task
     top, left = (target.shape[0] - size) // 2, (target.shape[1] - size) // 2
-    cells = [*shown.values(), target]
-    grey = [c if c.ndim == 2 else luma(c) for c in cells]
-    stack = np.stack([g[top : top + size, left : left + size] for g in grey])[:, None]
-    names = [*shown, "clean" if task == "denoise" else "original"]
-    crops[task] = {f"{set_name} {name}, {LEVEL[task]} {level}: {', '.join(names)}": np.clip(stack / 255, 0, 1)}
+    cells = {**shown, "clean" if task == "denoise" else "original": target}
+    crops[task] = (
+        f"{set_name} {name}, {LEVEL[task]} {level}: centre {size} x {size}",
+        {label: (c if c.ndim == 2 else luma(c))[top : top + size, left : left + size] for label, c in cells.items()},
+    )
+
+
+def draw_crops(path: Path, title: str, cells: dict[str, np.ndarray]) -> None:
+    """The crops side by side, each labelled, grey on the 0-255 scale (values beyond it shown as its ends)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cells), figsize=(2.6 * len(cells), 3.0))
+    for axis, (label, crop) in zip(axes, cells.items()):
+        axis.imshow(crop, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        axis.set_title(label, fontsize=10)
+        axis.axis("off")
+    fig.suptitle(title, fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------- outputs
@@ -520,8 +537,8 @@ def section(rows: list[dict], settings: str) -> str:
             "`--denoise-run SIGMAS=RUN`, `--colour-run SIGMAS=RUN`, `--upscale-run RUN`, or train them with "
             "`--train`.",
             "",
-            "Figures: `bench/figures/photos_restore_denoise.png` (BSD68's first image at sigma 25) and "
-            "`photos_restore_upscale.png` (Set5's first at x4): centre crops of each method's output and of the "
+            "Figures: `bench/figures/photos_restore_denoise.png` (BSD68 test001 at sigma 25) and "
+            "`photos_restore_upscale.png` (Set5 butterfly at x4): centre crops of each method's output and of the "
             "clean image.",
             "",
         ]
