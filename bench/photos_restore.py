@@ -490,12 +490,26 @@ def table(rows: list[dict], task: str) -> str:
     return markdown_table([lines[k] for k in sorted(lines)], columns, formats).rstrip()
 
 
+def agreement(rows: list[dict]) -> str:
+    """Each measured figure less the published one of the same method, set and level."""
+    published = {_key(r): r["psnr"] for r in rows if r.get("published")}
+    differences = [
+        f"{r['method']} {r['set']} {LEVEL[r['task']]} {_key(r)[2]} {r['psnr'] - published[_key(r)]:+.2f}"
+        for r in rows
+        if not r.get("published") and _key(r) in published
+    ]
+    return "Measured less published, dB: " + "; ".join(differences) + "." if differences else ""
+
+
 def section(rows: list[dict], settings: str) -> str:
     aekit_rows = [r for r in rows if r["method"].startswith("aekit")]
     runs = {r["run"]: r for r in aekit_rows}
     bm3d = [r for r in rows if r["method"] == "BM3D" and "images" in r]
-    # What BM3D takes for every image of the sets and levels it was measured on.
-    wall, cpu = (sum(SETS[r["set"]].images * r.get(field, 0) for r in bm3d) / 60 for field in TIMES)
+    # What BM3D took for the rows measured, and would take for every default level of the sets measured at some
+    # (at each set's mean rate: its time hardly depends on sigma).
+    wall, cpu = (sum(SETS[r["set"]].images * r[field] for r in bm3d) / 60 for field in TIMES)
+    rates = {name: [r["cpu_seconds_per_image"] for r in bm3d if r["set"] == name] for name in SETS}
+    full = {n: np.mean(rate) * SETS[n].images * len(SETS[n].levels) / 60 for n, rate in rates.items() if rate}
     return "\n".join(
         [
             HEADING,
@@ -517,15 +531,21 @@ def section(rows: list[dict], settings: str) -> str:
             "",
             table(rows, "denoise"),
             "",
-            f"BM3D on every image of the sets and levels it was measured on here: {wall:.0f} min of wall-clock time "
-            f"and {cpu:.0f} min of CPU time at the measured rates (BM3D's library runs on both cores; the machine "
-            "was shared with other work while it ran, so the wall-clock figures are upper bounds)."
+            agreement([r for r in rows if r["task"] == "denoise"]),
+            "",
+            f"BM3D took {cpu:.0f} min of CPU time for the rows measured here ({wall:.0f} min on the wall clock, the "
+            "machine shared with other work: an upper bound; its library runs on both cores). At the same rates "
+            "a run of every default level of "
+            + ", ".join(f"{name} ({' '.join(map(str, SETS[name].levels))}: {m:.0f} min)" for name, m in full.items())
+            + f" takes {sum(full.values()):.0f} min of CPU time."
             if bm3d
             else "BM3D was not measured in this run.",
             "",
             "### Super-resolution",
             "",
             table(rows, "upscale"),
+            "",
+            agreement([r for r in rows if r["task"] == "upscale"]),
             "",
             "### aekit's models",
             "",
@@ -547,7 +567,8 @@ def section(rows: list[dict], settings: str) -> str:
 
 def settings_line(args: argparse.Namespace, started: float) -> str:
     return (
-        f"Last run {datetime.date.today().isoformat()}, {device_name(torch.device('cpu'))}, torch "
+        "The rows come from runs of parts of this script, each replacing its own rows; the last run: "
+        f"{datetime.date.today().isoformat()}, {device_name(torch.device('cpu'))}, torch "
         f"{torch.__version__}, aekit {aekit.__version__}; wall time {(time.perf_counter() - started) / 60:.1f} min:"
         "\n\n    python -m bench.photos_restore " + " ".join(sys.argv[1:]) + "\n"
     )

@@ -341,10 +341,10 @@ def test_the_json_holds_one_row_per_measured_figure_and_the_published_ones(tmp_p
     text = section(rows, "settings\n")
     assert "| BSD68 | 25 | 68 | 28.50 | 28.57 | 28.92 | 29.23 | 9.8 | 15.2 |" in text
     assert "| Set5 | 2 | 5 | 33.69 | 33.66 | 36.66 | 37.53 | 0.01 |" in text
-    assert (
-        "BM3D on every image of the sets and levels it was measured on here: 11 min of wall-clock time and 17 min"
-        in text
-    )
+    assert "Measured less published, dB: BM3D BSD68 sigma 25 -0.07." in text
+    assert "Measured less published, dB: bicubic Set5 factor 2 +0.03." in text
+    assert "BM3D took 17 min of CPU time for the rows measured here (11 min on the wall clock" in text
+    assert "a run of every default level of BSD68 (15 25 50: 52 min) takes 52 min of CPU time." in text
 
 
 def test_a_run_not_given_as_it_should_be_is_refused_in_one_line(tmp_path, capsys):
