@@ -4,6 +4,7 @@ data path, and the rate-distortion benchmark's measures (Bjontegaard's delta rat
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,196 @@ def test_the_rd_ae_bytes_at_a_fixed_bit_error_are_interpolated_on_a_log_scale():
     )
     assert before_8.startswith("- the issue's fixed-bit AE (10 epochs), 8 bytes: 8.00 bytes at a squared error of 8.90")
     assert before_32.endswith("RD-AE 16.00 (0.50); RD-AE, searched 6.06 (0.19).")
+
+
+# The photo restoration benchmark (bench/photos_restore.py): the conventions of the published tables.
+
+
+def test_the_luminance_is_bt601_in_the_16_to_235_range():
+    from bench.photos_restore import luma
+
+    rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]], [[0, 255, 0], [0, 0, 255], [100, 150, 200]]])
+    expected = [
+        [16, 235, 16 + 65.481],
+        [16 + 128.553, 16 + 24.966, 16 + (65.481 * 100 + 128.553 * 150 + 24.966 * 200) / 255],
+    ]
+    np.testing.assert_allclose(luma(rgb), expected, rtol=0, atol=1e-12)
+
+
+def test_the_psnr_has_peak_255_and_leaves_out_the_border():
+    from bench.photos_restore import psnr
+
+    clean = np.zeros((10, 12))
+    output = clean + 1.0
+    output[:2], output[-2:], output[:, :2], output[:, -2:] = 100, 100, 100, 100  # errors on the border only
+    assert psnr(output, clean, border=2) == pytest.approx(20 * np.log10(255))  # squared error 1 inside
+    assert psnr(output, clean) < 30
+    assert psnr(clean + 255, clean) == pytest.approx(0)
+
+
+def test_the_low_resolution_input_is_the_image_cropped_to_a_multiple_of_the_factor_and_shrunk():
+    from bench.photos_restore import low_resolution
+
+    clean = np.full((11, 14), 100.0)
+    cropped, low = low_resolution(clean, 3)
+    assert cropped.shape == (9, 12) and low.shape == (3, 4)
+    np.testing.assert_allclose(low, 100, atol=1e-4)  # Pillow's bicubic keeps a flat image flat, in floating point
+
+
+def test_the_noise_is_seeded_by_set_image_and_sigma_and_not_clipped():
+    from bench.photos_restore import noisy
+
+    clean = np.zeros((64, 64))
+    first = noisy(clean, "BSD68", "test001.png", 25)
+    np.testing.assert_array_equal(first, noisy(clean, "BSD68", "test001.png", 25))
+    for other in (noisy(clean, "BSD68", "test002.png", 25), noisy(clean, "Set12", "test001.png", 25)):
+        assert not np.allclose(first, other)
+    assert first.min() < 0 and first.std() == pytest.approx(25, rel=0.05)
+    assert noisy(clean, "BSD68", "test001.png", 50).std() == pytest.approx(50, rel=0.05)
+
+
+def test_every_method_gets_the_very_same_noisy_image():
+    from bench.photos_restore import ImageRecords, measure, noisy
+
+    seen = {"first": [], "second": []}
+
+    def method(name):
+        def run(image):
+            seen[name].append(image.copy())
+            return image
+
+        return run, {}
+
+    images = {"a.png": np.full((8, 8), 50.0), "b.png": np.full((8, 8), 200.0)}
+    rows = measure("Set12", 25, images, {"first": method("first"), "second": method("second")}, {}, ImageRecords(None))
+    for index, (name, clean) in enumerate(images.items()):
+        np.testing.assert_array_equal(seen["first"][index], seen["second"][index])
+        np.testing.assert_array_equal(seen["first"][index], noisy(clean, "Set12", name, 25))
+    assert rows[0]["psnr"] == rows[1]["psnr"]
+
+
+def test_the_json_holds_one_row_per_measured_figure_and_the_published_ones(tmp_path):
+    from bench.photos_restore import save_json, section
+
+    path = tmp_path / "results" / "photos_restore.json"
+    bm3d = {"task": "denoise", "set": "BSD68", "sigma": 25, "method": "BM3D", "psnr": 28.6, "seconds_per_image": 9.8}
+    bm3d["cpu_seconds_per_image"] = 15.2
+    bicubic = {
+        "task": "upscale",
+        "set": "Set5",
+        "factor": 2,
+        "method": "bicubic",
+        "psnr": 33.69,
+        "seconds_per_image": 0.01,
+    }
+    save_json(path, [{**bm3d, "images": 68}, {**bicubic, "images": 5}])
+    save_json(path, [{**bm3d, "psnr": 28.5, "images": 68}])  # a rerun of one part replaces its rows only
+    rows = json.loads(path.read_text())
+    measured = [r for r in rows if not r.get("published")]
+    assert measured == [{**bm3d, "psnr": 28.5, "images": 68}, {**bicubic, "images": 5}]
+    published = {(r["set"], r.get("sigma", r.get("factor")), r["method"]): r for r in rows if r.get("published")}
+    assert published["BSD68", 25, "DnCNN-S"] == {
+        "task": "denoise", "set": "BSD68", "sigma": 25, "method": "DnCNN-S", "psnr": 29.23, "published": True
+    }  # fmt: skip
+    assert published["Set5", 2, "SRCNN"]["psnr"] == 36.66 and len(published) == 9 + 18
+    text = section(rows, "settings\n")
+    assert "| BSD68 | 25 | 68 | 28.50 | 28.57 | 28.92 | 29.23 | 9.8 | 15.2 |" in text
+    assert "| Set5 | 2 | 5 | 33.69 | 33.66 | 36.66 | 37.53 | 0.01 |" in text
+    assert "Measured less published, dB: BM3D BSD68 sigma 25 -0.07." in text
+    assert "Measured less published, dB: bicubic Set5 factor 2 +0.03." in text
+    assert "BM3D took 17 min of CPU time for the rows measured here (11 min on the wall clock" in text
+    assert "a run of every default level of BSD68 (15 25 50: 52 min) takes 52 min of CPU time." in text
+
+
+def test_a_run_not_given_as_it_should_be_is_refused_in_one_line(tmp_path, capsys):
+    from bench.photos_restore import main
+
+    argv = ["--data-dir", str(tmp_path), "--results", str(tmp_path / "RESULTS.md")]
+    for given, match in (
+        (["--denoise-run", f"25={tmp_path / 'nowhere'}"], f"{tmp_path / 'nowhere'}: not a run folder"),
+        (["--denoise-run", "runs/red"], "give a denoiser as SIGMAS=RUN"),
+        (["--upscale-run", str(tmp_path / "nowhere")], "not a run folder"),
+    ):
+        assert main([*argv, *given]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and match in err and "Traceback" not in err
+    assert not (tmp_path / "RESULTS.md").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_run_of_a_model_that_cannot_restore_photos_is_refused_in_one_line(tmp_path, capsys):
+    from bench.photos_restore import main
+
+    run = Path(__file__).parent / "fixtures" / "artifacts-0.1.0" / "run-ae"  # an MLP auto-encoder's run
+    assert main(["--data-dir", str(tmp_path), "--denoise-run", f"25={run}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"photos_restore: error: {run}: its model cannot restore photos (no restore()); train one with `--model red`"
+    )
+
+
+def test_bm3d_denoises_the_very_same_noisy_image():
+    bm3d = pytest.importorskip("bm3d")
+    from bench.photos_restore import denoisers, noisy, psnr
+
+    clean = np.add.outer(np.arange(16), np.arange(16)) * 8.0
+    given = noisy(clean, "Set12", "ramp.png", 25)
+    run, _ = denoisers("Set12", 25, {}, bm3d)["BM3D"]
+    assert psnr(run(given), clean) > psnr(given, clean) + 5
+
+
+class _Identity(torch.nn.Module):
+    """A stand-in for a `red` model (the contract: restore, enlarge, factors) that changes nothing."""
+
+    factors = (2,)
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+        self.seen = []
+
+    def restore(self, x):
+        self.seen.append(x)
+        return x
+
+    def enlarge(self, low, factor):
+        return self.restore(torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest"))
+
+
+def test_aekit_rows_give_the_model_intensities_and_name_the_run(tmp_path):
+    from bench.photos_restore import ImageRecords, Restorer, denoisers, measure, upscalers
+
+    (tmp_path / "history.csv").write_text("epoch,seconds\n1,60.5\n2,59.5\n")
+    restorer = Restorer(tmp_path, _Identity())
+    images = {"a.png": 51.0 + np.arange(48.0).reshape(8, 6)}
+    rows = measure(
+        "Set12", 25, images, denoisers("Set12", 25, {("denoise", False, 25): restorer}, None), {}, ImageRecords(None)
+    )
+    noisy_row, aekit_row = rows
+    assert aekit_row["method"] == "aekit red" and aekit_row["psnr"] == noisy_row["psnr"]  # the identity's output
+    assert (aekit_row["run"], aekit_row["parameters"], aekit_row["train_seconds"]) == (str(tmp_path), 3, 120.0)
+    given = restorer.model.seen[0]
+    assert given.shape == (1, 1, 8, 6) and given.dtype == torch.float32
+    assert abs(given.mean().item() - 75 / 255) < 0.05  # the image's mean, 74.5, with noise
+    rows = measure(
+        "Set5", 2, images, upscalers("Set5", 2, {("upscale", False, 0): restorer}, None), {}, ImageRecords(None)
+    )
+    assert [r["method"] for r in rows] == ["bicubic", "aekit red"] and restorer.model.seen[1].shape == (1, 1, 8, 6)
+    assert "aekit red" not in upscalers("Set5", 3, {("upscale", False, 0): restorer}, None)  # not one of its factors
+
+
+def test_a_baseline_measured_before_is_not_measured_again(tmp_path):
+    from bench.photos_restore import ImageRecords, measure
+
+    calls = []
+
+    def slow(image):
+        calls.append(image)
+        return image * 0.5
+
+    images = {"a.png": np.full((8, 8), 50.0), "b.png": np.full((8, 8), 200.0)}
+    path = tmp_path / "images.jsonl"
+    first = measure("Set12", 50, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))
+    assert len(calls) == 2 and len(path.read_text().splitlines()) == 2
+    again = measure("Set12", 50, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))  # as a rerun would
+    assert len(calls) == 2 and again == first
+    measure("Set12", 25, images, {"BM3D": (slow, {})}, {}, ImageRecords(path))  # another level is measured
+    assert len(calls) == 4
