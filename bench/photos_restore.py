@@ -189,10 +189,10 @@ def train_commands(args: argparse.Namespace) -> dict[tuple, list[str]]:
         str(args.train_patches), "--epochs", str(args.train_epochs), "--no-progress",
     ]  # fmt: skip
     sigmas = args.sigmas or SETS["BSD68"].levels
-    denoise = [*common, "--patch", str(TRAIN_PATCH["denoise"]), "--task", "denoise", "--sigma"]
+    denoise = [*common, "--patch", str(TRAIN_PATCH["denoise"]), "--restore", "denoise", "--sigma"]
     commands = {("denoise", False, s): [*denoise, str(s)] for s in sigmas}
     factors = ",".join(map(str, args.factors or SETS["Set5"].levels))
-    upscale = [*common, "--patch", str(TRAIN_PATCH["upscale"]), "--task", "upscale", "--factors", factors]
+    upscale = [*common, "--patch", str(TRAIN_PATCH["upscale"]), "--restore", "upscale", "--factors", factors]
     return commands | {("upscale", False, 0): upscale}
 
 
