@@ -202,8 +202,7 @@ def denoise_files(
     file_jobs.check_reconstructs(model, "denoise")
     file_jobs.check_examples_out(out, config, run_dir, source, overwrite)
     files = _photos(model, source)
-    if files is not None:
-        _check_denoises(model)
+    if files is not None:  # a model of any size (_photos), already checked to reconstruct
         tiling(model, tile)
 
         def enhanced(pixels, name):
