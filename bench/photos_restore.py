@@ -170,14 +170,15 @@ def levels(args: argparse.Namespace, name: str) -> tuple[int, ...]:
 
 
 def given_runs(args: argparse.Namespace) -> dict[tuple, Path]:
-    """The runs named on the command line: (task, colour, level) -> run folder (upscale: level None, its factors)."""
+    """The runs named on the command line: (task, colour, level, run) -> run folder (upscale: (task, colour, index),
+    used at its factors). Several denoisers may be given at one sigma (e.g. one trained at it and a blind one)."""
     runs = {}
     for colour, given in ((False, args.denoise_run), (True, args.colour_run)):
         for text in given:
             sigmas, _, run = text.partition("=")
             if not run or not all(s.strip().isdigit() for s in sigmas.split(",")):
                 raise BenchError(f"{text!r}: give a denoiser as SIGMAS=RUN, e.g. 15,25,50=runs/red-blind")
-            runs |= {("denoise", colour, int(s)): Path(run) for s in sigmas.split(",")}
+            runs |= {("denoise", colour, int(s), run): Path(run) for s in sigmas.split(",")}
     return runs | {("upscale", False, index): Path(run) for index, run in enumerate(args.upscale_run)}
 
 
@@ -211,16 +212,40 @@ def train_runs(args: argparse.Namespace) -> dict[tuple, Path]:
 
 
 class Restorer:
-    """A loaded run: its model, parameters and training seconds (the sum of its history's epoch times)."""
+    """A loaded run: its model, parameters, training seconds (the sum of its history's epoch times) and what it was
+    trained on (its config.json's options, where there is one); its rows' method is ``aekit red``, or ``aekit red
+    blind LOW-HIGH`` for a denoiser trained over a range of sigmas."""
 
     def __init__(self, run: Path, model: torch.nn.Module):
         self.run, self.model = run, model
         self.parameters = sum(p.numel() for p in model.parameters())
         with open(run / "history.csv", newline="") as handle:
             self.train_seconds = sum(float(record["seconds"]) for record in csv.DictReader(handle))
+        sigma = tuple(getattr(model, "sigma", ()))
+        blind = getattr(model, "task", None) == "denoise" and len(set(sigma)) > 1
+        self.method = f"aekit red blind {sigma[0]}-{sigma[-1]}" if blind else "aekit red"
+        config = run / "config.json"
+        self.training = training_summary(json.loads(config.read_text())["options"]) if config.is_file() else None
 
     def extra(self) -> dict:
-        return {"run": str(self.run), "parameters": self.parameters, "train_seconds": round(self.train_seconds, 1)}
+        extra = {"run": str(self.run), "parameters": self.parameters, "train_seconds": round(self.train_seconds, 1)}
+        return extra | ({"training": self.training} if self.training else {})
+
+
+def training_summary(options: dict) -> str:
+    """What a run learnt from, in a line: its task, net and patches seen."""
+    task = (
+        f"sigma {'-'.join(map(str, options['sigma']))}"
+        if options["restore"] == "denoise"
+        else "x" + ",".join(map(str, options["factors"]))
+    )
+    seen = options["epochs"] * options["patches_per_epoch"]
+    return (
+        f"{options['restore']} {task}; width {options['width']}, levels {options['levels']}, blocks "
+        f"{options['blocks']}; {seen:,} patches of {options['patch']}x{options['patch']} from "
+        f"{Path(options['dataset']).name} ({options['epochs']} epochs), batch {options['batch_size']}, lr "
+        f"{options['lr']:g} {options['schedule']}"
+    )
 
 
 def loaded(run: Path) -> Restorer:
@@ -315,17 +340,18 @@ def denoisers(set_name: str, sigma: int, models: dict, bm3d) -> dict:
     methods = {"noisy input": (lambda z: z, {})}
     if bm3d is not None:
         methods["BM3D"] = ((lambda z: bm3d.bm3d_rgb(z, sigma)) if colour else (lambda z: bm3d.bm3d(z, sigma)), {})
-    restorer = models.get(("denoise", colour, sigma))
-    if restorer is not None:
-        methods["aekit red"] = (lambda z: _restored(restorer.model.restore, z), restorer.extra())
+    for key, restorer in models.items():
+        if key[:3] == ("denoise", colour, sigma):
+            restore = restorer.model.restore
+            methods[restorer.method] = (lambda z, restore=restore: _restored(restore, z), restorer.extra())
     return methods
 
 
 def upscalers(set_name: str, factor: int, models: dict, bm3d) -> dict:
     """Each method's name -> (function of the small image and the full size, extra row fields)."""
     methods = {"bicubic": (lambda low, size: bicubic(low, *size), {})}
-    for (task, _, _), restorer in models.items():
-        if task == "upscale" and factor in restorer.model.factors:
+    for key, restorer in models.items():
+        if key[0] == "upscale" and factor in restorer.model.factors:
             enlarge = restorer.model.enlarge
             methods["aekit red"] = (
                 lambda low, size, enlarge=enlarge: _restored(lambda x: enlarge(x, factor), low),
@@ -550,7 +576,9 @@ def section(rows: list[dict], settings: str) -> str:
             "### aekit's models",
             "",
             markdown_table(
-                [r for r in runs.values()], ["run", "parameters", "train_seconds"], {"train_seconds": ".0f"}
+                [r | {"train_minutes": r["train_seconds"] / 60} for r in runs.values()],
+                ["run", "training", "parameters", "train_minutes"],
+                {"train_minutes": ".1f"},
             ).rstrip()
             if runs
             else "No aekit run was measured yet: the `red` family is not on this branch; give its runs with "

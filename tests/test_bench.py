@@ -422,6 +422,30 @@ def test_aekit_rows_give_the_model_intensities_and_name_the_run(tmp_path):
     assert "aekit red" not in upscalers("Set5", 3, {("upscale", False, 0): restorer}, None)  # not one of its factors
 
 
+def test_a_blind_denoiser_and_one_of_its_sigma_are_two_rows_saying_what_each_learnt(tmp_path):
+    from bench.photos_restore import Restorer, denoisers
+
+    options = {"restore": "denoise", "width": 8, "levels": 1, "blocks": 1, "patch": 40, "epochs": 3}
+    options |= {"patches_per_epoch": 100, "dataset": "/data/train400", "batch_size": 16, "lr": 0.001}
+    options |= {"schedule": "cosine", "factors": [2]}
+    runs = {}
+    for name, sigma in (("at-25", (25,)), ("blind", (0, 55))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "history.csv").write_text("epoch,seconds\n1,6\n")
+        (run / "config.json").write_text(json.dumps({"options": options | {"sigma": list(sigma)}}))
+        model = _Identity()
+        model.task, model.sigma = "denoise", sigma
+        runs["denoise", False, 25, name] = Restorer(run, model)
+    methods = denoisers("Set12", 25, runs, None)
+    assert list(methods) == ["noisy input", "aekit red", "aekit red blind 0-55"]
+    assert methods["aekit red blind 0-55"][1]["training"] == (
+        "denoise sigma 0-55; width 8, levels 1, blocks 1; 300 patches of 40x40 from train400 (3 epochs), batch 16, "
+        "lr 0.001 cosine"
+    )
+    assert "aekit red" not in denoisers("Set12", 15, runs, None)
+
+
 def test_a_baseline_measured_before_is_not_measured_again(tmp_path):
     from bench.photos_restore import ImageRecords, measure
 
