@@ -32,6 +32,28 @@ def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
     raise AekitError(f"unknown noise {kind!r}; use one of {', '.join(NOISE_KINDS)}")
 
 
+def noise_option():
+    """The corruption a denoising family learns to undo: one declaration for each family that has it."""
+    return option("gaussian", "the corruption", choices=NOISE_KINDS)
+
+
+def noise_level_option():
+    """Its level: one declaration for each family that has it."""
+    return option(
+        0.3,
+        "noise standard deviation (gaussian, on standardized values where the model standardizes; red: --sigma) or "
+        "share of elements hit",
+    )
+
+
+def noise_problems(noise: str, noise_level: float) -> list[str]:
+    """What is wrong with a corruption and its level."""
+    problems = [] if noise in NOISE_KINDS else [f"unknown noise {noise!r}; use one of {', '.join(NOISE_KINDS)}"]
+    if not noise_level >= 0 or (noise != "gaussian" and noise_level > 1):
+        problems.append(f"{named('noise_level', noise_level)} must be >= 0 (and <= 1 for {noise})")
+    return problems
+
+
 class DenoisingAE(AutoEncoder):
     """Denoising auto-encoder: loss = -log p(x | decoder(encoder(corrupt(x)))), the clean x as the target."""
 
@@ -80,20 +102,11 @@ class DAEConfig(NetConfig):
     label = "DAE"
     model_class = DenoisingAE
 
-    noise: str = option("gaussian", "the corruption", choices=NOISE_KINDS)
-    noise_level: float = option(
-        0.3,
-        "noise standard deviation (gaussian, on standardized values where the model standardizes) or share of "
-        "elements hit",
-    )
+    noise: str = noise_option()
+    noise_level: float = noise_level_option()
 
     def problems(self) -> list[str]:
-        problems = super().problems()
-        if self.noise not in NOISE_KINDS:
-            problems.append(f"unknown noise {self.noise!r}; use one of {', '.join(NOISE_KINDS)}")
-        if not self.noise_level >= 0 or (self.noise != "gaussian" and self.noise_level > 1):
-            problems.append(f"{named('noise_level', self.noise_level)} must be >= 0 (and <= 1 for {self.noise})")
-        return problems
+        return super().problems() + noise_problems(self.noise, self.noise_level)
 
     def build(self) -> DenoisingAE:
         return DenoisingAE(

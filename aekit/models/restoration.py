@@ -13,7 +13,8 @@ convolutions, up_l a 4x4 transposed convolution of stride 2 then ``blocks`` - 1 
 tail a 3x3 convolution back to c channels. Every level keeps ``width`` channels, as RED-Net's 64 do: the skips add
 maps of one size. The loss of a batch of clean images is the sum of squared differences per image between
 restore(corrupted x) and x, the corruption drawn afresh every call: Gaussian noise of a sigma drawn per image
-(uniformly over ``sigma`` = low,high: a blind denoiser), or the bicubic low-resolution version at a factor drawn from
+(uniformly over ``sigma`` = low,high: a blind denoiser) or the masking or salt-and-pepper noise of ``noise_level``
+(``--noise``, as the denoising auto-encoder's), or the bicubic low-resolution version at a factor drawn from
 ``factors`` enlarged back by bicubic interpolation.
 
 Why this shape (measured on this 2-core CPU, shared and loaded, one torch thread; the defaults, width 32, levels 2,
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aekit.errors import AekitError, DataError
+from aekit.models.autoencoders import corrupt, noise_level_option, noise_option, noise_problems
 from aekit.models.base import AutoEncoder, Loss
 from aekit.models.config import ModelConfig, option, register
 from aekit.models.likelihood import Gaussian
@@ -89,9 +91,9 @@ class Restorer(AutoEncoder):
         self.example_shape = tuple(config.shape)
         self.task, self.sigma = config.restore, config.sigma
         self.factors = config.factors if config.restore == "upscale" else ()
-        # What the denoising figure and metric ask of a denoiser: its noise, at the top of a blind range.
-        self.noise = "gaussian" if config.restore == "denoise" else None
-        self.noise_level = max(config.sigma) / 255
+        # What the denoising figure and metric ask of a denoiser: its noise, Gaussian at the top of a blind range.
+        self.noise = config.noise if config.restore == "denoise" else None
+        self.noise_level = max(config.sigma) / 255 if config.noise == "gaussian" else config.noise_level
         self.stride = 2**config.levels
         # Pixels beyond a tile that an output pixel depends on: each 3x3 convolution at scale s reaches s further
         # (the head, the tail, and blocks - 1 per level each way), each stride-2 convolution into scale 2s reaches s,
@@ -155,11 +157,15 @@ class Restorer(AutoEncoder):
         return self.restore(x)
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
-        """x with Gaussian noise at ``noise_level`` (the top of a blind range): what the figure and metric show."""
-        return x + self.noise_level * torch.randn_like(x)
+        """x with its noise at ``noise_level`` (Gaussian: the top of a blind range): what the figure and metric
+        show."""
+        return corrupt(x, self.noise, self.noise_level)
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
-        """Each image with Gaussian noise of its own sigma, drawn uniformly over ``sigma`` (0-255 scale)."""
+        """Each image with Gaussian noise of its own sigma, drawn uniformly over ``sigma`` (0-255 scale); or the
+        masking or salt-and-pepper noise of ``noise_level``, drawn afresh."""
+        if self.noise != "gaussian":
+            return self.corrupt(x)
         low, high = self.sigma[0], self.sigma[-1]
         sigma = torch.empty(len(x), *(1,) * (x.dim() - 1), device=x.device).uniform_(low, high) / 255
         return x + sigma * torch.randn_like(x)
@@ -191,6 +197,8 @@ class RestorationConfig(ModelConfig):
         (25,), "denoise: the noise's standard deviation on the 0-255 scale, or low,high to learn every one between"
     )
     factors: tuple[int, ...] = option((2,), "upscale: the factors it learns to undo, e.g. 2,3,4")
+    noise: str = noise_option()
+    noise_level: float = noise_level_option()
     width: int = option(32, "the channels of every level")
     levels: int = option(2, "the stride-2 levels of the encoder (and the decoder's mirrored ones)")
     blocks: int = option(2, "the 3x3 convolutions per level")
@@ -211,6 +219,7 @@ class RestorationConfig(ModelConfig):
             ]
         if self.restore not in TASKS:
             problems.append(f"unknown {named('restore', self.restore)}; use one of {', '.join(TASKS)}")
+        problems += noise_problems(self.noise, self.noise_level)
         if len(self.sigma) not in (1, 2) or not 0 <= self.sigma[0] <= self.sigma[-1] <= MOST_SIGMA:
             problems.append(
                 f"{named('sigma', self.sigma)} must be one level or low,high between 0 and {MOST_SIGMA}, "

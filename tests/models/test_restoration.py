@@ -69,6 +69,20 @@ def test_loss_draws_fresh_noise_each_call_and_the_blind_range():
     assert blind.noise_level == pytest.approx(55 / 255)
 
 
+@pytest.mark.parametrize("noise", ["masking", "salt-and-pepper"])
+def test_the_other_noise_kinds_are_drawn_afresh_at_their_share(noise):
+    model = red(noise=noise, noise_level=0.2)
+    assert model.noise == noise and model.noise_level == 0.2
+    x = torch.full((200, 1, 16, 16), 0.5)
+    x[:, :, 0, 0] = torch.tensor([0.0, 1.0]).repeat(100)[:, None]  # the batch's minimum and maximum
+    noisy = model._noisy(x)
+    hit = noisy != x
+    assert hit.float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert not torch.equal(hit, model._noisy(x) != x)
+    changed = noisy[hit]
+    assert set(changed.unique().tolist()) <= ({0.0} if noise == "masking" else {0.0, 1.0})
+
+
 def test_upscale_factors():
     model = red((3, 16, 16), restore="upscale", factors=(2, 3))
     assert model.factors == (2, 3) and model.noise is None
@@ -88,6 +102,8 @@ def test_upscale_factors():
         ({"factors": (1,)}, "--factors 1 must be distinct whole numbers of at least 2"),
         ({"levels": 5}, "--levels 5 halves the image 5 times, more than images of 16x16 allow; use at most 4"),
         ({"restore": "sharpen"}, "unknown --restore sharpen"),
+        ({"noise": "blur"}, "unknown noise 'blur'"),
+        ({"noise": "masking", "noise_level": 1.5}, "--noise-level 1.5 must be >= 0 .and <= 1 for masking."),
     ],
 )
 def test_bad_options_refused_in_one_line(options, match):
