@@ -259,7 +259,11 @@ def _run_pack(args: argparse.Namespace) -> None:
         )
     summary = {key: manifest[key] for key in ("id", "n", "n_train", "n_test", "shape", "dtype", "scale", "skipped")}
     print(json.dumps(summary, indent=2))
-    print(f"store {args.source} verified" if args.verify else f"store written to {args.out}", file=sys.stderr)
+    from aekit.data.store.format import RAGGED
+
+    ragged = " (images of mixed sizes, each kept at its own: train on it with --patch P)"
+    done = f"store {args.source} verified" if args.verify else f"store written to {args.out}"
+    print(done + ragged * (manifest["version"] == RAGGED), file=sys.stderr)
 
 
 def demo(commands) -> None:
