@@ -100,6 +100,10 @@ def test_a_ragged_store_is_refused_where_one_shape_is_needed_or_a_photo_is_small
     argv = ("train", "--dataset", str(store), "--patch", "18", "--out", str(run))
     assert_refused(capsys, tmp_path, *argv, match="p1.png is 25x17 pixels, smaller than the patches of --patch 18")
     assert not run.exists()
+    np.save(tmp_path / "table.npy", np.arange(50, dtype=np.float32).reshape(10, 5))
+    _pack(capsys, tmp_path / "table.npy", tmp_path / "table.store")
+    with pytest.raises(DataError, match=r"holds examples of shape \(5,\), not images"):
+        load_dataset(str(tmp_path / "table.store"), patch=4)
 
 
 def test_a_truncated_image_is_refused_or_skipped_as_in_any_folder(capsys, tmp_path):
