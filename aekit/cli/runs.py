@@ -198,7 +198,8 @@ def pack(commands) -> None:
         description="Pack SOURCE (anything --dataset takes, or an IDX file) into the new folder STORE: examples.npy "
         "(uint8 for 8-bit images, else float32; the training split's rows first), labels, the seeded split, "
         "statistics and manifest.json (digests of every file and of the source). `aekit train --dataset STORE` then "
-        "reads it memory-mapped, whatever its size. Written atomically; the same source gives the same bytes.",
+        "reads it memory-mapped, whatever its size. A folder of images of mixed sizes keeps each at its own size, "
+        "for training with --patch. Written atomically; the same source gives the same bytes.",
     )
     pack.add_argument(
         "source",

@@ -4,9 +4,9 @@ processes (:mod:`aekit.data.store.pool`), a chunk of images at a time, at most t
 An image folder is decoded once: its first image is decoded first and its size and layout taken for all, and each
 image is checked against them as it is decoded. A folder where that guess fails (another size, colour after gray, 16
 bits after 8, an unreadable image) is packed again the careful way: every header read first, so that ``--skip-bad``
-leaves out unreadable headers and the sizes are known, then the pixels. Nothing is sized
-from headers before an image has decoded (a forged header costs no memory or disk), and no row is written once an
-image has failed to decode, as the split is then drawn again without it.
+leaves out unreadable headers and every size is known, then the pixels. Nothing is sized from headers before an
+image has decoded (a forged header costs no memory or disk), and no row is written once an image has failed to
+decode, as the split is then drawn again without it.
 
 A folder of images of mixed sizes is packed ragged (format version 3, :mod:`aekit.data.store.format`): found the
 careful way, each image is then decoded at its own size, with the channels and type the folder's training read gives
