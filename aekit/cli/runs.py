@@ -198,7 +198,8 @@ def pack(commands) -> None:
         description="Pack SOURCE (anything --dataset takes, or an IDX file) into the new folder STORE: examples.npy "
         "(uint8 for 8-bit images, else float32; the training split's rows first), labels, the seeded split, "
         "statistics and manifest.json (digests of every file and of the source). `aekit train --dataset STORE` then "
-        "reads it memory-mapped, whatever its size. Written atomically; the same source gives the same bytes.",
+        "reads it memory-mapped, whatever its size. A folder of images of mixed sizes keeps each at its own size, "
+        "for training with --patch. Written atomically; the same source gives the same bytes.",
     )
     pack.add_argument(
         "source",
@@ -259,7 +260,11 @@ def _run_pack(args: argparse.Namespace) -> None:
         )
     summary = {key: manifest[key] for key in ("id", "n", "n_train", "n_test", "shape", "dtype", "scale", "skipped")}
     print(json.dumps(summary, indent=2))
-    print(f"store {args.source} verified" if args.verify else f"store written to {args.out}", file=sys.stderr)
+    from aekit.data.store.format import RAGGED
+
+    ragged = " (images of mixed sizes, each kept at its own: train on it with --patch P)"
+    done = f"store {args.source} verified" if args.verify else f"store written to {args.out}"
+    print(done + ragged * (manifest["version"] == RAGGED), file=sys.stderr)
 
 
 def demo(commands) -> None:

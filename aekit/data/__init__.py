@@ -33,8 +33,8 @@ def load_dataset(
 
     ``seed`` and ``test_fraction`` make the train/test split for sources that do not come split.
     A folder that is a store (``aekit pack``; :func:`aekit.data.store.is_store`) opens memory-mapped, with the split
-    it was packed with (:mod:`aekit.data.store.reader`). ``patch``: a folder of images of any sizes for patch
-    training, each photo's centre ``patch`` x ``patch`` crop its example (:mod:`aekit.data.photos`).
+    it was packed with (:mod:`aekit.data.store.reader`). ``patch``: a folder or a store of images of any sizes for
+    patch training, each photo's centre ``patch`` x ``patch`` crop its example (:mod:`aekit.data.photos`).
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
@@ -50,11 +50,15 @@ def load_dataset(
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     source = find(name_or_path, "dataset")
     if patch is not None:
+        if source.kind == "store":
+            from aekit.data.store import open_store
+
+            return open_store(name_or_path, patch=patch)
         if source.kind != "images":
             raise DataError(
-                f"{named('patch', patch)} crops the photos of a folder of images, and {name_or_path} is "
-                f"not one ({source.kind} data); point {named('dataset')} to a folder of PNG/JPEG images or drop "
-                f"{named('patch')}"
+                f"{named('patch', patch)} crops the photos of a folder of images or of a store packed from one, and "
+                f"{name_or_path} is neither ({source.kind} data); point {named('dataset')} to a folder of PNG/JPEG "
+                f"images or drop {named('patch')}"
             )
         from aekit.data.photos import load_photo_folder
 

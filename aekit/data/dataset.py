@@ -88,8 +88,9 @@ class Dataset:
     ``store_id`` is the id of the store they were opened from, else None, and ``digest`` a digest that identifies
     the examples, labels and split where the source knows one (a store's :func:`aekit.data.store.data_digest`; else
     :func:`aekit.data.identity.data_sha256` computes one). ``photos``, for patch training only
-    (:mod:`aekit.data.photos`), are the training images whole, (channels, height, width) each of any size, that the
-    training crops its patches from; ``x_train[i]`` is the centre crop of ``photos[i]``. None for other data.
+    (:mod:`aekit.data.photos`), are the training images whole, (channels, height, width) each of any size (views of
+    the memory map, for a store), that the training crops its patches from; ``x_train[i]`` is the centre crop of
+    ``photos[i]``. None for other data.
     """
 
     name: str

@@ -6,7 +6,8 @@ float32 for 16-bit images), as the dataset's ``photos``, and training crops them
 (:class:`aekit.training.batches.PatchSource`); the examples of both splits are each photo's centre P x P crop, so that
 the test loss, the evaluation and the report measure the same fixed crops after every epoch. Channels follow the rule
 of every image folder (:func:`aekit.data.images.scan_sizes`); a photo smaller than P either way is refused in one
-line naming it.
+line naming it. A store packed from such a folder opens alike (:mod:`aekit.data.store.reader`, ``open_store`` with a
+patch): the same photos in the same order, each a view of its memory map.
 """
 
 from __future__ import annotations

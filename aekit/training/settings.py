@@ -150,8 +150,8 @@ class DataSettings(_Settings):
     )
     patch: int | None = option(
         None,
-        "train on random P x P crops (flipped and turned by quarter turns) of a folder of images of any sizes, "
-        "each at least P pixels each way; the test split and the evaluation take each test photo's centre crop",
+        "train on random P x P crops (flipped and turned by quarter turns) of a folder or a store of images of any "
+        "sizes, each at least P pixels each way; the test split and the evaluation take each test photo's centre crop",
         group=DATA,
         minimum=1,
         metavar="P",

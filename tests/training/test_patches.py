@@ -112,3 +112,31 @@ def test_the_cli_refuses_patch_without_a_folder_or_larger_than_a_photo(capsys, t
         capsys, out, "train", "--dataset", str(folder), "--patch", "18", "--out", str(out), match="p0.png is 20x17"
     )
     assert not out.exists()
+
+
+def _store(capsys, folder, store):
+    """``folder`` packed into ``store`` (aekit pack, in this process)."""
+    status, _, err = run_cli(capsys, "pack", str(folder), "--out", str(store), "--no-progress", "--workers", "1")
+    assert status == 0, err
+    return store
+
+
+def test_a_store_packed_from_the_folder_gives_the_same_patches(capsys, photos, tmp_path):
+    store = _store(capsys, tmp_path / "photos", tmp_path / "photos.store")  # the folder the fixture loaded
+    packed = load_dataset(str(store), patch=P, seed=0, test_fraction=0.2)
+    order, patches = _patches(photos, seed=5)
+    again_order, again = _patches(packed, seed=5)
+    assert torch.equal(order, again_order) and torch.equal(patches, again)
+
+
+def test_the_cli_trains_red_on_a_store_of_mixed_sizes_and_resumes(capsys, tmp_path):
+    store, out = _store(capsys, photo_folder(tmp_path / "photos"), tmp_path / "photos.store"), tmp_path / "run"
+    argv = ["train", "--model", "red", "--width", "4", "--levels", "1", "--dataset", str(store), "--out", str(out)]
+    status, _, err = run_cli(capsys, *argv, "--patch", str(P), "--patches-per-epoch", "32", "--epochs", "1")
+    assert status == 0, err
+    config = json.loads((out / run_folder.CONFIG).read_text())
+    assert config["data"]["shape"] == [1, P, P] and config["data"]["store_id"] is not None
+    status, _, err = run_cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2")
+    assert status == 0, err
+    assert len((out / run_folder.HISTORY).read_text().splitlines()) == 3  # a header and two epochs
+    assert run_cli(capsys, "evaluate", str(out))[0] == 0

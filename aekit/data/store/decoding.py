@@ -3,10 +3,16 @@ processes (:mod:`aekit.data.store.pool`), a chunk of images at a time, at most t
 
 An image folder is decoded once: its first image is decoded first and its size and layout taken for all, and each
 image is checked against them as it is decoded. A folder where that guess fails (another size, colour after gray, 16
-bits after 8, an unreadable image) is packed again the careful way: every header read first, so that a size mismatch
-names the first image that differs and ``--skip-bad`` leaves out unreadable headers, then the pixels. Nothing is sized
-from headers before an image has decoded (a forged header costs no memory or disk), and no row is written once an
-image has failed to decode, as the split is then drawn again without it.
+bits after 8, an unreadable image) is packed again the careful way: every header read first, so that ``--skip-bad``
+leaves out unreadable headers and every size is known, then the pixels. Nothing is sized from headers before an
+image has decoded (a forged header costs no memory or disk), and no row is written once an image has failed to
+decode, as the split is then drawn again without it.
+
+A folder of images of mixed sizes is packed ragged (format version 3, :mod:`aekit.data.store.format`): found the
+careful way, each image is then decoded at its own size, with the channels and type the folder's training read gives
+every image (:func:`aekit.data.images.scan_sizes`, :mod:`aekit.data.photos`), and checked against its header's size.
+Its chunks are sized from the headers, but examples.npy grows only by the images that decoded (a forged header costs
+address space, not memory or disk).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from aekit.data import images
+from aekit.data.dataset import as_float32
 from aekit.data.store.format import crc32_text
 from aekit.data.store.plans import Packing, Plan, seeded
 from aekit.data.store.pool import Pool, progress_bar
@@ -44,9 +51,9 @@ class Redo(Exception):
 def images_plan(folder: Path, packing: Packing) -> Plan:
     """An image folder's plan. The first try decodes the first image here and takes its size and layout for every
     image, each checked as it is decoded: any image that does not fit, or cannot be read, ends the try
-    (:class:`Redo`). A redo first reads every header, as ``aekit.data.images`` does: a size mismatch is reported
-    naming the first image that differs, and under ``skip_bad`` unreadable headers are left out. Either way the
-    store is sized from an image that decoded, never from headers alone: they are only claims."""
+    (:class:`Redo`). A redo first reads every header, as ``aekit.data.images`` does: under ``skip_bad`` unreadable
+    headers are left out, and images of mixed sizes make a ragged plan (each at its own size). Either way the store's
+    layout is taken from an image that decoded, never from headers alone: they are only claims."""
     skip_bad, pool, progress, redo = packing.skip_bad, packing.pool, packing.progress, packing.redo
     unreadable = {}  # subfolders left out under skip_bad: relative name -> reason
     entries = images.image_listing(folder, unreadable if skip_bad else None)
@@ -60,10 +67,13 @@ def images_plan(folder: Path, packing: Packing) -> Plan:
     # The first image's pixels, or under skip_bad the reason they cannot be decoded.
     first = None if redo is not None else _trial(paths[0], skip_bad)
     careful = not isinstance(first, np.ndarray)  # a redo, or a first image that cannot be read
+    sizes = None
     if careful:
         if isinstance(first, str):
             exclude[paths[0]] = first
-        skipped, names, paths, (shape, dtype) = _read_carefully(folder, names, paths, skip_bad, pool, progress, exclude)
+        skipped, names, paths, (shape, dtype, sizes) = _read_carefully(
+            folder, names, paths, skip_bad, pool, progress, exclude
+        )
     else:
         skipped, shape, dtype = {}, first.shape, first.dtype
     skipped.update(unreadable)
@@ -88,7 +98,12 @@ def images_plan(folder: Path, packing: Packing) -> Plan:
         label_names=None if classes is None else list(classes),
         skipped=skipped,
         sources=entries,
-        **_decoding(paths, shape, dtype, skip_bad, pool, careful, exclude),
+        sizes=sizes,
+        **(
+            _decoding(paths, shape, dtype, skip_bad, pool, careful, exclude)
+            if sizes is None
+            else _ragged_decoding(paths, sizes, shape[0], dtype, skip_bad, pool, exclude)
+        ),
     )
 
 
@@ -127,24 +142,21 @@ def _read_carefully(
         trial = _trial(path, skip_bad)
         if isinstance(trial, np.ndarray):
             names, paths, headers = (list(column) for column in zip(*good[k:]))
-            return skipped, names, paths, _layout(paths, headers)
+            return skipped, names, paths, _layout(headers)
         skipped[name] = exclude[path] = trial
     raise DataError(f"{folder}: no image in it can be read; replace them")
 
 
-def _layout(paths: list[str], headers: list) -> tuple[tuple[int, int, int], np.dtype]:
-    """The (channels, height, width) and type of the store of images with these headers ((width, height), mode):
-    one channel when every image is grayscale, float32 when some image has 16 bits. All must have one size."""
-    (width, height), _ = headers[0]
-    for path, (size, _) in zip(paths, headers):
-        if size != (width, height):
-            raise DataError(
-                f"{path} is {size[0]}x{size[1]} pixels but {paths[0]} and every image before it is "
-                f"{width}x{height}; resize all images to one size"
-            )
+def _layout(headers: list) -> tuple[tuple[int, ...], np.dtype, np.ndarray | None]:
+    """The example shape and type of the store of images with these headers ((width, height), mode), and None, or
+    where their sizes differ, (channels,), the type and each image's (height, width) (a ragged store): one channel
+    when every image is grayscale, float32 when some image has 16 bits."""
     channels = 1 if all(mode in images.GRAY_MODES for _, mode in headers) else 3
     dtype = np.dtype(np.float32 if any(mode.startswith("I;16") for _, mode in headers) else np.uint8)
-    return (channels, height, width), dtype
+    (width, height), _ = headers[0]
+    if all(size == (width, height) for size, _ in headers):
+        return (channels, height, width), dtype, None
+    return (channels,), dtype, np.array([(height, width) for (width, height), _ in headers], np.int64)
 
 
 def _decoding(
@@ -187,8 +199,14 @@ def _decoding(
         if bad:
             raise Redo({**exclude, **bad})
 
+    return {"rows": rows, "finish": finish, "crc32s": _crc32s(paths, crcs, read)}
+
+
+def _crc32s(paths: list[str], crcs: np.ndarray, read: np.ndarray):
+    """A plan's ``crc32s``: of the files ``wanted``, the CRC-32 of each of ``paths`` (those of ``wanted`` left in, in
+    the same order) whose bytes were ``read``, else None."""
+
     def crc32s(wanted: list[str]) -> list[str | None]:
-        # ``paths`` are those of ``wanted`` left in, in the same order.
         found, k = [], 0
         for path in wanted:
             if k < len(paths) and paths[k] == path:
@@ -198,7 +216,53 @@ def _decoding(
                 found.append(None)
         return found
 
-    return {"rows": rows, "finish": finish, "crc32s": crc32s}
+    return crc32s
+
+
+def _ragged_decoding(
+    paths: list[str],
+    sizes: np.ndarray,
+    channels: int,
+    dtype: np.dtype,
+    skip_bad: bool,
+    pool: Pool,
+    exclude: dict[str, str],
+) -> dict:
+    """A ragged plan's ``rows`` (lists of (channels, height, width) images at the ``sizes`` of their headers),
+    ``finish`` and ``crc32s``: the images decoded by the pool a chunk of at most IMAGES_PER_CHUNK images and (but for
+    one larger image) CHUNK_BYTES at a time, handed back flat. As :func:`_decoding`'s careful way, the images
+    unreadable under ``skip_bad`` are gathered and raise one :class:`Redo` once all are known, and no row is written
+    from the first of them on."""
+    nbytes = channels * sizes[:, 0] * sizes[:, 1] * dtype.itemsize  # by source index, as the headers say
+    bad = {}
+    crcs, read = np.zeros(len(paths), np.uint32), np.zeros(len(paths), bool)
+
+    def rows(indices: np.ndarray) -> Iterator[list[np.ndarray]]:
+        bounds, start, total = [], 0, 0
+        for k, size in enumerate(nbytes[indices].tolist()):
+            if k > start and (k - start == IMAGES_PER_CHUNK or total + size > CHUNK_BYTES):
+                bounds.append((start, k))
+                start, total = k, 0
+            total += size
+        bounds.append((start, len(indices)))
+        chunks = [indices[start:stop] for start, stop in bounds]
+        tasks = (([paths[i] for i in chunk], sizes[chunk].tolist(), channels, dtype.str, skip_bad) for chunk in chunks)
+        most = max(int(nbytes[chunk].sum()) for chunk in chunks)
+        for k, (flat, failures, chunk_crcs, chunk_read) in enumerate(pool.map(_decode_ragged, tasks, most)):
+            crcs[chunks[k]], read[chunks[k]] = chunk_crcs, chunk_read
+            bad.update(failures)
+            if not bad:  # once an image failed, the split is drawn again without it: nothing more is written
+                ends = np.cumsum(nbytes[chunks[k]] // dtype.itemsize)
+                yield [
+                    flat[end - height * width * channels : end].reshape(channels, height, width)
+                    for end, (height, width) in zip(ends.tolist(), sizes[chunks[k]].tolist())
+                ]
+
+    def finish() -> None:
+        if bad:
+            raise Redo({**exclude, **bad})
+
+    return {"rows": rows, "finish": finish, "crc32s": _crc32s(paths, crcs, read)}
 
 
 def _headers(paths: list[str], skip_bad: bool, pool: Pool, progress: bool) -> list:
@@ -245,12 +309,7 @@ def _decode(task) -> tuple[np.ndarray, dict[str, str], bool, np.ndarray, np.ndar
         try:
             data = images.image_bytes(path)
             crcs[i], read[i] = zlib.crc32(data), True
-            pixels = images.decoded(path, shape[0], data)
-            if pixels.shape != tuple(shape) or not np.can_cast(pixels.dtype, out.dtype):
-                raise DataError(
-                    f"{path} decodes to {_kind(pixels.shape, pixels.dtype)} but its header said "
-                    f"{_kind(shape, out.dtype)} (forged or damaged, or changed while packing); delete or replace it"
-                )
+            pixels = _fitting(path, data, shape, out.dtype)
         except DataError as error:
             if not careful:
                 return out, bad, False, crcs, read
@@ -263,6 +322,43 @@ def _decode(task) -> tuple[np.ndarray, dict[str, str], bool, np.ndarray, np.ndar
         else:  # 8-bit and 16-bit images in one folder: the store is float32, in [0, 1]
             out[i] = pixels / 255
     return out, bad, True, crcs, read
+
+
+def _fitting(path: str, data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The pixels of the image ``path`` (its bytes ``data``) as :func:`aekit.data.images.decoded` gives them, refused
+    in one line where they are not of ``shape`` or do not fit ``dtype``, as the header said."""
+    pixels = images.decoded(path, shape[0], data)
+    if pixels.shape != tuple(shape) or not np.can_cast(pixels.dtype, dtype):
+        raise DataError(
+            f"{path} decodes to {_kind(pixels.shape, pixels.dtype)} but its header said "
+            f"{_kind(shape, dtype)} (forged or damaged, or changed while packing); delete or replace it"
+        )
+    return pixels
+
+
+def _decode_ragged(task) -> tuple[np.ndarray, dict[str, str], np.ndarray, np.ndarray]:
+    """Worker: a chunk of images at their own sizes ((height, width) each, as their headers said), in the store's
+    type, one after the other in one flat array (8-bit pixels as they are, or as float32 in [0, 1] as the folder's
+    training reads them where the store is float32); under ``skip_bad`` the reason of each image that could not be
+    decoded, by path (its values left zero); the CRC-32 of each file's bytes and whether they were read."""
+    paths, sizes, channels, dtype, skip_bad = task
+    dtype = np.dtype(dtype)
+    out = np.zeros(channels * sum(height * width for height, width in sizes), dtype)
+    bad, start = {}, 0
+    crcs, read = np.zeros(len(paths), np.uint32), np.zeros(len(paths), bool)
+    for i, (path, (height, width)) in enumerate(zip(paths, sizes)):
+        shape, start = (channels, height, width), start + channels * height * width
+        try:
+            data = images.image_bytes(path)
+            crcs[i], read[i] = zlib.crc32(data), True
+            pixels = _fitting(path, data, shape, dtype)
+        except DataError as error:
+            if not skip_bad:
+                raise
+            bad[path] = _reason(error)
+            continue
+        out[start - pixels.size : start] = (pixels if pixels.dtype == dtype else as_float32(pixels)).ravel()
+    return out, bad, crcs, read
 
 
 def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:

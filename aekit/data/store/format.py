@@ -1,7 +1,8 @@
 """The store's format: any source packed once (``aekit pack``, :mod:`aekit.data.store.writer`) into one memory-mapped
 array and a manifest, read by :mod:`aekit.data.store.reader`.
 
-Format ``aekit-store``, version 2: a folder ``STORE/`` holding
+Format ``aekit-store``, version 2 (examples of one shape; version 3, images of their own sizes, below): a folder
+``STORE/`` holding
 
     file              content
     examples.npy      every example, one .npy array of shape (n, *shape), C order, in the data's natural type:
@@ -35,6 +36,15 @@ each file above but the manifest: ``size`` in bytes and ``sha256``; examples.npy
 header and of blocks of ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of every
 other field, see :func:`store_id`). A version 1 store (before listing.json) still opens: its id covers its files'
 digests alone, so an edit of its other fields goes unseen, and a source that changed in time alone is taken as changed.
+
+Version 3 is a folder of images of mixed sizes packed with each image at its own size (``--patch`` training crops
+them; a command that needs one shape refuses the store). It differs from version 2 in three things alone:
+``shape`` is [channels], the part of the shape every example shares (1 where every image is grey, else 3, as an
+image folder is read); examples.npy is one flat array of shape (total,) holding each example's (channels, height,
+width) values in C order, one after the other in the row order above (:func:`example_offsets` says where each
+starts); and one more data file, ``sizes.npy``, int64 (n, 2), each example's height and width in that order. Its
+statistics are per channel, over every pixel of the training split: arrays of shape [channels]. A folder whose
+images share one size is packed as version 2, as before.
 """
 
 from __future__ import annotations
@@ -55,16 +65,19 @@ from aekit.errors import DataError
 
 FORMAT = "aekit-store"
 VERSION = 2
+# A store of images at their own sizes (a ragged store, see above).
+RAGGED = 3
 # Versions read: 1, written before the id covered the whole manifest and before listing.json (see store_id).
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, RAGGED)
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.npy"
 LABELS = "labels.npy"
 SPLIT = "split.npz"
 STATISTICS = "statistics.npz"
 LISTING = "listing.json"
+SIZES = "sizes.npy"
 # The files that hold a store's data (see data_digest).
-DATA_FILES = (EXAMPLES, LABELS, SPLIT, STATISTICS)
+DATA_FILES = (EXAMPLES, LABELS, SPLIT, STATISTICS, SIZES)
 SCALES = {"uint8": "intensity: uint8 / 255", "binary": "intensity: values in [0, 1]", "real": "real values"}
 SOURCE_KINDS = ("images", "npy", "npz", "csv", "idx", "digits", "mnist")
 # Sampled digest of examples.npy: this many blocks of this many bytes, spread evenly over its values.
@@ -81,6 +94,12 @@ def fix(store: str | Path) -> str:
 
 def _refuse(store: str | Path, problem: str) -> DataError:
     return DataError(f"store {store}: {problem}; {fix(store)}")
+
+
+def example_offsets(sizes: np.ndarray, channels: int) -> np.ndarray:
+    """Where each example of a ragged store starts in its flat examples.npy, in values, and where the last ends: the
+    n + 1 running sums of channels x height x width of ``sizes`` (n, 2)."""
+    return np.concatenate([[0], np.cumsum(channels * sizes[:, 0] * sizes[:, 1], dtype=np.int64)])
 
 
 # --- digests -------------------------------------------------------------------------------------------------------
@@ -278,6 +297,8 @@ def _examples_problem(m: dict) -> str | None:
         or len(m["shape"]) > 8
     ):
         return f"has shape {m['shape']!r}, not a list of positive whole numbers"
+    if m["version"] == RAGGED and len(m["shape"]) != 1:
+        return f"has shape {m['shape']!r}, not [channels] as a store of images at their own sizes has"
     if m["dtype"] not in ("uint8", "float32"):
         return f"has dtype {m['dtype']!r}, not uint8 or float32"
     if type(m["binary"]) is not bool or (m["dtype"] == "uint8" and not m["binary"]):
@@ -336,6 +357,7 @@ def _files_problem(m: dict) -> str | None:
     files = m["files"]
     listed = m["version"] >= 2 and m["source"]["listing_sha256"] is not None
     expected = {EXAMPLES, SPLIT, STATISTICS} | ({LABELS} if m["labels"] else set()) | ({LISTING} if listed else set())
+    expected |= {SIZES} if m["version"] == RAGGED else set()
     if not isinstance(files, dict) or set(files) != expected:
         return f"lists files {sorted(files) if isinstance(files, dict) else files!r}, not {sorted(expected)}"
     for name, entry in files.items():

@@ -52,6 +52,9 @@ class Plan:
     # The CRC-32 (format.crc32_text) of each source file of these paths that the rows read whole, or None.
     crc32s: Callable[[list[str]], list[str | None]] = lambda paths: [None] * len(paths)
     close: Callable[[], None] = lambda: None
+    # An image folder of mixed sizes, packed ragged (format version 3): each image's (height, width) by source index,
+    # ``shape`` being (channels,) and ``rows`` giving lists of (channels, height, width) images. None: one shape.
+    sizes: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -9,6 +9,12 @@ but has changed (files added or removed, a file of another size or content) is r
 changed (``touch``, ``cp -r`` of a backup) is read again and compared with listing.json, and a copy whose source is
 gone opens. Any failure is one :class:`DataError` line naming the store and the fix. :func:`verify_store` also reads
 examples.npy and listing.json whole to check their full sha256 (``aekit pack --verify STORE``).
+
+A store of images opens with ``patch`` as photos for patch training, as :mod:`aekit.data.photos` loads the folder it
+was packed from: the training photos whole, in the order of that folder's seeded split, each a view of the memory map
+(nothing read but the pages a crop touches), and each photo's centre crop as the examples, the only pixels read on
+opening and held in memory (n x channels x patch x patch values). A ragged store (version 3) opens only so: without
+``patch`` it is refused in one line naming the fixes.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from aekit.data.arrays import npy_file_header, read_npy_header
-from aekit.data.dataset import Dataset
+from aekit.data.dataset import Dataset, split_indices
 from aekit.data.store.format import (
     EXAMPLES,
     FORMAT,
@@ -30,6 +36,8 @@ from aekit.data.store.format import (
     LISTING,
     MANIFEST,
     MAX_MANIFEST_BYTES,
+    RAGGED,
+    SIZES,
     SPLIT,
     STATISTICS,
     _is_hex,
@@ -38,6 +46,7 @@ from aekit.data.store.format import (
     _refuse,
     content_crc32,
     data_digest,
+    example_offsets,
     file_sha256,
     listing_sha256,
     manifest_problem,
@@ -48,6 +57,7 @@ from aekit.data.store.format import (
     store_id,
 )
 from aekit.errors import DataError
+from aekit.naming import option as named
 
 
 def is_store(path: str | Path) -> bool:
@@ -65,33 +75,29 @@ def is_store(path: str | Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
-def open_store(path: str | Path) -> Dataset:
+def open_store(path: str | Path, patch: int | None = None) -> Dataset:
     """The store in ``path`` as a :class:`Dataset`: memory-mapped slices of examples.npy (nothing copied), its
     labels, ``bounds``, ``store_id`` and ``digest`` (:func:`data_digest`) from the manifest and ``checked`` (its
-    values were checked when it was packed), after the checks in this module's docstring."""
+    values were checked when it was packed), after the checks in this module's docstring; with ``patch``, its images
+    as photos for patch training (:func:`_photos`)."""
     store = Path(path)
-    manifest = read_manifest(store)
-    _check_files(store, manifest)
-    _check_contents(store, manifest)
-    # After the files and contents, whose checks name what differs: an edit they cannot see changes the id.
-    if manifest["id"] != store_id(manifest):
-        what = "its files' digests" if manifest["version"] == 1 else "its other fields"
-        raise _refuse(store, f"{MANIFEST} has id {manifest['id']}, not the digest of {what} (the manifest was edited)")
-    _check_source(store, manifest)
+    manifest = _checked(store)
+    if patch is not None:
+        return _photos(store, manifest, patch)
+    if manifest["version"] == RAGGED:
+        raise DataError(
+            f"store {store} holds images of mixed sizes, each at its own, which only patch training reads; train "
+            f"on it with {named('patch', 'P')}, or resize the images to one size and pack them again"
+        )
     examples = np.load(store / EXAMPLES, mmap_mode="r")
     n_train = manifest["n_train"]
-    y_train = y_test = None
-    if manifest["labels"]:
-        labels = _read(store, LABELS)["x"]
-        if labels.shape != (manifest["n"],) or labels.dtype != np.int64:
-            raise _refuse(store, f"{LABELS} holds {labels.dtype} {labels.shape}, not int64 ({manifest['n']},)")
-        y_train, y_test = labels[:n_train], labels[n_train:]
+    labels = _labels(store, manifest)
     return Dataset(
         manifest["name"],
         examples[:n_train],
         examples[n_train:],
-        y_train,
-        y_test,
+        None if labels is None else labels[:n_train],
+        None if labels is None else labels[n_train:],
         binary=manifest["binary"],
         label_names=None if manifest["label_names"] is None else tuple(manifest["label_names"]),
         bounds=tuple(manifest["bounds"]),
@@ -101,12 +107,108 @@ def open_store(path: str | Path) -> Dataset:
     )
 
 
+def _checked(store: Path) -> dict:
+    """The manifest of ``store``, after the checks in this module's docstring."""
+    manifest = read_manifest(store)
+    _check_files(store, manifest)
+    _check_contents(store, manifest)
+    # After the files and contents, whose checks name what differs: an edit they cannot see changes the id.
+    if manifest["id"] != store_id(manifest):
+        what = "its files' digests" if manifest["version"] == 1 else "its other fields"
+        raise _refuse(store, f"{MANIFEST} has id {manifest['id']}, not the digest of {what} (the manifest was edited)")
+    _check_source(store, manifest)
+    return manifest
+
+
+def _labels(store: Path, manifest: dict) -> np.ndarray | None:
+    """labels.npy's labels, in the store's order, or None where the store has none."""
+    if not manifest["labels"]:
+        return None
+    labels = _read(store, LABELS)["x"]
+    if labels.shape != (manifest["n"],) or labels.dtype != np.int64:
+        raise _refuse(store, f"{LABELS} holds {labels.dtype} {labels.shape}, not int64 ({manifest['n']},)")
+    return labels
+
+
+def _photos(store: Path, manifest: dict, patch: int) -> Dataset:
+    """The store's images as :func:`aekit.data.photos.load_photo_folder` loads the folder it was packed from, for
+    patch training: the training photos whole (views of the memory map), in the order of that folder's seeded split
+    (the store's rows are in increasing source order), each photo's centre ``patch`` x ``patch`` crop as the
+    examples. Refused in one line where the store holds no images or one smaller than the patch."""
+    from aekit.data.photos import centre
+
+    n, n_train, shape = manifest["n"], manifest["n_train"], manifest["shape"]
+    examples = np.load(store / EXAMPLES, mmap_mode="r")
+    if manifest["version"] == RAGGED:
+        sizes = _sizes(store, manifest)
+        starts = example_offsets(sizes, shape[0]).tolist()
+
+        def photo(row: int) -> np.ndarray:
+            return examples[starts[row] : starts[row + 1]].reshape(shape[0], *sizes[row])
+
+    elif len(shape) == 3:
+        sizes, photo = np.tile(shape[1:], (n, 1)), examples.__getitem__
+    else:
+        raise DataError(
+            f"{named('patch', patch)} crops photos, and the store {store} holds examples of shape {tuple(shape)}, "
+            f"not images; pack a folder of images, or drop {named('patch')}"
+        )
+    split = _read(store, SPLIT)
+    small = np.flatnonzero(sizes.min(1) < patch)
+    if small.size:
+        height, width = sizes[small[0]]
+        raise DataError(
+            f"store {store}: {_source_name(store, manifest, split, int(small[0]))} is {width}x{height} pixels, "
+            f"smaller than the patches of {named('patch', patch)}; use a smaller {named('patch')}, or pack the "
+            "folder again without it"
+        )
+    train, test = np.arange(n_train), np.arange(n_train, n)
+    if manifest["split"] == "seeded":  # the folder's order: split_indices's, where the store sorts each split
+        seeded = split_indices(n, seed=manifest["seed"], test_fraction=manifest["test_fraction"])
+        train, test = np.searchsorted(split["train"], seeded[0]), n_train + np.searchsorted(split["test"], seeded[1])
+    photos = tuple(photo(row) for row in train)
+    labels = _labels(store, manifest)
+    return Dataset(
+        manifest["name"],
+        np.stack([centre(pixels, patch) for pixels in photos]),
+        np.stack([centre(photo(row), patch) for row in test]),
+        None if labels is None else labels[train],
+        None if labels is None else labels[test],
+        binary=manifest["binary"],
+        label_names=None if manifest["label_names"] is None else tuple(manifest["label_names"]),
+        checked=True,
+        store_id=manifest["id"],
+        digest=data_digest(manifest),
+        photos=photos,
+    )
+
+
+def _source_name(store: Path, manifest: dict, split: dict, row: int) -> str:
+    """The source file of the store's ``row`` by listing.json (the images packed are those it lists that were not
+    skipped), or "example ROW" where the store lists no files."""
+    if LISTING not in manifest["files"]:
+        return f"example {row}"
+    skipped = set(manifest["skipped"])
+    packed = [name for name, *_ in _listing(store, manifest) if name not in skipped]
+    index = np.concatenate([split["train"], split["test"]])[row]
+    return packed[index]
+
+
+def _sizes(store: Path, manifest: dict) -> np.ndarray:
+    """A ragged store's sizes.npy: each example's (height, width), its sha256 and form checked."""
+    if file_sha256(store / SIZES) != manifest["files"][SIZES]["sha256"]:
+        raise _refuse(store, f"{SIZES} does not match its sha256: it was changed or replaced")
+    sizes = _read(store, SIZES)["x"]
+    if sizes.shape != (manifest["n"], 2) or sizes.dtype != np.int64 or not (sizes >= 1).all():
+        raise _refuse(store, f"{SIZES} holds {sizes.dtype} {sizes.shape}, not int64 ({manifest['n']}, 2) sizes")
+    return sizes
+
+
 def verify_store(path: str | Path) -> dict:
     """:func:`open_store`'s checks, listing.json's and the full sha256 of examples.npy (which reads it whole);
     returns the manifest."""
     store = Path(path)
-    open_store(store)
-    manifest = read_manifest(store)
+    manifest = _checked(store)
     if LISTING in manifest["files"]:
         _listing(store, manifest)
     digest = file_sha256(store / EXAMPLES)
@@ -159,7 +261,10 @@ def _check_files(store: Path, manifest: dict) -> None:
         header = npy_file_header(path)
     except ValueError as error:
         raise _refuse(store, f"{EXAMPLES} is damaged ({error})") from None
-    shape = (manifest["n"], *manifest["shape"])
+    if manifest["version"] == RAGGED:
+        shape = (int(example_offsets(_sizes(store, manifest), manifest["shape"][0])[-1]),)
+    else:
+        shape = (manifest["n"], *manifest["shape"])
     if header.shape != shape or header.dtype != np.dtype(manifest["dtype"]) or header.fortran:
         raise _refuse(
             store,

@@ -174,7 +174,7 @@ def _manifest(plan: Plan, files: dict, bounds: tuple[float, float], *, seed: int
     scale = "uint8" if plan.dtype == np.uint8 else "binary" if plan.binary else "real"
     manifest = {
         "format": fmt.FORMAT,
-        "version": fmt.VERSION,
+        "version": fmt.VERSION if plan.sizes is None else fmt.RAGGED,
         "name": plan.name,
         "shape": list(plan.shape),
         "dtype": plan.dtype.name,
@@ -205,48 +205,54 @@ def _manifest(plan: Plan, files: dict, bounds: tuple[float, float], *, seed: int
 
 
 def _write_examples(folder: Path, plan: Plan, progress: bool):
-    """examples.npy from the plan's chunks, training rows first: its manifest entry, the training split's bounds
-    and its statistics. The chunks are written in order, hashed and summed on the way."""
+    """examples.npy from the plan's chunks, training rows first (a ragged plan's images flat, one after the other, and
+    its sizes.npy): their manifest entries, the training split's bounds and its statistics. The header is written,
+    then the chunks in order, appended, hashed and summed on the way: the file never holds more than was decoded."""
     path = folder / fmt.EXAMPLES
-    shape = (plan.n, *plan.shape)
-    with writing(path):
-        np.lib.format.open_memmap(path, mode="w+", dtype=plan.dtype, shape=shape)._mmap.close()
-    size = path.stat().st_size
-    offset = size - math.prod(shape) * plan.dtype.itemsize
-    digest = hashlib.sha256()
+    files, pieces = {}, _pieces(plan)
+    if plan.sizes is None:
+        shape = (plan.n, *plan.shape)
+    else:
+        sizes = np.concatenate([plan.sizes[plan.train], plan.sizes[plan.test]]).astype(np.int64)
+        files[fmt.SIZES] = _write_small(folder / fmt.SIZES, _npy_bytes(sizes))
+        shape, pieces = (int(fmt.example_offsets(sizes, plan.shape[0])[-1]),), _images(plan, sizes)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(plan.dtype), "fortran_order": False, "shape": shape}
+    )
+    offset = len(header.getvalue())
+    size = offset + math.prod(shape) * plan.dtype.itemsize
+    digest = hashlib.sha256(header.getvalue())
     statistics = _Statistics(plan.shape, plan.dtype)
     low, high = math.inf, -math.inf
     done = 0
     bar = progress_bar(plan.n, "packing", "ex", progress)
     try:
-        with writing(path), path.open("r+b") as file, _Flushing(file.fileno()) as flushing:
-            digest.update(file.read(offset))
-            for split, indices in (("train", plan.train), ("test", plan.test)):
-                for chunk in plan.rows(indices):
-                    if chunk.dtype != plan.dtype or chunk.shape[1:] != plan.shape:
-                        raise AssertionError(f"chunk {chunk.dtype} {chunk.shape} for {plan.dtype} {plan.shape}")
-                    chunk = np.ascontiguousarray(chunk)
-                    if plan.dtype == np.float32:
-                        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
-                    if split == "train":
-                        statistics.update(chunk)
-                    data = memoryview(chunk).cast("B")
-                    file.write(data)
-                    flushing.wrote(len(data))
-                    digest.update(data)
-                    done += len(chunk)
-                    bar.update(len(chunk))
+        with writing(path), path.open("wb") as file, _Flushing(file.fileno()) as flushing:
+            file.write(header.getvalue())
+            for split, values, rows, count in pieces:
+                values = np.ascontiguousarray(values)
+                if plan.dtype == np.float32:
+                    low, high = min(low, float(values.min())), max(high, float(values.max()))
+                if split == "train":
+                    statistics.update(rows)
+                data = memoryview(values).cast("B")
+                file.write(data)
+                flushing.wrote(len(data))
+                digest.update(data)
+                done += count
+                bar.update(count)
             plan.finish()
             file.flush()
             os.fsync(file.fileno())
     finally:
         bar.close()
-    if done != plan.n:
-        raise AssertionError(f"{done} rows written for {plan.n}")
+    if done != plan.n or path.stat().st_size != size:
+        raise AssertionError(f"{done} rows of {path.stat().st_size} bytes written for {plan.n} of {size}")
     if plan.binary and plan.dtype == np.float32 and (low < 0 or high > 1):
         raise DataError(f"{plan.name}: marked binary-valued but holds values in [{low:g}, {high:g}], outside [0, 1]")
     offsets = fmt.sampled_offsets(size, offset)
-    entry = {
+    files[fmt.EXAMPLES] = {
         "size": size,
         "sha256": digest.hexdigest(),
         "sampled": {
@@ -256,7 +262,31 @@ def _write_examples(folder: Path, plan: Plan, progress: bool):
         },
     }
     arrays = statistics.arrays()
-    return {fmt.EXAMPLES: entry}, (float(arrays["min"].min()), float(arrays["max"].max())), arrays
+    return files, (float(arrays["min"].min()), float(arrays["max"].max())), arrays
+
+
+def _pieces(plan: Plan):
+    """What :func:`_write_examples` writes of a plan of one shape: (split, values, the rows its statistics take,
+    examples) for each chunk of rows, training rows first."""
+    for split, indices in (("train", plan.train), ("test", plan.test)):
+        for chunk in plan.rows(indices):
+            if chunk.dtype != plan.dtype or chunk.shape[1:] != plan.shape:
+                raise AssertionError(f"chunk {chunk.dtype} {chunk.shape} for {plan.dtype} {plan.shape}")
+            yield split, chunk, chunk, len(chunk)
+
+
+def _images(plan: Plan, sizes: np.ndarray):
+    """What :func:`_write_examples` writes of a ragged plan (``sizes``: each row's height and width, in the store's
+    order): (split, image, its pixels as rows of channel values, 1) for each image, training rows first, so that the
+    statistics are per channel."""
+    row, channels = 0, plan.shape[0]
+    for split, indices in (("train", plan.train), ("test", plan.test)):
+        for chunk in plan.rows(indices):
+            for image in chunk:
+                if image.dtype != plan.dtype or image.shape != (channels, *sizes[row]):
+                    raise AssertionError(f"image {image.dtype} {image.shape} for {plan.dtype} {sizes[row]}")
+                row += 1
+                yield split, image, image.reshape(channels, -1).T, 1
 
 
 class _Flushing:
