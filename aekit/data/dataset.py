@@ -90,6 +90,8 @@ class Dataset:
     :func:`aekit.data.identity.data_sha256` computes one). ``photos``, for patch training only
     (:mod:`aekit.data.photos`), are the training images whole, (channels, height, width) each of any size, that the
     training crops its patches from; ``x_train[i]`` is the centre crop of ``photos[i]``. None for other data.
+    ``anomaly_labels`` says the labels mark anomalies (1) and normal examples (0) rather than classes (a table's, see
+    :func:`aekit.data.arrays.load_array_file`): they are never used to fit, only to measure the anomaly scores.
     """
 
     name: str
@@ -104,6 +106,7 @@ class Dataset:
     store_id: str | None = None
     digest: str | None = None
     photos: tuple[np.ndarray, ...] | None = None
+    anomaly_labels: bool = False
 
     def __post_init__(self):
         for split, x in (("train", self.x_train), ("test", self.x_test)):

@@ -64,6 +64,7 @@ def load_data(options: dict) -> Dataset:
         seed=options["seed"],
         test_fraction=options["test_fraction"],
         patch=options.get("patch"),  # a run's config.json from before --patch existed has none
+        label_column=options.get("label_column"),  # nor one from before --label-column
     )
 
 
