@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aekit.data.dataset import CHUNK_ROWS, Dataset, IndexedRows, split_indices, split_seeded
+from aekit.data.dataset import Dataset, IndexedRows, split_indices, split_seeded
 from aekit.data.layout import as_float, image_layout
 from aekit.errors import DataError
 
@@ -22,8 +22,6 @@ SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
 # The examples of a file that does not come split, with their labels as y: class labels beside x, anomaly labels
 # beside X (ADBench's tables: 1 an anomaly, 0 a normal row).
 _WHOLE_KEYS = {"x": {"x", "y"}, "X": {"X", "y"}}
-# The fewest rows a table is trained on: with the default test split of 0.2, 8 rows to fit and 2 to measure.
-MIN_TABLE_ROWS = 10
 
 
 def load_array_file(path: str | Path, *, seed: int, test_fraction: float, label_column: str | None = None) -> Dataset:
@@ -40,12 +38,10 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float, label_
     as ADBench stores its tables), or a single array of any name. ``.csv``: numbers separated by commas, an optional
     header row; ``label_column`` names the header's column of anomaly labels (1 and 0), which is not an example's
     value. Anomaly labels are never used to fit (``Dataset.anomaly_labels``). Sources that do not come split are
-    split with ``seed`` and ``test_fraction``. A table, examples of one dimension, must have at least two columns,
-    :data:`MIN_TABLE_ROWS` rows and rows that are not all the same (:func:`check_table`).
+    split with ``seed`` and ``test_fraction``.
     """
     path = Path(path)
     found = read_array_file(path, label_column)
-    check_table(found.xs[0], found.names[0])
     if found.given:
         (x_train, x_test), (y_train, y_test) = found.xs, found.ys
         binary = _intensities(x_train)
@@ -200,26 +196,6 @@ def checked_anomaly_labels(labels: np.ndarray, source: str) -> None:
         kind = "anomalies (1)" if labels[0] == 0 else "normal rows (0)"
         raise DataError(
             f"{source} labels no {kind}, so no AUROC can be measured; give labels of both kinds, or no labels"
-        )
-
-
-def check_table(x: np.ndarray, source: str) -> None:
-    """Refuse a table (examples of one dimension) to train on that has one column (nothing for a code to compress
-    that the row does not already say), fewer than :data:`MIN_TABLE_ROWS` rows, or rows all the same (nothing to
-    learn); scanned a block of rows at a time."""
-    if x.ndim != 2:
-        return
-    if x.shape[1] < 2:
-        raise DataError(
-            f"{source} has one column; an auto-encoder learns how the columns of a row go together, so give a "
-            "table of at least 2 columns"
-        )
-    if len(x) < MIN_TABLE_ROWS:
-        raise DataError(f"{source} has {len(x)} rows; an auto-encoder needs at least {MIN_TABLE_ROWS} to learn from")
-    first = np.asarray(x[:1])
-    if all((np.asarray(x[start : start + CHUNK_ROWS]) == first).all() for start in range(0, len(x), CHUNK_ROWS)):
-        raise DataError(
-            f"{source}: its {len(x)} rows are all the same, so there is nothing to learn; give rows that differ"
         )
 
 

@@ -152,6 +152,35 @@ class Dataset:
         return low / scale, high / scale
 
 
+# The fewest training rows a table is trained on: those of 10 rows split at the default test fraction of 0.2.
+MIN_TABLE_ROWS = 8
+
+
+def check_trainable(dataset: Dataset) -> None:
+    """Refuse to train on a table (examples of one dimension) of one column (a code holds nothing the row does not),
+    of fewer than :data:`MIN_TABLE_ROWS` training rows, or whose training rows are all the same (nothing to learn);
+    scanned a block of rows at a time."""
+    if len(dataset.shape) != 1:
+        return
+    x, name = dataset.x_train, dataset.name
+    if dataset.shape[0] < 2:
+        raise DataError(
+            f"{name} has one column; an auto-encoder learns how the columns of a row go together, so give a table of "
+            "at least 2 columns"
+        )
+    if len(x) < MIN_TABLE_ROWS:
+        raise DataError(
+            f"{name}: {len(x)} training rows are too few to learn from; give a table of at least {MIN_TABLE_ROWS} "
+            "training rows"
+        )
+    first = as_float32(x[:1])
+    if all((block == first).all() for block in chunks(x)):
+        raise DataError(
+            f"{name}: its {len(x)} training rows are all the same, so there is nothing to learn from; give rows that "
+            "differ"
+        )
+
+
 def split_seeded(x: np.ndarray, y: np.ndarray | None, *, seed: int, test_fraction: float):
     """A reproducible random train/test split: (x_train, x_test, y_train, y_test)."""
     train, test = split_indices(len(x), seed=seed, test_fraction=test_fraction)
