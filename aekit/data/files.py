@@ -113,13 +113,9 @@ def read_table(path: str | Path, label_column: str | None = None) -> Labelled:
     path = Path(path)
     if path.suffix.lower() == ".csv":
         values, header = read_csv(path)
-        found = (
-            csv_with_labels(path, values, header, label_column)
-            if label_column is not None and header is not None and label_column in header
-            else None
-        )
-        if found is None:
+        if label_column is None or header is None or label_column not in header:
             return Labelled(Examples(Rows(values, str(path)), None, np.dtype(np.float32)), None, False)
+        found = csv_with_labels(path, values, header, label_column)
     else:
         found = read_array_file(path)
     values = found.xs[0] if len(found.xs) == 1 else np.concatenate(found.xs)

@@ -104,7 +104,7 @@ def _table(run_dir: str | Path, source: str):
     labels in the column the run was trained with as ``--label-column``), else None."""
     if Path(source).suffix.lower() not in (".npz", ".csv") or not Path(source).is_file():
         return None
-    return read_table(source, run_folder.read_config(Path(run_dir))["options"].get("label_column"))
+    return read_table(source, run_folder.read_config(Path(run_dir)).get("options", {}).get("label_column"))
 
 
 def _scores_at_own_size(model, batches) -> np.ndarray:
