@@ -260,8 +260,9 @@ def _anomalies_known(s: Subject) -> bool:
     """Whether the anomaly scores can be measured against known anomalies: the test split's other classes after
     one-class training (``--normal-class``), or a table's anomaly labels (see
     :func:`aekit.evaluation.anomaly.measured_examples`)."""
-    known = s.normal_classes is not None or s.dataset.anomaly_labels
-    return s.model.gives_codes and known and s.dataset.y_test is not None
+    from aekit.evaluation.anomaly import measured_examples
+
+    return s.model.gives_codes and measured_examples(s.dataset, s.normal_classes) is not None
 
 
 register(
