@@ -67,3 +67,15 @@ def photo_folder(folder, sizes=PHOTO_SIZES, colour=()):
         shape = (height, width, 3) if i in colour else (height, width)
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"p{i}.png")
     return folder
+
+
+def planted_table(rows=60, anomalies=6, seed=0):
+    """A table of ``rows`` x 4 columns whose normal rows lie near a plane and whose first ``anomalies`` rows are drawn
+    far from it, and its labels (1: planted anomaly, 0: normal row), as ADBench labels its tables."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2)) @ rng.normal(size=(2, 4)) + 0.05 * rng.normal(size=(rows, 4))
+    x[:anomalies] = 4 * rng.normal(size=(anomalies, 4))
+    y = (np.arange(rows) < anomalies).astype(np.int64)
+    return x, y

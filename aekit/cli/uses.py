@@ -5,6 +5,7 @@ imports the work (:mod:`aekit.uses`) only when it runs."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from aekit.cli import flags
@@ -29,9 +30,11 @@ def score(commands) -> None:
         description="Score every example in INPUT by how badly the run's model explains it (higher: more "
         "anomalous), in nats: reconstruction_nll, -log p(x | decoder(encoder(x))) under the run's likelihood; for a "
         "VAE also neg_elbo, the negative ELBO, or nll_is, the importance-weighted estimate of -log p(x). Writes OUT "
-        "(a CSV file: index, name for a folder's images, label for a labelled store, the score) and the histogram "
-        "of the scores beside it (OUT with the suffix .png). A fully convolutional run (rd-ae --net fully-conv) "
-        "scores images of any size, each whole: a folder of mixed sizes, one image file or an array of another size.",
+        "(a CSV file: index, name for a folder's images, label for a labelled store or table, the score) and the "
+        "histogram of the scores beside it (OUT with the suffix .png). Where a table labels anomalies (y beside X in "
+        "an .npz file, or a CSV file's column named as the run's --label-column), prints the scores' AUROC and AUPRC "
+        "against them as JSON. A fully convolutional run (rd-ae --net fully-conv) scores images of any size, each "
+        "whole: a folder of mixed sizes, one image file or an array of another size.",
     )
     flags.run_argument(score)
     score.add_argument("input", metavar="INPUT", help="the examples to score: " + FORMATS)
@@ -54,11 +57,13 @@ def score(commands) -> None:
 def _run_score(args: argparse.Namespace) -> None:
     from aekit.uses.scoring import histogram_path, score_file
 
-    scores = score_file(
+    scored = score_file(
         args.run, args.input, args.out, args.score, args.nll_samples, device=args.device, overwrite=args.overwrite
     )
     figure = histogram_path(args.out)
-    print(f"{len(scores)} scores written to {args.out}, their histogram to {figure}", file=sys.stderr)
+    print(f"{len(scored.scores)} scores written to {args.out}, their histogram to {figure}", file=sys.stderr)
+    if scored.measures:
+        print(json.dumps(scored.measures))
 
 
 def denoise(commands) -> None:

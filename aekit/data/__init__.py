@@ -28,6 +28,7 @@ def load_dataset(
     seed: int = 0,
     test_fraction: float = 0.2,
     patch: int | None = None,
+    label_column: str | None = None,
 ) -> Dataset:
     """Load a named dataset or a file/folder of data, read by its entry in :data:`aekit.data.sources.SOURCES`.
 
@@ -35,6 +36,7 @@ def load_dataset(
     A folder that is a store (``aekit pack``; :func:`aekit.data.store.is_store`) opens memory-mapped, with the split
     it was packed with (:mod:`aekit.data.store.reader`). ``patch``: a folder or a store of images of any sizes for
     patch training, each photo's centre ``patch`` x ``patch`` crop its example (:mod:`aekit.data.photos`).
+    ``label_column``: a CSV file's column of anomaly labels (:func:`aekit.data.arrays.load_array_file`).
     """
     # The arguments may come from a run's config.json, i.e. be any JSON value.
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
@@ -49,6 +51,15 @@ def load_dataset(
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     source = find(name_or_path, "dataset")
+    if label_column is not None:
+        if source.kind != "csv":
+            raise DataError(
+                f"{named('label_column', label_column)} names a column of a CSV file, and {name_or_path} is not one "
+                f"({source.kind} data; an .npz file gives anomaly labels as y beside X); drop {named('label_column')}"
+            )
+        from aekit.data.arrays import load_array_file
+
+        return load_array_file(name_or_path, seed=seed, test_fraction=test_fraction, label_column=label_column)
     if patch is not None:
         if source.kind == "store":
             from aekit.data.store import open_store

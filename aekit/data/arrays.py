@@ -19,10 +19,12 @@ from aekit.data.layout import as_float, image_layout
 from aekit.errors import DataError
 
 SPLIT_KEYS = {"x_train", "x_test", "y_train", "y_test"}
-_WHOLE_KEYS = {"x", "y"}
+# The examples of a file that does not come split, with their labels as y: class labels beside x, anomaly labels
+# beside X (ADBench's tables: 1 an anomaly, 0 a normal row).
+_WHOLE_KEYS = {"x": {"x", "y"}, "X": {"X", "y"}}
 
 
-def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dataset:
+def load_array_file(path: str | Path, *, seed: int, test_fraction: float, label_column: str | None = None) -> Dataset:
     """A :class:`Dataset` of the examples in an array file, in one scale (:mod:`aekit.data.layout`): uint8 values
     are 8-bit intensities divided by 255 and booleans 0/1 intensities (binary-valued, ``binary=True``); other
     numbers are real values taken as they are (``binary=False``; models standardize them, see
@@ -32,23 +34,42 @@ def load_array_file(path: str | Path, *, seed: int, test_fraction: float) -> Dat
     (n, 1, height, width), (n, channels, height, width) and channels-last (n, height, width, channels) with 1 or 3
     channels become (n, channels, height, width); any other shape is flattened per example to (n, features).
     ``.npz``: either ``x_train`` and ``x_test`` (already split; labels optional as ``y_train`` and ``y_test``), or
-    ``x`` (labels optional as ``y``), or a single array of any name. ``.csv``: numbers separated by commas, an
-    optional header row, no label column. Sources that do not come split are split with ``seed`` and
-    ``test_fraction``.
+    ``x`` (class labels optional as ``y``), or ``X`` (anomaly labels optional as ``y``: 1 an anomaly, 0 a normal row,
+    as ADBench stores its tables), or a single array of any name. ``.csv``: numbers separated by commas, an optional
+    header row; ``label_column`` names the header's column of anomaly labels (1 and 0), which is not an example's
+    value. Anomaly labels are never used to fit (``Dataset.anomaly_labels``). Sources that do not come split are
+    split with ``seed`` and ``test_fraction``.
     """
     path = Path(path)
-    found = read_array_file(path)
+    found = read_array_file(path, label_column)
     if found.given:
         (x_train, x_test), (y_train, y_test) = found.xs, found.ys
         binary = _intensities(x_train)
         x_train, x_test = (_examples(x, name) for x, name in zip(found.xs, found.names))
         return Dataset(path.name, x_train, x_test, y_train, y_test, binary=binary)
-    return split_examples(path.name, found.xs[0], found.ys[0], found.names[0], seed=seed, test_fraction=test_fraction)
+    return split_examples(
+        path.name,
+        found.xs[0],
+        found.ys[0],
+        found.names[0],
+        seed=seed,
+        test_fraction=test_fraction,
+        anomaly_labels=found.anomaly_labels,
+    )
 
 
-def split_examples(name: str, x: np.ndarray, y: np.ndarray | None, source: str, *, seed: int, test_fraction: float):
-    """A :class:`Dataset` named ``name`` of the stored examples ``x`` (labels ``y`` or None) split with ``seed`` and
-    ``test_fraction``, in the scale and layout of :func:`load_array_file`."""
+def split_examples(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    source: str,
+    *,
+    seed: int,
+    test_fraction: float,
+    anomaly_labels: bool = False,
+):
+    """A :class:`Dataset` named ``name`` of the stored examples ``x`` (labels ``y`` or None; ``anomaly_labels``: they
+    mark anomalies) split with ``seed`` and ``test_fraction``, in the scale and layout of :func:`load_array_file`."""
     binary = _intensities(x)
     x = _examples(x, source)
     if isinstance(x, np.memmap):  # the split as views of the file, read where used
@@ -57,18 +78,20 @@ def split_examples(name: str, x: np.ndarray, y: np.ndarray | None, source: str, 
         y_train, y_test = (None, None) if y is None else (y[train], y[test])
     else:
         x_train, x_test, y_train, y_test = split_seeded(x, y, seed=seed, test_fraction=test_fraction)
-    return Dataset(name, x_train, x_test, y_train, y_test, binary=binary)
+    return Dataset(name, x_train, x_test, y_train, y_test, binary=binary, anomaly_labels=anomaly_labels)
 
 
 @dataclass
 class ArrayFile:
     """The examples of an array file as stored, checked (:func:`check_examples`, :func:`checked_labels`): ``xs`` is
     (x,), to be split, or (x_train, x_test) where the file comes split (``given``); ``ys`` their labels (int64) or
-    None; ``names`` each one's name in messages."""
+    None; ``names`` each one's name in messages; ``anomaly_labels``: the labels mark anomalies (1) and normal
+    examples (0) rather than classes (:func:`checked_anomaly_labels`)."""
 
     xs: tuple[np.ndarray, ...]
     ys: tuple[np.ndarray | None, ...]
     names: tuple[str, ...]
+    anomaly_labels: bool = False
 
     @property
     def given(self) -> bool:
@@ -82,13 +105,16 @@ def existing_file(path: str | Path) -> Path:
     return Path(path)
 
 
-def read_array_file(path: Path) -> ArrayFile:
+def read_array_file(path: Path, label_column: str | None = None) -> ArrayFile:
     """The examples of a ``.npy``, ``.npz`` or ``.csv`` file, read (a plain ``.npy`` of uint8 or float32 memory-mapped)
-    and checked; see :func:`load_array_file` for the arrays a file may hold."""
+    and checked; see :func:`load_array_file` for the arrays a file may hold and ``label_column`` (a CSV file's)."""
     existing_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        arrays = {"x": read_csv(path)}
+        values, header = read_csv(path)
+        if label_column is not None:
+            return csv_with_labels(path, values, header, label_column)
+        arrays = {"x": values}
     elif suffix in (".npy", ".npz"):
         arrays = read_numpy(path)
     else:
@@ -121,21 +147,56 @@ def read_array_file(path: Path) -> ArrayFile:
     x = arrays[x_name]
     name = f"{path}[{x_name}]" if suffix == ".npz" else str(path)
     check_examples(x.shape, x.dtype, name)
-    y = checked_labels(arrays.get("y") if x_name == "x" else None, len(x), f"{path}[y]")
-    return ArrayFile((x,), (y,), (name,))
+    y = checked_labels(arrays.get("y") if x_name in _WHOLE_KEYS else None, len(x), f"{path}[y]")
+    anomalies = x_name == "X" and y is not None
+    if anomalies:
+        checked_anomaly_labels(y, f"{path}[y]")
+    return ArrayFile((x,), (y,), (name,), anomalies)
 
 
 def examples_name(keys: set[str], path: Path) -> str:
-    """The name of the examples in a file holding the arrays ``keys`` that do not come split: x (with y, its
+    """The name of the examples in a file holding the arrays ``keys`` that do not come split: x or X (with y, their
     labels), or the only array; anything else is a DataError."""
-    if "x" in keys and keys <= _WHOLE_KEYS:
-        return "x"
+    for x_name, whole in _WHOLE_KEYS.items():
+        if x_name in keys and keys <= whole:
+            return x_name
     if len(keys) == 1:
         return next(iter(keys))
     raise DataError(
         f"{path} holds arrays {sorted(keys)}; expected x_train and x_test (optionally y_train and "
-        "y_test), or x (optionally y), or a single array"
+        "y_test), or x or X (optionally y), or a single array"
     )
+
+
+def csv_with_labels(path: Path, values: np.ndarray, header: list[str] | None, label_column: str) -> ArrayFile:
+    """The examples of a CSV file whose column ``label_column`` (named in its header) holds anomaly labels: the other
+    columns, and the labels as int64."""
+    if header is None or label_column not in header:
+        columns = "it has no header row" if header is None else f"its columns are {', '.join(header)}"
+        raise DataError(f"{path} has no column {label_column!r} ({columns}); name the label column as its header does")
+    column = header.index(label_column)
+    labels = values[:, column]
+    where = f"{path}, column {label_column!r},"
+    checked_anomaly_labels(labels, where)
+    x = np.delete(values, column, axis=1)
+    check_examples(x.shape, x.dtype, str(path))
+    return ArrayFile((x,), (labels.astype(np.int64),), (str(path),), True)
+
+
+def checked_anomaly_labels(labels: np.ndarray, source: str) -> None:
+    """Refuse anomaly labels other than 1 (an anomaly) and 0 (a normal example), or of one kind only: the AUROC and
+    AUPRC measure how the scores tell the two apart."""
+    other = labels[(labels != 0) & (labels != 1)]
+    if len(other):
+        raise DataError(
+            f"{source} holds the label {other[0]:g}, but anomaly labels are 1 (an anomaly) and 0 (a normal row); "
+            "recode the labels so"
+        )
+    if len(np.unique(labels)) < 2:
+        kind = "anomalies (1)" if labels[0] == 0 else "normal rows (0)"
+        raise DataError(
+            f"{source} labels no {kind}, so no AUROC can be measured; give labels of both kinds, or no labels"
+        )
 
 
 def _intensities(values: np.ndarray) -> bool:
@@ -259,14 +320,15 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def read_csv(path: Path) -> np.ndarray:
-    """The numbers in a CSV file as a float64 (rows, columns) array, skipping blank lines and a header row.
+def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The numbers in a CSV file as a float64 (rows, columns) array, skipping blank lines, and the names of its
+    header row (None where it has none).
 
     The first row is taken as a header only when none of its cells is a number, so a data row with a typo is
     reported rather than silently dropped.
     """
     rows: list[list[float]] = []
-    header = False
+    header = None
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
@@ -274,8 +336,8 @@ def read_csv(path: Path) -> np.ndarray:
                 if not any(cell.strip() for cell in row):
                     continue
                 values = [_number(cell) for cell in row]
-                if not rows and not header and all(v is None for v in values):
-                    header = True
+                if not rows and header is None and all(v is None for v in values):
+                    header = [cell.strip() for cell in row]
                     continue
                 if None in values:
                     column = values.index(None)
@@ -296,7 +358,7 @@ def read_csv(path: Path) -> np.ndarray:
         ) from None
     if not rows:
         raise DataError(f"{path} holds no data rows; it needs one row of comma-separated numbers per example")
-    return np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=np.float64), header
 
 
 def _number(cell: str) -> float | None:

@@ -90,7 +90,9 @@ class Dataset:
     :func:`aekit.data.identity.data_sha256` computes one). ``photos``, for patch training only
     (:mod:`aekit.data.photos`), are the training images whole, (channels, height, width) each of any size (views of
     the memory map, for a store), that the training crops its patches from; ``x_train[i]`` is the centre crop of
-    ``photos[i]``. None for other data.
+    ``photos[i]``. None for other data. ``anomaly_labels`` says the labels mark anomalies (1) and normal examples (0)
+    rather than classes (a table's, see :func:`aekit.data.arrays.load_array_file`): they are never used to fit, only
+    to measure the anomaly scores.
     """
 
     name: str
@@ -105,6 +107,7 @@ class Dataset:
     store_id: str | None = None
     digest: str | None = None
     photos: tuple[np.ndarray, ...] | None = None
+    anomaly_labels: bool = False
 
     def __post_init__(self):
         for split, x in (("train", self.x_train), ("test", self.x_test)):
@@ -148,6 +151,35 @@ class Dataset:
             low, high = min(low, float(block.min())), max(high, float(block.max()))
         scale = 255.0 if self.x_train.dtype == np.uint8 else 1.0
         return low / scale, high / scale
+
+
+# The fewest training rows a table is trained on: those of 10 rows split at the default test fraction of 0.2.
+MIN_TABLE_ROWS = 8
+
+
+def check_trainable(dataset: Dataset) -> None:
+    """Refuse to train on a table (examples of one dimension) of one column (a code holds nothing the row does not),
+    of fewer than :data:`MIN_TABLE_ROWS` training rows, or whose training rows are all the same (nothing to learn);
+    scanned a block of rows at a time."""
+    if len(dataset.shape) != 1:
+        return
+    x, name = dataset.x_train, dataset.name
+    if dataset.shape[0] < 2:
+        raise DataError(
+            f"{name} has one column; an auto-encoder learns how the columns of a row go together, so give a table of "
+            "at least 2 columns"
+        )
+    if len(x) < MIN_TABLE_ROWS:
+        raise DataError(
+            f"{name}: {len(x)} training rows are too few to learn from; give a table of at least {MIN_TABLE_ROWS} "
+            "training rows"
+        )
+    first = as_float32(x[:1])
+    if all((block == first).all() for block in chunks(x)):
+        raise DataError(
+            f"{name}: its {len(x)} training rows are all the same, so there is nothing to learn from; give rows that "
+            "differ"
+        )
 
 
 def split_seeded(x: np.ndarray, y: np.ndarray | None, *, seed: int, test_fraction: float):

@@ -1,11 +1,12 @@
 """Examples handed to a trained model and the model's outputs, as files, read and written a block of rows at a time.
 
 In: a folder of PNG/JPEG images, a store (``aekit pack``; all its examples in the store's order: its training split,
-then its test split), an IDX file (``.idx``, ``-ubyte``, either gzipped as ``.gz``) or a ``.npy`` array. Nothing is
-copied whole as floats: a ``.npy`` file, a store and a plain IDX file are memory-mapped, a gzipped IDX file is held
-in its stored type (8-bit pixels) and a folder's images are decoded when their rows are asked for; each block of
-rows becomes float32 in the one scale of :mod:`aekit.data.layout` when it is read (8-bit values / 255, other numbers
-as they are).
+then its test split), an IDX file (``.idx``, ``-ubyte``, either gzipped as ``.gz``), a ``.npy`` array, or a table:
+an ``.npz`` or ``.csv`` file as training reads them (:func:`aekit.data.arrays.load_array_file`; an .npz file split in
+two, its training split then its test split), read whole. Nothing else is copied whole as floats: a ``.npy`` file, a
+store and a plain IDX file are memory-mapped, a gzipped IDX file is held in its stored type (8-bit pixels) and a
+folder's images are decoded when their rows are asked for; each block of rows becomes float32 in the one scale of
+:mod:`aekit.data.layout` when it is read (8-bit values / 255, other numbers as they are).
 
 Out: a ``.npy`` array (in the input's layout; uint8 where the input was, else float32, exact), an IDX file (8-bit
 pixels) or a new folder of PNG images; 8-bit outputs are values clipped to [0, 1], times 255, rounded. Outputs are
@@ -30,7 +31,7 @@ from PIL import Image
 
 from aekit.atomic import atomic_file, atomic_folder, check_output
 from aekit.codec import COMPRESSED_SUFFIX
-from aekit.data.arrays import read_npy_header, read_numpy
+from aekit.data.arrays import csv_with_labels, read_array_file, read_csv, read_npy_header, read_numpy
 from aekit.data.dataset import CHUNK_ROWS
 from aekit.data.idx import IDX_CODES, is_idx, map_idx_file
 from aekit.data.images import IMAGE_SUFFIXES, read_image_block, scan_images
@@ -39,7 +40,8 @@ from aekit.data.store import EXAMPLES, is_store, open_store
 from aekit.errors import DataError
 
 FORMATS = (
-    "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz) or a .npy file"
+    "a folder of PNG/JPEG images, a store (aekit pack), an IDX file (.idx or -ubyte, optionally .gz), a .npy file or "
+    "a table (.npz or .csv)"
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # The most bytes a part of a path may have on the usual file systems (ext4, XFS, APFS).
@@ -95,10 +97,40 @@ class Examples(NamedTuple):
     dtype: np.dtype
 
 
-def read_examples(path: str | Path) -> Examples:
-    """The examples in ``path``, none read yet. A folder of images gives (n, channels, height, width); a store, IDX
-    and .npy give their arrays in their own layout (:func:`aekit.data.layout.to_shape` maps them to a model's)."""
+class Labelled(NamedTuple):
+    """The :class:`Examples` of a table and the labels it gives (None where none), which mark anomalies (1) and
+    normal examples (0) where ``anomaly_labels``, else classes."""
+
+    examples: Examples
+    labels: np.ndarray | None
+    anomaly_labels: bool
+
+
+def read_table(path: str | Path, label_column: str | None = None) -> Labelled:
+    """The examples of an ``.npz`` or ``.csv`` file and their labels: y beside x or X (X's mark anomalies; see
+    :func:`aekit.data.arrays.load_array_file`), or a CSV file's column ``label_column`` of anomaly labels where its
+    header has one so named (the column is then no example's value)."""
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        values, header = read_csv(path)
+        if label_column is None or header is None or label_column not in header:
+            return Labelled(Examples(Rows(values, str(path)), None, np.dtype(np.float32)), None, False)
+        found = csv_with_labels(path, values, header, label_column)
+    else:
+        found = read_array_file(path)
+    values = found.xs[0] if len(found.xs) == 1 else np.concatenate(found.xs)
+    labels = None if found.ys[0] is None else np.concatenate(found.ys)
+    dtype = np.dtype(np.uint8 if values.dtype == np.uint8 else np.float32)
+    return Labelled(Examples(Rows(values, str(path)), None, dtype), labels, found.anomaly_labels)
+
+
+def read_examples(path: str | Path) -> Examples:
+    """The examples in ``path``, none read yet. A folder of images gives (n, channels, height, width); a store, IDX,
+    .npy and a table (:func:`read_table`) give their arrays in their own layout (:func:`aekit.data.layout.to_shape`
+    maps them to a model's)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".npz", ".csv"):
+        return read_table(path).examples
     if is_store(path):
         open_store(path)  # its checks: manifest, sizes, digests, source
         values = np.load(path / EXAMPLES, mmap_mode="r")

@@ -17,8 +17,8 @@ the example in the data's own units, so the scores of one model are comparable a
 
 The VAE's scores give every example the same k standard normal draws (z_s = mu(x) + sigma(x) eps_s), so an
 example's score depends on it alone, not on the examples it is scored with. Examples go through the model a batch at
-a time (:func:`aekit.models.inference.batches`; memory bounded whatever their number). :func:`roc` and :func:`auroc`
-measure a score against known anomalies.
+a time (:func:`aekit.models.inference.batches`; memory bounded whatever their number). :func:`roc` and
+:func:`average_precision` measure a score against known anomalies, those of :func:`measured_examples`.
 """
 
 from __future__ import annotations
@@ -168,3 +168,39 @@ def roc(scores: np.ndarray, is_anomaly: np.ndarray) -> ROC:
         raise AekitError("an ROC needs both normal and anomalous examples; these are all of one kind")
     fpr, tpr, _ = roc_curve(is_anomaly, scores)
     return ROC(fpr, tpr, float(roc_auc_score(is_anomaly, scores)))
+
+
+def average_precision(scores: np.ndarray, is_anomaly: np.ndarray) -> float:
+    """The area under the precision-recall curve of anomaly ``scores`` against the truth ``is_anomaly`` (scikit-learn's
+    average precision, the anomalies the positives): unlike the AUROC it falls with the share of anomalies, which is
+    its value for scores that tell nothing."""
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(np.asarray(is_anomaly, bool), scores))
+
+
+class Measured(NamedTuple):
+    """The examples whose anomaly scores are measured: arrays of examples (``parts``), scored in turn and their
+    scores joined, and whether each example is an anomaly (``truth``)."""
+
+    parts: tuple
+    truth: np.ndarray
+
+
+def measured_examples(dataset, normal_classes: tuple[int, ...] | None) -> Measured | None:
+    """What the anomaly scores of a model trained on ``dataset`` are measured on: for one-class training
+    (``normal_classes``) the test split, its examples of the other classes the anomalies; else, where the labels mark
+    anomalies (``dataset.anomaly_labels``, never used to fit), every example of both splits, as ADBench measures an
+    unsupervised detector, those labelled 1 the anomalies; None where there is nothing to measure against."""
+    if dataset.y_test is None:
+        return None
+    if normal_classes is not None:
+        return Measured((dataset.x_test,), anomalous(dataset.y_test, normal_classes))
+    if dataset.anomaly_labels:
+        return Measured((dataset.x_train, dataset.x_test), np.concatenate([dataset.y_train, dataset.y_test]) == 1)
+    return None
+
+
+def measured_scores(model: torch.nn.Module, measured: Measured, score: str, samples: int = SAMPLES) -> np.ndarray:
+    """The anomaly score ``score`` of each example of ``measured``, in the order of its truth."""
+    return np.concatenate([anomaly_scores(model, x, score, samples=samples) for x in measured.parts])

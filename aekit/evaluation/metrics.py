@@ -162,16 +162,28 @@ ELBO_DRAWS = 10
 
 
 def _anomaly_detection(s: Subject) -> dict[str, float]:
-    from aekit.evaluation.anomaly import ELBO, NLL, RECONSTRUCTION, anomalous, anomaly_scores, roc
+    from aekit.evaluation.anomaly import (
+        ELBO,
+        NLL,
+        RECONSTRUCTION,
+        average_precision,
+        measured_examples,
+        measured_scores,
+        roc,
+    )
 
-    truth = anomalous(s.dataset.y_test, s.normal_classes)
-    wanted = {f"auroc_{RECONSTRUCTION}": (RECONSTRUCTION, 1)}
+    measured = measured_examples(s.dataset, s.normal_classes)
+    wanted = {RECONSTRUCTION: (RECONSTRUCTION, 1)}
     if _variational(s):
-        wanted[f"auroc_{ELBO}"] = (ELBO, ELBO_DRAWS)
+        wanted[ELBO] = (ELBO, ELBO_DRAWS)
         if s.nll_samples is not None:
-            wanted[f"auroc_{NLL}_{s.nll_samples}"] = (NLL, s.nll_samples)
-    x = s.dataset.x_test
-    return {key: roc(anomaly_scores(s.model, x, score, samples=k), truth).auroc for key, (score, k) in wanted.items()}
+            wanted[f"{NLL}_{s.nll_samples}"] = (NLL, s.nll_samples)
+    metrics = {}
+    for key, (score, k) in wanted.items():
+        scores = measured_scores(s.model, measured, score, k)
+        metrics[f"auroc_{key}"] = roc(scores, measured.truth).auroc
+        metrics[f"auprc_{key}"] = average_precision(scores, measured.truth)
+    return metrics
 
 
 def _codebook(s: Subject) -> dict[str, float]:
@@ -244,8 +256,13 @@ def _probed(s: Subject) -> bool:
     )
 
 
-def _one_class(s: Subject) -> bool:
-    return s.model.gives_codes and s.normal_classes is not None and s.dataset.y_test is not None
+def _anomalies_known(s: Subject) -> bool:
+    """Whether the anomaly scores can be measured against known anomalies: the test split's other classes after
+    one-class training (``--normal-class``), or a table's anomaly labels (see
+    :func:`aekit.evaluation.anomaly.measured_examples`)."""
+    from aekit.evaluation.anomaly import measured_examples
+
+    return s.model.gives_codes and measured_examples(s.dataset, s.normal_classes) is not None
 
 
 register(
@@ -325,28 +342,54 @@ register(
     ),
     Metric(
         "auroc_reconstruction_nll",
-        "area under the ROC curve of the reconstruction NLL telling the test examples of the other classes from those "
-        "of the normal classes trained on (runs with --normal-class)",
+        "area under the ROC curve of the reconstruction NLL telling the anomalies from the normal examples: the test "
+        "examples of the classes other than those trained on (runs with --normal-class), or every row labelled 1 from "
+        "every row labelled 0 (a table's anomaly labels, which training does not use)",
         ".4f",
         True,
         _anomaly_detection,
-        _one_class,
+        _anomalies_known,
+    ),
+    Metric(
+        "auprc_reconstruction_nll",
+        "area under the precision-recall curve (average precision) of the same, the anomalies the positives: its "
+        "value for scores that tell nothing is the share of anomalies",
+        ".4f",
+        True,
+        _anomaly_detection,
+        _anomalies_known,
     ),
     Metric(
         "auroc_neg_elbo",
-        f"the same of the negative ELBO ({ELBO_DRAWS} posterior draws per example; VAE runs with --normal-class)",
+        f"the AUROC of the negative ELBO ({ELBO_DRAWS} posterior draws per example; VAE runs with known anomalies)",
         ".4f",
         True,
         _anomaly_detection,
-        lambda s: _one_class(s) and _variational(s),
+        lambda s: _anomalies_known(s) and _variational(s),
+    ),
+    Metric(
+        "auprc_neg_elbo",
+        "its AUPRC",
+        ".4f",
+        True,
+        _anomaly_detection,
+        lambda s: _anomalies_known(s) and _variational(s),
     ),
     Metric(
         "auroc_nll_is_{k}",
-        "the same of the importance-weighted NLL estimate with {k} samples (VAE runs with --normal-class)",
+        "the AUROC of the importance-weighted NLL estimate with {k} samples (VAE runs with known anomalies)",
         ".4f",
         True,
         _anomaly_detection,
-        lambda s: _one_class(s) and _variational(s) and s.nll_samples is not None,
+        lambda s: _anomalies_known(s) and _variational(s) and s.nll_samples is not None,
+    ),
+    Metric(
+        "auprc_nll_is_{k}",
+        "its AUPRC",
+        ".4f",
+        True,
+        _anomaly_detection,
+        lambda s: _anomalies_known(s) and _variational(s) and s.nll_samples is not None,
     ),
     Metric(
         "knn_accuracy",

@@ -20,7 +20,13 @@ import torch
 from aekit import __version__
 from aekit.atomic import atomic_folder, check_folder, check_not_input, check_output, make_folder
 from aekit.data import DATASET_NAMES, Dataset, load_dataset
-from aekit.data.dataset import as_float32, class_numbers, normal_class_problem, with_normal_training
+from aekit.data.dataset import (
+    as_float32,
+    check_trainable,
+    class_numbers,
+    normal_class_problem,
+    with_normal_training,
+)
 from aekit.data.identity import data_identity, identity_change, identity_problem
 from aekit.errors import AekitError, RunError
 from aekit.evaluation import evaluate
@@ -64,6 +70,7 @@ def load_data(options: dict) -> Dataset:
         seed=options["seed"],
         test_fraction=options["test_fraction"],
         patch=options.get("patch"),  # a run's config.json from before --patch existed has none
+        label_column=options.get("label_column"),  # nor one from before --label-column
     )
 
 
@@ -259,6 +266,7 @@ def _prepared(out: Path, given: dict, resume: bool, restarted: bool) -> tuple[di
     options = _numbered(out, options, given, dataset, resume)
     training = training_data(options, dataset)
     if not resume:
+        check_trainable(training)
         options = fit_batch(options, given, training)
     return options, dataset, training
 

@@ -11,7 +11,7 @@ import torch
 from aekit.data import Dataset
 from aekit.data.binarize import binarized
 from aekit.data.dataset import as_float32, describe_classes, rows_of, sample_index
-from aekit.evaluation.anomaly import ELBO, RECONSTRUCTION, anomalous, anomaly_scores, roc, score_names
+from aekit.evaluation.anomaly import ELBO, RECONSTRUCTION, measured_examples, measured_scores, roc, score_names
 from aekit.evaluation.metrics import ELBO_DRAWS
 from aekit.models import Bernoulli
 from aekit.models.base import device_of
@@ -65,12 +65,12 @@ def write_figures(
     examples; samples (models that sample): decoded draws from the prior; codes: the test codes in a plane, coloured
     by label; manifold (a 2-D code of images): decodings of a grid of codes; interpolations: decodings along straight
     lines in code space between pairs of test examples; loss (given the ``history``): the loss per epoch; roc (given
-    the ``normal_classes`` a model was trained on, of labelled data): the ROC curves of its anomaly scores on the test
-    split, the other classes as the anomalies.
+    the ``normal_classes`` a model was trained on, of labelled data, or of data whose labels mark anomalies): the ROC
+    curves of its anomaly scores on the examples :func:`aekit.evaluation.anomaly.measured_examples` says.
     """
     folder = Path(folder)
     written = _example_figures(model, dataset, folder, label) + _code_figures(model, dataset, folder, label)
-    if model.gives_codes and normal_classes is not None and dataset.y_test is not None:
+    if model.gives_codes and measured_examples(dataset, normal_classes) is not None:
         written.append(folder / "roc.png")
         _save_roc(written[-1], model, dataset, label, normal_classes)
     if history:
@@ -177,23 +177,27 @@ def _code_figures(model: torch.nn.Module, dataset: Dataset, folder: Path, label:
     return written
 
 
-def _save_roc(path: Path, model: torch.nn.Module, dataset: Dataset, label: str, normal: tuple[int, ...]) -> None:
+def _save_roc(path: Path, model: torch.nn.Module, dataset: Dataset, label: str, normal: tuple[int, ...] | None) -> None:
     """The ROC curve of each anomaly score of ``model`` but the costly NLL estimate (the reconstruction NLL, and the
-    VAE's negative ELBO from the draws its metric takes) on the test split, the classes other than ``normal`` as the
-    anomalies; on the seeded binarization the metrics take, for a model trained on binarized data."""
-    truth = anomalous(dataset.y_test, normal)
-    x = (binarized(dataset) if model.binarize else dataset).x_test
+    VAE's negative ELBO from the draws its metric takes) on the examples the metrics measure
+    (:func:`aekit.evaluation.anomaly.measured_examples`: the test split's classes other than ``normal``, or every
+    example a table's labels mark); on the seeded binarization the metrics take, for a model trained on binarized
+    data."""
+    measured = measured_examples(binarized(dataset) if model.binarize else dataset, normal)
     curves = {
-        score: roc(anomaly_scores(model, x, score, samples=ELBO_DRAWS), truth)
+        score: roc(measured_scores(model, measured, score, ELBO_DRAWS), measured.truth)
         for score in score_names(model)
         if score in (RECONSTRUCTION, ELBO)
     }
-    save_roc(
-        path,
-        curves,
-        f"{label} on {dataset.name}: class{'es' if len(normal) > 1 else ''} "
-        f"{describe_classes(dataset, normal, ',')} normal, the other {int(truth.sum())} test examples anomalies",
-    )
+    anomalies = int(measured.truth.sum())
+    if normal is None:
+        title = f"{anomalies} of its {len(measured.truth)} examples labelled anomalies"
+    else:
+        title = (
+            f"class{'es' if len(normal) > 1 else ''} {describe_classes(dataset, normal, ',')} normal, the other "
+            f"{anomalies} test examples anomalies"
+        )
+    save_roc(path, curves, f"{label} on {dataset.name}: {title}")
 
 
 def _interpolations(

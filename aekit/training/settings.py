@@ -148,6 +148,14 @@ class DataSettings(_Settings):
         group=DATA,
         metavar="K[,K...]",
     )
+    label_column: str | None = option(
+        None,
+        "for a CSV file: the header's name of its column of anomaly labels, 1 for an anomaly and 0 for a normal row; "
+        "the column is not trained on, the labels are not used to fit, and the report and `aekit score` measure the "
+        "anomaly scores against them (AUROC, AUPRC). An .npz file gives such labels as y beside X",
+        group=DATA,
+        metavar="NAME",
+    )
     patch: int | None = option(
         None,
         "train on random P x P crops (flipped and turned by quarter turns) of a folder or a store of images of any "

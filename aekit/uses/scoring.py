@@ -2,8 +2,10 @@
 run, written to a CSV file with a histogram beside it.
 
 The input is anything the uses read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
-``.npy`` file), in any layout of the run's example size, read a batch at a time; only the scores (one number an
-example) are held. A fully convolutional run scores images of any size as it compresses them, each whole
+``.npy`` file, a table), in any layout of the run's example size, read a batch at a time; only the scores (one number
+an example) are held. A table's anomaly labels (y beside X in an .npz file, or the column of a CSV file that the run
+was trained with as ``--label-column``, where the file has it) measure the scores: AUROC and AUPRC. A
+fully convolutional run scores images of any size as it compresses them, each whole
 (:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
 Every check is made before anything is written, and the CSV appears complete or not at all.
 """
@@ -13,24 +15,34 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from aekit.atomic import atomic_file
-from aekit.data.files import read_examples
+from aekit.data.files import read_examples, read_table
 from aekit.data.images import label_names, name_labels
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
-from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, check_score, score_key
+from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, average_precision, check_score, roc, score_key
 from aekit.models.base import device_of
 from aekit.report.plots import save_histogram
+from aekit.training import run_folder
 from aekit.uses import file_jobs
 
 # Rows a block of the CSV file.
 _ROWS = 65536
 # The most labels the histogram draws one outline each for; more are drawn as one.
 _MAX_GROUPS = 10
+
+
+class Scored(NamedTuple):
+    """The scores :func:`score_file` wrote, and how well they tell a table's labelled anomalies from its normal
+    examples (``{"auroc": ..., "auprc": ...}``; empty where the input labels none)."""
+
+    scores: np.ndarray
+    measures: dict[str, float]
 
 
 def score_file(
@@ -41,13 +53,14 @@ def score_file(
     samples: int = SAMPLES,
     device: str = "cpu",
     overwrite: bool = False,
-) -> np.ndarray:
+) -> Scored:
     """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
-    label for a labelled store or a folder of subfolders and label_name where these name their classes, then the
-    score, named for what it is) and their histogram (one outline per label where there are labels) to ``out`` with
-    the suffix .png; returns the scores. Either file that exists is replaced only with ``overwrite``, and neither
-    may be the input or the run (:func:`aekit.atomic.check_output`)."""
+    label for a labelled store, a folder of subfolders or a labelled table and label_name where these name their
+    classes, then the score, named for what it is) and their histogram (one outline per label where there are labels)
+    to ``out`` with the suffix .png; returns the scores, with their AUROC and AUPRC where a table's labels mark
+    anomalies. Either file that exists is replaced only with ``overwrite``, and neither may be the input or the run
+    (:func:`aekit.atomic.check_output`)."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
@@ -55,13 +68,18 @@ def score_file(
     model = file_jobs.load_run(run_dir, device)
     check_score(model, score, samples)
     own = file_jobs.at_own_size(model, source)
+    table = _table(run_dir, source) if own is None else None
     if own is not None:
         scores, names = _scores_at_own_size(model, own.batches), own.names
     else:
-        examples = read_examples(source)
+        examples = read_examples(source) if table is None else table.examples
         scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
         names = examples.names
-    labels, classes = _labels(source, names)
+    labels, classes = _labels(source, names) if table is None else (table.labels, None)
+    measures = {}
+    if table is not None and table.anomaly_labels:
+        truth = table.labels == 1
+        measures = {"auroc": roc(scores, truth).auroc, "auprc": average_precision(scores, truth)}
     key = score_key(score, samples)
     named = None if labels is None or classes is None else np.asarray(classes)[labels]
     columns = {"index": np.arange(len(scores)), "name": names, "label": labels, "label_name": named}
@@ -71,13 +89,22 @@ def score_file(
         if labels is None or len(np.unique(labels)) > _MAX_GROUPS
         else _by_label(scores, labels if named is None else named)
     )
+    measured = "".join(f", {name.upper()} {value:.3f}" for name, value in measures.items())
     save_histogram(
         histogram_path(out),
         groups,
         f"{key}, nats (higher: more anomalous)",
-        f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}",
+        f"{Path(run_dir).name}: {key} of the {len(scores)} examples of {Path(source).name}{measured}",
     )
-    return scores
+    return Scored(scores, measures)
+
+
+def _table(run_dir: str | Path, source: str):
+    """The examples and labels of ``source`` where it is a table (:func:`aekit.data.files.read_table`; a CSV file's
+    labels in the column the run was trained with as ``--label-column``), else None."""
+    if Path(source).suffix.lower() not in (".npz", ".csv") or not Path(source).is_file():
+        return None
+    return read_table(source, run_folder.read_config(Path(run_dir)).get("options", {}).get("label_column"))
 
 
 def _scores_at_own_size(model, batches) -> np.ndarray:

@@ -202,6 +202,8 @@ def test_normal_class_trains_on_that_class_and_the_report_shows_the_auroc(zero_r
     # the batch chosen for the zeros of the training split (10 steps an epoch), not for its 1,437 digits
     assert metrics["batch_size"] == len(zeros_only.x_train) // 10 < 1437 // 10
     assert metrics["auroc_reconstruction_nll"] > 0.8 and metrics["auroc_neg_elbo"] > 0.8
+    # the AUPRC, above what scores that tell nothing get: the share of anomalies
+    assert metrics["auprc_reconstruction_nll"] > np.mean(zeros_only.y_test != 0)
     report = (zero_run / "report.html").read_text()
     assert "auroc_reconstruction_nll" in report and "roc (roc.png)" in report
     assert (zero_run / "figures" / "roc.png").is_file()
