@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 
 from aekit.errors import AekitError
 from aekit.evaluation.measures import psnr
-from aekit.sklearn import ParameterError, PhotoRestorer
+from aekit.sklearn import ParameterError, PhotoRestorer, estimator, outlier_detector
 from aekit.sklearn.restoration import SCORE_SEED
 from aekit.uses.enhance import denoise_image
 
@@ -179,3 +179,11 @@ def test_transform_before_fit_raises_what_scikit_learn_raises(grey):
         restorer().transform(grey)
     with pytest.raises(NotFittedError):
         restorer().score(grey)
+
+
+def test_the_estimator_of_the_restoration_family_is_named_by_the_refusal_of_a_row_estimator():
+    for make in (estimator, outlier_detector):
+        with pytest.raises(
+            ParameterError, match=r"^red restores images of any size rather than coding rows; use Photo"
+        ):
+            make("red")

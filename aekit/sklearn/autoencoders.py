@@ -333,6 +333,8 @@ def estimator(name: str) -> type[_BaseAutoEncoder]:
     made, once, for a family registered after this module was written), its parameters from the family's config."""
     config = family(name)
     if _ESTIMATORS.get(name, (None,))[0] is not config:
+        if config.model_class.takes_any_size and not issubclass(config, NetConfig):
+            raise ParameterError(f"{name} restores images of any size rather than coding rows; use PhotoRestorer")
         if not issubclass(config, NetConfig):
             raise ParameterError(f"{name} has no networks to train; use scikit-learn's own estimator for it")
         doc = (config.model_class.__doc__ or config.__doc__ or name).strip().splitlines()[0]

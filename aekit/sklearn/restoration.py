@@ -170,7 +170,6 @@ class PhotoRestorer(TransformerMixin, TorchEstimator):
         listed = self._checked(images, clean=True)
         model = self.model_
         factors = (self._factor(factor),) if factor is not None or not model.factors else model.factors
-
         # A denoiser's factor is None; an upscaler's enlargement of the image's downsampling takes the stride.
         _check_least(listed, max(-(-model.stride // (f or 1)) * (f or 1) for f in factors), self._least_why())
         noise = np.random.default_rng(SCORE_SEED)
