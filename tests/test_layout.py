@@ -27,7 +27,7 @@ LAYERS = (
     ("aekit.report.", "aekit.html_report"),
     ("aekit.jobs.", "aekit.workflow"),
     ("aekit.uses.", "aekit.apps"),
-    ("aekit.sklearn", "aekit.cli.", "aekit.__main__"),
+    ("aekit.sklearn.", "aekit.cli.", "aekit.__main__"),
 )
 # Imports against the flow: none since the layout step (issue 26), and none may be added.
 AGAINST_THE_FLOW = set()

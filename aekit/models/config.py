@@ -47,6 +47,7 @@ class ModelConfig:
     family: ClassVar[str] = ""  # the registry name, e.g. "vae"
     label: ClassVar[str] = ""  # how tables and figures name it, e.g. "VAE"
     model_class: ClassVar[type[nn.Module]]  # what ``build`` returns
+    sized_by: ClassVar[tuple[str, ...]] = ("code_dim",)  # the options that set the model's size, for its messages
 
     shape: tuple[int, ...]
     likelihood: str = "bernoulli"
@@ -178,6 +179,7 @@ class NetConfig(ModelConfig):
     ``code_maps`` says whether the family takes ``net`` fully-conv, whose code is a map (:attr:`code_shape`)."""
 
     code_maps: ClassVar[bool] = False
+    sized_by = ("hidden", "code_dim")
 
     net: str = option(
         "mlp",

@@ -190,6 +190,7 @@ class RestorationConfig(ModelConfig):
     family = "red"
     label = "RED"
     model_class = Restorer
+    sized_by = ("width", "levels", "blocks")
 
     # Not named task: the net families' --task defaults to reconstruct, and an option has one default everywhere.
     restore: str = option("denoise", "what it learns: denoise, or upscale (undo bicubic downsampling)", choices=TASKS)

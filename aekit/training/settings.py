@@ -28,6 +28,9 @@ from aekit.naming import option as named
 
 # The groups of options: the command line shows each under its heading, and ``aekit compare`` takes all but HOW.
 DATA, LOSS, TRAINING, HOW = "data", "loss", "training", "how to train"
+# The kinds of scikit-learn estimators (:mod:`aekit.sklearn`), by the data they take: rows (the auto-encoders) and
+# images of any sizes (the photo restorer); each takes the run options declared for its kind.
+ROWS, IMAGES = "rows", "images"
 # What a resume may do with an option: it must stay as the run was trained (KEPT), it may change because it changes
 # how rather than what is trained (MAY_CHANGE), or it may name where the run's data now lies (MOVED; the data there
 # must be the data the run was trained on).
@@ -45,13 +48,15 @@ def option(
     resume: str = KEPT,
     sklearn: str | None = None,
     sklearn_default=MISSING,
+    sklearn_for: tuple[str, ...] = (ROWS, IMAGES),
     before=MISSING,
     metavar: str | None = None,
 ):
     """A run option: ``help`` is its help text, ``group`` its group of flags, ``choices`` its allowed values,
     ``minimum`` the least whole number and ``positive`` a finite number > 0 it takes, ``resume`` what a resume may
     do with it (KEPT, MAY_CHANGE or MOVED). ``sklearn`` names the estimators' parameter that sets it, where they take
-    it (with ``sklearn_default`` where theirs differs); ``before`` is what runs made before the option existed were
+    it (with ``sklearn_default`` where theirs differs), ``sklearn_for`` the kinds of estimators that take it (ROWS,
+    IMAGES); ``before`` is what runs made before the option existed were
     trained with, where that differs from ``default``; ``metavar`` how the flag's help names its value."""
     metadata = {
         "help": help,
@@ -62,6 +67,7 @@ def option(
         "resume": resume,
         "sklearn": sklearn,
         "sklearn_default": default if sklearn_default is MISSING else sklearn_default,
+        "sklearn_for": tuple(sklearn_for),
         "before": before,
         "metavar": metavar,
     }
@@ -109,6 +115,7 @@ class LossSettings(_Settings):
         group=LOSS,
         choices=("auto", *LOSS_TO_LIKELIHOOD),
         sklearn="loss",
+        sklearn_for=(ROWS,),
     )
     standardize: bool = option(
         True,
@@ -117,6 +124,7 @@ class LossSettings(_Settings):
         "back in the data's own units",
         group=LOSS,
         sklearn="standardize",
+        sklearn_for=(ROWS,),
         before=False,
     )
 
@@ -162,6 +170,9 @@ class DataSettings(_Settings):
         "sizes, each at least P pixels each way; the test split and the evaluation take each test photo's centre crop",
         group=DATA,
         minimum=1,
+        sklearn="patch_size",
+        sklearn_default=40,
+        sklearn_for=(IMAGES,),
         metavar="P",
     )
 
@@ -205,7 +216,14 @@ class TrainSettings(_Settings):
         sklearn="batch_size",
     )
     lr: float = option(1e-3, "Adam learning rate", group=TRAINING, positive=True, sklearn="learning_rate")
-    schedule: str = option("constant", "learning-rate schedule", group=TRAINING, choices=("constant", "cosine"))
+    schedule: str = option(
+        "constant",
+        "learning-rate schedule",
+        group=TRAINING,
+        choices=("constant", "cosine"),
+        sklearn="schedule",
+        sklearn_for=(IMAGES,),
+    )
     seed: int = option(
         0,
         "seeds the weights, the data order and the train/test split (a store keeps the split it was packed with)",
@@ -247,6 +265,8 @@ class TrainSettings(_Settings):
         "with --patch: the random crops an epoch draws from the training photos (the default: 100 steps of 128)",
         group=TRAINING,
         minimum=1,
+        sklearn="patches_per_epoch",
+        sklearn_for=(IMAGES,),
         metavar="N",
     )
     data_on: str = option(
@@ -424,7 +444,7 @@ def as_saved(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def estimator_parameters() -> dict[str, dataclasses.Field]:
-    """The run options that the scikit-learn estimators take, by their parameters' names (their default there is
-    ``metadata["sklearn_default"]``)."""
-    return {f.metadata["sklearn"]: f for f in declared() if f.metadata["sklearn"]}
+def estimator_parameters(kind: str) -> dict[str, dataclasses.Field]:
+    """The run options that the scikit-learn estimators of ``kind`` (ROWS or IMAGES) take, by their parameters' names
+    (their default there is ``metadata["sklearn_default"]``)."""
+    return {f.metadata["sklearn"]: f for f in declared() if f.metadata["sklearn"] and kind in f.metadata["sklearn_for"]}

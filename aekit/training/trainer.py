@@ -69,8 +69,9 @@ def check_model_fits(config: ModelConfig, device: torch.device) -> None:
     """Refuse, before any of it is allocated, the model of ``config`` where it cannot be trained on ``device``: its
     parameters (counted on the meta device) as :data:`TRAINING_COPIES` float32 copies take more than the device's free
     memory (or, for another device, one copy more than the host's, where it is built first). The message names the
-    sizes the model takes from (hidden layers, code) and the memory they need; activations come on top."""
-    sizes = " and ".join(named(name, getattr(config, name)) for name in ("hidden", "code_dim") if hasattr(config, name))
+    sizes the model takes from (its config's ``sized_by``: hidden layers and code, a restoration net's width, levels
+    and blocks) and the memory they need; activations come on top."""
+    sizes = " and ".join(named(name, getattr(config, name)) for name in config.sized_by)
     try:
         model = on_meta(config)
     except (RuntimeError, OverflowError, ValueError, TypeError):  # sizes past what torch can even shape

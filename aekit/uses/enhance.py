@@ -25,6 +25,7 @@ from aekit.data.images import decoded
 from aekit.errors import AekitError, DataError
 from aekit.models.inference import in_batches
 from aekit.models.resample import upsample
+from aekit.naming import option as named
 from aekit.uses import file_jobs
 from aekit.uses.tiles import TILE, overlap, tiled
 
@@ -45,9 +46,11 @@ def _upscaler(model: torch.nn.Module, factor: int | None = None) -> int:
             "`aekit train --model red --restore upscale --factors F`"
         )
     if factor is None and len(factors) > 1:
-        raise AekitError(f"this run upscales by {', '.join(map(str, factors))}; choose one with --factor")
+        raise AekitError(f"this run upscales by {', '.join(map(str, factors))}; choose one with {named('factor')}")
     if factor is not None and factor not in factors:
-        raise AekitError(f"--factor {factor}: this run upscales by {', '.join(map(str, factors))}; give one of those")
+        raise AekitError(
+            f"{named('factor', factor)}: this run upscales by {', '.join(map(str, factors))}; give one of those"
+        )
     return factors[0] if factor is None else factor
 
 
@@ -64,24 +67,25 @@ def upscale(model: torch.nn.Module, low: np.ndarray, factor: int | None = None) 
     return file_jobs.batched(model, "reconstruct", upsample(low, factor, "nearest"))
 
 
-def denoise_image(model: torch.nn.Module, image: np.ndarray, tile: int | None = None) -> np.ndarray:
+def denoise_image(model: torch.nn.Module, image: np.ndarray, tile: int | None = None, dtype=np.float32) -> np.ndarray:
     """The restoration (``model.restore``) of one image of any size, (H, W) or (C, H, W), uint8 pixels or [0, 1]
-    floats, by a model that takes any size: float32 of the same shape, in tiles of ``tile`` pixels (:func:`tiling`)."""
+    floats, by a model that takes any size: float32 of the same shape (or 8-bit pixels with ``dtype`` uint8), in
+    tiles of ``tile`` pixels (:func:`tiling`)."""
     _check_denoises(model)
     pixels, back = _one_image(model, image, "the image")
-    return back(_denoised(model, pixels, tile, "the image"))
+    return back(_denoised(model, pixels, tile, "the image", dtype))
 
 
 def upscale_image(
-    model: torch.nn.Module, image: np.ndarray, factor: int | None = None, tile: int | None = None
+    model: torch.nn.Module, image: np.ndarray, factor: int | None = None, tile: int | None = None, dtype=np.float32
 ) -> np.ndarray:
     """The enlargement (``model.enlarge(low, factor)``) of one small image of any size, (H, W) or (C, H, W), uint8
-    pixels or [0, 1] floats, by an upscaling model that takes any size: float32 ``factor`` times its size
-    (``factor``: one of the model's ``factors``; by default its only one), in tiles of ``tile`` small pixels
-    (:func:`tiling`)."""
-    factor = _upscaling_factor(model, factor)
+    pixels or [0, 1] floats, by an upscaling model that takes any size: float32 ``factor`` times its size (or 8-bit
+    pixels with ``dtype`` uint8; ``factor``: one of the model's ``factors``, by default its only one), in tiles of
+    ``tile`` small pixels (:func:`tiling`)."""
+    factor = upscaling_factor(model, factor)
     pixels, back = _one_image(model, image, "the image")
-    return back(_upscaled(model, pixels, factor, tile, "the image"))
+    return back(_upscaled(model, pixels, factor, tile, "the image", dtype))
 
 
 def tiling(model: torch.nn.Module, tile: int | None, factor: int = 1) -> tuple[int, int]:
@@ -119,7 +123,7 @@ def _check_denoises(model: torch.nn.Module) -> None:
     file_jobs.check_reconstructs(model, "denoise")
 
 
-def _upscaling_factor(model: torch.nn.Module, factor: int | None) -> int:
+def upscaling_factor(model: torch.nn.Module, factor: int | None) -> int:
     """``factor``, checked against the factors an upscaling model of any size was trained for (None: its only one)."""
     _check_any_size(model, "upscale")
     return _upscaler(model, factor)
@@ -229,7 +233,7 @@ def upscale_files(
     config = model.config
     files = _photos(model, source)
     if files is not None:
-        factor = _upscaling_factor(model, factor)
+        factor = upscaling_factor(model, factor)
         tiling(model, tile, factor)
         file_jobs.check_examples_out(out, config, run_dir, source, overwrite)
 

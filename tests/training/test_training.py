@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import assert_refused, run_cli
+from helpers import assert_refused, photo_folder, run_cli
 from safetensors.torch import load_file
 from test_cli import FAST
 
@@ -225,6 +225,24 @@ def test_a_model_too_large_to_train_is_refused_naming_its_sizes_and_the_memory_b
     assert not out.exists()
 
 
+def test_a_restoration_model_too_large_to_train_is_refused_naming_its_own_sizes(capsys, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "red", "--dataset", str(photo_folder(tmp_path / "photos")), "--patch", "8"]
+    assert_refused(
+        capsys,
+        tmp_path,
+        *argv,
+        "--width",
+        "100000",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        match="--width 100000 and --levels 2 and --blocks 2 make a model of 860,002,700,001 parameters",
+    )
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("model", ["ae", "pca"])
 def test_the_end_of_a_run_does_not_fail_on_one_class_few_examples_or_one_test_example(model, tmp_path):
     """The probes need two classes and five training examples, the codes' plane two test examples: a run without
@@ -268,10 +286,10 @@ class _WithWeightDecay(settings.TrainSettings):
 def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_and_resume_rule(
     capsys, tmp_path, monkeypatch
 ):
-    # Nothing but the declaration: aekit/cli/flags.py, workflow.py and sklearn.py learn of the option from it.
-    from aekit import sklearn
+    # Nothing but the declaration: aekit/cli/flags.py, workflow.py and aekit/sklearn/ learn of the option from it.
     from aekit.cli import build_parser
     from aekit.jobs import workflow
+    from aekit.sklearn import autoencoders, base
 
     monkeypatch.setattr(settings, "TrainSettings", _WithWeightDecay)
     handed = []  # the settings the trainer is given, by aekit train and by an estimator's fit
@@ -279,7 +297,7 @@ def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_an
     def recording(real):
         return lambda model, data, given, **how: handed.append(given) or real(model, data, given, **how)
 
-    for module in (workflow, sklearn):
+    for module in (workflow, base):  # every estimator trains through aekit.sklearn.base
         monkeypatch.setattr(module, "train", recording(module.train))
 
     assert settings.defaults()["weight_decay"] == 0.0
@@ -305,7 +323,7 @@ def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_an
         match="--weight-decay -1.0 must be a positive number",
     )
 
-    class Probe(sklearn._BaseAutoEncoder):
+    class Probe(autoencoders._BaseAutoEncoder):
         _model = "ae"
 
     assert Probe().get_params()["weight_decay"] == 0.0

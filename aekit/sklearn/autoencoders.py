@@ -19,28 +19,36 @@ estimator with scikit-learn's ``OutlierMixin`` API, ``score_samples`` being minu
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import numbers
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from aekit.data import Dataset
 from aekit.errors import AekitError
 from aekit.evaluation.anomaly import RECONSTRUCTION, SAMPLES, SCORES, anomaly_scores, reconstruction_nll
-from aekit.models import ModelConfig, NetConfig, build_model, choose_likelihood, gaussian_kl, model_config
+from aekit.models import ModelConfig, NetConfig, choose_likelihood, gaussian_kl, model_config
 from aekit.models.base import device_of
 from aekit.models.config import FAMILIES, family, register
 from aekit.models.inference import batches, evaluating
 from aekit.models.likelihood import LOSS_TO_LIKELIHOOD
-from aekit.naming import ANY, Words, speaking
-from aekit.training.settings import TrainSettings, estimator_parameters, kinds, train_settings
-from aekit.training.trainer import check_model_fits, resolve_device, train
+from aekit.naming import speaking
+from aekit.sklearn.base import (
+    ParameterError,
+    TorchEstimator,
+    family_parameters,
+    fitted,
+    in_own_words,
+    init_storing,
+    parameter_doc,
+    training_parameters,
+    whole,
+)
+from aekit.training.settings import ROWS, train_settings
+from aekit.training.trainer import check_model_fits, resolve_device
 
 __all__ = [
     "AutoEncoder",
@@ -59,112 +67,15 @@ __all__ = [
 ]
 
 # The model's hyper-parameters that every estimator takes, with the estimators' defaults; each family adds its own
-# options (those of its config beyond the networks' shared ones: see ``_family_parameters``).
+# options (those of its config beyond the networks' shared ones: see :func:`aekit.sklearn.base.family_parameters`).
 MODEL = {"n_components": 2, "hidden_layer_sizes": (256, 128)}
 LIKELIHOOD_TO_LOSS = {likelihood: loss for loss, likelihood in LOSS_TO_LIKELIHOOD.items()}
 
 
-class ParameterError(AekitError, ValueError):
-    """A hyper-parameter that cannot be used; a ValueError, as scikit-learn's own estimators raise."""
-
-
-def _sklearn_name(f) -> str:
-    return f.metadata["sklearn"] or f.name
-
-
 def _shared() -> dict:
-    """The hyper-parameters every estimator takes, with their defaults: the model's, the run options that the
-    estimators take (:func:`aekit.training.settings.estimator_parameters`) and the device."""
-    training = {name: f.metadata["sklearn_default"] for name, f in estimator_parameters().items()}
-    return {**MODEL, **training, "device": "auto"}
-
-
-def _training() -> set[str]:
-    """The hyper-parameters that set the data and the training rather than the model."""
-    return {*estimator_parameters(), "device"}
-
-
-def _whole(value, name: str, minimum: int | None = 1) -> int:
-    """A parameter that takes a whole number >= ``minimum`` (any integer type, numpy's too), as a plain int;
-    refused as scikit-learn refuses one."""
-    check_scalar(value, name, numbers.Integral, min_val=minimum)
-    return int(value)
-
-
-def _in_own_words(method):
-    """Let the messages made inside ``method`` name options as the estimator's parameters (:meth:`_words`)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with speaking(self._words()):
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-def _family_parameters(config: type[ModelConfig]) -> dict:
-    """A family's own hyper-parameters (its config's options beyond the code size and the networks' shared ones:
-    the estimators train MLPs on rows), by their scikit-learn names, with their defaults."""
-    shared = {f.name for f in NetConfig.options()}
-    return {_sklearn_name(f): f.default for f in config.options() if f.name not in shared}
-
-
-def _config_fields(config: type[ModelConfig]) -> dict[str, str]:
-    """The config field of each scikit-learn parameter name that differs from it."""
-    return {_sklearn_name(f): f.name for f in config.options()}
-
-
-def _parameter_doc(config: type[ModelConfig]) -> str:
-    """The numpydoc lines of a family's own hyper-parameters, from its config's help texts."""
-    types, own = config.types(), _family_parameters(config)
-    lines = []
-    for f in config.options():
-        name = _sklearn_name(f)
-        if name in own:
-            kind = (
-                "{" + ", ".join(map(repr, f.metadata["choices"])) + "}"
-                if f.metadata["choices"]
-                else ("tuple of int" if types[f.name] is tuple else types[f.name].__name__)
-            )
-            lines += [
-                f"    {name} : {kind}, default={f.default!r}",
-                f"        {f.metadata['help'][0].upper()}{f.metadata['help'][1:]}.",
-            ]
-    return "\n".join(lines)
-
-
-def _init_storing(qualname: str, defaults: dict):
-    """An ``__init__`` taking the hyper-parameters in ``defaults`` (the first also by position) that stores each
-    value unchanged, as scikit-learn's contract asks. scikit-learn reads the hyper-parameters off ``__init__``'s
-    signature, so the generated function carries a real one (help() and clone() see it too)."""
-    kinds = [inspect.Parameter.POSITIONAL_OR_KEYWORD] + [inspect.Parameter.KEYWORD_ONLY] * (len(defaults) - 1)
-    signature = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(name, kind, default=value) for (name, value), kind in zip(defaults.items(), kinds)]
-    )
-
-    def __init__(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        for name in defaults:
-            setattr(self, name, bound.arguments[name])
-
-    __init__.__signature__, __init__.__qualname__ = signature, qualname
-    return __init__
-
-
-def _own_rng():
-    """Fork torch's global RNG (the CPU's and every CUDA device's) so that seeding inside leaves the caller's
-    random stream as it was."""
-    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())))
-
-
-def _device_here(trained_on: str) -> torch.device:
-    """The device a model was trained on if this machine has it, else the CPU."""
-    try:
-        return resolve_device(trained_on)
-    except AekitError:
-        return torch.device("cpu")
+    """The hyper-parameters every estimator of rows takes, with their defaults: the model's, the run options they
+    take and the device."""
+    return {**MODEL, **training_parameters(ROWS)}
 
 
 def _float64(model: torch.nn.Module) -> torch.nn.Module:
@@ -203,7 +114,7 @@ def _mean_log_likelihood(model: torch.nn.Module, x: torch.Tensor, batch_size: in
     return total / len(x)
 
 
-class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchEstimator):
     """What the five estimators share; each subclass names its model family and its own hyper-parameters.
 
     Parameters (shared)
@@ -246,14 +157,16 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     """
 
     _model = ""  # the model family (its name in the registry, aekit.models.FAMILIES)
+    _data = ROWS
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         config = family(cls._model)
-        cls.__init__ = _init_storing(
-            f"{cls.__name__}.__init__", {**_shared(), **_family_parameters(config), **cls._own_parameters(config)}
+        cls.__init__ = init_storing(
+            f"{cls.__name__}.__init__",
+            {**_shared(), **family_parameters(config, NetConfig), **cls._own_parameters(config)},
         )
-        own = _parameter_doc(config)
+        own = parameter_doc(config, NetConfig)
         cls.__doc__ = (cls.__doc__ or "").rstrip() + (
             "\n\n    Parameters (its own; the others: those of :class:`_BaseAutoEncoder`)\n"
             "    -------------------------------------------------------------------\n" + own + "\n"
@@ -261,7 +174,7 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             else "\n\n    Parameters: those of :class:`_BaseAutoEncoder`.\n"
         )
 
-    @_in_own_words
+    @in_own_words
     def fit(self, X, y=None):
         """Train on the rows of X (y is ignored) and return self."""
         X = validate_data(self, X, dtype=[np.float64, np.float32])
@@ -271,17 +184,14 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         try:
             device = resolve_device(self.device)
             check_model_fits(spec, device)
-            settings = self._train_settings()
+            settings = train_settings(self._run_options())
         except AekitError as error:
             raise ParameterError(str(error)) from None
         self.loss_ = LIKELIHOOD_TO_LOSS[likelihood]
         self.scaler_ = StandardScaler().fit(X) if likelihood == "gaussian" and self.standardize else None
         x = self._model_input(X).astype(np.float32)
         data = Dataset("the training data", x, x, None, None, binary=likelihood == "bernoulli")
-        with _own_rng():
-            torch.manual_seed(settings.seed)
-            model = build_model(spec)
-            history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
+        model, history = fitted(spec, data, settings, device)
         self.model_, self.spec_ = model, spec
         self.n_iter_, self.loss_curve_ = len(history), [record["train_loss"] for record in history]
         return self
@@ -335,19 +245,6 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """sum(log(scaler_.scale_)): the density of X is the density of the standardized X / prod(scale_)."""
         return 0.0 if self.scaler_ is None else float(np.log(self.scaler_.scale_).sum())
 
-    def _train_settings(self) -> TrainSettings:
-        """The trainer's settings of the training hyper-parameters: whole numbers checked as scikit-learn checks
-        them, and a seed drawn from ``random_state``, as scikit-learn's estimators draw theirs."""
-        types, values = kinds(), {}
-        for parameter, f in estimator_parameters().items():
-            value = getattr(self, parameter)
-            if parameter == "random_state":
-                value = int(check_random_state(value).randint(2**31 - 1))
-            elif types[f.name] is int:
-                value = _whole(value, parameter, f.metadata["minimum"])
-            values[f.name] = value
-        return train_settings(values)
-
     @classmethod
     def _own_parameters(cls, config: type[ModelConfig]) -> dict:
         """Hyper-parameters of a kind of estimator beyond the shared and the family's ones (none here)."""
@@ -362,57 +259,16 @@ class _BaseAutoEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
-    def _words(self) -> Words:
-        """The estimator's words for the options that messages name (see :mod:`aekit.naming`): its parameters, e.g.
-        ``n_components=3`` for a code size of 3; None for an option it does not have."""
-        training = {f.name: name for name, f in estimator_parameters().items()}
-        names = {**training, **{f.name: _sklearn_name(f) for f in family(self._model).options()}}
-        parameters = set(self._get_param_names())
-
-        def words(name: str, value=ANY) -> str | None:
-            parameter = names.get(name, name)
-            if parameter not in parameters:
-                return None
-            return parameter if value is ANY else f"{parameter}={value!r}"
-
-        return words
-
     def __reduce__(self):
         # Pickled by the family's config class rather than by this class: estimator(name) makes a class of no name
         # in this module for any family but the five above, and unpickling the config class imports its family.
         detector = isinstance(self, _OutlierDetection)
         return _unpickled, (family(self._model), detector), self.__getstate__()
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        if "model_" in state:
-            # Numpy arrays on the CPU, not torch tensors: the pickle carries no device and loads on any machine.
-            state["model_"] = (
-                str(device_of(self.model_)),
-                {name: tensor.detach().cpu().numpy() for name, tensor in self.model_.state_dict().items()},
-            )
-        return state
-
-    def __setstate__(self, state):
-        if "model_" in state:
-            trained_on, weights = state["model_"]
-            with _own_rng():  # building draws initial weights, overwritten at once; the caller's RNG stays as it was
-                model = build_model(state["spec_"])
-            model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()})
-            state = {**state, "model_": model.to(_device_here(trained_on)).eval()}
-        super().__setstate__(state)
-
     def _spec(self, n_features: int, likelihood: str) -> ModelConfig:
-        _whole(self.n_components, "n_components")
+        whole(self.n_components, "n_components")
         config = family(self._model)
-        names, types, training = _config_fields(config), config.types(), _training()
-        fields = {}
-        for name, value in self.get_params(deep=False).items():
-            if name in training or name in self._own_parameters(config):
-                continue
-            if types[names[name]] is tuple:
-                value = tuple(_whole(size, name) for size in np.atleast_1d(value).tolist())
-            fields[names[name]] = value
+        fields = self._model_fields(config, {*training_parameters(ROWS), *self._own_parameters(config)})
         try:
             return model_config(self._model, (n_features,), likelihood=likelihood, **fields)
         except AekitError as error:
@@ -477,6 +333,8 @@ def estimator(name: str) -> type[_BaseAutoEncoder]:
     made, once, for a family registered after this module was written), its parameters from the family's config."""
     config = family(name)
     if _ESTIMATORS.get(name, (None,))[0] is not config:
+        if config.model_class.takes_any_size and not issubclass(config, NetConfig):
+            raise ParameterError(f"{name} restores images of any size rather than coding rows; use PhotoRestorer")
         if not issubclass(config, NetConfig):
             raise ParameterError(f"{name} has no networks to train; use scikit-learn's own estimator for it")
         doc = (config.model_class.__doc__ or config.__doc__ or name).strip().splitlines()[0]
@@ -545,7 +403,7 @@ class _OutlierDetection(OutlierMixin):
         own = {"anomaly_score": RECONSTRUCTION, "contamination": "auto"}
         return {**own, "nll_samples": SAMPLES} if config.model_class.variational else own
 
-    @_in_own_words
+    @in_own_words
     def fit(self, X, y=None):
         """Train on the rows of X (y is ignored), set offset_ from their scores and return self."""
         self._check_detection()
@@ -571,7 +429,7 @@ class _OutlierDetection(OutlierMixin):
         ):
             raise ParameterError(f"contamination {self.contamination!r} must be 'auto' or a fraction in (0, 0.5]")
         if hasattr(self, "nll_samples"):
-            _whole(self.nll_samples, "nll_samples")
+            whole(self.nll_samples, "nll_samples")
 
     def score_samples(self, X):
         """log p(x) of each row in nats, in the units of X (minus its anomaly score): higher is more normal."""
