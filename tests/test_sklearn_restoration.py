@@ -85,6 +85,15 @@ def test_the_score_beats_the_noisy_input_after_a_little_training(grey):
     assert score > noisy + 5, (score, noisy)  # 28.5 dB against 20.0
 
 
+@pytest.mark.parametrize("noise, expected", [("gaussian", 26.0), ("masking", 18.7)])
+def test_the_score_corrupts_with_the_noise_the_model_learnt(grey, noise, expected, monkeypatch):
+    fitted = restorer(noise=noise, noise_level=0.05, sigma=(13,)).fit(grey)  # sigma 13: a level of 0.05 too
+    monkeypatch.setattr("aekit.sklearn.restoration.denoise_image", lambda model, noisy: noisy)  # restores nothing
+    # What a restorer that changes nothing scores is the PSNR of the corrupted input: Gaussian noise of 0.05 gives
+    # 26 dB; masking 5% of pixels of mean square 0.27 gives 10 log10(1 / (0.05 * 0.27)) = 18.7 dB.
+    assert fitted.score(grey) == pytest.approx(expected, abs=0.8)
+
+
 def test_an_upscaler_enlarges_by_the_factor_asked_and_refuses_others(grey):
     fitted = restorer(restore="upscale", factors=(2, 3)).fit(grey)
     small = [grey[0][::2, ::2], grey[1][::3, ::3]]

@@ -162,31 +162,40 @@ class PhotoRestorer(TransformerMixin, TorchEstimator):
     def score(self, images, y=None, factor: int | None = None):
         """The mean over the clean ``images`` of the PSNR in dB (10 log10(1 / mean squared error) of [0, 1]
         intensities) of the restoration, clipped to [0, 1], of a corrupted copy of each against the image: higher
-        is better. A denoiser restores the image with Gaussian noise of the top of its ``sigma`` range added (one
-        draw seeded alike for every model, unclipped, as training adds it; the level ``aekit evaluate``'s
-        psnr_denoised_db takes); an upscaler enlarges the image's bicubic downsampling by ``factor`` (by default,
-        the mean over each of its ``factors``), against the image cropped to a multiple of the factor."""
+        is better. A denoiser restores the image with its noise added (``corrupt``: Gaussian at the top of its
+        ``sigma`` range, the level ``aekit evaluate``'s psnr_denoised_db takes, or its masking or salt-and-pepper
+        share; one draw seeded alike for every model, unclipped, as training adds it); an upscaler enlarges the
+        image's bicubic downsampling by ``factor`` (by default, the mean over each of its ``factors``), against the
+        image cropped to a multiple of the factor."""
         check_is_fitted(self)
         listed = self._checked(images, clean=True)
         model = self.model_
         factors = (self._factor(factor),) if factor is not None or not model.factors else model.factors
         # A denoiser's factor is None; an upscaler's enlargement of the image's downsampling takes the stride.
         _check_least(listed, max(-(-model.stride // (f or 1)) * (f or 1) for f in factors), self._least_why())
-        noise = np.random.default_rng(SCORE_SEED)
         scores = []
-        for image in listed:
-            clean = as_float(image if image.ndim == 2 else np.moveaxis(image, -1, 0), "the images")
-            clean = clean if clean.ndim == 3 else clean[None]
-            for f in factors:
-                if f is None:
-                    noisy = clean + np.float32(model.noise_level) * noise.standard_normal(clean.shape, np.float32)
-                    target, out = clean, denoise_image(model, noisy)
-                else:
-                    low = model.shrink(torch.from_numpy(clean)[None], f)[0].numpy()
-                    target = clean[:, : low.shape[1] * f, : low.shape[2] * f]
-                    out = upscale_image(model, low, f)
-                scores.append(psnr(np.clip(out, 0, 1)[None], target[None]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SCORE_SEED)
+            for image in listed:
+                scores += self._scores(model, image, factors)
         return float(np.mean(scores))
+
+    @staticmethod
+    def _scores(model, image: np.ndarray, factors) -> list[float]:
+        """The PSNR of restoring one clean image at each factor (None: of denoising it)."""
+        clean = as_float(image if image.ndim == 2 else np.moveaxis(image, -1, 0), "the images")
+        clean = clean if clean.ndim == 3 else clean[None]
+        scores = []
+        for f in factors:
+            if f is None:
+                noisy = model.corrupt(torch.from_numpy(clean)).numpy()
+                target, out = clean, denoise_image(model, noisy)
+            else:
+                low = model.shrink(torch.from_numpy(clean)[None], f)[0].numpy()
+                target = clean[:, : low.shape[1] * f, : low.shape[2] * f]
+                out = upscale_image(model, low, f)
+            scores.append(psnr(np.clip(out, 0, 1)[None], target[None]))
+        return scores
 
     def _checked(self, images, clean: bool) -> list[np.ndarray]:
         """The images (:func:`_images`), each of the channels fitted on."""
