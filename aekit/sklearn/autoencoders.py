@@ -50,22 +50,6 @@ from aekit.sklearn.base import (
 from aekit.training.settings import ROWS, train_settings
 from aekit.training.trainer import check_model_fits, resolve_device
 
-__all__ = [
-    "AutoEncoder",
-    "DenoisingAutoEncoder",
-    "DropoutAutoEncoder",
-    "AdversarialAutoEncoder",
-    "VariationalAutoEncoder",
-    "AutoEncoderOutlierDetector",
-    "DenoisingAutoEncoderOutlierDetector",
-    "DropoutAutoEncoderOutlierDetector",
-    "AdversarialAutoEncoderOutlierDetector",
-    "VariationalAutoEncoderOutlierDetector",
-    "ParameterError",
-    "estimator",
-    "outlier_detector",
-]
-
 # The model's hyper-parameters that every estimator takes, with the estimators' defaults; each family adds its own
 # options (those of its config beyond the networks' shared ones: see :func:`aekit.sklearn.base.family_parameters`).
 MODEL = {"n_components": 2, "hidden_layer_sizes": (256, 128)}
