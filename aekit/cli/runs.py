@@ -225,6 +225,7 @@ def pack(commands) -> None:
         "the folder",
     )
     flags.run_option(pack, "data_dir", shown=False)
+    flags.run_option(pack, "label_column")
     pack.add_argument(
         "--verify",
         action="store_true",
@@ -257,6 +258,7 @@ def _run_pack(args: argparse.Namespace) -> None:
             data_dir=args.data_dir,
             progress=not args.no_progress,
             on_skip=lambda name, reason: print(f"aekit: skipped {name} ({reason})", file=sys.stderr),
+            label_column=args.label_column,
         )
     summary = {key: manifest[key] for key in ("id", "n", "n_train", "n_test", "shape", "dtype", "scale", "skipped")}
     print(json.dumps(summary, indent=2))

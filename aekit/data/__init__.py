@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from aekit.data.dataset import Dataset
-from aekit.data.sources import NAMES, find
+from aekit.data.sources import NAMES, check_label_column, find
 from aekit.errors import DataError
 from aekit.naming import option as named
 
@@ -51,12 +51,8 @@ def load_dataset(
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction {test_fraction} is not between 0 and 1; pass e.g. 0.2")
     source = find(name_or_path, "dataset")
+    check_label_column(source, name_or_path, label_column)
     if label_column is not None:
-        if source.kind != "csv":
-            raise DataError(
-                f"{named('label_column', label_column)} names a column of a CSV file, and {name_or_path} is not one "
-                f"({source.kind} data; an .npz file gives anomaly labels as y beside X); drop {named('label_column')}"
-            )
         from aekit.data.arrays import load_array_file
 
         return load_array_file(name_or_path, seed=seed, test_fraction=test_fraction, label_column=label_column)

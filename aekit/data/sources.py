@@ -17,6 +17,7 @@ from pathlib import Path
 from aekit.data.dataset import Dataset
 from aekit.data.idx import is_idx
 from aekit.errors import DataError
+from aekit.naming import option as named
 
 
 def _load_digits(source: str, *, data_dir, seed: int, test_fraction: float) -> Dataset:
@@ -145,3 +146,13 @@ def find(source: str, what: str) -> Source:
         f"unknown {what} {source!r}: use {', '.join(NAMES)}, a .npy/.npz/.csv or IDX file or a folder of PNG/JPEG "
         "images"
     )
+
+
+def check_label_column(source: Source, name: str, label_column: str | None) -> None:
+    """Refuse a column of anomaly labels (``--label-column``) for the source ``name`` (found as ``source``) where it
+    is not a CSV file, the one source whose columns have names."""
+    if label_column is not None and source.kind != "csv":
+        raise DataError(
+            f"{named('label_column', label_column)} names a column of a CSV file, and {name} is not one "
+            f"({source.kind} data; an .npz file gives anomaly labels as y beside X); drop {named('label_column')}"
+        )

@@ -3,9 +3,9 @@ run, written to a CSV file with a histogram beside it.
 
 The input is anything the uses read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file, a table), in any layout of the run's example size, read a batch at a time; only the scores (one number
-an example) are held. A table's anomaly labels (y beside X in an .npz file, or the column of a CSV file that the run
-was trained with as ``--label-column``, where the file has it) measure the scores: AUROC and AUPRC. A
-fully convolutional run scores images of any size as it compresses them, each whole
+an example) are held. A table's anomaly labels (y beside X in an .npz file, the column of a CSV file that the run
+was trained with as ``--label-column``, where the file has it, or a store packed from either) measure the scores:
+AUROC and AUPRC. A fully convolutional run scores images of any size as it compresses them, each whole
 (:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
 Every check is made before anything is written, and the CSV appears complete or not at all.
 """
@@ -58,9 +58,9 @@ def score_file(
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
     label for a labelled store, a folder of subfolders or a labelled table and label_name where these name their
     classes, then the score, named for what it is) and their histogram (one outline per label where there are labels)
-    to ``out`` with the suffix .png; returns the scores, with their AUROC and AUPRC where a table's labels mark
-    anomalies. Either file that exists is replaced only with ``overwrite``, and neither may be the input or the run
-    (:func:`aekit.atomic.check_output`)."""
+    to ``out`` with the suffix .png; returns the scores, with their AUROC and AUPRC where a table's (or its store's)
+    labels mark anomalies. Either file that exists is replaced only with ``overwrite``, and neither may be the input
+    or the run (:func:`aekit.atomic.check_output`)."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
@@ -75,10 +75,10 @@ def score_file(
         examples = read_examples(source) if table is None else table.examples
         scores = anomaly_scores(model, examples.x, score, samples=samples, source=source)  # checks its input first
         names = examples.names
-    labels, classes = _labels(source, names) if table is None else (table.labels, None)
+    labels, classes, anomalies = _labels(source, names) if table is None else (table.labels, None, table.anomaly_labels)
     measures = {}
-    if table is not None and table.anomaly_labels:
-        truth = table.labels == 1
+    if anomalies:
+        truth = labels == 1
         measures = {"auroc": roc(scores, truth).auroc, "auprc": average_precision(scores, truth)}
     key = score_key(score, samples)
     named = None if labels is None or classes is None else np.asarray(classes)[labels]
@@ -123,16 +123,18 @@ def histogram_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".png")
 
 
-def _labels(source: str, names: list[str] | None) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+def _labels(source: str, names: list[str] | None) -> tuple[np.ndarray | None, tuple[str, ...] | None, bool]:
     """The labels of the examples of ``source`` in their order and the names of their classes by number, each None
     where the data has none: a store's (its training split's, then its test split's), or those of a folder's images
-    (``names``) by subfolder, numbered as training on the folder numbers them."""
+    (``names``) by subfolder, numbered as training on the folder numbers them; and whether they mark anomalies (a
+    store of a table's anomaly labels)."""
     if names is not None:
-        return name_labels(names), label_names(names)
+        return name_labels(names), label_names(names), False
     if not is_store(Path(source)):
-        return None, None
+        return None, None, False
     store = open_store(source)
-    return (None if store.y_train is None else np.concatenate([store.y_train, store.y_test])), store.label_names
+    labels = None if store.y_train is None else np.concatenate([store.y_train, store.y_test])
+    return labels, store.label_names, store.anomaly_labels
 
 
 def _by_label(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

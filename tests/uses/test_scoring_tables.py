@@ -62,3 +62,21 @@ def test_score_refuses_a_bad_table_in_one_line_and_writes_nothing(tables, capsys
     for name, message in (("nan.csv", "holds NaN or infinite values"), ("labels.npz", "holds the label 2")):
         out = str(tmp_path / "scores.csv")
         assert_refused(capsys, tmp_path, "score", str(run), str(tmp_path / name), "--out", out, match=message)
+
+
+def test_score_of_a_store_of_a_labelled_table_prints_the_auroc_and_auprc_of_its_rows(tables, capsys, tmp_path):
+    folder, run, y = tables
+    store = tmp_path / "t.store"
+    assert (
+        run_cli(capsys, "pack", str(folder / "t.npz"), "--out", str(store), "--no-progress", "--workers", "1")[0] == 0
+    )
+    out = tmp_path / "store.csv"
+    status, printed, err = run_cli(capsys, "score", str(run), str(store), "--out", str(out))
+    assert status == 0, err
+    rows = _rows(out)
+    assert list(rows[0]) == ["index", "label", "reconstruction_nll"]
+    labels = np.array([int(row["label"]) for row in rows])  # the store's order: its training rows, then its test rows
+    scores = np.array([float(row["reconstruction_nll"]) for row in rows])
+    assert sorted(labels) == sorted(y)
+    expected = {"auroc": roc_auc_score(labels, scores), "auprc": average_precision_score(labels, scores)}
+    assert json.loads(printed) == pytest.approx(expected) and expected["auroc"] == 1.0

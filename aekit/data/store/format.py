@@ -28,14 +28,17 @@ stores. Its fields: ``format`` ("aekit-store"), ``version`` (2), ``name`` (the d
 example's), ``dtype`` ("uint8" or "float32"), ``binary`` (intensities in [0, 1], else real values), ``scale``
 (:data:`SCALES`), ``n``, ``n_train``, ``n_test``, ``split`` ("seeded" or "given"), ``seed`` and ``test_fraction``
 (null when given), ``bounds`` (the training split's smallest and largest value as models see them), ``labels``
-(whether labels.npy exists), ``label_names`` (class names by number, or null), ``skipped`` (unreadable images and
-subfolders left out by ``--skip-bad``, relative names, a folder's ending in "/"), ``source`` (``kind``, absolute
-``path`` or null, ``listing_sha256``: sha256 of the source's listing, i.e. the sorted [relative name, size, mtime_ns]
-of each file read, or null, and ``sha256``: the published digests of mnist's four files, else null), ``files`` (for
-each file above but the manifest: ``size`` in bytes and ``sha256``; examples.npy also ``sampled``: the sha256 of its
-header and of blocks of ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`) and ``id`` (sha256 of every
-other field, see :func:`store_id`). A version 1 store (before listing.json) still opens: its id covers its files'
-digests alone, so an edit of its other fields goes unseen, and a source that changed in time alone is taken as changed.
+(whether labels.npy exists), ``label_names`` (class names by number, or null), ``anomaly_labels`` (true, written only
+where the labels mark anomalies, 1, and normal rows, 0, rather than classes: a table's, see
+:func:`aekit.data.arrays.load_array_file`; a store without it holds class labels, as every store before it did),
+``skipped`` (unreadable images and subfolders left out by ``--skip-bad``, relative names, a folder's ending in "/"),
+``source`` (``kind``, absolute ``path`` or null, ``listing_sha256``: sha256 of the source's listing, i.e. the sorted
+[relative name, size, mtime_ns] of each file read, or null, and ``sha256``: the published digests of mnist's four files,
+else null), ``files`` (for each file above but the manifest: ``size`` in bytes and ``sha256``; examples.npy also
+``sampled``: the sha256 of its header and of blocks of ``block_size`` bytes at ``offsets``, see :func:`sampled_offsets`)
+and ``id`` (sha256 of every other field, see :func:`store_id`). A version 1 store (before listing.json) still opens: its
+id covers its files' digests alone, so an edit of its other fields goes unseen, and a source that changed in time alone
+is taken as changed.
 
 Version 3 is a folder of images of mixed sizes packed with each image at its own size (``--patch`` training crops
 them; a command that needs one shape refuses the store). It differs from version 2 in three things alone:
@@ -270,6 +273,13 @@ _KEYS = {
     "id",
 }
 _SOURCE_KEYS = {"kind", "path", "listing_sha256", "sha256"}
+# Written only where the labels mark anomalies: its absence means class labels (stores packed before it included).
+ANOMALY_LABELS = "anomaly_labels"
+
+
+def labels_mark_anomalies(manifest: dict) -> bool:
+    """Whether a store's labels mark anomalies (1) and normal examples (0) rather than classes."""
+    return manifest.get(ANOMALY_LABELS, False)
 
 
 def manifest_problem(m) -> str | None:
@@ -280,8 +290,8 @@ def manifest_problem(m) -> str | None:
         return f"has format {m.get('format')!r}, not {FORMAT!r}"
     if m.get("version") not in VERSIONS:
         return f"has version {m.get('version')!r}; this aekit reads versions {', '.join(map(str, VERSIONS))}"
-    if set(m) != _KEYS:
-        missing, extra = sorted(_KEYS - set(m)), sorted(set(m) - _KEYS)
+    if not _KEYS <= set(m) <= _KEYS | {ANOMALY_LABELS}:
+        missing, extra = sorted(_KEYS - set(m)), sorted(set(m) - _KEYS - {ANOMALY_LABELS})
         return f"lacks {missing}" if missing else f"has unknown fields {extra}"
     return _examples_problem(m) or _source_problem(m["source"]) or _files_problem(m)
 
@@ -332,6 +342,8 @@ def _examples_problem(m: dict) -> str | None:
     names = m["label_names"]
     if names is not None and (not m["labels"] or type(names) is not list or not all(type(x) is str for x in names)):
         return f"has label names {names!r}, not null or a list of names of a store with labels"
+    if ANOMALY_LABELS in m and (m[ANOMALY_LABELS] is not True or not m["labels"] or names is not None):
+        return f"has anomaly_labels {m[ANOMALY_LABELS]!r}, not true on a store of labels without names"
     if type(m["skipped"]) is not list or not all(type(x) is str for x in m["skipped"]):
         return f"has skipped {m['skipped']!r}, not a list of file names"
     return None

@@ -44,6 +44,7 @@ class Plan:
     rows: Callable[[np.ndarray], Iterator[np.ndarray]]  # sorted indices of one split -> chunks in the store's type
     labels: np.ndarray | None = None  # in source order
     label_names: list[str] | None = None
+    anomaly_labels: bool = False  # the labels mark anomalies (1) and normal rows (0), not classes
     # Unreadable images and subfolders (their names end in "/") left out: relative name -> reason.
     skipped: dict[str, str] = field(default_factory=dict)
     sources: list[tuple[str, int, int]] | None = None  # the source's files: (relative name, size, mtime_ns)
@@ -64,8 +65,8 @@ class Plan:
 @dataclass
 class Packing:
     """What a plan is made with: the split of a source that comes unsplit, mnist's folder, whether unreadable images
-    are left out, the pool of worker processes, whether progress is shown, and an image folder's redo
-    (:class:`aekit.data.store.decoding.Redo`) or None."""
+    are left out, the pool of worker processes, whether progress is shown, an image folder's redo
+    (:class:`aekit.data.store.decoding.Redo`) or None, and a CSV file's column of anomaly labels or None."""
 
     seed: int
     test_fraction: float
@@ -74,6 +75,7 @@ class Packing:
     pool: object
     progress: bool
     redo: object = None
+    label_column: str | None = None
 
 
 def seeded(n: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +189,10 @@ def _array_plan(
 
 def array_file_plan(path: Path, packing: Packing) -> Plan:
     """A ``.npy``, ``.npz`` or ``.csv`` file: a plain ``.npy`` read a window of rows at a time (:func:`_npy_plan`),
-    any other read whole by :func:`aekit.data.arrays.read_array_file`. As for the loader, the content decides: a
-    ``.npy`` file that is a zip is packed as an .npz."""
+    any other read whole by :func:`aekit.data.arrays.read_array_file` (a CSV file's column of anomaly labels
+    ``packing.label_column`` left out of the rows). As for the loader, the content decides: a ``.npy`` file that is
+    a zip is packed as an .npz. Labels that mark anomalies (an .npz file's y beside X, a CSV file's label column)
+    are stored as such."""
     from aekit.data.arrays import read_array_file
 
     split = {"seed": packing.seed, "test_fraction": packing.test_fraction}
@@ -199,7 +203,7 @@ def array_file_plan(path: Path, packing: Packing) -> Plan:
         if not zipped:
             return _npy_plan(path, **split)
     sources = source_entries("npy" if suffix == ".npy" else suffix[1:], path)
-    found = read_array_file(path)
+    found = read_array_file(path, packing.label_column)
     common = {"name": path.name, "kind": "csv" if suffix == ".csv" else "npz", "path": path, **split}
     if found.given:
         x_train, x_test = found.xs
@@ -209,7 +213,7 @@ def array_file_plan(path: Path, packing: Packing) -> Plan:
     else:
         x, source = found.xs[0], found.names[0]
         plan = _array_plan(_Rows(x.shape, x.dtype, source, values=x), labels=found.ys[0], **common)
-    plan.sources = sources
+    plan.sources, plan.anomaly_labels = sources, found.anomaly_labels
     return plan
 
 

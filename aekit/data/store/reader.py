@@ -48,6 +48,7 @@ from aekit.data.store.format import (
     data_digest,
     example_offsets,
     file_sha256,
+    labels_mark_anomalies,
     listing_sha256,
     manifest_problem,
     sampled_offsets,
@@ -104,6 +105,7 @@ def open_store(path: str | Path, patch: int | None = None) -> Dataset:
         checked=True,
         store_id=manifest["id"],
         digest=data_digest(manifest),
+        anomaly_labels=labels_mark_anomalies(manifest),
     )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from aekit.atomic import check_folder, umask, writing
-from aekit.data.sources import find
+from aekit.data.sources import check_label_column, find
 from aekit.data.store import format as fmt
 from aekit.data.store.decoding import HEADERS_PER_CHUNK, Redo
 from aekit.data.store.plans import CHUNK_VALUES, Packing, Plan
@@ -50,11 +50,13 @@ def pack(
     data_dir: str | Path | None = None,
     progress: bool = True,
     on_skip: Callable[[str, str], None] | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """Pack ``source`` into the new store ``out``; returns its manifest (see :mod:`aekit.data.store.format`).
 
     ``skip_bad`` leaves unreadable images and subfolders out (listed in the manifest's ``skipped``, and each passed to
-    ``on_skip(relative name, reason)``) instead of refusing the folder.
+    ``on_skip(relative name, reason)``) instead of refusing the folder. ``label_column``: a CSV file's column of
+    anomaly labels, stored as the labels and not as a value of the rows (as ``load_dataset`` reads it).
     """
     if workers is None:
         workers = os.cpu_count() or 1
@@ -75,7 +77,13 @@ def pack(
         partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_partial_prefix(out)}-{os.getpid()}-"))
     try:
         partial.chmod(0o777 & ~umask())
-        options = {"skip_bad": skip_bad, "data_dir": data_dir, "workers": workers, "progress": progress}
+        options = {
+            "skip_bad": skip_bad,
+            "data_dir": data_dir,
+            "workers": workers,
+            "progress": progress,
+            "label_column": label_column,
+        }
         manifest = _pack_into(partial, source, seed=seed, test_fraction=test_fraction, on_skip=on_skip, **options)
         with writing(out):
             if os.path.lexists(out):
@@ -122,7 +130,9 @@ def _planned_and_written(
     image folder is planned and written again, carefully, where a try ends in :class:`Redo`."""
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise DataError(f"source {source!r} is not a name or a path; name digits, mnist, a file or a folder of data")
-    planned = find(source, "source").plan
+    found = find(source, "source")
+    check_label_column(found, source, options["label_column"])
+    planned = found.plan
     pool = Pool(workers, folder)
     redo = None
     try:
@@ -198,6 +208,8 @@ def _manifest(plan: Plan, files: dict, bounds: tuple[float, float], *, seed: int
         },
         "files": files,
     }
+    if plan.anomaly_labels:
+        manifest[fmt.ANOMALY_LABELS] = True
     return {**manifest, "id": fmt.store_id(manifest)}
 
 
