@@ -220,30 +220,33 @@ class Restorer:
         self.run, self.model = run, model
         self.parameters = sum(p.numel() for p in model.parameters())
         with open(run / "history.csv", newline="") as handle:
-            self.train_seconds = sum(float(record["seconds"]) for record in csv.DictReader(handle))
+            epochs = [float(record["seconds"]) for record in csv.DictReader(handle)]
+        self.train_seconds = sum(epochs)
         sigma = tuple(getattr(model, "sigma", ()))
         blind = getattr(model, "task", None) == "denoise" and len(set(sigma)) > 1
         self.method = f"aekit red blind {sigma[0]}-{sigma[-1]}" if blind else "aekit red"
         config = run / "config.json"
-        self.training = training_summary(json.loads(config.read_text())["options"]) if config.is_file() else None
+        options = json.loads(config.read_text())["options"] if config.is_file() else None
+        self.training = training_summary(options, len(epochs)) if options else None
 
     def extra(self) -> dict:
         extra = {"run": str(self.run), "parameters": self.parameters, "train_seconds": round(self.train_seconds, 1)}
         return extra | ({"training": self.training} if self.training else {})
 
 
-def training_summary(options: dict) -> str:
-    """What a run learnt from, in a line: its task, net and patches seen."""
+def training_summary(options: dict, epochs: int) -> str:
+    """What a run learnt from, in a line: its task, net and patches seen in its ``epochs`` (its history's: a resume
+    may have raised config.json's)."""
     task = (
         f"sigma {'-'.join(map(str, options['sigma']))}"
         if options["restore"] == "denoise"
         else "x" + ",".join(map(str, options["factors"]))
     )
-    seen = options["epochs"] * options["patches_per_epoch"]
+    seen = epochs * options["patches_per_epoch"]
     return (
         f"{options['restore']} {task}; width {options['width']}, levels {options['levels']}, blocks "
         f"{options['blocks']}; {seen:,} patches of {options['patch']}x{options['patch']} from "
-        f"{Path(options['dataset']).name} ({options['epochs']} epochs), batch {options['batch_size']}, lr "
+        f"{Path(options['dataset']).name} ({epochs} epochs), batch {options['batch_size']}, lr "
         f"{options['lr']:g} {options['schedule']}"
     )
 
