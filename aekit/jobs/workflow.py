@@ -230,6 +230,7 @@ def train_run(
             run_folder.write_json(out / run_folder.CONFIG, _config(options, spec, dataset))
         elif main:
             _record_place(out, options["dataset"])
+            _record_changes(out, options)
         history = _trained(
             model, training, settings, dataset, board, out=out, device=torch_device, resume=resume, progress=progress
         )
@@ -328,6 +329,16 @@ def _record_place(run_dir: Path, path: str) -> None:
         return
     run_folder.write_json(run_dir / run_folder.CONFIG, {**config, "options": {**config["options"], "dataset": path}})
     print(f"aekit: the run in {run_dir} now reads its data from {path}", file=sys.stderr)
+
+
+def _record_changes(run_dir: Path, options: dict) -> None:
+    """Record in a resumed run's config.json the options the resume changed (a raised --epochs, another --data-on),
+    so that it says how the run was trained to the end."""
+    config = run_folder.read_config(run_dir)
+    saved = config["options"]
+    changed = {k: as_saved(v) for k, v in options.items() if k in saved and as_saved(v) != saved[k]}
+    if changed:
+        run_folder.write_json(run_dir / run_folder.CONFIG, {**config, "options": {**saved, **changed}})
 
 
 def _trained(model, training: Dataset, settings: TrainSettings, dataset: Dataset, board, **how) -> list[dict]:

@@ -362,6 +362,18 @@ def test_a_signal_in_the_last_epoch_stops_and_resume_finishes_the_run(capsys, tm
     same_weights(out, reference[1])
 
 
+def test_a_resume_that_raises_the_epochs_says_so_in_config_json(capsys, tmp_path, reference):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "--out", out, "--epochs", "1", *ARGS)[0] == 0
+    before = run_folder.read_config(out)
+    assert cli(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--no-progress")[0] == 0
+    after = run_folder.read_config(out)
+    assert after["options"] == {**before["options"], "epochs": 2} and after["model"] == before["model"]
+    same_weights(out, reference[1])
+    assert cli(capsys, "train", "--resume", "--out", out, "--no-progress")[0] == 0  # nothing left: it stays as it was
+    assert run_folder.read_config(out) == after
+
+
 # ---------------------------------------------------------------- the run's data
 
 
