@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import importlib
 import json
 import signal
@@ -166,6 +167,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--neighbour-rows", type=int, default=50000, help="LOF and KNN only on tables up to this")
     parser.add_argument("--threads", type=int, default=1, help="torch's CPU threads (1: the machine is shared)")
     parser.add_argument("--stop-after", type=float, help="start no measurement after this many seconds of this run")
+    parser.add_argument("--note", default="", help="a sentence to add to the section (e.g. on the machine's load)")
     parser.add_argument("--json", type=Path, default=SAVED, help="where each result is saved (and resumed from)")
     parser.add_argument("--figure", type=Path, default=FIGURE)
     parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file whose section is rewritten")
@@ -273,10 +275,18 @@ def load_saved(path: Path) -> list[dict]:
         raise BenchError(f"{path} cannot be read as the saved results ({error}); move it away to start anew") from None
 
 
-def save(path: Path, results: list[dict]) -> None:
+def _key(result: dict) -> tuple:
+    return result["dataset"], result["method"], result["seed"]
+
+
+def save(path: Path, result: dict) -> dict[tuple, dict]:
+    """Add ``result`` to the results saved in ``path`` (over one of the same key) and return them all, by key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(results, key=lambda r: (r["dataset"], r["method"], r["seed"]))
-    atomic_write(path, (json.dumps(ordered, indent=1) + "\n").encode())
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # runs of parts side by side (other methods, other sets) each add theirs
+        saved = {_key(r): r for r in load_saved(path)} | {_key(result): result}
+        atomic_write(path, (json.dumps(sorted(saved.values(), key=_key), indent=1) + "\n").encode())
+    return saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, path) in sets.items():
         if todo[name]:
             run_set(name, *read_table(path), todo[name], index, args, started)
-    results = list(index.values())
+    results = load_saved(args.json)  # with those of runs side by side
     groups = {name: group for name, (group, _) in data_sets(args.data_dir, None).items()}
     text = section(results, groups, args, time.perf_counter() - started, argv if argv is not None else sys.argv[1:])
     draw_ranks(results, groups, args.figure)
@@ -304,7 +314,7 @@ def plan(args) -> tuple[dict, dict, dict]:
     """The data sets, the saved results by (dataset, method, seed), and each set's (method, seed) to measure; every
     table with something to measure is read and checked before any is measured."""
     sets = data_sets(args.data_dir, args.sets)
-    index = {(r["dataset"], r["method"], r["seed"]): r for r in load_saved(args.json)}
+    index = {_key(r): r for r in load_saved(args.json)}
     said: set[str] = set()
     methods = [method for method in args.methods if available(method, said)]
     todo = {
@@ -330,8 +340,8 @@ def run_set(name: str, x: np.ndarray, y: np.ndarray, todo: list, index: dict, ar
         if METHODS[method].neighbours and len(x) > args.neighbour_rows:
             print(f"{name} {method}: skipped, {len(x)} rows > --neighbour-rows {args.neighbour_rows}")
             continue
-        result = index[(name, method, seed)] = measure(name, method, seed, x, y, args)
-        save(args.json, list(index.values()))
+        result = measure(name, method, seed, x, y, args)
+        index.update(save(args.json, result))
         outcome = (
             f"AUROC {result['auroc']:.4f}, AUPRC {result['auprc']:.4f}"
             if result["auroc"] is not None
@@ -454,7 +464,8 @@ def section(results: list[dict], groups: dict[str, str], args, wall: float, argv
         "sets. Seconds: fitting and scoring, summed over the sets and seeds.\n\n"
         f"{datetime.date.today().isoformat()}, {device_name(resolve_device('auto'))}, {versions}; wall time "
         f"{wall / 60:.1f} min of this invocation (results resumed from earlier invocations count their own seconds)."
-        f"\n\n    python -m bench.adbench {' '.join(_quoted(argv))}\n\n"
+        + (f" {args.note}" if args.note else "")
+        + f"\n\n    python -m bench.adbench {' '.join(_quoted(_command(argv)))}\n\n"
         f"Caps: a fit and score is stopped at {args.max_seconds:g} s (capped); OneClassSVM is fitted on at most "
         f"{args.ocsvm_rows} rows drawn at random and scores every row; LocalOutlierFactor and KNN are not run on "
         f"tables of more than {args.neighbour_rows} rows. aekit PCA keeps {MODEL['n_components']} components (the "
@@ -467,6 +478,11 @@ def section(results: list[dict], groups: dict[str, str], args, wall: float, argv
     for group in dict.fromkeys(groups[s] for s in shown):
         text += group_text(table, group, [s for s in shown if groups[s] == group]) + "\n"
     return text
+
+
+def _command(argv: list[str]) -> list[str]:
+    """The arguments without --note and its sentence."""
+    return [arg for i, arg in enumerate(argv) if arg != "--note" and (i == 0 or argv[i - 1] != "--note")]
 
 
 def _quoted(argv: list[str]) -> list[str]:
