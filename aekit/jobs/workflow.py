@@ -230,7 +230,6 @@ def train_run(
             run_folder.write_json(out / run_folder.CONFIG, _config(options, spec, dataset))
         elif main:
             _record_place(out, options["dataset"])
-            _record_changes(out, options)
         history = _trained(
             model, training, settings, dataset, board, out=out, device=torch_device, resume=resume, progress=progress
         )
@@ -241,6 +240,8 @@ def train_run(
             "batch_size": settings.batch_size,
         }
         if main:
+            if resume:  # once the epochs are trained: a resume refused or failed leaves config.json as it was
+                _record_changes(out, options)
             metrics = _finish_run(out, model, dataset, options, history, metrics, board)
     return model, metrics
 

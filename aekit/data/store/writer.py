@@ -221,9 +221,9 @@ def _write_examples(folder: Path, plan: Plan, progress: bool):
     its sizes.npy): their manifest entries, the training split's bounds and its statistics. The header is written,
     then the chunks in order, appended, hashed and summed on the way: the file never holds more than was decoded."""
     path = folder / fmt.EXAMPLES
-    files, pieces = {}, _pieces(plan)
+    files = {}
     if plan.sizes is None:
-        shape = (plan.n, *plan.shape)
+        shape, pieces = (plan.n, *plan.shape), _pieces(plan)
     else:
         sizes = np.concatenate([plan.sizes[plan.train], plan.sizes[plan.test]]).astype(np.int64)
         files[fmt.SIZES] = _write_small(folder / fmt.SIZES, _npy_bytes(sizes))
@@ -258,6 +258,8 @@ def _write_examples(folder: Path, plan: Plan, progress: bool):
             file.flush()
             os.fsync(file.fileno())
     finally:
+        # Closed at once, as decoding's rows are: the pool's scratch file goes before anything removes the folder.
+        pieces.close()
         bar.close()
     if done != plan.n or path.stat().st_size != size:
         raise AssertionError(f"{done} rows of {path.stat().st_size} bytes written for {plan.n} of {size}")
