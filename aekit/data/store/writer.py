@@ -220,8 +220,7 @@ def _write_examples(folder: Path, plan: Plan, progress: bool):
     """examples.npy from the plan's chunks, training rows first (a ragged plan's images flat, one after the other, and
     its sizes.npy): their manifest entries, the training split's bounds and its statistics. The header is written,
     then the chunks in order, appended, hashed and summed on the way: the file never holds more than was decoded."""
-    path = folder / fmt.EXAMPLES
-    files = {}
+    path, files = folder / fmt.EXAMPLES, {}
     if plan.sizes is None:
         shape, pieces = (plan.n, *plan.shape), _pieces(plan)
     else:
