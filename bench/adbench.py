@@ -6,8 +6,12 @@ all of X without y and scores every row; AUROC and AUPRC (scikit-learn's roc_auc
 of the scores against y. Side by side, each at its defaults, on X as stored:
 
   aekit AE, aekit VAE   aekit's AutoEncoderOutlierDetector and VariationalAutoEncoderOutlierDetector, -score_samples
-  aekit PCA             aekit's PCA (the detectors' default code size, standardized features, Gaussian likelihood),
-                        its reconstruction NLL
+  aekit AE x3 codes     the mean of the scores of three AutoEncoderOutlierDetectors of codes of 2, 4 and 8 values (an
+                        ensemble, measured to see whether it pays)
+  aekit AE early stopping  AutoEncoderOutlierDetector(early_stopping=True): the weights of the epoch of least loss on
+                        the tenth of the rows it holds out (measured to see whether early stopping pays)
+  aekit PCA             aekit's PCA (the detectors' default code size for the table, standardized features,
+                        Gaussian likelihood), its reconstruction NLL
   IsolationForest       scikit-learn's, -score_samples
   OneClassSVM           scikit-learn's, fitted on at most --ocsvm-rows rows drawn at random (its cost grows with the
                         square of the rows), -decision_function of every row
@@ -48,12 +52,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 import aekit
 from aekit.atomic import atomic_write
 from aekit.data import Dataset
-from aekit.errors import AekitError
+from aekit.errors import AekitError, TrainingStopped
 from aekit.evaluation.anomaly import RECONSTRUCTION, anomaly_scores
 from aekit.models import model_config
 from aekit.report.plots import markdown_table
 from aekit.sklearn import outlier_detector
-from aekit.sklearn.autoencoders import MODEL
+from aekit.sklearn.autoencoders import table_sizes
 from aekit.sklearn.base import fitted
 from aekit.training.trainer import TrainSettings, resolve_device
 from bench.measure import device_name
@@ -77,23 +81,34 @@ class OverCap(BaseException):
 class Method:
     """A detector: ``scores(X, seed, args)`` gives each row's anomaly score (higher: more anomalous); ``package``
     is the module it needs beyond aekit's own requirements, ``neighbours`` says it searches neighbours among all
-    rows (skipped above --neighbour-rows)."""
+    rows (skipped above --neighbour-rows); ``variant_of`` names the method it varies (an option of aekit's
+    detector), against which it is compared, seed by seed, rather than ranked among the detectors at their
+    defaults."""
 
     scores: Callable[[np.ndarray, int, argparse.Namespace], np.ndarray]
     package: str | None = None
     neighbours: bool = False
+    variant_of: str | None = None
 
 
-def _aekit_detector(family: str) -> Callable:
+def _aekit_detector(family: str, **params) -> Callable:
     def scores(x: np.ndarray, seed: int, args) -> np.ndarray:
-        return -outlier_detector(family)(random_state=seed).fit(x).score_samples(x)
+        return -outlier_detector(family)(random_state=seed, **params).fit(x).score_samples(x)
 
     return scores
 
 
+def _aekit_code_sizes(x: np.ndarray, seed: int, args) -> np.ndarray:
+    """The mean score of three AutoEncoderOutlierDetectors at their defaults but for the code: 2, 4 and 8 values (at
+    most columns - 1); each detector's score is in units of its training rows' medians, so they add alike."""
+    sizes = sorted({max(1, min(size, x.shape[1] - 1)) for size in ENSEMBLE_CODES})
+    detector = outlier_detector("ae")
+    return -np.mean([detector(n_components=n, random_state=seed).fit(x).score_samples(x) for n in sizes], axis=0)
+
+
 def _aekit_pca(x: np.ndarray, seed: int, args) -> np.ndarray:
     rows = x.astype(np.float32)
-    code = min(MODEL["n_components"], *rows.shape)
+    code = min(table_sizes(*rows.shape, TrainSettings().batch_size)["n_components"], len(rows))
     spec = model_config("pca", rows.shape[1:], code_dim=code, likelihood="gaussian", standardize=True)
     model, _ = fitted(spec, Dataset("table", rows, rows, None, None, binary=False), TrainSettings(seed=seed), _cpu())
     return anomaly_scores(model, rows, RECONSTRUCTION)
@@ -135,8 +150,11 @@ def _pyod(module: str, name: str, seeded: bool = False, **fields) -> Callable:
 
 
 _COLUMNS = object()  # stands for the table's number of columns in _pyod's fields
+ENSEMBLE_CODES = (2, 4, 8)  # the code sizes of "aekit AE x3 codes", the ensemble measured for issue 28
 METHODS: dict[str, Method] = {
     "aekit AE": Method(_aekit_detector("ae")),
+    "aekit AE x3 codes": Method(_aekit_code_sizes, variant_of="aekit AE"),
+    "aekit AE early stopping": Method(_aekit_detector("ae", early_stopping=True), variant_of="aekit AE"),
     "aekit VAE": Method(_aekit_detector("vae")),
     "aekit PCA": Method(_aekit_pca),
     "IsolationForest": Method(_isolation_forest),
@@ -238,6 +256,8 @@ def measure(name: str, method: str, seed: int, x: np.ndarray, y: np.ndarray, arg
             scores = np.asarray(METHODS[method].scores(x, seed, args), dtype=np.float64)
     except OverCap:
         return {**result, "auroc": None, "auprc": None, "seconds": args.max_seconds, "capped": True}
+    except TrainingStopped:  # the user's Ctrl-C or SIGTERM inside aekit's training: the run stops, nothing saved
+        raise
     except Exception as error:  # a detector that cannot handle a table is a result too, said in its words
         failed = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         return {**result, "auroc": None, "auprc": None, "seconds": time.perf_counter() - begun, "failed": failed}
@@ -298,9 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     except AekitError as error:
         print(f"adbench: error: {error}", file=sys.stderr)
         return 2
-    for name, (_, path) in sets.items():
-        if todo[name]:
-            run_set(name, *read_table(path), todo[name], index, args, started)
+    try:
+        for name, (_, path) in sets.items():
+            if todo[name]:
+                run_set(name, *read_table(path), todo[name], index, args, started)
+    except TrainingStopped as stop:
+        print(f"adbench: {stop}; what was measured before is saved, a rerun goes on from it", file=sys.stderr)
+        return 128 + stop.signal_number
     results = load_saved(args.json)  # with those of runs side by side
     groups = {name: group for name, (group, _) in data_sets(args.data_dir, None).items()}
     text = section(results, groups, args, time.perf_counter() - started, argv if argv is not None else sys.argv[1:])
@@ -403,9 +427,39 @@ def summary(table: dict[str, dict[str, dict]], methods: list[str], sets: list[st
 
 
 def _methods(table: dict[str, dict[str, dict]], sets: list[str]) -> list[str]:
-    """The methods with a result on any of ``sets``, in METHODS' order."""
+    """The methods at their defaults (no variants) with a result on any of ``sets``, in METHODS' order."""
     present = {m for s in sets for m in table.get(s, {})}
-    return [m for m in METHODS if m in present]
+    return [m for m in METHODS if m in present and METHODS[m].variant_of is None]
+
+
+def variants_text(results: list[dict], sets: list[str]) -> str:
+    """Each variant against the method it varies, over the (set, seed) pairs of ``sets`` both measured."""
+    auroc = {_key(r): r["auroc"] for r in results if r["auroc"] is not None}
+    rows = []
+    for name, method in METHODS.items():
+        pairs = [
+            (value, auroc[(s, method.variant_of, seed)])
+            for (s, m, seed), value in auroc.items()
+            if m == name and s in sets and (s, method.variant_of, seed) in auroc
+        ]
+        if method.variant_of and pairs:
+            varied, base = np.array(pairs).T
+            rows.append(
+                {
+                    "variant": name,
+                    "of": method.variant_of,
+                    "sets x seeds": str(len(pairs)),
+                    "mean AUROC": f"{varied.mean():.3f}",
+                    "its base's": f"{base.mean():.3f}",
+                    "higher on": str(int((varied > base).sum())),
+                    "lower on": str(int((varied < base).sum())),
+                }
+            )
+    if not rows:
+        return ""
+    return "Options of aekit's detectors, each against the detector at its defaults on the same sets and seeds:\n\n" + (
+        markdown_table(rows, list(rows[0])) + "\n"
+    )
 
 
 def _finished(table, methods: list[str], sets: list[str]) -> list[str]:
@@ -421,8 +475,8 @@ def _cell(cell: dict | None, key: str) -> str:
     return "capped" if cell["capped"] else "failed"
 
 
-def group_text(table: dict[str, dict[str, dict]], group: str, sets: list[str]) -> str:
-    """A group's per-set AUROC and AUPRC tables, and its summaries."""
+def group_text(table: dict[str, dict[str, dict]], group: str, sets: list[str], results: list[dict]) -> str:
+    """A group's per-set AUROC and AUPRC tables, its summaries and its variants' comparisons."""
     methods = _methods(table, sets)
     lines = [f"### {group}\n"]
     # The methods that finished all but a tenth of the sets at most, over the sets all of those finished.
@@ -443,6 +497,7 @@ def group_text(table: dict[str, dict[str, dict]], group: str, sets: list[str]) -
             "them finished:\n",
             markdown_table(summary(table, most, wide), columns),
         ]
+    lines.append(variants_text(results, sets))
     for key in ("auroc", "auprc"):
         rows = [{"data set": s, **{m: _cell(table[s].get(m), key) for m in methods}} for s in sets]
         lines += [f"{key.upper()} per data set (mean over the seeds):\n", markdown_table(rows, ["data set", *methods])]
@@ -468,15 +523,15 @@ def section(results: list[dict], groups: dict[str, str], args, wall: float, argv
         + f"\n\n    python -m bench.adbench {' '.join(_quoted(_command(argv)))}\n\n"
         f"Caps: a fit and score is stopped at {args.max_seconds:g} s (capped); OneClassSVM is fitted on at most "
         f"{args.ocsvm_rows} rows drawn at random and scores every row; LocalOutlierFactor and KNN are not run on "
-        f"tables of more than {args.neighbour_rows} rows. aekit PCA keeps {MODEL['n_components']} components (the "
-        "aekit detectors' default code size). Capped: "
+        f"tables of more than {args.neighbour_rows} rows. aekit PCA keeps as many components as the aekit "
+        "detectors' default code has values (min(4, columns - 1)). Capped: "
         + ("; ".join(capped_runs) or "none")
         + ". Failed: "
         + ("; ".join(failed_runs) or "none")
         + ".\n\n"
     )
     for group in dict.fromkeys(groups[s] for s in shown):
-        text += group_text(table, group, [s for s in shown if groups[s] == group]) + "\n"
+        text += group_text(table, group, [s for s in shown if groups[s] == group], results) + "\n"
     return text
 
 

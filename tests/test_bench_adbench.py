@@ -1,11 +1,13 @@
 """bench/adbench.py: ADBench's unsupervised protocol on folders of .npz tables (X, y)."""
 
 import json
+import signal
 import time
 
 import numpy as np
 import pytest
 
+from aekit.errors import TrainingStopped
 from bench import adbench
 
 
@@ -109,3 +111,24 @@ def test_a_bad_folder_or_table_is_refused_in_one_line(tmp_path, tables, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("adbench: error: ")
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_a_signal_inside_aekits_training_stops_the_run_and_saves_no_result(tmp_path, tables, monkeypatch):
+    def stopped(x, seed, args):
+        raise TrainingStopped("stopped by SIGTERM after step 1 of epoch 3", signal.SIGTERM)
+
+    monkeypatch.setitem(adbench.METHODS, "aekit AE", adbench.Method(stopped))
+    assert run(tmp_path, tables, "--methods", "IsolationForest,aekit AE") == 128 + signal.SIGTERM
+    saved = json.loads((tmp_path / "adbench.json").read_text())
+    assert [(r["dataset"], r["method"]) for r in saved] == [("a_small", "IsolationForest")]
+
+
+def test_a_variant_is_compared_with_its_base_seed_by_seed_and_not_ranked(tmp_path, tables, monkeypatch):
+    monkeypatch.setitem(adbench.METHODS, "aekit AE", adbench.Method(lambda x, seed, args: np.abs(x).sum(1)))
+    upside_down = adbench.Method(lambda x, seed, args: -np.abs(x).sum(1), variant_of="aekit AE")
+    monkeypatch.setitem(adbench.METHODS, "aekit AE x3 codes", upside_down)
+    assert run(tmp_path, tables, "--methods", "IsolationForest,aekit AE,aekit AE x3 codes", "--seeds", "0,1") == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    ranked = text.split("Every method, over the 2 sets that all of them finished:")[1].split("Options of")[0]
+    assert "| aekit AE |" in ranked and "x3 codes" not in ranked
+    assert "| aekit AE x3 codes | aekit AE | 4 | 0.000 | 1.000 | 0 | 4 |" in text  # 2 sets x 2 seeds, all lower

@@ -352,6 +352,11 @@ def test_bad_codes_and_sparse_input():
         ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'; use auto, bce or mse"),
         ({"device": "tpu"}, ParameterError, r"unknown device 'tpu'"),
         ({"noise": "pink"}, ParameterError, r"unknown noise 'pink'; use one of gaussian, masking, salt-and-pepper"),
+        ({"validation_fraction": 1.5}, ParameterError, r"validation_fraction 1.5 must be None or a fraction in"),
+        ({"validation_fraction": True}, ParameterError, r"validation_fraction True must be None or a fraction"),
+        ({"early_stopping": True}, ParameterError, r"early_stopping needs rows held out to judge on; set validation"),
+        ({"early_stopping": "yes"}, ParameterError, r"early_stopping 'yes' must be True or False"),
+        ({"validation_fraction": 0.99}, ParameterError, r"0.99 of n_samples=20 leaves no row to train on; give more"),
     ],
 )
 def test_bad_hyper_parameters_raise_at_fit_naming_the_fix(params, error, message):
@@ -375,6 +380,28 @@ def test_more_components_than_features_is_refused_at_fit_as_pca_refuses_it(cls):
         estimator.fit(X3)
     assert not hasattr(estimator, "model_")
     assert small(cls, n_components=3, random_state=0).fit(X3).transform(X3).shape == (20, 3)  # as many: accepted
+
+
+def test_early_stopping_keeps_the_epoch_of_least_held_out_loss():
+    """A wide net trained long on 40 rows of noise learns them by heart: the held-out loss turns up. With
+    early_stopping the weights kept are those of its least, without it the last epoch's; each measured again here on
+    the held-out rows (drawn as fit draws them, from random_state's seed)."""
+    noise = np.random.default_rng(0).normal(size=(40, 13))
+    estimator = AutoEncoder(n_components=4, hidden_layer_sizes=(256,), max_iter=100, batch_size=8, random_state=0)
+    estimator.set_params(validation_fraction=0.25, early_stopping=True).fit(noise)
+    curve = estimator.validation_loss_curve_
+    assert len(curve) == len(estimator.loss_curve_) == 100 and estimator.best_iter_ == int(np.argmin(curve)) + 1
+    assert estimator.best_iter_ < 50 and curve[-1] > 1.1 * min(curve)  # it overfit, and the best epoch came early
+    seed = np.random.RandomState(0).randint(2**31 - 1)
+    held = np.sort(np.random.default_rng(seed).permutation(len(noise))[:10])
+    np.testing.assert_array_equal(estimator.validation_rows_, held)
+    x = torch.tensor(estimator.scaler_.transform(noise[held]), dtype=torch.float32)
+    assert mean_loss(estimator.model_, x)["loss"] == pytest.approx(min(curve), rel=1e-5)
+    last = clone(estimator).set_params(early_stopping=False).fit(noise)
+    assert not hasattr(last, "best_iter_") and last.validation_loss_curve_ == pytest.approx(curve)
+    assert mean_loss(last.model_, x)["loss"] == pytest.approx(curve[-1], rel=1e-5)
+    every_row = clone(estimator).set_params(validation_fraction=None, early_stopping=False).fit(noise)
+    assert not any(hasattr(every_row, name) for name in ("validation_rows_", "validation_loss_curve_", "best_iter_"))
 
 
 def test_a_rows_code_does_not_depend_on_its_batch(wine):

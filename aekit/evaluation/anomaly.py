@@ -88,6 +88,27 @@ def reconstruction_nll(
         return filled(scores(), len(x))
 
 
+@torch.no_grad()
+def errors_and_codes(
+    model: torch.nn.Module, x, batch_size: int = 1024, prepare: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's reconstruction error and code (float64): the error is the sum of squared differences between
+    the example and the likelihood's mean for its code, in the networks' units (standardized values; intensities
+    under a Bernoulli model); the code is the encoder's (the VAE's posterior mean). ``prepare`` as for
+    :func:`reconstruction_nll`."""
+
+    def blocks():
+        for batch in batches(x, batch_size, model, prepare):
+            code = model.encode(batch)
+            mean = model.likelihood.mean(model.decoder_output(code))
+            error = (mean - model.standardize(batch)).pow(2).flatten(1).sum(1)
+            yield torch.cat([error[:, None], code.flatten(1)], 1).double().cpu().numpy()
+
+    with evaluating(model):
+        both = filled(blocks(), len(x))
+    return both[:, 0], both[:, 1:]
+
+
 def anomaly_scores(
     model: torch.nn.Module,
     x,

@@ -6,8 +6,10 @@ numpy arrays.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import math
 import numbers
 
 import numpy as np
@@ -123,13 +125,38 @@ def device_here(trained_on: str) -> torch.device:
         return torch.device("cpu")
 
 
-def fitted(spec: ModelConfig, data: Dataset, settings: TrainSettings, device: torch.device):
+def fitted(
+    spec: ModelConfig,
+    data: Dataset,
+    settings: TrainSettings,
+    device: torch.device,
+    measure: bool = False,
+    keep_best: bool = False,
+):
     """The model of ``spec`` trained on ``data`` by the trainer ``aekit train`` runs, seeded by ``settings.seed`` on
-    a forked RNG (the caller's stream untouched), without a test loss or a progress bar; and its history."""
+    a forked RNG (the caller's stream untouched), without a progress bar; and its history. ``measure``: the loss on
+    ``data.x_test`` after each epoch (the history's test_loss); ``keep_best`` (with it): the weights of the epoch
+    where it was least, else those of the last epoch."""
+    best = {"loss": math.inf, "state": None}
+
+    def remember(record: dict) -> None:
+        if record["test_loss"] < best["loss"]:
+            best.update(loss=record["test_loss"], state=copy.deepcopy(model.state_dict()))
+
     with own_rng():
         torch.manual_seed(settings.seed)
         model = build_model(spec)
-        history = train(model, data, settings, device=device, progress=False, test_each_epoch=False)
+        history = train(
+            model,
+            data,
+            settings,
+            device=device,
+            progress=False,
+            test_each_epoch=measure,
+            on_epoch_end=remember if keep_best else None,
+        )
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     return model, history
 
 
@@ -141,13 +168,14 @@ class TorchEstimator(BaseEstimator):
     _data = ""
     _arguments: tuple[str, ...] = ()  # the options its methods take beside the hyper-parameters, named as such
 
-    def _run_options(self) -> dict:
-        """The run options that the training hyper-parameters set, by their names as options: whole numbers checked
-        as scikit-learn checks them, and a seed drawn from ``random_state``, as scikit-learn's estimators draw
-        theirs."""
+    def _run_options(self, params: dict | None = None) -> dict:
+        """The run options that the training hyper-parameters set (``params``, by default the estimator's own), by
+        their names as options: whole numbers checked as scikit-learn checks them, and a seed drawn from
+        ``random_state``, as scikit-learn's estimators draw theirs."""
+        params = self.get_params(deep=False) if params is None else params
         types, values = kinds(), {}
         for parameter, f in estimator_parameters(self._data).items():
-            value = getattr(self, parameter)
+            value = params[parameter]
             if parameter == "random_state":
                 value = int(check_random_state(value).randint(2**31 - 1))
             elif types[f.name] is int:
@@ -155,12 +183,13 @@ class TorchEstimator(BaseEstimator):
             values[f.name] = value
         return values
 
-    def _model_fields(self, config: type[ModelConfig], skip: set[str]) -> dict:
-        """The config fields that the hyper-parameters set (those in ``skip`` aside), sizes as tuples of plain ints
-        (a single number or a numpy array taken too)."""
+    def _model_fields(self, config: type[ModelConfig], skip: set[str], params: dict | None = None) -> dict:
+        """The config fields that the hyper-parameters set (``params``, by default the estimator's own; those in
+        ``skip`` aside), sizes as tuples of plain ints (a single number or a numpy array taken too)."""
         names = {sklearn_name(f): f.name for f in config.options()}
         types, fields = config.types(), {}
-        for name, value in self.get_params(deep=False).items():
+        params = self.get_params(deep=False) if params is None else params
+        for name, value in params.items():
             if name in skip:
                 continue
             if types[names[name]] is tuple:

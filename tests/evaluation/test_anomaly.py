@@ -1,6 +1,7 @@
 """Anomaly scores (aekit.evaluation.anomaly), the scikit-learn outlier detectors, `aekit score` and one-class training
 (`--normal-class`) with the AUROC in the report."""
 
+import copy
 import csv
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 import torch
 from helpers import assert_refused, run_cli
 from PIL import Image
+from sklearn.base import clone
 from sklearn.datasets import load_wine
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -33,6 +35,7 @@ from aekit.sklearn import (
     VariationalAutoEncoderOutlierDetector,
     outlier_detector,
 )
+from aekit.sklearn.autoencoders import table_sizes
 from aekit.training.trainer import TrainSettings
 
 DETECTORS = (
@@ -151,13 +154,54 @@ def test_contamination_sets_the_share_of_training_rows_called_outliers(contamina
     assert detector.offset_ == pytest.approx(np.percentile(scores, 100 * contamination))
 
 
-def test_auto_contamination_is_tukeys_fence_and_scores_are_log_likelihoods(wine):
-    detector = small(AutoEncoderOutlierDetector, random_state=0).fit(wine)
-    scores = detector.score_samples(wine)
-    q1, q3 = np.percentile(scores, [25, 75])
+@pytest.mark.parametrize("score", ["reconstruction_and_code", "reconstruction_nll"])
+@pytest.mark.parametrize("held_out", [0.1, None])
+def test_auto_contamination_is_tukeys_fence_of_the_held_out_rows(score, held_out, wine):
+    detector = small(AutoEncoderOutlierDetector, anomaly_score=score, validation_fraction=held_out, random_state=0)
+    detector.fit(wine)
+    rows = detector.validation_rows_ if held_out else np.arange(len(wine))
+    assert len(rows) == (18 if held_out else 178) and not hasattr(detector, "best_iter_")
+    q1, q3 = np.percentile(detector.score_samples(wine[rows]), [25, 75])
     assert detector.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
     assert set(np.unique(detector.predict(wine))) <= {-1, 1}
-    assert scores.mean() == pytest.approx(detector.score(wine), rel=1e-9)  # score is their mean, as for PCA
+
+
+def test_reconstruction_nll_scores_are_log_likelihoods(wine):
+    detector = small(AutoEncoderOutlierDetector, anomaly_score="reconstruction_nll", random_state=0).fit(wine)
+    # score is their mean, as for PCA
+    assert detector.score_samples(wine).mean() == pytest.approx(detector.score(wine), rel=1e-9)
+
+
+@pytest.mark.parametrize("cls", [AutoEncoderOutlierDetector, VariationalAutoEncoderOutlierDetector])
+def test_the_default_score_adds_the_reconstruction_error_and_the_code_distance_each_over_its_median(cls, wine):
+    detector = small(cls, random_state=0).fit(wine)
+    model = copy.deepcopy(detector.model_).double()
+    x = torch.from_numpy(detector.scaler_.transform(wine))
+    with torch.no_grad():
+        codes = model.encode(x)
+        errors = ((model.decoder_output(codes) - x) ** 2).sum(1).numpy()
+    codes = codes.numpy()
+    trained = np.delete(np.arange(len(wine)), detector.validation_rows_)  # the statistics: the rows trained on
+    centred = codes - codes[trained].mean(0)
+    distances = np.einsum("ij,jk,ik->i", centred, np.linalg.inv(np.cov(codes[trained], rowvar=False)), centred)
+    expected = errors / np.median(errors[trained]) + distances / np.median(distances[trained])
+    np.testing.assert_allclose(-detector.score_samples(wine), expected, rtol=1e-4)
+    np.testing.assert_allclose(-detector.score_samples(wine[5:7]), expected[5:7], rtol=1e-4)  # row by row
+
+
+def test_the_detectors_fit_their_size_and_training_length_to_the_table(wine):
+    rows, columns = wine.shape  # 178 x 13: two batches of 128 an epoch, 1,000 epochs make 2,000 steps
+    detector = AutoEncoderOutlierDetector(random_state=0)
+    assert detector.get_params()["n_components"] == "auto"
+    sizes = table_sizes(rows, columns, 128)
+    assert sizes == {"n_components": 4, "hidden_layer_sizes": (26,), "max_iter": 1000}
+    assert table_sizes(80, 3, 128) == {"n_components": 2, "hidden_layer_sizes": (16,), "max_iter": 2000}
+    assert table_sizes(619_326, 1555, 128) == {"n_components": 4, "hidden_layer_sizes": (256,), "max_iter": 1}
+    detector.set_params(max_iter=3).fit(wine)
+    assert (detector.spec_.code_dim, detector.spec_.hidden, detector.n_iter_) == (4, (26,), 3)
+    assert detector.get_params()["hidden_layer_sizes"] == "auto"  # fit leaves the parameters as given
+    given = AutoEncoderOutlierDetector(n_components=2, hidden_layer_sizes=(8, 4), max_iter=2).fit(wine)
+    assert (given.spec_.code_dim, given.spec_.hidden, given.n_iter_) == (2, (8, 4), 2)
 
 
 def test_a_pipeline_with_a_scaler_finds_the_rows_that_do_not_fit(wine):
@@ -173,7 +217,7 @@ def test_a_pipeline_with_a_scaler_finds_the_rows_that_do_not_fit(wine):
 @pytest.mark.parametrize(
     "cls, params, message",
     [
-        (AutoEncoderOutlierDetector, {"anomaly_score": "neg_elbo"}, "use one of reconstruction_nll"),
+        (AutoEncoderOutlierDetector, {"anomaly_score": "neg_elbo"}, "one of reconstruction_nll, reconstruction_and"),
         (AutoEncoderOutlierDetector, {"contamination": 0.7}, r"'auto' or a fraction in \(0, 0.5\]"),
         (AutoEncoderOutlierDetector, {"contamination": "most"}, r"'auto' or a fraction in \(0, 0.5\]"),
         (VariationalAutoEncoderOutlierDetector, {"nll_samples": 0}, "nll_samples == 0, must be >= 1"),
@@ -383,3 +427,18 @@ def test_score_refuses_bad_input_in_one_line_and_writes_nothing(zero_run, capsys
         str(tmp_path / "s.txt"),
         match="a .csv file",
     )
+
+
+def test_a_detector_copes_with_wild_scales_constant_and_duplicated_columns(wine):
+    """Each column is standardized, so a column in other units changes nothing; a constant column is learnt as
+    such (a row that breaks it is the most anomalous), and a copy of a column is only one more column."""
+    detector = AutoEncoderOutlierDetector(max_iter=20, random_state=0)
+    scores = detector.fit(wine).score_samples(wine)
+    rescaled = wine * np.logspace(-6, 9, wine.shape[1])  # micro-units to giga-units
+    np.testing.assert_allclose(clone(detector).fit(rescaled).score_samples(rescaled), scores, rtol=1e-3)
+    table = np.column_stack([wine, np.full(len(wine), 7.0), wine[:, 0]])  # a constant column and a copy of column 0
+    fitted = clone(detector).fit(table)
+    broken = table.copy()
+    broken[3, -2] = 8.0  # the constant column off by one in one row
+    assert np.isfinite(fitted.score_samples(table)).all()
+    assert np.argmin(fitted.score_samples(broken)) == 3 and fitted.predict(broken)[3] == -1
