@@ -20,9 +20,11 @@ is (an atomic folder).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ from torch import nn
 
 from aekit import __version__
 from aekit.atomic import atomic_folder, check_folder, check_output, make_folder
-from aekit.errors import AekitError, RunError
+from aekit.data.dataset import as_float32
+from aekit.errors import AekitError, DataError, RunError
 from aekit.jobs.workflow import held_out
 from aekit.training import run_folder
 
@@ -114,8 +117,15 @@ def export(model: nn.Module, out: str | Path, examples=None, *, overwrite: bool 
     _check_out(out, overwrite)
     _refuse_codeless(model, "the model")
     if examples is not None:
-        examples = np.asarray(examples, dtype=np.float32)[:CHECKED]
-    return _export(model.eval(), out, examples, f"the first {CHECKED} examples given", overwrite)
+        examples = as_float32(np.asarray(examples[:CHECKED]))
+        if examples.size != len(examples) * math.prod(model.example_shape):
+            raise DataError(
+                f"examples of shape {examples.shape} were given to check a model that takes {model.example_shape}; "
+                "give examples of its data"
+            )
+    # A copy: the caller's model keeps its device and mode.
+    model = copy.deepcopy(model).cpu().eval()
+    return _export(model, out, examples, f"the first {CHECKED} examples given", overwrite)
 
 
 def _check_out(out: Path, overwrite: bool, may_hold=()) -> None:
@@ -134,7 +144,6 @@ def _refuse_codeless(model: nn.Module, name) -> None:
 def _export(model: nn.Module, out: Path, examples: np.ndarray | None, source: str, overwrite: bool) -> dict:
     """Export, check and write (see :func:`export`); ``source`` says what ``examples`` are."""
     onnx_runtime = _onnx_runtime()
-    model = model.cpu()
     if examples is None or len(examples) < 2:
         x, source = _random_inputs(model, model.example_shape), "seeded random inputs in the data's range"
     else:

@@ -14,7 +14,7 @@ from helpers import assert_refused, run_cli
 
 import aekit
 from aekit.data import Dataset
-from aekit.errors import AekitError
+from aekit.errors import AekitError, DataError
 from aekit.models import build_model, model_config
 from aekit.training.trainer import TrainSettings, train
 from aekit.uses import export as onnx_export
@@ -118,6 +118,15 @@ def test_a_fully_convolutional_run_exports_for_any_batch_height_and_width(tmp_pa
         assert np.array_equal(code, model.map_symbols(torch.from_numpy(x)).numpy())
         image = decoder.run(None, {"code": code})[0][..., :height, :width]
         np.testing.assert_allclose(image, model.restore(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_python_export_leaves_the_model_as_it_was_and_refuses_examples_of_another_size(tmp_path, digits):
+    model = _model("pca", digits, code_dim=4).train()
+    with pytest.raises(DataError, match="examples of shape"):
+        onnx_export.export(model, tmp_path / "onnx", digits.x_test[:, :, :4])
+    manifest = onnx_export.export(model, tmp_path / "onnx", (digits.x_test * 255).astype(np.uint8))
+    assert model.training and manifest["model"] == "pca"
+    assert manifest["parity"]["checks"][0]["decoder"]["x"] <= onnx_export.TOLERANCE
 
 
 def test_a_restoration_model_has_no_encoder_and_decoder_to_export(tmp_path):
