@@ -92,7 +92,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, overwrite: bool = False)
     """Export the finished run in ``run_dir`` to the new folder ``out`` (see the module's docstring), checked on its
     test split where its data is here; returns what export.json holds. The run folder may be read-only; one that
     another process holds (a training) or that has not finished is refused, as is an ``out`` that exists (unless
-    ``overwrite``: a folder by a folder) or lies in the run."""
+    ``overwrite``: a folder by a folder) or is, or holds, the run."""
     run_dir, out = Path(run_dir), Path(out)
     _check_out(out, overwrite, may_hold=(run_dir,))
     with run_folder.RunLock(run_dir, create=False):
@@ -129,6 +129,8 @@ def export(model: nn.Module, out: str | Path, examples=None, *, overwrite: bool 
 
 
 def _check_out(out: Path, overwrite: bool, may_hold=()) -> None:
+    """Refuse, before any work, what cannot be done: the packages missing, or ``out`` not to be written."""
+    _onnx_runtime()
     check_folder(out)
     check_output(out, overwrite, folder=True, may_hold=may_hold)
 
@@ -147,7 +149,7 @@ def _export(model: nn.Module, out: Path, examples: np.ndarray | None, source: st
     if examples is None or len(examples) < 2:
         x, source = _random_inputs(model, model.example_shape), "seeded random inputs in the data's range"
     else:
-        x = torch.from_numpy(examples.reshape(len(examples), *model.example_shape))
+        x = torch.from_numpy(np.array(examples, np.float32).reshape(len(examples), *model.example_shape))
     encoder, decoder = graphs(model)
     with torch.no_grad():
         code = _outputs(encoder, model, x)[0]
