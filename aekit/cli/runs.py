@@ -147,7 +147,7 @@ def export(commands) -> None:
         "inside, so both take and give the data's own units) and export.json (their inputs, outputs, shapes, value "
         "range, the aekit version and the parity figures). Both graphs are run in onnxruntime on the run's test split "
         "(seeded random inputs where its data is not here) and the export is refused if they differ from PyTorch by "
-        "more than 1e-5, relative. Needs `pip install aekit[export]`.",
+        "more than the tolerance export.json states. Needs `pip install aekit[export]`.",
     )
     flags.run_argument(export)
     export.add_argument("--format", choices=("onnx",), default="onnx", help="the graphs' format (default: onnx)")
