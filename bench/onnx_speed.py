@@ -22,7 +22,7 @@ import onnxruntime
 import torch
 
 from aekit.models import build_model, model_config
-from aekit.uses.export import DECODER, ENCODER, export, graphs
+from aekit.uses.export import DECODER, ENCODER, export, graphs, largest_difference
 from bench.mnist_runs import RESULTS, write_section
 
 SECTION = "## ONNX export: onnxruntime against PyTorch"
@@ -89,8 +89,7 @@ def measure(label: str, family: str, fields: dict, folder: Path, threads: dict, 
                 del run
                 rows.append((label, name, batch, shown, pytorch, rate))
                 print(" | ".join(map(str, rows[-1][:4])), f"{pytorch:.0f} {rate:.0f}", flush=True)
-    worst = max(v for check in manifest["parity"]["checks"] for p in ("encoder", "decoder") for v in check[p].values())
-    return rows, worst
+    return rows, largest_difference(manifest)
 
 
 def main(argv=None) -> int:

@@ -157,17 +157,13 @@ def export(commands) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from aekit.uses.export import export_run
+    from aekit.uses.export import export_run, largest_difference
 
     manifest = export_run(args.run, args.out, overwrite=args.overwrite)
-    worst = max(
-        value
-        for check in manifest["parity"]["checks"]
-        for part in ("encoder", "decoder")
-        for value in check[part].values()
-    )
+    graphs = " and ".join(name for name in ("encoder", "decoder", "restorer") if name in manifest)
     print(
-        f"ONNX encoder and decoder written to {args.out} (largest relative difference from PyTorch {worst:.1g})",
+        f"ONNX {graphs} written to {args.out} (largest relative difference from PyTorch "
+        f"{largest_difference(manifest):.1g})",
         file=sys.stderr,
     )
 

@@ -1,4 +1,5 @@
-"""A run's encoder and decoder as two ONNX graphs, checked against PyTorch before they are written.
+"""A run's encoder and decoder as two ONNX graphs (a restoration run's restorer as one), checked against PyTorch before
+they are written.
 
 ``encoder.onnx`` maps examples (batch, *shape) in the data's own units to codes, and ``decoder.onnx`` codes back to
 examples: the standardization of a model built with it is inside the graphs (they call ``encode`` and ``decode``).
@@ -7,7 +8,9 @@ entropy coder of ``aekit compress`` is not a graph: its tables stay in the run);
 nearest codewords: an ArgMin and a Gather); PCA's its projection. The batch size is free, and for a model that takes
 images of any size (``takes_any_size``: rd-ae --net fully-conv) height and width are too: its decoder then gives
 the image at 2^L times the code map's size, which the user crops to the image's own. A model with no code that its
-decoder undoes (``gives_codes`` False: red) is refused.
+decoder undoes (``gives_codes`` False) but that restores images of any size (red) is exported as ``restorer.onnx``,
+``restore`` (images in [0, 1] of any height and width, at least 2^levels, to the same shape; an upscaler's input is
+the bicubic enlargement); any other such model is refused.
 
 The graphs are made by ``torch.onnx.export(dynamo=True)`` (torch.export, then onnxscript) and run at once in
 onnxruntime on examples the run did not train on (its test split where its data is here, else seeded random inputs
@@ -41,7 +44,10 @@ from aekit.errors import AekitError, DataError, RunError
 from aekit.jobs.workflow import held_out
 from aekit.training import run_folder
 
-ENCODER, DECODER, MANIFEST = "encoder.onnx", "decoder.onnx", "export.json"
+# The file of each graph, and export.json.
+FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "restorer": "restorer.onnx"}
+ENCODER, DECODER, RESTORER = FILES.values()
+MANIFEST = "export.json"
 # The most an ONNX output may differ from PyTorch's, relative to the largest magnitude of PyTorch's output. Both run
 # the same float32 operations, but onnxruntime may fuse or reorder them: measured differences are about 1e-7.
 TOLERANCE = 1e-5
@@ -73,8 +79,16 @@ class _Function(nn.Module):
         return self.function(self.model, x)
 
 
-def graphs(model: nn.Module) -> tuple[Graph, Graph]:
-    """The encoder and the decoder of ``model`` as export computes them, asking the model what it can do."""
+def graphs(model: nn.Module) -> tuple[Graph, ...]:
+    """The encoder and the decoder of ``model`` as export computes them (a restoration model's restorer), asking the
+    model what it can do; the encoder, where there is one, comes first."""
+    if not model.gives_codes:
+        if model.takes_any_size:
+            return (Graph("restorer", lambda m, x: m.restore(x), "x", ("restored",)),)
+        raise AekitError(
+            f"{type(model).__name__} has no code that its decoder undoes, nor restores images, so it has no graph "
+            "to export; export a run of another family"
+        )
     if model.variational:
         encoder = Graph("encoder", lambda m, x: m.posterior(m.standardize(x)), "x", ("mean", "log_variance"))
     elif model.takes_any_size:
@@ -103,7 +117,6 @@ def export_run(run_dir: str | Path, out: str | Path, *, overwrite: bool = False)
                 f"finish it with `aekit train --resume --out {run_dir}`, then export it"
             )
         model = run_folder.load(run_dir)
-        _refuse_codeless(model, run_dir)
         examples = held_out(run_dir, CHECKED)
         source = f"the first {CHECKED} examples of the run's test split"
         return _export(model, out, examples, source, overwrite)
@@ -115,7 +128,6 @@ def export(model: nn.Module, out: str | Path, examples=None, *, overwrite: bool 
     the data's range); returns what export.json holds."""
     out = Path(out)
     _check_out(out, overwrite)
-    _refuse_codeless(model, "the model")
     if examples is not None:
         examples = as_float32(np.asarray(examples[:CHECKED]))
         if examples.size != len(examples) * math.prod(model.example_shape):
@@ -128,19 +140,19 @@ def export(model: nn.Module, out: str | Path, examples=None, *, overwrite: bool 
     return _export(model, out, examples, f"the first {CHECKED} examples given", overwrite)
 
 
+def largest_difference(manifest: dict) -> float:
+    """The largest relative difference from PyTorch over every check and every output of an export's graphs."""
+    checks = manifest["parity"]["checks"]
+    return max(
+        value for check in checks for part in check.values() if isinstance(part, dict) for value in part.values()
+    )
+
+
 def _check_out(out: Path, overwrite: bool, may_hold=()) -> None:
     """Refuse, before any work, what cannot be done: the packages missing, or ``out`` not to be written."""
     _onnx_runtime()
     check_folder(out)
     check_output(out, overwrite, folder=True, may_hold=may_hold)
-
-
-def _refuse_codeless(model: nn.Module, name) -> None:
-    if not model.gives_codes:
-        raise AekitError(
-            f"{name} has no code that its decoder undoes (a restoration model: its skips carry the detail), so it "
-            "has no encoder and decoder to export; export a run of another family"
-        )
 
 
 def _export(model: nn.Module, out: Path, examples: np.ndarray | None, source: str, overwrite: bool) -> dict:
@@ -150,22 +162,18 @@ def _export(model: nn.Module, out: Path, examples: np.ndarray | None, source: st
         x, source = _random_inputs(model, model.example_shape), "seeded random inputs in the data's range"
     else:
         x = torch.from_numpy(np.array(examples, np.float32).reshape(len(examples), *model.example_shape))
-    encoder, decoder = graphs(model)
-    with torch.no_grad():
-        code = _outputs(encoder, model, x)[0]
-    files, manifest = {}, _manifest(model, encoder, decoder, x, code)
-    checks = [(source, x, code)]
+    parts = graphs(model)
+    checks = [(source, x)]
     if model.takes_any_size:
-        other = _random_inputs(model, (x.shape[1], *(s + d for s, d in zip(x.shape[2:], OTHER_SIZE))))
-        with torch.no_grad():
-            checks.append(("seeded random inputs of another size", other, _outputs(encoder, model, other)[0]))
+        other = (x.shape[1], *(size + more for size, more in zip(x.shape[2:], OTHER_SIZE)))
+        checks.append(("seeded random inputs of another size", _random_inputs(model, other)))
+    feeds = [_feeds(parts, model, inputs) for _, inputs in checks]
+    files = {graph.name: _exported(model, graph, feeds[0][graph.name][:2]) for graph in parts}
+    manifest = _manifest(model, parts, feeds[0])
     parity = {"tolerance": TOLERANCE, "relative_to": "the largest magnitude of PyTorch's output", "checks": []}
-    for graph, sample in ((encoder, x), (decoder, code)):
-        files[graph.name] = _exported(model, graph, sample[:2])
-    for label, inputs, codes in checks:
+    for (label, inputs), feed in zip(checks, feeds):
         differences = {
-            graph.name: _difference(onnx_runtime, files[graph.name], model, graph, sample)
-            for graph, sample in ((encoder, inputs), (decoder, codes))
+            graph.name: _difference(onnx_runtime, files[graph.name], model, graph, feed[graph.name]) for graph in parts
         }
         parity["checks"].append({"inputs": label, "count": len(inputs), "size": list(inputs.shape[1:]), **differences})
         worst = max(
@@ -179,8 +187,8 @@ def _export(model: nn.Module, out: Path, examples: np.ndarray | None, source: st
     manifest["parity"] = parity
     make_folder(out.parent)
     with atomic_folder(out, replace=overwrite) as filling:
-        (filling / ENCODER).write_bytes(files["encoder"])
-        (filling / DECODER).write_bytes(files["decoder"])
+        for name, graph_bytes in files.items():
+            (filling / FILES[name]).write_bytes(graph_bytes)
         (filling / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -214,6 +222,15 @@ def _value_range(model: nn.Module) -> list[float] | None:
 def _outputs(graph: Graph, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     y = graph.function(model, x)
     return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+
+
+def _feeds(parts: tuple[Graph, ...], model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each graph's input for examples ``x``: ``x`` itself, or the code (the first output) the encoder gives of it."""
+    if all(graph.input == "x" for graph in parts):
+        return {graph.name: x for graph in parts}
+    with torch.no_grad():
+        code = _outputs(parts[0], model, x)[0]
+    return {graph.name: x if graph.input == "x" else code for graph in parts}
 
 
 def _exported(model: nn.Module, graph: Graph, sample: torch.Tensor) -> bytes:
@@ -275,35 +292,35 @@ def _difference(onnx_runtime, graph_bytes: bytes, model, graph: Graph, x: torch.
     return differences
 
 
-def _manifest(model: nn.Module, encoder: Graph, decoder: Graph, x: torch.Tensor, code: torch.Tensor) -> dict:
+def _manifest(model: nn.Module, parts: tuple[Graph, ...], feed: dict[str, torch.Tensor]) -> dict:
     """What export.json says of the graphs, before the parity figures."""
     with torch.no_grad():
-        codes, decoded = _outputs(encoder, model, x[:2]), _outputs(decoder, model, code[:2])
-    image, code_axes, decoded_axes = {}, {}, {}
+        given = {graph.name: feed[graph.name][:2] for graph in parts}
+        made = {graph.name: _outputs(graph, model, given[graph.name]) for graph in parts}
+    axes = {graph.name: ({}, {}) for graph in parts}  # each graph's named axes beyond the batch: input, outputs
     if model.takes_any_size:
-        stride = decoded[0].shape[-1] // code.shape[-1]
-        image = {2: "height", 3: "width"}
-        code_axes = {2: f"ceil(height/{stride})", 3: f"ceil(width/{stride})"}
-        decoded_axes = {2: f"{stride}*code_height", 3: f"{stride}*code_width"}
-    value_range = _value_range(model)
+        image, code_map = {2: "height", 3: "width"}, {2: "code_height", 3: "code_width"}
+        axes["restorer"] = (image, image)
+        if "decoder" in made:
+            stride = made["decoder"][0].shape[-1] // given["decoder"].shape[-1]
+            axes["encoder"] = (image, {2: f"ceil(height/{stride})", 3: f"ceil(width/{stride})"})
+            axes["decoder"] = (code_map, {2: f"{stride}*code_height", 3: f"{stride}*code_width"})
     config = getattr(model, "config", None)
-    return {
+    manifest = {
         "aekit_version": __version__,
         "model": config.family if config is not None else type(model).__name__,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "standardized_inside": bool(model.standardize.enabled),
-        "value_range": value_range,
-        "encoder": {
-            "file": ENCODER,
-            "inputs": [_tensor(encoder.input, x, image)],
-            "outputs": [_tensor(name, y, code_axes) for name, y in zip(encoder.outputs, codes)],
-        },
-        "decoder": {
-            "file": DECODER,
-            "inputs": [_tensor(decoder.input, code, {2: "code_height", 3: "code_width"} if image else {})],
-            "outputs": [_tensor(decoder.outputs[0], decoded[0], decoded_axes)],
-        },
+        "value_range": _value_range(model),
     }
+    for graph in parts:
+        inputs, outputs = axes[graph.name]
+        manifest[graph.name] = {
+            "file": FILES[graph.name],
+            "inputs": [_tensor(graph.input, given[graph.name], inputs)],
+            "outputs": [_tensor(name, y, outputs) for name, y in zip(graph.outputs, made[graph.name])],
+        }
+    return manifest
 
 
 def _tensor(name: str, value: torch.Tensor, axes: dict[int, str]) -> dict:

@@ -129,9 +129,24 @@ def test_the_python_export_leaves_the_model_as_it_was_and_refuses_examples_of_an
     assert manifest["parity"]["checks"][0]["decoder"]["x"] <= onnx_export.TOLERANCE
 
 
-def test_a_restoration_model_has_no_encoder_and_decoder_to_export(tmp_path):
+def test_a_restoration_model_exports_its_restorer_for_any_height_and_width(tmp_path):
+    model = _model("red", _images((3, 12, 10)), width=4, levels=2, blocks=1)
+    manifest = onnx_export.export(model, tmp_path / "onnx")
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["export.json", "restorer.onnx"]
+    assert manifest["restorer"]["outputs"][0]["shape"] == ["batch", 3, "height", "width"]
+    assert 0 < onnx_export.largest_difference(manifest) <= onnx_export.TOLERANCE
+    restorer = _session(tmp_path / "onnx" / onnx_export.RESTORER)
+    for height, width in ((12, 10), (4, 7), (17, 33)):
+        x = np.random.default_rng(height).random((2, 3, height, width), dtype=np.float32)
+        with torch.no_grad():
+            expected = model.restore(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(restorer.run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_neither_codes_nor_restoration_is_refused(tmp_path):
     model = build_model(model_config("red", (1, 8, 8), width=4, levels=1, blocks=1)).eval()
-    with pytest.raises(AekitError, match="no code that its decoder undoes"):
+    model.takes_any_size = False  # a restoration model of one size only, which no family is yet
+    with pytest.raises(AekitError, match="nor restores images"):
         onnx_export.export(model, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
 
