@@ -251,11 +251,16 @@ def _exported(model: nn.Module, graph: Graph, sample: torch.Tensor) -> bytes:
             )
             return program.model_proto.SerializeToString()
     except Exception as error:  # the exporter raises many types for what it cannot express
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AekitError(
-            f"the {graph.name} of {type(model).__name__} cannot be exported to ONNX ({reason[:200]}); export "
+            f"the {graph.name} of {type(model).__name__} cannot be exported to ONNX ({_first_line(error)}); export "
             "another run or report it"
         ) from None
+
+
+def _first_line(error: Exception) -> str:
+    """An exception's message in one short line (its first), or its type where it has none."""
+    message = str(error).strip()
+    return message.splitlines()[0][:200] if message else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -277,8 +282,14 @@ def _difference(onnx_runtime, graph_bytes: bytes, model, graph: Graph, x: torch.
     magnitude (infinite where their shapes differ)."""
     options = onnx_runtime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnx_runtime.InferenceSession(graph_bytes, options, providers=["CPUExecutionProvider"])
-    got = session.run(list(graph.outputs), {graph.input: x.numpy()})
+    try:
+        session = onnx_runtime.InferenceSession(graph_bytes, options, providers=["CPUExecutionProvider"])
+        got = session.run(list(graph.outputs), {graph.input: x.numpy()})
+    except Exception as error:  # onnxruntime raises its own types for a graph it cannot load or run
+        raise AekitError(
+            f"onnxruntime cannot run the exported {graph.name} ({_first_line(error)}); nothing was written: report "
+            "it with the run's config.json"
+        ) from None
     with torch.no_grad():
         expected = _outputs(graph, model, x)
     differences = {}

@@ -59,7 +59,13 @@ CASES = {
     "pca-standardized-table": ("pca", "table", {"code_dim": 2, "likelihood": "gaussian", "standardize": True}),
     "ae-standardized-table": ("ae", "table", {**SMALL, "likelihood": "gaussian", "standardize": True}),
     "ae-conv-colour-odd": ("ae", "colour", {"hidden": (4, 8), "code_dim": 4, "net": "conv", "likelihood": "gaussian"}),
+    # dae's and aae's conv graphs are ae's (they differ in training only); dropout-ae's hold its dropout layers.
     "vae-conv-grey": ("vae", "digits", {"hidden": (4, 8), "code_dim": 4, "net": "conv"}),
+    "dropout-ae-conv-colour-odd": (
+        "dropout-ae",
+        "colour",
+        {"hidden": (4, 8), "code_dim": 4, "net": "conv", "likelihood": "gaussian"},
+    ),
     "vqvae-conv-colour-odd": (
         "vqvae",
         "colour",
@@ -246,6 +252,19 @@ def test_what_the_exporter_cannot_express_is_refused_in_one_line(tmp_path, capsy
     monkeypatch.setattr(torch.onnx, "export", cannot)
     out = tmp_path / "onnx"
     assert_refused(capsys, tmp_path, "export", str(run[0]), "--out", str(out), match="aten::mystery")
+
+
+def test_a_graph_onnxruntime_cannot_run_is_refused_in_one_line(tmp_path, capsys, run, monkeypatch):
+    real = ort.InferenceSession
+
+    def failing(graph_bytes, *args, **kwargs):
+        real(graph_bytes, *args, **kwargs)
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model failed\nmore")
+
+    monkeypatch.setattr(ort, "InferenceSession", failing)
+    out = tmp_path / "onnx"
+    assert_refused(capsys, tmp_path, "export", str(run[0]), "--out", str(out), match="onnxruntime cannot run")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_onnxruntime_the_export_says_how_to_install_it(tmp_path, capsys, run, monkeypatch):
