@@ -18,6 +18,7 @@ _PUBLIC = {
     "RunError": "aekit.errors",
     "TrainingDiverged": "aekit.errors",
     "evaluate": "aekit.evaluation",
+    "export": "aekit.uses.export",
     "load": "aekit.training.run_folder",
     "TrainSettings": "aekit.training.settings",
     "train": "aekit.training.trainer",

@@ -47,7 +47,7 @@ def test_every_command_attaches_its_runner():
 
     (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     without = [name for name, parser in commands.choices.items() if not callable(parser.get_default("runner"))]
-    assert len(commands.choices) == 11 and not without, f"commands without a runner: {without}"
+    assert len(commands.choices) == 12 and not without, f"commands without a runner: {without}"
 
 
 def test_train_then_evaluate_writes_the_run_folder(capsys, tmp_path):
@@ -235,7 +235,7 @@ def test_building_the_parser_loads_no_figures_no_scikit_learn_and_no_workflow():
     code = (
         "import sys; from aekit.cli import build_parser; build_parser(); "
         "print(','.join(m for m in ('matplotlib', 'sklearn', 'aekit.jobs.workflow', 'aekit.report.figures', "
-        "'aekit.uses.compress') if m in sys.modules))"
+        "'aekit.uses.compress', 'aekit.uses.export', 'onnxruntime') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"the parser loaded {loaded}"

@@ -1,5 +1,5 @@
-"""The command line: ``aekit train | evaluate | score | export-projector | compare | pack | demo`` and the uses of
-a run's codes (denoise, upscale, compress, decompress).
+"""The command line: ``aekit train | evaluate | score | export-projector | export | compare | pack | demo`` and the
+uses of a run's codes (denoise, upscale, compress, decompress).
 
 A user mistake (an :class:`AekitError`, a missing file, a bad option, a write the file system refuses) ends in one
 line on stderr and exit status 2; an interrupt (Ctrl-C, or SIGTERM, which every command takes as it takes Ctrl-C) ends
@@ -32,6 +32,7 @@ COMMANDS = (
     runs.evaluate,
     uses.score,
     runs.export_projector,
+    runs.export,
     runs.compare,
     uses.denoise,
     uses.upscale,

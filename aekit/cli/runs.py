@@ -1,6 +1,7 @@
-"""The commands that make and read runs (train, evaluate, export-projector, compare, demo) and pack, which makes the
-stores they read. Each command is one builder: it adds the command's parser and attaches its runner, defined beside
-it, as ``runner``; the runner imports the work (:mod:`aekit.jobs`, :mod:`aekit.data.store`) only when it runs."""
+"""The commands that make and read runs (train, evaluate, export-projector, export, compare, demo) and pack, which
+makes the stores they read. Each command is one builder: it adds the command's parser and attaches its runner,
+defined beside it, as ``runner``; the runner imports the work (:mod:`aekit.jobs`, :mod:`aekit.data.store`,
+:mod:`aekit.uses.export`) only when it runs."""
 
 from __future__ import annotations
 
@@ -135,6 +136,36 @@ def _run_export_projector(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
     )
     print(f"projector files written to {folder}; view them with `tensorboard --logdir {folder}`", file=sys.stderr)
+
+
+def export(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a run's encoder and decoder as ONNX graphs, checked against PyTorch",
+        description="Write a finished run's encoder and decoder to the new folder DIR as encoder.onnx and "
+        "decoder.onnx (any batch size; images of any size for a fully convolutional run; the standardization "
+        "inside, so both take and give the data's own units) and export.json (their inputs, outputs, shapes, value "
+        "range, the aekit version and the parity figures). Both graphs are run in onnxruntime on the run's test split "
+        "(seeded random inputs where its data is not here) and the export is refused if they differ from PyTorch by "
+        "more than the tolerance export.json states. Needs `pip install aekit[export]`.",
+    )
+    flags.run_argument(export)
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the graphs' format (default: onnx)")
+    export.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    flags.overwrite(export)
+    export.set_defaults(runner=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from aekit.uses.export import export_run, largest_difference
+
+    manifest = export_run(args.run, args.out, overwrite=args.overwrite)
+    graphs = " and ".join(name for name in ("encoder", "decoder", "restorer") if name in manifest)
+    print(
+        f"ONNX {graphs} written to {args.out} (largest relative difference from PyTorch "
+        f"{largest_difference(manifest):.1g})",
+        file=sys.stderr,
+    )
 
 
 def compare(commands) -> None:

@@ -467,6 +467,24 @@ def _load_run(
     return model, dataset
 
 
+def held_out(run_dir: str | Path, count: int) -> np.ndarray | None:
+    """The first ``count`` test examples of the data the run in ``run_dir`` was trained on, as the model takes them
+    (float32), or None where that data is not here to read (moved, deleted, never on this machine, or not the run's
+    any more): what a check of the run's model on examples it did not train on uses where it can."""
+    run_dir = Path(run_dir)
+    config = run_folder.read_config(run_dir)
+    options = config.get("options")
+    if not isinstance(options, dict) or not set(_READ_DATA) <= set(options):
+        return None
+    try:
+        dataset = _run_data(run_dir, config, options, f"aekit export {run_dir}")
+    except (AekitError, OSError):
+        return None
+    if list(dataset.shape) != config["model"].get("shape"):
+        return None
+    return as_float32(dataset.x_test[:count])
+
+
 def export_projector(
     run_dir: str | Path,
     out: str | Path | None = None,

@@ -129,8 +129,9 @@ class PadToMultiple(nn.Module):
         self.multiple = multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, columns = -x.shape[-2] % self.multiple, -x.shape[-1] % self.multiple
-        return F.pad(x, (0, columns, 0, rows), mode="replicate") if rows or columns else x
+        # Padded by 0 too, without a branch on the size: an exported graph (aekit.uses.export) then pads images of
+        # every size, whichever size it was traced with.
+        return F.pad(x, (0, -x.shape[-1] % self.multiple, 0, -x.shape[-2] % self.multiple), mode="replicate")
 
 
 class CropTo(nn.Module):

@@ -291,9 +291,10 @@ class RateDistortionAE(AutoEncoder):
         return self.encoder(x).long()
 
     @torch.no_grad()
-    def decode_map(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def decode_map(self, y: torch.Tensor, height: int | None = None, width: int | None = None) -> torch.Tensor:
         """The images of ``height`` x ``width`` that integer code maps (n, code_dim, h, w) decode to: the decoder's
-        mean at the padded size, cropped (what ``decode`` gives at the training size)."""
+        mean at the padded size, cropped (what ``decode`` gives at the training size); without them, uncropped, at
+        2^L h x 2^L w (what an ONNX decoder of any map size gives: aekit.uses.export)."""
         return self.likelihood.mean(self._map_output(y, height, width))
 
     @torch.no_grad()
@@ -303,7 +304,7 @@ class RateDistortionAE(AutoEncoder):
         convolutional model standardizes nothing)."""
         return -self.likelihood.log_prob(self._map_output(self.map_symbols(x), *x.shape[-2:]), x)
 
-    def _map_output(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def _map_output(self, y: torch.Tensor, height: int | None, width: int | None) -> torch.Tensor:
         """The likelihood's parameters (logits, or the Gaussian's mean) of integer code maps' images, cropped to
         ``height`` x ``width``."""
         return self.decoder[0](y.float())[..., :height, :width]
