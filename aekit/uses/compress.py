@@ -100,6 +100,14 @@ STORAGES = {
         ),
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
+    "hyper-maps": Storage(
+        "code_symbols",
+        _says_entropy_coded,
+        lambda model, maps, _, layout: _maps_file(
+            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
+        ),
+        no_search="a hyperprior run's code maps have too many values to try one at a time",
+    ),
 }
 
 
@@ -173,7 +181,20 @@ def _maps_file(
     names: list[str] | None = None,
     layout: int = codec.AS_MODEL,
 ) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), run_folder.fingerprint(model), names, layout)
+    fingerprint = run_folder.fingerprint(model)
+    if model.code_storage == "hyper-maps":
+        codes = [_hyper_codes(model, code) for code in maps]
+        tables, scales = model.probability_tables(), model.scale_tables()
+        return codec.encode_hyper_maps(codes, sizes, tables, scales, fingerprint, names, layout)
+    return codec.encode_maps(maps, sizes, model.probability_tables(), fingerprint, names, layout)
+
+
+def _hyper_codes(model: torch.nn.Module, code: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hyperprior model's hyper-code of an integer code map (d, h, w), the map, and the scale index of each of its
+    values, as the decoder computes them from the hyper-code."""
+    y = torch.from_numpy(np.asarray(code))[None].to(device_of(model))
+    z = model.hyper_symbols(y)[0].cpu().numpy()
+    return z, code, model.scale_indices(z, *code.shape[1:])
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
@@ -209,7 +230,12 @@ def compressed_names(data: bytes, source: str = "the compressed file") -> list[s
     """The names of the images in a compressed file of code maps that keeps them (version 5), in order; None for
     any other file."""
     stored, _ = codec.decode(data, source)
-    return stored.names if isinstance(stored, codec.EntropyCoded) else None
+    return stored.names if _holds_maps(stored) else None
+
+
+def _holds_maps(stored) -> bool:
+    """Whether an opened compressed file holds code maps of images of any sizes (versions 4 to 6)."""
+    return isinstance(stored, codec.HyperCoded) or isinstance(stored, codec.EntropyCoded) and stored.sizes is not None
 
 
 def _map_model(model: torch.nn.Module) -> None:
@@ -246,17 +272,27 @@ def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
 
 
 def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The code maps of a version 4 file and its sizes (n, 4), each map's size checked against its image's."""
-    if not isinstance(stored, codec.EntropyCoded) or stored.sizes is None:
+    """The code maps of a version 4 to 6 file and its sizes (n, 4 or 6: each image's height and width first), each
+    map's size checked against its image's (and a hyper-code's against its map's)."""
+    if not _holds_maps(stored):
         raise DataError(
             f"{source} holds no code maps (images of any size); decompress it with aekit.uses.compress.decompress"
         )
-    for height, width, h, w in stored.sizes.tolist():
-        if model.map_size(height, width) != (h, w):
+    hyper = isinstance(stored, codec.HyperCoded)
+    if hyper != (model.code_storage == "hyper-maps"):
+        kind = "hyperprior code maps" if hyper else "code maps without a hyper-code"
+        raise DataError(f"{source} holds {kind}, which this run does not code; it is corrupted, compress again")
+    for height, width, h, w, *hyper_size in stored.sizes.tolist():
+        if model.map_size(height, width) != (h, w) or hyper and model.hyper_map_size(h, w) != tuple(hyper_size):
             raise DataError(
-                f"{source} lists a code map of {h}x{w} for an image of {height}x{width}, not the run's "
-                f"{'x'.join(map(str, model.map_size(height, width)))}; it is corrupted, compress again"
+                f"{source} lists a code map of {h}x{w} (or a hyper-code of {hyper_size}) for an image of "
+                f"{height}x{width}, not the run's; it is corrupted, compress again"
             )
+    if hyper:
+        scales = model.scale_tables()
+        return list(
+            codec.decode_hyper(stored, model.probability_tables(), scales, model.scale_indices, source)
+        ), stored.sizes
     return codec.code_maps(_entropy_decoded(model, stored, source), stored.sizes), stored.sizes
 
 
@@ -286,7 +322,7 @@ def _opened(model: torch.nn.Module, data: bytes, source: str):
 def _restored_codes(model: torch.nn.Module, stored, source: str) -> tuple[np.ndarray, str]:
     """The codes in an opened compressed file, restored as one array of examples of the training size, and the
     model's method that decodes them."""
-    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+    if _holds_maps(stored):
         maps, sizes = _restored_maps(model, stored, source)
         if (sizes[:, :2] != model.example_shape[1:]).any():
             raise DataError(
@@ -376,7 +412,7 @@ def decompress_files(
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
     stored = _opened(model, data, str(source))
-    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+    if _holds_maps(stored):
         return _write_maps(model, stored, str(source), Path(out), overwrite)
     codes, method = _restored_codes(model, stored, str(source))
     file_jobs.check_some(codes)
