@@ -11,7 +11,7 @@ jobs on files (``*_files``) read their input and write their output a chunk of e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -271,7 +271,7 @@ def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
     return model.decode_map(y, int(size[0]), int(size[1]))[0].float().cpu().numpy()
 
 
-def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np.ndarray], np.ndarray]:
+def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[Iterable[np.ndarray], np.ndarray]:
     """The code maps of a version 4 to 6 file and its sizes (n, 4 or 6: each image's height and width first), each
     map's size checked against its image's (and a hyper-code's against its map's)."""
     if not _holds_maps(stored):
@@ -283,16 +283,20 @@ def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np
         kind = "hyperprior code maps" if hyper else "code maps without a hyper-code"
         raise DataError(f"{source} holds {kind}, which this run does not code; it is corrupted, compress again")
     for height, width, h, w, *hyper_size in stored.sizes.tolist():
-        if model.map_size(height, width) != (h, w) or hyper and model.hyper_map_size(h, w) != tuple(hyper_size):
+        if model.map_size(height, width) != (h, w):
             raise DataError(
-                f"{source} lists a code map of {h}x{w} (or a hyper-code of {hyper_size}) for an image of "
-                f"{height}x{width}, not the run's; it is corrupted, compress again"
+                f"{source} lists a code map of {h}x{w} for an image of {height}x{width}, not the run's "
+                f"{'x'.join(map(str, model.map_size(height, width)))}; it is corrupted, compress again"
+            )
+        if hyper and model.hyper_map_size(h, w) != tuple(hyper_size):
+            raise DataError(
+                f"{source} lists a hyper-code of {'x'.join(map(str, hyper_size))} for a code map of {h}x{w}, not the "
+                f"run's; it is corrupted, compress again"
             )
     if hyper:
-        scales = model.scale_tables()
-        return list(
-            codec.decode_hyper(stored, model.probability_tables(), scales, model.scale_indices, source)
-        ), stored.sizes
+        # One map at a time: the images are decoded as they are written.
+        tables, scales = model.probability_tables(), model.scale_tables()
+        return codec.decode_hyper(stored, tables, scales, model.scale_indices, source), stored.sizes
     return codec.code_maps(_entropy_decoded(model, stored, source), stored.sizes), stored.sizes
 
 
@@ -329,7 +333,7 @@ def _restored_codes(model: torch.nn.Module, stored, source: str) -> tuple[np.nda
                 f"{source} holds images of other sizes than the run's {model.example_shape[1]}x"
                 f"{model.example_shape[2]}; decompress it into a new folder of PNGs"
             )
-        return np.stack(maps).astype(np.float32), "decode"
+        return np.stack(list(maps)).astype(np.float32), "decode"
     if isinstance(stored, codec.EntropyCoded):
         return _entropy_decoded(model, stored, source), "decode"
     if isinstance(stored, codec.Indices):
@@ -424,7 +428,7 @@ def decompress_files(
     return len(codes)
 
 
-def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path, overwrite: bool) -> int:
+def _write_maps(model: torch.nn.Module, stored, source: str, out: Path, overwrite: bool) -> int:
     """Write the images of a file of code maps to ``out``, one at a time at its own size: a new folder of PNGs
     (or, when every image is the run's size, any output :func:`decompress_files` writes)."""
     maps, sizes = _restored_maps(model, stored, source)
