@@ -439,7 +439,7 @@ def _write_maps(model: torch.nn.Module, stored, source: str, out: Path, overwrit
     model.eval()
     shape = (model.example_shape[0], height, width)
     layout = _giving_back(shape, stored.layout, source)
-    with writing_examples(out, (len(maps), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
+    with writing_examples(out, (len(sizes), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
         for code, size in zip(maps, sizes):
             write(_decoded_map(model, code, size)[None])
-    return len(maps)
+    return len(sizes)
