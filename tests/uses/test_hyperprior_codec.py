@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from aekit.data.images import decoded
 from aekit.data.layout import as_float
 from aekit.errors import DataError
 from aekit.models import build_model, model_config
+from aekit.training import run_folder
 from aekit.training.run_folder import CONFIG, WEIGHTS, weights_bytes
 from aekit.uses.compress import compress, compress_images, compressed_names, decompress, decompress_images
 
@@ -181,7 +183,7 @@ def test_a_photo_past_the_pixels_coded_whole_is_refused_in_one_line(photos, tmp_
     )  # fmt: skip
 
 
-def test_decoding_with_other_scale_indices_is_refused_not_garbled():
+def test_the_decoder_needs_the_encoder_s_scale_indices():
     model = hyperprior()
     data = compress_images(model, [np.random.default_rng(0).integers(0, 256, (3, 40, 40), dtype=np.uint8)])
     stored, _ = codec.decode(data, "f.aekc")
@@ -195,3 +197,42 @@ def test_decoding_with_other_scale_indices_is_refused_not_garbled():
                 "f.aekc",
             )
         )
+
+
+def test_a_run_trained_on_photo_patches_counts_both_codes_and_compresses_its_photos(tmp_path, capsys):
+    from helpers import photo_folder
+
+    photos = photo_folder(tmp_path / "photos", colour=(1, 3))
+    run = tmp_path / "run"
+    status, _, err = run_cli(capsys, "train", "--model", "hyperprior", "--dataset", str(photos), "--patch", "16",
+                             "--code-dim", "4", "--channels", "4", "--rate-lambda", "0.05", "--epochs", "1",
+                             "--patches-per-epoch", "16", "--out", str(run))  # fmt: skip
+    assert status == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["rate_bits_per_example"] > 0 and metrics["bits_per_pixel"] > 0
+    assert "hyper_rate_bits" in (run / "history.csv").read_text().splitlines()[0]
+    status, out, err = run_cli(capsys, "compress", str(run), str(photos), "--out", str(tmp_path / "f.aekc"))
+    assert status == 0, err
+    status, _, err = run_cli(capsys, "decompress", str(run), str(tmp_path / "f.aekc"), "--out", str(tmp_path / "back"))
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == sorted(p.name for p in photos.iterdir())
+    assert_refused(capsys, tmp_path, "compress", str(run), str(photos), "--out", str(tmp_path / "g.aekc"), "--search",
+                   match="--search cannot be used with this run: a hyperprior run's code maps")  # fmt: skip
+
+
+def test_a_kept_version_6_file_decodes_to_the_same_code_maps_and_images(tmp_path, capsys):
+    kept = Path(__file__).resolve().parents[1] / "fixtures" / "hyperprior-v6"
+    model = run_folder.load(kept / "run")
+    data = (kept / "f.aekc").read_bytes()
+    stored, _ = codec.decode(data, "f.aekc")
+    maps = codec.decode_hyper(stored, model.probability_tables(), model.scale_tables(), model.scale_indices, "f.aekc")
+    expected = np.load(kept / "maps.npz")
+    for got, name in zip(maps, expected.files, strict=True):
+        np.testing.assert_array_equal(got, expected[name])
+    assert (
+        run_cli(capsys, "decompress", str(kept / "run"), str(kept / "f.aekc"), "--out", str(tmp_path / "back"))[0] == 0
+    )
+    for name, back in zip(["a.png", "b.png"], decompress_images(model, data)):
+        assert np.asarray(Image.open(tmp_path / "back" / name)).shape == back.shape[1:] + (3,)
+        x = torch.from_numpy(as_float(decoded(kept / "photos" / name, 3), name))[None]
+        np.testing.assert_allclose(back, model.restore(x)[0].numpy(), atol=1e-5)
