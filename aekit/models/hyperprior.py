@@ -146,7 +146,11 @@ def scale_tables() -> tuple[codec.Tables, ...]:
     tables = []
     for t in SCALE_TABLE:
         scale = t / (1 << SCALE_BITS)
-        tail = functools.partial(lambda s, v: 0.5 * math.erfc((v + 0.5) / (s * math.sqrt(2))), scale)
+
+        def tail(v: int, scale: float = scale) -> float:
+            """P(Y > v + 1/2), Y ~ N(0, scale^2)."""
+            return 0.5 * math.erfc((v + 0.5) / (scale * math.sqrt(2)))
+
         half = next(m for m in range(1 << 20) if tail(m) <= TAIL_MASS)
         mass = [tail(-v - 1) - tail(-v) if v < 0 else tail(v - 1) - tail(v) for v in range(-half, half + 1)]
         tables.append(codec.frequency_tables(np.array([-half]), np.array([[*mass, 2 * tail(half)]])))
@@ -179,9 +183,9 @@ class ScaleHyperprior(RateDistortionAE):
     code_storage = "hyper-maps"
 
     def __init__(self, networks: tuple[nn.Module, ...], likelihood, prior: FactorizedPrior, rate_lambda, **settings):
-        encoder, decoder, self_hyper_analysis, self_hyper_synthesis = networks
-        super().__init__(encoder, decoder, likelihood, prior, rate_lambda, **settings)
-        self.hyper_analysis, self.hyper_synthesis = self_hyper_analysis, self_hyper_synthesis
+        """``networks``: g_a, g_s (cropping to the training size after it), h_a and h_s; ``prior``: the hyper-code's."""
+        super().__init__(*networks[:2], likelihood, prior, rate_lambda, **settings)
+        self.hyper_analysis, self.hyper_synthesis = networks[2:]
         self.register_buffer("scales", torch.tensor(SCALE_TABLE, dtype=torch.float32) / (1 << SCALE_BITS), False)
 
     def loss(self, x: torch.Tensor):
@@ -240,7 +244,7 @@ class ScaleHyperprior(RateDistortionAE):
     def hyper_symbols(self, y: torch.Tensor) -> torch.Tensor:
         """The integer hyper-codes round(h_a(y)) of integer code maps y (n, code_dim, h, w): int64 (n, channels,
         ceil(h / 4), ceil(w / 4))."""
-        return torch.round(self.hyper_analysis(y.float())).long() + 0
+        return torch.round(self.hyper_analysis(y.float())).long()
 
     def scale_tables(self) -> tuple[codec.Tables, ...]:
         """The coder's table of each scale index (:func:`scale_tables`)."""

@@ -2,7 +2,8 @@
 (:mod:`aekit.codec`) of examples' codes, stored as the model's ``code_storage`` says (:data:`STORAGES`), and the
 examples a file stands for, on numpy arrays and on files.
 
-A fully convolutional rate-distortion model (``--net fully-conv``) also compresses images of any size, each whole
+A fully convolutional rate-distortion model (``--net fully-conv``) and a scale hyperprior (``--model hyperprior``:
+each image's hyper-code and code map, version 6) also compress images of any size, each whole
 (:func:`compress_images`, :func:`decompress_images`; a folder of images or one image file on the command line). The
 jobs on files (``*_files``) read their input and write their output a chunk of examples at a time
 (:mod:`aekit.uses.file_jobs`).
@@ -200,8 +201,9 @@ def _hyper_codes(model: torch.nn.Module, code: np.ndarray) -> tuple[np.ndarray, 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
     """The compressed file (version 4: :mod:`aekit.codec`) of images of any sizes, each (channels, height, width)
     whole, not cut to the training size: a fully convolutional rate-distortion model codes each image's integer code
-    map, its size and the image's in the file's header. With ``names`` (relative paths, e.g. "cats/a.jpg"), version
-    5 keeps them, and :func:`compressed_names` gives them back."""
+    map, its size and the image's in the file's header (a hyperprior: version 6, its hyper-code too). With
+    ``names`` (relative paths, e.g. "cats/a.jpg"), version 5 (6) keeps them, and :func:`compressed_names` gives them
+    back."""
     _map_model(model)
     file_jobs.check_some(images)
     if names is not None:
