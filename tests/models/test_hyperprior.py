@@ -165,3 +165,12 @@ def test_an_image_past_the_pixels_it_codes_whole_is_refused(monkeypatch):
     assert model.map_symbols(torch.rand(1, 3, 40, 40)).shape[-2:] == (3, 3)
     with pytest.raises(DataError, match="an image of 40x41 pixels is more than the 1600 this model codes whole"):
         model.map_symbols(torch.rand(1, 3, 40, 41))
+
+
+def test_scikit_learn_says_what_the_hyperprior_is_for():
+    from aekit.sklearn import ParameterError, estimator
+
+    with pytest.raises(ParameterError, match="hyperprior codes photos of any size rather than rows; train it with"):
+        estimator("hyperprior")
+    with pytest.raises(ParameterError, match="red restores images of any size rather than coding rows"):
+        estimator("red")
