@@ -115,7 +115,9 @@ def test_the_scale_table_and_its_coder_tables():
         assert table.freq.shape == (1, 2 * half + 2)  # -half .. half and the escape
         assert 0.5 * math.erfc((half + 0.5) / (scale * math.sqrt(2))) <= TAIL_MASS
         assert 0.5 * math.erfc((half - 0.5) / (scale * math.sqrt(2))) > TAIL_MASS
-    assert codec.tables_checksum(tables) == codec.tables_checksum(scale_tables())
+    # The tables as this version built them: a machine whose erfc differs would refuse every file (their checksum is
+    # in it), and fails here first.
+    assert codec.tables_checksum(tables) == 0xC6B6F834
 
 
 def test_the_integer_hyper_decoder_gives_the_float_one_s_indices_whatever_the_threads():
