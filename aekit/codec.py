@@ -113,7 +113,8 @@ built in 2023; constriction is Rust with binary wheels, codes numpy arrays in me
 model per array of symbols), and its fixed-point models are exactly invertible by construction.
 
 :func:`decode` reads every version and says which it read by the type it returns; version 3 and 4 payloads are
-decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps).
+decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps),
+version 6's by :func:`decode_hyper`, image by image.
 """
 
 from __future__ import annotations
