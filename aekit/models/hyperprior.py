@@ -191,11 +191,12 @@ class ScaleHyperprior(RateDistortionAE):
     def loss(self, x: torch.Tensor):
         x = self.training_input(x)
         y = self.encoder[0](x).float()
-        z = self.hyper_analysis(y).float()
         if self.training:
+            z = self.hyper_analysis(y).float()
             y, z = y + torch.rand_like(y) - 0.5, z + torch.rand_like(z) - 0.5
-        else:
-            y, z = torch.round(y), torch.round(z)
+        else:  # as compressing codes them: z from the rounded y
+            y = torch.round(y)
+            z = torch.round(self.hyper_analysis(y).float())
         rec = self.likelihood.nll(self.decoder(y), x).mean()
         hyper_rate = self.prior.rate_bits(z).mean()
         rate = gaussian_bits(y, self._scales(z, y.shape[-2:])).mean() + hyper_rate
@@ -237,6 +238,8 @@ class ScaleHyperprior(RateDistortionAE):
 
     @torch.no_grad()
     def map_symbols(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer code maps of images (n, channels, H, W), as the rate-distortion model's; a DataError for images
+        of more than MAX_PIXELS."""
         self.map_size(*x.shape[-2:])
         return super().map_symbols(x)
 
@@ -326,6 +329,12 @@ class HyperpriorConfig(ModelConfig):
         "example of the rounded code under the learned prior); larger gives fewer bits and larger errors",
     )
 
+    def __post_init__(self):
+        # It codes photos at any size, which a per-pixel standardization fitted at one size cannot follow, whatever
+        # --standardize the data would have chosen.
+        object.__setattr__(self, "standardize", False)
+        super().__post_init__()
+
     @property
     def code_shape(self) -> tuple[int, ...]:
         """The code map of an image of the training size: (code_dim, ceil(H / 16), ceil(W / 16))."""
@@ -337,8 +346,6 @@ class HyperpriorConfig(ModelConfig):
             problems.append(
                 f"the hyperprior codes images (channels, height, width), not examples of shape {self.shape}"
             )
-        if self.standardize:
-            problems.append(f"the hyperprior codes images of any size, which {named('standardize')} cannot follow")
         if not 1 <= self.channels * 25 <= 1 << TERMS_LIMIT:
             problems.append(f"{named('channels', self.channels)} must be 1 to {(1 << TERMS_LIMIT) // 25}, e.g. 128")
         if not 0 <= self.rate_lambda < math.inf:  # also refuses NaN

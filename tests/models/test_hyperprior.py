@@ -147,7 +147,6 @@ def test_the_integer_hyper_decoder_gives_the_float_one_s_indices_whatever_the_th
     "shape, options, match",
     [
         ((64,), {}, "the hyperprior codes images"),
-        ((3, 16, 16), {"likelihood": "gaussian", "standardize": True}, "--standardize cannot follow"),
         ((3, 16, 16), {"channels": 700}, "--channels 700 must be 1 to 655"),
         ((3, 16, 16), {"channels": 0}, "--channels 0 must be 1 to 655"),
         ((3, 16, 16), {"rate_lambda": -1.0}, "--rate-lambda -1.0 must be a finite number >= 0"),
@@ -157,6 +156,10 @@ def test_bad_options_are_refused_in_one_line(shape, options, match):
     with pytest.raises(AekitError, match=match) as error:
         model_config("hyperprior", shape, **{"code_dim": 4, **options})
     assert "\n" not in str(error.value)
+
+
+def test_it_never_standardizes_what_it_codes_at_any_size():
+    assert not model_config("hyperprior", (3, 16, 16), code_dim=4, likelihood="gaussian", standardize=True).standardize
 
 
 def test_an_image_past_the_pixels_it_codes_whole_is_refused(monkeypatch):

@@ -204,9 +204,9 @@ def test_a_run_trained_on_photo_patches_counts_both_codes_and_compresses_its_pho
 
     photos = photo_folder(tmp_path / "photos", colour=(1, 3))
     run = tmp_path / "run"
-    status, _, err = run_cli(capsys, "train", "--model", "hyperprior", "--dataset", str(photos), "--patch", "16",
-                             "--code-dim", "4", "--channels", "4", "--rate-lambda", "0.05", "--epochs", "1",
-                             "--patches-per-epoch", "16", "--out", str(run))  # fmt: skip
+    status, _, err = run_cli(capsys, "train", "--model", "hyperprior", "--loss", "mse", "--dataset", str(photos),
+                             "--patch", "16", "--code-dim", "4", "--channels", "4", "--rate-lambda", "0.05",
+                             "--epochs", "1", "--patches-per-epoch", "16", "--out", str(run))  # fmt: skip
     assert status == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["rate_bits_per_example"] > 0 and metrics["bits_per_pixel"] > 0
