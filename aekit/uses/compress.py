@@ -265,7 +265,7 @@ def decompress_images(model: torch.nn.Module, data: bytes, source: str = "the co
     _map_model(model)
     maps, sizes = _restored_maps(model, _opened(model, data, source), source)
     model.eval()
-    return [_decoded_map(model, code, size) for code, size in zip(maps, sizes)]
+    return [_decoded_map(model, code, size) for code, size in zip(maps, sizes, strict=True)]
 
 
 def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
@@ -296,7 +296,7 @@ def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[Iterabl
                 f"run's; it is corrupted, compress again"
             )
     if hyper:
-        # One map at a time: the images are decoded as they are written.
+        # One map at a time, as the images are written; its last check (words used up) runs when it is exhausted.
         tables, scales = model.probability_tables(), model.scale_tables()
         return codec.decode_hyper(stored, tables, scales, model.scale_indices, source), stored.sizes
     return codec.code_maps(_entropy_decoded(model, stored, source), stored.sizes), stored.sizes
@@ -442,6 +442,6 @@ def _write_maps(model: torch.nn.Module, stored, source: str, out: Path, overwrit
     shape = (model.example_shape[0], height, width)
     layout = _giving_back(shape, stored.layout, source)
     with writing_examples(out, (len(sizes), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
-        for code, size in zip(maps, sizes):
+        for code, size in zip(maps, sizes, strict=True):
             write(_decoded_map(model, code, size)[None])
     return len(sizes)
