@@ -511,7 +511,7 @@ def _range_coded(codes: np.ndarray, tables: Tables, encoder=None) -> np.ndarray:
     given)."""
     import constriction
 
-    encoder = encoder or constriction.stream.queue.RangeEncoder()
+    encoder = constriction.stream.queue.RangeEncoder() if encoder is None else encoder
     for j in range(codes.shape[1]):
         _encode_column(encoder, codes[:, j], tables.freq[j], tables.low[j])
     return encoder.get_compressed()
