@@ -1,15 +1,17 @@
 """The compressed-file format of ``aekit compress``: real codes quantized to B bits per dimension (version 1), a
 codebook model's codeword indices stored losslessly (version 2), the integer codes of a model with an entropy model,
 entropy-coded under its learned probabilities (version 3), or the integer code maps of a fully convolutional one,
-images of any sizes, coded alike (version 4; version 5 keeps the images' names as well).
+images of any sizes, coded alike (version 4; version 5 keeps the images' names as well), or a scale hyperprior's two
+codes of each image (version 6).
 
 Each version is one layout; all integers are little-endian and all share the first 32 bytes:
 
     offset    size                 field
     0         4                    magic b"AEKC"
     4         2                    version, uint16: 1 (quantized codes), 2 (codeword indices), 3 (entropy-coded),
-                                   4 (entropy-coded code maps) or 5 (entropy-coded code maps with names)
-    6         1                    B, bits per stored value (1 to 16); in versions 3 to 5 the coder (1, below)
+                                   4 (entropy-coded code maps), 5 (entropy-coded code maps with names) or 6
+                                   (hyperprior code maps)
+    6         1                    B, bits per stored value (1 to 16); in versions 3 to 6 the coder (1, below)
     7         1                    layout, uint8: how the examples were laid out when compressed, and are given
                                    back (:data:`LAYOUTS`): 0 as the model's examples, 1 flat rows (n, values), 2
                                    images without their channel axis (n, height, width), 3 channels last (n, height,
@@ -18,7 +20,7 @@ Each version is one layout; all integers are little-endian and all share the fir
     8         16                   fingerprint of the model's weights (:func:`aekit.training.run_folder.fingerprint`)
     24        4                    n, examples (images in versions 4 and 5), uint32
     28        4                    d, values per example, uint32: code dimensions (1, 3), indices (2) or the code
-                                   map's channels (4, 5)
+                                   map's channels (4 to 6)
 
 Version 1, quantized codes:
 
@@ -84,6 +86,26 @@ A name is a relative path with "/" between its parts, 1 to 1024 bytes, no part e
 character or backslash, and no two names alike (:func:`name_problem`): decompressing writes each image under its
 name, so a file cannot name a place outside the folder it is decompressed into.
 
+Version 6, a scale hyperprior's code maps (``--model hyperprior``): per image, the hyper-code z (e channels, h' x w')
+under the run's factorized prior, then the code map y (d channels, h x w) under a zero-mean Gaussian of each value's
+scale, which the run computes from z alone, as an index into its fixed table of scales:
+
+    32        4                    CRC-32 of the hyper-code's probability tables (:meth:`Tables.checksum`), uint32
+    36        4                    CRC-32 of the scales' tables (:func:`tables_checksum`), uint32
+    40        4                    e, the hyper-code's channels, uint32
+    44        4                    w, 32-bit words of coded data, uint32
+    48        24n                  per image: H, W, h, w, h', w', uint32 each (1 to 2^24; the run's h, w and h', w'
+                                   are checked)
+    48+24n    4                    N, bytes of the names (0: the file keeps none), uint32
+    52+24n    N                    per image: L, uint16, then its name in L bytes of UTF-8 (as version 5)
+    52+24n+N  4w                   payload: the coder's words, uint32
+    end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
+
+The payload is one stream of coder 1, image by image: z's channel j (its h' w' values row by row) under table j of the
+hyper-code's tables, for j = 0 .. e - 1; then the values of y whose scale index is k (in y's order: channel, row,
+column) under scale table k, for k = 0, 1, ...; each table with its escape as version 3's. The decoder decodes z,
+has the run compute the indices from it (in integer arithmetic, the same on every machine), then decodes y.
+
 Why constriction (0.5, checked against the alternatives on the registry): torchac 0.9.3 is a pure-Python wheel whose
 arithmetic coder is C++ compiled with ninja at its first import (a compiler on every machine that decompresses);
 range-coder 1.1 has binary wheels but writes to a file path, takes its frequency tables as Python lists and was last
@@ -91,7 +113,8 @@ built in 2023; constriction is Rust with binary wheels, codes numpy arrays in me
 model per array of symbols), and its fixed-point models are exactly invertible by construction.
 
 :func:`decode` reads every version and says which it read by the type it returns; version 3 and 4 payloads are
-decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps).
+decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps),
+version 6's by :func:`decode_hyper`, image by image.
 """
 
 from __future__ import annotations
@@ -109,13 +132,14 @@ MAGIC = b"AEKC"
 # What the name of a compressed file ends in, so that it passes for nothing else (an array, an image).
 COMPRESSED_SUFFIX = ".aekc"
 # The versions: quantized codes, codeword indices, entropy-coded codes, entropy-coded code maps (with names).
-QUANTIZED, INDICES, ENTROPY, MAPS, NAMED_MAPS = 1, 2, 3, 4, 5
+QUANTIZED, INDICES, ENTROPY, MAPS, NAMED_MAPS, HYPER_MAPS = 1, 2, 3, 4, 5, 6
 VERSIONS = {
     QUANTIZED: "quantized codes",
     INDICES: "codeword indices",
     ENTROPY: "entropy-coded codes",
     MAPS: "entropy-coded code maps",
     NAMED_MAPS: "entropy-coded code maps with names",
+    HYPER_MAPS: "hyperprior code maps",
 }
 # How the examples of a file were laid out (header byte 7), as (n, ...) per example of the model's shape (c, h, w)
 # or (values,): as it is, flattened, without the channel axis of one-channel images, or with the channels last.
@@ -134,6 +158,8 @@ _ENTROPY = struct.Struct("<II")  # the tables' checksum, the coded words
 _MAP_SIZE = struct.Struct("<IIII")  # an image's height and width, its code map's height and width
 _NAMES = struct.Struct("<I")  # the bytes of the names
 _NAME = struct.Struct("<H")  # the bytes of a name
+_HYPER = struct.Struct("<IIII")  # version 6: the two tables' checksums, the hyper-code's channels, the coded words
+_HYPER_SIZE = struct.Struct("<IIIIII")  # version 6: an image's H and W, its code map's h and w, its hyper-code's
 _CRC = struct.Struct("<I")
 
 
@@ -189,6 +215,27 @@ class EntropyCoded(NamedTuple):
     sizes: np.ndarray | None = None
     names: list[str] | None = None
     layout: int = AS_MODEL
+
+
+class HyperCoded(NamedTuple):
+    """A version 6 file's coded words for ``shape`` = (n, d): n images whose code maps have d channels and hyper-codes
+    ``channels``, coded under the tables whose checksums are ``tables_checksum`` (the hyper-code's) and
+    ``scales_checksum``; ``sizes`` (n, 6) holds each image's H, W, h, w, h', w'; ``names`` the images' names or None.
+    :func:`decode_hyper` decodes them."""
+
+    words: np.ndarray
+    shape: tuple[int, int]
+    channels: int
+    tables_checksum: int
+    scales_checksum: int
+    sizes: np.ndarray
+    names: list[str] | None = None
+    layout: int = AS_MODEL
+
+
+def tables_checksum(tables) -> int:
+    """CRC-32 of the checksums of a sequence of :class:`Tables` (uint32 each, little-endian)."""
+    return zlib.crc32(b"".join(struct.pack("<I", t.checksum()) for t in tables))
 
 
 def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
@@ -339,6 +386,53 @@ def encode_maps(
     return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + listing + words.astype("<u4").tobytes())
 
 
+def encode_hyper_maps(
+    codes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    image_sizes: list[tuple[int, int]],
+    tables: Tables,
+    scales: tuple[Tables, ...],
+    fingerprint: bytes,
+    names: list[str] | None = None,
+    layout: int = AS_MODEL,
+) -> bytes:
+    """The bytes of a compressed file (version 6) holding, per image of ``image_sizes``, its integer hyper-code z
+    (e, h', w'), its integer code map y (d, h, w) and y's scale indices (d, h, w), each in [0, len(scales)): z coded
+    under ``tables``, y under ``scales`` (see the module's docstring)."""
+    import constriction
+
+    e, d = len(tables.low), (np.shape(codes[0][1])[0] if codes else 0)
+    named = b"" if names is None else _names_bytes(names, len(codes))
+    shapes_fit = all(
+        np.ndim(z) == 3
+        and np.shape(z)[0] == e
+        and np.ndim(y) == 3
+        and np.shape(y)[0] == d
+        and np.shape(k) == np.shape(y)
+        for z, y, k in codes
+    )
+    if len(codes) != len(image_sizes) or not shapes_fit:
+        raise DataError(f"hyper-codes of {e} channels, code maps of {d} and their indices must come one per image")
+    sizes = [(*size, *np.shape(y)[1:], *np.shape(z)[1:]) for size, (z, y, _) in zip(image_sizes, codes)]
+    if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
+        raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
+    encoder = constriction.stream.queue.RangeEncoder()
+    for z, y, k in codes:
+        _range_coded(_codes_to_code(np.reshape(z, (e, -1)).T, e), tables, encoder)
+        values, indices = _codes_to_code(np.reshape(y, (1, -1)), np.size(y))[0], np.ravel(k)
+        if indices.size and not (indices.min() >= 0 and indices.max() < len(scales)):
+            raise DataError(
+                f"scale indices from {indices.min()} to {indices.max()} have no table; 0 to {len(scales) - 1}"
+            )
+        for index, table in enumerate(scales):
+            if (chosen := indices == index).any():
+                _encode_column(encoder, values[chosen], table.freq[0], table.low[0])
+    words = encoder.get_compressed()
+    header = _header(HYPER_MAPS, RANGE_CODER, layout, fingerprint, len(codes), d)
+    listing = b"".join(_HYPER_SIZE.pack(*map(int, size)) for size in sizes) + _NAMES.pack(len(named)) + named
+    checksums = _HYPER.pack(tables.checksum(), tables_checksum(scales), e, len(words))
+    return _with_crc(header + checksums + listing + words.astype("<u4").tobytes())
+
+
 def name_problem(name: str) -> str | None:
     """What keeps ``name`` from being an image's name in a version 5 file (see the module's docstring), or None."""
     size = len(name.encode("utf-8", "surrogatepass"))
@@ -411,22 +505,37 @@ def _codes_to_code(codes: np.ndarray, d: int) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def _range_coded(codes: np.ndarray, tables: Tables) -> np.ndarray:
+def _range_coded(codes: np.ndarray, tables: Tables, encoder=None) -> np.ndarray:
     """The range coder's words of int64 ``codes`` (m, d) under ``tables``: column j's m symbols (the value minus
-    low_j, or the escape), then that column's escaped values in 16-bit halves."""
+    low_j, or the escape), then that column's escaped values in 16-bit halves (appended to ``encoder``'s, where
+    given)."""
     import constriction
 
-    width = tables.freq.shape[1]
-    local = codes - tables.low
-    escaped = (local < 0) | (local >= width - 1)
-    symbols = np.where(escaped, width - 1, local).astype(np.int32)
-    encoder = constriction.stream.queue.RangeEncoder()
+    encoder = constriction.stream.queue.RangeEncoder() if encoder is None else encoder
     for j in range(codes.shape[1]):
-        encoder.encode(symbols[:, j], _categorical(tables.freq[j]))
-        if escaped[:, j].any():
-            offset = codes[escaped[:, j], j] + _OFFSET
-            encoder.encode(np.stack([offset >> 16, offset & 0xFFFF], 1).ravel().astype(np.int32), _halves_model())
+        _encode_column(encoder, codes[:, j], tables.freq[j], tables.low[j])
     return encoder.get_compressed()
+
+
+def _encode_column(encoder, values: np.ndarray, freq: np.ndarray, low: int) -> None:
+    """Code int64 ``values`` under one table (frequencies ``freq`` of the integers low .. low + K - 1 and the
+    escape): each value's symbol, then the escaped values, each as value + 2^31 in two 16-bit halves."""
+    local = values - low
+    escaped = (local < 0) | (local >= len(freq) - 1)
+    encoder.encode(np.where(escaped, len(freq) - 1, local).astype(np.int32), _categorical(freq))
+    if escaped.any():
+        offset = values[escaped] + _OFFSET
+        encoder.encode(np.stack([offset >> 16, offset & 0xFFFF], 1).ravel().astype(np.int32), _halves_model())
+
+
+def _decode_column(decoder, n: int, freq: np.ndarray, low: int, source: str) -> np.ndarray:
+    """The n int64 values that :func:`_encode_column` coded under the same table."""
+    column = _decoded(decoder, _categorical(freq), n, source).astype(np.int64) + low
+    escaped = column == low + len(freq) - 1
+    if escaped.any():
+        halves = _decoded(decoder, _halves_model(), 2 * int(escaped.sum()), source).astype(np.int64)
+        column[escaped] = (halves[0::2] << 16 | halves[1::2]) - _OFFSET
+    return column
 
 
 def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarray:
@@ -435,7 +544,7 @@ def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarr
     holds words its codes do not use up, is corrupted: a DataError naming ``source``."""
     import constriction
 
-    (n, d), width = coded.shape, tables.freq.shape[1]
+    n, d = coded.shape
     if d != len(tables.low):
         raise DataError(
             f"{source} holds codes of {d} dimensions but the run's have {len(tables.low)}; it is corrupted, "
@@ -449,17 +558,42 @@ def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarr
         )
     _check_coded_size(n, coded.words, tables, source)
     decoder = constriction.stream.queue.RangeDecoder(coded.words)
-    columns = []
-    for j in range(d):
-        column = _decoded(decoder, _categorical(tables.freq[j]), n, source).astype(np.int64) + tables.low[j]
-        escaped = column == tables.low[j] + width - 1
-        if escaped.any():
-            halves = _decoded(decoder, _halves_model(), 2 * int(escaped.sum()), source).astype(np.int64)
-            column[escaped] = (halves[0::2] << 16 | halves[1::2]) - _OFFSET
-        columns.append(column)
+    columns = [_decode_column(decoder, n, tables.freq[j], tables.low[j], source) for j in range(d)]
     if not decoder.maybe_exhausted():
         raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
     return np.stack(columns, 1) if d else np.zeros((n, 0), np.int64)
+
+
+def decode_hyper(coded: HyperCoded, tables: Tables, scales: tuple[Tables, ...], indices_of, source: str):
+    """The integer code map y (d, h, w), int64, of each image of a version 6 file, one at a time: its hyper-code
+    decoded under ``tables``, then y under ``scales``, by the indices ``indices_of(z, h, w)`` gives (the tables and
+    the function must be the ones it was coded with). A DataError naming ``source`` where they are not, or where the
+    words do not decode to the codes, or are not used up."""
+    import constriction
+
+    d, e = coded.shape[1], len(tables.low)
+    if coded.channels != e:
+        raise DataError(
+            f"{source} holds hyper-codes of {coded.channels} channels but the run's have {e}; it is corrupted, "
+            "compress the images again"
+        )
+    if (coded.tables_checksum, coded.scales_checksum) != (tables.checksum(), tables_checksum(scales)):
+        raise DataError(
+            f"{source} was coded under other probability tables than the run gives here (their checksums differ): "
+            "it is corrupted, or this machine computes the run's tables differently; compress the images again here"
+        )
+    _check_coded_size(int((coded.sizes[:, 4] * coded.sizes[:, 5]).sum()), coded.words, tables, source)
+    decoder = constriction.stream.queue.RangeDecoder(coded.words)
+    for _, _, h, w, hz, wz in coded.sizes.tolist():
+        z = np.stack([_decode_column(decoder, hz * wz, tables.freq[j], tables.low[j], source) for j in range(e)])
+        indices = np.ravel(indices_of(z.reshape(e, hz, wz), h, w))
+        values = np.zeros(indices.shape, np.int64)
+        for index, table in enumerate(scales):
+            if (chosen := indices == index).any():
+                values[chosen] = _decode_column(decoder, int(chosen.sum()), table.freq[0], table.low[0], source)
+        yield values.reshape(d, h, w)
+    if not decoder.maybe_exhausted():
+        raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
 
 
 def _decoded(decoder, model, n: int, source: str) -> np.ndarray:
@@ -486,10 +620,10 @@ def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) ->
         )
 
 
-def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded, bytes]:
+def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded | HyperCoded, bytes]:
     """What a compressed file holds, and the fingerprint of the model that made it: :class:`Quantized` codes
-    (version 1), codeword :class:`Indices` (version 2) or :class:`EntropyCoded` codes (versions 3 to 5), each with
-    the examples' ``layout``.
+    (version 1), codeword :class:`Indices` (version 2), :class:`EntropyCoded` codes (versions 3 to 5) or
+    :class:`HyperCoded` ones (version 6), each with the examples' ``layout``.
 
     Every malformed file is a DataError naming ``source``: too short, not this format, another version, a size
     other than its header promises, a checksum that does not match, or impossible header values or indices.
@@ -512,7 +646,9 @@ def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded
             f"{source} is a version {version} aekit compressed file and this aekit reads versions {known}; "
             "decompress it with the aekit that wrote it"
         )
-    if version in (ENTROPY, MAPS, NAMED_MAPS):
+    if version == HYPER_MAPS:
+        stored = _hyper_coded(data, source, bits, (n, d))
+    elif version in (ENTROPY, MAPS, NAMED_MAPS):
         stored = _entropy_coded(data, source, bits, (n, d), version)
     else:
         extra = 8 * d if version == QUANTIZED else _CODEBOOK.size
@@ -590,22 +726,47 @@ def _entropy_coded(data: bytes, source: str, coder: int, shape: tuple[int, int],
         names_size = _NAMES.unpack_from(data, at)[0] if len(data) >= at + _NAMES.size + _CRC.size else 0
         listing += _NAMES.size + names_size
     _check_size_and_crc(data, source, empty + listing + 4 * words)
-    if coder != RANGE_CODER:
-        raise DataError(
-            f"{source} was written by coder {coder} and this aekit has coder {RANGE_CODER} (constriction's range "
-            "coder); it is corrupted, or decompress it with the aekit that wrote it"
-        )
+    _check_coder(coder, source)
     start = _HEADER.size + _ENTROPY.size
     coded = np.frombuffer(data, "<u4", words, start + listing).astype(np.uint32)
     if not maps:
         return EntropyCoded(coded, shape, checksum)
     sizes = np.frombuffer(data, "<u4", 4 * shape[0], start).astype(np.int64).reshape(-1, 4)
+    _check_sides(sizes, source)
+    names = None
+    if version == NAMED_MAPS:
+        names = _names(data[start + listing - names_size : start + listing], shape[0], source)
+    return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes, names)
+
+
+def _hyper_coded(data: bytes, source: str, coder: int, shape: tuple[int, int]) -> HyperCoded:
+    """The coded words of a version 6 file, with its listing of sizes and names, its size, checksum and coder
+    checked."""
+    listing = _HYPER_SIZE.size * shape[0]
+    start = _HEADER.size + _HYPER.size
+    fields = _HYPER.unpack_from(data, _HEADER.size) if len(data) >= start + _CRC.size else (0, 0, 0, 0)
+    at = start + listing
+    names_size = _NAMES.unpack_from(data, at)[0] if len(data) >= at + _NAMES.size + _CRC.size else 0
+    _check_size_and_crc(data, source, at + _NAMES.size + names_size + 4 * fields[3] + _CRC.size)
+    _check_coder(coder, source)
+    sizes = np.frombuffer(data, "<u4", 6 * shape[0], start).astype(np.int64).reshape(-1, 6)
+    _check_sides(sizes, source)
+    names = _names(data[at + _NAMES.size : at + _NAMES.size + names_size], shape[0], source) if names_size else None
+    words = np.frombuffer(data, "<u4", fields[3], at + _NAMES.size + names_size).astype(np.uint32)
+    return HyperCoded(words, shape, fields[2], fields[0], fields[1], sizes, names)
+
+
+def _check_coder(coder: int, source: str) -> None:
+    if coder != RANGE_CODER:
+        raise DataError(
+            f"{source} was written by coder {coder} and this aekit has coder {RANGE_CODER} (constriction's range "
+            "coder); it is corrupted, or decompress it with the aekit that wrote it"
+        )
+
+
+def _check_sides(sizes: np.ndarray, source: str) -> None:
     if not ((sizes > 0) & (sizes <= MAX_SIDE)).all():
         raise DataError(
             f"{source} lists an image or code map of no pixels or more than {MAX_SIDE} a side; it is corrupted, "
             "compress the images again"
         )
-    names = None
-    if version == NAMED_MAPS:
-        names = _names(data[start + listing - names_size : start + listing], shape[0], source)
-    return EntropyCoded(coded, (sum((sizes[:, 2] * sizes[:, 3]).tolist()), shape[1]), checksum, sizes, names)

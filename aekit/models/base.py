@@ -143,7 +143,8 @@ class AutoEncoder(nn.Module):
     # The learned density its integer codes are entropy-coded under (None: it has none).
     entropy_model: nn.Module | None = None
     # How `aekit compress` stores its codes (aekit.uses.compress.STORAGES): real codes quantized to --bits; a codebook
-    # model's indices, "indices"; a rate-distortion model's integer codes, "entropy", or code maps, "maps".
+    # model's indices, "indices"; a rate-distortion model's integer codes, "entropy", or code maps, "maps"; a
+    # hyperprior's code maps and hyper-codes, "hyper-maps".
     code_storage = "quantized"
     # What else it can do, asked by evaluation, the figures and the estimators instead of its class. ``variational``:
     # it has an approximate posterior q(z|x) beside the prior N(0, I) (``posterior(x) -> (mu, logvar)`` and

@@ -401,6 +401,11 @@ def estimator(name: str) -> type[_BaseAutoEncoder]:
     config = family(name)
     if _ESTIMATORS.get(name, (None,))[0] is not config:
         if config.model_class.takes_any_size and not issubclass(config, NetConfig):
+            if config.model_class.gives_codes:
+                raise ParameterError(
+                    f"{name} codes photos of any size rather than rows; train it with `aekit train` and compress with "
+                    "aekit.uses.compress.compress_images"
+                )
             raise ParameterError(f"{name} restores images of any size rather than coding rows; use PhotoRestorer")
         if not issubclass(config, NetConfig):
             raise ParameterError(f"{name} has no networks to train; use scikit-learn's own estimator for it")

@@ -2,7 +2,8 @@
 (:mod:`aekit.codec`) of examples' codes, stored as the model's ``code_storage`` says (:data:`STORAGES`), and the
 examples a file stands for, on numpy arrays and on files.
 
-A fully convolutional rate-distortion model (``--net fully-conv``) also compresses images of any size, each whole
+A fully convolutional rate-distortion model (``--net fully-conv``) and a scale hyperprior (``--model hyperprior``:
+each image's hyper-code and code map, version 6) also compress images of any size, each whole
 (:func:`compress_images`, :func:`decompress_images`; a folder of images or one image file on the command line). The
 jobs on files (``*_files``) read their input and write their output a chunk of examples at a time
 (:mod:`aekit.uses.file_jobs`).
@@ -11,7 +12,7 @@ jobs on files (``*_files``) read their input and write their output a chunk of e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -100,6 +101,14 @@ STORAGES = {
         ),
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
+    "hyper-maps": Storage(
+        "code_symbols",
+        _says_entropy_coded,
+        lambda model, maps, _, layout: _maps_file(
+            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
+        ),
+        no_search="a hyperprior run's code maps have too many values to try one at a time",
+    ),
 }
 
 
@@ -173,14 +182,28 @@ def _maps_file(
     names: list[str] | None = None,
     layout: int = codec.AS_MODEL,
 ) -> bytes:
-    return codec.encode_maps(maps, sizes, model.probability_tables(), run_folder.fingerprint(model), names, layout)
+    fingerprint = run_folder.fingerprint(model)
+    if model.code_storage == "hyper-maps":
+        codes = [_hyper_codes(model, code) for code in maps]
+        tables, scales = model.probability_tables(), model.scale_tables()
+        return codec.encode_hyper_maps(codes, sizes, tables, scales, fingerprint, names, layout)
+    return codec.encode_maps(maps, sizes, model.probability_tables(), fingerprint, names, layout)
+
+
+def _hyper_codes(model: torch.nn.Module, code: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hyperprior model's hyper-code of an integer code map (d, h, w), the map, and the scale index of each of its
+    values, as the decoder computes them from the hyper-code."""
+    y = torch.from_numpy(np.asarray(code))[None].to(device_of(model))
+    z = model.hyper_symbols(y)[0].cpu().numpy()
+    return z, code, model.scale_indices(z, *code.shape[1:])
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
     """The compressed file (version 4: :mod:`aekit.codec`) of images of any sizes, each (channels, height, width)
     whole, not cut to the training size: a fully convolutional rate-distortion model codes each image's integer code
-    map, its size and the image's in the file's header. With ``names`` (relative paths, e.g. "cats/a.jpg"), version
-    5 keeps them, and :func:`compressed_names` gives them back."""
+    map, its size and the image's in the file's header (a hyperprior: version 6, its hyper-code too). With
+    ``names`` (relative paths, e.g. "cats/a.jpg"), version 5 (6) keeps them, and :func:`compressed_names` gives them
+    back."""
     _map_model(model)
     file_jobs.check_some(images)
     if names is not None:
@@ -209,7 +232,12 @@ def compressed_names(data: bytes, source: str = "the compressed file") -> list[s
     """The names of the images in a compressed file of code maps that keeps them (version 5), in order; None for
     any other file."""
     stored, _ = codec.decode(data, source)
-    return stored.names if isinstance(stored, codec.EntropyCoded) else None
+    return stored.names if _holds_maps(stored) else None
+
+
+def _holds_maps(stored) -> bool:
+    """Whether an opened compressed file holds code maps of images of any sizes (versions 4 to 6)."""
+    return isinstance(stored, codec.HyperCoded) or isinstance(stored, codec.EntropyCoded) and stored.sizes is not None
 
 
 def _map_model(model: torch.nn.Module) -> None:
@@ -237,7 +265,7 @@ def decompress_images(model: torch.nn.Module, data: bytes, source: str = "the co
     _map_model(model)
     maps, sizes = _restored_maps(model, _opened(model, data, source), source)
     model.eval()
-    return [_decoded_map(model, code, size) for code, size in zip(maps, sizes)]
+    return [_decoded_map(model, code, size) for code, size in zip(maps, sizes, strict=True)]
 
 
 def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
@@ -245,18 +273,32 @@ def _decoded_map(model: torch.nn.Module, code: np.ndarray, size) -> np.ndarray:
     return model.decode_map(y, int(size[0]), int(size[1]))[0].float().cpu().numpy()
 
 
-def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The code maps of a version 4 file and its sizes (n, 4), each map's size checked against its image's."""
-    if not isinstance(stored, codec.EntropyCoded) or stored.sizes is None:
+def _restored_maps(model: torch.nn.Module, stored, source: str) -> tuple[Iterable[np.ndarray], np.ndarray]:
+    """The code maps of a version 4 to 6 file and its sizes (n, 4 or 6: each image's height and width first), each
+    map's size checked against its image's (and a hyper-code's against its map's)."""
+    if not _holds_maps(stored):
         raise DataError(
             f"{source} holds no code maps (images of any size); decompress it with aekit.uses.compress.decompress"
         )
-    for height, width, h, w in stored.sizes.tolist():
+    hyper = isinstance(stored, codec.HyperCoded)
+    if hyper != (model.code_storage == "hyper-maps"):
+        kind = "hyperprior code maps" if hyper else "code maps without a hyper-code"
+        raise DataError(f"{source} holds {kind}, which this run does not code; it is corrupted, compress again")
+    for height, width, h, w, *hyper_size in stored.sizes.tolist():
         if model.map_size(height, width) != (h, w):
             raise DataError(
                 f"{source} lists a code map of {h}x{w} for an image of {height}x{width}, not the run's "
                 f"{'x'.join(map(str, model.map_size(height, width)))}; it is corrupted, compress again"
             )
+        if hyper and model.hyper_map_size(h, w) != tuple(hyper_size):
+            raise DataError(
+                f"{source} lists a hyper-code of {'x'.join(map(str, hyper_size))} for a code map of {h}x{w}, not the "
+                f"run's; it is corrupted, compress again"
+            )
+    if hyper:
+        # One map at a time, as the images are written; its last check (words used up) runs when it is exhausted.
+        tables, scales = model.probability_tables(), model.scale_tables()
+        return codec.decode_hyper(stored, tables, scales, model.scale_indices, source), stored.sizes
     return codec.code_maps(_entropy_decoded(model, stored, source), stored.sizes), stored.sizes
 
 
@@ -286,14 +328,14 @@ def _opened(model: torch.nn.Module, data: bytes, source: str):
 def _restored_codes(model: torch.nn.Module, stored, source: str) -> tuple[np.ndarray, str]:
     """The codes in an opened compressed file, restored as one array of examples of the training size, and the
     model's method that decodes them."""
-    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+    if _holds_maps(stored):
         maps, sizes = _restored_maps(model, stored, source)
         if (sizes[:, :2] != model.example_shape[1:]).any():
             raise DataError(
                 f"{source} holds images of other sizes than the run's {model.example_shape[1]}x"
                 f"{model.example_shape[2]}; decompress it into a new folder of PNGs"
             )
-        return np.stack(maps).astype(np.float32), "decode"
+        return np.stack(list(maps)).astype(np.float32), "decode"
     if isinstance(stored, codec.EntropyCoded):
         return _entropy_decoded(model, stored, source), "decode"
     if isinstance(stored, codec.Indices):
@@ -376,7 +418,7 @@ def decompress_files(
     except OSError as error:
         raise DataError(f"{source} cannot be read ({error.strerror}); check the path") from None
     stored = _opened(model, data, str(source))
-    if isinstance(stored, codec.EntropyCoded) and stored.sizes is not None:
+    if _holds_maps(stored):
         return _write_maps(model, stored, str(source), Path(out), overwrite)
     codes, method = _restored_codes(model, stored, str(source))
     file_jobs.check_some(codes)
@@ -388,7 +430,7 @@ def decompress_files(
     return len(codes)
 
 
-def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str, out: Path, overwrite: bool) -> int:
+def _write_maps(model: torch.nn.Module, stored, source: str, out: Path, overwrite: bool) -> int:
     """Write the images of a file of code maps to ``out``, one at a time at its own size: a new folder of PNGs
     (or, when every image is the run's size, any output :func:`decompress_files` writes)."""
     maps, sizes = _restored_maps(model, stored, source)
@@ -399,7 +441,7 @@ def _write_maps(model: torch.nn.Module, stored: codec.EntropyCoded, source: str,
     model.eval()
     shape = (model.example_shape[0], height, width)
     layout = _giving_back(shape, stored.layout, source)
-    with writing_examples(out, (len(maps), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
-        for code, size in zip(maps, sizes):
+    with writing_examples(out, (len(sizes), *shape), stored.names, layout=layout, overwrite=overwrite) as write:
+        for code, size in zip(maps, sizes, strict=True):
             write(_decoded_map(model, code, size)[None])
-    return len(maps)
+    return len(sizes)

@@ -147,8 +147,9 @@ def map_file(given: Input, out: str | Path, out_shape: tuple[int, ...], function
 
 
 def takes_any_size(model: torch.nn.Module) -> bool:
-    """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model)."""
-    return model.code_storage == "maps"
+    """Whether the model's code is a map, for images of any size (a fully convolutional rate-distortion model, a
+    hyperprior)."""
+    return model.code_storage in ("maps", "hyper-maps")
 
 
 def image_batch(model: torch.nn.Module, image: np.ndarray, source: str) -> np.ndarray:

@@ -242,8 +242,8 @@ def coded(trained, digits):
         (lambda b: b + b"\0", "1 bytes after"),
         (lambda b: b[:HEADER] + bytes([b[HEADER] ^ 1]) + b[HEADER + 1 :], "checksum"),
         (
-            lambda b: set_field(b, 4, "<H", 6),
-            r"version 6 .* reads versions 1 .*, 2 .*, 3 .*, 4 .* and 5 \(entropy-coded code maps with names\)",
+            lambda b: set_field(b, 4, "<H", 7),
+            r"version 7 .* reads versions 1 .*, 2 .*, 3 .*, 4 .*, 5 .* and 6 \(hyperprior code maps\)",
         ),
         (lambda b: set_field(b, 6, "<B", 2), "written by coder 2"),
         (lambda b: set_field(b, 28, "<I", 9), "codes of 9 dimensions but the run's have 8"),

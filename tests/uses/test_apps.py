@@ -104,8 +104,8 @@ def test_a_corrupted_byte_fails_the_checksum(ae, compressed, position):
 
 
 def test_another_version_and_another_format_are_refused(ae, compressed):
-    other_version = with_crc(compressed[:4] + struct.pack("<H", 6) + compressed[6:-4])
-    with pytest.raises(DataError, match="version 6 .* reads versions"):
+    other_version = with_crc(compressed[:4] + struct.pack("<H", 7) + compressed[6:-4])
+    with pytest.raises(DataError, match="version 7 .* reads versions"):
         decompress(ae, other_version)
     with pytest.raises(DataError, match="not an aekit compressed file"):
         decompress(ae, b"PK\x03\x04" + compressed[4:])
@@ -304,7 +304,7 @@ def inputs(runs_dir, digits, tmp_path_factory):
     flipped = bytearray(good)
     flipped[100] ^= 1
     (folder / "flipped.aekc").write_bytes(bytes(flipped))
-    (folder / "v6.aekc").write_bytes(with_crc(good[:4] + struct.pack("<H", 6) + good[6:-4]))
+    (folder / "v7.aekc").write_bytes(with_crc(good[:4] + struct.pack("<H", 7) + good[6:-4]))
     (folder / "other.aekc").write_bytes(compress(_trained(digits, epochs=1, model="ae", code_dim=12), x, 8))
     return folder
 
@@ -316,7 +316,7 @@ def inputs(runs_dir, digits, tmp_path_factory):
         (lambda i, o, r: ["denoise", r / "dae", i / "small.npy", "--out", o / "o.npy"], "size 4x4 .* examples of 8x8"),
         (lambda i, o, r: ["decompress", r / "dae", i / "cut.aekc", "--out", o / "o.npy"], "truncated"),
         (lambda i, o, r: ["decompress", r / "dae", i / "flipped.aekc", "--out", o / "o"], "checksum"),
-        (lambda i, o, r: ["decompress", r / "dae", i / "v6.aekc", "--out", o / "o.npy"], "version 6"),
+        (lambda i, o, r: ["decompress", r / "dae", i / "v7.aekc", "--out", o / "o.npy"], "version 7"),
         (lambda i, o, r: ["decompress", r / "dae", i / "other.aekc", "--out", o / "o.npy"], "different run"),
         (lambda i, o, r: ["compress", r / "dae", i / "x.npy", "--bits", 0, "--out", o / "o.aekc"], "--bits 0"),
         (lambda i, o, r: ["compress", r / "up", i / "x.npy", "--bits", 8, "--out", o / "o.aekc"], "trained to upscale"),

@@ -98,7 +98,7 @@ def index_file():
         (lambda b: b + b"\0", "1 bytes after"),
         (lambda b: b[:40] + bytes([b[40] ^ 4]) + b[41:], "checksum"),
         (lambda b: b"PK\x03\x04" + b[4:], "not an aekit compressed file"),
-        (lambda b: set_field(b, 4, "<H", 6), "version 6 .* reads versions 1 .*, 2 .*, 3 .*, 4 .* and 5"),
+        (lambda b: set_field(b, 4, "<H", 7), "version 7 .* reads versions 1 .*, 2 .*, 3 .*, 4 .*, 5 .* and 6"),
         (lambda b: set_field(b, 32, "<I", 1), "a codebook of 1 codewords"),
         (lambda b: set_field(b, 32, "<I", 17), "a codebook of 17 codewords stored at 4 bits"),
         (lambda b: set_field(b, 32, "<I", 70000), "a codebook of 70000"),

@@ -889,6 +889,27 @@ def test_compressed_files(compressed, data):
     check_compressed(model, data.draw(compressed_files(valid)))
 
 
+@pytest.fixture(scope="module")
+def hyper_compressed():
+    """A tiny untrained hyperprior and a valid version 6 file it made of two images of other sizes, with names."""
+    from aekit.uses import compress
+
+    torch.manual_seed(0)
+    model = build_model(model_config("hyperprior", (3, 16, 16), code_dim=4, channels=4, likelihood="gaussian")).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (3, h, w), dtype=np.uint8) for h, w in ((16, 16), (9, 23))]
+    return model, compress.compress_images(model, images, ["a.png", "b/c.png"])
+
+
+@FUZZ
+@given(data=st.data())
+def test_hyperprior_compressed_files(hyper_compressed, data):
+    from aekit.uses import compress
+
+    model, valid = hyper_compressed
+    outcome(compress.decompress_images, model, data.draw(compressed_files(valid)), "fuzz.aekc")
+
+
 # ---------------------------------------------------------------- IDX headers that promise more than the file holds
 
 
