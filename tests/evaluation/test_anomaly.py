@@ -202,6 +202,8 @@ def test_the_detectors_fit_their_size_and_training_length_to_the_table(wine):
     assert detector.get_params()["hidden_layer_sizes"] == "auto"  # fit leaves the parameters as given
     given = AutoEncoderOutlierDetector(n_components=2, hidden_layer_sizes=(8, 4), max_iter=2).fit(wine)
     assert (given.spec_.code_dim, given.spec_.hidden, given.n_iter_) == (2, (8, 4), 2)
+    in_unit_range = wine / wine.max(0)  # a table's columns are real values, even all in [0, 1]
+    assert given.fit(in_unit_range).loss_ == "mse" and given.set_params(loss="auto").fit(in_unit_range).loss_ == "bce"
 
 
 def test_a_pipeline_with_a_scaler_finds_the_rows_that_do_not_fit(wine):
