@@ -118,8 +118,8 @@ def main(argv=None) -> int:
             SECTION,
             "",
             f"`python -m bench.onnx_speed` (OMP_NUM_THREADS unset): torch {torch.__version__}, onnxruntime "
-            f"{onnxruntime.__version__}, on this machine's CPU ({everything} threads), which other jobs shared while "
-            "it ran, so the figures are the best of a few timings and vary by tens of percent between runs. The "
+            f"{onnxruntime.__version__}, on this machine's CPU ({everything} threads); each figure is the best of a "
+            "few timings (they vary by up to tens of percent between runs). The "
             "graphs are those of `aekit export` (its parity check passed: largest relative difference from PyTorch "
             + "; ".join(f"{label}: {value:.1g}" for label, value in parity.items())
             + "); freshly initialised MNIST models, code 10."
