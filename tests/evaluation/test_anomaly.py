@@ -5,6 +5,7 @@ import copy
 import csv
 import json
 import math
+import pickle
 import re
 
 import numpy as np
@@ -444,3 +445,25 @@ def test_a_detector_copes_with_wild_scales_constant_and_duplicated_columns(wine)
     broken[3, -2] = 8.0  # the constant column off by one in one row
     assert np.isfinite(fitted.score_samples(table)).all()
     assert np.argmin(fitted.score_samples(broken)) == 3 and fitted.predict(broken)[3] == -1
+
+
+def test_several_code_sizes_make_an_ensemble_whose_score_is_the_mean_of_its_detectors(wine):
+    ensemble = AutoEncoderOutlierDetector(n_components=(2, 4), max_iter=5, random_state=0).fit(wine)
+    assert [e.spec_.code_dim for e in ensemble.estimators_] == [2, 4]  # each with random_state=0, as alone
+    alone = [AutoEncoderOutlierDetector(n_components=n, max_iter=5, random_state=0).fit(wine) for n in (2, 4)]
+    expected = np.mean([detector.score_samples(wine) for detector in alone], axis=0)
+    np.testing.assert_allclose(ensemble.score_samples(wine), expected, rtol=1e-12)
+    held_out = ensemble.estimators_[1].validation_rows_
+    np.testing.assert_array_equal(ensemble.estimators_[0].validation_rows_, held_out)  # all hold out the same rows
+    q1, q3 = np.percentile(expected[held_out], [25, 75])
+    assert ensemble.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
+    again = pickle.loads(pickle.dumps(ensemble))
+    np.testing.assert_allclose(again.decision_function(wine), ensemble.decision_function(wine), rtol=1e-12)
+    with pytest.raises(ParameterError, match=r"has no single code to transform with; call estimators_\[i\]"):
+        ensemble.transform(wine)
+    assert ensemble.set_params(n_components=4).fit(wine).transform(wine).shape == (178, 4)  # one size again
+    assert not hasattr(ensemble, "estimators_")
+    with pytest.raises(ParameterError, match=r"n_components \(4, 4\) names a code size twice"):
+        clone(ensemble).set_params(n_components=(4, 4)).fit(wine)
+    with pytest.raises(ParameterError, match="a code of 20 values is larger than the 13 values of one example"):
+        clone(ensemble).set_params(n_components=(2, 20)).fit(wine)
