@@ -67,6 +67,11 @@ def _says_entropy_coded(model: torch.nn.Module) -> str:
     return "entropy-codes its integer codes under its learned prior, each value at the bits its probability asks"
 
 
+def _array_of_maps(model: torch.nn.Module, maps, _, layout: int) -> bytes:
+    """The file of an array's code maps (compress of examples of the model's size, not of photos of their own)."""
+    return _maps_file(model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout)
+
+
 STORAGES = {
     "quantized": Storage(
         "encode",
@@ -96,17 +101,13 @@ STORAGES = {
     "maps": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, maps, _, layout: _maps_file(
-            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
-        ),
+        _array_of_maps,
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
     "hyper-maps": Storage(
         "code_symbols",
         _says_entropy_coded,
-        lambda model, maps, _, layout: _maps_file(
-            model, list(maps), [model.example_shape[1:]] * len(maps), layout=layout
-        ),
+        _array_of_maps,
         no_search="a hyperprior run's code maps have too many values to try one at a time",
     ),
 }
