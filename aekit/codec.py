@@ -52,14 +52,14 @@ Version 3, entropy-coded integer codes (a model with an entropy model, e.g. the 
     40        4w                   payload: the coder's words, uint32
     end-4     4                    CRC-32 (zlib.crc32) of every byte before it, uint32
 
-The tables are not in the file: the model gives them (:class:`Tables`: per code dimension j, the integers low_j ..
-low_j + K - 1 and an escape symbol for any other integer, with frequencies out of 2^16), and their checksum in the
-header makes sure the decoder codes under the very tables the encoder did. Coder 1, the only one, is constriction's
-range coder (``constriction.stream.queue``, 32-bit words, 24-bit precision): it codes column by column, for each
-dimension j the n symbols (the value minus low_j, or K for an escape) under a categorical model of frequencies
-freq_j / 2^16, then the escaped values of that column, each as value + 2^31 in two uniform 16-bit halves (high
-first). A value costs about -log2(freq_j(value) / 2^16) bits, so the bytes follow the content: an example whose code
-the model finds likely takes fewer. The decoder must use up the words exactly.
+The tables are not in the file: the model gives them (:class:`aekit.entropy_coding.Tables`: per code dimension j, the
+integers low_j .. low_j + K - 1 and an escape symbol for any other integer, with frequencies out of 2^16), and their
+checksum in the header makes sure the decoder codes under the very tables the encoder did. Coder 1, the only one, is
+constriction's range coder (``constriction.stream.queue``, 32-bit words, 24-bit precision): it codes column by
+column, for each dimension j the n symbols (the value minus low_j, or K for an escape) under a categorical model of
+frequencies freq_j / 2^16, then the escaped values of that column, each as value + 2^31 in two uniform 16-bit halves
+(high first). A value costs about -log2(freq_j(value) / 2^16) bits, so the bytes follow the content: an example whose
+code the model finds likely takes fewer. The decoder must use up the words exactly.
 
 Version 4, entropy-coded code maps (a fully convolutional model with an entropy model: ``--net fully-conv``), for
 images of any sizes, each coded whole:
@@ -91,7 +91,7 @@ under the run's factorized prior, then the code map y (d channels, h x w) under 
 scale, which the run computes from z alone, as an index into its fixed table of scales:
 
     32        4                    CRC-32 of the hyper-code's probability tables (:meth:`Tables.checksum`), uint32
-    36        4                    CRC-32 of the scales' tables (:func:`tables_checksum`), uint32
+    36        4                    CRC-32 of the scales' tables (:func:`aekit.entropy_coding.tables_checksum`), uint32
     40        4                    e, the hyper-code's channels, uint32
     44        4                    w, 32-bit words of coded data, uint32
     48        24n                  per image: H, W, h, w, h', w', uint32 each (1 to 2^24; the run's h, w and h', w'
@@ -106,15 +106,10 @@ hyper-code's tables, for j = 0 .. e - 1; then the values of y whose scale index 
 column) under scale table k, for k = 0, 1, ...; each table with its escape as version 3's. The decoder decodes z,
 has the run compute the indices from it (in integer arithmetic, the same on every machine), then decodes y.
 
-Why constriction (0.5, checked against the alternatives on the registry): torchac 0.9.3 is a pure-Python wheel whose
-arithmetic coder is C++ compiled with ninja at its first import (a compiler on every machine that decompresses);
-range-coder 1.1 has binary wheels but writes to a file path, takes its frequency tables as Python lists and was last
-built in 2023; constriction is Rust with binary wheels, codes numpy arrays in memory (ANS and range coders, one
-model per array of symbols), and its fixed-point models are exactly invertible by construction.
-
 :func:`decode` reads every version and says which it read by the type it returns; version 3 and 4 payloads are
 decoded by :func:`decode_entropy` under the model's tables (:func:`code_maps` splits version 4's rows into maps),
-version 6's by :func:`decode_hyper`, image by image.
+version 6's by :func:`decode_hyper`, image by image. The tables and coder 1 themselves are
+:mod:`aekit.entropy_coding`'s; this module lays out their words and checksums in a file.
 """
 
 from __future__ import annotations
@@ -126,6 +121,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from aekit import entropy_coding
+from aekit.entropy_coding import Tables
 from aekit.errors import DataError
 
 MAGIC = b"AEKC"
@@ -148,8 +145,6 @@ LAYOUTS = {AS_MODEL: "as the model's", FLAT: "flat", NO_CHANNEL: "no channel axi
 MAX_BITS = 16
 MAX_CODEBOOK = 1 << MAX_BITS
 RANGE_CODER = 1  # version 3's coder: constriction's range coder under the model's 16-bit frequency tables
-PRECISION = 16  # the frequencies of the tables are out of 2^PRECISION
-MAX_SUPPORT = 4096  # the most integers a table gives a symbol of its own (K), beside the escape
 MAX_SIDE = 1 << 24  # the most pixels a side of an image in a version 4 or 5 file
 MAX_NAME = 1024  # the most bytes of UTF-8 an image's name in a version 5 file
 _HEADER = struct.Struct("<4sHBB16sII")
@@ -186,22 +181,6 @@ class Indices(NamedTuple):
     layout: int = AS_MODEL
 
 
-class Tables(NamedTuple):
-    """The probability tables of a factorized entropy model, the same for every example: code dimension j codes the
-    integers low[j] .. low[j] + K - 1 as the symbols 0 .. K - 1 and any other integer as the escape symbol K, symbol s
-    with probability freq[j, s] / 2^16 (every frequency at least 1, each row summing to 2^16)."""
-
-    low: np.ndarray  # int64 (d,)
-    freq: np.ndarray  # int64 (d, K + 1)
-
-    def checksum(self) -> int:
-        """CRC-32 of d, K, the lows (int64) and the frequencies (uint32), little-endian."""
-        d, width = self.freq.shape
-        return zlib.crc32(
-            struct.pack("<II", d, width - 1) + self.low.astype("<i8").tobytes() + self.freq.astype("<u4").tobytes()
-        )
-
-
 class EntropyCoded(NamedTuple):
     """A version 3 to 5 file's coded words (uint32) for ``shape`` = (m, d) integer codes, coded under the tables
     whose checksum is ``tables_checksum``; :func:`decode_entropy` decodes them. Version 3: m examples of d values.
@@ -231,27 +210,6 @@ class HyperCoded(NamedTuple):
     sizes: np.ndarray
     names: list[str] | None = None
     layout: int = AS_MODEL
-
-
-def tables_checksum(tables) -> int:
-    """CRC-32 of the checksums of a sequence of :class:`Tables` (uint32 each, little-endian)."""
-    return zlib.crc32(b"".join(struct.pack("<I", t.checksum()) for t in tables))
-
-
-def frequency_tables(low: np.ndarray, probabilities: np.ndarray) -> Tables:
-    """The :class:`Tables` of probabilities (d, K + 1) of the integers low[j] .. low[j] + K - 1 and of the escape
-    (last), each row normalised: freq = floor(p (2^16 - K - 1)) + 1, every symbol at least 1 so that any integer can
-    be coded, and the 2^16 - sum(freq) left over given to the likeliest symbol (so each row sums to 2^16)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    low = np.asarray(low, dtype=np.int64)
-    if p.ndim != 2 or not 2 <= p.shape[1] <= MAX_SUPPORT + 1 or low.shape != (len(p),):
-        raise DataError(f"probability tables of shape {p.shape} for lows of shape {low.shape} cannot be coded")
-    if not (np.isfinite(p).all() and (p >= 0).all() and (p.sum(1) > 0).all()):
-        raise DataError("probability tables must hold finite non-negative numbers, each row some positive")
-    total = 1 << PRECISION
-    freq = np.floor(p / p.sum(1, keepdims=True) * (total - p.shape[1])).astype(np.int64) + 1
-    freq[np.arange(len(freq)), freq.argmax(1)] += total - freq.sum(1)
-    return Tables(low, freq)
 
 
 def check_bits(bits: int) -> None:
@@ -331,29 +289,11 @@ def encode_indices(indices: np.ndarray, codebook_size: int, fingerprint: bytes, 
     return _with_crc(header + _packed(indices, bits))
 
 
-def _categorical(freq: np.ndarray):
-    """constriction's model of the symbols 0 .. len(freq) - 1 with probabilities freq / 2^16 (exact binary
-    fractions, so that every machine builds the same fixed-point model)."""
-    import constriction  # its modules are attributes of one compiled extension, not importable by name
-
-    return constriction.stream.model.Categorical(freq / float(1 << PRECISION), perfect=False)
-
-
-def _halves_model():
-    import constriction
-
-    return constriction.stream.model.Uniform(1 << 16)
-
-
-# Escaped values are offset by 2^31 into [0, 2^32) and coded as two 16-bit halves.
-_OFFSET = 1 << 31
-
-
 def encode_entropy(codes: np.ndarray, tables: Tables, fingerprint: bytes, layout: int = AS_MODEL) -> bytes:
     """The bytes of a compressed file (version 3) holding the integer ``codes`` (n, d), entropy-coded column by
     column under ``tables`` (coder 1: see the module's docstring), made by the model with ``fingerprint``."""
-    codes = _codes_to_code(codes, len(tables.low))
-    words = _range_coded(codes, tables)
+    codes = entropy_coding.integer_codes(codes, len(tables.low))
+    words = entropy_coding.range_coded(codes, tables)
     header = _header(ENTROPY, RANGE_CODER, layout, fingerprint, len(codes), codes.shape[1])
     return _with_crc(header + _ENTROPY.pack(tables.checksum(), len(words)) + words.astype("<u4").tobytes())
 
@@ -374,11 +314,11 @@ def encode_maps(
     if len(maps) != len(image_sizes) or any(np.ndim(m) != 3 or np.shape(m)[0] != d for m in maps):
         raise DataError(f"code maps must be (channels, h, w) arrays of {d} channels, one per image size given")
     rows = [np.asarray(m).reshape(d, -1).T for m in maps]
-    codes = _codes_to_code(np.concatenate(rows) if rows else np.zeros((0, d), np.int64), d)
+    codes = entropy_coding.integer_codes(np.concatenate(rows) if rows else np.zeros((0, d), np.int64), d)
     sizes = [(*size, *np.shape(m)[1:]) for size, m in zip(image_sizes, maps)]
     if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
         raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
-    words = _range_coded(codes, tables)
+    words = entropy_coding.range_coded(codes, tables)
     header = _header(MAPS if names is None else NAMED_MAPS, RANGE_CODER, layout, fingerprint, len(maps), d)
     listing = b"".join(_MAP_SIZE.pack(*map(int, size)) for size in sizes)
     if names is not None:
@@ -398,8 +338,6 @@ def encode_hyper_maps(
     """The bytes of a compressed file (version 6) holding, per image of ``image_sizes``, its integer hyper-code z
     (e, h', w'), its integer code map y (d, h, w) and y's scale indices (d, h, w), each in [0, len(scales)): z coded
     under ``tables``, y under ``scales`` (see the module's docstring)."""
-    import constriction
-
     e, d = len(tables.low), (np.shape(codes[0][1])[0] if codes else 0)
     named = b"" if names is None else _names_bytes(names, len(codes))
     shapes_fit = all(
@@ -415,21 +353,15 @@ def encode_hyper_maps(
     sizes = [(*size, *np.shape(y)[1:], *np.shape(z)[1:]) for size, (z, y, _) in zip(image_sizes, codes)]
     if any(not 0 < v <= MAX_SIDE for size in sizes for v in size):
         raise DataError(f"images and code maps of {sizes} pixels cannot be stored: 1 to {MAX_SIDE} a side can")
-    encoder = constriction.stream.queue.RangeEncoder()
+    encoder = entropy_coding.range_encoder()
     for z, y, k in codes:
-        _range_coded(_codes_to_code(np.reshape(z, (e, -1)).T, e), tables, encoder)
-        values, indices = _codes_to_code(np.reshape(y, (1, -1)), np.size(y))[0], np.ravel(k)
-        if indices.size and not (indices.min() >= 0 and indices.max() < len(scales)):
-            raise DataError(
-                f"scale indices from {indices.min()} to {indices.max()} have no table; 0 to {len(scales) - 1}"
-            )
-        for index, table in enumerate(scales):
-            if (chosen := indices == index).any():
-                _encode_column(encoder, values[chosen], table.freq[0], table.low[0])
+        entropy_coding.range_coded(entropy_coding.integer_codes(np.reshape(z, (e, -1)).T, e), tables, encoder)
+        values = entropy_coding.integer_codes(np.reshape(y, (1, -1)), np.size(y))[0]
+        entropy_coding.encode_indexed(encoder, values, np.ravel(k), scales)
     words = encoder.get_compressed()
     header = _header(HYPER_MAPS, RANGE_CODER, layout, fingerprint, len(codes), d)
     listing = b"".join(_HYPER_SIZE.pack(*map(int, size)) for size in sizes) + _NAMES.pack(len(named)) + named
-    checksums = _HYPER.pack(tables.checksum(), tables_checksum(scales), e, len(words))
+    checksums = _HYPER.pack(tables.checksum(), entropy_coding.tables_checksum(scales), e, len(words))
     return _with_crc(header + checksums + listing + words.astype("<u4").tobytes())
 
 
@@ -493,57 +425,10 @@ def code_maps(codes: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
     return [block.T.reshape(-1, int(h), int(w)) for block, (_, _, h, w) in zip(np.split(codes, ends[:-1]), sizes)]
 
 
-def _codes_to_code(codes: np.ndarray, d: int) -> np.ndarray:
-    """``codes`` checked as 2-D integers of d columns within what the coder takes, as int64."""
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.dtype.kind not in "iu" or codes.shape[1] != d:
-        raise DataError(f"codes of shape {codes.shape} and type {codes.dtype} must be 2-D integers, {d} a row")
-    if codes.size and not (codes.min() >= -_OFFSET and codes.max() < _OFFSET):
-        raise DataError(
-            f"codes from {codes.min()} to {codes.max()} cannot be entropy-coded: values from -2^31 to 2^31 - 1 can"
-        )
-    return codes.astype(np.int64)
-
-
-def _range_coded(codes: np.ndarray, tables: Tables, encoder=None) -> np.ndarray:
-    """The range coder's words of int64 ``codes`` (m, d) under ``tables``: column j's m symbols (the value minus
-    low_j, or the escape), then that column's escaped values in 16-bit halves (appended to ``encoder``'s, where
-    given)."""
-    import constriction
-
-    encoder = constriction.stream.queue.RangeEncoder() if encoder is None else encoder
-    for j in range(codes.shape[1]):
-        _encode_column(encoder, codes[:, j], tables.freq[j], tables.low[j])
-    return encoder.get_compressed()
-
-
-def _encode_column(encoder, values: np.ndarray, freq: np.ndarray, low: int) -> None:
-    """Code int64 ``values`` under one table (frequencies ``freq`` of the integers low .. low + K - 1 and the
-    escape): each value's symbol, then the escaped values, each as value + 2^31 in two 16-bit halves."""
-    local = values - low
-    escaped = (local < 0) | (local >= len(freq) - 1)
-    encoder.encode(np.where(escaped, len(freq) - 1, local).astype(np.int32), _categorical(freq))
-    if escaped.any():
-        offset = values[escaped] + _OFFSET
-        encoder.encode(np.stack([offset >> 16, offset & 0xFFFF], 1).ravel().astype(np.int32), _halves_model())
-
-
-def _decode_column(decoder, n: int, freq: np.ndarray, low: int, source: str) -> np.ndarray:
-    """The n int64 values that :func:`_encode_column` coded under the same table."""
-    column = _decoded(decoder, _categorical(freq), n, source).astype(np.int64) + low
-    escaped = column == low + len(freq) - 1
-    if escaped.any():
-        halves = _decoded(decoder, _halves_model(), 2 * int(escaped.sum()), source).astype(np.int64)
-        column[escaped] = (halves[0::2] << 16 | halves[1::2]) - _OFFSET
-    return column
-
-
 def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarray:
     """The integer codes, int64 (m, d), of a version 3 or 4 file, decoded under ``tables``, which must be the ones
     it was coded under (their checksum is in the header). A file whose words are too few for its m rows, or that
     holds words its codes do not use up, is corrupted: a DataError naming ``source``."""
-    import constriction
-
     n, d = coded.shape
     if d != len(tables.low):
         raise DataError(
@@ -556,11 +441,10 @@ def decode_entropy(coded: EntropyCoded, tables: Tables, source: str) -> np.ndarr
             "checksums differ): it is corrupted, or this machine computes the run's tables differently; compress the "
             "images again here"
         )
-    _check_coded_size(n, coded.words, tables, source)
-    decoder = constriction.stream.queue.RangeDecoder(coded.words)
-    columns = [_decode_column(decoder, n, tables.freq[j], tables.low[j], source) for j in range(d)]
-    if not decoder.maybe_exhausted():
-        raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
+    entropy_coding.check_coded_size(n, coded.words, tables, source)
+    decoder = entropy_coding.range_decoder(coded.words)
+    columns = entropy_coding.decode_columns(decoder, n, tables, source)
+    entropy_coding.check_used_up(decoder, source)
     return np.stack(columns, 1) if d else np.zeros((n, 0), np.int64)
 
 
@@ -569,55 +453,24 @@ def decode_hyper(coded: HyperCoded, tables: Tables, scales: tuple[Tables, ...], 
     decoded under ``tables``, then y under ``scales``, by the indices ``indices_of(z, h, w)`` gives (the tables and
     the function must be the ones it was coded with). A DataError naming ``source`` where they are not, or where the
     words do not decode to the codes, or are not used up."""
-    import constriction
-
     d, e = coded.shape[1], len(tables.low)
     if coded.channels != e:
         raise DataError(
             f"{source} holds hyper-codes of {coded.channels} channels but the run's have {e}; it is corrupted, "
             "compress the images again"
         )
-    if (coded.tables_checksum, coded.scales_checksum) != (tables.checksum(), tables_checksum(scales)):
+    if (coded.tables_checksum, coded.scales_checksum) != (tables.checksum(), entropy_coding.tables_checksum(scales)):
         raise DataError(
             f"{source} was coded under other probability tables than the run gives here (their checksums differ): "
             "it is corrupted, or this machine computes the run's tables differently; compress the images again here"
         )
-    _check_coded_size(int((coded.sizes[:, 4] * coded.sizes[:, 5]).sum()), coded.words, tables, source)
-    decoder = constriction.stream.queue.RangeDecoder(coded.words)
+    entropy_coding.check_coded_size(int((coded.sizes[:, 4] * coded.sizes[:, 5]).sum()), coded.words, tables, source)
+    decoder = entropy_coding.range_decoder(coded.words)
     for _, _, h, w, hz, wz in coded.sizes.tolist():
-        z = np.stack([_decode_column(decoder, hz * wz, tables.freq[j], tables.low[j], source) for j in range(e)])
+        z = np.stack(entropy_coding.decode_columns(decoder, hz * wz, tables, source))
         indices = np.ravel(indices_of(z.reshape(e, hz, wz), h, w))
-        values = np.zeros(indices.shape, np.int64)
-        for index, table in enumerate(scales):
-            if (chosen := indices == index).any():
-                values[chosen] = _decode_column(decoder, int(chosen.sum()), table.freq[0], table.low[0], source)
-        yield values.reshape(d, h, w)
-    if not decoder.maybe_exhausted():
-        raise DataError(f"{source} holds coded words that its codes do not use; it is corrupted, compress again")
-
-
-def _decoded(decoder, model, n: int, source: str) -> np.ndarray:
-    """The next ``n`` symbols under ``model``; words that no symbols give (constriction's decoder asserts it) are a
-    corrupted file."""
-    try:
-        return decoder.decode(model, n)
-    except AssertionError:
-        raise DataError(
-            f"{source} holds coded words that no codes give under the run's tables; it is corrupted, compress again"
-        ) from None
-
-
-def _check_coded_size(n: int, words: np.ndarray, tables: Tables, source: str) -> None:
-    """Refuse n examples that ``words`` cannot hold, before their codes are allocated: an example costs at least
-    b = sum_j -log2(max_s freq[j, s] / 2^16) bits (each value its dimension's likeliest symbol), and the coder's
-    output is never shorter than the information it holds (twice its words are allowed, with two words to spare)."""
-    least_bits = float(-np.log2(tables.freq.max(1) / (1 << PRECISION)).sum())
-    room = 2 * 32 * (len(words) + 2)
-    if n * least_bits > room:
-        raise DataError(
-            f"{source} claims {n} codes, more than its {len(words)} coded words can hold; it is corrupted, "
-            "compress the images again"
-        )
+        yield entropy_coding.decode_indexed(decoder, indices, scales, source).reshape(d, h, w)
+    entropy_coding.check_used_up(decoder, source)
 
 
 def decode(data: bytes, source: str) -> tuple[Quantized | Indices | EntropyCoded | HyperCoded, bytes]:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # stands for a package and everything in it. The package's own module (the version, and the public names imported on
 # first use) is at the bottom: importing it loads nothing else.
 LAYERS = (
-    ("aekit", "aekit.errors", "aekit.naming", "aekit.atomic", "aekit.codec"),
+    ("aekit", "aekit.errors", "aekit.naming", "aekit.atomic", "aekit.entropy_coding", "aekit.codec"),
     ("aekit.data.",),
     ("aekit.models.",),
     ("aekit.training.",),

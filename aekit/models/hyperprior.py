@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aekit import codec
+from aekit import entropy_coding
 from aekit.errors import DataError
 from aekit.models import nets
 from aekit.models.base import Loss, takes_examples
@@ -138,7 +138,7 @@ def hyper_synthesis(channels: int, code_channels: int) -> nn.Sequential:
 
 
 @functools.cache
-def scale_tables() -> tuple[codec.Tables, ...]:
+def scale_tables() -> tuple[entropy_coding.Tables, ...]:
     """The coder's table of each scale s_k = SCALE_TABLE[k] / 2^12: the integers -m .. m of a zero-mean Gaussian of
     scale s_k convolved with the unit box, p(v) = Phi((v + 1/2) / s_k) - Phi((v - 1/2) / s_k), m the least with
     both tails beyond it at most ``TAIL_MASS``, and the escape for the rest; computed once, in float64, from the
@@ -153,7 +153,7 @@ def scale_tables() -> tuple[codec.Tables, ...]:
 
         half = next(m for m in range(1 << 20) if tail(m) <= TAIL_MASS)
         mass = [tail(-v - 1) - tail(-v) if v < 0 else tail(v - 1) - tail(v) for v in range(-half, half + 1)]
-        tables.append(codec.frequency_tables(np.array([-half]), np.array([[*mass, 2 * tail(half)]])))
+        tables.append(entropy_coding.frequency_tables(np.array([-half]), np.array([[*mass, 2 * tail(half)]])))
     return tuple(tables)
 
 
@@ -249,7 +249,7 @@ class ScaleHyperprior(RateDistortionAE):
         ceil(h / 4), ceil(w / 4))."""
         return torch.round(self.hyper_analysis(y.float())).long()
 
-    def scale_tables(self) -> tuple[codec.Tables, ...]:
+    def scale_tables(self) -> tuple[entropy_coding.Tables, ...]:
         """The coder's table of each scale index (:func:`scale_tables`)."""
         return scale_tables()
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aekit import codec
+from aekit import entropy_coding
 from aekit.errors import AekitError
 from aekit.models import nets
 from aekit.models.base import AutoEncoder, Loss, takes_examples
@@ -62,12 +62,13 @@ class FactorizedPrior(nn.Module):
     are both p_j(y) = c_j(y + 1/2) - c_j(y - 1/2): the density convolved with the unit box. The rate of a code is
     R(y) = -sum_j log2 p_j(y_j) bits, what an entropy coder under these probabilities spends on it.
 
-    ``tables`` turns the density into what the coder uses (:class:`aekit.codec.Tables`): per dimension, the integers
-    between the points where each tail of c_j holds ``TAIL_MASS`` (at most :data:`aekit.codec.MAX_SUPPORT` of them:
-    one width K for all dimensions) and an escape for the rest, with p_j quantized to 16-bit frequencies. It is
-    computed in float64 on the CPU from the weights alone, whatever device the model is on, so compressing and
-    decompressing get the same tables (a compressed file holds their checksum, which would tell a machine whose
-    arithmetic differed in the last bit at a rounding boundary, instead of letting it decode wrong codes).
+    ``tables`` turns the density into what the coder uses (:class:`aekit.entropy_coding.Tables`): per dimension, the
+    integers between the points where each tail of c_j holds ``TAIL_MASS`` (at most
+    :data:`aekit.entropy_coding.MAX_SUPPORT` of them: one width K for all dimensions) and an escape for the rest, with
+    p_j quantized to 16-bit frequencies. It is computed in float64 on the CPU from the weights alone, whatever device
+    the model is on, so compressing and decompressing get the same tables (a compressed file holds their checksum, which
+    would tell a machine whose arithmetic differed in the last bit at a rounding boundary, instead of letting it decode
+    wrong codes).
     """
 
     def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 1.0):
@@ -120,7 +121,7 @@ class FactorizedPrior(nn.Module):
         low = self._largest(lambda m: self.logits(m - 0.5) <= edge)
         high = self._largest(lambda m: self.logits(m + 0.5) < -edge) + 1
         widths = high - low + 1
-        width = min(int(widths.max()), codec.MAX_SUPPORT)
+        width = min(int(widths.max()), entropy_coding.MAX_SUPPORT)
         return torch.where(widths > width, torch.div(low + high + 1 - width, 2, rounding_mode="floor"), low), width
 
     def _largest(self, holds) -> torch.Tensor:
@@ -136,16 +137,16 @@ class FactorizedPrior(nn.Module):
         return below[:, 0].long()
 
     @torch.no_grad()
-    def tables(self) -> codec.Tables:
+    def tables(self) -> entropy_coding.Tables:
         """The coder's tables of this density: p_j of each integer of the support, then the escape's mass
-        c_j(low_j - 1/2) + 1 - c_j(low_j + K - 1/2), quantized by :func:`aekit.codec.frequency_tables`. Computed on a
-        float64 CPU copy of the weights."""
+        c_j(low_j - 1/2) + 1 - c_j(low_j + K - 1/2), quantized by :func:`aekit.entropy_coding.frequency_tables`.
+        Computed on a float64 CPU copy of the weights."""
         density = copy.deepcopy(self).cpu().double()
         low, width = density._support()
         grid = (low[:, None] + torch.arange(width)).double()
         ends = density.logits(torch.stack([low - 0.5, low + width - 0.5], 1).double())
         escape = torch.sigmoid(ends[:, :1]) + torch.sigmoid(-ends[:, 1:])
-        return codec.frequency_tables(low.numpy(), torch.cat([density.mass(grid), escape], 1).numpy())
+        return entropy_coding.frequency_tables(low.numpy(), torch.cat([density.mass(grid), escape], 1).numpy())
 
 
 class Round(nn.Module):
@@ -170,7 +171,7 @@ class RateDistortionAE(AutoEncoder):
 
     ``encoder`` is the network followed by the rounding, so ``encode`` gives the integer code as floats (n, code_dim)
     and ``decode`` of it what decompression gives. ``code_symbols`` gives it as int64, ``rate_bits`` its bits per
-    example, and ``probability_tables`` the coder's tables (:class:`aekit.codec.Tables`).
+    example, and ``probability_tables`` the coder's tables (:class:`aekit.entropy_coding.Tables`).
 
     With fully convolutional networks (``--net fully-conv``) the code is a map (n, code_dim, h, w), code_dim
     channels each under its own density, and the model codes images of any size: ``map_symbols`` and ``decode_map``
@@ -309,7 +310,7 @@ class RateDistortionAE(AutoEncoder):
         ``height`` x ``width``."""
         return self.decoder[0](y.float())[..., :height, :width]
 
-    def probability_tables(self) -> codec.Tables:
+    def probability_tables(self) -> entropy_coding.Tables:
         """The tables the entropy coder codes the integer codes under (:meth:`FactorizedPrior.tables`)."""
         return self.prior.tables()
 

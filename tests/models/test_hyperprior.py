@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aekit import codec
+from aekit import entropy_coding
 from aekit.errors import AekitError, DataError
 from aekit.models import build_model, model_config
 from aekit.models.hyperprior import (
@@ -117,7 +117,7 @@ def test_the_scale_table_and_its_coder_tables():
         assert 0.5 * math.erfc((half - 0.5) / (scale * math.sqrt(2))) > TAIL_MASS
     # The tables as this version built them: a machine whose erfc differs would refuse every file (their checksum is
     # in it), and fails here first.
-    assert codec.tables_checksum(tables) == 0xC6B6F834
+    assert entropy_coding.tables_checksum(tables) == 0xC6B6F834
 
 
 def test_the_integer_hyper_decoder_gives_the_float_one_s_indices_whatever_the_threads():

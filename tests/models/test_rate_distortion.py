@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aekit
-from aekit import codec
+from aekit import codec, entropy_coding
 from aekit.cli import main
 from aekit.errors import AekitError, DataError
 from aekit.evaluation import evaluate
@@ -39,14 +39,16 @@ def test_the_prior_is_a_distribution_and_its_tables_sum_to_one():
     np.testing.assert_allclose(total.numpy(), 1, atol=1e-5)  # p_j(y) = c(y + 1/2) - c(y - 1/2) telescopes to 1
     tables = prior.tables()
     d, width = tables.freq.shape
-    assert d == 3 and 2 <= width <= codec.MAX_SUPPORT + 1
-    assert (tables.freq.sum(1) == 2**codec.PRECISION).all() and (tables.freq >= 1).all()
+    assert d == 3 and 2 <= width <= entropy_coding.MAX_SUPPORT + 1
+    assert (tables.freq.sum(1) == 2**entropy_coding.PRECISION).all() and (tables.freq >= 1).all()
     # The support leaves at most TAIL_MASS on each side: the escape's frequency is about twice that, at least 1.
-    assert (tables.freq[:, -1] <= max(1, math.ceil(2 * TAIL_MASS * 2**codec.PRECISION) + 1)).all()
+    assert (tables.freq[:, -1] <= max(1, math.ceil(2 * TAIL_MASS * 2**entropy_coding.PRECISION) + 1)).all()
     with torch.no_grad():
         grid = torch.from_numpy(tables.low[:, None] + np.arange(width - 1)).float()
         p = prior.mass(grid).double().numpy()
-    np.testing.assert_allclose(tables.freq[:, :-1] / 2**codec.PRECISION, p, atol=2 * width / 2**codec.PRECISION)
+    np.testing.assert_allclose(
+        tables.freq[:, :-1] / 2**entropy_coding.PRECISION, p, atol=2 * width / 2**entropy_coding.PRECISION
+    )
 
 
 def test_noise_in_training_and_rounding_in_evaluation(digits):
