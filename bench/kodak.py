@@ -30,13 +30,14 @@ A CompressAI model trained alike (from CompressAI's venv, where aekit is install
 
 ``compressai.models.ScaleHyperprior(N, M)`` or ``FactorizedPrior(N, M)``, N, M and lambda (``--lambda``, default the
 run's), epochs, patches per epoch, batch size, lr, schedule, seed, patch size and data read from the aekit run's
-config.json. The crops are the run's very crops in its order: aekit's own patch source
-(:class:`aekit.training.batches.PatchSource`), its draw seeded as the trainer seeds it. The objective is aekit's
-(``--loss mse``): the sum of squared differences of a crop's [0, 1] values + lambda x the bits of its codes (both
-codes for the hyperprior), the mean over the batch; Adam at the run's lr on the trainer's cosine schedule over every
-step, no gradient clipping (aekit clips none). CompressAI's entropy bottleneck also fits its quantiles on its aux
-loss with an Adam of its own (lr 1e-3, as CompressAI's example trainer), so that its ``compress()`` works; the noise
-draws and the initial weights are CompressAI's own. It writes ``model.pt`` (the state dict after ``update()``) and
+config.json (crops of a size not a multiple of 64 padded with zeros to one, the loss on their own pixels). The
+crops are the run's very crops in its order: aekit's own patch source (:class:`aekit.training.batches.PatchSource`),
+its draw seeded as the trainer seeds it (:func:`run_crops`). The objective is aekit's (``--loss mse``): the sum of
+squared differences of a crop's [0, 1] values + lambda x the bits of its codes (both codes for the hyperprior), the
+mean over the batch; Adam at the run's lr on the trainer's cosine schedule over every step, no gradient clipping
+(aekit clips none). CompressAI's entropy bottleneck also fits its quantiles on its aux loss with an Adam of its own
+(lr 1e-3, as CompressAI's example trainer), so that its ``compress()`` works; the noise draws and the initial
+weights are CompressAI's own. It writes ``model.pt`` (the state dict after ``update()``) and
 ``peer.json`` (its settings and training seconds).
 """
 
@@ -51,6 +52,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +285,40 @@ def peer_rate_bits(likelihoods: dict) -> torch.Tensor:
     return sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
 
 
+def run_crops(options: dict, dataset) -> tuple[int, Iterator[torch.Tensor]]:
+    """The steps of an aekit run's training (its config.json ``options``, on its ``dataset``) and each step's batch of
+    crops in [0, 1], the very crops in the very order its trainer drew them: aekit's patch source, its draw seeded as
+    :mod:`aekit.training.trainer` seeds it (one process)."""
+    from aekit.models.base import float_batch
+    from aekit.training.batches import PatchSource
+
+    source = PatchSource(dataset, torch.device("cpu"), options["batch_size"], 0, 1, False, options["patches_per_epoch"])
+    generator = torch.Generator().manual_seed(options["seed"])  # the trainer's data order
+
+    def batches():
+        for _ in range(options["epochs"]):
+            for inputs in source.batches(source.order(generator), 0):
+                yield float_batch(inputs)
+
+    return options["epochs"] * source.steps_per_epoch, batches()
+
+
+def like_run(run: Path) -> tuple[dict, dict, object]:
+    """An aekit run's config.json options and model section, and its data (checked against the data it records)."""
+    from aekit.data.identity import data_identity
+    from aekit.jobs.workflow import load_data
+
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else None
+    if config is None or not config.get("options", {}).get("patch"):
+        raise BenchError(f"{run}: not a run folder of patch training (--patch); pass one of aekit's photo codecs")
+    options = config["options"]
+    dataset = load_data(options)
+    recorded = config.get("data", {}).get("sha256")
+    if recorded is not None and data_identity(dataset)["sha256"] != recorded:
+        raise BenchError(f"{options['dataset']} is not the data {run} was trained on; point the run at it")
+    return options, config["model"], dataset
+
+
 def train_peer(args: argparse.Namespace) -> int:
     """Train CompressAI's ``--arch`` as the aekit run ``--like`` was trained (the module's docstring)."""
     why = missing()
@@ -290,62 +326,44 @@ def train_peer(args: argparse.Namespace) -> int:
         raise BenchError(f"CompressAI does not import here ({why}); run train-peer from CompressAI's venv")
     if (args.out / MODEL_FILE).exists():
         raise BenchError(f"{args.out / MODEL_FILE} exists; give a new --out")
-    from aekit.jobs.workflow import load_data
-    from aekit.models.base import float_batch
-    from aekit.training.batches import PatchSource
-
     torch.set_num_threads(args.threads)
-    config = json.loads((args.like / "config.json").read_text()) if (args.like / "config.json").is_file() else None
-    if config is None or not config.get("options", {}).get("patch"):
-        raise BenchError(f"{args.like}: not a run folder of patch training (--patch); pass one of aekit's photo codecs")
-    options, spec = config["options"], config["model"]
+    options, spec, dataset = like_run(args.like)
     rate_lambda = spec["rate_lambda"] if args.rate_lambda is None else args.rate_lambda
-    dataset = load_data(options)
-    recorded = config.get("data", {}).get("sha256")
-    from aekit.data.identity import data_identity
-
-    if recorded is not None and data_identity(dataset)["sha256"] != recorded:
-        raise BenchError(f"{options['dataset']} is not the data {args.like} was trained on; point the run at it")
     n, m = spec["channels"], spec["code_dim"]
-    epochs, batch, lr, seed = options["epochs"], options["batch_size"], options["lr"], options["seed"]
-    source = PatchSource(dataset, torch.device("cpu"), batch, 0, 1, False, n=options["patches_per_epoch"])
-    total = epochs * source.steps_per_epoch
-    torch.manual_seed(seed)
-    model = peer_model(args.arch, n, m)
+    total, batches = run_crops(options, dataset)
+    per_epoch = total // options["epochs"]
+    torch.manual_seed(options["seed"])
+    model, multiple = peer_model(args.arch, n, m), ARCHITECTURES[args.arch][1]
     aux = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
     main_parameters = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
-    optimizer, aux_optimizer = torch.optim.Adam(main_parameters, lr), torch.optim.Adam(aux, AUX_LR)
+    optimizer, aux_optimizer = torch.optim.Adam(main_parameters, options["lr"]), torch.optim.Adam(aux, AUX_LR)
     cosine = options["schedule"] == "cosine"  # the trainer's closed form, stepped after each step
 
     def factor(step: int) -> float:
         return (1 + math.cos(math.pi * min(step, total) / total)) / 2 if cosine else 1.0
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    generator = torch.Generator().manual_seed(seed)  # the trainer's data order: the same crops in the same order
-    say(f"{ARCHITECTURES[args.arch][0]}(N={n}, M={m}), lambda {rate_lambda}: {total} steps of {batch} crops")
+    say(f"{ARCHITECTURES[args.arch][0]}(N={n}, M={m}), lambda {rate_lambda}: {total} steps")
     model.train()
-    started, step = time.perf_counter(), 0
-    for epoch in range(1, epochs + 1):
-        sums, steps = np.zeros(3), 0
-        for inputs in source.batches(source.order(generator), 0):
-            x = float_batch(inputs)
-            out = model(x)
-            distortion = (out["x_hat"] - x).pow(2).flatten(1).sum(1).mean()
-            rate = peer_rate_bits(out["likelihoods"]).mean()
-            loss = distortion + rate_lambda * rate
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            aux_optimizer.zero_grad()
-            model.aux_loss().backward()
-            aux_optimizer.step()
-            sums += (loss.item(), distortion.item(), rate.item())
-            step, steps = step + 1, steps + 1
-            if step == args.max_steps:
-                break
-        loss, distortion, rate = sums / max(steps, 1)
-        say(f"epoch {epoch}: loss {loss:.2f} = {distortion:.2f} + lambda x {rate:.1f} bits a crop")
+    started, step, sums = time.perf_counter(), 0, np.zeros(3)
+    for x in batches:
+        out = model(padded(x, multiple))
+        distortion = (unpadded(out["x_hat"], *x.shape[-2:], multiple) - x).pow(2).flatten(1).sum(1).mean()
+        rate = peer_rate_bits(out["likelihoods"]).mean()
+        loss = distortion + rate_lambda * rate
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        aux_optimizer.zero_grad()
+        model.aux_loss().backward()
+        aux_optimizer.step()
+        sums += (loss.item(), distortion.item(), rate.item())
+        step += 1
+        if step % per_epoch == 0 or step == args.max_steps:
+            loss, distortion, rate = sums / (step - (step - 1) // per_epoch * per_epoch)
+            say(f"epoch {(step - 1) // per_epoch + 1}: loss {loss:.2f} = {distortion:.2f} + lambda x {rate:.1f} bits")
+            sums[:] = 0
         if step == args.max_steps:
             break
     seconds = time.perf_counter() - started
@@ -356,8 +374,8 @@ def train_peer(args: argparse.Namespace) -> int:
 
     settings = {
         "arch": args.arch, "N": n, "M": m, "rate_lambda": rate_lambda, "like": str(args.like), "steps": step,
-        "epochs": epochs, "patches_per_epoch": options["patches_per_epoch"], "batch_size": batch, "lr": lr,
-        "schedule": options["schedule"], "seed": seed, "patch": options["patch"], "dataset": options["dataset"],
+        **{key: options[key] for key in ("epochs", "patches_per_epoch", "batch_size", "lr", "schedule", "seed")},
+        "patch": options["patch"], "dataset": options["dataset"],
         "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(step, 1), 4),
         "threads": args.threads, "compressai": compressai.__version__, "torch": torch.__version__,
     }  # fmt: skip
