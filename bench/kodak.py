@@ -164,7 +164,7 @@ def ms_ssim(back: np.ndarray, clean: np.ndarray) -> float | None:
 
     if min(clean.shape[:2]) <= MS_SSIM_SIDE:
         return None
-    return float(measure(as_tensor(back).double(), as_tensor(clean).double(), data_range=1.0))
+    return float(measure(as_tensor(back), as_tensor(clean), data_range=1.0))
 
 
 def quality(backs: list[np.ndarray], photos: dict[str, np.ndarray]) -> dict:
@@ -418,7 +418,8 @@ def peer_point(folder: Path, photos: dict[str, np.ndarray]) -> dict:
         photos,
         list(seconds),
         peer=str(folder),
-        training=f"{settings['steps']} steps like {settings['like']}",
+        training=f"bench.kodak train-peer --arch {settings['arch']} --like {settings['like']} --lambda "
+        f"{settings['rate_lambda']}: {settings['steps']} steps",
         train_hours=round(settings["train_seconds"] / 3600, 3),
     )
 
@@ -594,13 +595,15 @@ def figure(path: Path, points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    photos = max(p.get("photos", 24) for p in points)  # the published points are of all 24
     for ax, key, label in zip(axes, ("psnr", "ms_ssim"), ("PSNR (dB)", "MS-SSIM (dB, -10 log10(1 - MS-SSIM))")):
         for method, ours in curves(points).items():
             drawn = sorted((p["bpp"], p[key] if key == "psnr" else ms_ssim_db(p[key])) for p in ours if p[key])
             if drawn:
                 style = "--" if ours[0].get("published") else "-"
                 ax.plot(*zip(*drawn), style, marker="o", markersize=3, label=method)
-        ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, 2.0), title=f"Kodak, 24 photos: {label.split(' (')[0]}")
+        title = f"Kodak, {photos} photos: {label.split(' (')[0]}"
+        ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, 2.0), title=title)
         ax.grid(alpha=0.3)
     axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -608,10 +611,19 @@ def figure(path: Path, points: list[dict]) -> None:
     plt.close(fig)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else its architecture."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def settings_line(args: argparse.Namespace, started: float, notes: list[str]) -> str:
     return (
         "The points come from runs of parts of this script, each replacing its own points; the last run: "
-        f"{datetime.date.today().isoformat()}, CPU ({platform.machine()}), {args.threads} thread(s), torch "
+        f"{datetime.date.today().isoformat()}, {cpu_name()}, {args.threads} thread(s), torch "
         f"{torch.__version__}, numpy {np.__version__}, aekit {aekit.__version__}, Pillow {pillow_versions()}; "
         f"{'; '.join(notes) + '; ' if notes else ''}wall time {(time.perf_counter() - started) / 60:.1f} min:"
         "\n\n    python -m bench.kodak " + " ".join(sys.argv[1:]) + "\n"
