@@ -123,13 +123,13 @@ def settings_line(bench: Bench, args, part: str, started: float) -> str:
     )
     return (
         f"{datetime.date.today().isoformat()}, {device_name(bench.device)}, torch {torch.__version__}, numpy "
-        f"{np.__version__}, aekit {aekit.__version__}, Pillow {_pillow_versions()}; {torch_settings} (Adam 1e-3, "
+        f"{np.__version__}, aekit {aekit.__version__}, Pillow {pillow_versions()}; {torch_settings} (Adam 1e-3, "
         f"cosine schedule), seed {args.seed}; wall time {(time.perf_counter() - started) / 60:.1f} min.\n\n"
         "    python -m bench.compress " + " ".join(sys.argv[1:])
     )
 
 
-def _pillow_versions() -> str:
+def pillow_versions() -> str:
     import PIL
     from PIL import features
 

@@ -46,18 +46,21 @@ def factorized_prior(channels: int, n: int, m: int) -> torch.nn.Module:
     return model
 
 
-def _padding(height: int, width: int) -> tuple[int, int, int, int]:
-    """F.pad's (left, right, top, bottom) to the next multiple of 16 (the four stride-2 layers), split evenly."""
-    across, down = -width % 16, -height % 16
+def padding(height: int, width: int, multiple: int = 16) -> tuple[int, int, int, int]:
+    """F.pad's (left, right, top, bottom) to the next ``multiple`` (16: the four stride-2 layers of the factorized
+    prior; 64 for the hyperprior's two more), split evenly, as CompressAI's own evaluation pads."""
+    across, down = -width % multiple, -height % multiple
     return across // 2, across - across // 2, down // 2, down - down // 2
 
 
-def _padded(x: torch.Tensor) -> torch.Tensor:
-    return F.pad(x, _padding(*x.shape[-2:]))
+def padded(x: torch.Tensor, multiple: int = 16) -> torch.Tensor:
+    """Images (n, c, h, w) padded with zeros as :func:`padding` says."""
+    return F.pad(x, padding(*x.shape[-2:], multiple))
 
 
-def _unpadded(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    left, _, top, _ = _padding(height, width)
+def unpadded(y: torch.Tensor, height: int, width: int, multiple: int = 16) -> torch.Tensor:
+    """The ``height`` x ``width`` images that :func:`padded` padded, cut back out of ``y``."""
+    left, _, top, _ = padding(height, width, multiple)
     return y[..., top : top + height, left : left + width]
 
 
@@ -93,8 +96,8 @@ def train(
         order = torch.randperm(len(images), generator=generator).numpy()
         for start in range(0, len(images), batch_size):
             x = _batch(images, np.sort(order[start : start + batch_size]))
-            out = model(_padded(x))
-            distortion = (_unpadded(out["x_hat"], *x.shape[-2:]) - x).pow(2).flatten(1).sum(1).mean()
+            out = model(padded(x))
+            distortion = (unpadded(out["x_hat"], *x.shape[-2:]) - x).pow(2).flatten(1).sum(1).mean()
             rate = -torch.log2(out["likelihoods"]["y"]).flatten(1).sum(1).mean()
             optimizer.zero_grad()
             aux_optimizer.zero_grad()
@@ -108,7 +111,7 @@ def train(
     return steps
 
 
-def _varint_bytes(n: int) -> int:
+def varint_bytes(n: int) -> int:
     return max(1, math.ceil(n.bit_length() / 7))
 
 
@@ -123,16 +126,16 @@ def measure(model: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) 
     strings, decoded, estimate, seconds = [], [], 0.0, [0.0, 0.0]
     height, width = images.shape[-2:]
     for start in range(0, len(images), batch_size):
-        x = _padded(_batch(images, slice(start, start + batch_size)))
+        x = padded(_batch(images, slice(start, start + batch_size)))
         begin = time.perf_counter()
         stored = model.compress(x)
         middle = time.perf_counter()
         back = model.decompress(stored["strings"], stored["shape"])["x_hat"]
         seconds[0], seconds[1] = seconds[0] + middle - begin, seconds[1] + time.perf_counter() - middle
         strings += stored["strings"][0]
-        decoded.append(_unpadded(back, height, width).numpy())
+        decoded.append(unpadded(back, height, width).numpy())
         estimate += -torch.log2(model(x)["likelihoods"]["y"]).sum().item() / 8
-    total = SHAPE_BYTES + sum(len(s) + _varint_bytes(len(s)) for s in strings)
+    total = SHAPE_BYTES + sum(len(s) + varint_bytes(len(s)) for s in strings)
     n = len(images)
     row = {
         "bytes_per_image": total / n,
