@@ -24,6 +24,6 @@ class FactorizedConfig(GDNConfig):
     noun = "the factorized codec"
 
     def build(self) -> GDNCodec:
+        transforms = self.transforms()  # first: seeded alike, the hyperprior's start with the same weights
         prior = FactorizedPrior(self.code_dim)
-        likelihood = LIKELIHOODS[self.likelihood]
-        return GDNCodec(*self.transforms(), likelihood, prior, self.rate_lambda, **self.model_settings())
+        return GDNCodec(*transforms, LIKELIHOODS[self.likelihood], prior, self.rate_lambda, **self.model_settings())

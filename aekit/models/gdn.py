@@ -73,7 +73,7 @@ def synthesis(code_channels: int, channels: int, out_channels: int) -> nn.Sequen
     return nn.Sequential(*layers, GDN(channels, inverse=True), up(channels, out_channels))
 
 
-def checked_map_size(height: int, width: int, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+def checked_map_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
     """The code map's height and width for an image of ``height`` x ``width`` (a DataError past ``max_pixels``)."""
     if height * width > max_pixels:
         raise DataError(
@@ -90,7 +90,7 @@ class GDNCodec(RateDistortionAE):
 
     def map_size(self, height: int, width: int) -> tuple[int, int]:
         """The code map's height and width for an image of ``height`` x ``width`` (a DataError past MAX_PIXELS)."""
-        return checked_map_size(height, width)
+        return checked_map_size(height, width, MAX_PIXELS)
 
     @torch.no_grad()
     def map_symbols(self, x: torch.Tensor) -> torch.Tensor:
