@@ -113,7 +113,11 @@ class GDNConfig(ModelConfig):
     code_dim: int = option(
         192, "M, the code map's channels (the map at 1/16 of the image's height and width)", sklearn="n_components"
     )
-    channels: int = option(128, "N, the channels of the transforms' hidden layers (and of the hyperprior's hyper-code)")
+    channels: int = option(
+        128,
+        "factorized and hyperprior: N, the channels of the GDN transforms' hidden layers (and of the hyperprior's "
+        "hyper-code)",
+    )
     rate_lambda: float = option(
         0.01,
         "weight lambda of the rate, nats per bit: loss = distortion (nats per example) + lambda * rate (bits per "

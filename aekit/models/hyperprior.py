@@ -26,7 +26,7 @@ from aekit import codec
 from aekit.models import nets
 from aekit.models.base import Loss, takes_examples
 from aekit.models.config import register
-from aekit.models.gdn import GDN as GDN  # where the GDN transforms were defined before the factorized family
+from aekit.models.gdn import GDN as GDN  # importable here, where it was defined before the factorized family
 from aekit.models.gdn import MAX_PIXELS, GDNCodec, GDNConfig, checked_map_size, down, up
 from aekit.models.likelihood import LIKELIHOODS
 from aekit.models.rate_distortion import TAIL_MASS, FactorizedPrior, _bounded
