@@ -22,6 +22,7 @@ from aekit.models.aae import AdversarialAE  # isort: skip
 from aekit.models.vae import VAE, gaussian_kl, log_importance_weights, log_mean_exp  # isort: skip
 from aekit.models.vqvae import VQVAE as VQVAE  # isort: skip
 from aekit.models.rate_distortion import RateDistortionAE as RateDistortionAE  # isort: skip
+from aekit.models.factorized import GDNCodec as GDNCodec  # isort: skip
 from aekit.models.hyperprior import ScaleHyperprior as ScaleHyperprior  # isort: skip
 from aekit.models.restoration import Restorer as Restorer  # isort: skip
 

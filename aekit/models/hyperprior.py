@@ -23,17 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from aekit import entropy_coding
-from aekit.errors import DataError
 from aekit.models import nets
 from aekit.models.base import Loss, takes_examples
-from aekit.models.config import ModelConfig, option, register
+from aekit.models.config import register
+from aekit.models.gdn import GDN as GDN  # importable here, where it was defined before the factorized family
+from aekit.models.gdn import MAX_PIXELS, GDNCodec, GDNConfig, checked_map_size, down, up
 from aekit.models.likelihood import LIKELIHOODS
-from aekit.models.rate_distortion import TAIL_MASS, FactorizedPrior, RateDistortionAE, _bounded
-from aekit.naming import option as named
+from aekit.models.rate_distortion import TAIL_MASS, FactorizedPrior, _bounded
 
-# The main transforms' stride-2 layers (a code map at 1/2^4 = 1/16 of the image) and the hyper-transforms' (the
-# hyper-code at 1/4 of the code map).
-LEVELS, HYPER_LEVELS = 4, 2
+# The hyper-transforms' stride-2 layers: the hyper-code at 1/4 of the code map.
+HYPER_LEVELS = 2
 # The table of scales, in units of 2^-SCALE_BITS: t_0 = 451 (0.110), t_{k+1} = t_k + ceil(131 t_k / 1000), 64 of
 # them up to 259: integers, so that every machine has the same table (the ratio 1.131 is Balle et al.'s spacing).
 SCALE_BITS = 12
@@ -52,63 +51,13 @@ SCALE_TABLE = _scale_table()
 # units of 2^-SCALE_BITS, each in [-2^ACTIVATION_LIMIT, 2^ACTIVATION_LIMIT]: a layer's sum of at most 2^TERMS_LIMIT
 # products stays within int64.
 WEIGHT_BITS, WEIGHT_LIMIT, ACTIVATION_LIMIT, TERMS_LIMIT = 16, 20, 28, 14
-# The most pixels an image coded whole: the transforms' activations of one (channels 128) take about 1 GB.
-MAX_PIXELS = 1 << 23
-# GDN's least beta, which keeps its denominator away from zero.
-BETA_MIN = 1e-6
 # The bytes of the patches one integer convolution of the hyper-decoder holds at once.
 PATCH_BYTES = 1 << 26
-
-
-class GDN(nn.Module):
-    """Generalized divisive normalization (Balle, Laparra and Simoncelli 2016) of a map's channels at each position:
-
-        y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)   (``inverse``: y_i = x_i * sqrt(...), IGDN),
-
-    beta = b^2 + BETA_MIN > 0 and gamma = g^2 >= 0 by reparameterization; it starts at beta = 1, gamma = 0.1 I."""
-
-    def __init__(self, channels: int, inverse: bool = False):
-        super().__init__()
-        self.inverse = inverse
-        self.beta = nn.Parameter(torch.full((channels,), math.sqrt(1 - BETA_MIN)))
-        self.gamma = nn.Parameter(math.sqrt(0.1) * torch.eye(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta**2 + BETA_MIN
-        norm = F.conv2d(x * x, (self.gamma**2)[:, :, None, None], beta)
-        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 
 
 class Absolute(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.abs()
-
-
-def _down(in_channels: int, out_channels: int) -> nn.Conv2d:
-    """A 5x5 stride-2 convolution: ceil(H / 2) x ceil(W / 2) of an even H x W, exactly half."""
-    return nn.Conv2d(in_channels, out_channels, 5, stride=2, padding=2)
-
-
-def _up(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
-    """A 5x5 stride-2 transposed convolution: twice the height and width."""
-    return nn.ConvTranspose2d(in_channels, out_channels, 5, stride=2, padding=2, output_padding=1)
-
-
-def analysis(in_channels: int, channels: int, code_channels: int) -> nn.Sequential:
-    """g_a: the image padded to a multiple of 16 (its last row and column repeated), then conv, GDN, conv, GDN, conv,
-    GDN, conv, each conv 5x5 stride 2: a code map of ceil(H / 16) x ceil(W / 16)."""
-    layers: list[nn.Module] = [nets.PadToMultiple(2**LEVELS), _down(in_channels, channels)]
-    for _ in range(LEVELS - 2):
-        layers += [GDN(channels), _down(channels, channels)]
-    return nn.Sequential(*layers, GDN(channels), _down(channels, code_channels))
-
-
-def synthesis(code_channels: int, channels: int, out_channels: int) -> nn.Sequential:
-    """g_s, the mirror of :func:`analysis`: transposed conv, IGDN, ..., transposed conv, 16 times the map's size."""
-    layers: list[nn.Module] = [_up(code_channels, channels)]
-    for _ in range(LEVELS - 2):
-        layers += [GDN(channels, inverse=True), _up(channels, channels)]
-    return nn.Sequential(*layers, GDN(channels, inverse=True), _up(channels, out_channels))
 
 
 def hyper_analysis(code_channels: int, channels: int) -> nn.Sequential:
@@ -118,9 +67,9 @@ def hyper_analysis(code_channels: int, channels: int) -> nn.Sequential:
         nets.PadToMultiple(2**HYPER_LEVELS),
         nn.Conv2d(code_channels, channels, 3, padding=1),
         nn.ReLU(),
-        _down(channels, channels),
+        down(channels, channels),
         nn.ReLU(),
-        _down(channels, channels),
+        down(channels, channels),
     )
 
 
@@ -128,9 +77,9 @@ def hyper_synthesis(channels: int, code_channels: int) -> nn.Sequential:
     """h_s: 5x5 stride-2 transposed conv, ReLU, the same, ReLU, a 3x3 conv, ReLU: each value's scale (before its
     lower bound, the table's least scale)."""
     return nn.Sequential(
-        _up(channels, channels),
+        up(channels, channels),
         nn.ReLU(),
-        _up(channels, channels),
+        up(channels, channels),
         nn.ReLU(),
         nn.Conv2d(channels, code_channels, 3, padding=1),
         nn.ReLU(),
@@ -166,8 +115,8 @@ def gaussian_bits(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log2(_bounded(p)).flatten(1).sum(1)
 
 
-class ScaleHyperprior(RateDistortionAE):
-    """The scale hyperprior (Balle et al. 2018), a rate-distortion auto-encoder whose code map's density is
+class ScaleHyperprior(GDNCodec):
+    """The scale hyperprior (Balle et al. 2018), the GDN codec (:class:`GDNCodec`) whose code map's density is
     conditioned on a hyper-code:
 
     loss = -log p(x | g_s(y~)) + lambda (R(y~ | z~) + R(z~)),  y~ = g_a(x) + u,  z~ = h_a(y) + u',
@@ -224,24 +173,13 @@ class ScaleHyperprior(RateDistortionAE):
 
     def map_size(self, height: int, width: int) -> tuple[int, int]:
         """The code map's height and width for an image of ``height`` x ``width`` (a DataError past MAX_PIXELS)."""
-        if height * width > MAX_PIXELS:
-            raise DataError(
-                f"an image of {height}x{width} pixels is more than the {MAX_PIXELS} this model codes whole; cut it "
-                "into smaller images"
-            )
-        return nets.code_map_size(height, width, LEVELS)
+        # The limit as this module names it, read when called (its tests lower it here).
+        return checked_map_size(height, width, MAX_PIXELS)
 
     @staticmethod
     def hyper_map_size(height: int, width: int) -> tuple[int, int]:
         """The hyper-code's height and width for a code map of ``height`` x ``width``."""
         return nets.code_map_size(height, width, HYPER_LEVELS)
-
-    @torch.no_grad()
-    def map_symbols(self, x: torch.Tensor) -> torch.Tensor:
-        """The integer code maps of images (n, channels, H, W), as the rate-distortion model's; a DataError for images
-        of more than MAX_PIXELS."""
-        self.map_size(*x.shape[-2:])
-        return super().map_symbols(x)
 
     @torch.no_grad()
     def hyper_symbols(self, y: torch.Tensor) -> torch.Tensor:
@@ -309,57 +247,18 @@ def _integer_conv(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 @register
 @dataclass(frozen=True)
-class HyperpriorConfig(ModelConfig):
+class HyperpriorConfig(GDNConfig):
     """The scale hyperprior codec of photos: its channels and the weight of the rate."""
 
     family = "hyperprior"
     label = "Hyperprior"
     model_class = ScaleHyperprior
-    sized_by = ("channels", "code_dim")
-
-    code_dim: int = option(
-        192,
-        "hyperprior: M, the code map's channels (the map at 1/16 of the image's height and width)",
-        sklearn="n_components",
-    )
-    channels: int = option(128, "N, the channels of the transforms' hidden layers and of the hyper-code")
-    rate_lambda: float = option(
-        0.01,
-        "weight lambda of the rate, nats per bit: loss = distortion (nats per example) + lambda * rate (bits per "
-        "example of the rounded code under the learned prior); larger gives fewer bits and larger errors",
-    )
-
-    def __post_init__(self):
-        # It codes photos at any size, which a per-pixel standardization fitted at one size cannot follow, whatever
-        # --standardize the data would have chosen.
-        object.__setattr__(self, "standardize", False)
-        super().__post_init__()
-
-    @property
-    def code_shape(self) -> tuple[int, ...]:
-        """The code map of an image of the training size: (code_dim, ceil(H / 16), ceil(W / 16))."""
-        return (self.code_dim, *nets.code_map_size(*self.shape[-2:], LEVELS))
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        if len(self.shape) != 3:
-            problems.append(
-                f"the hyperprior codes images (channels, height, width), not examples of shape {self.shape}"
-            )
-        if not 1 <= self.channels * 25 <= 1 << TERMS_LIMIT:
-            problems.append(f"{named('channels', self.channels)} must be 1 to {(1 << TERMS_LIMIT) // 25}, e.g. 128")
-        if not 0 <= self.rate_lambda < math.inf:  # also refuses NaN
-            problems.append(f"{named('rate_lambda', self.rate_lambda)} must be a finite number >= 0, e.g. 0.01")
-        return problems
+    noun = "the hyperprior"
+    # The integer hyper-decoder's sums: at most 2^TERMS_LIMIT products of a 5x5 kernel over N channels.
+    max_channels = (1 << TERMS_LIMIT) // 25
 
     def build(self) -> ScaleHyperprior:
-        colours, height, width = self.shape
         n, m = self.channels, self.code_dim
-        networks = (
-            analysis(colours, n, m),
-            nn.Sequential(synthesis(m, n, colours), nets.CropTo(height, width)),
-            hyper_analysis(m, n),
-            hyper_synthesis(n, m),
-        )
-        settings = {"code_dim": m, "code_shape": self.code_shape, "example_shape": tuple(self.shape)}
-        return ScaleHyperprior(networks, LIKELIHOODS[self.likelihood], FactorizedPrior(n), self.rate_lambda, **settings)
+        networks = (*self.transforms(), hyper_analysis(m, n), hyper_synthesis(n, m))
+        prior = FactorizedPrior(n)
+        return ScaleHyperprior(networks, LIKELIHOODS[self.likelihood], prior, self.rate_lambda, **self.model_settings())

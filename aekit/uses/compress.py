@@ -2,8 +2,8 @@
 (:mod:`aekit.codec`) of examples' codes, stored as the model's ``code_storage`` says (:data:`STORAGES`), and the
 examples a file stands for, on numpy arrays and on files.
 
-A fully convolutional rate-distortion model (``--net fully-conv``) and a scale hyperprior (``--model hyperprior``:
-each image's hyper-code and code map, version 6) also compress images of any size, each whole
+A fully convolutional rate-distortion model (``--net fully-conv``, or ``--model factorized``) and a scale hyperprior
+(``--model hyperprior``: each image's hyper-code and code map, version 6) also compress images of any size, each whole
 (:func:`compress_images`, :func:`decompress_images`; a folder of images or one image file on the command line). The
 jobs on files (``*_files``) read their input and write their output a chunk of examples at a time
 (:mod:`aekit.uses.file_jobs`).
