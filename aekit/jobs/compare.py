@@ -2,7 +2,8 @@
 
 For every code size and model, a run folder in the runs folder (``OUT/runs`` unless ``runs_dir`` names another) is
 trained through :func:`aekit.jobs.workflow.train_run`, or reused when the runs folder already holds a finished run of
-that model and code size on the same split (and with every option asked for here). Then OUT gets:
+that model and code size on the same split (and with every option asked for here), or resumed where it holds such a
+run unfinished. Then OUT gets:
 
 - ``comparison.md`` and ``comparison.csv``: one row per model (and code size) with the metrics of DESIGN.md; the best
   of each column (lowest error, time and size, highest probe accuracy) is bold in the Markdown and named in the
@@ -40,6 +41,8 @@ from aekit.training.settings import defaults, for_family, normal_classes
 _SPLIT = ("dataset", "seed", "test_fraction", "normal_class")
 # The model option a sweep of rate weights sets: a family weighs a rate where its config declares it.
 RATE = "rate_lambda"
+# What a comparison does with each run (see _place).
+TRAIN, RESUME, REUSE = "train", "resume", "reuse"
 
 
 def compare(
@@ -91,9 +94,9 @@ def compare(
     for i, point in enumerate(points):
         shown, shown_noisy = pictures[point["code_dim"]]
         for model_name in models:
-            folder, reuse = plan[model_name, i]
+            folder, action = plan[model_name, i]
             label = FAMILIES[model_name].label
-            metrics = _metrics_of(folder, reuse, {**given, "model": model_name}, point, nll_samples, device, progress)
+            metrics = _metrics_of(folder, action, {**given, "model": model_name}, point, nll_samples, device, progress)
             model = run_folder.load(folder)
             caption = label if RATE not in point else f"{label}, lambda {point[RATE]}"
             shown[caption] = model.reconstruct(originals)
@@ -101,7 +104,9 @@ def compare(
                 shown_noisy[f"{caption} (noisy in)"] = model.reconstruct(noisy)
             # A model fitted in closed form has no epochs and no batches to speak of.
             unbatched = {"epochs": None, "batch_size": None} if model.closed_form else {}
-            rows.append({"model": label, **point, **metrics, **unbatched, "run": str(folder), "reused": reuse})
+            rows.append(
+                {"model": label, **point, **metrics, **unbatched, "run": str(folder), "reused": action == REUSE}
+            )
 
     make_folder(out)
     for dim, (shown, shown_noisy) in pictures.items():
@@ -153,18 +158,19 @@ def _save_rate_distortion(path: Path, rows: list[dict], models, data_name: str) 
 
 
 def _metrics_of(
-    folder: Path, reuse: bool, given: dict, point: dict, nll_samples: int | None, device: str, progress: bool
+    folder: Path, action: str, given: dict, point: dict, nll_samples: int | None, device: str, progress: bool
 ) -> dict:
     """The metrics of the run in ``folder`` of the ``given`` options (the model included) at the sweep's ``point``:
-    those it holds where it is reused, else those of training it there; with ``nll_samples`` = k and a VAE,
-    evaluated again where they lack ``nll_is_{k}``."""
+    those it holds where it is reused, else those of training or resuming it there (``action``, see :func:`_place`);
+    with ``nll_samples`` = k and a VAE, evaluated again where they lack ``nll_is_{k}``."""
     given = {**given, **point}
-    if reuse:
+    if action == REUSE:
         metrics = run_folder.read_json(folder / run_folder.METRICS)
     else:
+        resume = action == RESUME
         if progress:
-            print(f"training {given['model']}, {_words(point)} ...", flush=True)
-        _, metrics = train_run(folder, for_family(given), device=device, progress=progress)
+            print(f"{'resuming' if resume else 'training'} {given['model']}, {_words(point)} ...", flush=True)
+        _, metrics = train_run(folder, for_family(given), resume=resume, device=device, progress=progress)
     if (
         nll_samples is not None
         and family(given["model"]).model_class.variational
@@ -232,13 +238,14 @@ def _sweep_problems(models, code_dims, rate_lambdas, given: dict) -> list[str]:
     return problems
 
 
-def _place(runs_dir: Path, model: str, point: dict, given: dict, identity: dict) -> tuple[Path, bool]:
+def _place(runs_dir: Path, model: str, point: dict, given: dict, identity: dict) -> tuple[Path, str]:
     """Where the run of ``model`` at the sweep's ``point`` (its code size, and rate weight in a sweep of them) lives
-    and whether it is reused (already trained there).
+    and what to do there: TRAIN it, RESUME it or REUSE it (already trained there).
 
     A run is reused when its model, point and split match and so does every option asked for (PCA is fitted
-    in closed form, so for it only the split counts); one that records other data than ``identity`` (the data's now,
-    :func:`aekit.data.identity.data_identity`) is refused."""
+    in closed form, so for it only the split counts), and resumed from its last checkpoint where it is unfinished (a
+    comparison killed while training it goes on where it stopped); one that records other data than ``identity``
+    (the data's now, :func:`aekit.data.identity.data_identity`) is refused."""
     known = defaults()
     wanted = {"model": model, **point, **{k: given.get(k, known[k]) for k in _SPLIT}}
     if not family(model).model_class.closed_form:
@@ -254,7 +261,7 @@ def _place(runs_dir: Path, model: str, point: dict, given: dict, identity: dict)
             "keep one of them in the runs folder"
         )
     if matches and not run_folder.holds_run(matches[0]):
-        return matches[0], False  # what a run left that failed before its first checkpoint: train it there again
+        return matches[0], TRAIN  # what a run left that failed before its first checkpoint: train it there again
     recorded = recorded_identity(matches[0]) if matches else None
     change = None if recorded is None else identity_change(recorded, identity)
     if change:
@@ -263,19 +270,21 @@ def _place(runs_dir: Path, model: str, point: dict, given: dict, identity: dict)
             f"{given.get('dataset', known['dataset'])} {change}; remove it or choose another --runs folder"
         )
     if matches:
-        if not (matches[0] / run_folder.METRICS).is_file():
-            raise RunError(
-                f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
-                f"--out {matches[0]}` or remove it"
-            )
-        return matches[0], True
+        if (matches[0] / run_folder.METRICS).is_file():
+            return matches[0], REUSE
+        if (matches[0] / run_folder.CHECKPOINT).is_file():
+            return matches[0], RESUME
+        raise RunError(
+            f"{matches[0]} holds an unfinished {model} run; finish it with `aekit train --resume "
+            f"--out {matches[0]}` or remove it"
+        )
     folder = runs_dir / (f"{model}-{point['code_dim']}" + (f"-lambda{point[RATE]}" if RATE in point else ""))
     if run_folder.holds_run(folder):
         raise RunError(
             f"{folder} already holds something other than a {model} run of {_words(point)} with these "
             "settings; remove it or choose another --runs folder"
         )
-    return folder, False
+    return folder, TRAIN
 
 
 def _words(point: dict) -> str:

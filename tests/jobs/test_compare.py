@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,21 @@ def test_a_sweep_called_again_reuses_its_runs_and_trains_only_the_new_weights(sw
     ]
     assert {k: v for k, v in snapshot(swept / "runs").items() if "lambda0.5" not in k} == before
     assert rows[2]["mse"] == read_rows(swept / "comparison.csv")[1]["mse"]
+
+
+def test_a_run_a_killed_comparison_left_unfinished_is_resumed_not_trained_again(swept, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(swept / "runs" / "rd-ae-4-lambda0.01", runs / "cut")
+    (runs / "cut" / run_folder.METRICS).unlink()  # killed after its epochs, before its evaluation
+    history = (runs / "cut" / run_folder.HISTORY).read_text()
+    argv = ["compare", *SWEEP, "--rate-lambdas", "0.01", "--runs", str(runs), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert "resuming rd-ae, code size 4, rate lambda 0.01" in capsys.readouterr().out
+    (row,) = read_rows(tmp_path / "out" / "comparison.csv")
+    assert (row["run"], row["reused"]) == (str(runs / "cut"), "False")
+    assert (runs / "cut" / run_folder.HISTORY).read_text() == history
+    assert row["mse"] == read_rows(swept / "comparison.csv")[0]["mse"]
+    assert sorted(p.name for p in runs.iterdir()) == ["cut"]
 
 
 def test_the_families_a_sweep_of_rate_weights_takes_by_default_weigh_a_rate():
