@@ -231,9 +231,10 @@ def _sweep_problems(models, code_dims, rate_lambdas, given: dict) -> list[str]:
         problems.append("--rate-lambda and --rate-lambdas both set the rate weight: give one of them")
     unweighted = [m for m in models if m in FAMILIES and not weighs_rate(m)]
     if unweighted:
+        weighted = ", ".join(m for m in FAMILIES if weighs_rate(m))
         problems.append(
-            f"{', '.join(unweighted)} weigh no rate, so --rate-lambdas has nothing to sweep in them; compare "
-            f"{', '.join(m for m in FAMILIES if weighs_rate(m))} at several rate weights"
+            f"--rate-lambdas sweeps the rate weight of {weighted}, not of {', '.join(unweighted)}, which have none: "
+            "drop them from --models"
         )
     return problems
 

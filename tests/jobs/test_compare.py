@@ -202,7 +202,10 @@ def test_the_families_a_sweep_of_rate_weights_takes_by_default_weigh_a_rate():
         (["--code-dims", "2,2"], "distinct positive"),
         (["--models", "pca,pca"], "name one twice"),
         (["--code-dim", "100", "--models", "pca"], "PCA cannot keep"),
-        (["--models", "rd-ae,ae,pca", "--rate-lambdas", "0.01,0.1"], "ae, pca weigh no rate"),
+        (
+            ["--models", "rd-ae,ae,pca", "--rate-lambdas", "0.01,0.1"],
+            "not of ae, pca, which have none: drop them",
+        ),
         (["--models", "rd-ae", "--rate-lambdas", "0.01,0.010"], "must be distinct finite numbers >= 0"),
         (["--models", "rd-ae", "--rate-lambdas", "0.01,nan"], "must be distinct finite numbers >= 0"),
         (["--models", "rd-ae", "--rate-lambdas=-0.01,0.1"], "must be distinct finite numbers >= 0"),
