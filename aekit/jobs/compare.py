@@ -32,6 +32,7 @@ from aekit.evaluation.metrics import columns, formatted, legend, lookup
 from aekit.jobs.workflow import evaluate_run, load_data, recorded_identity, spec_for, train_run
 from aekit.models import FAMILIES, build_model, corrupt
 from aekit.models.config import coding_families, family
+from aekit.naming import flag
 from aekit.report.figures import FIGURES, showcase
 from aekit.report.plots import markdown_table, save_lines, save_rows, save_tradeoffs
 from aekit.training import run_folder
@@ -251,15 +252,19 @@ def _place(runs_dir: Path, model: str, point: dict, given: dict, identity: dict)
     wanted = {"model": model, **point, **{k: given.get(k, known[k]) for k in _SPLIT}}
     if not family(model).model_class.closed_form:
         wanted.update({k: v for k, v in for_family({**given, "model": model}).items() if k != "data_dir"})
-    matches = []
+    matches, options = [], []
     for config_path in sorted(runs_dir.glob(f"*/{run_folder.CONFIG}")) if runs_dir.is_dir() else []:
         saved = run_folder.read_config(config_path.parent).get("options") or {}
         if all(_plain(saved.get(k)) == _plain(v) for k, v in wanted.items()):
             matches.append(config_path.parent)
+            options.append(saved)
     if len(matches) > 1:
+        # The options not given that tell them apart (e.g. the rate weight of a sweep's runs), to choose one by.
+        differ = sorted(k for k in set().union(*options) - {"data_dir"} if len({repr(o.get(k)) for o in options}) > 1)
         raise RunError(
-            f"{', '.join(map(str, matches))} all hold a {model} run of {_words(point)} on this split; "
-            "keep one of them in the runs folder"
+            f"{', '.join(map(str, matches))} all hold a {model} run of {_words(point)} on this split; choose one "
+            f"with {' or '.join(map(flag, differ)) or 'the option that sets it'}, or keep one of them in the runs "
+            "folder"
         )
     if matches and not run_folder.holds_run(matches[0]):
         return matches[0], TRAIN  # what a run left that failed before its first checkpoint: train it there again

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli, snapshot
+from helpers import assert_refused, run_cli, snapshot
 from PIL import Image
 from sklearn.decomposition import PCA
 
@@ -188,6 +188,17 @@ def test_a_run_a_killed_comparison_left_unfinished_is_resumed_not_trained_again(
     assert (runs / "cut" / run_folder.HISTORY).read_text() == history
     assert row["mse"] == read_rows(swept / "comparison.csv")[0]["mse"]
     assert sorted(p.name for p in runs.iterdir()) == ["cut"]
+
+
+def test_a_comparison_without_a_rate_weight_on_a_sweeps_runs_says_how_to_choose_one(swept, tmp_path, capsys):
+    argv = ["compare", *SWEEP, "--runs", str(swept / "runs"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert_refused(
+        capsys,
+        swept / "runs",
+        *argv,
+        match="all hold a rd-ae run of code size 4 on this split; choose one with --rate-lambda,",
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_families_a_sweep_of_rate_weights_takes_by_default_weigh_a_rate():
