@@ -23,6 +23,16 @@ def sizes(text: str) -> tuple[int, ...]:
     return values
 
 
+def numbers(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers, e.g. 0.002,0.006,0.015; what their values may be, the command's checks."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers, e.g. 0.002,0.01"
+        ) from None
+
+
 def _classes(text: str) -> tuple[str, ...]:
     """Classes as written: names or label numbers, which the data tells apart (aekit.data.dataset.class_numbers)."""
     classes = tuple(part.strip() for part in text.split(","))
@@ -86,18 +96,28 @@ def run_option(parser, name: str, defaulted: bool = False, shown: bool = True) -
 
 
 def model_options(parser, skip: tuple[str, ...] = ()) -> None:
-    """The model families' options (:mod:`aekit.models.config`), each once, named by the families that have it
-    where not every family with networks does."""
+    """The model families' options (:mod:`aekit.models.config`), each once, but those in ``skip``."""
+    for name in _owners():
+        if name not in skip:
+            model_option(parser, name)
+
+
+def model_option(parser, name: str) -> None:
+    """The flag of the model option ``name`` alone (e.g. into a group of exclusive flags), named by the families
+    that have it where not every family with networks does."""
+    having = _owners()[name]
+    config, f = having[0]
+    prefix = "" if len(having) > 1 else f"{config.family}: "
+    _flag(parser, f, _READERS, config.types()[name], prefix + f.metadata["help"])
+
+
+def _owners() -> dict[str, list]:
+    """Each model option's name and the (config, field) of every family that has it, in registry order."""
     owners: dict[str, list] = {}
     for config in FAMILIES.values():
         for f in config.options():
             owners.setdefault(f.name, []).append((config, f))
-    for name, having in owners.items():
-        if name in skip:
-            continue
-        config, f = having[0]
-        prefix = "" if len(having) > 1 else f"{config.family}: "
-        _flag(parser, f, _READERS, config.types()[name], prefix + f.metadata["help"])
+    return owners
 
 
 def model_family(parser) -> None:

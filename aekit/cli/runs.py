@@ -175,8 +175,9 @@ def compare(commands) -> None:
         description="Train one model of each kind on the same split at the same code size (or reuse finished runs "
         "in --runs), then write OUT/comparison.md and .csv (one row per model, best of each column marked) and "
         "OUT/figures/comparison.png (the same test examples reconstructed by each model); with --code-dims, one "
-        "figure per size and OUT/figures/sweep.png (reconstruction error against code size). A model option "
-        "applies to the families that have it.",
+        "figure per size and OUT/figures/sweep.png (reconstruction error against code size); with --rate-lambdas, "
+        "one row per model and rate weight and OUT/figures/rate_distortion.png (squared error against rate). A model "
+        "option applies to the families that have it.",
     )
     compare.add_argument("--out", required=True, help="folder to write the comparison to")
     every = ",".join(coding_families())
@@ -186,18 +187,26 @@ def compare(commands) -> None:
     sizes.add_argument(
         "--code-dims", type=flags.sizes, help="several code sizes, comma-separated (a sweep), e.g. 2,5,10,20,30"
     )
+    weights = compare.add_mutually_exclusive_group()
+    flags.model_option(weights, "rate_lambda")
+    weights.add_argument(
+        "--rate-lambdas",
+        type=flags.numbers,
+        help="several rate weights, comma-separated (a sweep of the models that weigh a rate; by default all of "
+        "them), e.g. 0.002,0.006,0.015",
+    )
     compare.add_argument(
         "--runs",
         metavar="DIR",
         help="folder of run folders: finished runs there with the same "
-        "model, code size, split and given options are reused, the others trained there "
+        "model, code size, rate weight, split and given options are reused, the others trained there "
         "(default: OUT/runs)",
     )
     compare.add_argument(
         "--nll-samples", type=int, metavar="K", help="vae: add the importance-weighted NLL estimate with K samples"
     )
     flags.run_options(compare, (DATA,), helps={"dataset": "the dataset, as for train"})
-    flags.model_options(compare, skip=("code_dim",))
+    flags.model_options(compare, skip=("code_dim", "rate_lambda"))
     flags.run_options(compare, (LOSS, TRAINING))
     flags.device(compare, "auto")
     compare.add_argument("--no-progress", action="store_true", help="print only the result")
@@ -212,6 +221,7 @@ def _run_compare(args: argparse.Namespace) -> None:
         args.out,
         models=args.models,
         code_dims=args.code_dims or (args.code_dim,),
+        rate_lambdas=args.rate_lambdas,
         options=given,
         runs_dir=args.runs,
         nll_samples=args.nll_samples,

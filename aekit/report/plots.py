@@ -292,6 +292,25 @@ def save_lines(
     _save(fig, path)
 
 
+def save_tradeoffs(
+    path: Path, curves: dict[str, list[tuple[float, float, str]]], xlabel: str, ylabel: str, title: str
+) -> None:
+    """One labelled line with markers per entry of ``curves``, through its own points (x, y, note) in the order of
+    x, each point annotated with its note, e.g. each model's distortion against its rate, a point per rate weight."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in curves.items():
+        points = sorted(points)
+        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=4, label=label)
+        for x, y, note in points:
+            ax.annotate(note, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
 def save_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> None:
     """ROC curves, one per entry of ``curves`` (false-positive rates, true-positive rates and the area under the
     curve, shown in its label), over the diagonal of a score that tells nothing."""

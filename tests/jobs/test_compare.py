@@ -1,18 +1,22 @@
 """``aekit compare``: every model on the same split, the tables, the figures, reuse of runs and the sweep."""
 
 import csv
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import snapshot
+from helpers import assert_refused, run_cli, snapshot
 from PIL import Image
 from sklearn.decomposition import PCA
 
 from aekit.cli import main
 from aekit.errors import RunError
-from aekit.jobs.compare import compare
+from aekit.jobs.compare import compare, weighs_rate
 from aekit.models import FAMILIES
 from aekit.models.config import coding_families
+from aekit.training import run_folder
 
 FAST = ["--epochs", "2", "--hidden", "32", "--no-progress"]
 
@@ -124,6 +128,84 @@ def test_compare_reuses_finished_runs_and_sweeps_code_sizes(compared, tmp_path):
     assert float(rows[0]["sse_per_example"]) > float(rows[2]["sse_per_example"])  # PCA: more components, less error
 
 
+SWEEP = ["--dataset", "digits", "--models", "rd-ae", "--code-dim", "4", "--epochs", "1", "--hidden", "16"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "rd"
+    assert main(["compare", *SWEEP, "--rate-lambdas", "0.01,2", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_a_sweep_of_rate_weights_trains_a_run_per_weight_and_draws_rate_against_distortion(swept):
+    rows = read_rows(swept / "comparison.csv")
+    assert [(row["model"], row["code_dim"], row["rate_lambda"], row["reused"]) for row in rows] == [
+        ("RD-AE", "4", "0.01", "False"),
+        ("RD-AE", "4", "2.0", "False"),
+    ]
+    for row, weight in zip(rows, (0.01, 2.0)):
+        config = json.loads((Path(row["run"]) / "config.json").read_text())
+        assert config["options"]["rate_lambda"] == config["model"]["rate_lambda"] == weight
+        assert Path(row["run"]).parent == swept / "runs"
+        for column in ("bits_per_pixel", "rate_bits_per_example", "mse", "train_seconds"):
+            assert float(row[column]) > 0, column
+        assert float(row["bits_per_pixel"]) == pytest.approx(float(row["rate_bits_per_example"]) / 64)
+        history = read_rows(Path(row["run"]) / run_folder.HISTORY)
+        assert float(row["train_seconds"]) == pytest.approx(sum(float(epoch["seconds"]) for epoch in history))
+    table = (swept / "comparison.md").read_text()
+    assert "rate weights lambda 0.01, 2.0" in table and "| model | rate_lambda |" in table
+    assert "| RD-AE | 2.0 |" in table
+    assert (swept / "figures" / "rate_distortion.png").stat().st_size > 1000
+    assert not (swept / "figures" / "sweep.png").exists()
+
+
+def test_a_sweep_called_again_reuses_its_runs_and_trains_only_the_new_weights(swept, tmp_path):
+    before = snapshot(swept / "runs")
+    out = tmp_path / "more"
+    argv = ["compare", *SWEEP, "--rate-lambdas", "0.01,0.5,2", "--runs", str(swept / "runs"), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    rows = read_rows(out / "comparison.csv")
+    assert [(row["rate_lambda"], row["reused"]) for row in rows] == [
+        ("0.01", "True"),
+        ("0.5", "False"),
+        ("2.0", "True"),
+    ]
+    assert {k: v for k, v in snapshot(swept / "runs").items() if "lambda0.5" not in k} == before
+    assert rows[2]["mse"] == read_rows(swept / "comparison.csv")[1]["mse"]
+
+
+def test_a_run_a_killed_comparison_left_unfinished_is_resumed_not_trained_again(swept, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(swept / "runs" / "rd-ae-4-lambda0.01", runs / "cut")
+    (runs / "cut" / run_folder.METRICS).unlink()  # killed after its epochs, before its evaluation
+    history = (runs / "cut" / run_folder.HISTORY).read_text()
+    argv = ["compare", *SWEEP, "--rate-lambdas", "0.01", "--runs", str(runs), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert "resuming rd-ae, code size 4, rate lambda 0.01" in capsys.readouterr().out
+    (row,) = read_rows(tmp_path / "out" / "comparison.csv")
+    assert (row["run"], row["reused"]) == (str(runs / "cut"), "False")
+    assert (runs / "cut" / run_folder.HISTORY).read_text() == history
+    assert row["mse"] == read_rows(swept / "comparison.csv")[0]["mse"]
+    assert sorted(p.name for p in runs.iterdir()) == ["cut"]
+
+
+def test_a_comparison_without_a_rate_weight_on_a_sweeps_runs_says_how_to_choose_one(swept, tmp_path, capsys):
+    argv = ["compare", *SWEEP, "--runs", str(swept / "runs"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert_refused(
+        capsys,
+        swept / "runs",
+        *argv,
+        match="all hold a rd-ae run of code size 4 on this split; choose one with --rate-lambda,",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_families_a_sweep_of_rate_weights_takes_by_default_weigh_a_rate():
+    assert {"rd-ae", "hyperprior"} <= {m for m in coding_families() if weighs_rate(m)}
+    assert not weighs_rate("ae") and not weighs_rate("pca")
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
@@ -131,13 +213,25 @@ def test_compare_reuses_finished_runs_and_sweeps_code_sizes(compared, tmp_path):
         (["--code-dims", "2,2"], "distinct positive"),
         (["--models", "pca,pca"], "name one twice"),
         (["--code-dim", "100", "--models", "pca"], "PCA cannot keep"),
+        (
+            ["--models", "rd-ae,ae,pca", "--rate-lambdas", "0.01,0.1"],
+            "not of ae, pca, which have none: drop them",
+        ),
+        (["--models", "rd-ae", "--rate-lambdas", "0.01,0.010"], "must be distinct finite numbers >= 0"),
+        (["--models", "rd-ae", "--rate-lambdas", "0.01,nan"], "must be distinct finite numbers >= 0"),
+        (["--models", "rd-ae", "--rate-lambdas=-0.01,0.1"], "must be distinct finite numbers >= 0"),
+        (["--models", "rd-ae", "--rate-lambdas", "0.01,inf"], "must be distinct finite numbers >= 0"),
+        (["--models", "rd-ae", "--rate-lambdas", ""], "is not a comma-separated list of numbers"),
+        (["--models", "rd-ae", "--rate-lambdas", "0.1,x"], "is not a comma-separated list of numbers"),
+        (["--rate-lambda", "0.1", "--rate-lambdas", "0.1,0.2"], "not allowed with argument --rate-lambda"),
+        (["--models", "rd-ae", "--code-dims", "2,3", "--rate-lambdas", "0.1,0.2"], "code sizes or rate weights"),
     ],
 )
 def test_compare_refuses_bad_requests_in_one_line_and_writes_nothing(capsys, tmp_path, argv, match):
     out = tmp_path / "out"
-    assert main(["compare", "--out", str(out), *argv, *FAST]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and match in err[0], err
+    status, _, err = run_cli(capsys, "compare", "--out", str(out), *argv, *FAST)
+    err = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1 and match in err[0], err
     assert not out.exists()
 
 
