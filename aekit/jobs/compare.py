@@ -72,19 +72,10 @@ def compare(
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
     if models is None:
         models = tuple(m for m in coding_families() if rate_lambdas is None or weighs_rate(m))
-    # Each point of the sweep: the options that set it, for every model.
-    points = [
-        {"code_dim": dim, **({} if lam is None else {RATE: lam})}
-        for dim in code_dims
-        for lam in rate_lambdas or (None,)
-    ]
+    points = _points(code_dims, rate_lambdas)
     given, dataset = _check(models, code_dims, rate_lambdas, points, dict(options or {}), nll_samples, (out, runs_dir))
     identity = data_identity(dataset)
-    plan = {
-        (model, i): _place(runs_dir, model, point, given, identity)
-        for i, point in enumerate(points)
-        for model in models
-    }
+    plan = {(model, i): _place(runs_dir, model, p, given, identity) for i, p in enumerate(points) for model in models}
     settings = {**defaults(), **given}
 
     rows = []
@@ -110,19 +101,32 @@ def compare(
             )
 
     make_folder(out)
+    _save_figures(out, pictures, rows, models, rate_lambdas, dataset.name, settings if noisy is not None else None)
+    return _write_tables(out, rows, dataset, settings, code_dims, rate_lambdas)
+
+
+def _points(code_dims: tuple[int, ...], rate_lambdas: tuple[float, ...] | None) -> list[dict]:
+    """Each point of the sweep: the options that set it, for every model."""
+    return [
+        {"code_dim": dim, **({} if lam is None else {RATE: lam})}
+        for dim in code_dims
+        for lam in rate_lambdas or (None,)
+    ]
+
+
+def _save_figures(out: Path, pictures: dict, rows: list[dict], models, rate_lambdas, data_name: str, noise) -> None:
+    """The reconstructions of each code size (``pictures``), and the sweep's figure of the code sizes or the rate
+    weights; ``noise``: the settings of the noise added to the shown examples, None where none was."""
     for dim, (shown, shown_noisy) in pictures.items():
-        name = "comparison.png" if len(code_dims) == 1 else f"comparison-{dim}.png"
-        title = f"{dataset.name} test set, code size {dim}: originals and each model's reconstruction" + (
-            f"; then the same with {settings['noise']} noise ({settings['noise_level']:g}) added"
-            if noisy is not None
-            else ""
+        name = "comparison.png" if len(pictures) == 1 else f"comparison-{dim}.png"
+        title = f"{data_name} test set, code size {dim}: originals and each model's reconstruction" + (
+            f"; then the same with {noise['noise']} noise ({noise['noise_level']:g}) added" if noise else ""
         )
         save_rows(out / FIGURES / name, {**shown, **shown_noisy}, title)
-    if len(code_dims) > 1:
-        _save_sweep(out / FIGURES / "sweep.png", rows, models, sorted(code_dims), dataset.name)
+    if len(pictures) > 1:
+        _save_sweep(out / FIGURES / "sweep.png", rows, models, sorted(pictures), data_name)
     if rate_lambdas is not None:
-        _save_rate_distortion(out / FIGURES / "rate_distortion.png", rows, models, dataset.name)
-    return _write_tables(out, rows, dataset, settings, code_dims, rate_lambdas)
+        _save_rate_distortion(out / FIGURES / "rate_distortion.png", rows, models, data_name)
 
 
 def weighs_rate(model: str) -> bool:
