@@ -83,7 +83,8 @@ PUBLISHED = {
 REFERENCES = ("JPEG", "WebP")
 # CompressAI's architectures: the class, and the multiple its evaluation pads images to.
 ARCHITECTURES = {"hyperprior": ("ScaleHyperprior", 64), "factorized": ("FactorizedPrior", 64)}
-PEER_METHOD = "CompressAI {arch} (trained alike)"
+# A curve is a family trained for a number of epochs: runs trained for longer are not points of the same curve.
+AEKIT_METHOD, PEER_METHOD = "aekit {arch}, {epochs} epochs", "CompressAI {arch}, {epochs} epochs (trained alike)"
 # What a peer's file holds besides its strings: the photo's height and width (two uint16).
 SIZE_BYTES = 4
 MODEL_FILE, PEER_FILE = "model.pt", "peer.json"
@@ -239,6 +240,7 @@ def run_summary(run: Path) -> dict:
     return {
         "family": model["model"],
         "rate_lambda": model.get("rate_lambda"),
+        "epochs": options.get("epochs"),
         "training": f"aekit train --model {model['model']} " + " ".join(given),
         "train_hours": round(seconds / 3600, 3),
     }
@@ -258,7 +260,7 @@ def aekit_point(run: Path, photos: dict[str, np.ndarray]) -> dict:
     pixels = sum(p.shape[0] * p.shape[1] for p in photos.values())
     one_file = 8 * len(compress_images(model, images)) / pixels
     return point(
-        f"aekit {summary['family']}",
+        AEKIT_METHOD.format(arch=summary["family"], epochs=summary["epochs"]),
         f"lambda {summary['rate_lambda']}",
         sizes,
         backs,
@@ -411,7 +413,7 @@ def peer_point(folder: Path, photos: dict[str, np.ndarray]) -> dict:
     code(next(iter(photos.values())))  # set-up outside the times
     sizes, backs, seconds = zip(*(code(p) for p in photos.values()))
     return point(
-        PEER_METHOD.format(arch=settings["arch"]),
+        PEER_METHOD.format(arch=settings["arch"], epochs=settings["epochs"]),
         f"lambda {settings['rate_lambda']}",
         list(sizes),
         list(backs),
@@ -507,11 +509,17 @@ def alike_lines(points: list[dict]) -> list[str]:
     by_method = curves(points)
     lines = []
     for method, ours in by_method.items():
-        peer = PEER_METHOD.format(arch=method.removeprefix("aekit "))
-        if method.startswith("aekit ") and peer in by_method:
+        peer = next((p for p in by_method if method.startswith("aekit ") and p == _alike(method)), None)
+        if peer is not None:
             psnr_delta, ssim_delta = (delta(ours, by_method[peer], key) for key in ("psnr", "ms_ssim"))
             lines.append(f"- {method} against {peer}: {psnr_delta} in PSNR, {ssim_delta} in MS-SSIM.")
     return lines or ["- No aekit curve has a CompressAI curve trained alike in the JSON yet (`--peers`)."]
+
+
+def _alike(method: str) -> str:
+    """The name of CompressAI's curve trained alike to aekit's curve ``method``."""
+    arch, epochs = method.removeprefix("aekit ").rsplit(", ", 1)
+    return PEER_METHOD.format(arch=arch, epochs=epochs.removesuffix(" epochs"))
 
 
 def times_rows(points: list[dict]) -> list[dict]:

@@ -50,9 +50,9 @@ def test_every_point_goes_to_the_json_with_the_published_rows_marked(run, photos
     assert {"method": "JPEG (Pillow), published by CompressAI", "setting": "point 3", "bpp": 0.508, "psnr": 29.04,
             "ms_ssim": None, "published": True} in published  # fmt: skip
     measured = [p for p in points if not p.get("published")]
-    assert {p["method"] for p in measured} == {"JPEG", "WebP", "AVIF", "aekit hyperprior"}
+    assert {p["method"] for p in measured} == {"JPEG", "WebP", "AVIF", "aekit hyperprior, 1 epochs"}
     assert all(p["photos"] == 2 and p["encode_s"] > 0 and p["decode_s"] > 0 for p in measured)
-    ours = next(p for p in measured if p["method"] == "aekit hyperprior")
+    ours = next(p for p in measured if p["method"] == "aekit hyperprior, 1 epochs")
     assert ours["setting"] == "lambda 0.05" and ours["run"] == str(run)
     assert ours["training"].startswith("aekit train --model hyperprior --code-dim 8 --rate-lambda 0.05 --channels 8")
     assert ours["bpp_one_file"] < ours["bpp"]  # each photo its own file: two headers, where one file has one
@@ -66,7 +66,9 @@ def test_every_point_goes_to_the_json_with_the_published_rows_marked(run, photos
                        "--results", str(results)]) == 0  # fmt: skip
     again = json.loads((results.parent / "results" / "kodak.json").read_text())
     assert [p for p in again if p["method"] == "JPEG"] == [p for p in points if p["method"] == "JPEG"]
-    assert [p["photos"] for p in again if p["method"] == "aekit hyperprior"] == [1] and len(again) == len(points)
+    assert [p["photos"] for p in again if p["method"] == "aekit hyperprior, 1 epochs"] == [1] and len(again) == len(
+        points
+    )
 
 
 def test_a_folder_that_is_not_a_run_is_refused_in_one_line_before_anything_is_measured(photos, tmp_path, capsys):
@@ -92,6 +94,19 @@ def test_the_bd_rate_of_a_cheaper_curve_is_negative_and_of_a_dearer_one_positive
     assert rows["JPEG"]["vs JPEG (PSNR)"] == rows["half"]["vs JPEG (MS-SSIM)"] == rows["half"]["vs WebP (PSNR)"] == "-"
 
 
+def test_aekit_is_set_against_compressai_trained_for_as_many_epochs_only():
+    rates, values = np.array([0.2, 0.4, 0.8]), [26.0, 29.0, 32.0]
+    points = (
+        _curve("aekit hyperprior, 12 epochs", rates, values)
+        + _curve("aekit hyperprior, 24 epochs", rates / 2, values)
+        + _curve("CompressAI hyperprior, 12 epochs (trained alike)", rates * 2, values)
+    )
+    assert kodak.alike_lines(points) == [
+        "- aekit hyperprior, 12 epochs against CompressAI hyperprior, 12 epochs (trained alike): -50.0% over "
+        "26.00-32.00 dB in PSNR, - in MS-SSIM."
+    ]
+
+
 def test_ms_ssim_is_one_for_the_same_photo_and_none_below_its_five_scales():
     rng = np.random.default_rng(0)
     clean = rng.integers(0, 256, (176, 192, 3), dtype=np.uint8)
@@ -111,7 +126,7 @@ def test_compressai_trained_alike_codes_each_photo_as_its_own_strings(run, photo
     assert (settings["patch"], settings["batch_size"], settings["schedule"]) == (32, 8, "constant")
     assert kodak.main(argv) == 2  # its model is never written over
     point = kodak.peer_point(peer, kodak.read_photos(photos))
-    assert point["method"] == "CompressAI hyperprior (trained alike)" and point["setting"] == "lambda 0.05"
+    assert point["method"] == "CompressAI hyperprior, 1 epochs (trained alike)" and point["setting"] == "lambda 0.05"
     assert point["bpp"] > 8 * kodak.SIZE_BYTES / (64 * 48) and point["psnr"] > 0
 
 
