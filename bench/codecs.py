@@ -28,10 +28,12 @@ OPTIONS = {"PNG": {"optimize": True}, "JPEG": {"optimize": True}, "WEBP": {"meth
 SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K = 1.5, 3.5, (0.01, 0.03)
 
 
-def encoded(pixels: np.ndarray, kind: str, quality: int | None = None) -> bytes:
-    """One file of ``pixels`` (uint8, (h, w) grey or (h, w, 3) colour) in Pillow's format ``kind``."""
+def encoded(pixels: np.ndarray, kind: str, quality: int | None = None, options: dict | None = None) -> bytes:
+    """One file of ``pixels`` (uint8, (h, w) grey or (h, w, 3) colour) in Pillow's format ``kind``, with
+    :data:`OPTIONS` unless ``options`` are given ({}: Pillow's defaults)."""
     buffer = io.BytesIO()
-    options = OPTIONS[kind] if quality is None else {**OPTIONS[kind], "quality": quality}
+    options = OPTIONS[kind] if options is None else options
+    options = options if quality is None else {**options, "quality": quality}
     Image.fromarray(pixels).save(buffer, kind, **options)
     return buffer.getvalue()
 
