@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import fcntl
 import json
 import math
 import platform
@@ -69,7 +68,7 @@ from aekit.uses.compress import compress_images, decompress_images
 from bench.codecs import QUALITIES, bd_rate, decoded, encoded, overlap
 from bench.compress import CODECS, pillow_versions
 from bench.compressai_peer import missing, padded, unpadded, varint_bytes
-from bench.mnist_runs import RESULTS, write_section
+from bench.mnist_runs import RESULTS, merge_json, write_section
 
 HEADING = "## Photo compression: Kodak"
 JSON_NAME, FIGURE_NAME = "kodak.json", "kodak_rd.png"
@@ -449,15 +448,7 @@ def _key(point: dict) -> tuple[str, str]:
 def save_json(path: Path, measured: list[dict]) -> list[dict]:
     """Write the measured points over those of the same method and setting in ``path`` (the others kept, the
     published ones written anew) and return all of them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # runs of parts side by side each add their points
-        kept = json.loads(path.read_text()) if path.exists() else []
-        new = {_key(p) for p in measured}
-        points = [p for p in kept if not p.get("published") and _key(p) not in new] + measured
-        points = sorted(points, key=lambda p: (p["method"], p["bpp"])) + published_points()
-        path.write_text(json.dumps(points, indent=1) + "\n")
-    return points
+    return merge_json(path, measured, _key, lambda p: (p["method"], p["bpp"]), published_points())
 
 
 def curves(points: list[dict]) -> dict[str, list[dict]]:

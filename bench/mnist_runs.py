@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import fcntl
 import hashlib
+import json
 import re
 import sys
 import time
@@ -141,6 +142,21 @@ def write_section(path: Path, heading: str, text: str, within: str | None = None
         start = end = _section_end(content, parent.end(), within) if parent else len(content)
     before, after = content[:start].rstrip(), content[end:].lstrip("\n")
     path.write_text((before + "\n\n" if before else "") + text + ("\n" + after if after else ""))
+
+
+def merge_json(path: Path, measured: list[dict], key, order, published: list[dict]) -> list[dict]:
+    """Write the ``measured`` rows over those of the same ``key`` in the JSON list ``path`` (the other measured rows
+    kept), sorted by ``order``, then the ``published`` rows anew; return all of them. A lock beside the file lets
+    runs of parts side by side each add their rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = json.loads(path.read_text()) if path.exists() else []
+        new = {key(row) for row in measured}
+        rows = [row for row in kept if not row.get("published") and key(row) not in new] + measured
+        rows = sorted(rows, key=order) + published
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
 
 
 def _section_end(content: str, position: int, heading: str) -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import fcntl
 import json
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import aekit
 from aekit.errors import AekitError
 from aekit.report.plots import markdown_table
 from bench.measure import device_name
-from bench.mnist_runs import RESULTS, write_section
+from bench.mnist_runs import RESULTS, merge_json, write_section
 
 HEADING = "## Photo restoration"
 JSON_NAME, RECORDS_NAME = "photos_restore.json", "photos_restore_images.jsonl"
@@ -487,15 +486,11 @@ def published_rows() -> list[dict]:
 def save_json(path: Path, measured: list[dict]) -> list[dict]:
     """Write the measured rows over those of the same key in ``path`` (other measured rows kept, the published
     ones written anew) and return all of them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # runs of parts side by side each add their rows
-        kept = json.loads(path.read_text()) if path.exists() else []
-        new = {_key(row) for row in measured}
-        rows = [r for r in kept if not r.get("published") and _key(r) not in new] + measured
-        rows = sorted(rows, key=lambda r: (r["task"], list(SETS).index(r["set"]), _key(r)[2])) + published_rows()
-        path.write_text(json.dumps(rows, indent=1) + "\n")
-    return rows
+
+    def order(row: dict) -> tuple:
+        return row["task"], list(SETS).index(row["set"]), _key(row)[2]
+
+    return merge_json(path, measured, _key, order, published_rows())
 
 
 def table(rows: list[dict], task: str) -> str:

@@ -1,9 +1,13 @@
 """What several test files share: running the command line in the test's process, checking that a refusal is one
-line and changed nothing, and editing a compressed file's fields with its checksum kept right."""
+line and changed nothing, editing a compressed file's fields with its checksum kept right, and smooth colour images
+for the photo codecs."""
 
 import hashlib
 import struct
 import zlib
+
+import numpy as np
+import torch
 
 from aekit.cli import main
 
@@ -79,3 +83,14 @@ def planted_table(rows=60, anomalies=6, seed=0):
     x[:anomalies] = 4 * rng.normal(size=(anomalies, 4))
     y = (np.arange(rows) < anomalies).astype(np.int64)
     return x, y
+
+
+def smooth_images(n, size=32, seed=0):
+    """n colour images (n, 3, size, size) of smooth sine waves in [0.2, 0.8], seeded: what a photo codec learns fast."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    waves = [
+        0.5 + 0.3 * np.sin(2 * np.pi * (rng.uniform(0.3, 1.2) * xx + rng.uniform(0.3, 1.2) * yy + rng.uniform(0, 1)))
+        for _ in range(3 * n)
+    ]
+    return torch.from_numpy(np.stack(waves).reshape(n, 3, size, size).astype(np.float32))

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import assert_refused, photo_folder, run_cli
+from helpers import assert_refused, photo_folder, run_cli, smooth_images
 from PIL import Image
 
 from aekit import codec
@@ -27,16 +27,6 @@ def factorized(shape=(3, 32, 32), **options):
     torch.manual_seed(0)
     options = {"code_dim": 6, "channels": 5, "likelihood": "gaussian", **options}
     return build_model(model_config("factorized", shape, **options))
-
-
-def smooth_images(n, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    waves = [
-        0.5 + 0.3 * np.sin(2 * np.pi * (rng.uniform(0.3, 1.2) * xx + rng.uniform(0.3, 1.2) * yy + rng.uniform(0, 1)))
-        for _ in range(3 * n)
-    ]
-    return torch.from_numpy(np.stack(waves).reshape(n, 3, size, size).astype(np.float32))
 
 
 def trained(steps=40, **options):
