@@ -64,6 +64,7 @@ from aekit.evaluation.measures import psnr
 from aekit.naming import flag
 from aekit.report.plots import markdown_table
 from aekit.training.settings import defaults
+from aekit.training.trainer import learning_rate_factor
 from aekit.uses.compress import compress_images, decompress_images
 from bench.codecs import QUALITIES, bd_rate, decoded, encoded, overlap
 from bench.compress import CODECS, pillow_versions
@@ -86,7 +87,8 @@ REFERENCES = ("JPEG", PLAIN_JPEG, "WebP")
 # CompressAI's architectures: the class, and the multiple its evaluation pads images to.
 ARCHITECTURES = {"hyperprior": ("ScaleHyperprior", 64), "factorized": ("FactorizedPrior", 64)}
 # A curve is a family trained for a number of epochs: runs trained for longer are not points of the same curve.
-AEKIT_METHOD, PEER_METHOD = "aekit {arch}, {epochs} epochs", "CompressAI {arch}, {epochs} epochs (trained alike)"
+# A curve's name: the family and how it was trained (:func:`training_label`).
+AEKIT_METHOD, PEER_METHOD = "aekit {arch}, {training}", "CompressAI {arch}, {training} (trained alike)"
 # What a peer's file holds besides its strings: the photo's height and width (two uint16).
 SIZE_BYTES = 4
 MODEL_FILE, PEER_FILE = "model.pt", "peer.json"
@@ -245,9 +247,18 @@ def run_summary(run: Path) -> dict:
         "family": model["model"],
         "rate_lambda": model.get("rate_lambda"),
         "epochs": options.get("epochs"),
+        "warmup_steps": options.get("warmup_steps", 0),
+        "clip_grad_norm": options.get("clip_grad_norm", 0.0),
         "training": f"aekit train --model {model['model']} " + " ".join(given),
         "train_hours": round(seconds / 3600, 3),
     }
+
+
+def training_label(epochs: int, warmup_steps: int = 0, clip_grad_norm: float = 0.0) -> str:
+    """How a curve's models were trained, in its name: "12 epochs", or "12 epochs, 256 warm-up steps, clipped at
+    100" (the gradient's norm)."""
+    warm_up = f", {warmup_steps} warm-up steps" if warmup_steps else ""
+    return f"{epochs} epochs{warm_up}" + (f", clipped at {clip_grad_norm:g}" if clip_grad_norm else "")
 
 
 def aekit_point(run: Path, photos: dict[str, np.ndarray]) -> dict:
@@ -264,7 +275,10 @@ def aekit_point(run: Path, photos: dict[str, np.ndarray]) -> dict:
     pixels = sum(p.shape[0] * p.shape[1] for p in photos.values())
     one_file = 8 * len(compress_images(model, images)) / pixels
     return point(
-        AEKIT_METHOD.format(arch=summary["family"], epochs=summary["epochs"]),
+        AEKIT_METHOD.format(
+            arch=summary["family"],
+            training=training_label(summary["epochs"], summary["warmup_steps"], summary["clip_grad_norm"]),
+        ),
         f"lambda {summary['rate_lambda']}",
         sizes,
         backs,
@@ -343,12 +357,12 @@ def train_peer(args: argparse.Namespace) -> int:
     aux = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
     main_parameters = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
     optimizer, aux_optimizer = torch.optim.Adam(main_parameters, options["lr"]), torch.optim.Adam(aux, AUX_LR)
-    cosine = options["schedule"] == "cosine"  # the trainer's closed form, stepped after each step
-
-    def factor(step: int) -> float:
-        return (1 + math.cos(math.pi * min(step, total) / total)) / 2 if cosine else 1.0
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # The trainer's factor of the learning rate, stepped after each step, and its clipping of the gradient (neither
+    # in runs made before they existed).
+    warmup, clip = options.get("warmup_steps", 0), options.get("clip_grad_norm", 0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, total, options["schedule"], warmup)
+    )
     say(f"{ARCHITECTURES[args.arch][0]}(N={n}, M={m}), lambda {rate_lambda}: {total} steps")
     model.train()
     started, step, sums = time.perf_counter(), 0, np.zeros(3)
@@ -359,6 +373,8 @@ def train_peer(args: argparse.Namespace) -> int:
         loss = distortion + rate_lambda * rate
         optimizer.zero_grad()
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(main_parameters, clip)
         optimizer.step()
         schedule.step()
         aux_optimizer.zero_grad()
@@ -381,6 +397,7 @@ def train_peer(args: argparse.Namespace) -> int:
     settings = {
         "arch": args.arch, "N": n, "M": m, "rate_lambda": rate_lambda, "like": str(args.like), "steps": step,
         **{key: options[key] for key in ("epochs", "patches_per_epoch", "batch_size", "lr", "schedule", "seed")},
+        "warmup_steps": warmup, "clip_grad_norm": clip,
         "patch": options["patch"], "dataset": options["dataset"],
         "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(step, 1), 4),
         "threads": args.threads, "compressai": compressai.__version__, "torch": torch.__version__,
@@ -417,7 +434,12 @@ def peer_point(folder: Path, photos: dict[str, np.ndarray]) -> dict:
     code(next(iter(photos.values())))  # set-up outside the times
     sizes, backs, seconds = zip(*(code(p) for p in photos.values()))
     return point(
-        PEER_METHOD.format(arch=settings["arch"], epochs=settings["epochs"]),
+        PEER_METHOD.format(
+            arch=settings["arch"],
+            training=training_label(
+                settings["epochs"], settings.get("warmup_steps", 0), settings.get("clip_grad_norm", 0.0)
+            ),
+        ),
         f"lambda {settings['rate_lambda']}",
         list(sizes),
         list(backs),
@@ -514,8 +536,8 @@ def alike_lines(points: list[dict]) -> list[str]:
 
 def _alike(method: str) -> str:
     """The name of CompressAI's curve trained alike to aekit's curve ``method``."""
-    arch, epochs = method.removeprefix("aekit ").rsplit(", ", 1)
-    return PEER_METHOD.format(arch=arch, epochs=epochs.removesuffix(" epochs"))
+    arch, training = method.removeprefix("aekit ").split(", ", 1)
+    return PEER_METHOD.format(arch=arch, training=training)
 
 
 def times_rows(points: list[dict]) -> list[dict]:

@@ -115,6 +115,22 @@ def gaussian_bits(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log2(_bounded(p)).flatten(1).sum(1)
 
 
+class LowerBound(torch.autograd.Function):
+    """max(x, bound), whose gradient passes where x is at or above the bound, or where a step against it raises x
+    (Balle's lower bound): a scale held at the table's least is not pushed further down, below the last ReLU's zero,
+    where no gradient could raise it again for the values that need a larger one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, bound)
+        return torch.maximum(x, bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, bound = ctx.saved_tensors
+        return grad * ((x >= bound) | (grad < 0)).to(grad.dtype), None
+
+
 class ScaleHyperprior(GDNCodec):
     """The scale hyperprior (Balle et al. 2018), the GDN codec (:class:`GDNCodec`) whose code map's density is
     conditioned on a hyper-code:
@@ -143,9 +159,8 @@ class ScaleHyperprior(GDNCodec):
         if self.training:
             z = self.hyper_analysis(y).float()
             y, z = y + torch.rand_like(y) - 0.5, z + torch.rand_like(z) - 0.5
-        else:  # as compressing codes them: z from the rounded y
-            y = torch.round(y)
-            z = torch.round(self.hyper_analysis(y).float())
+        else:  # as compressing codes them
+            y, z = torch.round(y), self.hyper_symbols(y).float()
         rec = self.likelihood.nll(self.decoder(y), x).mean()
         hyper_rate = self.prior.rate_bits(z).mean()
         rate = gaussian_bits(y, self._scales(z, y.shape[-2:])).mean() + hyper_rate
@@ -154,11 +169,9 @@ class ScaleHyperprior(GDNCodec):
 
     def _scales(self, z: torch.Tensor, size) -> torch.Tensor:
         """The Gaussian scale of each value of the code map of ``size`` (h, w) that the hyper-code z gives: h_s(z)
-        cropped, at least the table's least scale (with its gradient everywhere); outside training, the table's
-        scale at or above it."""
-        scale = self.hyper_synthesis(z.float())[..., : size[0], : size[1]]
-        least = self.scales[0]
-        scale = scale + (scale.clamp_min(least) - scale).detach()
+        cropped, at least the table's least scale (:class:`LowerBound`); outside training, the table's scale at or
+        above it."""
+        scale = LowerBound.apply(self.hyper_synthesis(z.float())[..., : size[0], : size[1]], self.scales[0])
         if self.training:
             return scale
         return self.scales[torch.bucketize(scale, self.scales).clamp_max(len(self.scales) - 1)]
@@ -167,8 +180,8 @@ class ScaleHyperprior(GDNCodec):
     def rate_bits(self, x: torch.Tensor) -> torch.Tensor:
         """R(y | z) + R(z) per example, bits: the rounded code map under the table's scales that its rounded
         hyper-code gives, and the hyper-code under its prior."""
-        y = self.encode(x)
-        z = self.hyper_symbols(y).float()
+        latent = self.latent_maps(x)
+        y, z = torch.round(latent), self.hyper_symbols(latent).float()
         return gaussian_bits(y, self._scales(z, y.shape[-2:])) + self.prior.rate_bits(z)
 
     def map_size(self, height: int, width: int) -> tuple[int, int]:
@@ -182,10 +195,29 @@ class ScaleHyperprior(GDNCodec):
         return nets.code_map_size(height, width, HYPER_LEVELS)
 
     @torch.no_grad()
+    def latent_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """g_a(x), the code maps of images of any one size (n, channels, H, W) before rounding: float32 (n,
+        code_dim, ceil(H / 16), ceil(W / 16)), what compressing codes (their rounding, and :meth:`hyper_symbols` of
+        them); a DataError for images of more than MAX_PIXELS."""
+        self.map_size(*x.shape[-2:])
+        return self.encoder[0](x).float()
+
+    @takes_examples
+    def latent_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`latent_maps` of examples of the model's size, in any layout (``aekit compress`` of an array)."""
+        return self.latent_maps(x)
+
+    @torch.no_grad()
     def hyper_symbols(self, y: torch.Tensor) -> torch.Tensor:
-        """The integer hyper-codes round(h_a(y)) of integer code maps y (n, code_dim, h, w): int64 (n, channels,
-        ceil(h / 4), ceil(w / 4))."""
-        return torch.round(self.hyper_analysis(y.float())).long()
+        """The integer hyper-codes that compressing sends for code maps y (n, code_dim, h, w) before their rounding:
+        of round(h_a(y)), the hyper-encoder's input as training showed it, and round(h_a(round(y))), the map the
+        decoder gets, each example's under which its two codes cost fewer bits (neither is the better for every model
+        and image: the noise of training stands for the rounding only on average; the decoder reads either alike).
+        int64 (n, channels, ceil(h / 4), ceil(w / 4))."""
+        rounded = torch.round(y.float())
+        candidates = [torch.round(self.hyper_analysis(v)).float() for v in (y.float(), rounded)]
+        bits = [gaussian_bits(rounded, self._scales(z, y.shape[-2:])) + self.prior.rate_bits(z) for z in candidates]
+        return torch.where((bits[1] < bits[0])[:, None, None, None], candidates[1], candidates[0]).long()
 
     def scale_tables(self) -> tuple[entropy_coding.Tables, ...]:
         """The coder's table of each scale index (:func:`scale_tables`)."""

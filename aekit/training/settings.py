@@ -90,7 +90,7 @@ class _Settings:
             value, rules = getattr(self, f.name), f.metadata
             if rules["choices"] and value not in rules["choices"]:
                 problems.append(f"unknown {named(f.name) or f.name} {value!r}; use {_either(rules['choices'])}")
-            elif rules["minimum"] is not None and value is not None and value < rules["minimum"]:
+            elif rules["minimum"] is not None and value is not None and not value >= rules["minimum"]:  # NaN too
                 problems.append(f"{named(f.name, value)} must be at least {rules['minimum']}")
             elif rules["positive"] and not (value > 0 and math.isfinite(value)):
                 problems.append(f"{named(f.name, value)} must be a positive number, e.g. {f.default:g}")
@@ -223,6 +223,22 @@ class TrainSettings(_Settings):
         choices=("constant", "cosine"),
         sklearn="schedule",
         sklearn_for=(IMAGES,),
+    )
+    warmup_steps: int = option(
+        0,
+        "steps over which the learning rate rises in a straight line from --lr / N to --lr before it follows "
+        "--schedule (0: none)",
+        group=TRAINING,
+        minimum=0,
+        metavar="N",
+    )
+    clip_grad_norm: float = option(
+        0.0,
+        "the most L2 norm of a step's gradient (over the parameters the step updates); a larger one is scaled down to "
+        "it, so that one batch that blows the loss up moves Adam's averages no more than any other (0: no clipping)",
+        group=TRAINING,
+        minimum=0,
+        metavar="MAX",
     )
     seed: int = option(
         0,

@@ -204,6 +204,17 @@ class _Tally:
         self.first_bad.copy_(torch.where(bad, self.step, self.first_bad))
 
 
+def learning_rate_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
+    """The factor of --lr after ``step`` steps of ``total_steps``: min(1, (step + 1) / warmup_steps), a straight
+    rise over the warm-up, times (1 + cos(pi step / total_steps)) / 2 for the cosine schedule (from 1 down to 0 over
+    all the steps of --epochs, in closed form, where CosineAnnealingLR's recursion, resumed with more epochs, would run
+    past its end and divide by zero)."""
+    rise = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if schedule != "cosine":
+        return rise
+    return rise * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)) / 2
+
+
 def _check_placement(settings: TrainSettings, device: torch.device, world: int) -> None:
     """Refuse a batch smaller than the processes, and hand-made CUDA graphs anywhere but one process on CUDA."""
     if settings.batch_size < world:
@@ -256,7 +267,7 @@ class _Loop:
         self.train_step = self._make_train_step()
 
     def _make_optimizers(self) -> None:
-        """One Adam per phase (and its learning-rate schedule, for cosine)."""
+        """One Adam per phase (and its learning-rate schedule, for cosine or a warm-up)."""
         settings, device = self.settings, self.device
         # Fused Adam on CUDA: one kernel updates every parameter, where the default launches several per step.
         # torch.compile generates its own fused kernels from the default one, so it keeps that. A step replayed as a
@@ -270,8 +281,8 @@ class _Loop:
         ]
         self._tensor_learning_rates()
         self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._cosine(step))
-            if settings.schedule == "cosine"
+            torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+            if settings.schedule == "cosine" or settings.warmup_steps
             else None
             for opt in self.optimizers
         ]
@@ -326,7 +337,7 @@ class _Loop:
                     # resume may have raised), not the saved one's; checkpoints of CosineAnnealingLR load alike.
                     scheduler.last_epoch = int(sched_state["last_epoch"])
                     for group in opt.param_groups:
-                        group["lr"] = self.settings.lr * self._cosine(scheduler.last_epoch)
+                        group["lr"] = self.settings.lr * self._lr_factor(scheduler.last_epoch)
             self._tensor_learning_rates()
             _set_rng_state(state["rng"], self.data_order)
             self.history = list(state["history"])
@@ -353,11 +364,10 @@ class _Loop:
         where = f"; continue with --resume from {self.sink.name}" if self.sink is not None else ""
         return TrainingStopped(f"stopped by {signal.Signals(signal_number).name} after {after}{where}", signal_number)
 
-    def _cosine(self, step: int) -> float:
-        """The cosine schedule's factor of the learning rate after ``step`` steps: from 1 down to 0 over all the steps
-        of --epochs, in closed form (where CosineAnnealingLR's recursion, resumed with more epochs, would run past its
-        end and divide by zero)."""
-        return (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps)) / 2
+    def _lr_factor(self, step: int) -> float:
+        """The factor of --lr after ``step`` steps of this run (:func:`learning_rate_factor`)."""
+        settings = self.settings
+        return learning_rate_factor(step, self.total_steps, settings.schedule, settings.warmup_steps)
 
     def _tensor_learning_rates(self) -> None:
         """A captured step reads the learning rate from a tensor on the device that the schedule updates in place,
@@ -560,6 +570,8 @@ def _step_function(phases: list[Phase], optimizers, settings: TrainSettings, dev
             loss.total.backward()
             if world > 1:
                 distributed.average_gradients(phase.parameters)
+            if settings.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(phase.parameters, settings.clip_grad_norm)
             opt.step()
             parts.update({name: value.detach().float() for name, value in loss.parts.items()})
             if i == 0:

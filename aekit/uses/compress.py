@@ -105,7 +105,7 @@ STORAGES = {
         no_search="a fully convolutional run's code maps have too many values to try one at a time",
     ),
     "hyper-maps": Storage(
-        "code_symbols",
+        "latent_codes",
         _says_entropy_coded,
         _array_of_maps,
         no_search="a hyperprior run's code maps have too many values to try one at a time",
@@ -191,12 +191,12 @@ def _maps_file(
     return codec.encode_maps(maps, sizes, model.probability_tables(), fingerprint, names, layout)
 
 
-def _hyper_codes(model: torch.nn.Module, code: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A hyperprior model's hyper-code of an integer code map (d, h, w), the map, and the scale index of each of its
-    values, as the decoder computes them from the hyper-code."""
-    y = torch.from_numpy(np.asarray(code))[None].to(device_of(model))
+def _hyper_codes(model: torch.nn.Module, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hyperprior model's hyper-code of a code map before rounding (d, h, w), the integer map, and the scale index
+    of each of its values, as the decoder computes them from the hyper-code."""
+    y = torch.from_numpy(np.asarray(latent))[None].to(device_of(model))
     z = model.hyper_symbols(y)[0].cpu().numpy()
-    return z, code, model.scale_indices(z, *code.shape[1:])
+    return z, torch.round(y)[0].long().cpu().numpy(), model.scale_indices(z, *latent.shape[1:])
 
 
 def compress_images(model: torch.nn.Module, images, names: list[str] | None = None) -> bytes:
@@ -250,13 +250,14 @@ def _map_model(model: torch.nn.Module) -> None:
 
 
 def _code_maps(model: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
-    """The integer code maps of float images of one size (n, channels, height, width), checked, a batch at a
-    time."""
+    """The code maps of float images of one size (n, channels, height, width), checked, a batch at a time: integer,
+    or a hyperprior's before rounding (its hyper-code is computed from them)."""
     model.eval()
+    mapped = model.latent_maps if model.code_storage == "hyper-maps" else model.map_symbols
     maps = []
     for start in range(0, len(x), file_jobs.BATCH_ROWS):
         block = torch.from_numpy(np.ascontiguousarray(x[start : start + file_jobs.BATCH_ROWS])).to(device_of(model))
-        maps += list(model.map_symbols(block).cpu().numpy())
+        maps += list(mapped(block).cpu().numpy())
     return maps
 
 

@@ -16,6 +16,7 @@ from aekit.models.hyperprior import (
     GDN,
     SCALE_TABLE,
     TAIL_MASS,
+    LowerBound,
     gaussian_bits,
     scale_tables,
 )
@@ -52,7 +53,7 @@ def test_the_code_map_is_a_sixteenth_and_the_hyper_code_a_quarter_of_it(height, 
     y = model.map_symbols(x)
     assert y.shape == (2, 6, math.ceil(height / 16), math.ceil(width / 16)) == (2, 6, *model.map_size(height, width))
     assert torch.equal(y, torch.round(y)) and y.dtype == torch.int64
-    z = model.hyper_symbols(y)
+    z = model.hyper_symbols(model.latent_maps(x))
     assert z.shape == (2, 5, *model.hyper_map_size(*y.shape[-2:]))
     assert model.restore(x).shape == x.shape
     assert model.code_shape == (6, 2, 2) and model.takes_any_size and model.code_storage == "hyper-maps"
@@ -63,8 +64,8 @@ def test_both_codes_bits_are_counted_and_training_lowers_the_loss():
     x = smooth_images(8)
     model.eval()
     parts = model.loss(x).parts
-    y = model.encode(x)
-    z = model.hyper_symbols(y).float()
+    latent = model.latent_maps(x)
+    y, z = torch.round(latent), model.hyper_symbols(latent).float()
     hyper = model.prior.rate_bits(z)
     assert torch.allclose(parts["hyper_rate_bits"], hyper.mean())
     assert parts["rate_bits"] > parts["hyper_rate_bits"] > 0
@@ -170,3 +171,14 @@ def test_scikit_learn_says_what_the_hyperprior_is_for():
         estimator("hyperprior")
     with pytest.raises(ParameterError, match="red restores images of any size rather than coding rows"):
         estimator("red")
+
+
+def test_the_scale_s_lower_bound_passes_no_gradient_that_would_push_it_further_below():
+    """Balle's lower bound: below it, only a gradient that raises the scale passes, so that training does not drive
+    scales under the last ReLU's zero, whence none could rise for the values that need a larger one."""
+    bound = torch.tensor(0.11)
+    x = torch.tensor([0.05, 0.05, 0.2, 0.2], requires_grad=True)
+    out = LowerBound.apply(x, bound)
+    assert torch.equal(out.detach(), torch.tensor([0.11, 0.11, 0.2, 0.2]))
+    (out * torch.tensor([1.0, -1.0, 1.0, -1.0])).sum().backward()  # a step against +1 lowers x, against -1 raises it
+    assert torch.equal(x.grad, torch.tensor([0.0, -1.0, 1.0, -1.0]))

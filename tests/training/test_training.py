@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from aekit.evaluation.measures import reconstruction_metrics
 from aekit.jobs.workflow import train_run
 from aekit.models import FAMILIES, build_model, model_config
 from aekit.training import run_folder, settings
-from aekit.training.trainer import TrainSettings, mean_loss, train
+from aekit.training.trainer import TrainSettings, _step_function, learning_rate_factor, mean_loss, train
 
 
 def _model(name, dataset, **options):
@@ -79,7 +80,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(digits, tmp_path):
 
 @pytest.mark.parametrize("name", ["vae", "aae", "dropout-ae", "dae"])
 def test_interrupted_run_resumed_equals_an_uninterrupted_one(name, digits, tmp_path):
-    settings = TrainSettings(epochs=3, batch_size=128, seed=3, schedule="cosine")
+    # 12 steps an epoch: the warm-up's 20 steps go on after the resume.
+    settings = TrainSettings(epochs=3, batch_size=128, seed=3, schedule="cosine", warmup_steps=20)
     straight = _model(name, digits)
     (tmp_path / "straight").mkdir()
     train(straight, digits, settings, out=tmp_path / "straight", device="cpu", progress=False)
@@ -329,6 +331,41 @@ def test_a_training_option_declared_once_is_a_flag_a_saved_option_a_parameter_an
     assert Probe().get_params()["weight_decay"] == 0.0
     Probe(hidden_layer_sizes=(8,), max_iter=1, weight_decay=0.25, random_state=0).fit(np.random.rand(40, 5))
     assert handed[-1].weight_decay == 0.25
+
+
+def test_the_learning_rate_rises_over_the_warm_up_then_follows_its_schedule():
+    assert [learning_rate_factor(s, 10, "constant", 4) for s in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
+    cosine = [(1 + math.cos(math.pi * s / 10)) / 2 for s in range(11)]
+    assert [learning_rate_factor(s, 10, "cosine") for s in range(11)] == pytest.approx(cosine)
+    warmed = [learning_rate_factor(s, 10, "cosine", 4) for s in range(11)]
+    assert warmed == pytest.approx([c * min(1, (s + 1) / 4) for s, c in enumerate(cosine)])
+
+
+def test_a_warm_up_is_applied_to_the_steps(digits):
+    # A warm-up far longer than the run keeps every step's learning rate near 0: the weights barely move.
+    losses = []
+    for warmup in (0, 10**6):
+        history = train(_model("ae", digits), digits, TrainSettings(epochs=2, lr=0.01, warmup_steps=warmup),
+                        device="cpu", progress=False)  # fmt: skip
+        losses.append(history[-1]["test_loss"])
+    untrained = mean_loss(_model("ae", digits), digits.x_test)["loss"]
+    assert losses[0] < 0.9 * untrained and losses[1] == pytest.approx(untrained, rel=0.01)
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_a_step_s_gradient_is_clipped_to_the_norm_asked(clip, digits):
+    model = _model("ae", digits)
+    norms = []
+
+    class Recorder(torch.optim.SGD):  # the gradient as the optimizer gets it
+        def step(self, closure=None):
+            norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+
+    phases = model.phases()
+    step = _step_function(phases, [Recorder(phases[0].parameters, 0.1)], TrainSettings(clip_grad_norm=clip),
+                          torch.device("cpu"), 1)  # fmt: skip
+    step(torch.from_numpy(digits.x_train[:64]).float())
+    assert norms[0] == pytest.approx(clip, rel=1e-4) if clip else norms[0] > 1  # unclipped: well above 0.5
 
 
 def test_a_choice_is_checked_from_its_declaration():
