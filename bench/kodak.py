@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import itertools
 import json
 import math
 import platform
@@ -623,11 +624,12 @@ def figure(path: Path, points: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     photos = max(p.get("photos", 24) for p in points)  # the published points are of all 24
     for ax, key, label in zip(axes, ("psnr", "ms_ssim"), ("PSNR (dB)", "MS-SSIM (dB, -10 log10(1 - MS-SSIM))")):
-        for method, ours in curves(points).items():
+        # tab20's 20 colours: the default cycle's 10 repeat among this many curves.
+        for colour, (method, ours) in zip(itertools.cycle(plt.get_cmap("tab20").colors), curves(points).items()):
             drawn = sorted((p["bpp"], p[key] if key == "psnr" else ms_ssim_db(p[key])) for p in ours if p[key])
             if drawn:
                 style = "--" if ours[0].get("published") else "-"
-                ax.plot(*zip(*drawn), style, marker="o", markersize=3, label=method)
+                ax.plot(*zip(*drawn), style, marker="o", markersize=3, label=method, color=colour)
         title = f"Kodak, {photos} photos: {label.split(' (')[0]}"
         ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, 2.0), title=title)
         ax.grid(alpha=0.3)
