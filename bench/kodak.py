@@ -64,7 +64,7 @@ from aekit.errors import AekitError
 from aekit.evaluation.measures import psnr
 from aekit.naming import flag
 from aekit.report.plots import markdown_table
-from aekit.training.settings import defaults
+from aekit.training.settings import defaults, older_run_defaults
 from aekit.training.trainer import learning_rate_factor
 from aekit.uses.compress import compress_images, decompress_images
 from bench.codecs import QUALITIES, bd_rate, decoded, encoded, overlap
@@ -87,8 +87,8 @@ PLAIN_JPEG = "JPEG, Pillow's defaults"
 REFERENCES = ("JPEG", PLAIN_JPEG, "WebP")
 # CompressAI's architectures: the class, and the multiple its evaluation pads images to.
 ARCHITECTURES = {"hyperprior": ("ScaleHyperprior", 64), "factorized": ("FactorizedPrior", 64)}
-# A curve is a family trained for a number of epochs: runs trained for longer are not points of the same curve.
-# A curve's name: the family and how it was trained (:func:`training_label`).
+# A curve's name: the family and how it was trained (:func:`training_label`); runs trained otherwise (for longer,
+# say) are not points of the same curve.
 AEKIT_METHOD, PEER_METHOD = "aekit {arch}, {training}", "CompressAI {arch}, {training} (trained alike)"
 # What a peer's file holds besides its strings: the photo's height and width (two uint16).
 SIZE_BYTES = 4
@@ -248,14 +248,19 @@ def run_summary(run: Path) -> dict:
         "family": model["model"],
         "rate_lambda": model.get("rate_lambda"),
         "epochs": options.get("epochs"),
-        "warmup_steps": options.get("warmup_steps", 0),
-        "clip_grad_norm": options.get("clip_grad_norm", 0.0),
+        "warmup_steps": trained_with(options, "warmup_steps"),
+        "clip_grad_norm": trained_with(options, "clip_grad_norm"),
         "training": f"aekit train --model {model['model']} " + " ".join(given),
         "train_hours": round(seconds / 3600, 3),
     }
 
 
-def training_label(epochs: int, warmup_steps: int = 0, clip_grad_norm: float = 0.0) -> str:
+def trained_with(options: dict, key: str):
+    """A run's (or a peer's) training option ``key``: as recorded, or what runs made before it existed had."""
+    return options.get(key, {**defaults(), **older_run_defaults()}[key])
+
+
+def training_label(epochs: int, warmup_steps: int, clip_grad_norm: float) -> str:
     """How a curve's models were trained, in its name: "12 epochs", or "12 epochs, 256 warm-up steps, clipped at
     100" (the gradient's norm)."""
     warm_up = f", {warmup_steps} warm-up steps" if warmup_steps else ""
@@ -360,7 +365,7 @@ def train_peer(args: argparse.Namespace) -> int:
     optimizer, aux_optimizer = torch.optim.Adam(main_parameters, options["lr"]), torch.optim.Adam(aux, AUX_LR)
     # The trainer's factor of the learning rate, stepped after each step, and its clipping of the gradient (neither
     # in runs made before they existed).
-    warmup, clip = options.get("warmup_steps", 0), options.get("clip_grad_norm", 0.0)
+    warmup, clip = trained_with(options, "warmup_steps"), trained_with(options, "clip_grad_norm")
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, total, options["schedule"], warmup)
     )
@@ -438,7 +443,7 @@ def peer_point(folder: Path, photos: dict[str, np.ndarray]) -> dict:
         PEER_METHOD.format(
             arch=settings["arch"],
             training=training_label(
-                settings["epochs"], settings.get("warmup_steps", 0), settings.get("clip_grad_norm", 0.0)
+                settings["epochs"], trained_with(settings, "warmup_steps"), trained_with(settings, "clip_grad_norm")
             ),
         ),
         f"lambda {settings['rate_lambda']}",
