@@ -88,11 +88,11 @@ def run_options(parser, groups: tuple[str, ...], helps: dict[str, str] | None = 
             _flag(parser, f, _RUN_READERS, types[f.name], (helps or {}).get(f.name))
 
 
-def run_option(parser, name: str, defaulted: bool = False, shown: bool = True) -> None:
+def run_option(parser, name: str, defaulted: bool = False, shown: bool = True, help: str | None = None) -> None:
     """The flag of the run option ``name`` alone, e.g. --data-dir for a command that reads a run's data (see
-    :func:`_flag` for ``defaulted`` and ``shown``)."""
+    :func:`_flag` for ``defaulted``, ``shown`` and ``help``, this command's own)."""
     f = next(f for f in declared() if f.name == name)
-    _flag(parser, f, _RUN_READERS, kinds()[name], defaulted=defaulted, shown=shown)
+    _flag(parser, f, _RUN_READERS, kinds()[name], help, defaulted=defaulted, shown=shown)
 
 
 def model_options(parser, skip: tuple[str, ...] = ()) -> None:

@@ -32,9 +32,9 @@ def score(commands) -> None:
         "VAE also neg_elbo, the negative ELBO, or nll_is, the importance-weighted estimate of -log p(x). Writes OUT "
         "(a CSV file: index, name for a folder's images, label for a labelled store or table, the score) and the "
         "histogram of the scores beside it (OUT with the suffix .png). Where a table labels anomalies (y beside X in "
-        "an .npz file, or a CSV file's column named as the run's --label-column), prints the scores' AUROC and AUPRC "
-        "against them as JSON. A fully convolutional run (rd-ae --net fully-conv) scores images of any size, each "
-        "whole: a folder of mixed sizes, one image file or an array of another size.",
+        "an .npz file, or a CSV file's column named by --label-column or the run's), prints the scores' AUROC and "
+        "AUPRC against them as JSON. A fully convolutional run (rd-ae --net fully-conv) scores images of any size, "
+        "each whole: a folder of mixed sizes, one image file or an array of another size.",
     )
     flags.run_argument(score)
     score.add_argument("input", metavar="INPUT", help="the examples to score: " + FORMATS)
@@ -50,6 +50,14 @@ def score(commands) -> None:
         metavar="K",
         help=f"vae: posterior draws per example for neg_elbo and nll_is (default: {SAMPLES})",
     )
+    flags.run_option(
+        score,
+        "label_column",
+        shown=False,
+        help="the header's name of INPUT's column of anomaly labels (1 and 0), when INPUT is a CSV file: the column "
+        "is no value of a row, and the scores are measured against it (default: the run's --label-column, where "
+        "INPUT has that column)",
+    )
     flags.device(score)
     score.set_defaults(runner=_run_score)
 
@@ -58,7 +66,14 @@ def _run_score(args: argparse.Namespace) -> None:
     from aekit.uses.scoring import histogram_path, score_file
 
     scored = score_file(
-        args.run, args.input, args.out, args.score, args.nll_samples, device=args.device, overwrite=args.overwrite
+        args.run,
+        args.input,
+        args.out,
+        args.score,
+        args.nll_samples,
+        device=args.device,
+        overwrite=args.overwrite,
+        label_column=args.label_column,
     )
     figure = histogram_path(args.out)
     print(f"{len(scored.scores)} scores written to {args.out}, their histogram to {figure}", file=sys.stderr)

@@ -106,14 +106,14 @@ class Labelled(NamedTuple):
     anomaly_labels: bool
 
 
-def read_table(path: str | Path, label_column: str | None = None) -> Labelled:
+def read_table(path: str | Path, label_column: str | None = None, required: bool = True) -> Labelled:
     """The examples of an ``.npz`` or ``.csv`` file and their labels: y beside x or X (X's mark anomalies; see
-    :func:`aekit.data.arrays.load_array_file`), or a CSV file's column ``label_column`` of anomaly labels where its
-    header has one so named (the column is then no example's value)."""
+    :func:`aekit.data.arrays.load_array_file`), or a CSV file's column ``label_column`` of anomaly labels (the column
+    is then no example's value); a header without it is refused, or with ``required`` False read as all values."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         values, header = read_csv(path)
-        if label_column is None or header is None or label_column not in header:
+        if label_column is None or (not required and (header is None or label_column not in header)):
             return Labelled(Examples(Rows(values, str(path)), None, np.dtype(np.float32)), None, False)
         found = csv_with_labels(path, values, header, label_column)
     else:

@@ -3,8 +3,9 @@ run, written to a CSV file with a histogram beside it.
 
 The input is anything the uses read (:func:`aekit.data.files.read_examples`: a folder of images, a store, an IDX or
 ``.npy`` file, a table), in any layout of the run's example size, read a batch at a time; only the scores (one number
-an example) are held. A table's anomaly labels (y beside X in an .npz file, the column of a CSV file that the run
-was trained with as ``--label-column``, where the file has it, or a store packed from either) measure the scores:
+an example) are held. A table's anomaly labels (y beside X in an .npz file, the column of a CSV file named by
+``--label-column``, or else the one the run was trained with as such where the file has it, or a store packed from
+either) measure the scores:
 AUROC and AUPRC. A fully convolutional run scores images of any size as it compresses them, each whole
 (:meth:`RateDistortionAE.map_nll`): a folder of images of mixed sizes, one image file, or an array of another size.
 Every check is made before anything is written, and the CSV appears complete or not at all.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +29,7 @@ from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, average_precision, check_score, roc, score_key
 from aekit.models.base import device_of
+from aekit.naming import option as named
 from aekit.report.plots import save_histogram
 from aekit.training import run_folder
 from aekit.uses import file_jobs
@@ -53,6 +56,7 @@ def score_file(
     samples: int = SAMPLES,
     device: str = "cpu",
     overwrite: bool = False,
+    label_column: str | None = None,
 ) -> Scored:
     """Write the anomaly score ``score`` (k = ``samples`` posterior draws for the VAE's) of every example in
     ``source`` under the run in ``run_dir`` to the CSV file ``out`` (columns: index, then name for a folder's images,
@@ -60,7 +64,8 @@ def score_file(
     classes, then the score, named for what it is) and their histogram (one outline per label where there are labels)
     to ``out`` with the suffix .png; returns the scores, with their AUROC and AUPRC where a table's (or its store's)
     labels mark anomalies. Either file that exists is replaced only with ``overwrite``, and neither may be the input
-    or the run (:func:`aekit.atomic.check_output`)."""
+    or the run (:func:`aekit.atomic.check_output`). ``label_column``: a CSV file's column of anomaly labels (by
+    default the run's ``--label-column``, where the file has it)."""
     out, source = Path(out), str(source)
     if out.suffix.lower() != ".csv" or out.is_dir():
         raise DataError(f"{out}: the scores go to a .csv file; name one, e.g. scores.csv")
@@ -68,7 +73,7 @@ def score_file(
     model = file_jobs.load_run(run_dir, device)
     check_score(model, score, samples)
     own = file_jobs.at_own_size(model, source)
-    table = _table(run_dir, source) if own is None else None
+    table = _table(run_dir, source, label_column, model.example_shape) if own is None else None
     if own is not None:
         scores, names = _scores_at_own_size(model, own.batches), own.names
     else:
@@ -99,12 +104,28 @@ def score_file(
     return Scored(scores, measures)
 
 
-def _table(run_dir: str | Path, source: str):
+def _table(run_dir: str | Path, source: str, label_column: str | None, shape: tuple[int, ...] | None):
     """The examples and labels of ``source`` where it is a table (:func:`aekit.data.files.read_table`; a CSV file's
-    labels in the column the run was trained with as ``--label-column``), else None."""
-    if Path(source).suffix.lower() not in (".npz", ".csv") or not Path(source).is_file():
+    labels in the column ``label_column``, else in the run's ``--label-column`` where the file has one so named),
+    else None. A CSV file of one column more than a model of ``shape`` takes, none of them labels, is refused with
+    the hint of ``--label-column`` (a run trained on a store of the table does not know its label column)."""
+    table_file = Path(source).suffix.lower() in (".npz", ".csv") and Path(source).is_file()
+    if label_column is not None and (not table_file or Path(source).suffix.lower() != ".csv"):
+        raise DataError(f"{named('label_column', label_column)} names a column of a CSV file, and {source} is not one")
+    if not table_file:
         return None
-    return read_table(source, run_folder.read_config(Path(run_dir)).get("options", {}).get("label_column"))
+    if label_column is None:
+        recorded = run_folder.read_config(Path(run_dir)).get("options", {}).get("label_column")
+        table = read_table(source, recorded, required=False)
+    else:
+        table = read_table(source, label_column)
+    columns = table.examples.x.shape[1:]
+    if table.labels is None and shape is not None and len(columns) == 1 and columns[0] == math.prod(shape) + 1:
+        raise DataError(
+            f"{source} has {columns[0]} columns and the run takes {columns[0] - 1}; where one of them holds anomaly "
+            f"labels, name it: {named('label_column', 'NAME')}"
+        )
+    return table
 
 
 def _scores_at_own_size(model, batches) -> np.ndarray:

@@ -80,3 +80,30 @@ def test_score_of_a_store_of_a_labelled_table_prints_the_auroc_and_auprc_of_its_
     assert sorted(labels) == sorted(y)
     expected = {"auroc": roc_auc_score(labels, scores), "auprc": average_precision_score(labels, scores)}
     assert json.loads(printed) == pytest.approx(expected) and expected["auroc"] == 1.0
+
+
+def test_score_takes_the_label_column_named_on_its_command_line(tables, capsys, tmp_path):
+    """A run trained on a store packed from a CSV file with a label column knows no column name: the CSV file scores
+    with --label-column, and without it is refused, saying so; a column the file lacks, or a file of no columns, too."""
+    folder, run, y = tables
+    store, store_run = tmp_path / "t.store", tmp_path / "store_run"
+    pack = ["pack", str(folder / "t.csv"), "--label-column", "anomaly", "--out", str(store), "--workers", "1"]
+    assert run_cli(capsys, *pack, "--no-progress")[0] == 0
+    train = ["train", "--dataset", str(store), "--model", "pca", "--code-dim", "2", "--out", str(store_run)]
+    assert run_cli(capsys, *train, "--no-progress")[0] == 0
+    out = str(tmp_path / "scores.csv")
+    assert_refused(capsys, tmp_path, "score", str(store_run), str(folder / "t.csv"), "--out", out, match="5 columns")
+    _, _, err = run_cli(capsys, "score", str(store_run), str(folder / "t.csv"), "--out", out)
+    assert "where one of them holds anomaly labels, name it: --label-column NAME" in err
+    status, printed, err = run_cli(
+        capsys, "score", str(store_run), str(folder / "t.csv"), "--out", out, "--label-column", "anomaly"
+    )
+    assert status == 0, err
+    rows = _rows(tmp_path / "scores.csv")
+    assert [int(row["label"]) for row in rows] == y.tolist() and json.loads(printed)["auroc"] == 1.0
+    for source, flag, message in (
+        ("t.csv", "nope", "has no column 'nope' (its columns are anomaly, a, b, c, d)"),
+        ("t.npz", "anomaly", "--label-column anomaly names a column of a CSV file, and"),
+    ):
+        argv = ["score", str(run), str(folder / source), "--out", str(tmp_path / "x.csv"), "--label-column", flag]
+        assert_refused(capsys, tmp_path, *argv, match=message)
