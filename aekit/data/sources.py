@@ -130,13 +130,13 @@ NAMES = ("digits", "mnist")
 def find(source: str, what: str) -> Source:
     """The entry of :data:`SOURCES` that reads ``source`` (a name or a path), or a one-line error that calls it
     ``what`` ("dataset", "source")."""
-    for entry in SOURCES:
-        if entry.recognises(source):
-            if entry.file:
-                from aekit.data.arrays import existing_file
+    entry = recognised(source)
+    if entry is not None:
+        if entry.file:
+            from aekit.data.arrays import existing_file
 
-                existing_file(source)
-            return entry
+            existing_file(source)
+        return entry
     if Path(source).exists():
         raise DataError(
             f"{source}: unsupported file type {Path(source).suffix!r}; use .npy, .npz, .csv, an IDX file or a folder "
@@ -148,11 +148,19 @@ def find(source: str, what: str) -> Source:
     )
 
 
-def check_label_column(source: Source, name: str, label_column: str | None) -> None:
-    """Refuse a column of anomaly labels (``--label-column``) for the source ``name`` (found as ``source``) where it
-    is not a CSV file, the one source whose columns have names."""
-    if label_column is not None and source.kind != "csv":
+def recognised(source: str) -> Source | None:
+    """The entry of :data:`SOURCES` that reads ``source`` (a name or a path), None where none does (e.g. an image
+    file); nothing is checked (:func:`find` checks)."""
+    return next((entry for entry in SOURCES if entry.recognises(source)), None)
+
+
+def check_label_column(source: Source | None, name: str, label_column: str | None) -> None:
+    """Refuse a column of anomaly labels (``--label-column``) for the source ``name`` (found as ``source``, None for
+    one that is no data source, e.g. an image file) where it is not a CSV file, the one source whose columns have
+    names."""
+    if label_column is not None and (source is None or source.kind != "csv"):
+        data = "" if source is None else f"{source.kind} data; "
         raise DataError(
             f"{named('label_column', label_column)} names a column of a CSV file, and {name} is not one "
-            f"({source.kind} data; an .npz file gives anomaly labels as y beside X); drop {named('label_column')}"
+            f"({data}an .npz file gives anomaly labels as y beside X); drop {named('label_column')}"
         )

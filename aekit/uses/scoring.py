@@ -25,6 +25,7 @@ import torch
 from aekit.atomic import atomic_file
 from aekit.data.files import read_examples, read_table
 from aekit.data.images import label_names, name_labels
+from aekit.data.sources import check_label_column, recognised
 from aekit.data.store import is_store, open_store
 from aekit.errors import DataError
 from aekit.evaluation.anomaly import SAMPLES, anomaly_scores, average_precision, check_score, roc, score_key
@@ -109,10 +110,8 @@ def _table(run_dir: str | Path, source: str, label_column: str | None, shape: tu
     labels in the column ``label_column``, else in the run's ``--label-column`` where the file has one so named),
     else None. A CSV file of one column more than a model of ``shape`` takes, none of them labels, is refused with
     the hint of ``--label-column`` (a run trained on a store of the table does not know its label column)."""
-    table_file = Path(source).suffix.lower() in (".npz", ".csv") and Path(source).is_file()
-    if label_column is not None and (not table_file or Path(source).suffix.lower() != ".csv"):
-        raise DataError(f"{named('label_column', label_column)} names a column of a CSV file, and {source} is not one")
-    if not table_file:
+    check_label_column(recognised(source), source, label_column)
+    if Path(source).suffix.lower() not in (".npz", ".csv") or not Path(source).is_file():
         return None
     if label_column is None:
         recorded = run_folder.read_config(Path(run_dir)).get("options", {}).get("label_column")
